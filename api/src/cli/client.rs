@@ -1,0 +1,178 @@
+//! A small client of the REST API. Refusals are turned into sentences that name what is wrong.
+
+use crate::routes::events::FeedPage;
+use crate::routes::experiments::{Accepted, ExperimentDetail, ExperimentPage};
+use anyhow::{Context, Result, bail};
+use prl_schema::spec::{ExperimentSpec, SpecError};
+use std::path::Path;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(base: Option<String>, token: Option<String>) -> Self {
+        let base = base
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into())
+            .trim_end_matches('/')
+            .to_owned();
+        Client {
+            http: reqwest::Client::new(),
+            base,
+            token,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T> {
+        let response = request.send().await.with_context(|| {
+            format!(
+                "could not reach the prl API at {} (is `prl up` running?)",
+                self.base
+            )
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .json()
+                .await
+                .context("the API answered with something unexpected");
+        }
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let message = body["message"].as_str().unwrap_or("no explanation given");
+        match body["field"].as_str() {
+            Some(field) if !field.is_empty() => {
+                bail!("the API refused it ({status}): {field}: {message}")
+            }
+            _ => bail!("the API refused it ({status}): {message}"),
+        }
+    }
+
+    /// Parses the file here first, so that a bad spec is reported with its file name.
+    pub async fn submit_file(&self, path: &Path) -> Result<Uuid> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        let parsed = match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") => ExperimentSpec::from_toml(&text),
+            Some("json") => ExperimentSpec::from_json(text.as_bytes()),
+            _ => bail!("{} should end in .json or .toml", path.display()),
+        };
+        let spec = parsed.map_err(|e| match e {
+            SpecError::Malformed(m) => {
+                anyhow::anyhow!("{} is not a well-formed spec: {m}", path.display())
+            }
+            SpecError::Invalid { field, reason } => {
+                anyhow::anyhow!("{} has an invalid field {field}: {reason}", path.display())
+            }
+        })?;
+        self.submit(&spec).await
+    }
+
+    pub async fn submit(&self, spec: &ExperimentSpec) -> Result<Uuid> {
+        let request = self
+            .authorised(self.http.post(self.url("/api/v1/experiments")))
+            .header("Idempotency-Key", Uuid::now_v7().to_string())
+            .json(spec);
+        let accepted: Accepted = self.send(request).await?;
+        Ok(accepted.id)
+    }
+
+    pub async fn detail(&self, id: Uuid) -> Result<ExperimentDetail> {
+        self.send(
+            self.authorised(
+                self.http
+                    .get(self.url(&format!("/api/v1/experiments/{id}"))),
+            ),
+        )
+        .await
+    }
+
+    pub async fn cancel(&self, id: Uuid, reason: Option<String>) -> Result<String> {
+        let request = self
+            .authorised(
+                self.http
+                    .post(self.url(&format!("/api/v1/experiments/{id}/cancel"))),
+            )
+            .json(&serde_json::json!({ "reason": reason }));
+        let accepted: Accepted = self.send(request).await?;
+        Ok(accepted.status)
+    }
+
+    pub async fn print_list(
+        &self,
+        status: Option<String>,
+        tag: Option<String>,
+        name: Option<String>,
+        limit: u32,
+    ) -> Result<()> {
+        let mut query = vec![("limit", limit.to_string())];
+        query.extend(status.map(|s| ("status", s)));
+        query.extend(tag.map(|s| ("tag", s)));
+        query.extend(name.map(|s| ("name", s)));
+        let page: ExperimentPage = self
+            .send(self.authorised(self.http.get(self.url("/api/v1/experiments")).query(&query)))
+            .await?;
+        if page.items.is_empty() {
+            println!("no experiments");
+        }
+        for x in page.items {
+            println!(
+                "{}  {:<10} {}  {}{}",
+                x.id,
+                x.status,
+                x.submitted_at.format("%Y-%m-%d %H:%M"),
+                x.name,
+                if x.tags.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", x.tags.join(", "))
+                }
+            );
+        }
+        Ok(())
+    }
+
+    pub async fn print_events(&self, mut after: i64, follow: bool) -> Result<()> {
+        loop {
+            let request = self
+                .authorised(self.http.get(self.url("/api/v1/events")))
+                .query(&[("after", after.to_string()), ("limit", "500".into())]);
+            let page: FeedPage = self.send(request).await?;
+            for e in &page.events {
+                let (event_type, payload) = e.event.to_parts();
+                println!(
+                    "{:>8}  {}  {:<11} {}  v{:<4} {event_type}  {payload}",
+                    e.position,
+                    e.recorded_at.format("%H:%M:%S%.3f"),
+                    e.stream_type.as_str(),
+                    e.stream_id,
+                    e.version
+                );
+            }
+            after = page.last_position;
+            if page.events.is_empty() {
+                if !follow {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

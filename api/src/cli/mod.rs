@@ -1,0 +1,138 @@
+//! The `prl` command line: the local stack, the API server, and a client of the REST API.
+
+mod client;
+mod stack_file;
+mod up;
+mod watch;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use client::Client;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "prl", version, about = "Parallel-R1 experiment platform")]
+pub struct Cli {
+    /// The API to talk to; defaults to the local stack's.
+    #[arg(long, global = true, env = "PRL_API_URL")]
+    api_url: Option<String>,
+    /// Bearer token for writes; defaults to the local stack's.
+    #[arg(long, global = true, env = "PRL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The local stack's directory.
+    #[arg(long, global = true, env = "PRL_HOME", default_value = ".prl")]
+    home: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the local stack: PostgreSQL and NATS (private ones unless DATABASE_URL and NATS_URL
+    /// are set), the API and a trainer daemon. Ctrl-C stops it all.
+    Up(up::UpArgs),
+    /// Run the API server alone, configured by PRL_* variables (see ARCHITECTURE.md).
+    Serve,
+    /// Submit an experiment spec (.json or .toml).
+    Submit {
+        file: PathBuf,
+        /// Follow the experiment until it ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// List experiments, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Follow an experiment with a progress bar per stage until it ends.
+    Watch { id: uuid::Uuid },
+    /// Cancel an experiment.
+    Cancel {
+        id: uuid::Uuid,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Print events of the log.
+    Events {
+        /// Start after this position.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Keep waiting for new events.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Rebuild every projection from the event log (uses DATABASE_URL or the local stack's).
+    Replay,
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let stack = stack_file::StackFile::read(&cli.home);
+    let client = || {
+        Client::new(
+            cli.api_url
+                .clone()
+                .or_else(|| stack.as_ref().map(|s| s.api_url.clone())),
+            cli.token
+                .clone()
+                .or_else(|| stack.as_ref().map(|s| s.token.clone())),
+        )
+    };
+    match cli.command {
+        Command::Up(args) => up::run(args, &cli.home).await,
+        Command::Serve => serve().await,
+        Command::Submit { file, watch } => {
+            let client = client();
+            let id = client.submit_file(&file).await?;
+            println!("submitted experiment {id}");
+            if watch {
+                watch::watch(&client, id).await?;
+            }
+            Ok(())
+        }
+        Command::List {
+            status,
+            tag,
+            name,
+            limit,
+        } => client().print_list(status, tag, name, limit).await,
+        Command::Watch { id } => watch::watch(&client(), id).await.map(drop),
+        Command::Cancel { id, reason } => {
+            let status = client().cancel(id, reason).await?;
+            println!("experiment {id} is {status}");
+            Ok(())
+        }
+        Command::Events { after, follow } => client().print_events(after, follow).await,
+        Command::Replay => {
+            let url = std::env::var("DATABASE_URL")
+                .ok()
+                .or_else(|| stack.as_ref().map(|s| s.database_url.clone()))
+                .context("no database to replay: set DATABASE_URL or start the local stack with `prl up`")?;
+            let pool = sqlx::PgPool::connect(&url)
+                .await
+                .context("connecting to the database")?;
+            let applied = crate::projections::replay::replay(&pool).await?;
+            println!("rebuilt the projections from {applied} events");
+            Ok(())
+        }
+    }
+}
+
+async fn serve() -> Result<()> {
+    let settings = crate::settings::Settings::load().context("reading the settings")?;
+    let app = crate::startup::Application::build(settings).await?;
+    tracing::info!("the API listens on port {}", app.port());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        on_signal.cancel();
+    });
+    app.run_until(stop).await
+}

@@ -1,0 +1,36 @@
+//! `.prl/stack.json`: where a running local stack can be reached, so other `prl` commands find it.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Serialize, Deserialize)]
+pub struct StackFile {
+    pub api_url: String,
+    pub token: String,
+    pub database_url: String,
+    pub nats_url: String,
+}
+
+impl StackFile {
+    const NAME: &str = "stack.json";
+
+    pub fn read(home: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(home.join(Self::NAME)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn write(&self, home: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(home.join(Self::NAME))?;
+        std::io::Write::write_all(&mut file, serde_json::to_string_pretty(self)?.as_bytes())
+    }
+
+    pub fn remove(home: &Path) {
+        let _ = std::fs::remove_file(home.join(Self::NAME));
+    }
+}

@@ -1,0 +1,175 @@
+//! `prl up`: the whole stack on one machine. Without DATABASE_URL and NATS_URL it starts a private
+//! PostgreSQL cluster and nats-server under `.prl/` (data survives restarts), then the API and one
+//! trainer daemon. Ctrl-C stops everything in reverse order.
+
+use super::client::Client;
+use super::stack_file::StackFile;
+use crate::settings::Settings;
+use crate::startup::Application;
+use anyhow::{Context, Result};
+use figment::providers::Serialized;
+use prl_local_stack::{PrivateNats, PrivatePostgres};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+const DEMO_SPEC: &str = include_str!("../../../deploy/demo/experiment.toml");
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Submit the demo experiment once the stack is up, and follow it.
+    #[arg(long)]
+    demo: bool,
+    /// Stop the stack when the demo experiment has ended.
+    #[arg(long, requires = "demo")]
+    exit_after_demo: bool,
+    /// The API's port.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+}
+
+pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
+    std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
+    let home = home.canonicalize()?;
+    let (postgres, database_url) = match std::env::var("DATABASE_URL") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let pg =
+                PrivatePostgres::start(&home.join("postgres")).context("starting PostgreSQL")?;
+            create_database(&pg.url("postgres"), "prl").await?;
+            let url = pg.url("prl");
+            println!(
+                "PostgreSQL  {url}  (data in {})",
+                home.join("postgres").display()
+            );
+            (Some(pg), url)
+        }
+    };
+    let (nats, nats_url) = match std::env::var("NATS_URL") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let server = PrivateNats::start(&home.join("nats")).context("starting nats-server")?;
+            let url = server.url();
+            println!("NATS        {url}");
+            (Some(server), url)
+        }
+    };
+    let token = token(&home)?;
+    let settings: Settings = Settings::figment()
+        .merge(Serialized::default("database.url", &database_url))
+        .merge(Serialized::default("nats.url", &nats_url))
+        .merge(Serialized::default("auth.token", &token))
+        .merge(Serialized::default("http.port", args.port))
+        .extract()
+        .context("reading the settings")?;
+    let namespace = settings.nats.namespace.clone();
+    let app = Application::build(settings).await?;
+    let api_url = format!("http://127.0.0.1:{}", app.port());
+    StackFile {
+        api_url: api_url.clone(),
+        token: token.clone(),
+        database_url,
+        nats_url: nats_url.clone(),
+    }
+    .write(&home)?;
+    let mut daemon = start_daemon(&nats_url, &namespace, &home.join("trainer"))?;
+    println!("API         {api_url}  (docs at {api_url}/api/docs/)");
+    println!("token       in {}", home.join("token").display());
+    println!("Ctrl-C stops the stack.");
+
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        on_signal.cancel();
+    });
+    if args.demo {
+        let client = Client::new(Some(api_url), Some(token));
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = run_demo(&client).await {
+                eprintln!("the demo failed: {e:#}");
+            }
+            if args.exit_after_demo {
+                stop.cancel();
+            }
+        });
+    }
+    app.run_until(stop).await?;
+
+    println!("stopping");
+    // SAFETY: signalling our own child by pid. SIGINT is the daemon's graceful stop.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
+    let _ = daemon.wait();
+    if let Some(server) = nats {
+        server.stop()?;
+    }
+    if let Some(pg) = postgres {
+        pg.stop()?;
+    }
+    StackFile::remove(&home);
+    Ok(())
+}
+
+async fn run_demo(client: &Client) -> Result<()> {
+    let spec = prl_schema::spec::ExperimentSpec::from_toml(DEMO_SPEC).context("the demo spec")?;
+    let id = client.submit(&spec).await?;
+    println!("submitted the demo experiment {id}");
+    super::watch::watch(client, id).await?;
+    Ok(())
+}
+
+async fn create_database(admin_url: &str, name: &str) -> Result<()> {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(admin_url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        // The name is a constant of ours, not user input.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The local stack's write token: made once, kept readable by this user only.
+fn token(home: &Path) -> Result<String> {
+    let path = home.join("token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::io::Write::write_all(&mut file, token.as_bytes())?;
+    Ok(token)
+}
+
+/// Starts `prl-trainer` from beside this binary.
+fn start_daemon(nats_url: &str, namespace: &str, data_dir: &Path) -> Result<Child> {
+    let exe = std::env::current_exe()?;
+    let binary: PathBuf = exe.with_file_name("prl-trainer");
+    let mut cmd = Command::new(&binary);
+    cmd.env("NATS_URL", nats_url)
+        .env("PRL_NATS__NAMESPACE", namespace)
+        .arg("--data-dir")
+        .arg(data_dir);
+    prl_local_stack::die_with_parent(&mut cmd, libc::SIGINT);
+    cmd.spawn().with_context(|| {
+        format!(
+            "starting the trainer daemon {} (build it with `cargo build -p prl-trainer`)",
+            binary.display()
+        )
+    })
+}

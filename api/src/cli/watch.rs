@@ -1,0 +1,62 @@
+//! `prl watch`: a progress bar per stage, redrawn from the API until the experiment ends.
+
+use super::client::Client;
+use anyhow::Result;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::time::Duration;
+use uuid::Uuid;
+
+const FINAL: &[&str] = &["completed", "failed", "cancelled"];
+
+/// Returns the final status.
+pub async fn watch(client: &Client, id: Uuid) -> Result<String> {
+    let detail = client.detail(id).await?;
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos}/{len} {msg}")
+        .expect("valid template")
+        .progress_chars("=> ");
+    let stage_bars: Vec<ProgressBar> = detail
+        .stages
+        .iter()
+        .map(|s| {
+            let bar = bars.add(ProgressBar::new(1));
+            bar.set_style(style.clone());
+            bar.set_prefix(format!("{} ({})", s.name, s.kind));
+            bar
+        })
+        .collect();
+    loop {
+        let detail = client.detail(id).await?;
+        for (stage, bar) in detail.stages.iter().zip(&stage_bars) {
+            let run = detail.runs.iter().find(|r| Some(r.id) == stage.run_id);
+            let total = run
+                .and_then(|r| r.latest_metrics["total_steps"].as_f64())
+                .unwrap_or(1.0) as u64;
+            let step = run.and_then(|r| r.last_step).unwrap_or(0) as u64;
+            bar.set_length(total.max(1));
+            bar.set_position(if stage.status == "completed" {
+                total.max(1)
+            } else {
+                step
+            });
+            let attempt = run
+                .filter(|r| r.attempt > 1)
+                .map(|r| format!(" (attempt {})", r.attempt))
+                .unwrap_or_default();
+            bar.set_message(format!("{}{attempt}", stage.status));
+        }
+        if FINAL.contains(&detail.summary.status.as_str()) {
+            for bar in &stage_bars {
+                bar.abandon();
+            }
+            let reason = detail
+                .summary
+                .status_reason
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            println!("experiment {id} {}{reason}", detail.summary.status);
+            return Ok(detail.summary.status);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

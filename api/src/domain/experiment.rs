@@ -1,0 +1,35 @@
+//! An experiment's commands from users: submit and cancel.
+
+use prl_schema::events::Event;
+use prl_schema::spec::ExperimentSpec;
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum CancelError {
+    #[error("the experiment already {0}; there is nothing to cancel")]
+    AlreadyFinished(String),
+}
+
+pub fn submit(spec: ExperimentSpec, max_attempts: u32) -> Event {
+    Event::ExperimentSubmitted { spec, max_attempts }
+}
+
+/// Cancelling twice is the same as once: a cancelled experiment yields no new event.
+pub fn cancel(status: &str, reason: String) -> Result<Vec<Event>, CancelError> {
+    match status {
+        "cancelled" => Ok(vec![]),
+        "completed" | "failed" => Err(CancelError::AlreadyFinished(status.to_owned())),
+        _ => Ok(vec![Event::ExperimentCancelled { reason }]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancelling_a_cancelled_experiment_changes_nothing() {
+        assert_eq!(cancel("running", "x".into()).unwrap().len(), 1);
+        assert!(cancel("cancelled", "x".into()).unwrap().is_empty());
+        assert!(cancel("completed", "x".into()).is_err());
+    }
+}

@@ -1,0 +1,13 @@
+pub mod auth;
+pub mod cli;
+pub mod domain;
+pub mod error;
+pub mod messaging;
+pub mod projections;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod workflow;

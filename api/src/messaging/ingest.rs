@@ -1,0 +1,303 @@
+//! The ingester of worker events: it takes them from JetStream in batches and writes each batch in
+//! one log transaction, then acknowledges it. A redelivered message is recognised by its event id
+//! and written once; a message that cannot be decoded, or keeps failing, is parked in the
+//! dead-letter stream and recorded in the log, then acknowledged, so it never blocks the rest.
+
+use crate::domain::job::{self, JobState};
+use crate::store::{Expected, LogTx, NewEvent, StreamAppend};
+use crate::telemetry::Metrics;
+use anyhow::{Context, Result};
+use async_nats::jetstream::{self, AckKind, Message};
+use chrono::Utc;
+use futures::StreamExt;
+use prl_bus::{INGEST_MAX_DELIVER, Topology};
+use prl_schema::events::{Event, Metadata};
+use prl_schema::jobs::{LeaseDecision, LeaseVerdict, WorkerEvent, WorkerMessage};
+use sqlx::{PgPool, Row};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub struct Ingester {
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub js: jetstream::Context,
+    pub topology: Topology,
+    pub batch_size: usize,
+    pub lease: chrono::Duration,
+    pub metrics: Metrics,
+    pub wake_relay: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// A message taken off the stream, decoded or with the reason it could not be.
+struct Incoming {
+    message: Message,
+    decoded: Result<WorkerMessage, String>,
+}
+
+impl Ingester {
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            match self.consume(&shutdown).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!("ingester: {e:#}; restarting"),
+            }
+            if super::pause(&shutdown, Duration::from_secs(1)).await {
+                return;
+            }
+        }
+    }
+
+    async fn consume(&self, shutdown: &CancellationToken) -> Result<()> {
+        let consumer = self.topology.ingest_consumer(&self.js).await?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(self.batch_size)
+            .messages()
+            .await
+            .context("subscribing to worker events")?;
+        let mut batches = messages.ready_chunks(self.batch_size);
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                batch = batches.next() => batch.context("the worker-event subscription ended")?,
+            };
+            let mut incoming = Vec::with_capacity(batch.len());
+            for message in batch {
+                let message = message.map_err(|e| anyhow::anyhow!("receiving: {e}"))?;
+                let decoded = serde_json::from_slice::<WorkerMessage>(&message.payload)
+                    .map_err(|e| format!("not a worker message: {e}"));
+                incoming.push(Incoming { message, decoded });
+            }
+            self.ingest(incoming).await?;
+        }
+    }
+
+    /// Writes one batch. On a database error every message is handed back for redelivery, except
+    /// those delivered too often already, which are parked.
+    async fn ingest(&self, mut batch: Vec<Incoming>) -> Result<()> {
+        for item in &mut batch {
+            let delivered = item.message.info().map(|i| i.delivered).unwrap_or(1);
+            if item.decoded.is_ok() && delivered >= INGEST_MAX_DELIVER {
+                item.decoded = Err(format!("could not be ingested in {delivered} deliveries"));
+            }
+        }
+        match self.write(&batch).await {
+            Ok(verdicts) => {
+                self.wake_relay.notify_one();
+                for item in &batch {
+                    item.message
+                        .ack()
+                        .await
+                        .map_err(|e| anyhow::anyhow!("acking: {e}"))?;
+                }
+                for (subject, verdict) in verdicts {
+                    let payload = serde_json::to_vec(&verdict)?;
+                    self.nats.publish(subject, payload.into()).await?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!("writing {} worker messages failed: {e:#}", batch.len());
+                for item in &batch {
+                    let _ = item
+                        .message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// One transaction for the whole batch. Returns the verdicts to send once it has committed.
+    async fn write(&self, batch: &[Incoming]) -> Result<Vec<(String, LeaseVerdict)>> {
+        let mut log = LogTx::begin(&self.pool).await?;
+        let mut appends = Vec::new();
+        for item in batch {
+            if let Err(reason) = &item.decoded {
+                appends.push(self.park(&item.message, reason).await?);
+            }
+        }
+        let messages: Vec<&WorkerMessage> = batch
+            .iter()
+            .filter_map(|i| i.decoded.as_ref().ok())
+            .collect();
+        let ids: Vec<Uuid> = messages.iter().map(|m| m.event_id.0).collect();
+        let mut seen = log.existing_event_ids(&ids).await?;
+        let mut jobs = load_jobs(&mut log, &messages).await?;
+
+        let now = Utc::now();
+        let mut verdicts = Vec::new();
+        let (mut written, mut duplicates, mut refused) = (0u64, 0u64, 0u64);
+        for msg in messages {
+            let Some(state) = jobs.get_mut(&msg.job_id.0) else {
+                refused += 1;
+                let reason = format!("job {} is not in this deployment's log", msg.job_id);
+                verdicts.push(self.verdict(msg, LeaseDecision::Revoked { reason }));
+                continue;
+            };
+            if !seen.insert(msg.event_id.0) {
+                // A redelivery: written before, so only answer again what was answered then.
+                duplicates += 1;
+                if matches!(msg.body, WorkerEvent::Claim { .. } | WorkerEvent::Heartbeat) {
+                    verdicts.push(self.verdict(msg, current_verdict(state, msg)));
+                }
+                continue;
+            }
+            let decision = job::decide(state, msg, now, self.lease);
+            let metadata = Metadata {
+                correlation_id: Some(msg.job_id.0),
+                causation_id: None,
+                actor: Some(format!("worker:{}", msg.worker_id)),
+            };
+            // The message's own id goes on the first event it causes, which is what makes a
+            // redelivery recognisable.
+            let mut ids =
+                std::iter::once(msg.event_id.0).chain(std::iter::repeat_with(Uuid::now_v7));
+            let mut wrap = |event: Event| NewEvent {
+                event_id: ids.next().expect("endless"),
+                event,
+                metadata: metadata.clone(),
+            };
+            if decision.job_events.is_empty() && decision.run_events.is_empty() {
+                refused += 1;
+            } else {
+                written += 1;
+            }
+            if !decision.job_events.is_empty() {
+                let expected = Expected::Exact(state.version);
+                for event in &decision.job_events {
+                    job::apply(state, event);
+                }
+                let events = decision.job_events.into_iter().map(&mut wrap).collect();
+                appends.push(StreamAppend {
+                    stream_id: msg.job_id.0,
+                    expected,
+                    events,
+                });
+            }
+            if !decision.run_events.is_empty() {
+                let events = decision.run_events.into_iter().map(&mut wrap).collect();
+                appends.push(StreamAppend {
+                    stream_id: msg.run_id.0,
+                    expected: Expected::Any,
+                    events,
+                });
+            }
+            if let Some(decision) = decision.verdict {
+                verdicts.push(self.verdict(msg, decision));
+            }
+        }
+        for result in log.append_many(appends).await? {
+            result.context("a worker event conflicted with the log")?;
+        }
+        log.commit().await?;
+        let m = &self.metrics.ingested;
+        m.with_label_values(&["written"]).inc_by(written);
+        m.with_label_values(&["duplicate"]).inc_by(duplicates);
+        m.with_label_values(&["refused"]).inc_by(refused);
+        m.with_label_values(&["parked"])
+            .inc_by(batch.iter().filter(|i| i.decoded.is_err()).count() as u64);
+        Ok(verdicts)
+    }
+
+    /// Copies a message to the dead-letter stream and returns the event that records it there.
+    async fn park(&self, message: &Message, reason: &str) -> Result<StreamAppend> {
+        let subject = message.subject.to_string();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Prl-Reason", reason.replace(['\r', '\n'], " ").as_str());
+        if let Ok(info) = message.info() {
+            // The original's stream sequence makes a re-park of the same message a duplicate.
+            headers.insert(
+                "Nats-Msg-Id",
+                format!("dead-{}", info.stream_sequence).as_str(),
+            );
+        }
+        let ack = self
+            .js
+            .publish_with_headers(
+                self.topology.dead_letter_subject(&subject),
+                headers,
+                message.payload.clone(),
+            )
+            .await?
+            .await
+            .context("parking a worker message")?;
+        tracing::warn!(%subject, %reason, "parked a worker message");
+        let event = Event::WorkerMessageParked {
+            subject,
+            reason: reason.to_owned(),
+            dead_letter_sequence: ack.sequence,
+            bytes: message.payload.len(),
+        };
+        Ok(StreamAppend {
+            stream_id: Uuid::now_v7(),
+            expected: Expected::NoStream,
+            events: vec![NewEvent::new(
+                event,
+                Metadata {
+                    actor: Some("ingester".into()),
+                    ..Default::default()
+                },
+            )],
+        })
+    }
+
+    fn verdict(&self, msg: &WorkerMessage, decision: LeaseDecision) -> (String, LeaseVerdict) {
+        let verdict = LeaseVerdict {
+            job_id: msg.job_id,
+            attempt: msg.attempt,
+            worker_id: msg.worker_id.clone(),
+            decision,
+        };
+        (self.topology.lease_subject(msg.job_id), verdict)
+    }
+}
+
+/// What a worker holding `state` would be told now; used to answer a redelivered claim.
+fn current_verdict(state: &JobState, msg: &WorkerMessage) -> LeaseDecision {
+    let owns =
+        state.attempt == msg.attempt && state.worker_id.as_deref() == Some(msg.worker_id.as_str());
+    match (&state.lease_until, state.status.as_str()) {
+        (_, "cancelled") if owns => LeaseDecision::Cancelled,
+        (Some(until), "running") if owns => LeaseDecision::Granted {
+            lease_until: *until,
+        },
+        _ => LeaseDecision::Revoked {
+            reason: "the attempt is no longer held by this worker".into(),
+        },
+    }
+}
+
+async fn load_jobs(
+    log: &mut LogTx,
+    messages: &[&WorkerMessage],
+) -> Result<HashMap<Uuid, JobState>> {
+    let ids: Vec<Uuid> = messages
+        .iter()
+        .map(|m| m.job_id.0)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let rows = sqlx::query(
+        "SELECT id, status, attempt, worker_id, version, lease_until FROM jobs WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(log.conn())
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let state = JobState {
+                status: r.get(1),
+                attempt: r.get::<i32, _>(2) as u32,
+                worker_id: r.get(3),
+                version: r.get(4),
+                lease_until: r.get(5),
+            };
+            (r.get(0), state)
+        })
+        .collect())
+}

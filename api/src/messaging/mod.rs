@@ -1,0 +1,16 @@
+//! The API's NATS workers: the outbox relay, the worker-event ingester and the lease monitor.
+
+pub mod ingest;
+pub mod leases;
+pub mod relay;
+
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Sleeps for `period`; true if shutdown was asked for meanwhile.
+pub async fn pause(shutdown: &CancellationToken, period: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(period) => false,
+    }
+}

@@ -1,0 +1,162 @@
+//! The outbox relay: the events table is the outbox. It tails committed `JobQueued` events and
+//! publishes each as a job message with `Nats-Msg-Id` = event id, so NATS drops a re-publish,
+//! and it moves its checkpoint only after every PubAck of a batch has arrived.
+
+use crate::telemetry::Metrics;
+use anyhow::{Context, Result};
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use prl_bus::Topology;
+use prl_schema::events::Event;
+use prl_schema::ids::{ExperimentId, JobId, RunId};
+use prl_schema::jobs::JobMessage;
+use prl_schema::spec::ExperimentSpec;
+use sqlx::{PgPool, Row};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::pause;
+
+const READER: &str = "outbox";
+/// Only one relay of a deployment publishes at a time: it holds this session lock.
+const RELAY_LOCK: i64 = 0x7072_6c5f_7265_6c; // "prl_rel"
+const BATCH: i64 = 500;
+
+pub struct Relay {
+    pub pool: PgPool,
+    pub js: jetstream::Context,
+    pub topology: Topology,
+    pub wake: Arc<Notify>,
+    pub metrics: Metrics,
+}
+
+impl Relay {
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.lead(&shutdown).await {
+                tracing::warn!("outbox relay: {e:#}; retrying");
+            }
+            if pause(&shutdown, Duration::from_secs(1)).await {
+                return;
+            }
+        }
+    }
+
+    /// Takes the relay lock, then publishes until shut down.
+    async fn lead(&self, shutdown: &CancellationToken) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        loop {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(RELAY_LOCK)
+                .fetch_one(&mut *conn)
+                .await?;
+            if got {
+                break;
+            }
+            if pause(&shutdown, Duration::from_secs(1)).await {
+                return Ok(());
+            }
+        }
+        let result = self.publish_loop(shutdown).await;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(RELAY_LOCK)
+            .execute(&mut *conn)
+            .await?;
+        result
+    }
+
+    async fn publish_loop(&self, shutdown: &CancellationToken) -> Result<()> {
+        loop {
+            let published = self.publish_batch().await?;
+            if published < BATCH as usize {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    stop = pause(shutdown, Duration::from_millis(250)) => if stop { return Ok(()) },
+                }
+            }
+        }
+    }
+
+    /// Publishes the next batch; returns how many messages it sent.
+    pub async fn publish_batch(&self) -> Result<usize> {
+        let checkpoint: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(position), 0) FROM reader_checkpoints WHERE reader = $1",
+        )
+        .bind(READER)
+        .fetch_one(&self.pool)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT e.position, e.event_id, e.stream_id, e.version, e.payload, x.spec
+             FROM events e JOIN experiments x ON x.id = (e.payload->>'experiment_id')::uuid
+             WHERE e.event_type = 'JobQueued' AND e.position > $1
+               AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY e.position LIMIT $2",
+        )
+        .bind(checkpoint)
+        .bind(BATCH)
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(0);
+        };
+        let last_position: i64 = last.get(0);
+
+        let mut acks = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let event_id: uuid::Uuid = row.get(1);
+            let (message, kind) = job_message(row)?;
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", event_id.to_string().as_str());
+            let payload = serde_json::to_vec(&message)?;
+            let ack = self
+                .js
+                .publish_with_headers(self.topology.job_subject(kind), headers, payload.into())
+                .await
+                .context("publishing a job")?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.context("waiting for a PubAck")?;
+        }
+        sqlx::query(
+            "INSERT INTO reader_checkpoints (reader, position) VALUES ($1, $2)
+             ON CONFLICT (reader) DO UPDATE SET position = $2",
+        )
+        .bind(READER)
+        .bind(last_position)
+        .execute(&self.pool)
+        .await?;
+        self.metrics.published.inc_by(rows.len() as u64);
+        Ok(rows.len())
+    }
+}
+
+fn job_message(row: &sqlx::postgres::PgRow) -> Result<(JobMessage, prl_schema::spec::StageKind)> {
+    let event = Event::from_parts("JobQueued", row.get(4)).context("decoding JobQueued")?;
+    let Event::JobQueued {
+        experiment_id,
+        stage,
+        kind,
+        run_id,
+        attempt,
+        input_checkpoint,
+        ..
+    } = event
+    else {
+        unreachable!("the query selects JobQueued only")
+    };
+    let spec: ExperimentSpec = serde_json::from_value(row.get(5)).context("decoding a spec")?;
+    let message = JobMessage {
+        job_id: JobId(row.get(2)),
+        run_id: RunId(run_id.0),
+        experiment_id: ExperimentId(experiment_id.0),
+        attempt,
+        expected_version: row.get(3),
+        model: spec.model.clone(),
+        stage: spec.stages.as_slice()[stage as usize].clone(),
+        input_checkpoint,
+    };
+    Ok((message, kind))
+}

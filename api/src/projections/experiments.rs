@@ -1,0 +1,74 @@
+//! The `experiments` and `stages` tables.
+
+use prl_schema::events::{Event, RecordedEvent};
+use sqlx::PgConnection;
+
+pub async fn apply(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), sqlx::Error> {
+    let (status, reason) = match &e.event {
+        Event::ExperimentSubmitted { spec, .. } => return submitted(conn, e, spec).await,
+        Event::ExperimentCancelled { reason } => ("cancelled", Some(reason.clone())),
+        Event::ExperimentCompleted {} => ("completed", None),
+        Event::ExperimentFailed { stage, reason } => {
+            ("failed", Some(format!("stage {stage}: {reason}")))
+        }
+        _ => unreachable!("only experiment events are routed here"),
+    };
+    sqlx::query(
+        "UPDATE experiments SET status = $2, status_reason = $3, version = $4, updated_at = $5, finished_at = $5
+         WHERE id = $1",
+    )
+    .bind(e.stream_id)
+    .bind(status)
+    .bind(reason)
+    .bind(e.version)
+    .bind(e.recorded_at)
+    .execute(&mut *conn)
+    .await?;
+    if status == "cancelled" {
+        sqlx::query(
+            "UPDATE stages SET status = 'cancelled'
+             WHERE experiment_id = $1 AND status IN ('pending', 'queued', 'running')",
+        )
+        .bind(e.stream_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn submitted(
+    conn: &mut PgConnection,
+    e: &RecordedEvent,
+    spec: &prl_schema::spec::ExperimentSpec,
+) -> Result<(), sqlx::Error> {
+    let tags: Vec<String> = spec.tags.iter().map(|t| t.to_string()).collect();
+    sqlx::query(
+        "INSERT INTO experiments (id, name, tags, model, spec, status, version, submitted_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $7)",
+    )
+    .bind(e.stream_id)
+    .bind(spec.name.as_str())
+    .bind(&tags)
+    .bind(spec.model.to_string())
+    .bind(serde_json::to_value(spec).expect("specs are JSON"))
+    .bind(e.version)
+    .bind(e.recorded_at)
+    .execute(&mut *conn)
+    .await?;
+    let stages = spec.stages.as_slice();
+    let names: Vec<String> = stages.iter().map(|s| s.name().to_string()).collect();
+    let kinds: Vec<String> = stages
+        .iter()
+        .map(|s| s.kind().as_str().to_owned())
+        .collect();
+    sqlx::query(
+        "INSERT INTO stages (experiment_id, idx, name, kind, status)
+         SELECT $1, (n - 1)::int, name, kind, 'pending' FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS u(name, kind, n)",
+    )
+    .bind(e.stream_id)
+    .bind(&names)
+    .bind(&kinds)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! Read models, updated in the transaction that appends the events they follow, and rebuilt from
+//! the log by `replay`. Each event kind's SQL lives in the module of the table it mainly touches.
+
+mod experiments;
+mod jobs;
+pub mod replay;
+mod runs;
+
+use prl_schema::events::{Event, RecordedEvent};
+use sqlx::PgConnection;
+
+/// Applies events in log order. High-volume run events are written in bulk at the end; they touch
+/// only run tables, which nothing earlier in the batch reads.
+pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), sqlx::Error> {
+    let mut bulk = runs::Bulk::default();
+    for recorded in events {
+        match &recorded.event {
+            Event::MetricsReported { .. } | Event::CheckpointSaved { .. } => bulk.add(recorded),
+            Event::ExperimentSubmitted { .. }
+            | Event::ExperimentCancelled { .. }
+            | Event::ExperimentCompleted {}
+            | Event::ExperimentFailed { .. } => experiments::apply(conn, recorded).await?,
+            Event::WorkerMessageParked {
+                subject,
+                reason,
+                dead_letter_sequence,
+                bytes,
+            } => {
+                sqlx::query(
+                    "INSERT INTO dead_letters (id, subject, reason, dead_letter_sequence, bytes, recorded_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(recorded.stream_id)
+                .bind(subject)
+                .bind(reason)
+                .bind(*dead_letter_sequence as i64)
+                .bind(*bytes as i64)
+                .bind(recorded.recorded_at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            _ => jobs::apply(conn, recorded).await?,
+        }
+    }
+    bulk.flush(conn).await
+}
+
+/// Every projection table, in an order that truncation with CASCADE accepts.
+pub const TABLES: &[&str] = &[
+    "experiments",
+    "stages",
+    "jobs",
+    "runs",
+    "run_metrics",
+    "checkpoints",
+    "dead_letters",
+];

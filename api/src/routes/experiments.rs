@@ -1,0 +1,476 @@
+//! Submitting, listing, reading and cancelling experiments.
+
+use crate::auth::{ReadAccess, WriteAccess};
+use crate::domain::experiment;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{Expected, LogTx, NewEvent, StreamAppend};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use prl_schema::events::Metadata;
+use prl_schema::jobs::{LeaseDecision, LeaseVerdict};
+use prl_schema::spec::ExperimentSpec;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use uuid::Uuid;
+
+/// The statuses an experiment moves through.
+pub const STATUSES: &[&str] = &["queued", "running", "completed", "failed", "cancelled"];
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub id: Uuid,
+    pub status: String,
+    /// The experiment stream's version; send it as `If-Match` to make a cancel conditional.
+    pub version: i64,
+}
+
+#[derive(Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ExperimentSummary {
+    pub id: Uuid,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub model: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub version: i64,
+    pub submitted_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExperimentPage {
+    pub items: Vec<ExperimentSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct StageView {
+    pub idx: i32,
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    pub job_id: Option<Uuid>,
+    pub run_id: Option<Uuid>,
+}
+
+#[derive(Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub stage_idx: i32,
+    pub kind: String,
+    pub run_id: Uuid,
+    pub status: String,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub worker_id: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub failure_reason: Option<String>,
+    pub version: i64,
+}
+
+#[derive(Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct RunView {
+    pub id: Uuid,
+    pub job_id: Uuid,
+    pub stage_idx: i32,
+    pub status: String,
+    pub attempt: i32,
+    pub worker_id: Option<String>,
+    pub last_step: Option<i64>,
+    pub latest_metrics: serde_json::Value,
+    pub checkpoint: Option<serde_json::Value>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExperimentDetail {
+    #[serde(flatten)]
+    pub summary: ExperimentSummary,
+    pub spec: ExperimentSpec,
+    pub stages: Vec<StageView>,
+    pub jobs: Vec<JobView>,
+    pub runs: Vec<RunView>,
+}
+
+/// Submit an experiment spec.
+///
+/// An `Idempotency-Key` header (a UUID) makes a retry return the first submission instead of
+/// creating another experiment.
+#[utoipa::path(
+    request_body(content = ExperimentSpec, description = "The spec, as JSON"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A UUID naming this submission")),
+    responses(
+        (status = 201, body = Accepted, headers(("Location" = String))),
+        (status = 400, body = crate::error::ErrorBody, description = "Malformed JSON"),
+        (status = 401, body = crate::error::ErrorBody),
+        (status = 413, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody, description = "A field is invalid; `field` names it"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/experiments")]
+pub async fn submit(
+    _: WriteAccess,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let bytes = read_limited(body, &req, state.body_limit).await?;
+    let spec = ExperimentSpec::from_json(&bytes)?;
+    let event_id = match req.headers().get("Idempotency-Key") {
+        None => Uuid::now_v7(),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| Uuid::parse_str(s.trim()).ok())
+            .ok_or(ApiError::BadParameter {
+                parameter: "Idempotency-Key",
+                reason: "the Idempotency-Key header must be a UUID".into(),
+            })?,
+    };
+    let id = Uuid::now_v7();
+    let event = NewEvent {
+        event_id,
+        event: experiment::submit(spec, state.max_attempts),
+        metadata: Metadata {
+            correlation_id: Some(id),
+            causation_id: None,
+            actor: Some("api".into()),
+        },
+    };
+    let mut log = LogTx::begin(&state.pool).await?;
+    let recorded = log
+        .append_one(StreamAppend {
+            stream_id: id,
+            expected: Expected::NoStream,
+            events: vec![event],
+        })
+        .await?;
+    log.commit().await?;
+    state.wake_relay.notify_one();
+    let first = recorded
+        .first()
+        .ok_or_else(|| ApiError::Unavailable("the append returned nothing".into()))?;
+    Ok(HttpResponse::Created()
+        .insert_header((
+            "Location",
+            format!("/api/v1/experiments/{}", first.stream_id),
+        ))
+        .json(Accepted {
+            id: first.stream_id,
+            status: "queued".into(),
+            version: first.version,
+        }))
+}
+
+/// Reads the body, refusing it as soon as it passes the limit.
+async fn read_limited(
+    mut body: web::Payload,
+    req: &HttpRequest,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get("Content-Length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Malformed(format!("reading the body: {e}")))?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge { limit });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// One of queued, running, completed, failed, cancelled.
+    pub status: Option<String>,
+    /// Experiments carrying this tag.
+    pub tag: Option<String>,
+    /// Experiments whose name contains this text (case-insensitive).
+    pub name: Option<String>,
+    /// From `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+}
+
+/// List experiments, newest first, with keyset pagination.
+#[utoipa::path(params(ListQuery), responses((status = 200, body = ExperimentPage), (status = 400, body = crate::error::ErrorBody)))]
+#[get("/experiments")]
+pub async fn list(
+    _: ReadAccess,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::BadParameter {
+            parameter: "limit",
+            reason: "limit must be between 1 and 200".into(),
+        });
+    }
+    if let Some(status) = &q.status
+        && !STATUSES.contains(&status.as_str())
+    {
+        return Err(ApiError::BadParameter {
+            parameter: "status",
+            reason: format!(
+                "unknown status {status:?}; expected one of {}",
+                STATUSES.join(", ")
+            ),
+        });
+    }
+    let cursor = q.cursor.as_deref().map(Cursor::parse).transpose()?;
+    let mut items: Vec<ExperimentSummary> = sqlx::query_as(
+        "SELECT id, name, tags, model, status, status_reason, version, submitted_at, updated_at, finished_at
+         FROM experiments
+         WHERE ($1::text IS NULL OR status = $1)
+           AND ($2::text IS NULL OR $2 = ANY(tags))
+           AND ($3::text IS NULL OR name ILIKE '%' || $3 || '%')
+           AND ($4::timestamptz IS NULL OR (submitted_at, id) < ($4, $5))
+         ORDER BY submitted_at DESC, id DESC
+         LIMIT $6",
+    )
+    .bind(&q.status)
+    .bind(&q.tag)
+    .bind(q.name.as_deref().map(escape_like))
+    .bind(cursor.as_ref().map(|c| c.submitted_at))
+    .bind(cursor.as_ref().map(|c| c.id))
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|last| {
+            Cursor {
+                submitted_at: last.submitted_at,
+                id: last.id,
+            }
+            .to_string()
+        })
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(ExperimentPage { items, next_cursor }))
+}
+
+fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// A position in the listing: the last item's submission time and id.
+struct Cursor {
+    submitted_at: DateTime<Utc>,
+    id: Uuid,
+}
+
+impl Cursor {
+    fn parse(text: &str) -> Result<Self, ApiError> {
+        let bad = || ApiError::BadParameter {
+            parameter: "cursor",
+            reason: format!("{text:?} is not a cursor this API issued"),
+        };
+        let (micros, id) = text.split_once('_').ok_or_else(bad)?;
+        let micros: i64 = micros.parse().map_err(|_| bad())?;
+        Ok(Cursor {
+            submitted_at: DateTime::from_timestamp_micros(micros).ok_or_else(bad)?,
+            id: Uuid::parse_str(id).map_err(|_| bad())?,
+        })
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}", self.submitted_at.timestamp_micros(), self.id)
+    }
+}
+
+/// One experiment with its spec, stages, jobs and runs.
+#[utoipa::path(responses((status = 200, body = ExperimentDetail), (status = 404, body = crate::error::ErrorBody)))]
+#[get("/experiments/{id}")]
+pub async fn get(
+    _: ReadAccess,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let detail = load_detail(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("experiment {id}")))?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("ETag", format!("\"{}\"", detail.summary.version)))
+        .json(detail))
+}
+
+pub async fn load_detail(
+    pool: &sqlx::PgPool,
+    id: Uuid,
+) -> Result<Option<ExperimentDetail>, ApiError> {
+    let mut conn = pool.acquire().await?;
+    let Some(row) = sqlx::query(
+        "SELECT id, name, tags, model, status, status_reason, version, submitted_at, updated_at, finished_at, spec
+         FROM experiments WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    use sqlx::FromRow;
+    let summary = ExperimentSummary::from_row(&row)?;
+    let spec = serde_json::from_value(row.get("spec"))
+        .map_err(|e| ApiError::Unavailable(format!("a stored spec does not decode: {e}")))?;
+    let stages = sqlx::query_as("SELECT idx, name, kind, status, job_id, run_id FROM stages WHERE experiment_id = $1 ORDER BY idx")
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+    let jobs = sqlx::query_as(
+        "SELECT id, stage_idx, kind, run_id, status, attempt, max_attempts, worker_id, lease_until, failure_reason, version
+         FROM jobs WHERE experiment_id = $1 ORDER BY stage_idx",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let runs = sqlx::query_as(
+        "SELECT id, job_id, stage_idx, status, attempt, worker_id, last_step, latest_metrics, checkpoint, started_at, finished_at
+         FROM runs WHERE experiment_id = $1 ORDER BY stage_idx",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Some(ExperimentDetail {
+        summary,
+        spec,
+        stages,
+        jobs,
+        runs,
+    }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    pub reason: Option<String>,
+}
+
+/// Cancel an experiment. Cancelling twice has the same effect as once.
+///
+/// With `If-Match: <version>` the cancel only happens if the experiment is still at that version.
+#[utoipa::path(
+    request_body(content = Option<CancelRequest>),
+    params(("If-Match" = Option<String>, Header, description = "The version the experiment must be at")),
+    responses(
+        (status = 200, body = Accepted),
+        (status = 401, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody, description = "Finished already, or not at the If-Match version"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/experiments/{id}/cancel")]
+pub async fn cancel(
+    _: WriteAccess,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+    body: Option<web::Json<CancelRequest>>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let expected = match req.headers().get("If-Match") {
+        None => Expected::Any,
+        Some(v) => Expected::Exact(
+            v.to_str()
+                .ok()
+                .map(|s| s.trim().trim_matches('"'))
+                .and_then(|s| s.parse().ok())
+                .ok_or(ApiError::BadParameter {
+                    parameter: "If-Match",
+                    reason: "If-Match must be an experiment version".into(),
+                })?,
+        ),
+    };
+    let reason = body
+        .and_then(|b| b.into_inner().reason)
+        .unwrap_or_else(|| "cancelled by a user".into());
+    let mut log = LogTx::begin(&state.pool).await?;
+    let row = sqlx::query("SELECT status, version FROM experiments WHERE id = $1")
+        .bind(id)
+        .fetch_optional(log.conn())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("experiment {id}")))?;
+    let (status, version): (String, i64) = (row.get(0), row.get(1));
+    let events =
+        experiment::cancel(&status, reason).map_err(|e| ApiError::Conflict(e.to_string()))?;
+    if events.is_empty() {
+        return Ok(HttpResponse::Ok().json(Accepted {
+            id,
+            status,
+            version,
+        }));
+    }
+    let metadata = Metadata {
+        correlation_id: Some(id),
+        causation_id: None,
+        actor: Some("api".into()),
+    };
+    let events = events
+        .into_iter()
+        .map(|e| NewEvent::new(e, metadata.clone()))
+        .collect();
+    let recorded = log
+        .append_one(StreamAppend {
+            stream_id: id,
+            expected,
+            events,
+        })
+        .await?;
+    let stopped = sqlx::query(
+        "SELECT id, attempt, worker_id FROM jobs WHERE experiment_id = $1 AND status = 'cancelled' AND worker_id IS NOT NULL",
+    )
+    .bind(id)
+    .fetch_all(log.conn())
+    .await?;
+    log.commit().await?;
+    // The fast path to the worker; its next heartbeat would tell it too.
+    for job in stopped {
+        let job_id = prl_schema::ids::JobId(job.get(0));
+        let verdict = LeaseVerdict {
+            job_id,
+            attempt: job.get::<i32, _>(1) as u32,
+            worker_id: job.get(2),
+            decision: LeaseDecision::Cancelled,
+        };
+        let payload = serde_json::to_vec(&verdict).expect("verdicts are JSON");
+        if let Err(e) = state
+            .nats
+            .publish(state.topology.lease_subject(job_id), payload.into())
+            .await
+        {
+            tracing::warn!("telling a worker about a cancel: {e}");
+        }
+    }
+    let version = recorded.last().map(|e| e.version).unwrap_or(version);
+    Ok(HttpResponse::Ok().json(Accepted {
+        id,
+        status: "cancelled".into(),
+        version,
+    }))
+}

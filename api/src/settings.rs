@@ -1,0 +1,114 @@
+//! Typed settings in layers: built-in defaults, then an optional TOML file (`PRL_CONFIG`), then
+//! `PRL_...` environment variables (`PRL_DATABASE__URL`, `PRL_AUTH__TOKEN`, ...). `DATABASE_URL`
+//! and `NATS_URL` are honoured too, as the usual names for shared deployments.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub nats: NatsSettings,
+    pub auth: AuthSettings,
+    pub jobs: JobSettings,
+    pub ingest: IngestSettings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HttpSettings {
+    pub host: String,
+    /// 0 binds a free port (tests).
+    pub port: u16,
+    /// Request bodies above this many bytes get 413.
+    pub body_limit_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NatsSettings {
+    pub url: String,
+    /// Prefix of every stream and subject, so deployments can share a server.
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct AuthSettings {
+    /// Bearer token required by write endpoints.
+    pub token: SecretString,
+    /// Whether read endpoints need the token too.
+    pub protect_reads: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobSettings {
+    /// How long a claim or heartbeat keeps a lease.
+    pub lease_seconds: u64,
+    /// Attempts per job before it fails for good.
+    pub max_attempts: u32,
+    /// How often expired leases are looked for, in milliseconds.
+    pub lease_check_millis: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IngestSettings {
+    /// Worker messages written per transaction at most.
+    pub batch_size: usize,
+}
+
+#[derive(Serialize)]
+struct Defaults {
+    http: HttpSettings,
+    database: serde_json::Value,
+    nats: NatsSettings,
+    auth: serde_json::Value,
+    jobs: JobSettings,
+    ingest: IngestSettings,
+}
+
+impl Settings {
+    pub fn load() -> Result<Settings, figment::Error> {
+        Self::figment().extract()
+    }
+
+    /// The layered sources; callers may merge more on top (the CLI does for `prl up`).
+    pub fn figment() -> Figment {
+        let defaults = Defaults {
+            http: HttpSettings {
+                host: "127.0.0.1".into(),
+                port: 8080,
+                body_limit_bytes: 256 * 1024,
+            },
+            database: serde_json::json!({ "max_connections": 16 }),
+            nats: NatsSettings {
+                url: "nats://127.0.0.1:4222".into(),
+                namespace: "prl".into(),
+            },
+            auth: serde_json::json!({ "protect_reads": false }),
+            jobs: JobSettings {
+                lease_seconds: 30,
+                max_attempts: 3,
+                lease_check_millis: 1000,
+            },
+            ingest: IngestSettings { batch_size: 2000 },
+        };
+        let mut figment = Figment::from(Serialized::defaults(defaults));
+        if let Ok(path) = std::env::var("PRL_CONFIG") {
+            figment = figment.merge(Toml::file(path));
+        }
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            figment = figment.merge(("database.url", url));
+        }
+        if let Ok(url) = std::env::var("NATS_URL") {
+            figment = figment.merge(("nats.url", url));
+        }
+        figment.merge(Env::prefixed("PRL_").split("__"))
+    }
+}

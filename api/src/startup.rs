@@ -1,0 +1,165 @@
+//! Building and running the API: connections, migrations, NATS topology, the HTTP server and the
+//! background workers (outbox relay, ingester, lease monitor).
+
+use crate::messaging::{ingest::Ingester, leases::LeaseMonitor, relay::Relay};
+use crate::settings::Settings;
+use crate::state::AppState;
+use crate::telemetry::Metrics;
+use actix_web::{App, HttpServer, dev::Server, web};
+use anyhow::{Context, Result};
+use prl_bus::Topology;
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: CancellationToken,
+    pub pool: PgPool,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self> {
+        let pool = connect_database(&settings).await?;
+        prl_schema::MIGRATOR
+            .run(&pool)
+            .await
+            .context("running migrations")?;
+        let nats = prl_bus::connect(&settings.nats.url).await?;
+        let js = async_nats::jetstream::new(nats.clone());
+        let topology = Topology::new(&settings.nats.namespace)?;
+        topology.ensure(&js).await?;
+
+        let metrics = Metrics::new();
+        let wake_relay = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let lease = chrono::Duration::seconds(settings.jobs.lease_seconds as i64);
+        let workers = vec![
+            tokio::spawn(
+                Relay {
+                    pool: pool.clone(),
+                    js: js.clone(),
+                    topology: topology.clone(),
+                    wake: wake_relay.clone(),
+                    metrics: metrics.clone(),
+                }
+                .run(shutdown.clone()),
+            ),
+            tokio::spawn(
+                Ingester {
+                    pool: pool.clone(),
+                    nats: nats.clone(),
+                    js: js.clone(),
+                    topology: topology.clone(),
+                    batch_size: settings.ingest.batch_size,
+                    lease,
+                    metrics: metrics.clone(),
+                    wake_relay: wake_relay.clone(),
+                }
+                .run(shutdown.clone()),
+            ),
+            tokio::spawn(
+                LeaseMonitor {
+                    pool: pool.clone(),
+                    period: Duration::from_millis(settings.jobs.lease_check_millis),
+                    metrics: metrics.clone(),
+                    wake_relay: wake_relay.clone(),
+                }
+                .run(shutdown.clone()),
+            ),
+        ];
+
+        let state = web::Data::new(AppState {
+            pool: pool.clone(),
+            nats,
+            topology,
+            token: settings.auth.token.clone(),
+            protect_reads: settings.auth.protect_reads,
+            body_limit: settings.http.body_limit_bytes,
+            max_attempts: settings.jobs.max_attempts,
+            metrics: metrics.clone(),
+            wake_relay,
+        });
+        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
+            .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(actix_web::middleware::from_fn(count_requests))
+                .wrap(tracing_actix_web::TracingLogger::default())
+                .app_data(state.clone())
+                .configure(crate::routes::configure)
+        })
+        .listen(listener)?
+        .disable_signals()
+        .run();
+        Ok(Application {
+            port,
+            server,
+            workers,
+            shutdown,
+            pool,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `stop` is cancelled, then stops the workers and the server gracefully.
+    pub async fn run_until(self, stop: CancellationToken) -> Result<()> {
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        stop.cancelled().await;
+        self.shutdown.cancel();
+        handle.stop(true).await;
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+        server.await?.context("the HTTP server failed")?;
+        Ok(())
+    }
+}
+
+async fn count_requests(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.call(req).await?;
+    if let Some(m) = metrics {
+        m.http_latency.observe(started.elapsed().as_secs_f64());
+        m.http_requests
+            .with_label_values(&[&method, response.status().as_str()])
+            .inc();
+    }
+    Ok(response)
+}
+
+/// Connects to PostgreSQL, waiting up to a minute for a server that is still starting.
+pub async fn connect_database(settings: &Settings) -> Result<PgPool> {
+    let url = settings.database.url.expose_secret();
+    let options = PgPoolOptions::new().max_connections(settings.database.max_connections);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match options.clone().connect(url).await {
+            Ok(pool) => return Ok(pool),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("waiting for the database: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e).context("connecting to the database"),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! What every request handler shares.
+
+use crate::telemetry::Metrics;
+use prl_bus::Topology;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub topology: Topology,
+    pub token: SecretString,
+    pub protect_reads: bool,
+    pub body_limit: usize,
+    pub max_attempts: u32,
+    pub metrics: Metrics,
+    /// Tells the outbox relay that new events wait.
+    pub wake_relay: Arc<Notify>,
+}

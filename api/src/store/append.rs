@@ -1,0 +1,249 @@
+//! Appending to the log. Every append runs inside a `LogTx`, which holds the log's advisory lock so
+//! that positions are committed in the order they were taken: a reader tailing by position can
+//! then never see position n+1 before n. In the same transaction the projections are updated and
+//! the process manager's follow-up events are appended.
+
+use crate::projections;
+use crate::workflow;
+use prl_schema::events::{Event, Metadata, RecordedEvent, SCHEMA_VERSION};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
+
+/// The key of the transaction-level advisory lock that serialises appends.
+const LOG_LOCK: i64 = 0x7072_6c5f_6c6f_67; // "prl_log"
+
+/// The version a stream must be at for an append to go through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expected {
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    Exact(i64),
+}
+
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event: Event,
+    pub metadata: Metadata,
+}
+
+impl NewEvent {
+    pub fn new(event: Event, metadata: Metadata) -> Self {
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            event,
+            metadata,
+        }
+    }
+}
+
+/// Events for one stream, appended together or not at all.
+#[derive(Clone, Debug)]
+pub struct StreamAppend {
+    pub stream_id: Uuid,
+    pub expected: Expected,
+    pub events: Vec<NewEvent>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("stream {stream_id} is at version {actual}, not the expected {expected:?}")]
+    Conflict {
+        stream_id: Uuid,
+        expected: Expected,
+        actual: i64,
+    },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// A transaction on the log.
+pub struct LogTx {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl LogTx {
+    pub async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(LOG_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(LogTx { tx })
+    }
+
+    pub fn conn(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// The ids among `ids` that are already in the log.
+    pub async fn existing_event_ids(&mut self, ids: &[Uuid]) -> Result<HashSet<Uuid>, sqlx::Error> {
+        let rows = sqlx::query("SELECT event_id FROM events WHERE event_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Appends one stream's events. If its first event id is already in the log this is a retry:
+    /// the first append's events are returned and nothing is written.
+    pub async fn append_one(
+        &mut self,
+        append: StreamAppend,
+    ) -> Result<Vec<RecordedEvent>, AppendError> {
+        let ids: Vec<Uuid> = append.events.iter().map(|e| e.event_id).collect();
+        if !self.existing_event_ids(&ids).await?.is_empty() {
+            return Ok(super::read_recorded(&mut self.tx, &ids).await?);
+        }
+        let mut results = self.append_many(vec![append]).await?;
+        results.pop().expect("one result per append")
+    }
+
+    /// Appends several streams' events in one statement. Each append succeeds or conflicts on its
+    /// own; the caller has already dropped events whose ids are in the log. Projections and
+    /// follow-up events are handled before this returns.
+    pub async fn append_many(
+        &mut self,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<Result<Vec<RecordedEvent>, AppendError>>, sqlx::Error> {
+        let stream_ids: Vec<Uuid> = appends.iter().map(|a| a.stream_id).collect();
+        let mut heads = self.stream_heads(&stream_ids).await?;
+
+        let mut rows = Rows::default();
+        let mut outcome: Vec<Result<std::ops::Range<usize>, AppendError>> = Vec::new();
+        for append in appends {
+            let actual = heads.get(&append.stream_id).copied().unwrap_or(0);
+            let ok = match append.expected {
+                Expected::Any => true,
+                Expected::NoStream => actual == 0,
+                Expected::Exact(v) => actual == v,
+            };
+            if !ok {
+                outcome.push(Err(AppendError::Conflict {
+                    stream_id: append.stream_id,
+                    expected: append.expected,
+                    actual,
+                }));
+                continue;
+            }
+            let start = rows.len();
+            for (i, new) in append.events.into_iter().enumerate() {
+                rows.push(append.stream_id, actual + 1 + i as i64, new);
+            }
+            heads.insert(append.stream_id, actual + (rows.len() - start) as i64);
+            outcome.push(Ok(start..rows.len()));
+        }
+
+        let recorded = rows.insert(&mut self.tx).await?;
+        projections::apply(&mut self.tx, &recorded).await?;
+        let follow_ups = workflow::react(&mut self.tx, &recorded).await?;
+        if !follow_ups.is_empty() {
+            // Follow-ups target streams the reaction has just read under the lock: they cannot conflict.
+            for result in Box::pin(self.append_many(follow_ups)).await? {
+                result
+                    .map_err(|e| sqlx::Error::Protocol(format!("follow-up append failed: {e}")))?;
+            }
+        }
+        Ok(outcome
+            .into_iter()
+            .map(|r| r.map(|range| recorded[range].to_vec()))
+            .collect())
+    }
+
+    async fn stream_heads(&mut self, ids: &[Uuid]) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT stream_id, max(version) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",
+        )
+        .bind(ids)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+/// Column vectors for one multi-row insert.
+#[derive(Default)]
+struct Rows {
+    events: Vec<NewEvent>,
+    stream_types: Vec<&'static str>,
+    stream_ids: Vec<Uuid>,
+    versions: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    event_types: Vec<String>,
+    payloads: Vec<serde_json::Value>,
+    metadata: Vec<serde_json::Value>,
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    fn push(&mut self, stream_id: Uuid, version: i64, new: NewEvent) {
+        let (event_type, payload) = new.event.to_parts();
+        self.stream_types.push(new.event.stream_type().as_str());
+        self.stream_ids.push(stream_id);
+        self.versions.push(version);
+        self.event_ids.push(new.event_id);
+        self.event_types.push(event_type);
+        self.payloads.push(payload);
+        self.metadata
+            .push(serde_json::to_value(&new.metadata).expect("metadata is JSON"));
+        self.events.push(new);
+    }
+
+    async fn insert(
+        self,
+        conn: &mut sqlx::PgConnection,
+    ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+        if self.events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stream_types: Vec<String> = self.stream_types.iter().map(|s| s.to_string()).collect();
+        let inserted = sqlx::query(
+            "INSERT INTO events (stream_type, stream_id, version, event_id, event_type, schema_version, payload, metadata)
+             SELECT t, s, v, e, et, $6, p, m
+             FROM UNNEST($1::text[], $2::uuid[], $3::bigint[], $4::uuid[], $5::text[], $7::jsonb[], $8::jsonb[])
+                  WITH ORDINALITY AS u(t, s, v, e, et, p, m, n)
+             ORDER BY n
+             RETURNING event_id, position, recorded_at",
+        )
+        .bind(&stream_types)
+        .bind(&self.stream_ids)
+        .bind(&self.versions)
+        .bind(&self.event_ids)
+        .bind(&self.event_types)
+        .bind(SCHEMA_VERSION)
+        .bind(&self.payloads)
+        .bind(&self.metadata)
+        .fetch_all(&mut *conn)
+        .await?;
+        let written: HashMap<Uuid, (i64, chrono::DateTime<chrono::Utc>)> = inserted
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect();
+        Ok(self
+            .events
+            .into_iter()
+            .enumerate()
+            .map(|(i, new)| (i, written[&new.event_id], new))
+            .map(|(i, (position, recorded_at), new)| RecordedEvent {
+                position,
+                stream_type: new.event.stream_type(),
+                stream_id: self.stream_ids[i],
+                version: self.versions[i],
+                event_id: new.event_id,
+                schema_version: SCHEMA_VERSION,
+                event: new.event,
+                metadata: new.metadata,
+                recorded_at,
+            })
+            .collect())
+    }
+}

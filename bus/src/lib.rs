@@ -1,0 +1,199 @@
+//! The NATS side of prl's contract: stream and consumer names, subjects, and their set-up.
+//! Everything is named under a namespace (`prl` by default), so several deployments, or tests,
+//! can share one NATS server. Both the API and the trainer daemons call `ensure`, so either
+//! may start first.
+
+use anyhow::{Context, Result};
+use async_nats::jetstream::{self, consumer, stream};
+use prl_schema::ids::{JobId, RunId};
+use prl_schema::spec::StageKind;
+use std::time::Duration;
+
+/// How long NATS remembers a `Nats-Msg-Id` to drop a duplicate publish.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long a delivered job message may stay unacknowledged before it is delivered again. Daemons
+/// acknowledge as soon as their claim is decided, so this only covers a daemon that dies mid-claim.
+pub const JOB_ACK_WAIT: Duration = Duration::from_secs(30);
+/// Deliveries of one worker message before the ingester parks it instead of trying again.
+pub const INGEST_MAX_DELIVER: i64 = 10;
+
+pub type PullConsumer = consumer::Consumer<consumer::pull::Config>;
+
+/// The names of one deployment's streams, consumers and subjects.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    ns: String,
+}
+
+impl Topology {
+    /// `namespace` is a subject token: letters, digits, '-' and '_'.
+    pub fn new(namespace: &str) -> Result<Self> {
+        anyhow::ensure!(
+            !namespace.is_empty()
+                && namespace
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "the NATS namespace {namespace:?} must be letters, digits, '-' or '_'"
+        );
+        Ok(Topology {
+            ns: namespace.to_owned(),
+        })
+    }
+
+    fn stream_name(&self, what: &str) -> String {
+        format!("{}_{what}", self.ns.to_uppercase().replace('-', "_"))
+    }
+
+    /// Work queue of job attempts; subjects `<ns>.jobs.<kind>`.
+    pub fn jobs_stream(&self) -> String {
+        self.stream_name("JOBS")
+    }
+
+    /// Worker events on their way into the log; subjects `<ns>.events.<run_id>.<event>`.
+    pub fn events_stream(&self) -> String {
+        self.stream_name("EVENTS")
+    }
+
+    /// Worker messages that could not be decoded or ingested, kept for inspection.
+    pub fn dead_letter_stream(&self) -> String {
+        self.stream_name("DEAD_LETTERS")
+    }
+
+    pub fn job_subject(&self, kind: StageKind) -> String {
+        format!("{}.jobs.{}", self.ns, kind.as_str())
+    }
+
+    /// The durable consumer from which daemons take jobs of `kind`.
+    pub fn job_consumer(&self, kind: StageKind) -> String {
+        format!("{}-trainers-{}", self.ns, kind.as_str())
+    }
+
+    pub fn worker_event_subject(&self, run_id: RunId, event: &str) -> String {
+        format!("{}.events.{run_id}.{event}", self.ns)
+    }
+
+    /// Plain NATS subject on which the API answers claims and heartbeats of a job's attempts.
+    pub fn lease_subject(&self, job_id: JobId) -> String {
+        format!("{}.leases.{job_id}", self.ns)
+    }
+
+    pub fn dead_letter_subject(&self, original: &str) -> String {
+        format!("{}.dead.{original}", self.ns)
+    }
+
+    fn ingest_consumer_name(&self) -> String {
+        format!("{}-ingester", self.ns)
+    }
+
+    /// Creates the streams and consumers if they do not exist yet.
+    pub async fn ensure(&self, js: &jetstream::Context) -> Result<()> {
+        for (name, subject, retention) in [
+            (
+                self.jobs_stream(),
+                "jobs",
+                stream::RetentionPolicy::WorkQueue,
+            ),
+            (
+                self.events_stream(),
+                "events",
+                stream::RetentionPolicy::WorkQueue,
+            ),
+            (
+                self.dead_letter_stream(),
+                "dead",
+                stream::RetentionPolicy::Limits,
+            ),
+        ] {
+            js.get_or_create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![format!("{}.{subject}.>", self.ns)],
+                retention,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("creating the stream {name}"))?;
+        }
+        for kind in StageKind::ALL {
+            self.job_consumer_for(js, kind).await?;
+        }
+        self.ingest_consumer(js).await?;
+        Ok(())
+    }
+
+    /// The pull consumer of one job kind.
+    pub async fn job_consumer_for(
+        &self,
+        js: &jetstream::Context,
+        kind: StageKind,
+    ) -> Result<PullConsumer> {
+        let stream = js
+            .get_stream(self.jobs_stream())
+            .await
+            .context("opening the jobs stream")?;
+        let name = self.job_consumer(kind);
+        stream
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: self.job_subject(kind),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: JOB_ACK_WAIT,
+                    max_deliver: 20,
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| format!("creating the consumer {name}"))
+    }
+
+    /// The API's pull consumer of worker events.
+    pub async fn ingest_consumer(&self, js: &jetstream::Context) -> Result<PullConsumer> {
+        let stream = js
+            .get_stream(self.events_stream())
+            .await
+            .context("opening the worker-events stream")?;
+        let name = self.ingest_consumer_name();
+        stream
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    max_deliver: INGEST_MAX_DELIVER,
+                    max_ack_pending: 100_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .context("creating the ingest consumer")
+    }
+}
+
+/// Connects, retrying for a while: in the local stack the server may still be starting.
+pub async fn connect(url: &str) -> Result<async_nats::Client> {
+    let mut last = None;
+    for _ in 0..50 {
+        match async_nats::connect(url).await {
+            Ok(client) => return Ok(client),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(last.expect("at least one attempt")).with_context(|| format!("connecting to NATS at {url}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_live_under_the_namespace() {
+        let t = Topology::new("t-1").unwrap();
+        assert_eq!(t.jobs_stream(), "T_1_JOBS");
+        assert_eq!(t.job_subject(StageKind::Rl), "t-1.jobs.rl");
+        assert!(Topology::new("a.b").is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! A private PostgreSQL cluster: initdb once into a data directory, then `postgres` as a child.
+
+use crate::process::{die_with_parent, find_binary, free_port, wait_for_port};
+use anyhow::{Context, Result, bail};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct PrivatePostgres {
+    child: Child,
+    port: u16,
+    data_dir: PathBuf,
+}
+
+impl PrivatePostgres {
+    /// Starts a cluster in `data_dir`, creating it first if it holds none. Data survives restarts.
+    /// Call it from a thread that outlives the server (see `die_with_parent`).
+    pub fn start(data_dir: &Path) -> Result<Self> {
+        let bin_dir = server_bin_dir();
+        let owner = ServerUser::for_current_process()?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let data_dir = data_dir.canonicalize()?;
+        owner.take(&data_dir)?;
+        if !data_dir.join("PG_VERSION").exists() {
+            let initdb = find_binary("initdb", &bin_dir)?;
+            let mut cmd = Command::new(initdb);
+            cmd.arg("-D").arg(&data_dir);
+            cmd.args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+            let out = owner.apply(&mut cmd).output().context("running initdb")?;
+            if !out.status.success() {
+                bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let port = free_port()?;
+        let log = std::fs::File::create(data_dir.join("server.log"))?;
+        owner.take(&data_dir.join("server.log"))?;
+        let mut cmd = Command::new(find_binary("postgres", &bin_dir)?);
+        cmd.arg("-D").arg(&data_dir).arg("-p").arg(port.to_string());
+        // TCP only: a socket path inside a deep data directory can exceed the 107-byte limit.
+        cmd.args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+        ]);
+        cmd.args(["-c", "max_connections=200", "-c", "fsync=on"]);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        owner.apply(&mut cmd);
+        die_with_parent(&mut cmd, libc::SIGINT);
+        let child = cmd.spawn().context("starting postgres")?;
+        let mut server = PrivatePostgres {
+            child,
+            port,
+            data_dir,
+        };
+        let log_path = server.data_dir.join("server.log");
+        wait_for_port(port, Duration::from_secs(60), || {
+            server.check_alive(&log_path)
+        })?;
+        server.wait_until_ready()?;
+        Ok(server)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of database `db` on this cluster.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Fast shutdown: ends sessions, writes a checkpoint, exits.
+    pub fn stop(mut self) -> Result<()> {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait().context("waiting for postgres to stop")?;
+        Ok(())
+    }
+
+    fn check_alive(&mut self, log: &Path) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("postgres exited ({status}) while starting:\n{tail}");
+        }
+        Ok(())
+    }
+
+    /// The postmaster writes its state on line 8 of postmaster.pid; "ready" means it accepts work.
+    fn wait_until_ready(&mut self) -> Result<()> {
+        let pid_file = self.data_dir.join("postmaster.pid");
+        for _ in 0..1200 {
+            let status = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            if status.lines().nth(7).map(str::trim) == Some("ready") {
+                return Ok(());
+            }
+            self.check_alive(&self.data_dir.join("server.log"))?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("postgres did not become ready within 60 s")
+    }
+}
+
+/// Debian keeps the server binaries off PATH, in a versioned directory; newest first.
+fn server_bin_dir() -> Vec<PathBuf> {
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .collect();
+    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.into_iter().map(|(_, d)| d).collect()
+}
+
+/// PostgreSQL refuses to run as root; as root we run it as the `postgres` system user.
+struct ServerUser(Option<(u32, u32)>);
+
+impl ServerUser {
+    fn for_current_process() -> Result<Self> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Ok(ServerUser(None));
+        }
+        // SAFETY: getpwnam returns null or a pointer to static storage that we copy at once.
+        let pw = unsafe { libc::getpwnam(c"postgres".as_ptr()) };
+        if pw.is_null() {
+            bail!(
+                "running as root needs a `postgres` user to own the cluster (install postgresql)"
+            );
+        }
+        // SAFETY: checked non-null above.
+        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        Ok(ServerUser(Some((uid, gid))))
+    }
+
+    fn take(&self, path: &Path) -> Result<()> {
+        if let Some((uid, gid)) = self.0 {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .with_context(|| format!("giving {} to the postgres user", path.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            if path.is_dir() {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        if let Some((uid, gid)) = self.0 {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+}

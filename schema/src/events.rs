@@ -1,0 +1,213 @@
+//! The events of prl's log. Each variant is stored as a row of the `events` table: its name in
+//! `event_type`, its fields in `payload`. Changing a variant's shape means a new schema version.
+
+use crate::ids::{ExperimentId, JobId, RunId};
+use crate::jobs::CheckpointRef;
+use crate::spec::{ExperimentSpec, StageKind};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// The schema version written with every event of this build.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The kind of stream an event belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamType {
+    Experiment,
+    Job,
+    Run,
+    DeadLetter,
+}
+
+impl StreamType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamType::Experiment => "experiment",
+            StreamType::Job => "job",
+            StreamType::Run => "run",
+            StreamType::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "event_type", content = "payload")]
+pub enum Event {
+    // --- experiment stream ---
+    /// `max_attempts` is the attempts policy in force when the spec was accepted.
+    ExperimentSubmitted {
+        spec: ExperimentSpec,
+        max_attempts: u32,
+    },
+    ExperimentCancelled {
+        reason: String,
+    },
+    ExperimentCompleted {},
+    ExperimentFailed {
+        stage: u32,
+        reason: String,
+    },
+
+    // --- job stream ---
+    /// An attempt of a stage's job is on the work queue.
+    JobQueued {
+        experiment_id: ExperimentId,
+        stage: u32,
+        kind: StageKind,
+        run_id: RunId,
+        attempt: u32,
+        max_attempts: u32,
+        input_checkpoint: Option<CheckpointRef>,
+    },
+    JobClaimed {
+        attempt: u32,
+        worker_id: String,
+        lease_until: DateTime<Utc>,
+    },
+    JobLeaseExtended {
+        attempt: u32,
+        lease_until: DateTime<Utc>,
+    },
+    JobLeaseExpired {
+        attempt: u32,
+        worker_id: Option<String>,
+    },
+    JobFinished {
+        attempt: u32,
+        checkpoint: Option<CheckpointRef>,
+    },
+    JobFailed {
+        attempt: u32,
+        reason: String,
+    },
+    JobCancelled {
+        attempt: u32,
+    },
+
+    // --- run stream ---
+    MetricsReported {
+        attempt: u32,
+        step: u64,
+        values: BTreeMap<String, f64>,
+    },
+    CheckpointSaved {
+        attempt: u32,
+        checkpoint: CheckpointRef,
+    },
+
+    // --- dead-letter stream ---
+    /// A worker message that could not be decoded, parked in the dead-letter stream.
+    WorkerMessageParked {
+        subject: String,
+        reason: String,
+        dead_letter_sequence: u64,
+        bytes: usize,
+    },
+}
+
+impl Event {
+    pub fn stream_type(&self) -> StreamType {
+        use Event::*;
+        match self {
+            ExperimentSubmitted { .. }
+            | ExperimentCancelled { .. }
+            | ExperimentCompleted {}
+            | ExperimentFailed { .. } => StreamType::Experiment,
+            JobQueued { .. }
+            | JobClaimed { .. }
+            | JobLeaseExtended { .. }
+            | JobLeaseExpired { .. }
+            | JobFinished { .. }
+            | JobFailed { .. }
+            | JobCancelled { .. } => StreamType::Job,
+            MetricsReported { .. } | CheckpointSaved { .. } => StreamType::Run,
+            WorkerMessageParked { .. } => StreamType::DeadLetter,
+        }
+    }
+
+    /// Splits the event into its stored `event_type` and `payload`.
+    pub fn to_parts(&self) -> (String, serde_json::Value) {
+        let mut tagged = serde_json::to_value(self).expect("events serialise to JSON");
+        let object = tagged.as_object_mut().expect("events are tagged objects");
+        let event_type = match object.remove("event_type") {
+            Some(serde_json::Value::String(s)) => s,
+            _ => unreachable!("serde writes the tag as a string"),
+        };
+        let payload = object
+            .remove("payload")
+            .unwrap_or_else(|| serde_json::json!({}));
+        (event_type, payload)
+    }
+
+    /// Rebuilds an event from its stored parts.
+    pub fn from_parts(event_type: &str, payload: serde_json::Value) -> serde_json::Result<Self> {
+        serde_json::from_value(serde_json::json!({ "event_type": event_type, "payload": payload }))
+    }
+}
+
+/// Who caused an event, and what it answers: written to the `metadata` column.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Metadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+/// An event as read back from the log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecordedEvent {
+    pub position: i64,
+    pub stream_type: StreamType,
+    pub stream_id: Uuid,
+    pub version: i64,
+    pub event_id: Uuid,
+    pub schema_version: i32,
+    #[serde(flatten)]
+    pub event: Event,
+    pub metadata: Metadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl From<JobId> for Uuid {
+    fn from(id: JobId) -> Uuid {
+        id.0
+    }
+}
+impl From<RunId> for Uuid {
+    fn from(id: RunId) -> Uuid {
+        id.0
+    }
+}
+impl From<ExperimentId> for Uuid {
+    fn from(id: ExperimentId) -> Uuid {
+        id.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_into_type_and_payload_and_back() {
+        let event = Event::JobLeaseExpired {
+            attempt: 2,
+            worker_id: Some("w1".into()),
+        };
+        let (event_type, payload) = event.to_parts();
+        assert_eq!(event_type, "JobLeaseExpired");
+        assert_eq!(payload["attempt"], 2);
+        assert_eq!(Event::from_parts(&event_type, payload).unwrap(), event);
+        let (t, p) = Event::ExperimentCompleted {}.to_parts();
+        assert_eq!(
+            Event::from_parts(&t, p).unwrap(),
+            Event::ExperimentCompleted {}
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! The shared contract of prl: SQL migrations, the experiment spec, events and job messages.
+//! It knows nothing about HTTP or NATS: subjects and routes live in the crates that speak them.
+
+pub mod events;
+pub mod ids;
+pub mod jobs;
+pub mod spec;
+
+/// The migrations of prl's PostgreSQL schema, embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

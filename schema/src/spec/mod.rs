@@ -1,0 +1,213 @@
+//! The experiment spec: what a researcher submits. Parse, don't validate: `ExperimentSpec::from_json`
+//! and `from_toml` are the only ways in from outside, and a spec that parses is valid.
+
+mod model;
+mod stages;
+mod values;
+
+pub use model::{ModelPreset, ModelRef};
+pub use stages::*;
+pub use values::*;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Why a spec was refused. `Malformed` is not JSON/TOML at all; `Invalid` names the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    #[error("the spec is not well-formed: {0}")]
+    Malformed(String),
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+impl SpecError {
+    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        SpecError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A valid experiment: a name, tags, a model and at least one stage whose inputs can exist.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    pub name: ExperimentName,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    /// `tiny`, `smollm2-135m` or `path:<dir>`.
+    #[schema(value_type = String, example = "tiny")]
+    pub model: ModelRef,
+    pub stages: Stages,
+}
+
+/// The ordered stages: never empty, names unique, every `init_from` pointing at a checkpoint that
+/// an earlier stage will save.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(try_from = "Vec<StageSpec>", into = "Vec<StageSpec>")]
+#[schema(value_type = Vec<StageSpec>)]
+pub struct Stages(Vec<StageSpec>);
+
+impl Stages {
+    pub fn as_slice(&self) -> &[StageSpec] {
+        &self.0
+    }
+
+    /// Checks the rules that span stages; the error names the offending field's path.
+    fn check(stages: Vec<StageSpec>) -> Result<Self, SpecError> {
+        if stages.is_empty() {
+            return Err(SpecError::invalid(
+                "stages",
+                "an experiment needs at least one stage",
+            ));
+        }
+        for (i, stage) in stages.iter().enumerate() {
+            let earlier = &stages[..i];
+            if earlier.iter().any(|s| s.name() == stage.name()) {
+                return Err(SpecError::invalid(
+                    format!("stages[{i}].name"),
+                    format!("another stage is already named '{}'", stage.name()),
+                ));
+            }
+            if let StageSpec::Rl(rl) = stage
+                && rl.clip_high.get() < rl.clip_low.get()
+            {
+                return Err(SpecError::invalid(
+                    format!("stages[{i}].clip_high"),
+                    "the upper clip bound must be at least the lower one",
+                ));
+            }
+            if let Some(init) = stage.init_from() {
+                let Some(source) = earlier.iter().find(|s| *s.name() == init.stage) else {
+                    return Err(SpecError::invalid(
+                        format!("stages[{i}].init_from.stage"),
+                        format!("no earlier stage is named '{}'", init.stage),
+                    ));
+                };
+                if !source.saves_checkpoints() {
+                    return Err(SpecError::invalid(
+                        format!("stages[{i}].init_from.stage"),
+                        format!(
+                            "stage '{}' is an eval stage and saves no checkpoint",
+                            init.stage
+                        ),
+                    ));
+                }
+                if let Some(step) = init.step {
+                    source.will_have_checkpoint_at(step).map_err(|reason| {
+                        SpecError::invalid(format!("stages[{i}].init_from.step"), reason)
+                    })?;
+                }
+            }
+        }
+        Ok(Stages(stages))
+    }
+}
+
+impl TryFrom<Vec<StageSpec>> for Stages {
+    type Error = String;
+    fn try_from(stages: Vec<StageSpec>) -> Result<Self, String> {
+        Stages::check(stages).map_err(|e| e.to_string())
+    }
+}
+
+impl From<Stages> for Vec<StageSpec> {
+    fn from(stages: Stages) -> Self {
+        stages.0
+    }
+}
+
+/// The top level as first read, with stages kept raw so that each can be parsed with its own path.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: ExperimentName,
+    #[serde(default)]
+    tags: Vec<Tag>,
+    model: ModelRef,
+    stages: Vec<Value>,
+}
+
+impl ExperimentSpec {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, SpecError> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| SpecError::Malformed(e.to_string()))?;
+        Self::from_value(value)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, SpecError> {
+        let value: Value = toml::from_str(text).map_err(|e| SpecError::Malformed(e.to_string()))?;
+        Self::from_value(value)
+    }
+
+    /// Parses an already-decoded document, naming the path of the first field that is wrong.
+    pub fn from_value(value: Value) -> Result<Self, SpecError> {
+        if !value.is_object() {
+            return Err(SpecError::invalid("", "the spec must be an object"));
+        }
+        let raw: RawSpec = parse_at("", value)?;
+        if raw.tags.len() > 32 {
+            return Err(SpecError::invalid("tags", "at most 32 tags are allowed"));
+        }
+        let stages = raw
+            .stages
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| parse_stage(i, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ExperimentSpec {
+            name: raw.name,
+            tags: raw.tags,
+            model: raw.model,
+            stages: Stages::check(stages)?,
+        })
+    }
+}
+
+fn parse_stage(i: usize, value: Value) -> Result<StageSpec, SpecError> {
+    let at = format!("stages[{i}]");
+    let Value::Object(mut fields) = value else {
+        return Err(SpecError::invalid(at, "a stage must be an object"));
+    };
+    let kind = match fields.remove("kind") {
+        Some(Value::String(kind)) => kind,
+        Some(_) => return Err(SpecError::invalid(format!("{at}.kind"), "must be a string")),
+        None => {
+            return Err(SpecError::invalid(
+                format!("{at}.kind"),
+                "missing field `kind`",
+            ));
+        }
+    };
+    let body = Value::Object(fields);
+    match kind.as_str() {
+        "sft" => parse_at(&at, body).map(StageSpec::Sft),
+        "rl" => parse_at(&at, body).map(StageSpec::Rl),
+        "eval" => parse_at(&at, body).map(StageSpec::Eval),
+        other => Err(SpecError::invalid(
+            format!("{at}.kind"),
+            format!("unknown stage kind '{other}', expected one of: sft, rl, eval"),
+        )),
+    }
+}
+
+/// Deserialises `value`, reporting errors at `prefix` + the path serde was at.
+fn parse_at<T: serde::de::DeserializeOwned>(prefix: &str, value: Value) -> Result<T, SpecError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let inner = err.path().to_string();
+        let field = match (prefix.is_empty(), inner.as_str()) {
+            (_, ".") => prefix.to_owned(),
+            (true, _) => inner,
+            (false, _) => format!("{prefix}.{inner}"),
+        };
+        SpecError::Invalid {
+            field,
+            reason: err.into_inner().to_string(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,320 @@
+//! The three kinds of stage and their hyperparameters, with the defaults a user gets by leaving a
+//! field out. Unknown fields are errors: a typo must not silently fall back to a default.
+
+use super::values::*;
+use serde::{Deserialize, Serialize};
+
+/// How paths of one parallel block see each other (see the reference notes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Attention {
+    /// Plain causal attention and ordinary positions.
+    #[default]
+    Seen,
+    /// Paths are isolated from each other and use multiverse position ids.
+    Unseen,
+}
+
+/// Whether rollouts fork into parallel paths or stay one sequence (the baselines).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutMode {
+    #[default]
+    Parallel,
+    Sequential,
+}
+
+/// The reward an RL stage optimises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RewardSchedule {
+    /// +1 correct, -1 wrong.
+    Accuracy,
+    /// The S1 schedule: accuracy only.
+    S1,
+    /// The S2 schedule: accuracy on 8 of every 10 steps, the tiered parallel reward on the other 2.
+    S2,
+    /// 1 only if correct, with a block, in a valid format; 0 otherwise.
+    ParallelStrict,
+}
+
+/// Where a stage's weights come from, when not from the stage before it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InitFrom {
+    /// An earlier stage of the same spec that saves checkpoints.
+    pub stage: StageName,
+    /// The step of that stage's checkpoint; its final checkpoint when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+}
+
+fn d<T: TryFrom<V>, V>(v: V) -> T
+where
+    T::Error: std::fmt::Debug,
+{
+    T::try_from(v).expect("defaults are valid")
+}
+
+fn two_paths() -> Paths {
+    d(2)
+}
+fn batch_32() -> PositiveCount {
+    d(32)
+}
+fn one() -> PositiveCount {
+    d(1)
+}
+fn warmup() -> Fraction {
+    d(0.1)
+}
+fn grad_clip() -> Positive {
+    d(1.0)
+}
+fn weight_decay() -> NonNegative {
+    d(0.01)
+}
+fn max_length() -> PositiveCount {
+    d(512)
+}
+fn group_8() -> GroupSize {
+    d(8)
+}
+fn prompts_16() -> PositiveCount {
+    d(16)
+}
+fn clip() -> ClipBound {
+    d(0.2)
+}
+fn temperature() -> NonNegative {
+    d(1.0)
+}
+fn top_p() -> Fraction {
+    d(1.0)
+}
+fn zero() -> NonNegative {
+    d(0.0)
+}
+fn mini_batches() -> PositiveCount {
+    d(4)
+}
+fn response_tokens() -> PositiveCount {
+    d(256)
+}
+fn max_blocks() -> u32 {
+    4
+}
+fn yes() -> bool {
+    true
+}
+fn k_one() -> EvalK {
+    d(1)
+}
+
+/// Cold-start supervised fine-tuning on parallel-format (or sequential) solutions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SftStage {
+    pub name: StageName,
+    pub dataset: DatasetRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<InitFrom>,
+    #[serde(default)]
+    pub attention: Attention,
+    #[serde(default = "two_paths")]
+    pub paths: Paths,
+    pub learning_rate: LearningRate,
+    #[serde(default = "one")]
+    pub epochs: PositiveCount,
+    /// Stops early after this many optimiser steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<PositiveCount>,
+    #[serde(default = "batch_32")]
+    pub batch_size: PositiveCount,
+    #[serde(default = "one")]
+    pub grad_accum: PositiveCount,
+    #[serde(default = "warmup")]
+    pub warmup_ratio: Fraction,
+    #[serde(default = "grad_clip")]
+    pub grad_clip: Positive,
+    #[serde(default = "weight_decay")]
+    pub weight_decay: NonNegative,
+    #[serde(default = "max_length")]
+    pub max_length: PositiveCount,
+    /// Saves a checkpoint every this many steps, besides the final one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<PositiveCount>,
+}
+
+/// GRPO/DAPO reinforcement learning with parallel (or sequential) rollouts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RlStage {
+    pub name: StageName,
+    pub dataset: DatasetRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<InitFrom>,
+    #[serde(default)]
+    pub attention: Attention,
+    #[serde(default = "two_paths")]
+    pub paths: Paths,
+    #[serde(default)]
+    pub mode: RolloutMode,
+    pub reward: RewardSchedule,
+    #[serde(default = "group_8")]
+    pub group_size: GroupSize,
+    #[serde(default = "prompts_16")]
+    pub prompts_per_step: PositiveCount,
+    #[serde(default = "clip")]
+    pub clip_low: ClipBound,
+    /// The upper clip bound (clip-higher); at least `clip_low`.
+    #[serde(default = "clip")]
+    pub clip_high: ClipBound,
+    pub learning_rate: LearningRate,
+    pub steps: PositiveCount,
+    #[serde(default = "mini_batches")]
+    pub mini_batches: PositiveCount,
+    #[serde(default = "temperature")]
+    pub temperature: NonNegative,
+    #[serde(default = "top_p")]
+    pub top_p: Fraction,
+    #[serde(default = "zero")]
+    pub kl_coef: NonNegative,
+    /// DAPO dynamic sampling: drop groups whose rewards are all equal.
+    #[serde(default = "yes")]
+    pub dynamic_sampling: bool,
+    #[serde(default = "response_tokens")]
+    pub max_response_tokens: PositiveCount,
+    #[serde(default = "max_blocks")]
+    pub max_blocks: u32,
+    #[serde(default = "grad_clip")]
+    pub grad_clip: Positive,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<PositiveCount>,
+    /// Evaluates on `eval_dataset` every this many steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<PositiveCount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_dataset: Option<DatasetRef>,
+    #[serde(default = "k_one")]
+    pub eval_k: EvalK,
+}
+
+/// Evaluation: Mean@k and Pass@k on a benchmark split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvalStage {
+    pub name: StageName,
+    pub dataset: DatasetRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<InitFrom>,
+    #[serde(default)]
+    pub attention: Attention,
+    #[serde(default = "two_paths")]
+    pub paths: Paths,
+    #[serde(default)]
+    pub mode: RolloutMode,
+    #[serde(default = "k_one")]
+    pub k: EvalK,
+    /// 0 decodes greedily.
+    #[serde(default = "temperature")]
+    pub temperature: NonNegative,
+    #[serde(default = "response_tokens")]
+    pub max_response_tokens: PositiveCount,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prompts: Option<PositiveCount>,
+}
+
+/// One stage of an experiment. Serialised flat, with `kind` naming the variant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum StageSpec {
+    Sft(SftStage),
+    Rl(RlStage),
+    Eval(EvalStage),
+}
+
+/// The job kinds, one per stage kind; also the suffix of the NATS subject a job travels on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    Sft,
+    Rl,
+    Eval,
+}
+
+impl StageKind {
+    pub const ALL: [StageKind; 3] = [StageKind::Sft, StageKind::Rl, StageKind::Eval];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Sft => "sft",
+            StageKind::Rl => "rl",
+            StageKind::Eval => "eval",
+        }
+    }
+}
+
+impl StageSpec {
+    pub fn name(&self) -> &StageName {
+        match self {
+            StageSpec::Sft(s) => &s.name,
+            StageSpec::Rl(s) => &s.name,
+            StageSpec::Eval(s) => &s.name,
+        }
+    }
+
+    pub fn kind(&self) -> StageKind {
+        match self {
+            StageSpec::Sft(_) => StageKind::Sft,
+            StageSpec::Rl(_) => StageKind::Rl,
+            StageSpec::Eval(_) => StageKind::Eval,
+        }
+    }
+
+    pub fn init_from(&self) -> Option<&InitFrom> {
+        match self {
+            StageSpec::Sft(s) => s.init_from.as_ref(),
+            StageSpec::Rl(s) => s.init_from.as_ref(),
+            StageSpec::Eval(s) => s.init_from.as_ref(),
+        }
+    }
+
+    /// Whether the stage trains, and so leaves checkpoints behind.
+    pub fn saves_checkpoints(&self) -> bool {
+        !matches!(self, StageSpec::Eval(_))
+    }
+
+    /// Whether a checkpoint at `step` will exist once the stage has finished, when that can be
+    /// known from the spec alone (an SFT stage's length depends on its dataset unless capped).
+    pub fn will_have_checkpoint_at(&self, step: u64) -> Result<(), String> {
+        let (total, every) = match self {
+            StageSpec::Eval(_) => return Err("an eval stage saves no checkpoints".into()),
+            StageSpec::Rl(s) => (Some(s.steps.get()), s.checkpoint_every),
+            StageSpec::Sft(s) => (s.max_steps.map(PositiveCount::get), s.checkpoint_every),
+        };
+        if step == 0 {
+            return Err("checkpoints are numbered from step 1".into());
+        }
+        if let Some(total) = total {
+            if step > total {
+                return Err(format!(
+                    "the stage runs for {total} steps, so step {step} never happens"
+                ));
+            }
+            if step == total {
+                return Ok(());
+            }
+        }
+        match every {
+            Some(every) if step % every.get() == 0 => Ok(()),
+            Some(every) => Err(format!(
+                "the stage saves checkpoints every {} steps and at its last step, not at step {step}",
+                every.get()
+            )),
+            None => Err(format!(
+                "the stage saves only its final checkpoint (set checkpoint_every to keep step {step})"
+            )),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+use super::*;
+use serde_json::json;
+
+fn valid() -> Value {
+    json!({
+        "name": "parallel-r1 unseen s2",
+        "tags": ["demo", "tiny"],
+        "model": "tiny",
+        "stages": [
+            {"kind": "sft", "name": "cold-start", "dataset": "builtin:easy", "learning_rate": 1e-3,
+             "attention": "unseen", "max_steps": 200, "checkpoint_every": 100},
+            {"kind": "rl", "name": "rl", "dataset": "builtin:hard", "reward": "s2", "learning_rate": 1e-5,
+             "steps": 50, "clip_high": 0.28, "init_from": {"stage": "cold-start", "step": 100}},
+            {"kind": "eval", "name": "test", "dataset": "builtin:test", "k": 4}
+        ]
+    })
+}
+
+fn field_of(value: Value) -> String {
+    match ExperimentSpec::from_value(value) {
+        Err(SpecError::Invalid { field, .. }) => field,
+        other => panic!("expected an invalid spec, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_valid_spec_round_trips_through_json() {
+    let spec = ExperimentSpec::from_value(valid()).unwrap();
+    assert_eq!(spec.stages.as_slice().len(), 3);
+    let again: ExperimentSpec =
+        serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+    assert_eq!(spec, again);
+}
+
+#[test]
+fn a_toml_spec_parses_like_json() {
+    let text = r#"
+        name = "sft only"
+        model = "path:/models/qwen3"
+        [[stages]]
+        kind = "sft"
+        name = "sft"
+        dataset = "builtin:easy"
+        learning_rate = 0.001
+    "#;
+    let spec = ExperimentSpec::from_toml(text).unwrap();
+    assert_eq!(spec.model, ModelRef::Path("/models/qwen3".into()));
+}
+
+#[test]
+fn each_kind_of_bad_field_is_named_by_its_path() {
+    let mut v = valid();
+    v["stages"][0]["learning_rate"] = json!(-1.0);
+    assert_eq!(field_of(v), "stages[0].learning_rate");
+
+    let mut v = valid();
+    v["stages"][1]["group_size"] = json!(1);
+    assert_eq!(field_of(v), "stages[1].group_size");
+
+    let mut v = valid();
+    v["stages"][2]["k"] = json!(0);
+    assert_eq!(field_of(v), "stages[2].k");
+
+    let mut v = valid();
+    v["stages"][2]["bogus"] = json!(true);
+    assert_eq!(field_of(v), "stages[2].bogus");
+
+    let mut v = valid();
+    v["stages"][0]["batch_size"] = json!("many");
+    assert_eq!(field_of(v), "stages[0].batch_size");
+
+    let mut v = valid();
+    v["stages"] = json!([]);
+    assert_eq!(field_of(v), "stages");
+
+    let mut v = valid();
+    v["unknown"] = json!(1);
+    assert_eq!(field_of(v), "unknown");
+
+    let mut v = valid();
+    v["model"] = json!("gpt-5");
+    assert_eq!(field_of(v), "model");
+
+    let mut v = valid();
+    v["stages"][1]["kind"] = json!("ppo");
+    assert_eq!(field_of(v), "stages[1].kind");
+}
+
+#[test]
+fn an_input_checkpoint_that_cannot_exist_is_refused() {
+    let mut v = valid();
+    v["stages"][1]["init_from"] = json!({"stage": "test"});
+    assert_eq!(field_of(v), "stages[1].init_from.stage");
+
+    let mut v = valid();
+    v["stages"][1]["init_from"] = json!({"stage": "cold-start", "step": 150});
+    assert_eq!(field_of(v), "stages[1].init_from.step");
+
+    let mut v = valid();
+    v["stages"][1]["init_from"] = json!({"stage": "cold-start", "step": 300});
+    assert_eq!(field_of(v), "stages[1].init_from.step");
+
+    let mut v = valid();
+    v["stages"][0]["init_from"] = json!({"stage": "rl"});
+    assert_eq!(field_of(v), "stages[0].init_from.stage");
+}
+
+#[test]
+fn clip_high_below_clip_low_is_refused() {
+    let mut v = valid();
+    v["stages"][1]["clip_high"] = json!(0.1);
+    assert_eq!(field_of(v), "stages[1].clip_high");
+}
+
+#[test]
+fn malformed_json_is_not_an_invalid_field() {
+    assert!(matches!(
+        ExperimentSpec::from_json(b"{\"name\":"),
+        Err(SpecError::Malformed(_))
+    ));
+}

@@ -1,0 +1,178 @@
+//! The daemon loop: take a job attempt from the work queue, claim it, work on it while holding
+//! the lease, report the outcome, and take the next.
+
+use crate::dry_run::{self, Outcome};
+use crate::lease::{Lease, Stop};
+use crate::reporter::Reporter;
+use anyhow::{Context, Result};
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use prl_bus::{PullConsumer, Topology};
+use prl_schema::jobs::{JobMessage, LeaseDecision, WorkerEvent};
+use prl_schema::spec::StageKind;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub nats_url: String,
+    pub namespace: String,
+    pub worker_id: String,
+    pub kinds: Vec<StageKind>,
+    /// Where checkpoints are written.
+    pub data_dir: PathBuf,
+    pub heartbeat: Duration,
+    /// How long each dry-run step takes.
+    pub step_delay: Duration,
+}
+
+pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()> {
+    let nats = prl_bus::connect(&config.nats_url).await?;
+    let js = jetstream::new(nats.clone());
+    let topology = Topology::new(&config.namespace)?;
+    topology.ensure(&js).await?;
+    let mut consumers = Vec::new();
+    for kind in &config.kinds {
+        consumers.push(topology.job_consumer_for(&js, *kind).await?);
+    }
+    tracing::info!(worker = %config.worker_id, kinds = ?config.kinds, "daemon ready");
+    let daemon = Daemon {
+        config,
+        nats,
+        js,
+        topology,
+    };
+    while !shutdown.is_cancelled() {
+        for consumer in &consumers {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if let Err(e) = daemon.take_one(consumer, &shutdown).await {
+                tracing::warn!("daemon: {e:#}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Daemon {
+    config: DaemonConfig,
+    nats: async_nats::Client,
+    js: jetstream::Context,
+    topology: Topology,
+}
+
+impl Daemon {
+    /// Waits briefly for one job message and handles it.
+    async fn take_one(&self, consumer: &PullConsumer, shutdown: &CancellationToken) -> Result<()> {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_millis(300))
+            .messages()
+            .await
+            .map_err(|e| anyhow::anyhow!("fetching a job: {e}"))?;
+        let Some(message) = batch.next().await else {
+            return Ok(());
+        };
+        let message = message.map_err(|e| anyhow::anyhow!("receiving a job: {e}"))?;
+        let job: JobMessage = match serde_json::from_slice(&message.payload) {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::error!(subject = %message.subject, "dropping a job message that does not decode: {e}");
+                message
+                    .ack_with(AckKind::Term)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                return Ok(());
+            }
+        };
+        let reporter = Reporter {
+            js: self.js.clone(),
+            topology: self.topology.clone(),
+            job_id: job.job_id,
+            run_id: job.run_id,
+            attempt: job.attempt,
+            worker_id: self.config.worker_id.clone(),
+        };
+        let mut lease = Lease::listen(&self.nats, &self.topology, reporter.clone()).await?;
+        let decision = match lease
+            .claim(job.expected_version, Duration::from_secs(15))
+            .await
+        {
+            Ok(decision) => decision,
+            Err(e) => {
+                // Let the message come back, to us or another daemon.
+                message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                return Err(e);
+            }
+        };
+        // The claim is decided either way; from here the log's lease, not JetStream, owns the attempt.
+        message
+            .ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("acking a job: {e}"))?;
+        match decision {
+            LeaseDecision::Granted { .. } => self.work(job, reporter, lease, shutdown).await,
+            LeaseDecision::Cancelled => {
+                tracing::info!(job = %job.job_id, "skipping a cancelled job");
+                Ok(())
+            }
+            LeaseDecision::Revoked { reason } => {
+                tracing::info!(job = %job.job_id, "claim refused: {reason}");
+                Ok(())
+            }
+        }
+    }
+
+    async fn work(
+        &self,
+        job: JobMessage,
+        reporter: Reporter,
+        lease: Lease,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
+        tracing::info!(job = %job.job_id, attempt = job.attempt, kind = ?job.kind(), "working");
+        let done = CancellationToken::new();
+        let stop = shutdown.child_token();
+        let keeper = tokio::spawn(lease.keep(self.config.heartbeat, done.clone(), stop.clone()));
+        let result = dry_run::run(
+            &job,
+            &reporter,
+            &self.config.data_dir,
+            self.config.step_delay,
+            &stop,
+        )
+        .await;
+        done.cancel();
+        let why_stopped = keeper.await.context("the heartbeat task failed")?;
+        match (result, why_stopped) {
+            (_, Some(Stop::Revoked(reason))) => {
+                tracing::warn!(job = %job.job_id, "lost the lease: {reason}");
+            }
+            (Ok(Outcome::Finished(checkpoint)), _) => {
+                reporter.send(WorkerEvent::Finished { checkpoint }).await?
+            }
+            (Ok(Outcome::Stopped(_)), Some(Stop::Cancelled)) => {
+                tracing::info!(job = %job.job_id, "cancelled; checkpoint saved");
+            }
+            // Shut down mid-job: the lease runs out and another attempt resumes from the checkpoint.
+            (Ok(Outcome::Stopped(_)), None) => {
+                tracing::info!(job = %job.job_id, "stopped for shutdown")
+            }
+            (Err(e), _) => {
+                reporter
+                    .send(WorkerEvent::Failed {
+                        reason: format!("{e:#}"),
+                    })
+                    .await?
+            }
+        }
+        Ok(())
+    }
+}

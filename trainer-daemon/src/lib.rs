@@ -1,0 +1,5 @@
+pub mod checkpoint;
+pub mod daemon;
+pub mod dry_run;
+pub mod lease;
+pub mod reporter;

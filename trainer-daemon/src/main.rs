@@ -1,0 +1,69 @@
+use clap::Parser;
+use prl_schema::spec::StageKind;
+use prl_trainer::daemon::{DaemonConfig, run};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The prl trainer daemon: takes jobs from NATS JetStream and reports events back.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Prefix of the streams and subjects; must match the API's.
+    #[arg(long, env = "PRL_NATS__NAMESPACE", default_value = "prl")]
+    namespace: String,
+    /// This daemon's name in claims; defaults to host and process id.
+    #[arg(long, env = "PRL_WORKER_ID")]
+    worker_id: Option<String>,
+    /// Job kinds to take (sft, rl, eval).
+    #[arg(long, value_delimiter = ',', default_value = "sft,rl,eval", value_parser = parse_kind)]
+    kinds: Vec<StageKind>,
+    /// Where checkpoints are written.
+    #[arg(long, env = "PRL_DATA_DIR", default_value = ".prl/trainer")]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 2000)]
+    heartbeat_ms: u64,
+    /// Duration of one dry-run step.
+    #[arg(long, default_value_t = 200)]
+    step_ms: u64,
+}
+
+fn parse_kind(text: &str) -> Result<StageKind, String> {
+    StageKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == text)
+        .ok_or_else(|| format!("unknown job kind {text:?}; expected sft, rl or eval"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,prl_trainer=info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let worker_id = args.worker_id.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "host".into());
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let config = DaemonConfig {
+        nats_url: args.nats_url,
+        namespace: args.namespace,
+        worker_id,
+        kinds: args.kinds,
+        data_dir: args.data_dir,
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        step_delay: Duration::from_millis(args.step_ms),
+    };
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        on_signal.cancel();
+    });
+    run(config, shutdown).await
+}
