@@ -9,10 +9,7 @@ pub enum ApiError {
     #[error("{0}")]
     Malformed(String),
     #[error("{reason}")]
-    BadParameter {
-        parameter: &'static str,
-        reason: String,
-    },
+    BadParameter { parameter: String, reason: String },
     #[error("{field}: {reason}")]
     InvalidSpec { field: String, reason: String },
     #[error("a bearer token is required")]
@@ -39,7 +36,7 @@ pub struct ErrorBody {
     pub field: Option<String>,
     /// The offending query parameter, for `bad_parameter`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub parameter: Option<&'static str>,
+    pub parameter: Option<String>,
 }
 
 impl ApiError {
@@ -76,7 +73,7 @@ impl ResponseError for ApiError {
             other => (None, other.to_string()),
         };
         let parameter = match self {
-            ApiError::BadParameter { parameter, .. } => Some(*parameter),
+            ApiError::BadParameter { parameter, .. } => Some(parameter.clone()),
             _ => None,
         };
         let mut response = HttpResponse::build(self.status_code());
@@ -118,4 +115,39 @@ impl From<prl_schema::spec::SpecError> for ApiError {
             }
         }
     }
+}
+
+impl ApiError {
+    pub fn bad_parameter(parameter: &str, reason: impl Into<String>) -> Self {
+        ApiError::BadParameter {
+            parameter: parameter.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses an integer query parameter within `range`, naming the parameter when it is wrong.
+pub fn int_parameter(
+    name: &str,
+    value: Option<&str>,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, ApiError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let number: i64 = text.parse().map_err(|_| {
+        ApiError::bad_parameter(name, format!("{name} must be a whole number, not {text:?}"))
+    })?;
+    if !range.contains(&number) {
+        return Err(ApiError::bad_parameter(
+            name,
+            format!(
+                "{name} must be between {} and {}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(number)
 }

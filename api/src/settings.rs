@@ -74,8 +74,8 @@ struct Defaults {
 }
 
 impl Settings {
-    pub fn load() -> Result<Settings, figment::Error> {
-        Self::figment().extract()
+    pub fn load() -> Result<Settings, Box<figment::Error>> {
+        Self::figment().extract().map_err(Box::new)
     }
 
     /// The layered sources; callers may merge more on top (the CLI does for `prl up`).

@@ -1,1 +1,13 @@
+//! Integration tests against real PostgreSQL and NATS JetStream. One binary; each test gets its
+//! own database and NATS namespace.
 
+mod auth;
+mod cancel;
+mod endpoints;
+mod ingest;
+mod leases;
+mod listing;
+mod outbox;
+mod replay;
+mod specs;
+mod submission;

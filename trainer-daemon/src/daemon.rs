@@ -4,7 +4,7 @@
 use crate::dry_run::{self, Outcome};
 use crate::lease::{Lease, Stop};
 use crate::reporter::Reporter;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use prl_bus::{PullConsumer, Topology};
@@ -140,17 +140,23 @@ impl Daemon {
         tracing::info!(job = %job.job_id, attempt = job.attempt, kind = ?job.kind(), "working");
         let done = CancellationToken::new();
         let stop = shutdown.child_token();
-        let keeper = tokio::spawn(lease.keep(self.config.heartbeat, done.clone(), stop.clone()));
-        let result = dry_run::run(
-            &job,
-            &reporter,
-            &self.config.data_dir,
-            self.config.step_delay,
-            &stop,
-        )
-        .await;
-        done.cancel();
-        let why_stopped = keeper.await.context("the heartbeat task failed")?;
+        // Work and heartbeats share this task, so that nothing outlives the daemon when it dies.
+        let work = async {
+            let result = dry_run::run(
+                &job,
+                &reporter,
+                &self.config.data_dir,
+                self.config.step_delay,
+                &stop,
+            )
+            .await;
+            done.cancel();
+            result
+        };
+        let (result, why_stopped) = tokio::join!(
+            work,
+            lease.keep(self.config.heartbeat, done.clone(), stop.clone())
+        );
         match (result, why_stopped) {
             (_, Some(Stop::Revoked(reason))) => {
                 tracing::warn!(job = %job.job_id, "lost the lease: {reason}");

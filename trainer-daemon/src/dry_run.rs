@@ -67,7 +67,7 @@ pub async fn run(
             ("dry_run/attempt".to_owned(), job.attempt as f64),
         ]);
         reporter.send(WorkerEvent::Metrics { step, values }).await?;
-        if saves && step % 5 == 0 && step < total {
+        if saves && step.is_multiple_of(5) && step < total {
             reporter.send(WorkerEvent::Checkpoint(save(step)?)).await?;
         }
     }

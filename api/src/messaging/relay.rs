@@ -21,7 +21,7 @@ use super::pause;
 
 const READER: &str = "outbox";
 /// Only one relay of a deployment publishes at a time: it holds this session lock.
-const RELAY_LOCK: i64 = 0x7072_6c5f_7265_6c; // "prl_rel"
+const RELAY_LOCK: i64 = 0x0070_726c_5f72_656c; // "prl_rel"
 const BATCH: i64 = 500;
 
 pub struct Relay {
@@ -55,7 +55,7 @@ impl Relay {
             if got {
                 break;
             }
-            if pause(&shutdown, Duration::from_secs(1)).await {
+            if pause(shutdown, Duration::from_secs(1)).await {
                 return Ok(());
             }
         }

@@ -1,7 +1,7 @@
 //! The raw event feed, for consumers that catch up from a position.
 
 use crate::auth::ReadAccess;
-use crate::error::ApiError;
+use crate::error::{ApiError, int_parameter};
 use crate::state::AppState;
 use crate::store::{Visibility, read_after};
 use actix_web::{HttpResponse, get, web};
@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct FeedQuery {
     /// Events after this position (default 0, the start of the log).
-    pub after: Option<i64>,
+    pub after: Option<String>,
     /// At most this many, 1 to 1000 (default 100).
-    pub limit: Option<i64>,
+    pub limit: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -26,27 +26,15 @@ pub struct FeedPage {
 
 /// Committed events after a position, in log order. A consumer that always continues from
 /// `last_position` sees every event exactly once.
-#[utoipa::path(params(FeedQuery), responses((status = 200, body = FeedPage), (status = 400, body = crate::error::ErrorBody)))]
+#[utoipa::path(context_path = "/api/v1", params(FeedQuery), responses((status = 200, body = FeedPage), (status = 400, body = crate::error::ErrorBody)))]
 #[get("/events")]
 pub async fn feed(
     _: ReadAccess,
     state: web::Data<AppState>,
     query: web::Query<FeedQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let after = query.after.unwrap_or(0);
-    let limit = query.limit.unwrap_or(100);
-    if after < 0 {
-        return Err(ApiError::BadParameter {
-            parameter: "after",
-            reason: "after must be 0 or more".into(),
-        });
-    }
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadParameter {
-            parameter: "limit",
-            reason: "limit must be between 1 and 1000".into(),
-        });
-    }
+    let after = int_parameter("after", query.after.as_deref(), 0, 0..=i64::MAX)?;
+    let limit = int_parameter("limit", query.limit.as_deref(), 100, 1..=1000)?;
     let mut conn = state.pool.acquire().await?;
     let events = read_after(&mut conn, after, limit, Visibility::Settled).await?;
     let last_position = events.last().map(|e| e.position).unwrap_or(after);

@@ -2,7 +2,7 @@
 
 use crate::auth::{ReadAccess, WriteAccess};
 use crate::domain::experiment;
-use crate::error::ApiError;
+use crate::error::{ApiError, int_parameter};
 use crate::state::AppState;
 use crate::store::{Expected, LogTx, NewEvent, StreamAppend};
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
@@ -101,7 +101,7 @@ pub struct ExperimentDetail {
 ///
 /// An `Idempotency-Key` header (a UUID) makes a retry return the first submission instead of
 /// creating another experiment.
-#[utoipa::path(
+#[utoipa::path(context_path = "/api/v1", 
     request_body(content = ExperimentSpec, description = "The spec, as JSON"),
     params(("Idempotency-Key" = Option<String>, Header, description = "A UUID naming this submission")),
     responses(
@@ -128,10 +128,10 @@ pub async fn submit(
             .to_str()
             .ok()
             .and_then(|s| Uuid::parse_str(s.trim()).ok())
-            .ok_or(ApiError::BadParameter {
-                parameter: "Idempotency-Key",
-                reason: "the Idempotency-Key header must be a UUID".into(),
-            })?,
+            .ok_or(ApiError::bad_parameter(
+                "Idempotency-Key",
+                "the Idempotency-Key header must be a UUID",
+            ))?,
     };
     let id = Uuid::now_v7();
     let event = NewEvent {
@@ -205,11 +205,11 @@ pub struct ListQuery {
     /// From `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1 to 200 (default 50).
-    pub limit: Option<i64>,
+    pub limit: Option<String>,
 }
 
 /// List experiments, newest first, with keyset pagination.
-#[utoipa::path(params(ListQuery), responses((status = 200, body = ExperimentPage), (status = 400, body = crate::error::ErrorBody)))]
+#[utoipa::path(context_path = "/api/v1", params(ListQuery), responses((status = 200, body = ExperimentPage), (status = 400, body = crate::error::ErrorBody)))]
 #[get("/experiments")]
 pub async fn list(
     _: ReadAccess,
@@ -217,23 +217,17 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::BadParameter {
-            parameter: "limit",
-            reason: "limit must be between 1 and 200".into(),
-        });
-    }
+    let limit = int_parameter("limit", q.limit.as_deref(), 50, 1..=200)?;
     if let Some(status) = &q.status
         && !STATUSES.contains(&status.as_str())
     {
-        return Err(ApiError::BadParameter {
-            parameter: "status",
-            reason: format!(
+        return Err(ApiError::bad_parameter(
+            "status",
+            format!(
                 "unknown status {status:?}; expected one of {}",
                 STATUSES.join(", ")
             ),
-        });
+        ));
     }
     let cursor = q.cursor.as_deref().map(Cursor::parse).transpose()?;
     let mut items: Vec<ExperimentSummary> = sqlx::query_as(
@@ -283,9 +277,11 @@ struct Cursor {
 
 impl Cursor {
     fn parse(text: &str) -> Result<Self, ApiError> {
-        let bad = || ApiError::BadParameter {
-            parameter: "cursor",
-            reason: format!("{text:?} is not a cursor this API issued"),
+        let bad = || {
+            ApiError::bad_parameter(
+                "cursor",
+                format!("{text:?} is not a cursor this API issued"),
+            )
         };
         let (micros, id) = text.split_once('_').ok_or_else(bad)?;
         let micros: i64 = micros.parse().map_err(|_| bad())?;
@@ -303,7 +299,7 @@ impl std::fmt::Display for Cursor {
 }
 
 /// One experiment with its spec, stages, jobs and runs.
-#[utoipa::path(responses((status = 200, body = ExperimentDetail), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(context_path = "/api/v1", responses((status = 200, body = ExperimentDetail), (status = 404, body = crate::error::ErrorBody)))]
 #[get("/experiments/{id}")]
 pub async fn get(
     _: ReadAccess,
@@ -374,7 +370,7 @@ pub struct CancelRequest {
 /// Cancel an experiment. Cancelling twice has the same effect as once.
 ///
 /// With `If-Match: <version>` the cancel only happens if the experiment is still at that version.
-#[utoipa::path(
+#[utoipa::path(context_path = "/api/v1", 
     request_body(content = Option<CancelRequest>),
     params(("If-Match" = Option<String>, Header, description = "The version the experiment must be at")),
     responses(
@@ -401,10 +397,10 @@ pub async fn cancel(
                 .ok()
                 .map(|s| s.trim().trim_matches('"'))
                 .and_then(|s| s.parse().ok())
-                .ok_or(ApiError::BadParameter {
-                    parameter: "If-Match",
-                    reason: "If-Match must be an experiment version".into(),
-                })?,
+                .ok_or(ApiError::bad_parameter(
+                    "If-Match",
+                    "If-Match must be an experiment version",
+                ))?,
         ),
     };
     let reason = body

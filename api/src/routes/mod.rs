@@ -11,20 +11,12 @@ use actix_web::web;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PathConfig::default().error_handler(|err, _| {
-        ApiError::BadParameter {
-            parameter: "id",
-            reason: format!("the path is invalid: {err}"),
-        }
-        .into()
+        ApiError::bad_parameter("id", format!("the path is invalid: {err}")).into()
     }))
     .app_data(web::QueryConfig::default().error_handler(|err, _| {
         let text = err.to_string();
-        let parameter = query_parameter_named_in(&text);
-        ApiError::BadParameter {
-            parameter,
-            reason: format!("the query is invalid: {text}"),
-        }
-        .into()
+        let parameter = parameter_named_in(&text).unwrap_or("query");
+        ApiError::bad_parameter(parameter, format!("the query is invalid: {text}")).into()
     }))
     .service(
         web::scope("/api/v1")
@@ -41,12 +33,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web_ui::index);
 }
 
-/// serde_urlencoded names the field in its message; map it back to a static name for the body.
-fn query_parameter_named_in(message: &str) -> &'static str {
-    const KNOWN: &[&str] = &["after", "limit", "status", "tag", "name", "cursor"];
-    KNOWN
-        .iter()
-        .find(|p| message.contains(&format!("`{p}`")) || message.contains(&format!("field {p}")))
-        .copied()
-        .unwrap_or("query")
+/// serde names an unknown or missing field between backticks.
+fn parameter_named_in(message: &str) -> Option<&str> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(&message[start..start + len])
 }

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// The key of the transaction-level advisory lock that serialises appends.
-const LOG_LOCK: i64 = 0x7072_6c5f_6c6f_67; // "prl_log"
+const LOG_LOCK: i64 = 0x0070_726c_5f6c_6f67; // "prl_log"
 
 /// The version a stream must be at for an append to go through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

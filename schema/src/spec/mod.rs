@@ -196,16 +196,25 @@ fn parse_stage(i: usize, value: Value) -> Result<StageSpec, SpecError> {
 /// Deserialises `value`, reporting errors at `prefix` + the path serde was at.
 fn parse_at<T: serde::de::DeserializeOwned>(prefix: &str, value: Value) -> Result<T, SpecError> {
     serde_path_to_error::deserialize(value).map_err(|err| {
-        let inner = err.path().to_string();
-        let field = match (prefix.is_empty(), inner.as_str()) {
-            (_, ".") => prefix.to_owned(),
-            (true, _) => inner,
-            (false, _) => format!("{prefix}.{inner}"),
-        };
-        SpecError::Invalid {
-            field,
-            reason: err.into_inner().to_string(),
+        let mut path = err.path().to_string();
+        let reason = err.into_inner().to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        if let Some(missing) = reason
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            path = if path == "." {
+                missing.to_owned()
+            } else {
+                format!("{path}.{missing}")
+            };
         }
+        let field = match (prefix.is_empty(), path.as_str()) {
+            (_, ".") => prefix.to_owned(),
+            (true, _) => path,
+            (false, _) => format!("{prefix}.{path}"),
+        };
+        SpecError::Invalid { field, reason }
     })
 }
 

@@ -307,7 +307,7 @@ impl StageSpec {
             }
         }
         match every {
-            Some(every) if step % every.get() == 0 => Ok(()),
+            Some(every) if step.is_multiple_of(every.get()) => Ok(()),
             Some(every) => Err(format!(
                 "the stage saves checkpoints every {} steps and at its last step, not at step {step}",
                 every.get()

@@ -82,6 +82,13 @@ fn each_kind_of_bad_field_is_named_by_its_path() {
     assert_eq!(field_of(v), "model");
 
     let mut v = valid();
+    v["stages"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("learning_rate");
+    assert_eq!(field_of(v), "stages[1].learning_rate");
+
+    let mut v = valid();
     v["stages"][1]["kind"] = json!("ppo");
     assert_eq!(field_of(v), "stages[1].kind");
 }

@@ -1,0 +1,81 @@
+use prl_integration_tests::TestApp;
+use serde_json::Value;
+
+#[tokio::test]
+async fn health_reports_both_connections() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/healthz").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["database"], "ok");
+    assert_eq!(body["nats"], "ok");
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_that_counts_requests() {
+    let app = TestApp::spawn().await;
+    app.get("/healthz").await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.contains("prl_http_requests_total{method=\"GET\",status=\"200\"}"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_endpoints_and_the_docs_page_is_served() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app.get("/api/openapi.json").await.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/v1/experiments",
+        "/api/v1/experiments/{id}",
+        "/api/v1/experiments/{id}/cancel",
+        "/api/v1/events",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is missing");
+    }
+    let page = app.get("/api/docs/").await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("swagger"));
+    let index = app.get("/").await.text().await.unwrap();
+    assert!(index.contains("<title>prl</title>"));
+}
+
+#[tokio::test]
+async fn the_event_feed_pages_through_the_log_in_order() {
+    let app = TestApp::spawn().await;
+    for i in 0..3 {
+        app.submit(&prl_integration_tests::quick_spec(&format!("feed {i}")))
+            .await;
+    }
+    let mut after = 0;
+    let mut positions = Vec::new();
+    loop {
+        let page: Value = app
+            .get(&format!("/api/v1/events?after={after}&limit=2"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let events = page["events"].as_array().unwrap();
+        if events.is_empty() {
+            break;
+        }
+        positions.extend(events.iter().map(|e| e["position"].as_i64().unwrap()));
+        after = page["last_position"].as_i64().unwrap();
+    }
+    assert_eq!(positions.len(), 6);
+    assert!(positions.windows(2).all(|w| w[0] < w[1]));
+
+    for (query, parameter) in [
+        ("after=-1", "after"),
+        ("limit=0", "limit"),
+        ("limit=abc", "limit"),
+    ] {
+        let response = app.get(&format!("/api/v1/events?{query}")).await;
+        assert_eq!(response.status(), 400, "{query}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["parameter"], parameter, "{query}: {body}");
+    }
+}

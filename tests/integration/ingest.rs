@@ -1,0 +1,152 @@
+use prl_integration_tests::{FakeWorker, TestApp, quick_spec};
+use prl_schema::jobs::{LeaseDecision, WorkerEvent};
+use prl_schema::spec::StageKind;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn metrics(step: u64) -> WorkerEvent {
+    WorkerEvent::Metrics {
+        step,
+        values: BTreeMap::from([("loss".to_owned(), 1.0 / step as f64)]),
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_worker_message_is_written_once() {
+    let app = TestApp::spawn().await;
+    app.submit(&quick_spec("duplicates")).await;
+    let (worker, decision) = FakeWorker::take(&app, StageKind::Sft, "fake").await;
+    assert!(
+        matches!(decision, LeaseDecision::Granted { .. }),
+        "{decision:?}"
+    );
+
+    let message = worker.message(metrics(1));
+    let payload = serde_json::to_vec(&message).unwrap();
+    // Twice past NATS's own duplicate check (other message ids), once caught by it.
+    worker
+        .publish_raw(&app, "metrics", payload.clone(), "first")
+        .await;
+    worker
+        .publish_raw(&app, "metrics", payload.clone(), "second")
+        .await;
+    worker.publish_raw(&app, "metrics", payload, "second").await;
+    let after = worker.message(metrics(2));
+    worker
+        .publish_raw(
+            &app,
+            "metrics",
+            serde_json::to_vec(&after).unwrap(),
+            "third",
+        )
+        .await;
+
+    app.wait_for_count(
+        "SELECT count(*) FROM run_metrics WHERE step = 2",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE event_type = 'MetricsReported'")
+            .await,
+        2
+    );
+    assert_eq!(app.count("SELECT count(*) FROM run_metrics").await, 2);
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM events WHERE stream_type = 'run' ORDER BY version")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(versions, [1, 2], "a duplicate left a gap in the run stream");
+}
+
+#[tokio::test]
+async fn an_undecodable_message_is_parked_and_recorded_without_blocking_the_rest() {
+    let app = TestApp::spawn().await;
+    app.submit(&quick_spec("poison")).await;
+    let (worker, _) = FakeWorker::take(&app, StageKind::Sft, "fake").await;
+
+    worker
+        .publish_raw(&app, "metrics", b"{not json".to_vec(), "poison")
+        .await;
+    let good = worker.message(metrics(7));
+    worker
+        .publish_raw(&app, "metrics", serde_json::to_vec(&good).unwrap(), "good")
+        .await;
+
+    app.wait_for_count(
+        "SELECT count(*) FROM run_metrics WHERE step = 7",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(app.count("SELECT count(*) FROM dead_letters").await, 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE event_type = 'WorkerMessageParked'")
+            .await,
+        1
+    );
+    let mut dead = app
+        .js
+        .get_stream(app.topology.dead_letter_stream())
+        .await
+        .unwrap();
+    assert_eq!(dead.info().await.unwrap().state.messages, 1);
+    let sequence: i64 = sqlx::query_scalar("SELECT dead_letter_sequence FROM dead_letters")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let parked = dead.get_raw_message(sequence as u64).await.unwrap();
+    assert_eq!(&parked.payload[..], b"{not json");
+    // Nothing is left unacknowledged on the events stream.
+    let mut events = app
+        .js
+        .get_stream(app.topology.events_stream())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while events.info().await.unwrap().state.messages > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "messages stay on the events stream"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_workers_cannot_both_own_an_attempt() {
+    let app = TestApp::spawn().await;
+    app.submit(&quick_spec("contested")).await;
+    let (first, granted) = FakeWorker::take(&app, StageKind::Sft, "first").await;
+    assert!(matches!(granted, LeaseDecision::Granted { .. }));
+
+    // A second worker replays the same job message's claim.
+    let mut second = prl_trainer::reporter::Reporter {
+        worker_id: "second".into(),
+        ..first.reporter.clone()
+    };
+    second.attempt = first.job.attempt;
+    let mut lease = prl_trainer::lease::Lease::listen(&app.nats, &app.topology, second)
+        .await
+        .unwrap();
+    let refused = lease
+        .claim(first.job.expected_version, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, LeaseDecision::Revoked { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE event_type = 'JobClaimed'")
+            .await,
+        1
+    );
+    let owner: String = sqlx::query_scalar("SELECT worker_id FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(owner, "first");
+}

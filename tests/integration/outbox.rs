@@ -1,0 +1,70 @@
+use futures::StreamExt;
+use prl_integration_tests::{TestApp, quick_spec};
+use prl_schema::spec::StageKind;
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[tokio::test]
+async fn the_outbox_publishes_every_job_once_even_when_its_checkpoint_is_lost() {
+    let app = TestApp::spawn().await;
+    let submissions = (0..40).map(|i| {
+        let app = &app;
+        async move { app.submit(&quick_spec(&format!("outbox {i}"))).await }
+    });
+    futures::future::join_all(submissions).await;
+    app.wait_for_count(
+        "SELECT coalesce(max(position), 0) FROM reader_checkpoints",
+        80,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // As if the relay crashed after publishing but before saving its checkpoint.
+    sqlx::query("UPDATE reader_checkpoints SET position = 0")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.wait_for_count(
+        "SELECT coalesce(max(position), 0) FROM reader_checkpoints",
+        80,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    let expected: HashSet<String> =
+        sqlx::query_scalar("SELECT event_id::text FROM events WHERE event_type = 'JobQueued'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(expected.len(), 40);
+
+    let consumer = app
+        .topology
+        .job_consumer_for(&app.js, StageKind::Sft)
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(100)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
+    while let Some(message) = batch.next().await {
+        let message = message.unwrap();
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .unwrap()
+            .to_string();
+        received.push(id);
+        message.ack().await.unwrap();
+    }
+    let unique: HashSet<String> = received.iter().cloned().collect();
+    assert_eq!(received.len(), unique.len(), "a job was published twice");
+    assert_eq!(unique, expected, "a job was skipped");
+}

@@ -1,0 +1,109 @@
+use prl_integration_tests::{TestApp, quick_spec};
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_submitted_experiment_is_queued_claimed_reported_and_completed() {
+    let app = TestApp::spawn().await;
+    let id = app.submit(&quick_spec("end to end")).await;
+
+    // The submission and the first stage's job are in the log, and the job is on the stream.
+    assert_eq!(
+        app.event_types().await,
+        ["ExperimentSubmitted", "JobQueued"]
+    );
+    let mut consumer = app
+        .topology
+        .job_consumer_for(&app.js, prl_schema::spec::StageKind::Sft)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while consumer.info().await.unwrap().num_pending == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never reached the stream"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let _daemon = app.start_daemon("daemon-a", Duration::from_millis(10));
+    let detail = app
+        .wait_for_status(id, "completed", Duration::from_secs(60))
+        .await;
+
+    let stages = detail["stages"].as_array().unwrap();
+    assert!(
+        stages.iter().all(|s| s["status"] == "completed"),
+        "{detail:#}"
+    );
+    let runs = detail["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    assert!(
+        runs.iter()
+            .all(|r| r["worker_id"] == "daemon-a" && r["status"] == "completed")
+    );
+    // SFT stops at max_steps 6, RL after 4 steps, eval after 1.
+    let steps: Vec<i64> = runs
+        .iter()
+        .map(|r| r["last_step"].as_i64().unwrap())
+        .collect();
+    assert_eq!(steps, [6, 4, 1]);
+    assert_eq!(
+        app.count("SELECT count(*) FROM run_metrics WHERE name = 'dry_run/progress'")
+            .await,
+        11
+    );
+
+    // The RL stage started from the SFT stage's final checkpoint, as recorded.
+    let sft_checkpoint = &runs[0]["checkpoint"];
+    let rl_input: serde_json::Value =
+        sqlx::query_scalar("SELECT input_checkpoint FROM jobs WHERE stage_idx = 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(&rl_input, sft_checkpoint);
+    assert_eq!(sft_checkpoint["step"], 6);
+
+    let types = app.event_types().await;
+    for expected in [
+        "JobClaimed",
+        "JobLeaseExtended",
+        "MetricsReported",
+        "CheckpointSaved",
+        "JobFinished",
+        "ExperimentCompleted",
+    ] {
+        assert!(
+            types.iter().any(|t| t == expected),
+            "no {expected} in {types:?}"
+        );
+    }
+    assert_eq!(types.iter().filter(|t| *t == "JobFinished").count(), 3);
+}
+
+#[tokio::test]
+async fn a_retried_submission_with_the_same_idempotency_key_creates_one_experiment() {
+    let app = TestApp::spawn().await;
+    let key = uuid::Uuid::new_v4().to_string();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let response = app
+            .http
+            .post(app.url("/api/v1/experiments"))
+            .bearer_auth(prl_integration_tests::TOKEN)
+            .header("Idempotency-Key", &key)
+            .json(&quick_spec("once"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().await.unwrap();
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(app.count("SELECT count(*) FROM experiments").await, 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE event_type = 'ExperimentSubmitted'")
+            .await,
+        1
+    );
+}
