@@ -64,15 +64,16 @@ CREATE TABLE runs (
 );
 CREATE INDEX runs_experiment_idx ON runs (experiment_id);
 
+-- An index of metrics events by run and step; the values stay in the event's payload
+-- (`events.payload->'values'`, joined on `position`), so they are stored once. A resumed run may
+-- report a step again; `position` orders such rows.
 CREATE TABLE run_metrics (
-    run_id      UUID             NOT NULL,
-    step        BIGINT           NOT NULL,
-    name        TEXT             NOT NULL,
-    value       DOUBLE PRECISION NOT NULL,
-    recorded_at TIMESTAMPTZ      NOT NULL,
-    position    BIGINT           NOT NULL
+    run_id      UUID        NOT NULL,
+    step        BIGINT      NOT NULL,
+    position    BIGINT      NOT NULL,
+    recorded_at TIMESTAMPTZ NOT NULL
 );
-CREATE INDEX run_metrics_series_idx ON run_metrics (run_id, name, step);
+CREATE INDEX run_metrics_series_idx ON run_metrics (run_id, step);
 
 CREATE TABLE checkpoints (
     run_id      UUID        NOT NULL,

@@ -4,6 +4,7 @@
 pub mod events;
 pub mod ids;
 pub mod jobs;
+pub mod parallel;
 pub mod spec;
 
 /// The migrations of prl's PostgreSQL schema, embedded at compile time.

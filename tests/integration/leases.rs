@@ -9,7 +9,7 @@ async fn a_killed_daemons_lease_expires_and_another_daemon_finishes_the_job() {
     let slow = app.start_daemon("doomed", Duration::from_millis(400));
     let id = app.submit(&quick_spec("survives a crash")).await;
     app.wait_for_count(
-        "SELECT count(*) FROM run_metrics WHERE name = 'dry_run/progress'",
+        "SELECT count(*) FROM run_metrics m JOIN events e USING (position) WHERE e.payload->'values' ? 'dry_run/progress'",
         1,
         Duration::from_secs(20),
     )
@@ -89,7 +89,7 @@ async fn writes_from_an_expired_attempt_are_fenced_off() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let values: Vec<f64> = sqlx::query_scalar("SELECT value FROM run_metrics")
+    let values: Vec<f64> = sqlx::query_scalar("SELECT (e.payload->'values'->>'loss')::float8 FROM run_metrics m JOIN events e USING (position)")
         .fetch_all(&app.pool)
         .await
         .unwrap();

@@ -48,7 +48,7 @@ async fn a_submitted_experiment_is_queued_claimed_reported_and_completed() {
         .collect();
     assert_eq!(steps, [6, 4, 1]);
     assert_eq!(
-        app.count("SELECT count(*) FROM run_metrics WHERE name = 'dry_run/progress'")
+        app.count("SELECT count(*) FROM run_metrics m JOIN events e USING (position) WHERE e.payload->'values' ? 'dry_run/progress'")
             .await,
         11
     );

@@ -30,6 +30,9 @@ pub struct Ingester {
     pub wake_relay: std::sync::Arc<tokio::sync::Notify>,
 }
 
+/// How long a batch waits for more messages after its first.
+const LINGER: Duration = Duration::from_millis(10);
+
 /// A message taken off the stream, decoded or with the reason it could not be.
 struct Incoming {
     message: Message,
@@ -57,12 +60,22 @@ impl Ingester {
             .messages()
             .await
             .context("subscribing to worker events")?;
-        let mut batches = messages.ready_chunks(self.batch_size);
+        let mut messages = std::pin::pin!(messages);
         loop {
-            let batch = tokio::select! {
+            // Wait for one message, then linger briefly for more: a busy stream fills whole batches,
+            // a quiet one costs its first message at most `LINGER` of latency.
+            let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                batch = batches.next() => batch.context("the worker-event subscription ended")?,
+                first = messages.next() => first.context("the worker-event subscription ended")?,
             };
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + LINGER;
+            while batch.len() < self.batch_size {
+                match tokio::time::timeout_at(deadline, messages.next()).await {
+                    Ok(Some(message)) => batch.push(message),
+                    Ok(None) | Err(_) => break,
+                }
+            }
             let mut incoming = Vec::with_capacity(batch.len());
             for message in batch {
                 let message = message.map_err(|e| anyhow::anyhow!("receiving: {e}"))?;
@@ -83,9 +96,12 @@ impl Ingester {
                 item.decoded = Err(format!("could not be ingested in {delivered} deliveries"));
             }
         }
-        match self.write(&batch).await {
+        let started = std::time::Instant::now();
+        let written = self.write(&batch).await;
+        match written {
             Ok(verdicts) => {
                 self.wake_relay.notify_one();
+                tracing::debug!(messages = batch.len(), elapsed = ?started.elapsed(), "ingested a batch");
                 for item in &batch {
                     item.message
                         .ack()

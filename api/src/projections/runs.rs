@@ -10,8 +10,6 @@ use uuid::Uuid;
 pub struct Bulk {
     metric_run: Vec<Uuid>,
     metric_step: Vec<i64>,
-    metric_name: Vec<String>,
-    metric_value: Vec<f64>,
     metric_time: Vec<chrono::DateTime<chrono::Utc>>,
     metric_position: Vec<i64>,
     /// Per run: the last step reported and the newest value of each metric, in log order.
@@ -25,15 +23,15 @@ impl Bulk {
             Event::MetricsReported { step, values, .. } => {
                 let latest = self.latest.entry(e.stream_id).or_default();
                 latest.0 = *step as i64;
-                for (name, value) in values {
-                    self.metric_run.push(e.stream_id);
-                    self.metric_step.push(*step as i64);
-                    self.metric_name.push(name.clone());
-                    self.metric_value.push(*value);
-                    self.metric_time.push(e.recorded_at);
-                    self.metric_position.push(e.position);
-                    latest.1.insert(name.clone(), serde_json::json!(value));
-                }
+                latest.1.extend(
+                    values
+                        .iter()
+                        .map(|(k, v)| (k.clone(), serde_json::json!(v))),
+                );
+                self.metric_run.push(e.stream_id);
+                self.metric_step.push(*step as i64);
+                self.metric_time.push(e.recorded_at);
+                self.metric_position.push(e.position);
             }
             Event::CheckpointSaved { .. } => self.checkpoints.push(e.clone()),
             _ => unreachable!("only run events are bulked"),
@@ -43,13 +41,11 @@ impl Bulk {
     pub async fn flush(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         if !self.metric_run.is_empty() {
             sqlx::query(
-                "INSERT INTO run_metrics (run_id, step, name, value, recorded_at, position)
-                 SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::float8[], $5::timestamptz[], $6::bigint[])",
+                "INSERT INTO run_metrics (run_id, step, recorded_at, position)
+                 SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::timestamptz[], $4::bigint[])",
             )
             .bind(&self.metric_run)
             .bind(&self.metric_step)
-            .bind(&self.metric_name)
-            .bind(&self.metric_value)
             .bind(&self.metric_time)
             .bind(&self.metric_position)
             .execute(&mut *conn)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what prl needs on a Debian machine that has a Rust toolchain: the PostgreSQL server
+# (for the private cluster `prl up` and the tests start), nats-server, and a C compiler.
+# It installs only what is missing, and does nothing on a machine that has it all.
+set -euo pipefail
+
+missing=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null || missing+=(postgresql)
+command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+command -v cc >/dev/null || missing+=(gcc libc6-dev)
+
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
