@@ -156,9 +156,14 @@ impl LogTx {
             .collect())
     }
 
+    /// The current version of each stream that exists. One index probe per stream, however long
+    /// the stream (a run can hold hundreds of thousands of events).
     async fn stream_heads(&mut self, ids: &[Uuid]) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT stream_id, max(version) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",
+            "SELECT s.id, v.version
+             FROM (SELECT DISTINCT id FROM UNNEST($1::uuid[]) AS u(id)) s
+             CROSS JOIN LATERAL (SELECT version FROM events e WHERE e.stream_id = s.id
+                                 ORDER BY version DESC LIMIT 1) v",
         )
         .bind(ids)
         .fetch_all(&mut *self.tx)
