@@ -8,6 +8,8 @@ missing=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null || missing+=(postgresql)
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 command -v cc >/dev/null || missing+=(gcc libc6-dev)
+command -v c++ >/dev/null || missing+=(g++)
+python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
@@ -16,3 +18,5 @@ if ((${#missing[@]})); then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+bash "$(dirname "$0")/libtorch.sh"
+bash "$(dirname "$0")/../scripts/setup_smollm2.sh"

@@ -1,5 +1,9 @@
 pub mod checkpoint;
 pub mod daemon;
+pub mod data;
 pub mod dry_run;
+pub mod layout;
 pub mod lease;
+pub mod model;
 pub mod reporter;
+pub mod tokenizer;

@@ -1,0 +1,248 @@
+//! A decoder-only transformer of the Llama / Qwen2 / Qwen3 family in tch, built from a Hugging
+//! Face `config.json`. Parameter paths are nested exactly as HF names them, so `model.safetensors`
+//! files move both ways without a mapping table.
+
+mod attention;
+mod config;
+mod rope;
+
+pub use attention::KvCache;
+pub use config::ModelConfig;
+
+use anyhow::{Context, Result};
+use attention::Attention;
+use std::path::Path;
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+/// RMSNorm, computed in fp32 whatever the activations' dtype.
+#[derive(Debug)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(vs: nn::Path, size: i64, eps: f64) -> Self {
+        RmsNorm {
+            weight: vs.ones("weight", &[size]),
+            eps,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let kind = x.kind();
+        let x = x.to_kind(Kind::Float);
+        let variance = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        (&self.weight * (x * (variance + self.eps).rsqrt()).to_kind(kind)).to_kind(kind)
+    }
+}
+
+/// The SwiGLU feed-forward block.
+#[derive(Debug)]
+struct Mlp {
+    gate_proj: nn::Linear,
+    up_proj: nn::Linear,
+    down_proj: nn::Linear,
+}
+
+impl Mlp {
+    fn new(vs: nn::Path, cfg: &ModelConfig) -> Self {
+        let no_bias = nn::LinearConfig {
+            bias: false,
+            ..Default::default()
+        };
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Mlp {
+            gate_proj: nn::linear(&vs / "gate_proj", h, i, no_bias),
+            up_proj: nn::linear(&vs / "up_proj", h, i, no_bias),
+            down_proj: nn::linear(&vs / "down_proj", i, h, no_bias),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.down_proj
+            .forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
+    }
+}
+
+#[derive(Debug)]
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl DecoderLayer {
+    fn new(vs: nn::Path, cfg: &ModelConfig) -> Self {
+        DecoderLayer {
+            input_layernorm: RmsNorm::new(
+                &vs / "input_layernorm",
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            ),
+            self_attn: Attention::new(&vs / "self_attn", cfg),
+            post_attention_layernorm: RmsNorm::new(
+                &vs / "post_attention_layernorm",
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            ),
+            mlp: Mlp::new(&vs / "mlp", cfg),
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &rope::Rotation,
+        mask: Option<&Tensor>,
+        cache: Option<&mut attention::LayerCache>,
+    ) -> Tensor {
+        let x = x + self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x), rope, mask, cache);
+        &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x))
+    }
+}
+
+/// The causal language model: embeddings, decoder layers, final norm and LM head.
+#[derive(Debug)]
+pub struct CausalLm {
+    pub config: ModelConfig,
+    embed_tokens: nn::Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    /// Absent when the head is tied to the embeddings.
+    lm_head: Option<nn::Linear>,
+}
+
+impl CausalLm {
+    /// Builds the model's variables under `vs` (initialised randomly until weights are loaded).
+    pub fn new(vs: &nn::Path, config: ModelConfig) -> Self {
+        let model = vs / "model";
+        let embed_tokens = nn::embedding(
+            &model / "embed_tokens",
+            config.vocab_size,
+            config.hidden_size,
+            Default::default(),
+        );
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| DecoderLayer::new(&model / "layers" / i, &config))
+            .collect();
+        let norm = RmsNorm::new(&model / "norm", config.hidden_size, config.rms_norm_eps);
+        let lm_head = (!config.tie_word_embeddings).then(|| {
+            nn::linear(
+                vs / "lm_head",
+                config.hidden_size,
+                config.vocab_size,
+                nn::LinearConfig {
+                    bias: false,
+                    ..Default::default()
+                },
+            )
+        });
+        CausalLm {
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+        }
+    }
+
+    /// Logits for every position: `input_ids` and `position_ids` are (B, L); `mask` is an
+    /// additive (B, 1, L, L) mask, plain causal attention when absent. Returns (B, L, V).
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        position_ids: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Tensor {
+        self.run(input_ids, position_ids, mask, None)
+    }
+
+    /// Logits for new tokens given the cache of earlier ones: `mask` is (B, 1, T, S) over the
+    /// cached and new keys, causal over the new ones when absent. Appends the new keys and values.
+    pub fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        position_ids: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Tensor {
+        self.run(input_ids, position_ids, mask, Some(cache))
+    }
+
+    fn run(
+        &self,
+        input_ids: &Tensor,
+        position_ids: &Tensor,
+        mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor {
+        let mut x = self.embed_tokens.forward(input_ids);
+        let rope = rope::Rotation::new(&self.config, position_ids, x.kind());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = layer.forward(&x, &rope, mask, layer_cache);
+        }
+        let x = self.norm.forward(&x);
+        match &self.lm_head {
+            Some(head) => head.forward(&x),
+            None => x.matmul(&self.embed_tokens.ws.tr()),
+        }
+    }
+
+    /// An empty cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: (0..self.layers.len())
+                .map(|_| attention::LayerCache::default())
+                .collect(),
+        }
+    }
+
+    /// The embedding matrix (V, H), for resizing the vocabulary.
+    pub fn embeddings(&self) -> &Tensor {
+        &self.embed_tokens.ws
+    }
+}
+
+/// A model with its variables, loaded from or saved to an HF-style directory.
+pub struct LoadedModel {
+    pub vs: nn::VarStore,
+    pub model: CausalLm,
+}
+
+impl LoadedModel {
+    /// A randomly initialised model (the `tiny` preset starts this way).
+    pub fn random(config: ModelConfig, device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let model = CausalLm::new(&vs.root(), config);
+        LoadedModel { vs, model }
+    }
+
+    /// Loads `config.json` and `model.safetensors` from `dir`.
+    pub fn load(dir: &Path, device: Device) -> Result<Self> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let mut loaded = Self::random(config, device);
+        let weights = dir.join("model.safetensors");
+        loaded
+            .vs
+            .load(&weights)
+            .with_context(|| format!("loading {}", weights.display()))?;
+        Ok(loaded)
+    }
+
+    /// Writes `config.json` and `model.safetensors` under HF names.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        self.model.config.save(&dir.join("config.json"))?;
+        let weights = dir.join("model.safetensors");
+        self.vs
+            .save(&weights)
+            .with_context(|| format!("writing {}", weights.display()))?;
+        Ok(())
+    }
+}

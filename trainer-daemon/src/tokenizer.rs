@@ -1,0 +1,163 @@
+//! Tokenizers from `tokenizer.json` (the `tokenizers` crate), with the six tags of the parallel
+//! format added as single special tokens.
+
+use crate::layout::TagIds;
+use anyhow::{Context, Result, anyhow};
+use prl_schema::parallel::TAGS;
+use std::collections::BTreeSet;
+use std::path::Path;
+use tokenizers::{AddedToken, Tokenizer};
+
+pub const PAD: &str = "<pad>";
+pub const EOS: &str = "<eos>";
+const UNK: &str = "<unk>";
+
+pub struct PrlTokenizer {
+    inner: Tokenizer,
+    pub tags: TagIds,
+    pub open_summary: i64,
+    pub close_summary: i64,
+    pub eos: i64,
+    pub pad: i64,
+}
+
+impl PrlTokenizer {
+    /// Loads `tokenizer.json` and adds whichever tags it lacks. Returns the tokenizer and how many
+    /// tokens were added (the model's vocabulary must grow by as many).
+    pub fn load(path: &Path, eos: &str) -> Result<(Self, usize)> {
+        let mut inner =
+            Tokenizer::from_file(path).map_err(|e| anyhow!("loading {}: {e}", path.display()))?;
+        let added = inner.add_special_tokens(&TAGS.map(|t| AddedToken::from(t, true)));
+        let pad = inner.token_to_id(PAD).map(|_| PAD).unwrap_or(eos);
+        Ok((Self::wrap(inner, eos, pad)?, added))
+    }
+
+    /// A character-level tokenizer for the `tiny` preset: every character of `corpus`, plus the
+    /// tags and `<pad>`, `<eos>`, `<unk>`.
+    pub fn characters(corpus: impl IntoIterator<Item = impl AsRef<str>>) -> Result<Self> {
+        let mut chars = BTreeSet::new();
+        for text in corpus {
+            let text = text.as_ref();
+            let mut rest = text;
+            // Tags are whole tokens: keep their characters out unless they occur elsewhere.
+            while !rest.is_empty() {
+                if let Some(tag) = TAGS.iter().find(|t| rest.starts_with(**t)) {
+                    rest = &rest[tag.len()..];
+                } else {
+                    let c = rest.chars().next().expect("non-empty");
+                    chars.insert(c);
+                    rest = &rest[c.len_utf8()..];
+                }
+            }
+        }
+        let specials: Vec<&str> = [PAD, EOS, UNK].into_iter().chain(TAGS).collect();
+        let mut vocab = serde_json::Map::new();
+        for (id, token) in specials
+            .iter()
+            .map(|s| s.to_string())
+            .chain(chars.iter().map(|c| c.to_string()))
+            .enumerate()
+        {
+            vocab.insert(token, serde_json::json!(id));
+        }
+        let added: Vec<_> = specials
+            .iter()
+            .enumerate()
+            .map(|(id, content)| {
+                serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                                   "rstrip": false, "normalized": false, "special": true})
+            })
+            .collect();
+        let json = serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": null,
+            "pre_tokenizer": {"type": "FixedLength", "length": 1},
+            "post_processor": null,
+            "decoder": {"type": "Fuse"},
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": UNK},
+        });
+        let inner: Tokenizer = json
+            .to_string()
+            .parse()
+            .map_err(|e| anyhow!("building the character tokenizer: {e}"))?;
+        Self::wrap(inner, EOS, PAD)
+    }
+
+    fn wrap(inner: Tokenizer, eos: &str, pad: &str) -> Result<Self> {
+        let id = |token: &str| -> Result<i64> {
+            inner
+                .token_to_id(token)
+                .map(i64::from)
+                .with_context(|| format!("the tokenizer has no {token:?}"))
+        };
+        Ok(PrlTokenizer {
+            tags: TagIds {
+                open_parallel: id(TAGS[0])?,
+                close_parallel: id(TAGS[1])?,
+                open_path: id(TAGS[2])?,
+                close_path: id(TAGS[3])?,
+            },
+            open_summary: id(TAGS[4])?,
+            close_summary: id(TAGS[5])?,
+            eos: id(eos)?,
+            pad: id(pad)?,
+            inner,
+        })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow!("encoding: {e}"))?;
+        Ok(encoding.get_ids().iter().map(|&i| i64::from(i)).collect())
+    }
+
+    /// Text with the tags kept (they are the format), other special tokens dropped.
+    pub fn decode(&self, ids: &[i64]) -> Result<String> {
+        let ids: Vec<u32> = ids
+            .iter()
+            .filter(|&&i| i != self.eos && i != self.pad)
+            .map(|&i| i as u32)
+            .collect();
+        self.inner
+            .decode(&ids, false)
+            .map_err(|e| anyhow!("decoding: {e}"))
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.inner
+            .save(path, true)
+            .map_err(|e| anyhow!("writing {}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_character_tokenizer_keeps_tags_whole_and_round_trips() {
+        let text = "3+4=7.<Parallel><Path>a</Path><Path>b</Path></Parallel>\n<Summary>ok</Summary>\nFinal Answer: 7";
+        let tok = PrlTokenizer::characters([text]).unwrap();
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(
+            ids.iter().filter(|&&i| i == tok.tags.open_parallel).count(),
+            1
+        );
+        assert_eq!(ids.iter().filter(|&&i| i == tok.tags.open_path).count(), 2);
+        assert_eq!(tok.decode(&ids).unwrap(), text);
+        // A character the corpus never had is unknown, not dropped.
+        assert_eq!(
+            tok.encode("~").unwrap(),
+            [tok.inner.token_to_id(UNK).unwrap() as i64]
+        );
+    }
+}
