@@ -96,6 +96,24 @@ impl TestApp {
 
     /// Starts a dry-run daemon whose steps take `step`.
     pub fn start_daemon(&self, worker_id: &str, step: Duration) -> Daemon {
+        self.start_daemon_with(worker_id, step, prl_trainer::daemon::Executor::DryRun)
+    }
+
+    /// Starts a daemon that trains SFT jobs for real.
+    pub fn start_trainer(&self, worker_id: &str) -> Daemon {
+        self.start_daemon_with(
+            worker_id,
+            Duration::ZERO,
+            prl_trainer::daemon::Executor::Train,
+        )
+    }
+
+    fn start_daemon_with(
+        &self,
+        worker_id: &str,
+        step: Duration,
+        executor: prl_trainer::daemon::Executor,
+    ) -> Daemon {
         let config = DaemonConfig {
             nats_url: self.nats_url.clone(),
             namespace: self.namespace.clone(),
@@ -104,6 +122,7 @@ impl TestApp {
             data_dir: self.data_dir.clone(),
             heartbeat: Duration::from_millis(300),
             step_delay: step,
+            executor,
         };
         Daemon {
             task: tokio::spawn(prl_trainer::daemon::run(config, CancellationToken::new())),

@@ -9,5 +9,6 @@ mod leases;
 mod listing;
 mod outbox;
 mod replay;
+mod sft;
 mod specs;
 mod submission;

@@ -33,19 +33,24 @@ pub fn describe(path: &Path, step: u64) -> Result<CheckpointRef> {
     })
 }
 
-/// The newest checkpoint a run left in this data directory, to resume from.
+/// The newest checkpoint (a `step-N` file or directory) a run left in this data directory.
 pub fn latest(data_dir: &Path, run_id: RunId) -> Option<(u64, PathBuf)> {
     std::fs::read_dir(run_dir(data_dir, run_id))
         .ok()?
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let step = name
-                .strip_prefix("step-")?
-                .strip_suffix(".ckpt")?
-                .parse()
-                .ok()?;
-            Some((step, e.path()))
+            let rest = name.strip_prefix("step-")?;
+            let (digits, extension) = rest.split_once('.').unwrap_or((rest, ""));
+            if !matches!(extension, "" | "ckpt") {
+                return None; // half-written
+            }
+            Some((digits.parse().ok()?, e.path()))
         })
         .max_by_key(|(step, _)| *step)
+}
+
+/// The directory for the checkpoint of `step`.
+pub fn step_dir(data_dir: &Path, run_id: RunId, step: u64) -> PathBuf {
+    run_dir(data_dir, run_id).join(format!("step-{step:08}"))
 }

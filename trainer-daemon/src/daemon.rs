@@ -4,6 +4,7 @@
 use crate::dry_run::{self, Outcome};
 use crate::lease::{Lease, Stop};
 use crate::reporter::Reporter;
+use crate::sft;
 use anyhow::Result;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
@@ -25,6 +26,16 @@ pub struct DaemonConfig {
     pub heartbeat: Duration,
     /// How long each dry-run step takes.
     pub step_delay: Duration,
+    pub executor: Executor,
+}
+
+/// What the daemon does with a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Executor {
+    /// Walks every job's steps without training: the protocol alone.
+    DryRun,
+    /// Trains SFT jobs for real; RL and eval jobs still run as dry runs until they are built.
+    Train,
 }
 
 pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()> {
@@ -142,14 +153,13 @@ impl Daemon {
         let stop = shutdown.child_token();
         // Work and heartbeats share this task, so that nothing outlives the daemon when it dies.
         let work = async {
-            let result = dry_run::run(
-                &job,
-                &reporter,
-                &self.config.data_dir,
-                self.config.step_delay,
-                &stop,
-            )
-            .await;
+            let data_dir = &self.config.data_dir;
+            let result = match (self.config.executor, job.kind()) {
+                (Executor::Train, StageKind::Sft) => {
+                    sft::run(&job, &reporter, data_dir, &stop).await
+                }
+                _ => dry_run::run(&job, &reporter, data_dir, self.config.step_delay, &stop).await,
+            };
             done.cancel();
             result
         };

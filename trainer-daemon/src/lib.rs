@@ -1,9 +1,15 @@
+pub mod adamw;
+pub mod batch;
 pub mod checkpoint;
 pub mod daemon;
 pub mod data;
 pub mod dry_run;
+pub mod eval;
+pub mod generate;
 pub mod layout;
 pub mod lease;
 pub mod model;
+pub mod presets;
 pub mod reporter;
+pub mod sft;
 pub mod tokenizer;

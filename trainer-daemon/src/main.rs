@@ -1,6 +1,6 @@
 use clap::Parser;
 use prl_schema::spec::StageKind;
-use prl_trainer::daemon::{DaemonConfig, run};
+use prl_trainer::daemon::{DaemonConfig, Executor, run};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +28,19 @@ struct Args {
     /// Duration of one dry-run step.
     #[arg(long, default_value_t = 200)]
     step_ms: u64,
+    /// `train` trains SFT jobs (RL and eval still run dry); `dry-run` trains nothing.
+    #[arg(long, default_value = "train", value_parser = parse_executor)]
+    executor: Executor,
+}
+
+fn parse_executor(text: &str) -> Result<Executor, String> {
+    match text {
+        "train" => Ok(Executor::Train),
+        "dry-run" => Ok(Executor::DryRun),
+        other => Err(format!(
+            "unknown executor {other:?}; expected train or dry-run"
+        )),
+    }
 }
 
 fn parse_kind(text: &str) -> Result<StageKind, String> {
@@ -58,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir,
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         step_delay: Duration::from_millis(args.step_ms),
+        executor: args.executor,
     };
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();

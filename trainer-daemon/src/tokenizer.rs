@@ -14,6 +14,8 @@ const UNK: &str = "<unk>";
 
 pub struct PrlTokenizer {
     inner: Tokenizer,
+    /// The end-of-sequence token's text.
+    pub eos_token: String,
     pub tags: TagIds,
     pub open_summary: i64,
     pub close_summary: i64,
@@ -104,7 +106,19 @@ impl PrlTokenizer {
             close_summary: id(TAGS[5])?,
             eos: id(eos)?,
             pad: id(pad)?,
+            eos_token: eos.to_owned(),
             inner,
+        })
+    }
+
+    /// The ids decoding needs.
+    pub fn controls(&self) -> Result<crate::generate::Controls> {
+        Ok(crate::generate::Controls {
+            tags: self.tags,
+            open_summary: self.open_summary,
+            eos: self.eos,
+            pad: self.pad,
+            newline: self.encode("\n")?,
         })
     }
 

@@ -2,3 +2,71 @@
 
 pub mod builtin;
 pub mod prompt;
+
+use anyhow::{Result, bail};
+use builtin::{Difficulty, Problem, Split};
+use prompt::PromptStyle;
+
+/// A dataset reference resolved: `builtin:<easy|hard>[-test][:sequential]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BuiltinSet {
+    pub difficulty: Difficulty,
+    pub split: Split,
+    pub style: PromptStyle,
+}
+
+/// Problems per built-in split.
+pub const BUILTIN_TRAIN_SIZE: usize = 4000;
+pub const BUILTIN_TEST_SIZE: usize = 512;
+/// The seed of the built-in task; the split hash keeps test problems out of training whatever it is.
+pub const BUILTIN_SEED: u64 = 20_250_910;
+
+impl BuiltinSet {
+    pub fn parse(reference: &str) -> Result<Self> {
+        let Some(name) = reference.strip_prefix("builtin:") else {
+            bail!(
+                "dataset {reference:?} is not built in (expected builtin:easy, builtin:hard, builtin:easy-test, ...)"
+            )
+        };
+        let (name, style) = match name.strip_suffix(":sequential") {
+            Some(name) => (name, PromptStyle::StepByStep),
+            None => (name, PromptStyle::Parallel),
+        };
+        let (difficulty, split) = match name {
+            "easy" => (Difficulty::Easy, Split::Train),
+            "hard" => (Difficulty::Hard, Split::Train),
+            "easy-test" => (Difficulty::Easy, Split::Test),
+            "hard-test" | "test" => (Difficulty::Hard, Split::Test),
+            other => bail!(
+                "unknown built-in dataset {other:?}: expected easy, hard, easy-test or hard-test"
+            ),
+        };
+        Ok(BuiltinSet {
+            difficulty,
+            split,
+            style,
+        })
+    }
+
+    pub fn problems(&self) -> Vec<Problem> {
+        let count = match self.split {
+            Split::Train => BUILTIN_TRAIN_SIZE,
+            Split::Test => BUILTIN_TEST_SIZE,
+        };
+        builtin::generate(self.difficulty, self.split, count, BUILTIN_SEED)
+    }
+
+    /// (prompt, target response) pairs in this set's style.
+    pub fn examples(&self) -> Vec<(String, String)> {
+        self.problems()
+            .into_iter()
+            .map(|p| {
+                let response = match self.style {
+                    PromptStyle::Parallel => p.parallel_solution,
+                    PromptStyle::StepByStep => p.sequential_solution,
+                };
+                (prompt::render(&p.question, self.style), response)
+            })
+            .collect()
+    }
+}

@@ -8,9 +8,11 @@ pub enum PromptStyle {
     StepByStep,
 }
 
-const PARALLEL_INSTRUCTIONS: &str = "Solve the problem. Where several independent ways of working a step \
-help, open a <Parallel> block with at least two <Path> sections that do not refer to each other, close it, \
-then write a <Summary> of what the paths agree on. End with a line \"Final Answer: ...\".";
+/// The parallel prompt's instructions, kept short: with character tokens every letter costs
+/// compute in every training step. They name the tags in words: a tag in the prompt would be
+/// read as the start of a block.
+const PARALLEL_INSTRUCTIONS: &str = "Think in parallel where it helps: a parallel block of two or more \
+independent paths, then a summary. End with \"Final Answer: \".";
 
 pub fn render(problem: &str, style: PromptStyle) -> String {
     match style {

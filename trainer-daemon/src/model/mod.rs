@@ -216,10 +216,19 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// A randomly initialised model (the `tiny` preset starts this way).
+    /// A randomly initialised model (the `tiny` preset starts this way): matrices drawn from
+    /// N(0, 0.02) as HF's `initializer_range` does, norms at 1. tch's own defaults (N(0, 1)
+    /// embeddings) make a tied head's first logits so large that training starts far off.
     pub fn random(config: ModelConfig, device: Device) -> Self {
         let vs = nn::VarStore::new(device);
         let model = CausalLm::new(&vs.root(), config);
+        tch::no_grad(|| {
+            for (_, mut var) in vs.variables() {
+                if var.dim() == 2 {
+                    let _ = var.normal_(0.0, 0.02);
+                }
+            }
+        });
         LoadedModel { vs, model }
     }
 

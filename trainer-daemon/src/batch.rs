@@ -1,0 +1,85 @@
+//! Training batches: right-padded token ids, positions and masks from each sequence's layout,
+//! and next-token targets on response tokens only.
+
+use crate::layout::{Layout, TagIds};
+use prl_schema::spec::Attention;
+use tch::{Device, Kind, Tensor};
+
+/// Targets that take no part in the loss.
+pub const IGNORE: i64 = -100;
+
+#[derive(Clone, Debug)]
+pub struct Example {
+    /// Prompt and response tokens, the response ending with end-of-sequence.
+    pub tokens: Vec<i64>,
+    pub prompt_len: usize,
+}
+
+pub struct Batch {
+    pub input_ids: Tensor,
+    pub positions: Tensor,
+    /// Additive (B, 1, L, L); `None` for Seen, whose right padding plain causal attention handles.
+    pub mask: Option<Tensor>,
+    pub targets: Tensor,
+    /// Tokens in the batch, padding excluded.
+    pub tokens: usize,
+}
+
+pub fn build(
+    examples: &[&Example],
+    tags: TagIds,
+    attention: Attention,
+    pad: i64,
+    device: Device,
+) -> Batch {
+    let b = examples.len();
+    let l = examples.iter().map(|e| e.tokens.len()).max().unwrap_or(1);
+    let mut ids = vec![pad; b * l];
+    let mut positions = vec![0i64; b * l];
+    let mut targets = vec![IGNORE; b * l];
+    let mut mask = (attention == Attention::Unseen).then(|| vec![f32::NEG_INFINITY; b * l * l]);
+    for (row, e) in examples.iter().enumerate() {
+        let n = e.tokens.len();
+        let layout = Layout::new(&e.tokens, tags, attention);
+        ids[row * l..row * l + n].copy_from_slice(&e.tokens);
+        positions[row * l..row * l + n].copy_from_slice(&layout.positions);
+        for t in 0..n.saturating_sub(1) {
+            if t + 1 >= e.prompt_len {
+                targets[row * l + t] = e.tokens[t + 1];
+            }
+        }
+        if let Some(mask) = mask.as_mut() {
+            let block = &mut mask[row * l * l..(row + 1) * l * l];
+            for i in 0..l {
+                for j in 0..=i {
+                    // Padding queries see themselves only, so no softmax row is empty.
+                    let open = if i < n {
+                        j < n && layout.allowed(i, j)
+                    } else {
+                        i == j
+                    };
+                    if open {
+                        block[i * l + j] = 0.0;
+                    }
+                }
+            }
+        }
+    }
+    let (b, l) = (b as i64, l as i64);
+    Batch {
+        input_ids: Tensor::from_slice(&ids).view([b, l]).to(device),
+        positions: Tensor::from_slice(&positions).view([b, l]).to(device),
+        mask: mask.map(|m| Tensor::from_slice(&m).view([b, 1, l, l]).to(device)),
+        targets: Tensor::from_slice(&targets).view([b, l]).to(device),
+        tokens: examples.iter().map(|e| e.tokens.len()).sum(),
+    }
+}
+
+/// Token-mean cross-entropy over the targets that are not `IGNORE`.
+pub fn loss(logits: &Tensor, targets: &Tensor) -> Tensor {
+    let v = logits.size()[2];
+    logits
+        .to_kind(Kind::Float)
+        .view([-1, v])
+        .cross_entropy_loss::<Tensor>(&targets.view([-1]), None, tch::Reduction::Mean, IGNORE, 0.0)
+}

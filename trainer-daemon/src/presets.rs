@@ -1,0 +1,141 @@
+//! From an experiment's model reference (or a checkpoint) to a model and its tokenizer.
+
+use crate::model::{LoadedModel, ModelConfig};
+use crate::tokenizer::{self, PrlTokenizer};
+use anyhow::{Context, Result, bail};
+use prl_schema::jobs::CheckpointRef;
+use prl_schema::spec::{ModelPreset, ModelRef};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// Where converted models live (`scripts/setup_smollm2.sh` writes there).
+pub fn model_cache() -> PathBuf {
+    std::env::var("PRL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".cache/prl")
+        })
+        .join("models")
+}
+
+/// The `tiny` preset: a small Qwen3-style model (calibrated to learn the built-in task on 2 CPU
+/// cores within minutes), sized to `vocab` character tokens.
+pub fn tiny_config(vocab: usize) -> ModelConfig {
+    serde_json::from_value(serde_json::json!({
+        "model_type": "qwen3",
+        "architectures": ["Qwen3ForCausalLM"],
+        "vocab_size": vocab,
+        "hidden_size": 128,
+        "intermediate_size": 512,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": true,
+        "max_position_embeddings": 1024
+    }))
+    .expect("a valid config")
+}
+
+/// prl's own notes in a model directory it wrote.
+pub const PRL_META: &str = "prl.json";
+
+/// The model a job starts from: its input checkpoint if it has one, else the spec's model.
+/// `corpus` builds the `tiny` preset's character vocabulary.
+pub fn load(
+    model: &ModelRef,
+    checkpoint: Option<&CheckpointRef>,
+    corpus: &[&str],
+    device: Device,
+) -> Result<(LoadedModel, PrlTokenizer)> {
+    if let Some(checkpoint) = checkpoint {
+        let dir = checkpoint_dir(checkpoint)?;
+        return load_dir(&dir, tokenizer::EOS, device);
+    }
+    match model {
+        ModelRef::Preset(ModelPreset::Tiny) => {
+            let tok = PrlTokenizer::characters(corpus.iter().copied())?;
+            tch::manual_seed(0);
+            Ok((
+                LoadedModel::random(tiny_config(tok.vocab_size()), device),
+                tok,
+            ))
+        }
+        ModelRef::Preset(ModelPreset::Smollm2_135m) => {
+            let dir = model_cache().join("smollm2-135m");
+            if !dir.join("model.safetensors").exists() {
+                bail!("{} is missing: run scripts/setup_smollm2.sh", dir.display());
+            }
+            load_dir(&dir, "<|im_end|>", device)
+        }
+        ModelRef::Path(dir) => load_dir(Path::new(dir), "</s>", device),
+    }
+}
+
+/// The directory of a checkpoint's `model.safetensors`, after checking the file is the one recorded.
+pub fn checkpoint_dir(checkpoint: &CheckpointRef) -> Result<PathBuf> {
+    let path = checkpoint
+        .uri
+        .strip_prefix("file://")
+        .context("only file:// checkpoints can be loaded")?;
+    let described = crate::checkpoint::describe(Path::new(path), checkpoint.step)?;
+    if described.sha256 != checkpoint.sha256 {
+        bail!(
+            "{path} has sha256 {}, not the recorded {}",
+            described.sha256,
+            checkpoint.sha256
+        );
+    }
+    Ok(Path::new(path)
+        .parent()
+        .context("a checkpoint file has a directory")?
+        .to_owned())
+}
+
+/// An HF directory: weights, and a tokenizer with the tags added (the vocabulary grows to fit).
+fn load_dir(dir: &Path, eos: &str, device: Device) -> Result<(LoadedModel, PrlTokenizer)> {
+    let mut model = LoadedModel::load(dir, device)?;
+    // Checkpoints prl wrote name their end-of-sequence token; other directories use the default.
+    let eos = match std::fs::read_to_string(dir.join(PRL_META)) {
+        Ok(text) => serde_json::from_str::<serde_json::Value>(&text)?["eos"]
+            .as_str()
+            .unwrap_or(eos)
+            .to_owned(),
+        Err(_) => eos.to_owned(),
+    };
+    let (tok, _) = PrlTokenizer::load(&dir.join("tokenizer.json"), &eos)
+        .with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
+    let needed = tok.vocab_size() as i64;
+    if needed > model.model.config.vocab_size {
+        model = resize_vocab(&model, needed)?;
+    }
+    Ok((model, tok))
+}
+
+/// A copy of `model` with `size` token rows; new rows start as the mean of the existing ones.
+pub fn resize_vocab(model: &LoadedModel, size: i64) -> Result<LoadedModel> {
+    let mut config = model.model.config.clone();
+    let old = config.vocab_size;
+    config.vocab_size = size;
+    let resized = LoadedModel::random(config, model.vs.device());
+    let old_vars = model.vs.variables();
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in resized.vs.variables() {
+            let src = old_vars
+                .get(&name)
+                .with_context(|| format!("{name} is missing"))?;
+            if name == "model.embed_tokens.weight" || name == "lm_head.weight" {
+                let mean = src.mean_dim(0, true, Kind::Float).to_kind(src.kind());
+                let grown =
+                    Tensor::cat(&[src, &mean.expand([size - old, src.size()[1]], false)], 0);
+                var.copy_(&grown);
+            } else {
+                var.copy_(src);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(resized)
+}

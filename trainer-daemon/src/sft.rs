@@ -1,0 +1,210 @@
+//! The SFT job: cross-entropy on response tokens, Seen or Unseen attention, AdamW with warmup and
+//! cosine decay, gradient clipping and accumulation; a metrics event every step, checkpoints that
+//! carry the optimiser state, resume after a restart, and a checkpoint on cancel.
+
+use crate::adamw::{AdamW, learning_rate};
+use crate::batch::{self, Example};
+use crate::checkpoint;
+use crate::data::BuiltinSet;
+use crate::dry_run::Outcome;
+use crate::model::LoadedModel;
+use crate::presets::{self, PRL_META};
+use crate::reporter::Reporter;
+use crate::tokenizer::PrlTokenizer;
+use anyhow::{Context, Result, bail};
+use prl_schema::jobs::{CheckpointRef, JobMessage, WorkerEvent};
+use prl_schema::spec::StageSpec;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::Device;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the job on a blocking thread and forwards its events; returns how it ended.
+pub async fn run(
+    job: &JobMessage,
+    reporter: &Reporter,
+    data_dir: &Path,
+    stop: &CancellationToken,
+) -> Result<Outcome> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (job, data_dir, stop) = (job.clone(), data_dir.to_owned(), stop.clone());
+    let work = tokio::task::spawn_blocking(move || train(&job, &data_dir, &stop, &tx));
+    while let Some(event) = rx.recv().await {
+        reporter.send(event).await?;
+    }
+    work.await.context("the training thread panicked")?
+}
+
+type Events = mpsc::UnboundedSender<WorkerEvent>;
+
+fn train(
+    job: &JobMessage,
+    data_dir: &Path,
+    stop: &CancellationToken,
+    events: &Events,
+) -> Result<Outcome> {
+    let StageSpec::Sft(stage) = &job.stage else {
+        bail!("not an SFT job")
+    };
+    let device = Device::cuda_if_available();
+    let texts = BuiltinSet::parse(stage.dataset.as_str())?.examples();
+    let corpus: Vec<&str> = texts
+        .iter()
+        .flat_map(|(p, r)| [p.as_str(), r.as_str()])
+        .collect();
+    let (mut model, tok) =
+        presets::load(&job.model, job.input_checkpoint.as_ref(), &corpus, device)?;
+    let examples = encode(&texts, &tok, stage.max_length.get() as usize)?;
+
+    let batch_size = stage.batch_size.get() as usize;
+    let accum = stage.grad_accum.get() as usize;
+    let per_epoch = examples.len().div_ceil(batch_size * accum) as u64;
+    let total = stage
+        .max_steps
+        .map(|s| s.get())
+        .unwrap_or(stage.epochs.get() * per_epoch);
+    let warmup = (stage.warmup_ratio.get() * total as f64).round() as i64;
+    let mut optimizer = AdamW::new(&model.vs, stage.weight_decay.get());
+    let mut done = 0u64;
+    if let Some((step, dir)) = checkpoint::latest(data_dir, job.run_id) {
+        model
+            .vs
+            .load(dir.join("model.safetensors"))
+            .context("resuming the model")?;
+        optimizer
+            .load(&dir.join("optimizer.safetensors"))
+            .context("resuming the optimiser")?;
+        done = step;
+        tracing::info!(step, "resuming from a checkpoint");
+    }
+    let mut order = EpochOrder::new(examples.len());
+    let save = |model: &LoadedModel, optimizer: &AdamW, step: u64| -> Result<CheckpointRef> {
+        let saved = save_checkpoint(model, optimizer, &tok, data_dir, job, step)?;
+        let _ = events.send(WorkerEvent::Checkpoint(saved.clone()));
+        Ok(saved)
+    };
+    while done < total {
+        if stop.is_cancelled() {
+            let saved = (done > 0)
+                .then(|| save(&model, &optimizer, done))
+                .transpose()?;
+            return Ok(Outcome::Stopped(saved));
+        }
+        let started = Instant::now();
+        let (mut loss_sum, mut tokens) = (0.0, 0usize);
+        for micro in 0..accum {
+            let first = ((done as usize) * accum + micro) * batch_size;
+            let rows: Vec<&Example> = (first..first + batch_size)
+                .map(|i| &examples[order.index(i)])
+                .collect();
+            let batch = batch::build(&rows, tok.tags, stage.attention, tok.pad, device);
+            let logits =
+                model
+                    .model
+                    .forward(&batch.input_ids, &batch.positions, batch.mask.as_ref());
+            let loss = batch::loss(&logits, &batch.targets) / accum as f64;
+            loss.backward();
+            loss_sum += loss.double_value(&[]);
+            tokens += batch.tokens;
+        }
+        let grad_norm = optimizer.clip_grad_norm(stage.grad_clip.get());
+        let lr = learning_rate(stage.learning_rate.get(), done as i64, warmup, total as i64);
+        optimizer.step(lr);
+        optimizer.zero_grad();
+        done += 1;
+        let values = BTreeMap::from([
+            ("loss".to_owned(), loss_sum),
+            ("lr".to_owned(), lr),
+            ("grad_norm".to_owned(), grad_norm),
+            (
+                "tokens_per_s".to_owned(),
+                tokens as f64 / started.elapsed().as_secs_f64(),
+            ),
+            ("total_steps".to_owned(), total as f64),
+        ]);
+        let _ = events.send(WorkerEvent::Metrics { step: done, values });
+        if stage
+            .checkpoint_every
+            .is_some_and(|every| done.is_multiple_of(every.get()))
+            && done < total
+        {
+            save(&model, &optimizer, done)?;
+        }
+    }
+    Ok(Outcome::Finished(Some(save(&model, &optimizer, total)?)))
+}
+
+/// Prompt + response + end-of-sequence, cut to `max_length`.
+fn encode(
+    texts: &[(String, String)],
+    tok: &PrlTokenizer,
+    max_length: usize,
+) -> Result<Vec<Example>> {
+    texts
+        .iter()
+        .map(|(prompt, response)| {
+            let mut tokens = tok.encode(prompt)?;
+            let prompt_len = tokens.len();
+            tokens.extend(tok.encode(response)?);
+            tokens.push(tok.eos);
+            tokens.truncate(max_length);
+            Ok(Example { tokens, prompt_len })
+        })
+        .collect()
+}
+
+/// A fixed shuffle per epoch, so a resumed run sees the data in the order it would have.
+struct EpochOrder {
+    len: usize,
+    epoch: usize,
+    perm: Vec<usize>,
+}
+
+impl EpochOrder {
+    fn new(len: usize) -> Self {
+        EpochOrder {
+            len,
+            epoch: usize::MAX,
+            perm: Vec::new(),
+        }
+    }
+
+    fn index(&mut self, i: usize) -> usize {
+        let epoch = i / self.len;
+        if epoch != self.epoch {
+            self.perm = (0..self.len).collect();
+            self.perm
+                .shuffle(&mut rand::rngs::StdRng::seed_from_u64(epoch as u64));
+            self.epoch = epoch;
+        }
+        self.perm[i % self.len]
+    }
+}
+
+/// A checkpoint directory: HF weights, config and tokenizer, plus the optimiser state.
+fn save_checkpoint(
+    model: &LoadedModel,
+    optimizer: &AdamW,
+    tok: &PrlTokenizer,
+    data_dir: &Path,
+    job: &JobMessage,
+    step: u64,
+) -> Result<CheckpointRef> {
+    let dir = checkpoint::step_dir(data_dir, job.run_id, step);
+    let tmp: PathBuf = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    model.save(&tmp)?;
+    tok.save(&tmp.join("tokenizer.json"))?;
+    optimizer.save(&tmp.join("optimizer.safetensors"))?;
+    std::fs::write(
+        tmp.join(PRL_META),
+        serde_json::json!({ "eos": tok.eos_token, "step": step }).to_string(),
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir)?;
+    checkpoint::describe(&dir.join("model.safetensors"), step)
+}
