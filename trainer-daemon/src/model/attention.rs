@@ -115,32 +115,21 @@ impl Attention {
             cache.k = Some(k.shallow_clone());
             cache.v = Some(v.shallow_clone());
         }
-        let repeat = self.heads / self.kv_heads;
-        let (k, v) = (repeat_kv(&k, repeat), repeat_kv(&v, repeat));
+        // Grouped-query attention inside SDPA (`enable_gqa`): no copies of repeated key heads.
+        let gqa = self.heads != self.kv_heads;
         // Without a mask, new tokens see every cached token and the new ones up to themselves.
         // SDPA's own causal flag aligns to the top-left, which is only right without a cache.
         let continued =
             (mask.is_none() && had_cache && l > 1).then(|| causal_after_cache(l, k.size()[2], &q));
         let mask = mask.or(continued.as_ref());
         let causal = mask.is_none() && !had_cache;
-        let out = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, false);
+        let out = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, gqa);
         self.o_proj.forward(&out.transpose(1, 2).contiguous().view([
             b,
             l,
             self.heads * self.head_dim,
         ]))
     }
-}
-
-/// (B, KV, S, D) -> (B, KV * n, S, D), each KV head repeated n times in place (HF's `repeat_kv`).
-fn repeat_kv(x: &Tensor, n: i64) -> Tensor {
-    if n == 1 {
-        return x.shallow_clone();
-    }
-    let (b, kv, s, d) = x.size4().expect("(B, KV, S, D)");
-    x.unsqueeze(2)
-        .expand([b, kv, n, s, d], false)
-        .reshape([b, kv * n, s, d])
 }
 
 /// Additive (1, 1, L, S) mask: new token i sees the S - L cached tokens and new tokens up to i.

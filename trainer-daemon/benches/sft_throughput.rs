@@ -1,0 +1,143 @@
+//! SFT training throughput (tokens/s) of prl against PyTorch + HF transformers, side by side in
+//! one run: the same model, weights, batch and optimiser settings; forward, backward, clipping
+//! and an AdamW step per iteration. The PyTorch side is `scripts/bench_sft_pytorch.py`, run with
+//! the reference venv (`scripts/requirements-reference.txt`, default `~/.cache/prl/hf-ref`).
+//!
+//!     cargo bench -p prl-trainer --bench sft_throughput
+
+use prl_schema::spec::Attention;
+use prl_trainer::adamw::AdamW;
+use prl_trainer::batch::{self, Example};
+use prl_trainer::data::BuiltinSet;
+use prl_trainer::model::LoadedModel;
+use prl_trainer::presets;
+use prl_trainer::tokenizer::PrlTokenizer;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+use tch::{Device, Tensor};
+
+const WARMUP: usize = 2;
+
+fn main() {
+    let work = std::env::temp_dir().join(format!("prl-sft-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let texts = BuiltinSet::parse("builtin:easy").unwrap().examples();
+    println!("# SFT throughput, CPU, {} threads", tch::get_num_threads());
+
+    let corpus: Vec<&str> = texts
+        .iter()
+        .flat_map(|(p, r)| [p.as_str(), r.as_str()])
+        .collect();
+    let tok = PrlTokenizer::characters(corpus).unwrap();
+    let tiny = LoadedModel::random(presets::tiny_config(tok.vocab_size()), Device::Cpu);
+    compare("tiny", &tiny, &tok, &texts, 32, 10, &work);
+
+    let dir = presets::model_cache().join("smollm2-135m");
+    if dir.join("model.safetensors").exists() {
+        let (smol, _) = PrlTokenizer::load(&dir.join("tokenizer.json"), "<|im_end|>").unwrap();
+        let model = LoadedModel::load(&dir, Device::Cpu).unwrap();
+        let model = presets::resize_vocab(&model, smol.vocab_size() as i64).unwrap();
+        compare("smollm2-135m", &model, &smol, &texts, 8, 6, &work);
+    } else {
+        println!(
+            "smollm2-135m: skipped, {} is missing (run scripts/setup_smollm2.sh)",
+            dir.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+fn compare(
+    name: &str,
+    model: &LoadedModel,
+    tok: &PrlTokenizer,
+    texts: &[(String, String)],
+    batch_size: usize,
+    steps: usize,
+    work: &Path,
+) {
+    let examples: Vec<Example> = texts
+        .iter()
+        .take(batch_size)
+        .map(|(p, r)| {
+            let mut tokens = tok.encode(p).unwrap();
+            let prompt_len = tokens.len();
+            tokens.extend(tok.encode(r).unwrap());
+            tokens.push(tok.eos);
+            Example { tokens, prompt_len }
+        })
+        .collect();
+    let rows: Vec<&Example> = examples.iter().collect();
+    let batch = batch::build(&rows, tok.tags, Attention::Seen, tok.pad, Device::Cpu);
+    let tokens = batch.input_ids.numel();
+
+    // The same weights and batch for PyTorch.
+    let dir = work.join(name);
+    model.save(&dir).unwrap();
+    Tensor::write_safetensors(
+        &[("input_ids", &batch.input_ids), ("targets", &batch.targets)],
+        dir.join("batch.safetensors"),
+    )
+    .unwrap();
+
+    let mut optimizer = AdamW::new(&model.vs, 0.01);
+    let mut timed = 0.0;
+    for step in 0..WARMUP + steps {
+        let started = Instant::now();
+        let logits = model
+            .model
+            .forward(&batch.input_ids, &batch.positions, None);
+        let loss = batch::loss(&logits, &batch.targets);
+        loss.backward();
+        optimizer.clip_grad_norm(1.0);
+        optimizer.step(1e-4);
+        optimizer.zero_grad();
+        if step >= WARMUP {
+            timed += started.elapsed().as_secs_f64();
+        }
+    }
+    let prl = (tokens * steps) as f64 / timed;
+    let (b, l) = batch.input_ids.size2().unwrap();
+    print!("{name}: batch {b} x {l} tokens, {steps} steps: prl {prl:.0} tokens/s");
+    match pytorch(&dir, steps) {
+        Ok(torch) => println!(
+            ", PyTorch {torch:.0} tokens/s, prl/PyTorch = {:.2}x",
+            prl / torch
+        ),
+        Err(why) => println!(", PyTorch not measured: {why}"),
+    }
+}
+
+/// Runs the PyTorch side; returns its tokens/s.
+fn pytorch(dir: &Path, steps: usize) -> Result<f64, String> {
+    let python = std::env::var("PRL_REFERENCE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/prl/hf-ref/bin/python")
+        });
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_sft_pytorch.py");
+    let out = Command::new(&python)
+        .arg(script)
+        .arg(dir)
+        .args([
+            "--steps",
+            &steps.to_string(),
+            "--warmup",
+            &WARMUP.to_string(),
+        ])
+        .output()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or("failed")
+            .to_owned());
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("unexpected output: {e}"))
+}
