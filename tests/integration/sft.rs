@@ -91,3 +91,45 @@ async fn an_sft_job_teaches_the_tiny_model_the_parallel_format() {
         report.valid * 100.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_sft_job_resumes_from_its_last_checkpoint_on_another_daemon() {
+    let app = TestApp::spawn_with(|s| s.jobs.lease_seconds = 3).await;
+    let doomed = app.start_trainer("doomed");
+    let spec = serde_json::json!({
+        "name": "resumed sft", "model": "tiny",
+        "stages": [{"kind": "sft", "name": "sft", "dataset": "builtin:easy", "learning_rate": 1e-3,
+                    "max_steps": 30, "batch_size": 8, "checkpoint_every": 10}]
+    });
+    let id = app.submit(&spec).await;
+    app.wait_for_count(
+        "SELECT count(*) FROM checkpoints",
+        1,
+        Duration::from_secs(300),
+    )
+    .await;
+    doomed.kill();
+    let saved: i64 = sqlx::query_scalar("SELECT max(step) FROM checkpoints")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+
+    let _rescuer = app.start_trainer("rescuer");
+    let detail = app
+        .wait_for_status(id, "completed", Duration::from_secs(600))
+        .await;
+    assert_eq!(detail["jobs"][0]["attempt"], 2);
+    assert_eq!(detail["runs"][0]["last_step"], 30);
+    // The second attempt's first step is the one after the newest checkpoint it found.
+    let first: i64 = sqlx::query_scalar(
+        "SELECT min((payload->>'step')::bigint) FROM events WHERE event_type = 'MetricsReported' AND (payload->>'attempt')::int = 2",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    // (The dying attempt may have written one more checkpoint file before it noticed.)
+    assert!(
+        first > saved && (first - 1) % 10 == 0,
+        "attempt 2 started at step {first}; checkpoints every 10, newest recorded {saved}"
+    );
+}

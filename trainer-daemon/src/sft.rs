@@ -94,6 +94,10 @@ fn train(
                 .transpose()?;
             return Ok(Outcome::Stopped(saved));
         }
+        if events.is_closed() {
+            // The daemon that reads our events is gone: a later attempt resumes from a checkpoint.
+            bail!("the daemon stopped listening at step {done}");
+        }
         let started = Instant::now();
         let (mut loss_sum, mut tokens) = (0.0, 0usize);
         for micro in 0..accum {
