@@ -35,7 +35,7 @@ async fn main() {
     .await;
     println!("# prl foundation benchmark (2 cores unless stated otherwise)");
     if std::env::var("PRL_BENCH_ONLY_INGEST").is_err() {
-        append_single(&app, 2_000).await;
+        append_batched(&app, 2_000, 1).await;
         append_batched(&app, 100, 500).await;
     }
     ingest(&app, 100_000).await;
@@ -53,31 +53,6 @@ fn metrics_event(step: u64) -> NewEvent {
         },
         Metadata::default(),
     )
-}
-
-async fn append_single(app: &TestApp, n: u64) {
-    let run = Uuid::now_v7();
-    let started = Instant::now();
-    for step in 1..=n {
-        let mut log = LogTx::begin(&app.pool).await.unwrap();
-        let append = StreamAppend {
-            stream_id: run,
-            expected: Expected::Exact(step as i64 - 1),
-            events: vec![metrics_event(step)],
-        };
-        log.append_many(vec![append])
-            .await
-            .unwrap()
-            .pop()
-            .unwrap()
-            .unwrap();
-        log.commit().await.unwrap();
-    }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "append, one event per transaction: {n} events in {secs:.2} s = {:.0} events/s",
-        n as f64 / secs
-    );
 }
 
 async fn append_batched(app: &TestApp, batches: u64, size: u64) {

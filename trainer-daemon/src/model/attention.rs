@@ -30,21 +30,6 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// A cache whose batch rows are `rows` of this one (rows may repeat): forks share a prefix.
-    pub fn select_rows(&self, rows: &Tensor) -> KvCache {
-        let pick = |t: &Option<Tensor>| t.as_ref().map(|t| t.index_select(0, rows));
-        KvCache {
-            layers: self
-                .layers
-                .iter()
-                .map(|l| LayerCache {
-                    k: pick(&l.k),
-                    v: pick(&l.v),
-                })
-                .collect(),
-        }
-    }
 }
 
 #[derive(Debug)]

@@ -202,11 +202,6 @@ impl CausalLm {
                 .collect(),
         }
     }
-
-    /// The embedding matrix (V, H), for resizing the vocabulary.
-    pub fn embeddings(&self) -> &Tensor {
-        &self.embed_tokens.ws
-    }
 }
 
 /// A model with its variables, loaded from or saved to an HF-style directory.
