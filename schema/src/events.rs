@@ -4,6 +4,7 @@
 use crate::ids::{ExperimentId, JobId, RunId};
 use crate::jobs::CheckpointRef;
 use crate::spec::{ExperimentSpec, StageKind};
+use crate::trajectory::{EvaluationResult, TrajectoryBatch};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -97,6 +98,17 @@ pub enum Event {
         attempt: u32,
         checkpoint: CheckpointRef,
     },
+    /// Every trajectory of an RL step, nothing sampled away.
+    TrajectoriesRecorded {
+        attempt: u32,
+        #[serde(flatten)]
+        batch: TrajectoryBatch,
+    },
+    EvaluationReported {
+        attempt: u32,
+        #[serde(flatten)]
+        result: EvaluationResult,
+    },
 
     // --- dead-letter stream ---
     /// A worker message that could not be decoded, parked in the dead-letter stream.
@@ -123,7 +135,10 @@ impl Event {
             | JobFinished { .. }
             | JobFailed { .. }
             | JobCancelled { .. } => StreamType::Job,
-            MetricsReported { .. } | CheckpointSaved { .. } => StreamType::Run,
+            MetricsReported { .. }
+            | CheckpointSaved { .. }
+            | TrajectoriesRecorded { .. }
+            | EvaluationReported { .. } => StreamType::Run,
             WorkerMessageParked { .. } => StreamType::DeadLetter,
         }
     }

@@ -3,6 +3,7 @@
 
 use crate::ids::{EventId, ExperimentId, JobId, RunId};
 use crate::spec::{ModelRef, StageKind, StageSpec};
+use crate::trajectory::{EvaluationResult, TrajectoryBatch};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -66,6 +67,9 @@ pub enum WorkerEvent {
         values: BTreeMap<String, f64>,
     },
     Checkpoint(CheckpointRef),
+    /// Every trajectory of an RL step (or a part of them).
+    Trajectories(TrajectoryBatch),
+    Evaluation(EvaluationResult),
     Finished {
         checkpoint: Option<CheckpointRef>,
     },
@@ -82,6 +86,8 @@ impl WorkerEvent {
             WorkerEvent::Heartbeat => "heartbeat",
             WorkerEvent::Metrics { .. } => "metrics",
             WorkerEvent::Checkpoint(_) => "checkpoint",
+            WorkerEvent::Trajectories(_) => "trajectories",
+            WorkerEvent::Evaluation(_) => "evaluation",
             WorkerEvent::Finished { .. } => "finished",
             WorkerEvent::Failed { .. } => "failed",
         }

@@ -1,74 +1,68 @@
-//! Evaluating a model on held-out prompts: format validity, parallel use and accuracy of its
-//! greedy or sampled responses.
+//! Evaluation: k sampled responses per held-out prompt, scored for accuracy and format, reduced to
+//! Mean@k, the unbiased Pass@k, the parallel ratio and the mean response length.
 
-use crate::data::BuiltinSet;
-use crate::generate::{Sampling, generate};
+use crate::data::Task;
 use crate::model::LoadedModel;
+use crate::rollout::{RolloutConfig, rollout};
 use crate::tokenizer::PrlTokenizer;
 use anyhow::Result;
+use prl_schema::estimators::mean_and_pass_at_k;
 use prl_schema::parallel;
-use prl_schema::spec::Attention;
+use prl_schema::reward::check_answer;
+use prl_schema::trajectory::EvaluationResult;
 use tch::Device;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct FormatReport {
-    pub responses: usize,
-    /// Valid format and a `Final Answer:` line.
-    pub valid: f64,
-    /// At least one well-formed block.
-    pub parallel: f64,
-    pub accuracy: f64,
-    /// The first few responses, for people to read.
-    pub samples: Vec<String>,
-}
+/// Prompt-samples decoded together.
+const BATCH: usize = 64;
 
-/// The text after the last `Final Answer:`, trimmed.
-pub fn final_answer(response: &str) -> Option<&str> {
-    let at = response.rfind("Final Answer:")?;
-    let answer = response[at + "Final Answer:".len()..]
-        .lines()
-        .next()?
-        .trim();
-    (!answer.is_empty()).then_some(answer)
-}
-
-pub fn format_report(
+/// Scores `k` responses to each task. `step` and `benchmark` label the result.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
     model: &LoadedModel,
     tok: &PrlTokenizer,
-    set: &BuiltinSet,
-    prompts: usize,
-    attention: Attention,
-    sampling: &Sampling,
+    tasks: &[Task],
+    benchmark: &str,
+    step: u64,
+    k: usize,
+    config: &RolloutConfig,
     device: Device,
-) -> Result<FormatReport> {
-    let problems: Vec<_> = set.problems().into_iter().take(prompts).collect();
-    let encoded: Vec<Vec<i64>> = problems
-        .iter()
-        .map(|p| tok.encode(&crate::data::prompt::render(&p.question, set.style)))
-        .collect::<Result<_>>()?;
+) -> Result<EvaluationResult> {
     let controls = tok.controls()?;
-    let (mut valid, mut blocks, mut correct) = (0, 0, 0);
-    let mut samples = Vec::new();
-    for (chunk, problems) in encoded.chunks(64).zip(problems.chunks(64)) {
-        let outputs = generate(&model.model, chunk, &controls, attention, sampling, device);
-        for (tokens, problem) in outputs.iter().zip(problems) {
-            let text = tok.decode(tokens)?;
-            if samples.len() < 3 {
-                samples.push(text.clone());
-            }
+    let encoded: Vec<Vec<i64>> = tasks
+        .iter()
+        .map(|t| tok.encode(&t.prompt))
+        .collect::<Result<_>>()?;
+    // Every (task, sample) pair, decoded in batches.
+    let pairs: Vec<usize> = (0..tasks.len()).flat_map(|t| std::iter::repeat_n(t, k)).collect();
+    let mut correct = vec![0usize; tasks.len()];
+    let (mut valid, mut parallel_use, mut tokens) = (0usize, 0usize, 0usize);
+    for chunk in pairs.chunks(BATCH) {
+        let prompts: Vec<Vec<i64>> = chunk.iter().map(|&t| encoded[t].clone()).collect();
+        for (&task, out) in chunk
+            .iter()
+            .zip(rollout(&model.model, &prompts, &controls, config, device))
+        {
+            let text = tok.decode(out.text_tokens(controls.eos))?;
             let parsed = parallel::parse(&text);
-            let answer = final_answer(&text);
+            let (right, answer) = check_answer(&text, &tasks[task].truth);
+            correct[task] += usize::from(right);
             valid += usize::from(parsed.is_valid() && answer.is_some());
-            blocks += usize::from(parsed.has_valid_block());
-            correct += usize::from(answer == Some(problem.answer.to_string().as_str()));
+            parallel_use += usize::from(!parsed.blocks.is_empty());
+            tokens += out.tokens.len();
         }
     }
-    let n = problems.len().max(1) as f64;
-    Ok(FormatReport {
-        responses: problems.len(),
-        valid: valid as f64 / n,
-        parallel: blocks as f64 / n,
-        accuracy: correct as f64 / n,
-        samples,
+    let problems: Vec<(usize, usize)> = correct.iter().map(|&c| (k, c)).collect();
+    let (mean_at_k, pass_at_k) = mean_and_pass_at_k(&problems, k);
+    let n = pairs.len().max(1) as f64;
+    Ok(EvaluationResult {
+        step,
+        benchmark: benchmark.to_owned(),
+        k: k as u32,
+        prompts: tasks.len() as u32,
+        mean_at_k,
+        pass_at_k,
+        parallel_ratio: parallel_use as f64 / n,
+        format_valid_ratio: valid as f64 / n,
+        mean_response_tokens: tokens as f64 / n,
     })
 }

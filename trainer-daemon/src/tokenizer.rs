@@ -112,8 +112,8 @@ impl PrlTokenizer {
     }
 
     /// The ids decoding needs.
-    pub fn controls(&self) -> Result<crate::generate::Controls> {
-        Ok(crate::generate::Controls {
+    pub fn controls(&self) -> Result<crate::rollout::Controls> {
+        Ok(crate::rollout::Controls {
             tags: self.tags,
             open_summary: self.open_summary,
             eos: self.eos,

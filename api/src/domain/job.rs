@@ -119,6 +119,18 @@ pub fn decide(
                 checkpoint: checkpoint.clone(),
             })
         }
+        WorkerEvent::Trajectories(batch) if owns && (state.status == "running" || cancelled) => {
+            Decision::run(Event::TrajectoriesRecorded {
+                attempt,
+                batch: batch.clone(),
+            })
+        }
+        WorkerEvent::Evaluation(result) if owns && (state.status == "running" || cancelled) => {
+            Decision::run(Event::EvaluationReported {
+                attempt,
+                result: result.clone(),
+            })
+        }
         WorkerEvent::Finished { checkpoint } if owns && state.status == "running" => Decision::job(
             Event::JobFinished {
                 attempt,

@@ -15,7 +15,10 @@ pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<
     let mut bulk = runs::Bulk::default();
     for recorded in events {
         match &recorded.event {
-            Event::MetricsReported { .. } | Event::CheckpointSaved { .. } => bulk.add(recorded),
+            Event::MetricsReported { .. }
+            | Event::CheckpointSaved { .. }
+            | Event::TrajectoriesRecorded { .. }
+            | Event::EvaluationReported { .. } => bulk.add(recorded),
             Event::ExperimentSubmitted { .. }
             | Event::ExperimentCancelled { .. }
             | Event::ExperimentCompleted {}
@@ -54,4 +57,6 @@ pub const TABLES: &[&str] = &[
     "run_metrics",
     "checkpoints",
     "dead_letters",
+    "trajectory_batches",
+    "evaluations",
 ];

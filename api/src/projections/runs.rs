@@ -1,7 +1,9 @@
-//! The run tables fed by workers at volume: `run_metrics`, `checkpoints`, and the latest values
-//! on `runs`. They are written with one statement per table per batch.
+//! The run tables fed by workers at volume: `run_metrics`, `checkpoints`, `trajectory_batches`,
+//! `evaluations` and the latest values on `runs`. Metrics and trajectories are written with one
+//! statement per table per batch.
 
 use prl_schema::events::{Event, RecordedEvent};
+use prl_schema::trajectory::Trajectory;
 use sqlx::PgConnection;
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -15,6 +17,8 @@ pub struct Bulk {
     /// Per run: the last step reported and the newest value of each metric, in log order.
     latest: HashMap<Uuid, (i64, serde_json::Map<String, serde_json::Value>)>,
     checkpoints: Vec<RecordedEvent>,
+    trajectories: Vec<(i64, Uuid, i64, i32, i32, i32, chrono::DateTime<chrono::Utc>)>,
+    evaluations: Vec<RecordedEvent>,
 }
 
 impl Bulk {
@@ -34,6 +38,21 @@ impl Bulk {
                 self.metric_position.push(e.position);
             }
             Event::CheckpointSaved { .. } => self.checkpoints.push(e.clone()),
+            Event::TrajectoriesRecorded { batch, .. } => {
+                let count = |f: fn(&Trajectory) -> bool| {
+                    batch.trajectories.iter().filter(|t| f(t)).count() as i32
+                };
+                self.trajectories.push((
+                    e.position,
+                    e.stream_id,
+                    batch.step as i64,
+                    batch.trajectories.len() as i32,
+                    count(|t| t.correct),
+                    count(|t| !t.blocks.is_empty()),
+                    e.recorded_at,
+                ));
+            }
+            Event::EvaluationReported { .. } => self.evaluations.push(e.clone()),
             _ => unreachable!("only run events are bulked"),
         }
     }
@@ -65,6 +84,57 @@ impl Bulk {
             .bind(&ids)
             .bind(&steps)
             .bind(&values)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !self.trajectories.is_empty() {
+            let mut columns = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+            for (position, run, step, count, correct, parallel, at) in self.trajectories {
+                columns.0.push(position);
+                columns.1.push(run);
+                columns.2.push(step);
+                columns.3.push(count);
+                columns.4.push(correct);
+                columns.5.push(parallel);
+                columns.6.push(at);
+            }
+            sqlx::query(
+                "INSERT INTO trajectory_batches
+                   (position, run_id, step, trajectories, correct, parallel, recorded_at)
+                 SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::bigint[], $4::int[], $5::int[],
+                                      $6::int[], $7::timestamptz[])",
+            )
+            .bind(&columns.0)
+            .bind(&columns.1)
+            .bind(&columns.2)
+            .bind(&columns.3)
+            .bind(&columns.4)
+            .bind(&columns.5)
+            .bind(&columns.6)
+            .execute(&mut *conn)
+            .await?;
+        }
+        for e in self.evaluations {
+            let Event::EvaluationReported { result: r, .. } = &e.event else {
+                unreachable!()
+            };
+            sqlx::query(
+                "INSERT INTO evaluations (position, run_id, step, benchmark, k, prompts, mean_at_k,
+                   pass_at_k, parallel_ratio, format_valid_ratio, mean_response_tokens, recorded_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(e.position)
+            .bind(e.stream_id)
+            .bind(r.step as i64)
+            .bind(&r.benchmark)
+            .bind(r.k as i32)
+            .bind(r.prompts as i32)
+            .bind(r.mean_at_k)
+            .bind(r.pass_at_k)
+            .bind(r.parallel_ratio)
+            .bind(r.format_valid_ratio)
+            .bind(r.mean_response_tokens)
+            .bind(e.recorded_at)
             .execute(&mut *conn)
             .await?;
         }

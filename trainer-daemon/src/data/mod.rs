@@ -7,6 +7,15 @@ use anyhow::{Result, bail};
 use builtin::{Difficulty, Problem, Split};
 use prompt::PromptStyle;
 
+/// A prompt with a checkable answer, for RL and evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    pub id: String,
+    /// The rendered prompt.
+    pub prompt: String,
+    pub truth: String,
+}
+
 /// A dataset reference resolved: `builtin:<easy|hard>[-test][:sequential]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BuiltinSet {
@@ -54,6 +63,18 @@ impl BuiltinSet {
             Split::Test => BUILTIN_TEST_SIZE,
         };
         builtin::generate(self.difficulty, self.split, count, BUILTIN_SEED)
+    }
+
+    /// The problems as prompts in this set's style, with their answers.
+    pub fn tasks(&self) -> Vec<Task> {
+        self.problems()
+            .into_iter()
+            .map(|p| Task {
+                prompt: prompt::render(&p.question, self.style),
+                truth: p.answer.to_string(),
+                id: p.id,
+            })
+            .collect()
     }
 
     /// (prompt, target response) pairs in this set's style.

@@ -1,0 +1,31 @@
+-- Read models of RL and evaluation results. Like run_metrics, they index events by run and step;
+-- the trajectories themselves stay in the event payload (stored once).
+
+-- One row per TrajectoriesRecorded event: where a step's trajectories are in the log.
+CREATE TABLE trajectory_batches (
+    position     BIGINT      PRIMARY KEY,
+    run_id       UUID        NOT NULL,
+    step         BIGINT      NOT NULL,
+    trajectories INTEGER     NOT NULL,
+    correct      INTEGER     NOT NULL,
+    parallel     INTEGER     NOT NULL,
+    recorded_at  TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX trajectory_batches_run_idx ON trajectory_batches (run_id, step);
+
+-- One row per EvaluationReported event.
+CREATE TABLE evaluations (
+    position             BIGINT           PRIMARY KEY,
+    run_id               UUID             NOT NULL,
+    step                 BIGINT           NOT NULL,
+    benchmark            TEXT             NOT NULL,
+    k                    INTEGER          NOT NULL,
+    prompts              INTEGER          NOT NULL,
+    mean_at_k            DOUBLE PRECISION NOT NULL,
+    pass_at_k            DOUBLE PRECISION NOT NULL,
+    parallel_ratio       DOUBLE PRECISION NOT NULL,
+    format_valid_ratio   DOUBLE PRECISION NOT NULL,
+    mean_response_tokens DOUBLE PRECISION NOT NULL,
+    recorded_at          TIMESTAMPTZ      NOT NULL
+);
+CREATE INDEX evaluations_run_idx ON evaluations (run_id, step);

@@ -1,0 +1,769 @@
+//! The rollout engine: batched decoding with a KV cache, temperature and top-p sampling, and
+//! parallel blocks shaped the way the method generates them.
+//!
+//! Every sequence in flight is a *lane* with a row of the batch cache. A request's main lane
+//! decodes until it emits `<Parallel>`. Then:
+//! - **Unseen**: the main lane forks `paths` path lanes. Each starts from a copy of the prefix's
+//!   cached keys and values (the prefix is never computed again), begins with a forced `<Path>`
+//!   and decodes side by side with every other lane in the batch, with the block's multiverse
+//!   positions. A path that reaches its budget, or ends the sequence, gets `</Path>` forced. When
+//!   all paths are closed their cached keys and values are gathered into the main lane, which is
+//!   exactly the cache the Unseen layout gives the merged text, because an Unseen path sees only
+//!   the prefix and itself.
+//! - **Seen**: a later path attends to the earlier ones, so the paths cannot be decoded side by
+//!   side without sampling them from another distribution than the one Seen trains; the main lane
+//!   decodes them one after another, with the same controller (forced `<Path>`, budgets).
+//!
+//! Either way the controller then appends `</Parallel>`, a newline and `<Summary>`, and the main
+//! lane decodes the summary and carries on. Positions and masks always come from the layout that
+//! training uses, so generation and training agree. Tokens the controller inserted are flagged so
+//! that RL leaves them out of the loss.
+
+use crate::layout::{Layout, TagIds};
+use crate::model::{CausalLm, KvCache};
+use prl_schema::spec::{Attention, RolloutMode};
+use std::collections::VecDeque;
+use tch::{Device, Kind, Tensor};
+
+/// The token ids decoding needs besides the model.
+#[derive(Clone, Debug)]
+pub struct Controls {
+    pub tags: TagIds,
+    pub open_summary: i64,
+    pub eos: i64,
+    pub pad: i64,
+    /// What goes between `</Parallel>` and `<Summary>`.
+    pub newline: Vec<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RolloutConfig {
+    pub attention: Attention,
+    pub mode: RolloutMode,
+    /// Paths per block.
+    pub paths: usize,
+    /// Tokens a path may take before `</Path>` is forced.
+    pub path_budget: usize,
+    /// Blocks a response may open; `<Parallel>` cannot be sampled after that.
+    pub max_blocks: usize,
+    /// The response's length budget: main text, paths and summaries together.
+    pub max_new_tokens: usize,
+    /// 0 decodes greedily.
+    pub temperature: f64,
+    pub top_p: f64,
+}
+
+/// One generated response.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rollout {
+    /// The response in reading order, ending with end-of-sequence when it ended by itself.
+    pub tokens: Vec<i64>,
+    /// Whether the controller inserted each token rather than the model sampling it.
+    pub forced: Vec<bool>,
+    /// It reached the length budget before ending.
+    pub clipped: bool,
+}
+
+impl Rollout {
+    /// The response without its end-of-sequence token.
+    pub fn text_tokens(&self, eos: i64) -> &[i64] {
+        match self.tokens.last() {
+            Some(&last) if last == eos => &self.tokens[..self.tokens.len() - 1],
+            _ => &self.tokens,
+        }
+    }
+}
+
+/// Generates one response per prompt.
+pub fn rollout(
+    model: &CausalLm,
+    prompts: &[Vec<i64>],
+    controls: &Controls,
+    config: &RolloutConfig,
+    device: Device,
+) -> Vec<Rollout> {
+    tch::no_grad(|| Engine::new(model, prompts, controls, config, device).run())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Role {
+    Main,
+    /// Path `index` of the block its request opened.
+    Path { index: usize },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Status {
+    /// Feeds `next` in the coming forward pass.
+    Active,
+    /// A main lane whose paths are decoding (Unseen), or a path that has closed.
+    Waiting,
+    Done,
+}
+
+struct Lane {
+    request: usize,
+    role: Role,
+    /// The tokens this lane attends over: prompt and response for a main lane; the prefix up to
+    /// its block's `<Parallel>` and then the path for a path lane.
+    seq: Vec<i64>,
+    /// Whether each token of `seq` was forced.
+    forced: Vec<bool>,
+    /// The cache column of each token of `seq` already fed (all but `next`).
+    cols: Vec<usize>,
+    row: usize,
+    status: Status,
+    next: i64,
+    next_forced: bool,
+    queue: VecDeque<i64>,
+    shaper: Shaper,
+    /// Tokens a path may still take.
+    budget: usize,
+}
+
+struct Request {
+    prompt_len: usize,
+    blocks: usize,
+    clipped: bool,
+    done: bool,
+}
+
+struct Engine<'a> {
+    model: &'a CausalLm,
+    c: &'a Controls,
+    config: &'a RolloutConfig,
+    device: Device,
+    cache: KvCache,
+    /// Columns of the cache.
+    width: usize,
+    lanes: Vec<Lane>,
+    requests: Vec<Request>,
+}
+
+impl<'a> Engine<'a> {
+    fn new(
+        model: &'a CausalLm,
+        prompts: &[Vec<i64>],
+        c: &'a Controls,
+        config: &'a RolloutConfig,
+        device: Device,
+    ) -> Self {
+        let lanes = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, prompt)| Lane {
+                request: i,
+                role: Role::Main,
+                seq: prompt.clone(),
+                forced: vec![false; prompt.len()],
+                cols: Vec::new(),
+                row: i,
+                status: Status::Active,
+                next: c.pad,
+                next_forced: false,
+                queue: VecDeque::new(),
+                shaper: Shaper::default(),
+                budget: 0,
+            })
+            .collect();
+        let requests = prompts
+            .iter()
+            .map(|p| Request {
+                prompt_len: p.len(),
+                blocks: 0,
+                clipped: false,
+                done: false,
+            })
+            .collect();
+        Engine {
+            model,
+            c,
+            config,
+            device,
+            cache: model.new_cache(),
+            width: 0,
+            lanes,
+            requests,
+        }
+    }
+
+    fn run(mut self) -> Vec<Rollout> {
+        let logits = self.prefill();
+        self.choose_next(&logits);
+        while self.requests.iter().any(|r| !r.done) {
+            let logits = self.decode_step();
+            self.choose_next(&logits);
+            self.restructure();
+        }
+        let mut out = vec![Rollout::default(); self.requests.len()];
+        for lane in self.lanes.iter().filter(|l| l.role == Role::Main) {
+            let start = self.requests[lane.request].prompt_len;
+            out[lane.request] = Rollout {
+                tokens: lane.seq[start..].to_vec(),
+                forced: lane.forced[start..].to_vec(),
+                clipped: self.requests[lane.request].clipped,
+            };
+        }
+        out
+    }
+
+    fn layout(&self, seq: &[i64]) -> Layout {
+        Layout::new(seq, self.c.tags, self.config.attention)
+    }
+
+    /// Runs the prompts, left-padded so that every row's next token lands in the same column.
+    fn prefill(&mut self) -> Tensor {
+        let b = self.lanes.len();
+        let width = self.lanes.iter().map(|l| l.seq.len()).max().unwrap_or(1);
+        let mut ids = vec![self.c.pad; b * width];
+        let mut positions = vec![0i64; b * width];
+        let mut mask = vec![f32::NEG_INFINITY; b * width * width];
+        for (row, lane) in self.lanes.iter_mut().enumerate() {
+            let layout = Layout::new(&lane.seq, self.c.tags, self.config.attention);
+            let off = width - lane.seq.len();
+            ids[row * width + off..(row + 1) * width].copy_from_slice(&lane.seq);
+            positions[row * width + off..(row + 1) * width].copy_from_slice(&layout.positions);
+            for i in 0..width {
+                for j in 0..=i {
+                    let open = match (i.checked_sub(off), j.checked_sub(off)) {
+                        (Some(qi), Some(kj)) => layout.allowed(qi, kj),
+                        (None, _) => i == j,
+                        (Some(_), None) => false,
+                    };
+                    if open {
+                        mask[(row * width + i) * width + j] = 0.0;
+                    }
+                }
+            }
+            lane.cols = (off..width).collect();
+            // The prompt may already be inside a block (a continuation): follow it.
+            if self.config.mode == RolloutMode::Parallel {
+                for &token in &lane.seq {
+                    lane.shaper.observe(token, self.c, self.config);
+                }
+            }
+        }
+        self.width = width;
+        let (bi, wi) = (b as i64, width as i64);
+        let logits = self.model.forward_cached(
+            &Tensor::from_slice(&ids).view([bi, wi]).to(self.device),
+            &Tensor::from_slice(&positions).view([bi, wi]).to(self.device),
+            Some(&Tensor::from_slice(&mask).view([bi, 1, wi, wi]).to(self.device)),
+            &mut self.cache,
+        );
+        logits.select(1, wi - 1)
+    }
+
+    /// Feeds every active lane's `next` token; idle rows feed padding that nothing will see.
+    fn decode_step(&mut self) -> Tensor {
+        let rows = self.rows();
+        let keys = self.width + 1;
+        let mut ids = vec![self.c.pad; rows];
+        let mut positions = vec![0i64; rows];
+        let mut mask = vec![f32::NEG_INFINITY; rows * keys];
+        let mut idle: Vec<bool> = vec![true; rows];
+        for lane in &mut self.lanes {
+            if lane.status != Status::Active {
+                continue;
+            }
+            lane.seq.push(lane.next);
+            lane.forced.push(lane.next_forced);
+        }
+        for lane in &self.lanes {
+            if lane.status != Status::Active {
+                continue;
+            }
+            let row = lane.row;
+            idle[row] = false;
+            ids[row] = lane.next;
+            let layout = self.layout(&lane.seq);
+            let me = lane.seq.len() - 1;
+            positions[row] = layout.positions[me];
+            for (token, &col) in lane.cols.iter().enumerate() {
+                if layout.allowed(me, token) {
+                    mask[row * keys + col] = 0.0;
+                }
+            }
+            mask[row * keys + self.width] = 0.0;
+        }
+        for (row, idle) in idle.iter().enumerate() {
+            if *idle {
+                mask[row * keys + self.width] = 0.0;
+            }
+        }
+        let width = self.width;
+        for lane in self.lanes.iter_mut().filter(|l| l.status == Status::Active) {
+            lane.cols.push(width);
+        }
+        self.width += 1;
+        let r = rows as i64;
+        let logits = self.model.forward_cached(
+            &Tensor::from_slice(&ids).view([r, 1]).to(self.device),
+            &Tensor::from_slice(&positions).view([r, 1]).to(self.device),
+            Some(
+                &Tensor::from_slice(&mask)
+                    .view([r, 1, 1, keys as i64])
+                    .to(self.device),
+            ),
+            &mut self.cache,
+        );
+        logits.select(1, 0)
+    }
+
+    fn rows(&self) -> usize {
+        self.cache
+            .layers
+            .first()
+            .and_then(|l| l.k.as_ref())
+            .map(|k| k.size()[0] as usize)
+            .unwrap_or(0)
+    }
+
+    /// After a forward pass: what each active lane feeds next, and what its last token means.
+    fn choose_next(&mut self, logits: &Tensor) {
+        let tags = self.c.tags;
+        // Rows that may not open a block now.
+        let bans: Vec<f32> = {
+            let mut bans = vec![0f32; self.rows()];
+            for lane in self.lanes.iter().filter(|l| l.status == Status::Active) {
+                let request = &self.requests[lane.request];
+                let length = lane.seq.len() - request.prompt_len;
+                let banned = self.config.mode == RolloutMode::Sequential
+                    || matches!(lane.role, Role::Path { .. })
+                    || lane.shaper.state != Place::Main
+                    || request.blocks >= self.config.max_blocks
+                    || !block_fits(self.config, length);
+                if banned {
+                    bans[lane.row] = f32::NEG_INFINITY;
+                }
+            }
+            bans
+        };
+        let sampled = sample(
+            logits,
+            &bans,
+            tags.open_parallel,
+            self.config.temperature,
+            self.config.top_p,
+        );
+        let fork_unseen = self.config.attention == Attention::Unseen
+            && self.config.mode == RolloutMode::Parallel;
+        for i in 0..self.lanes.len() {
+            if self.lanes[i].status != Status::Active {
+                continue;
+            }
+            let (request, role, row) = (
+                self.lanes[i].request,
+                self.lanes[i].role,
+                self.lanes[i].row,
+            );
+            let last = *self.lanes[i].seq.last().expect("lanes are never empty");
+            let fed_response = self.lanes[i].seq.len() > self.requests[request].prompt_len;
+            let lane = &mut self.lanes[i];
+            match role {
+                Role::Main => {
+                    if fed_response && last == self.c.eos {
+                        lane.status = Status::Done;
+                        self.requests[request].done = true;
+                        continue;
+                    }
+                    if fed_response && last == tags.open_parallel {
+                        self.requests[request].blocks += 1;
+                        if fork_unseen {
+                            lane.status = Status::Waiting;
+                            continue;
+                        }
+                    }
+                    let length = lane.seq.len() - self.requests[request].prompt_len;
+                    if fed_response && self.config.mode == RolloutMode::Parallel {
+                        lane.shaper.after(last, self.c, self.config);
+                        if last == tags.open_parallel {
+                            lane.shaper.budget = path_budget(self.config, length);
+                        }
+                    }
+                    if length >= self.config.max_new_tokens {
+                        lane.status = Status::Done;
+                        self.requests[request].done = true;
+                        self.requests[request].clipped = true;
+                        continue;
+                    }
+                            let in_path = matches!(lane.shaper.state, Place::InPath { .. });
+                    let (next, forced) = match lane.shaper.forced.pop_front() {
+                        Some(t) => (t, true),
+                        // A path does not end the sequence: it is closed instead.
+                        None if in_path && sampled[row] == self.c.eos => (tags.close_path, true),
+                        None => (sampled[row], false),
+                    };
+                    lane.next = next;
+                    lane.next_forced = forced;
+                }
+                Role::Path { .. } => {
+                    if last == tags.close_path {
+                        lane.status = Status::Waiting;
+                        continue;
+                    }
+                    lane.budget = lane.budget.saturating_sub(1);
+                    let (next, forced) = match lane.queue.pop_front() {
+                        Some(t) => (t, true),
+                        // A path that would end the sequence, or runs out of budget, is closed.
+                        None if lane.budget <= 1 || sampled[row] == self.c.eos => {
+                            (tags.close_path, true)
+                        }
+                        None => (sampled[row], false),
+                    };
+                    lane.next = next;
+                    lane.next_forced = forced;
+                }
+            }
+        }
+    }
+
+    /// Forks the blocks that opened, merges those whose paths have all closed, and drops finished
+    /// lanes, in one gather of the cache.
+    fn restructure(&mut self) {
+        let forking: Vec<usize> = (0..self.lanes.len())
+            .filter(|&i| {
+                let l = &self.lanes[i];
+                l.role == Role::Main
+                    && l.status == Status::Waiting
+                    && !self.lanes.iter().any(|p| {
+                        p.request == l.request && matches!(p.role, Role::Path { .. })
+                    })
+            })
+            .collect();
+        let merging: Vec<usize> = (0..self.lanes.len())
+            .filter(|&i| {
+                let l = &self.lanes[i];
+                let mut paths = self.lanes.iter().filter(|p| {
+                    p.request == l.request && matches!(p.role, Role::Path { .. })
+                });
+                l.role == Role::Main
+                    && l.status == Status::Waiting
+                    && paths.clone().next().is_some()
+                    && paths.all(|p| p.status == Status::Waiting)
+            })
+            .collect();
+        if forking.is_empty() && merging.is_empty() {
+            return;
+        }
+        // The lanes that keep a row, with where their cached tokens are now: (row, column) pairs.
+        let mut next_lanes: Vec<(Lane, Vec<(usize, usize)>)> = Vec::new();
+        let mut lanes = std::mem::take(&mut self.lanes);
+        let sources = |l: &Lane| l.cols.iter().map(|&c| (l.row, c)).collect::<Vec<_>>();
+        for i in merging {
+            let request = lanes[i].request;
+            let mut paths: Vec<&Lane> = lanes
+                .iter()
+                .filter(|p| p.request == request && matches!(p.role, Role::Path { .. }))
+                .collect();
+            paths.sort_by_key(|p| match p.role {
+                Role::Path { index } => index,
+                Role::Main => 0,
+            });
+            let prefix = lanes[i].seq.len();
+            // The prefix from the first path's copy of it, then every path's own tokens.
+            let mut srcs: Vec<(usize, usize)> = sources(paths[0])[..prefix].to_vec();
+            let (mut seq, mut forced) = (Vec::new(), Vec::new());
+            for p in &paths {
+                seq.extend_from_slice(&p.seq[prefix..]);
+                forced.extend_from_slice(&p.forced[prefix..]);
+                srcs.extend(p.cols[prefix..].iter().map(|&c| (p.row, c)));
+            }
+            let main = &mut lanes[i];
+            main.seq.extend(seq);
+            main.forced.extend(forced);
+            main.shaper.state = Place::Closing;
+            main.shaper.forced.push_back(self.c.tags.close_parallel);
+            main.shaper.forced.extend(&self.c.newline);
+            main.shaper.forced.push_back(self.c.open_summary);
+            main.status = Status::Active;
+            main.next = main.shaper.forced.pop_front().expect("just queued");
+            main.next_forced = true;
+            main.cols = srcs.iter().map(|s| s.1).collect();
+            next_lanes.push((std::mem::replace(main, placeholder()), srcs));
+            for lane in lanes.iter_mut() {
+                if lane.request == request && matches!(lane.role, Role::Path { .. }) {
+                    lane.status = Status::Done;
+                }
+            }
+        }
+        for &i in &forking {
+            let main = &lanes[i];
+            let length = main.seq.len() - self.requests[main.request].prompt_len;
+            let budget = path_budget(self.config, length);
+            for index in 0..self.config.paths {
+                let path = Lane {
+                    request: main.request,
+                    role: Role::Path { index },
+                    seq: main.seq.clone(),
+                    forced: main.forced.clone(),
+                    cols: main.cols.clone(),
+                    row: main.row,
+                    status: Status::Active,
+                    next: self.c.tags.open_path,
+                    next_forced: true,
+                    queue: VecDeque::new(),
+                            shaper: Shaper::default(),
+                    budget,
+                };
+                let srcs = sources(&path);
+                next_lanes.push((path, srcs));
+            }
+        }
+        // Finished and waiting main lanes keep no row: a waiting one's prefix lives in its paths.
+        let mut rowless = Vec::new();
+        for lane in lanes {
+            match (lane.role, lane.status) {
+                _ if lane.request == usize::MAX => {}
+                (Role::Path { .. }, Status::Done) => {}
+                (Role::Main, Status::Waiting | Status::Done) => rowless.push(lane),
+                _ => {
+                    let srcs = sources(&lane);
+                    next_lanes.push((lane, srcs));
+                }
+            }
+        }
+        let rows = self.rows();
+        let width = next_lanes
+            .iter()
+            .map(|(_, s)| s.len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let mut index = vec![0i64; next_lanes.len() * width];
+        for (row, (lane, srcs)) in next_lanes.iter_mut().enumerate() {
+            let off = width - srcs.len();
+            for (k, &(r, c)) in srcs.iter().enumerate() {
+                index[row * width + off + k] = (r * self.width + c) as i64;
+            }
+            lane.row = row;
+            lane.cols = (off..width).collect();
+        }
+        let index = Tensor::from_slice(&index).to(self.device);
+        let b = next_lanes.len() as i64;
+        for layer in &mut self.cache.layers {
+            for t in [&mut layer.k, &mut layer.v] {
+                let old = t.take().expect("a filled cache");
+                let (_, h, _, d) = old.size4().expect("(B, H, S, D) cache");
+                let flat = old
+                    .permute([0, 2, 1, 3])
+                    .reshape([(rows * self.width) as i64, h, d]);
+                *t = Some(
+                    flat.index_select(0, &index)
+                        .view([b, width as i64, h, d])
+                        .permute([0, 2, 1, 3])
+                        .contiguous(),
+                );
+            }
+        }
+        self.width = width;
+        self.lanes = next_lanes.into_iter().map(|(l, _)| l).collect();
+        for mut lane in rowless {
+            lane.row = usize::MAX;
+            lane.cols.clear();
+            self.lanes.push(lane);
+        }
+    }
+}
+
+/// Whether a block opened after `length` response tokens fits in the length budget with at least
+/// one token per path.
+fn block_fits(config: &RolloutConfig, length: usize) -> bool {
+    length + 4 + 3 * config.paths <= config.max_new_tokens
+}
+
+/// The tokens each path of a block opened at response length `length` may take, tags included:
+/// the configured budget, cut so that the paths fit in what is left of the response's budget
+/// after the closing tags.
+fn path_budget(config: &RolloutConfig, length: usize) -> usize {
+    let left = config.max_new_tokens.saturating_sub(length + 3);
+    config.path_budget.min(left / config.paths).max(3)
+}
+
+fn placeholder() -> Lane {
+    Lane {
+        request: usize::MAX,
+        role: Role::Main,
+        seq: Vec::new(),
+        forced: Vec::new(),
+        cols: Vec::new(),
+        row: usize::MAX,
+        status: Status::Done,
+        next: 0,
+        next_forced: false,
+        queue: VecDeque::new(),
+        shaper: Shaper::default(),
+        budget: 0,
+    }
+}
+
+/// Samples a token per row: greedy at temperature 0, else from the top-p nucleus. `bans` (0 or
+/// -inf per row) is added to the logit of `banned`.
+fn sample(logits: &Tensor, bans: &[f32], banned: i64, temperature: f64, top_p: f64) -> Vec<i64> {
+    let logits = logits.to_kind(Kind::Float);
+    if bans.iter().any(|b| *b != 0.0) {
+        let mut column = logits.narrow(1, banned, 1);
+        column += Tensor::from_slice(bans)
+            .view([-1, 1])
+            .to(logits.device());
+    }
+    let picked = if temperature <= 0.0 {
+        logits.argmax(-1, false)
+    } else {
+        let probs = (logits / temperature).softmax(-1, Kind::Float);
+        if top_p < 1.0 {
+            let (sorted, order) = probs.sort(-1, true);
+            let before = sorted.cumsum(-1, Kind::Float) - &sorted;
+            // Keep the smallest prefix whose mass reaches top_p (the first token always).
+            let kept = sorted.masked_fill(&before.gt(top_p), 0.0);
+            let choice = kept.multinomial(1, true);
+            order.gather(-1, &choice, false).squeeze_dim(-1)
+        } else {
+            probs.multinomial(1, true).squeeze_dim(-1)
+        }
+    };
+    Vec::<i64>::try_from(picked.to_device(Device::Cpu)).expect("token ids")
+}
+
+/// The in-lane block controller: after `<Parallel>` it opens the paths one after another, forces
+/// `</Path>` at the budget, and closes with `</Parallel>`, a newline and `<Summary>`.
+#[derive(Default)]
+struct Shaper {
+    state: Place,
+    forced: VecDeque<i64>,
+    /// Tokens each path of the current block may take, tags included.
+    budget: usize,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Debug)]
+enum Place {
+    #[default]
+    Main,
+    /// In a block, `done` paths finished, the next one not yet opened.
+    Between { done: usize },
+    InPath { done: usize, len: usize },
+    /// After `</Parallel>`, until `<Summary>` has been emitted.
+    Closing,
+}
+
+impl Shaper {
+    /// Follows a token the controller did not choose (the prompt's): a queued token it does not
+    /// match is dropped.
+    fn observe(&mut self, token: i64, c: &Controls, config: &RolloutConfig) {
+        if self.forced.front() == Some(&token) {
+            self.forced.pop_front();
+        } else {
+            self.forced.clear();
+        }
+        self.after(token, c, config);
+    }
+
+    /// Updates the place after `token` and queues what must follow it.
+    fn after(&mut self, token: i64, c: &Controls, config: &RolloutConfig) {
+        let tags = c.tags;
+        self.state = match self.state {
+            Place::Main if token == tags.open_parallel => {
+                self.budget = config.path_budget;
+                self.forced.push_back(tags.open_path);
+                Place::Between { done: 0 }
+            }
+            Place::Between { done } if token == tags.open_path => Place::InPath { done, len: 0 },
+            Place::InPath { done, .. } if token == tags.close_path => {
+                if done + 1 < config.paths {
+                    self.forced.push_back(tags.open_path);
+                    Place::Between { done: done + 1 }
+                } else {
+                    self.forced.push_back(tags.close_parallel);
+                    self.forced.extend(&c.newline);
+                    self.forced.push_back(c.open_summary);
+                    Place::Closing
+                }
+            }
+            Place::InPath { done, len } => {
+                if len + 3 >= self.budget && self.forced.is_empty() {
+                    self.forced.push_back(tags.close_path);
+                }
+                Place::InPath { done, len: len + 1 }
+            }
+            Place::Closing if token == c.open_summary => Place::Main,
+            other => other,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn controls() -> Controls {
+        Controls {
+            tags: TagIds {
+                open_parallel: 3,
+                close_parallel: 4,
+                open_path: 5,
+                close_path: 6,
+            },
+            open_summary: 7,
+            eos: 1,
+            pad: 0,
+            newline: vec![2],
+        }
+    }
+
+    fn config(paths: usize, path_budget: usize) -> RolloutConfig {
+        RolloutConfig {
+            attention: Attention::Seen,
+            mode: RolloutMode::Parallel,
+            paths,
+            path_budget,
+            max_blocks: 4,
+            max_new_tokens: 100,
+            temperature: 0.0,
+            top_p: 1.0,
+        }
+    }
+
+    /// What the in-lane controller emits when the model would always say `proposal`.
+    fn drive(prompt: &[i64], proposal: i64, config: &RolloutConfig, steps: usize) -> Vec<i64> {
+        let c = controls();
+        let mut shaper = Shaper::default();
+        for &t in prompt {
+            shaper.observe(t, &c, config);
+        }
+        (0..steps)
+            .map(|_| {
+                let next = shaper.forced.pop_front().unwrap_or(proposal);
+                shaper.after(next, &c, config);
+                next
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_block_gets_its_paths_budgets_and_closing_from_the_controller() {
+        // A path of budget 4 holds `<Path>`, two tokens and `</Path>`.
+        let out = drive(&[9, 3], 9, &config(3, 4), 16);
+        assert_eq!(out, [5, 9, 9, 6, 5, 9, 9, 6, 5, 9, 9, 6, 4, 2, 7, 9]);
+    }
+
+    #[test]
+    fn a_path_the_model_closes_itself_is_followed_by_the_next() {
+        // The model would close every path at once.
+        let out = drive(&[3], 6, &config(2, 8), 6);
+        assert_eq!(out, [5, 6, 5, 6, 4, 2]);
+    }
+
+    #[test]
+    fn top_p_keeps_only_the_nucleus_and_bans_apply_per_row() {
+        tch::manual_seed(3);
+        // Row 0: token 2 holds 0.7 of the mass, so top-p 0.5 always picks it.
+        let probs = Tensor::from_slice(&[0.1f32, 0.1, 0.7, 0.1, 0.25, 0.25, 0.25, 0.25]).view([2, 4]);
+        let logits = probs.log();
+        for _ in 0..20 {
+            let picked = sample(&logits, &[0.0, f32::NEG_INFINITY], 3, 1.0, 0.5);
+            assert_eq!(picked[0], 2);
+            assert_ne!(picked[1], 3, "a banned token is never sampled");
+        }
+        assert_eq!(sample(&logits, &[0.0, 0.0], 3, 0.0, 1.0)[0], 2);
+    }
+}
