@@ -217,8 +217,12 @@ impl LoadedModel {
     pub fn random(config: ModelConfig, device: Device) -> Self {
         let vs = nn::VarStore::new(device);
         let model = CausalLm::new(&vs.root(), config);
+        // In name order: the variable map's own order changes from process to process, and the
+        // same seed must give the same weights.
+        let mut variables: Vec<_> = vs.variables().into_iter().collect();
+        variables.sort_by(|a, b| a.0.cmp(&b.0));
         tch::no_grad(|| {
-            for (_, mut var) in vs.variables() {
+            for (_, mut var) in variables {
                 if var.dim() == 2 {
                     let _ = var.normal_(0.0, 0.02);
                 }
