@@ -137,7 +137,8 @@ pub fn score(schedule: RewardSchedule, step: u64, response: &str, truth: &str) -
 mod tests {
     use super::*;
 
-    const BLOCK: &str = "Start.<Parallel><Path>3+4=7</Path><Path>4+3=7</Path></Parallel>\n<Summary>7</Summary>";
+    const BLOCK: &str =
+        "Start.<Parallel><Path>3+4=7</Path><Path>4+3=7</Path></Parallel>\n<Summary>7</Summary>";
 
     #[test]
     fn the_answer_is_the_last_final_answer_line() {

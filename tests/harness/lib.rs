@@ -5,3 +5,10 @@ mod servers;
 mod test_app;
 
 pub use test_app::{Daemon, FakeWorker, TOKEN, TestApp, quick_spec};
+
+/// Held by every test that trains a model: two trainings at once on a small machine each run
+/// several times slower, so they take turns.
+pub async fn training_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}

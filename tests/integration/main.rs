@@ -9,6 +9,7 @@ mod leases;
 mod listing;
 mod outbox;
 mod replay;
+mod rl;
 mod sft;
 mod specs;
 mod submission;

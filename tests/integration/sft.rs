@@ -1,10 +1,10 @@
-use prl_integration_tests::TestApp;
+use prl_integration_tests::{TestApp, training_turn};
 use prl_schema::jobs::CheckpointRef;
-use prl_schema::spec::Attention;
+use prl_schema::spec::{Attention, RolloutMode};
 use prl_trainer::data::BuiltinSet;
-use prl_trainer::eval::format_report;
-use prl_trainer::generate::{ParallelControl, Sampling};
+use prl_trainer::eval::evaluate;
 use prl_trainer::model::LoadedModel;
+use prl_trainer::rollout::RolloutConfig;
 use prl_trainer::tokenizer::PrlTokenizer;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -15,6 +15,7 @@ const STEPS: u64 = 150;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sft_job_teaches_the_tiny_model_the_parallel_format() {
+    let _turn = training_turn().await;
     // Training holds both cores; a generous lease keeps heartbeats from racing it.
     let app = TestApp::spawn_with(|s| s.jobs.lease_seconds = 120).await;
     let _trainer = app.start_trainer("trainer");
@@ -61,23 +62,26 @@ async fn an_sft_job_teaches_the_tiny_model_the_parallel_format() {
     let model = LoadedModel::load(dir, tch::Device::Cpu).unwrap();
     let (tok, added) = PrlTokenizer::load(&dir.join("tokenizer.json"), "<eos>").unwrap();
     assert_eq!(added, 0, "the checkpoint's tokenizer already has the tags");
-    let held_out = BuiltinSet::parse("builtin:easy-test").unwrap();
-    let sampling = Sampling {
-        temperature: 0.0,
+    let held_out = BuiltinSet::parse("builtin:easy-test").unwrap().tasks();
+    let config = RolloutConfig {
+        attention: Attention::Unseen,
+        mode: RolloutMode::Parallel,
+        paths: 2,
+        path_budget: 64,
+        max_blocks: 4,
         max_new_tokens: 200,
-        parallel: Some(ParallelControl {
-            paths: 2,
-            path_budget: 64,
-        }),
+        temperature: 0.0,
+        top_p: 1.0,
     };
     let report = tokio::task::spawn_blocking(move || {
-        format_report(
+        evaluate(
             &model,
             &tok,
-            &held_out,
-            128,
-            Attention::Unseen,
-            &sampling,
+            &held_out[..128],
+            "builtin:easy-test",
+            STEPS,
+            1,
+            &config,
             tch::Device::Cpu,
         )
         .unwrap()
@@ -86,14 +90,15 @@ async fn an_sft_job_teaches_the_tiny_model_the_parallel_format() {
     .unwrap();
     println!("after {STEPS} SFT steps: {report:?}");
     assert!(
-        report.valid >= 0.9,
+        report.format_valid_ratio >= 0.9,
         "only {:.0} % of held-out responses are well-formed",
-        report.valid * 100.0
+        report.format_valid_ratio * 100.0
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_sft_job_resumes_from_its_last_checkpoint_on_another_daemon() {
+    let _turn = training_turn().await;
     let app = TestApp::spawn_with(|s| s.jobs.lease_seconds = 3).await;
     let doomed = app.start_trainer("doomed");
     let spec = serde_json::json!({

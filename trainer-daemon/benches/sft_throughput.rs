@@ -65,7 +65,11 @@ fn compare(
             let prompt_len = tokens.len();
             tokens.extend(tok.encode(r).unwrap());
             tokens.push(tok.eos);
-            Example { tokens, prompt_len }
+            Example {
+                tokens,
+                prompt_len,
+                forced: Vec::new(),
+            }
         })
         .collect();
     let rows: Vec<&Example> = examples.iter().collect();

@@ -1,5 +1,5 @@
 //! Training batches: right-padded token ids, positions and masks from each sequence's layout,
-//! and next-token targets on response tokens only.
+//! and next-token targets on response tokens only (those the model chose, for RL).
 
 use crate::layout::{Layout, TagIds};
 use prl_schema::spec::Attention;
@@ -13,6 +13,9 @@ pub struct Example {
     /// Prompt and response tokens, the response ending with end-of-sequence.
     pub tokens: Vec<i64>,
     pub prompt_len: usize,
+    /// Which tokens the rollout controller inserted: they are inputs but never targets.
+    /// Empty when every response token is a target.
+    pub forced: Vec<bool>,
 }
 
 pub struct Batch {
@@ -44,7 +47,7 @@ pub fn build(
         ids[row * l..row * l + n].copy_from_slice(&e.tokens);
         positions[row * l..row * l + n].copy_from_slice(&layout.positions);
         for t in 0..n.saturating_sub(1) {
-            if t + 1 >= e.prompt_len {
+            if t + 1 >= e.prompt_len && !e.forced.get(t + 1).copied().unwrap_or(false) {
                 targets[row * l + t] = e.tokens[t + 1];
             }
         }

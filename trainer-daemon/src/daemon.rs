@@ -4,7 +4,7 @@
 use crate::dry_run::{self, Outcome};
 use crate::lease::{Lease, Stop};
 use crate::reporter::Reporter;
-use crate::sft;
+use crate::{eval, rl, sft};
 use anyhow::Result;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
@@ -34,7 +34,7 @@ pub struct DaemonConfig {
 pub enum Executor {
     /// Walks every job's steps without training: the protocol alone.
     DryRun,
-    /// Trains SFT jobs for real; RL and eval jobs still run as dry runs until they are built.
+    /// Trains and evaluates for real.
     Train,
 }
 
@@ -158,7 +158,13 @@ impl Daemon {
                 (Executor::Train, StageKind::Sft) => {
                     sft::run(&job, &reporter, data_dir, &stop).await
                 }
-                _ => dry_run::run(&job, &reporter, data_dir, self.config.step_delay, &stop).await,
+                (Executor::Train, StageKind::Rl) => rl::run(&job, &reporter, data_dir, &stop).await,
+                (Executor::Train, StageKind::Eval) => {
+                    eval::run(&job, &reporter, data_dir, &stop).await
+                }
+                (Executor::DryRun, _) => {
+                    dry_run::run(&job, &reporter, data_dir, self.config.step_delay, &stop).await
+                }
             };
             done.cancel();
             result

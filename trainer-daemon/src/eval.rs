@@ -1,16 +1,24 @@
 //! Evaluation: k sampled responses per held-out prompt, scored for accuracy and format, reduced to
 //! Mean@k, the unbiased Pass@k, the parallel ratio and the mean response length.
 
-use crate::data::Task;
+use crate::data::{BuiltinSet, Task};
+use crate::dry_run::Outcome;
 use crate::model::LoadedModel;
+use crate::presets;
+use crate::reporter::Reporter;
 use crate::rollout::{RolloutConfig, rollout};
 use crate::tokenizer::PrlTokenizer;
-use anyhow::Result;
+use crate::training::Events;
+use anyhow::{Result, bail};
 use prl_schema::estimators::mean_and_pass_at_k;
+use prl_schema::jobs::{JobMessage, WorkerEvent};
 use prl_schema::parallel;
 use prl_schema::reward::check_answer;
+use prl_schema::spec::StageSpec;
 use prl_schema::trajectory::EvaluationResult;
+use std::path::Path;
 use tch::Device;
+use tokio_util::sync::CancellationToken;
 
 /// Prompt-samples decoded together.
 const BATCH: usize = 64;
@@ -33,14 +41,17 @@ pub fn evaluate(
         .map(|t| tok.encode(&t.prompt))
         .collect::<Result<_>>()?;
     // Every (task, sample) pair, decoded in batches.
-    let pairs: Vec<usize> = (0..tasks.len()).flat_map(|t| std::iter::repeat_n(t, k)).collect();
+    let pairs: Vec<usize> = (0..tasks.len())
+        .flat_map(|t| std::iter::repeat_n(t, k))
+        .collect();
     let mut correct = vec![0usize; tasks.len()];
     let (mut valid, mut parallel_use, mut tokens) = (0usize, 0usize, 0usize);
     for chunk in pairs.chunks(BATCH) {
         let prompts: Vec<Vec<i64>> = chunk.iter().map(|&t| encoded[t].clone()).collect();
-        for (&task, out) in chunk
-            .iter()
-            .zip(rollout(&model.model, &prompts, &controls, config, device))
+        for (&task, out) in
+            chunk
+                .iter()
+                .zip(rollout(&model.model, &prompts, &controls, config, device))
         {
             let text = tok.decode(out.text_tokens(controls.eos))?;
             let parsed = parallel::parse(&text);
@@ -65,4 +76,57 @@ pub fn evaluate(
         format_valid_ratio: valid as f64 / n,
         mean_response_tokens: tokens as f64 / n,
     })
+}
+
+/// The eval job: evaluates the stage's input model on its dataset and reports the result.
+pub async fn run(
+    job: &JobMessage,
+    reporter: &Reporter,
+    data_dir: &Path,
+    stop: &CancellationToken,
+) -> Result<Outcome> {
+    crate::training::on_thread(eval_job, job, reporter, data_dir, stop).await
+}
+
+fn eval_job(
+    job: &JobMessage,
+    _data_dir: &Path,
+    _stop: &CancellationToken,
+    events: &Events,
+) -> Result<Outcome> {
+    let StageSpec::Eval(stage) = &job.stage else {
+        bail!("not an eval job")
+    };
+    let device = Device::cuda_if_available();
+    let mut tasks = BuiltinSet::parse(stage.dataset.as_str())?.tasks();
+    if let Some(max) = stage.max_prompts {
+        tasks.truncate(max.get() as usize);
+    }
+    let corpus: Vec<&str> = tasks.iter().map(|t| t.prompt.as_str()).collect();
+    let (model, tok) = presets::load(&job.model, job.input_checkpoint.as_ref(), &corpus, device)?;
+    let config = RolloutConfig {
+        attention: stage.attention,
+        mode: stage.mode,
+        paths: stage.paths.get() as usize,
+        path_budget: stage.max_path_tokens.get() as usize,
+        max_blocks: stage.max_blocks as usize,
+        max_new_tokens: stage.max_response_tokens.get() as usize,
+        temperature: stage.temperature.get(),
+        top_p: stage.top_p.get(),
+    };
+    tch::manual_seed((job.run_id.0.as_u64_pair().0) as i64);
+    let step = job.input_checkpoint.as_ref().map_or(0, |c| c.step);
+    let k = stage.k.get() as usize;
+    let result = evaluate(
+        &model,
+        &tok,
+        &tasks,
+        stage.dataset.as_str(),
+        step,
+        k,
+        &config,
+        device,
+    )?;
+    let _ = events.send(WorkerEvent::Evaluation(result));
+    Ok(Outcome::Finished(None))
 }

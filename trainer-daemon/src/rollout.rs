@@ -89,7 +89,9 @@ pub fn rollout(
 enum Role {
     Main,
     /// Path `index` of the block its request opened.
-    Path { index: usize },
+    Path {
+        index: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -247,8 +249,14 @@ impl<'a> Engine<'a> {
         let (bi, wi) = (b as i64, width as i64);
         let logits = self.model.forward_cached(
             &Tensor::from_slice(&ids).view([bi, wi]).to(self.device),
-            &Tensor::from_slice(&positions).view([bi, wi]).to(self.device),
-            Some(&Tensor::from_slice(&mask).view([bi, 1, wi, wi]).to(self.device)),
+            &Tensor::from_slice(&positions)
+                .view([bi, wi])
+                .to(self.device),
+            Some(
+                &Tensor::from_slice(&mask)
+                    .view([bi, 1, wi, wi])
+                    .to(self.device),
+            ),
             &mut self.cache,
         );
         logits.select(1, wi - 1)
@@ -346,17 +354,14 @@ impl<'a> Engine<'a> {
             self.config.temperature,
             self.config.top_p,
         );
-        let fork_unseen = self.config.attention == Attention::Unseen
-            && self.config.mode == RolloutMode::Parallel;
+        let fork_unseen =
+            self.config.attention == Attention::Unseen && self.config.mode == RolloutMode::Parallel;
         for i in 0..self.lanes.len() {
             if self.lanes[i].status != Status::Active {
                 continue;
             }
-            let (request, role, row) = (
-                self.lanes[i].request,
-                self.lanes[i].role,
-                self.lanes[i].row,
-            );
+            let (request, role, row) =
+                (self.lanes[i].request, self.lanes[i].role, self.lanes[i].row);
             let last = *self.lanes[i].seq.last().expect("lanes are never empty");
             let fed_response = self.lanes[i].seq.len() > self.requests[request].prompt_len;
             let lane = &mut self.lanes[i];
@@ -387,7 +392,7 @@ impl<'a> Engine<'a> {
                         self.requests[request].clipped = true;
                         continue;
                     }
-                            let in_path = matches!(lane.shaper.state, Place::InPath { .. });
+                    let in_path = matches!(lane.shaper.state, Place::InPath { .. });
                     let (next, forced) = match lane.shaper.forced.pop_front() {
                         Some(t) => (t, true),
                         // A path does not end the sequence: it is closed instead.
@@ -426,17 +431,19 @@ impl<'a> Engine<'a> {
                 let l = &self.lanes[i];
                 l.role == Role::Main
                     && l.status == Status::Waiting
-                    && !self.lanes.iter().any(|p| {
-                        p.request == l.request && matches!(p.role, Role::Path { .. })
-                    })
+                    && !self
+                        .lanes
+                        .iter()
+                        .any(|p| p.request == l.request && matches!(p.role, Role::Path { .. }))
             })
             .collect();
         let merging: Vec<usize> = (0..self.lanes.len())
             .filter(|&i| {
                 let l = &self.lanes[i];
-                let mut paths = self.lanes.iter().filter(|p| {
-                    p.request == l.request && matches!(p.role, Role::Path { .. })
-                });
+                let mut paths = self
+                    .lanes
+                    .iter()
+                    .filter(|p| p.request == l.request && matches!(p.role, Role::Path { .. }));
                 l.role == Role::Main
                     && l.status == Status::Waiting
                     && paths.clone().next().is_some()
@@ -503,7 +510,7 @@ impl<'a> Engine<'a> {
                     next: self.c.tags.open_path,
                     next_forced: true,
                     queue: VecDeque::new(),
-                            shaper: Shaper::default(),
+                    shaper: Shaper::default(),
                     budget,
                 };
                 let srcs = sources(&path);
@@ -603,9 +610,7 @@ fn sample(logits: &Tensor, bans: &[f32], banned: i64, temperature: f64, top_p: f
     let logits = logits.to_kind(Kind::Float);
     if bans.iter().any(|b| *b != 0.0) {
         let mut column = logits.narrow(1, banned, 1);
-        column += Tensor::from_slice(bans)
-            .view([-1, 1])
-            .to(logits.device());
+        column += Tensor::from_slice(bans).view([-1, 1]).to(logits.device());
     }
     let picked = if temperature <= 0.0 {
         logits.argmax(-1, false)
@@ -640,8 +645,13 @@ enum Place {
     #[default]
     Main,
     /// In a block, `done` paths finished, the next one not yet opened.
-    Between { done: usize },
-    InPath { done: usize, len: usize },
+    Between {
+        done: usize,
+    },
+    InPath {
+        done: usize,
+        len: usize,
+    },
     /// After `</Parallel>`, until `<Summary>` has been emitted.
     Closing,
 }
@@ -757,7 +767,8 @@ mod tests {
     fn top_p_keeps_only_the_nucleus_and_bans_apply_per_row() {
         tch::manual_seed(3);
         // Row 0: token 2 holds 0.7 of the mass, so top-p 0.5 always picks it.
-        let probs = Tensor::from_slice(&[0.1f32, 0.1, 0.7, 0.1, 0.25, 0.25, 0.25, 0.25]).view([2, 4]);
+        let probs =
+            Tensor::from_slice(&[0.1f32, 0.1, 0.7, 0.1, 0.25, 0.25, 0.25, 0.25]).view([2, 4]);
         let logits = probs.log();
         for _ in 0..20 {
             let picked = sample(&logits, &[0.0, f32::NEG_INFINITY], 3, 1.0, 0.5);

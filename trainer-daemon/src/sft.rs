@@ -4,42 +4,30 @@
 
 use crate::adamw::{AdamW, learning_rate};
 use crate::batch::{self, Example};
-use crate::checkpoint;
 use crate::data::BuiltinSet;
 use crate::dry_run::Outcome;
 use crate::model::LoadedModel;
-use crate::presets::{self, PRL_META};
+use crate::presets;
 use crate::reporter::Reporter;
 use crate::tokenizer::PrlTokenizer;
-use anyhow::{Context, Result, bail};
+use crate::training::{self, EpochOrder, Events};
+use anyhow::{Result, bail};
 use prl_schema::jobs::{CheckpointRef, JobMessage, WorkerEvent};
 use prl_schema::spec::StageSpec;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 use tch::Device;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Runs the job on a blocking thread and forwards its events; returns how it ended.
 pub async fn run(
     job: &JobMessage,
     reporter: &Reporter,
     data_dir: &Path,
     stop: &CancellationToken,
 ) -> Result<Outcome> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let (job, data_dir, stop) = (job.clone(), data_dir.to_owned(), stop.clone());
-    let work = tokio::task::spawn_blocking(move || train(&job, &data_dir, &stop, &tx));
-    while let Some(event) = rx.recv().await {
-        reporter.send(event).await?;
-    }
-    work.await.context("the training thread panicked")?
+    training::on_thread(train, job, reporter, data_dir, stop).await
 }
-
-type Events = mpsc::UnboundedSender<WorkerEvent>;
 
 fn train(
     job: &JobMessage,
@@ -69,23 +57,10 @@ fn train(
         .unwrap_or(stage.epochs.get() * per_epoch);
     let warmup = (stage.warmup_ratio.get() * total as f64).round() as i64;
     let mut optimizer = AdamW::new(&model.vs, stage.weight_decay.get());
-    let mut done = 0u64;
-    if let Some((step, dir)) = checkpoint::latest(data_dir, job.run_id) {
-        model
-            .vs
-            .load(dir.join("model.safetensors"))
-            .context("resuming the model")?;
-        optimizer
-            .load(&dir.join("optimizer.safetensors"))
-            .context("resuming the optimiser")?;
-        done = step;
-        tracing::info!(step, "resuming from a checkpoint");
-    }
+    let mut done = training::resume(&mut model, &mut optimizer, data_dir, job)?;
     let mut order = EpochOrder::new(examples.len());
     let save = |model: &LoadedModel, optimizer: &AdamW, step: u64| -> Result<CheckpointRef> {
-        let saved = save_checkpoint(model, optimizer, &tok, data_dir, job, step)?;
-        let _ = events.send(WorkerEvent::Checkpoint(saved.clone()));
-        Ok(saved)
+        training::save(model, optimizer, &tok, data_dir, job, step, events)
     };
     while done < total {
         if stop.is_cancelled() {
@@ -156,59 +131,11 @@ fn encode(
             tokens.extend(tok.encode(response)?);
             tokens.push(tok.eos);
             tokens.truncate(max_length);
-            Ok(Example { tokens, prompt_len })
+            Ok(Example {
+                tokens,
+                prompt_len,
+                forced: Vec::new(),
+            })
         })
         .collect()
-}
-
-/// A fixed shuffle per epoch, so a resumed run sees the data in the order it would have.
-struct EpochOrder {
-    len: usize,
-    epoch: usize,
-    perm: Vec<usize>,
-}
-
-impl EpochOrder {
-    fn new(len: usize) -> Self {
-        EpochOrder {
-            len,
-            epoch: usize::MAX,
-            perm: Vec::new(),
-        }
-    }
-
-    fn index(&mut self, i: usize) -> usize {
-        let epoch = i / self.len;
-        if epoch != self.epoch {
-            self.perm = (0..self.len).collect();
-            self.perm
-                .shuffle(&mut rand::rngs::StdRng::seed_from_u64(epoch as u64));
-            self.epoch = epoch;
-        }
-        self.perm[i % self.len]
-    }
-}
-
-/// A checkpoint directory: HF weights, config and tokenizer, plus the optimiser state.
-fn save_checkpoint(
-    model: &LoadedModel,
-    optimizer: &AdamW,
-    tok: &PrlTokenizer,
-    data_dir: &Path,
-    job: &JobMessage,
-    step: u64,
-) -> Result<CheckpointRef> {
-    let dir = checkpoint::step_dir(data_dir, job.run_id, step);
-    let tmp: PathBuf = dir.with_extension("tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    model.save(&tmp)?;
-    tok.save(&tmp.join("tokenizer.json"))?;
-    optimizer.save(&tmp.join("optimizer.safetensors"))?;
-    std::fs::write(
-        tmp.join(PRL_META),
-        serde_json::json!({ "eos": tok.eos_token, "step": step }).to_string(),
-    )?;
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir)?;
-    checkpoint::describe(&dir.join("model.safetensors"), step)
 }

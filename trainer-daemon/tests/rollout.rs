@@ -63,7 +63,11 @@ fn model() -> LoadedModel {
 fn most_picked(model: &LoadedModel) -> i64 {
     let mut counts = vec![0; VOCAB as usize];
     for prompt in prompts() {
-        for t in reference(model, &prompt, &config(Attention::Seen, RolloutMode::Sequential, 2)) {
+        for t in reference(
+            model,
+            &prompt,
+            &config(Attention::Seen, RolloutMode::Sequential, 2),
+        ) {
             counts[t as usize] += usize::from(t > 8);
         }
     }
@@ -169,11 +173,21 @@ fn rollouts_match_full_recomputation_in_every_mode() {
             let mut blocks = 0;
             for (prompt, out) in prompts.iter().zip(&got) {
                 let expected = reference(&model, prompt, &config);
-                assert_eq!(out.tokens, expected, "{attention:?} {mode:?} x{paths} {prompt:?}");
-                blocks += out.tokens.iter().filter(|&&t| t == TAGS.open_parallel).count();
+                assert_eq!(
+                    out.tokens, expected,
+                    "{attention:?} {mode:?} x{paths} {prompt:?}"
+                );
+                blocks += out
+                    .tokens
+                    .iter()
+                    .filter(|&&t| t == TAGS.open_parallel)
+                    .count();
             }
             if mode == RolloutMode::Parallel {
-                assert!(blocks >= 3, "{attention:?} x{paths} opened only {blocks} blocks");
+                assert!(
+                    blocks >= 3,
+                    "{attention:?} x{paths} opened only {blocks} blocks"
+                );
             }
         }
     }

@@ -79,6 +79,15 @@ impl Stages {
                     "the upper clip bound must be at least the lower one",
                 ));
             }
+            if let StageSpec::Rl(rl) = stage
+                && rl.eval_every.is_some()
+                && rl.eval_dataset.is_none()
+            {
+                return Err(SpecError::invalid(
+                    format!("stages[{i}].eval_dataset"),
+                    "eval_every needs an eval_dataset to evaluate on",
+                ));
+            }
             if let Some(init) = stage.init_from() {
                 let Some(source) = earlier.iter().find(|s| *s.name() == init.stage) else {
                     return Err(SpecError::invalid(

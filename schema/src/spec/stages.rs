@@ -101,6 +101,9 @@ fn mini_batches() -> PositiveCount {
 fn response_tokens() -> PositiveCount {
     d(256)
 }
+fn path_tokens() -> PositiveCount {
+    d(128)
+}
 fn max_blocks() -> u32 {
     4
 }
@@ -183,8 +186,12 @@ pub struct RlStage {
     /// DAPO dynamic sampling: drop groups whose rewards are all equal.
     #[serde(default = "yes")]
     pub dynamic_sampling: bool,
+    /// The response's length budget: main text, paths and summaries together.
     #[serde(default = "response_tokens")]
     pub max_response_tokens: PositiveCount,
+    /// Tokens one path may take, its tags included, before `</Path>` is forced.
+    #[serde(default = "path_tokens")]
+    pub max_path_tokens: PositiveCount,
     #[serde(default = "max_blocks")]
     pub max_blocks: u32,
     #[serde(default = "grad_clip")]
@@ -198,6 +205,9 @@ pub struct RlStage {
     pub eval_dataset: Option<DatasetRef>,
     #[serde(default = "k_one")]
     pub eval_k: EvalK,
+    /// Evaluates on the first this many prompts of `eval_dataset`; all of them when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_max_prompts: Option<PositiveCount>,
 }
 
 /// Evaluation: Mean@k and Pass@k on a benchmark split.
@@ -219,8 +229,14 @@ pub struct EvalStage {
     /// 0 decodes greedily.
     #[serde(default = "temperature")]
     pub temperature: NonNegative,
+    #[serde(default = "top_p")]
+    pub top_p: Fraction,
     #[serde(default = "response_tokens")]
     pub max_response_tokens: PositiveCount,
+    #[serde(default = "path_tokens")]
+    pub max_path_tokens: PositiveCount,
+    #[serde(default = "max_blocks")]
+    pub max_blocks: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_prompts: Option<PositiveCount>,
 }

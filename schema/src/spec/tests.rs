@@ -126,3 +126,12 @@ fn malformed_json_is_not_an_invalid_field() {
         Err(SpecError::Malformed(_))
     ));
 }
+
+#[test]
+fn periodic_evaluation_needs_a_dataset() {
+    let mut spec = valid();
+    spec["stages"][1]["eval_every"] = json!(5);
+    assert_eq!(field_of(spec.clone()), "stages[1].eval_dataset");
+    spec["stages"][1]["eval_dataset"] = json!("builtin:test");
+    assert!(ExperimentSpec::from_value(spec).is_ok());
+}

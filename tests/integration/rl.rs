@@ -1,0 +1,156 @@
+//! A whole Parallel-R1 recipe on the tiny model, end to end through NATS and PostgreSQL: cold-start
+//! SFT, RL with parallel rollouts under the S2 schedule, evaluations inside RL, and an eval stage.
+//! It checks that every trajectory is recorded with its structure, that metrics and evaluations
+//! arrive, and that the results are consistent. (Learning itself is tested in the trainer crate:
+//! a few steps of a tiny model are too noisy to gate on.)
+
+use prl_integration_tests::{TestApp, training_turn};
+use prl_schema::events::Event;
+use prl_schema::parallel;
+use prl_schema::reward;
+use prl_schema::spec::RewardSchedule;
+use std::time::Duration;
+
+const RL_STEPS: u64 = 3;
+const PROMPTS: u64 = 4;
+const GROUP: u64 = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_r1_recipe_records_every_trajectory_and_its_evaluations() {
+    let _turn = training_turn().await;
+    let app = TestApp::spawn_with(|s| s.jobs.lease_seconds = 120).await;
+    let _trainer = app.start_trainer("trainer");
+    let spec = serde_json::json!({
+        "name": "parallel-r1 unseen s2 (tiny)", "model": "tiny",
+        "stages": [
+            {"kind": "sft", "name": "cold-start", "dataset": "builtin:easy", "attention": "unseen",
+             "learning_rate": 1e-3, "max_steps": 100, "batch_size": 32},
+            {"kind": "rl", "name": "rl", "dataset": "builtin:hard", "attention": "unseen",
+             "reward": "s2", "learning_rate": 1e-4, "steps": RL_STEPS, "prompts_per_step": PROMPTS,
+             "temperature": 0.7,
+             "group_size": GROUP, "mini_batches": 2, "clip_high": 0.28, "kl_coef": 0.01,
+             "dynamic_sampling": false, "max_response_tokens": 160, "max_path_tokens": 40,
+             "checkpoint_every": 2, "eval_every": 2, "eval_dataset": "builtin:hard-test",
+             "eval_max_prompts": 8, "eval_k": 2},
+            {"kind": "eval", "name": "test", "dataset": "builtin:hard-test", "k": 3,
+             "max_prompts": 8, "max_response_tokens": 160, "attention": "unseen"}
+        ]
+    });
+    let id = app.submit(&spec).await;
+    let detail = app
+        .wait_for_status(id, "completed", Duration::from_secs(20 * 60))
+        .await;
+    let rl_run = detail["runs"][1]["id"].as_str().unwrap().to_owned();
+    assert_eq!(detail["runs"][1]["last_step"], RL_STEPS);
+
+    // Every trajectory of every step, once.
+    let payloads: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT event_type, payload FROM events WHERE stream_id = $1::uuid
+         AND event_type IN ('TrajectoriesRecorded', 'MetricsReported') ORDER BY position",
+    )
+    .bind(&rl_run)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let mut per_step = vec![0u64; RL_STEPS as usize + 1];
+    let mut metrics_steps = Vec::new();
+    let mut valid_blocks = 0;
+    for (event_type, payload) in payloads {
+        match Event::from_parts(&event_type, payload).unwrap() {
+            Event::TrajectoriesRecorded { batch, .. } => {
+                for t in &batch.trajectories {
+                    per_step[batch.step as usize] += 1;
+                    let prompt = &batch.prompts[t.prompt as usize];
+                    assert!(t.sample < GROUP as u32);
+                    assert!(t.tokens > 0 && t.tokens <= 160 + 3, "{}", t.tokens);
+                    // The recorded score is the reward function's, recomputed from the text.
+                    let scored =
+                        reward::score(RewardSchedule::S2, batch.step, &t.text, &prompt.truth);
+                    assert_eq!(scored.reward, t.reward);
+                    assert_eq!(scored.correct, t.correct);
+                    assert_eq!(scored.format_valid, t.format_valid);
+                    // On well-formed responses the token-level structure is the text's.
+                    if t.format_valid {
+                        let parsed = parallel::parse(&t.text);
+                        let paths = |b: &parallel::Block| b.paths.len();
+                        assert_eq!(
+                            t.blocks.iter().map(|b| b.paths.len()).collect::<Vec<_>>(),
+                            parsed.blocks.iter().map(paths).collect::<Vec<_>>(),
+                            "{t:?}"
+                        );
+                        valid_blocks += t.blocks.len();
+                    }
+                    for block in &t.blocks {
+                        assert!(block.start < block.end && block.end <= t.tokens);
+                        assert!(block.paths.iter().sum::<u32>() < block.end - block.start);
+                    }
+                    // Forced tags come with every block: `<Path>`/`</Path>` per path at least.
+                    let paths: u32 = t.blocks.iter().map(|b| b.paths.len() as u32).sum();
+                    assert!(t.forced >= paths, "{t:?}");
+                }
+            }
+            Event::MetricsReported { step, values, .. } => {
+                for key in [
+                    "reward/mean",
+                    "accuracy",
+                    "parallel_ratio",
+                    "blocks/mean",
+                    "response_length/mean",
+                    "clip_ratio",
+                    "policy_loss",
+                    "clip_fraction",
+                    "approx_kl",
+                    "grad_norm",
+                    "tokens_per_s",
+                    "time/rollout_s",
+                    "time/update_s",
+                ] {
+                    assert!(
+                        values.get(key).is_some_and(|v| v.is_finite()),
+                        "{key} at {step}"
+                    );
+                }
+                metrics_steps.push(step);
+            }
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(metrics_steps, (1..=RL_STEPS).collect::<Vec<_>>());
+    println!("{valid_blocks} blocks in well-formed trajectories");
+    assert!(
+        valid_blocks > 0,
+        "no well-formed block to check the structure on"
+    );
+    assert_eq!(
+        &per_step[1..],
+        vec![PROMPTS * GROUP; RL_STEPS as usize].as_slice()
+    );
+    let indexed: i64 = sqlx::query_scalar(
+        "SELECT sum(trajectories) FROM trajectory_batches WHERE run_id = $1::uuid",
+    )
+    .bind(&rl_run)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(indexed as u64, RL_STEPS * PROMPTS * GROUP);
+
+    // Evaluations: before RL, at step 2, at the last step, and the eval stage's.
+    let evaluations: Vec<(i64, i32, f64, f64, f64)> = sqlx::query_as(
+        "SELECT step, k, mean_at_k, pass_at_k, parallel_ratio FROM evaluations ORDER BY position",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let steps: Vec<(i64, i32)> = evaluations.iter().map(|e| (e.0, e.1)).collect();
+    assert_eq!(steps, [(0, 2), (2, 2), (3, 2), (3, 3)]);
+    for (_, _, mean, pass, parallel) in evaluations {
+        assert!((0.0..=1.0).contains(&mean) && (0.0..=1.0).contains(&parallel));
+        assert!(pass >= mean - 1e-12, "Pass@k is never below Mean@k");
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM checkpoints WHERE step = 2")
+            .await,
+        1,
+        "the RL stage's intermediate checkpoint"
+    );
+}

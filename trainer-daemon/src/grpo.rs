@@ -1,0 +1,186 @@
+//! The GRPO objective with DAPO's refinements: group-normalised advantages, dynamic sampling
+//! (groups whose rewards are all equal teach nothing and are dropped), the clipped surrogate with
+//! separate lower and upper bounds (clip-higher), token-mean reduction, and an optional KL penalty
+//! to a reference policy (the k3 estimator).
+
+use crate::batch::IGNORE;
+use tch::{Kind, Tensor};
+
+/// Added to the group's standard deviation so that near-uniform groups do not explode.
+const STD_EPS: f64 = 1e-6;
+
+/// Per sample: `(r - mean) / (std + eps)` within its group of `group` consecutive rewards
+/// (sample standard deviation). With `drop_uniform`, groups whose rewards are all equal get
+/// `None` (DAPO dynamic sampling); without it they get 0.
+pub fn advantages(rewards: &[f64], group: usize, drop_uniform: bool) -> Vec<Option<f64>> {
+    rewards
+        .chunks(group)
+        .flat_map(|g| {
+            let n = g.len() as f64;
+            let mean = g.iter().sum::<f64>() / n;
+            let uniform = g.iter().all(|r| (r - mean).abs() < 1e-12);
+            let var = g.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+            let std = var.sqrt();
+            g.iter().map(move |r| match (uniform, drop_uniform) {
+                (true, true) => None,
+                (true, false) => Some(0.0),
+                _ => Some((r - mean) / (std + STD_EPS)),
+            })
+        })
+        .collect()
+}
+
+/// Log-probabilities of the next-token targets, (B, L); 0 where the target is `IGNORE`.
+pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Tensor {
+    let logp = logits.to_kind(Kind::Float).log_softmax(-1, Kind::Float);
+    let mask = targets.ne(IGNORE);
+    let picked = logp
+        .gather(2, &targets.clamp_min(0).unsqueeze(-1), false)
+        .squeeze_dim(-1);
+    picked * mask.to_kind(Kind::Float)
+}
+
+/// The clipped policy loss of one mini-batch, and what it reports.
+pub struct PolicyLoss {
+    pub loss: Tensor,
+    /// Share of tokens whose ratio was clipped.
+    pub clip_fraction: f64,
+    /// Mean of old - new log-probability: an estimate of KL(old || new).
+    pub approx_kl: f64,
+    /// The KL penalty to the reference policy (0 without one).
+    pub kl: f64,
+}
+
+/// `-min(r A, clip(r, 1 - low, 1 + high) A)` averaged over the tokens of `mask`, plus
+/// `kl_coef` times the k3 KL estimate to `reference` when given. `advantages` is (B), the rest
+/// (B, L).
+pub fn policy_loss(
+    logp: &Tensor,
+    old: &Tensor,
+    advantages: &Tensor,
+    mask: &Tensor,
+    (low, high): (f64, f64),
+    reference: Option<(&Tensor, f64)>,
+) -> PolicyLoss {
+    let tokens = mask.sum(Kind::Float).clamp_min(1.0);
+    let token_mean = |t: &Tensor| (t * mask).sum(Kind::Float) / &tokens;
+    let ratio = (logp - old).exp();
+    let adv = advantages.unsqueeze(-1);
+    let unclipped = &ratio * &adv;
+    let clipped = ratio.clamp(1.0 - low, 1.0 + high) * &adv;
+    let surrogate = unclipped.minimum(&clipped);
+    let mut loss = -token_mean(&surrogate);
+    let clip_fraction = tch::no_grad(|| {
+        token_mean(&clipped.lt_tensor(&unclipped).to_kind(Kind::Float)).double_value(&[])
+    });
+    let approx_kl = tch::no_grad(|| token_mean(&(old - logp)).double_value(&[]));
+    let mut kl = 0.0;
+    if let Some((reference, coef)) = reference {
+        let delta = reference - logp;
+        let k3 = token_mean(&(delta.exp() - &delta - 1.0));
+        kl = tch::no_grad(|| k3.double_value(&[]));
+        loss = loss + k3 * coef;
+    }
+    PolicyLoss {
+        loss,
+        clip_fraction,
+        approx_kl,
+        kl,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advantages_are_normalised_within_each_group() {
+        let adv = advantages(&[1.0, -1.0, 1.0, -1.0, 0.0, 0.0, 0.0, 0.0], 4, true);
+        // Mean 0, sample std sqrt(4/3).
+        let unit = 1.0 / (4.0f64 / 3.0).sqrt();
+        for (got, want) in adv[..4].iter().zip([unit, -unit, unit, -unit]) {
+            assert!((got.unwrap() - want).abs() < 1e-5);
+        }
+        assert_eq!(&adv[4..], &[None; 4], "a uniform group is dropped");
+        let kept = advantages(&[0.5; 4], 4, false);
+        assert_eq!(kept, vec![Some(0.0); 4]);
+    }
+
+    #[test]
+    fn the_loss_is_the_token_mean_of_the_advantage_at_ratio_one() {
+        let logp = Tensor::from_slice(&[-1.0f32, -2.0, -3.0, -1.0]).view([2, 2]);
+        let mask = Tensor::from_slice(&[1.0f32, 1.0, 1.0, 0.0]).view([2, 2]);
+        let adv = Tensor::from_slice(&[2.0f32, -1.0]);
+        let out = policy_loss(&logp, &logp, &adv, &mask, (0.2, 0.28), None);
+        // Tokens: 2, 2, -1 -> mean 1 -> loss -1.
+        assert!((out.loss.double_value(&[]) + 1.0).abs() < 1e-6);
+        assert_eq!(out.clip_fraction, 0.0);
+        assert!(out.approx_kl.abs() < 1e-9);
+    }
+
+    #[test]
+    fn clip_higher_bounds_the_ratio_asymmetrically() {
+        // Ratios e^0.3 = 1.35 and e^-0.3 = 0.74.
+        let old = Tensor::from_slice(&[-1.0f32, -1.0]).view([1, 2]);
+        let logp = Tensor::from_slice(&[-0.7f32, -1.3]).view([1, 2]);
+        let mask = Tensor::ones([1, 2], (Kind::Float, tch::Device::Cpu));
+        let (r1, r2) = (0.3f64.exp(), (-0.3f64).exp());
+        for (adv, bounds, clip_fraction, loss) in [
+            // A positive advantage is capped at 1 + high: 1.28 < 1.35.
+            (1.0f32, (0.2, 0.28), 0.5, -(1.28 + r2) / 2.0),
+            // A higher upper bound leaves 1.35 alone.
+            (1.0, (0.2, 0.4), 0.0, -(r1 + r2) / 2.0),
+            // A negative advantage is capped at 1 - low: 0.74 becomes 0.8.
+            (-1.0, (0.2, 0.28), 0.5, (r1 + 0.8) / 2.0),
+        ] {
+            let a = Tensor::from_slice(&[adv]);
+            let out = policy_loss(&logp, &old, &a, &mask, bounds, None);
+            assert!(
+                (out.clip_fraction - clip_fraction).abs() < 1e-9,
+                "{adv} {bounds:?}"
+            );
+            assert!(
+                (out.loss.double_value(&[]) - loss).abs() < 1e-5,
+                "{adv} {bounds:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_positive_advantage_raises_the_log_probability() {
+        let logits =
+            Tensor::zeros([1, 1, 4], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        let targets = Tensor::from_slice(&[2i64]).view([1, 1]);
+        let logp = token_logprobs(&logits, &targets);
+        let old = logp.detach();
+        let mask = Tensor::ones([1, 1], (Kind::Float, tch::Device::Cpu));
+        let out = policy_loss(
+            &logp,
+            &old,
+            &Tensor::from_slice(&[1.0f32]),
+            &mask,
+            (0.2, 0.2),
+            None,
+        );
+        out.loss.backward();
+        let grad = logits.grad().view([4]);
+        assert!(
+            grad.double_value(&[2]) < 0.0,
+            "descent raises the chosen logit"
+        );
+        assert!(grad.double_value(&[0]) > 0.0);
+    }
+
+    #[test]
+    fn the_kl_penalty_is_zero_at_the_reference_and_positive_elsewhere() {
+        let logp = Tensor::from_slice(&[-1.0f32, -2.0]).view([1, 2]);
+        let mask = Tensor::ones([1, 2], (Kind::Float, tch::Device::Cpu));
+        let zero = Tensor::zeros([1], (Kind::Float, tch::Device::Cpu));
+        let same = policy_loss(&logp, &logp, &zero, &mask, (0.2, 0.2), Some((&logp, 0.1)));
+        assert!(same.kl.abs() < 1e-9);
+        let other = logp.shallow_clone() - 0.5;
+        let off = policy_loss(&logp, &logp, &zero, &mask, (0.2, 0.2), Some((&other, 0.1)));
+        assert!(off.kl > 0.0);
+        assert!((off.loss.double_value(&[]) - 0.1 * off.kl).abs() < 1e-6);
+    }
+}
