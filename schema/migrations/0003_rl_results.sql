@@ -1,11 +1,16 @@
 -- Read models of RL and evaluation results. Like run_metrics, they index events by run and step;
 -- the trajectories themselves stay in the event payload (stored once).
+--
+-- A resumed attempt redoes the steps after its checkpoint. The log keeps what every attempt did;
+-- these tables keep, for each step, only the newest attempt's rows, so that no trajectory or
+-- evaluation is counted twice.
 
 -- One row per TrajectoriesRecorded event: where a step's trajectories are in the log.
 CREATE TABLE trajectory_batches (
     position     BIGINT      PRIMARY KEY,
     run_id       UUID        NOT NULL,
     step         BIGINT      NOT NULL,
+    attempt      INTEGER     NOT NULL,
     trajectories INTEGER     NOT NULL,
     correct      INTEGER     NOT NULL,
     parallel     INTEGER     NOT NULL,
@@ -18,6 +23,7 @@ CREATE TABLE evaluations (
     position             BIGINT           PRIMARY KEY,
     run_id               UUID             NOT NULL,
     step                 BIGINT           NOT NULL,
+    attempt              INTEGER          NOT NULL,
     benchmark            TEXT             NOT NULL,
     k                    INTEGER          NOT NULL,
     prompts              INTEGER          NOT NULL,

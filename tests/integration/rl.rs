@@ -154,3 +154,62 @@ async fn a_parallel_r1_recipe_records_every_trajectory_and_its_evaluations() {
         "the RL stage's intermediate checkpoint"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_rl_job_resumes_and_counts_every_trajectory_once() {
+    let _turn = training_turn().await;
+    let app = TestApp::spawn_with(|s| s.jobs.lease_seconds = 3).await;
+    let doomed = app.start_trainer("doomed");
+    let (steps, per_step) = (10u64, 4i64);
+    let spec = serde_json::json!({
+        "name": "resumed rl", "model": "tiny",
+        "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:hard", "reward": "s1",
+                    "learning_rate": 1e-4, "steps": steps, "prompts_per_step": 2, "group_size": 2,
+                    "mini_batches": 1, "max_response_tokens": 32, "max_path_tokens": 8,
+                    "checkpoint_every": 4}]
+    });
+    let id = app.submit(&spec).await;
+    // Killed after it has recorded a step past its checkpoint at step 4, which the next attempt redoes.
+    app.wait_for_count(
+        "SELECT count(*) FROM trajectory_batches WHERE step = 5",
+        1,
+        Duration::from_secs(300),
+    )
+    .await;
+    doomed.kill();
+
+    let _rescuer = app.start_trainer("rescuer");
+    let detail = app
+        .wait_for_status(id, "completed", Duration::from_secs(600))
+        .await;
+    assert_eq!(detail["jobs"][0]["attempt"], 2);
+    let run = detail["runs"][0]["id"].as_str().unwrap().to_owned();
+    let recorded: Vec<(i64, i32)> = sqlx::query_as(
+        "SELECT (payload->>'step')::bigint, (payload->>'attempt')::int FROM events
+         WHERE event_type = 'TrajectoriesRecorded' ORDER BY position",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let redone: Vec<i64> = recorded
+        .iter()
+        .filter(|(s, a)| *a == 1 && recorded.contains(&(*s, 2)))
+        .map(|(s, _)| *s)
+        .collect();
+    println!("steps recorded by both attempts: {redone:?}");
+    assert!(
+        !redone.is_empty(),
+        "the test must make the second attempt redo a step"
+    );
+    // The log keeps both attempts; the read model counts each step's trajectories once.
+    let (rows, total, distinct): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), sum(trajectories)::bigint, count(DISTINCT step) FROM trajectory_batches
+         WHERE run_id = $1::uuid",
+    )
+    .bind(&run)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, distinct), (steps as i64, steps as i64));
+    assert_eq!(total, steps as i64 * per_step);
+}

@@ -8,6 +8,18 @@ use sqlx::PgConnection;
 use std::collections::HashMap;
 use uuid::Uuid;
 
+/// A `trajectory_batches` row.
+struct TrajectoryRow {
+    position: i64,
+    run: Uuid,
+    step: i64,
+    attempt: i32,
+    count: i32,
+    correct: i32,
+    parallel: i32,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
 #[derive(Default)]
 pub struct Bulk {
     metric_run: Vec<Uuid>,
@@ -17,7 +29,7 @@ pub struct Bulk {
     /// Per run: the last step reported and the newest value of each metric, in log order.
     latest: HashMap<Uuid, (i64, serde_json::Map<String, serde_json::Value>)>,
     checkpoints: Vec<RecordedEvent>,
-    trajectories: Vec<(i64, Uuid, i64, i32, i32, i32, chrono::DateTime<chrono::Utc>)>,
+    trajectories: Vec<TrajectoryRow>,
     evaluations: Vec<RecordedEvent>,
 }
 
@@ -38,19 +50,20 @@ impl Bulk {
                 self.metric_position.push(e.position);
             }
             Event::CheckpointSaved { .. } => self.checkpoints.push(e.clone()),
-            Event::TrajectoriesRecorded { batch, .. } => {
+            Event::TrajectoriesRecorded { batch, attempt } => {
                 let count = |f: fn(&Trajectory) -> bool| {
                     batch.trajectories.iter().filter(|t| f(t)).count() as i32
                 };
-                self.trajectories.push((
-                    e.position,
-                    e.stream_id,
-                    batch.step as i64,
-                    batch.trajectories.len() as i32,
-                    count(|t| t.correct),
-                    count(|t| !t.blocks.is_empty()),
-                    e.recorded_at,
-                ));
+                self.trajectories.push(TrajectoryRow {
+                    position: e.position,
+                    run: e.stream_id,
+                    step: batch.step as i64,
+                    attempt: *attempt as i32,
+                    count: batch.trajectories.len() as i32,
+                    correct: count(|t| t.correct),
+                    parallel: count(|t| !t.blocks.is_empty()),
+                    recorded_at: e.recorded_at,
+                });
             }
             Event::EvaluationReported { .. } => self.evaluations.push(e.clone()),
             _ => unreachable!("only run events are bulked"),
@@ -88,44 +101,73 @@ impl Bulk {
             .await?;
         }
         if !self.trajectories.is_empty() {
-            let mut columns = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-            for (position, run, step, count, correct, parallel, at) in self.trajectories {
-                columns.0.push(position);
-                columns.1.push(run);
-                columns.2.push(step);
-                columns.3.push(count);
-                columns.4.push(correct);
-                columns.5.push(parallel);
-                columns.6.push(at);
+            // Within the batch too, only the newest attempt of a step counts.
+            let mut newest: HashMap<(Uuid, i64), i32> = HashMap::new();
+            for r in &self.trajectories {
+                let a = newest.entry((r.run, r.step)).or_insert(r.attempt);
+                *a = (*a).max(r.attempt);
             }
+            let rows: Vec<TrajectoryRow> = self
+                .trajectories
+                .into_iter()
+                .filter(|r| newest[&(r.run, r.step)] == r.attempt)
+                .collect();
+            let column = |f: fn(&TrajectoryRow) -> i64| rows.iter().map(f).collect::<Vec<_>>();
+            let small = |f: fn(&TrajectoryRow) -> i32| rows.iter().map(f).collect::<Vec<_>>();
+            let runs: Vec<Uuid> = rows.iter().map(|r| r.run).collect();
+            let times: Vec<_> = rows.iter().map(|r| r.recorded_at).collect();
+            // A newer attempt's step supersedes what an earlier attempt recorded for it.
+            sqlx::query(
+                "DELETE FROM trajectory_batches t
+                 USING UNNEST($1::uuid[], $2::bigint[], $3::int[]) AS n(run_id, step, attempt)
+                 WHERE t.run_id = n.run_id AND t.step = n.step AND t.attempt < n.attempt",
+            )
+            .bind(&runs)
+            .bind(column(|r| r.step))
+            .bind(small(|r| r.attempt))
+            .execute(&mut *conn)
+            .await?;
             sqlx::query(
                 "INSERT INTO trajectory_batches
-                   (position, run_id, step, trajectories, correct, parallel, recorded_at)
+                   (position, run_id, step, attempt, trajectories, correct, parallel, recorded_at)
                  SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::bigint[], $4::int[], $5::int[],
-                                      $6::int[], $7::timestamptz[])",
+                                      $6::int[], $7::int[], $8::timestamptz[])",
             )
-            .bind(&columns.0)
-            .bind(&columns.1)
-            .bind(&columns.2)
-            .bind(&columns.3)
-            .bind(&columns.4)
-            .bind(&columns.5)
-            .bind(&columns.6)
+            .bind(column(|r| r.position))
+            .bind(&runs)
+            .bind(column(|r| r.step))
+            .bind(small(|r| r.attempt))
+            .bind(small(|r| r.count))
+            .bind(small(|r| r.correct))
+            .bind(small(|r| r.parallel))
+            .bind(&times)
             .execute(&mut *conn)
             .await?;
         }
         for e in self.evaluations {
-            let Event::EvaluationReported { result: r, .. } = &e.event else {
+            let Event::EvaluationReported { result: r, attempt } = &e.event else {
                 unreachable!()
             };
             sqlx::query(
-                "INSERT INTO evaluations (position, run_id, step, benchmark, k, prompts, mean_at_k,
-                   pass_at_k, parallel_ratio, format_valid_ratio, mean_response_tokens, recorded_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                "DELETE FROM evaluations
+                 WHERE run_id = $1 AND step = $2 AND benchmark = $3 AND attempt < $4",
+            )
+            .bind(e.stream_id)
+            .bind(r.step as i64)
+            .bind(&r.benchmark)
+            .bind(*attempt as i32)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO evaluations (position, run_id, step, attempt, benchmark, k, prompts,
+                   mean_at_k, pass_at_k, parallel_ratio, format_valid_ratio, mean_response_tokens,
+                   recorded_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(e.position)
             .bind(e.stream_id)
             .bind(r.step as i64)
+            .bind(*attempt as i32)
             .bind(&r.benchmark)
             .bind(r.k as i32)
             .bind(r.prompts as i32)
