@@ -35,3 +35,13 @@ CREATE TABLE evaluations (
     recorded_at          TIMESTAMPTZ      NOT NULL
 );
 CREATE INDEX evaluations_run_idx ON evaluations (run_id, step);
+
+-- The newest evaluation of each benchmark in each experiment: from its latest stage that
+-- evaluated it, the last one reported. A row of the paper's main table is one experiment here.
+CREATE VIEW experiment_results AS
+SELECT DISTINCT ON (r.experiment_id, e.benchmark)
+       r.experiment_id, e.benchmark, e.run_id, r.stage_idx, e.step, e.k, e.prompts, e.mean_at_k,
+       e.pass_at_k, e.parallel_ratio, e.format_valid_ratio, e.mean_response_tokens
+FROM evaluations e
+JOIN runs r ON r.id = e.run_id
+ORDER BY r.experiment_id, e.benchmark, r.stage_idx DESC, e.position DESC;

@@ -13,3 +13,4 @@ mod rl;
 mod sft;
 mod specs;
 mod submission;
+mod suite;

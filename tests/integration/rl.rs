@@ -4,7 +4,7 @@
 //! arrive, and that the results are consistent. (Learning itself is tested in the trainer crate:
 //! a few steps of a tiny model are too noisy to gate on.)
 
-use prl_integration_tests::{TestApp, training_turn};
+use prl_integration_tests::{TOKEN, TestApp, training_turn};
 use prl_schema::events::Event;
 use prl_schema::parallel;
 use prl_schema::reward;
@@ -153,6 +153,41 @@ async fn a_parallel_r1_recipe_records_every_trajectory_and_its_evaluations() {
         1,
         "the RL stage's intermediate checkpoint"
     );
+
+    // Any checkpoint can be evaluated on demand; bad requests name what is wrong.
+    let evaluations = format!("/api/v1/runs/{rl_run}/evaluations");
+    let post = |body: serde_json::Value| app.post_raw(&evaluations, body.to_string(), Some(TOKEN));
+    let refused = post(serde_json::json!({"dataset": "builtin:easy-test", "k": 0})).await;
+    assert_eq!(refused.status(), 422);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["field"], "k", "{body}");
+    let missing = post(serde_json::json!({"dataset": "builtin:easy-test", "step": 7})).await;
+    assert_eq!(missing.status(), 404);
+    let accepted = post(serde_json::json!({
+        "dataset": "builtin:easy-test", "k": 2, "step": 2, "max_prompts": 4,
+        "max_response_tokens": 64
+    }))
+    .await;
+    assert_eq!(accepted.status(), 201);
+    let id = accepted.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let detail = app
+        .wait_for_status(id, "completed", Duration::from_secs(300))
+        .await;
+    let run = detail["runs"][0]["id"].as_str().unwrap();
+    let reported: Vec<serde_json::Value> = app
+        .get(&format!("/api/v1/runs/{run}/evaluations"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reported.len(), 1);
+    assert_eq!(reported[0]["step"], 2, "the evaluated checkpoint's step");
+    assert_eq!(reported[0]["k"], 2);
+    assert_eq!(reported[0]["prompts"], 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

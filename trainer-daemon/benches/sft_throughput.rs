@@ -5,6 +5,8 @@
 //!
 //!     cargo bench -p prl-trainer --bench sft_throughput
 
+mod common;
+
 use prl_schema::spec::Attention;
 use prl_trainer::adamw::AdamW;
 use prl_trainer::batch::{self, Example};
@@ -12,8 +14,7 @@ use prl_trainer::data::BuiltinSet;
 use prl_trainer::model::LoadedModel;
 use prl_trainer::presets;
 use prl_trainer::tokenizer::PrlTokenizer;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Tensor};
 
@@ -115,33 +116,17 @@ fn compare(
 
 /// Runs the PyTorch side; returns its tokens/s.
 fn pytorch(dir: &Path, steps: usize) -> Result<f64, String> {
-    let python = std::env::var("PRL_REFERENCE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/prl/hf-ref/bin/python")
-        });
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_sft_pytorch.py");
-    let out = Command::new(&python)
-        .arg(script)
-        .arg(dir)
-        .args([
+    let line = common::run_reference(
+        "bench_sft_pytorch.py",
+        &[
+            dir.to_str().unwrap(),
             "--steps",
             &steps.to_string(),
             "--warmup",
             &WARMUP.to_string(),
-        ])
-        .output()
-        .map_err(|e| format!("{}: {e}", python.display()))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .last()
-            .unwrap_or("failed")
-            .to_owned());
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
+        ],
+    )?;
+    line.trim()
         .parse()
-        .map_err(|e| format!("unexpected output: {e}"))
+        .map_err(|e| format!("unexpected output {line:?}: {e}"))
 }

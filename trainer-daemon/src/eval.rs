@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 /// Prompt-samples decoded together.
 const BATCH: usize = 64;
 
-/// Scores `k` responses to each task. `step` and `benchmark` label the result.
+/// Scores `k` responses to each task. `step` and `benchmark` (a dataset reference) label the
+/// result; the benchmark is named without its prompt style, so that a sequential baseline's
+/// numbers sit in the same column as the parallel runs'.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &LoadedModel,
@@ -67,7 +69,10 @@ pub fn evaluate(
     let n = pairs.len().max(1) as f64;
     Ok(EvaluationResult {
         step,
-        benchmark: benchmark.to_owned(),
+        benchmark: benchmark
+            .strip_suffix(":sequential")
+            .unwrap_or(benchmark)
+            .to_owned(),
         k: k as u32,
         prompts: tasks.len() as u32,
         mean_at_k,

@@ -69,18 +69,20 @@ pub fn policy_loss(
     let unclipped = &ratio * &adv;
     let clipped = ratio.clamp(1.0 - low, 1.0 + high) * &adv;
     let surrogate = unclipped.minimum(&clipped);
-    let mut loss = -token_mean(&surrogate);
+    let policy = -token_mean(&surrogate);
     let clip_fraction = tch::no_grad(|| {
         token_mean(&clipped.lt_tensor(&unclipped).to_kind(Kind::Float)).double_value(&[])
     });
     let approx_kl = tch::no_grad(|| token_mean(&(old - logp)).double_value(&[]));
-    let mut kl = 0.0;
-    if let Some((reference, coef)) = reference {
-        let delta = reference - logp;
-        let k3 = token_mean(&(delta.exp() - &delta - 1.0));
-        kl = tch::no_grad(|| k3.double_value(&[]));
-        loss = loss + k3 * coef;
-    }
+    let (loss, kl) = match reference {
+        Some((reference, coef)) => {
+            let delta = reference - logp;
+            let k3 = token_mean(&(delta.exp() - &delta - 1.0));
+            let kl = tch::no_grad(|| k3.double_value(&[]));
+            (policy + k3 * coef, kl)
+        }
+        None => (policy, 0.0),
+    };
     PolicyLoss {
         loss,
         clip_fraction,

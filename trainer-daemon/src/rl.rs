@@ -54,7 +54,8 @@ pub fn rollout_config(stage: &RlStage) -> RolloutConfig {
     }
 }
 
-fn train(
+/// The job's body, on the calling thread: events go to `events`.
+pub fn train(
     job: &JobMessage,
     data_dir: &Path,
     stop: &CancellationToken,

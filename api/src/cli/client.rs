@@ -2,8 +2,9 @@
 
 use crate::routes::events::FeedPage;
 use crate::routes::experiments::{Accepted, ExperimentDetail, ExperimentPage};
+use crate::routes::results::ResultsTable;
 use anyhow::{Context, Result, bail};
-use prl_schema::spec::{ExperimentSpec, SpecError};
+use prl_schema::spec::ExperimentSpec;
 use std::path::Path;
 use std::time::Duration;
 use uuid::Uuid;
@@ -67,22 +68,7 @@ impl Client {
 
     /// Parses the file here first, so that a bad spec is reported with its file name.
     pub async fn submit_file(&self, path: &Path) -> Result<Uuid> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("could not read {}", path.display()))?;
-        let parsed = match path.extension().and_then(|e| e.to_str()) {
-            Some("toml") => ExperimentSpec::from_toml(&text),
-            Some("json") => ExperimentSpec::from_json(text.as_bytes()),
-            _ => bail!("{} should end in .json or .toml", path.display()),
-        };
-        let spec = parsed.map_err(|e| match e {
-            SpecError::Malformed(m) => {
-                anyhow::anyhow!("{} is not a well-formed spec: {m}", path.display())
-            }
-            SpecError::Invalid { field, reason } => {
-                anyhow::anyhow!("{} has an invalid field {field}: {reason}", path.display())
-            }
-        })?;
-        self.submit(&spec).await
+        self.submit(&super::suite::read_spec(path)?).await
     }
 
     pub async fn submit(&self, spec: &ExperimentSpec) -> Result<Uuid> {
@@ -102,6 +88,30 @@ impl Client {
             ),
         )
         .await
+    }
+
+    pub async fn results(&self, ids: &[Uuid]) -> Result<ResultsTable> {
+        let list: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        self.send(
+            self.authorised(
+                self.http
+                    .get(self.url("/api/v1/results"))
+                    .query(&[("experiments", list.join(","))]),
+            ),
+        )
+        .await
+    }
+
+    /// Asks for an evaluation of a run's checkpoint; returns the experiment that runs it.
+    pub async fn evaluate(&self, run: Uuid, request: &serde_json::Value) -> Result<Uuid> {
+        let request = self
+            .authorised(
+                self.http
+                    .post(self.url(&format!("/api/v1/runs/{run}/evaluations"))),
+            )
+            .json(request);
+        let accepted: Accepted = self.send(request).await?;
+        Ok(accepted.id)
     }
 
     pub async fn cancel(&self, id: Uuid, reason: Option<String>) -> Result<String> {

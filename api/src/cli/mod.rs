@@ -1,7 +1,9 @@
 //! The `prl` command line: the local stack, the API server, and a client of the REST API.
 
-mod client;
+pub mod client;
+pub mod results;
 mod stack_file;
+pub mod suite;
 mod up;
 mod watch;
 
@@ -59,6 +61,31 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Run a suite of experiments (a directory with suite.toml) and print their comparison table.
+    Suite { dir: PathBuf },
+    /// Print the comparison table of experiments, shaped like the paper's main table.
+    Results {
+        #[arg(required = true)]
+        ids: Vec<uuid::Uuid>,
+    },
+    /// Evaluate a checkpoint of a run (its newest unless --step) on a dataset.
+    Evaluate {
+        run: uuid::Uuid,
+        #[arg(long)]
+        dataset: String,
+        #[arg(long, default_value_t = 1)]
+        k: u32,
+        #[arg(long)]
+        step: Option<u64>,
+        #[arg(long)]
+        max_prompts: Option<u32>,
+        /// 0 decodes greedily.
+        #[arg(long)]
+        temperature: Option<f64>,
+        /// Follow the evaluation until it ends.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Print events of the log.
     Events {
         /// Start after this position.
@@ -106,6 +133,36 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cancel { id, reason } => {
             let status = client().cancel(id, reason).await?;
             println!("experiment {id} is {status}");
+            Ok(())
+        }
+        Command::Suite { dir } => suite::Suite::read(&dir)?.run(&client()).await.map(drop),
+        Command::Results { ids } => {
+            results::print_table(&client().results(&ids).await?);
+            Ok(())
+        }
+        Command::Evaluate {
+            run,
+            dataset,
+            k,
+            step,
+            max_prompts,
+            temperature,
+            watch,
+        } => {
+            let client = client();
+            let mut request = serde_json::json!({ "dataset": dataset, "k": k, "step": step });
+            if let Some(n) = max_prompts {
+                request["max_prompts"] = n.into();
+            }
+            if let Some(t) = temperature {
+                request["temperature"] = t.into();
+            }
+            let id = client.evaluate(run, &request).await?;
+            println!("submitted experiment {id}");
+            if watch {
+                watch::watch(&client, id).await?;
+                results::print_table(&client.results(&[id]).await?);
+            }
             Ok(())
         }
         Command::Events { after, follow } => client().print_events(after, follow).await,

@@ -13,14 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-const DEMO_SPEC: &str = include_str!("../../../deploy/demo/experiment.toml");
-
 #[derive(clap::Args)]
 pub struct UpArgs {
-    /// Submit the demo experiment once the stack is up, and follow it.
-    #[arg(long)]
-    demo: bool,
-    /// Stop the stack when the demo experiment has ended.
+    /// Once the stack is up, run a suite of experiments (a directory with suite.toml, such as
+    /// deploy/suite/tiny) and print its comparison table.
+    #[arg(long, value_name = "SUITE_DIR")]
+    demo: Option<PathBuf>,
+    /// Stop the stack when the demo suite has ended.
     #[arg(long, requires = "demo")]
     exit_after_demo: bool,
     /// The API's port.
@@ -29,6 +28,12 @@ pub struct UpArgs {
 }
 
 pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
+    // Read before anything starts, so that a bad suite is reported at once.
+    let suite = args
+        .demo
+        .as_deref()
+        .map(super::suite::Suite::read)
+        .transpose()?;
     std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
     let home = home.canonicalize()?;
     let (postgres, database_url) = match std::env::var("DATABASE_URL") {
@@ -83,11 +88,11 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         on_signal.cancel();
     });
-    if args.demo {
+    if let Some(suite) = suite {
         let client = Client::new(Some(api_url), Some(token));
         let stop = stop.clone();
         tokio::spawn(async move {
-            if let Err(e) = run_demo(&client).await {
+            if let Err(e) = suite.run(&client).await.map(drop) {
                 eprintln!("the demo failed: {e:#}");
             }
             if args.exit_after_demo {
@@ -108,14 +113,6 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
         pg.stop()?;
     }
     StackFile::remove(&home);
-    Ok(())
-}
-
-async fn run_demo(client: &Client) -> Result<()> {
-    let spec = prl_schema::spec::ExperimentSpec::from_toml(DEMO_SPEC).context("the demo spec")?;
-    let id = client.submit(&spec).await?;
-    println!("submitted the demo experiment {id}");
-    super::watch::watch(client, id).await?;
     Ok(())
 }
 

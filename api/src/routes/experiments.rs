@@ -133,6 +133,18 @@ pub async fn submit(
                 "the Idempotency-Key header must be a UUID",
             ))?,
     };
+    let accepted = record_submission(&state, spec, event_id).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/experiments/{}", accepted.id)))
+        .json(accepted))
+}
+
+/// Appends `ExperimentSubmitted` for a new experiment; `event_id` makes a retry return the first.
+pub async fn record_submission(
+    state: &AppState,
+    spec: ExperimentSpec,
+    event_id: Uuid,
+) -> Result<Accepted, ApiError> {
     let id = Uuid::now_v7();
     let event = NewEvent {
         event_id,
@@ -156,20 +168,15 @@ pub async fn submit(
     let first = recorded
         .first()
         .ok_or_else(|| ApiError::Unavailable("the append returned nothing".into()))?;
-    Ok(HttpResponse::Created()
-        .insert_header((
-            "Location",
-            format!("/api/v1/experiments/{}", first.stream_id),
-        ))
-        .json(Accepted {
-            id: first.stream_id,
-            status: "queued".into(),
-            version: first.version,
-        }))
+    Ok(Accepted {
+        id: first.stream_id,
+        status: "queued".into(),
+        version: first.version,
+    })
 }
 
 /// Reads the body, refusing it as soon as it passes the limit.
-async fn read_limited(
+pub(crate) async fn read_limited(
     mut body: web::Payload,
     req: &HttpRequest,
     limit: usize,

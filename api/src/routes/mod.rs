@@ -1,9 +1,11 @@
 //! HTTP routes. Each module is one family of endpoints; `configure` mounts them all.
 
+pub mod evaluations;
 pub mod events;
 pub mod experiments;
 pub mod health;
 pub mod openapi;
+pub mod results;
 pub mod web_ui;
 
 use crate::error::ApiError;
@@ -24,7 +26,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(experiments::list)
             .service(experiments::get)
             .service(experiments::cancel)
-            .service(events::feed),
+            .service(events::feed)
+            .service(results::table)
+            .service(evaluations::list)
+            .service(evaluations::evaluate),
     )
     .service(health::healthz)
     .service(health::metrics)

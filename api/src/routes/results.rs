@@ -1,0 +1,129 @@
+//! The comparison table: one row per experiment, shaped like the paper's main table.
+
+use crate::auth::ReadAccess;
+use crate::error::ApiError;
+use crate::state::AppState;
+use actix_web::{HttpResponse, get, web};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// The most experiments one table compares.
+const MAX_EXPERIMENTS: usize = 100;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ResultsQuery {
+    /// Comma-separated experiment ids, in the order of the rows.
+    pub experiments: String,
+}
+
+/// One benchmark's numbers in a row.
+#[derive(Serialize, Deserialize, Clone, Debug, sqlx::FromRow, utoipa::ToSchema)]
+pub struct BenchmarkResult {
+    pub benchmark: String,
+    pub k: i32,
+    pub prompts: i32,
+    /// The training step of the evaluated weights.
+    pub step: i64,
+    pub mean_at_k: f64,
+    pub pass_at_k: f64,
+    pub parallel_ratio: f64,
+    pub format_valid_ratio: f64,
+    pub mean_response_tokens: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, utoipa::ToSchema)]
+pub struct ResultRow {
+    pub experiment_id: Uuid,
+    /// The experiment's name: the method.
+    pub method: String,
+    pub status: String,
+    /// The mean of the benchmarks' parallel ratios.
+    pub parallel_ratio: Option<f64>,
+    /// The mean of the benchmarks' Mean@k, as the paper's Avg column.
+    pub average: Option<f64>,
+    pub results: BTreeMap<String, BenchmarkResult>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, utoipa::ToSchema)]
+pub struct ResultsTable {
+    /// Every benchmark some row has, sorted: the table's column groups.
+    pub benchmarks: Vec<String>,
+    pub rows: Vec<ResultRow>,
+}
+
+/// The latest evaluation of each benchmark for each experiment, with the averages.
+#[utoipa::path(context_path = "/api/v1", params(ResultsQuery), responses((status = 200, body = ResultsTable), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+#[get("/results")]
+pub async fn table(
+    _: ReadAccess,
+    state: web::Data<AppState>,
+    query: web::Query<ResultsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let ids = parse_ids(&query.experiments)?;
+    let found: Vec<(Uuid, String, String)> =
+        sqlx::query_as("SELECT id, name, status FROM experiments WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&state.pool)
+            .await?;
+    if let Some(missing) = ids.iter().find(|id| !found.iter().any(|f| f.0 == **id)) {
+        return Err(ApiError::NotFound(format!("experiment {missing}")));
+    }
+    let results: Vec<(Uuid, sqlx::types::Json<BenchmarkResult>)> = sqlx::query_as(
+        "SELECT experiment_id, json_build_object('benchmark', benchmark, 'k', k, 'prompts', prompts,
+                'step', step, 'mean_at_k', mean_at_k, 'pass_at_k', pass_at_k,
+                'parallel_ratio', parallel_ratio, 'format_valid_ratio', format_valid_ratio,
+                'mean_response_tokens', mean_response_tokens)
+         FROM experiment_results WHERE experiment_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&state.pool)
+    .await?;
+    let mut benchmarks: Vec<String> = results.iter().map(|(_, r)| r.benchmark.clone()).collect();
+    benchmarks.sort();
+    benchmarks.dedup();
+    let rows = ids
+        .iter()
+        .map(|id| {
+            let (_, name, status) = found.iter().find(|f| f.0 == *id).expect("checked above");
+            let results: BTreeMap<String, BenchmarkResult> = results
+                .iter()
+                .filter(|(e, _)| e == id)
+                .map(|(_, r)| (r.benchmark.clone(), r.0.clone()))
+                .collect();
+            let mean = |f: fn(&BenchmarkResult) -> f64| {
+                (!results.is_empty())
+                    .then(|| results.values().map(f).sum::<f64>() / results.len() as f64)
+            };
+            ResultRow {
+                experiment_id: *id,
+                method: name.clone(),
+                status: status.clone(),
+                parallel_ratio: mean(|r| r.parallel_ratio),
+                average: mean(|r| r.mean_at_k),
+                results,
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(ResultsTable { benchmarks, rows }))
+}
+
+fn parse_ids(list: &str) -> Result<Vec<Uuid>, ApiError> {
+    let ids: Vec<Uuid> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            Uuid::parse_str(s).map_err(|_| {
+                ApiError::bad_parameter("experiments", format!("{s:?} is not an experiment id"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() || ids.len() > MAX_EXPERIMENTS {
+        return Err(ApiError::bad_parameter(
+            "experiments",
+            format!("name between 1 and {MAX_EXPERIMENTS} experiment ids, separated by commas"),
+        ));
+    }
+    Ok(ids)
+}

@@ -1,0 +1,410 @@
+//! Rollout throughput (generated tokens/s), side by side in one run:
+//!
+//! 1. **Parallel rollouts**: prl's fork engine (Unseen paths share the prefix's cache) against the
+//!    reference's way, where every path, every summary and every continuation is a new generation
+//!    request whose prompt, the whole text so far, is encoded again (batched across requests, with
+//!    a KV cache inside each request, as a serving engine runs them). Same model, prompts and
+//!    greedy decoding; the outputs are checked to be identical.
+//! 2. **Sequential generation**: prl against HF transformers `generate` (greedy, same model and
+//!    batch, CPU), run by `scripts/bench_generate_hf.py` in the reference venv
+//!    (`scripts/requirements-reference.txt`, default `~/.cache/prl/hf-ref`).
+//!
+//!     cargo bench -p prl-trainer --bench rollout_throughput
+//!
+//! Part 1 uses a tiny checkpoint trained with Unseen SFT, so that blocks occur as they do in RL:
+//! `tests/fixtures/tiny-sft-unseen` (see `scripts/make_tiny_sft_fixture.sh`), or `PRL_BENCH_MODEL`.
+
+mod common;
+
+use prl_schema::spec::{Attention, RolloutMode};
+use prl_trainer::data::BuiltinSet;
+use prl_trainer::layout::Layout;
+use prl_trainer::model::LoadedModel;
+use prl_trainer::presets;
+use prl_trainer::rollout::{Controls, RolloutConfig, rollout};
+use prl_trainer::tokenizer::PrlTokenizer;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{Device, Tensor};
+
+const PROMPTS: usize = 64;
+const REPEATS: usize = 3;
+
+fn main() {
+    println!(
+        "# Rollout throughput, CPU, {} threads",
+        tch::get_num_threads()
+    );
+    parallel_rollouts();
+    sequential_against_hf();
+}
+
+fn parallel_rollouts() {
+    let dir = std::env::var("PRL_BENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sft-unseen")
+        });
+    let model = LoadedModel::load(&dir, Device::Cpu).expect("the benchmark's model");
+    let (tok, _) = PrlTokenizer::load(&dir.join("tokenizer.json"), "<eos>").unwrap();
+    let controls = tok.controls().unwrap();
+    let prompts: Vec<Vec<i64>> = BuiltinSet::parse("builtin:hard-test")
+        .unwrap()
+        .tasks()
+        .iter()
+        .take(PROMPTS)
+        .map(|t| tok.encode(&t.prompt).unwrap())
+        .collect();
+    for paths in [2, 4] {
+        let config = RolloutConfig {
+            attention: Attention::Unseen,
+            mode: RolloutMode::Parallel,
+            paths,
+            path_budget: 96,
+            max_blocks: 4,
+            max_new_tokens: 384,
+            temperature: 0.0,
+            top_p: 1.0,
+        };
+        let (mut fork_s, mut reencode_s) = (f64::MAX, f64::MAX);
+        let (mut forked, mut reencoded) = (Vec::new(), Vec::new());
+        for _ in 0..REPEATS {
+            let started = Instant::now();
+            forked = rollout(&model.model, &prompts, &controls, &config, Device::Cpu)
+                .into_iter()
+                .map(|r| r.tokens)
+                .collect();
+            fork_s = fork_s.min(started.elapsed().as_secs_f64());
+            let started = Instant::now();
+            reencoded = reencode(&model, &prompts, &controls, &config, tok.close_summary);
+            reencode_s = reencode_s.min(started.elapsed().as_secs_f64());
+        }
+        let same = forked
+            .iter()
+            .zip(&reencoded)
+            .filter(|(a, b)| a == b)
+            .count();
+        assert_eq!(
+            same,
+            prompts.len(),
+            "the two ways must produce the same tokens"
+        );
+        let tokens: usize = forked.iter().map(Vec::len).sum();
+        let blocks: usize = forked
+            .iter()
+            .map(|t| {
+                t.iter()
+                    .filter(|&&x| x == controls.tags.open_parallel)
+                    .count()
+            })
+            .sum();
+        println!(
+            "parallel rollouts, {} prompts x {paths} paths ({blocks} blocks, {tokens} tokens, outputs identical): \
+             fork {:.0} tokens/s, re-encode {:.0} tokens/s, fork/re-encode = {:.2}x",
+            prompts.len(),
+            tokens as f64 / fork_s,
+            tokens as f64 / reencode_s,
+            reencode_s / fork_s
+        );
+    }
+}
+
+/// One generation request: decode greedily from `prompt` until a stop token or the budget.
+struct Request {
+    prompt: Vec<i64>,
+    stops: Vec<i64>,
+    budget: usize,
+    /// `<Parallel>` may not be sampled after this many generated tokens (None: never banned),
+    /// so that a block still fits in the response's budget.
+    parallel_allowed_until: Option<usize>,
+}
+
+/// The reference's rollout: a batched round of requests per phase (main text, then the paths of
+/// the blocks opened, then main text again), each request encoding its whole prompt.
+fn reencode(
+    model: &LoadedModel,
+    prompts: &[Vec<i64>],
+    c: &Controls,
+    config: &RolloutConfig,
+    close_summary: i64,
+) -> Vec<Vec<i64>> {
+    let tags = c.tags;
+    let n = prompts.len();
+    let mut seqs: Vec<Vec<i64>> = prompts.to_vec();
+    let mut blocks = vec![0usize; n];
+    let mut done = vec![false; n];
+    let response = |seq: &Vec<i64>, i: usize| seq.len() - prompts[i].len();
+    while done.iter().any(|d| !d) {
+        // Main text: until end, a block opens, or a summary closes (the reference's requests end
+        // there and the next one starts from the whole text).
+        let active: Vec<usize> = (0..n).filter(|&i| !done[i]).collect();
+        let requests: Vec<Request> = active
+            .iter()
+            .map(|&i| {
+                let length = response(&seqs[i], i);
+                Request {
+                    prompt: seqs[i].clone(),
+                    stops: vec![c.eos, tags.open_parallel, close_summary],
+                    budget: config.max_new_tokens - length,
+                    parallel_allowed_until: (blocks[i] < config.max_blocks).then(|| {
+                        (config.max_new_tokens + 1).saturating_sub(length + 4 + 3 * config.paths)
+                    }),
+                }
+            })
+            .collect();
+        let outs = decode(model, &requests, c, config.attention);
+        let mut opened = Vec::new();
+        for (&i, out) in active.iter().zip(outs) {
+            seqs[i].extend(&out);
+            let length = response(&seqs[i], i);
+            match out.last() {
+                Some(&t) if t == c.eos => done[i] = true,
+                Some(&t) if t == tags.open_parallel => opened.push(i),
+                _ if length >= config.max_new_tokens => done[i] = true,
+                _ => {}
+            }
+        }
+        if opened.is_empty() {
+            continue;
+        }
+        // The paths of every opened block: each a request from the whole prefix.
+        let mut requests = Vec::new();
+        for &i in &opened {
+            blocks[i] += 1;
+            let length = response(&seqs[i], i);
+            let left = config.max_new_tokens.saturating_sub(length + 3);
+            let budget = config.path_budget.min(left / config.paths).max(3);
+            for _ in 0..config.paths {
+                let mut prompt = seqs[i].clone();
+                prompt.push(tags.open_path);
+                requests.push(Request {
+                    prompt,
+                    stops: vec![tags.close_path, c.eos],
+                    budget: budget - 2,
+                    parallel_allowed_until: None,
+                });
+            }
+        }
+        let outs = decode(model, &requests, c, config.attention);
+        for (k, &i) in opened.iter().enumerate() {
+            for out in &outs[k * config.paths..(k + 1) * config.paths] {
+                seqs[i].push(tags.open_path);
+                let content = match out.last() {
+                    Some(&t) if t == tags.close_path || t == c.eos => &out[..out.len() - 1],
+                    _ => &out[..],
+                };
+                seqs[i].extend(content);
+                seqs[i].push(tags.close_path);
+            }
+            seqs[i].push(tags.close_parallel);
+            seqs[i].extend(&c.newline);
+            seqs[i].push(c.open_summary);
+        }
+    }
+    seqs.iter()
+        .zip(prompts)
+        .map(|(s, p)| s[p.len()..].to_vec())
+        .collect()
+}
+
+/// Batched greedy decoding of independent requests with a fresh cache: left-padded prefill of
+/// the whole prompts, then a token per step, positions and masks from each sequence's layout.
+fn decode(
+    model: &LoadedModel,
+    requests: &[Request],
+    c: &Controls,
+    attention: Attention,
+) -> Vec<Vec<i64>> {
+    tch::no_grad(|| {
+        let b = requests.len();
+        let width = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(1);
+        let mut seqs: Vec<Vec<i64>> = requests.iter().map(|r| r.prompt.clone()).collect();
+        let offsets: Vec<usize> = seqs.iter().map(|s| width - s.len()).collect();
+        let mut ids = vec![c.pad; b * width];
+        let mut positions = vec![0i64; b * width];
+        let mut mask = vec![f32::NEG_INFINITY; b * width * width];
+        for (row, seq) in seqs.iter().enumerate() {
+            let layout = Layout::new(seq, c.tags, attention);
+            let off = offsets[row];
+            ids[row * width + off..(row + 1) * width].copy_from_slice(seq);
+            positions[row * width + off..(row + 1) * width].copy_from_slice(&layout.positions);
+            for i in 0..width {
+                for j in 0..=i {
+                    let open = match (i.checked_sub(off), j.checked_sub(off)) {
+                        (Some(qi), Some(kj)) => layout.allowed(qi, kj),
+                        (None, _) => i == j,
+                        (Some(_), None) => false,
+                    };
+                    if open {
+                        mask[(row * width + i) * width + j] = 0.0;
+                    }
+                }
+            }
+        }
+        let (bi, wi) = (b as i64, width as i64);
+        let mut cache = model.model.new_cache();
+        let logits = model.model.forward_cached(
+            &Tensor::from_slice(&ids).view([bi, wi]),
+            &Tensor::from_slice(&positions).view([bi, wi]),
+            Some(&Tensor::from_slice(&mask).view([bi, 1, wi, wi])),
+            &mut cache,
+        );
+        let mut last = logits.select(1, wi - 1);
+        let mut outs: Vec<Vec<i64>> = vec![Vec::new(); b];
+        let mut done = vec![false; b];
+        for step in 0.. {
+            let bans: Vec<f32> = requests
+                .iter()
+                .zip(&outs)
+                .map(|(r, out)| match r.parallel_allowed_until {
+                    Some(until) if out.len() < until => 0.0,
+                    _ => f32::NEG_INFINITY,
+                })
+                .collect();
+            let mut column = last.narrow(1, c.tags.open_parallel, 1);
+            column += Tensor::from_slice(&bans).view([-1, 1]);
+            let picked = Vec::<i64>::try_from(last.argmax(-1, false)).unwrap();
+            let keys = width + step + 1;
+            let mut new_ids = vec![c.pad; b];
+            let mut new_positions = vec![0i64; b];
+            let mut row_mask = vec![f32::NEG_INFINITY; b * keys];
+            for row in 0..b {
+                row_mask[row * keys + keys - 1] = 0.0;
+                if done[row] {
+                    continue;
+                }
+                let t = picked[row];
+                outs[row].push(t);
+                seqs[row].push(t);
+                if requests[row].stops.contains(&t) || outs[row].len() >= requests[row].budget {
+                    done[row] = true;
+                    continue;
+                }
+                new_ids[row] = t;
+                let layout = Layout::new(&seqs[row], c.tags, attention);
+                let me = seqs[row].len() - 1;
+                new_positions[row] = layout.positions[me];
+                for k in 0..keys - 1 {
+                    let token = if k < width {
+                        k.checked_sub(offsets[row])
+                    } else {
+                        Some(requests[row].prompt.len() + (k - width))
+                    };
+                    if token.is_some_and(|t| layout.allowed(me, t)) {
+                        row_mask[row * keys + k] = 0.0;
+                    }
+                }
+            }
+            if done.iter().all(|d| *d) {
+                break;
+            }
+            let logits = model.model.forward_cached(
+                &Tensor::from_slice(&new_ids).view([bi, 1]),
+                &Tensor::from_slice(&new_positions).view([bi, 1]),
+                Some(&Tensor::from_slice(&row_mask).view([bi, 1, 1, keys as i64])),
+                &mut cache,
+            );
+            last = logits.select(1, 0);
+        }
+        outs
+    })
+}
+
+/// prl's sequential rollouts against HF `generate` on smollm2-135m, greedy, one batch.
+fn sequential_against_hf() {
+    let dir = presets::model_cache().join("smollm2-135m");
+    if !dir.join("model.safetensors").exists() {
+        println!(
+            "sequential vs HF generate: skipped, {} is missing",
+            dir.display()
+        );
+        return;
+    }
+    let (tok, _) = PrlTokenizer::load(&dir.join("tokenizer.json"), "<|im_end|>").unwrap();
+    let model = LoadedModel::load(&dir, Device::Cpu).unwrap();
+    let model = presets::resize_vocab(&model, tok.vocab_size() as i64).unwrap();
+    // Prompts of one length, so that neither side pads.
+    let length = 48;
+    let prompts: Vec<Vec<i64>> = BuiltinSet::parse("builtin:hard-test:sequential")
+        .unwrap()
+        .tasks()
+        .iter()
+        .map(|t| tok.encode(&t.prompt).unwrap())
+        .filter(|p| p.len() >= length)
+        .take(8)
+        .map(|p| p[..length].to_vec())
+        .collect();
+    let new_tokens = 64;
+    let config = RolloutConfig {
+        attention: Attention::Seen,
+        mode: RolloutMode::Sequential,
+        paths: 2,
+        path_budget: 3,
+        max_blocks: 0,
+        max_new_tokens: new_tokens,
+        temperature: 0.0,
+        top_p: 1.0,
+    };
+    let controls = tok.controls().unwrap();
+    let mut best = f64::MAX;
+    let mut outputs = Vec::new();
+    for _ in 0..REPEATS {
+        let started = Instant::now();
+        outputs = rollout(&model.model, &prompts, &controls, &config, Device::Cpu);
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    let tokens: usize = outputs.iter().map(|o| o.tokens.len()).sum();
+    let prl = tokens as f64 / best;
+    print!(
+        "sequential generation, smollm2-135m, {} prompts x {length} tokens, up to {new_tokens} new: prl {prl:.0} tokens/s",
+        prompts.len()
+    );
+    let work = std::env::temp_dir().join(format!("prl-gen-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    model.save(&work).unwrap();
+    let flat: Vec<i64> = prompts.concat();
+    Tensor::from_slice(&flat)
+        .view([prompts.len() as i64, length as i64])
+        .write_safetensors_one(&work.join("prompts.safetensors"));
+    let answer = common::run_reference(
+        "bench_generate_hf.py",
+        &[
+            work.to_str().unwrap(),
+            "--new-tokens",
+            &new_tokens.to_string(),
+            "--eos",
+            &controls.eos.to_string(),
+            "--repeats",
+            &REPEATS.to_string(),
+        ],
+    );
+    match answer {
+        Ok(line) => {
+            let hf: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let hf_rate = hf["tokens_per_s"].as_f64().unwrap();
+            let hf_outputs: Vec<Vec<i64>> = serde_json::from_value(hf["outputs"].clone()).unwrap();
+            let same = outputs
+                .iter()
+                .zip(&hf_outputs)
+                .filter(|(o, h)| o.tokens == **h)
+                .count();
+            println!(
+                ", HF generate {hf_rate:.0} tokens/s, prl/HF = {:.2}x ({same} of {} outputs identical)",
+                prl / hf_rate,
+                prompts.len()
+            );
+        }
+        Err(why) => println!(", HF generate not measured: {why}"),
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+trait WriteOne {
+    fn write_safetensors_one(&self, path: &std::path::Path);
+}
+
+impl WriteOne for Tensor {
+    fn write_safetensors_one(&self, path: &std::path::Path) {
+        Tensor::write_safetensors(&[("input_ids", self)], path).unwrap();
+    }
+}
