@@ -120,7 +120,7 @@ fn eval_job(
         top_p: stage.top_p.get(),
     };
     tch::manual_seed((job.run_id.0.as_u64_pair().0) as i64);
-    let step = job.input_checkpoint.as_ref().map_or(0, |c| c.step);
+    let step = presets::starting_step(&job.model, job.input_checkpoint.as_ref());
     let k = stage.k.get() as usize;
     let result = evaluate(
         &model,

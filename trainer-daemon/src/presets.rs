@@ -74,6 +74,22 @@ pub fn load(
     }
 }
 
+/// The training step of the weights a job starts from: its input checkpoint's, or the one prl
+/// noted in a `path:` directory it wrote; 0 for anything else.
+pub fn starting_step(model: &ModelRef, checkpoint: Option<&CheckpointRef>) -> u64 {
+    if let Some(checkpoint) = checkpoint {
+        return checkpoint.step;
+    }
+    let ModelRef::Path(dir) = model else {
+        return 0;
+    };
+    std::fs::read_to_string(Path::new(dir).join(PRL_META))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|meta| meta["step"].as_u64())
+        .unwrap_or(0)
+}
+
 /// The directory of a checkpoint's `model.safetensors`, after checking the file is the one recorded.
 pub fn checkpoint_dir(checkpoint: &CheckpointRef) -> Result<PathBuf> {
     let path = checkpoint
