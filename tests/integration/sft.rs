@@ -138,3 +138,62 @@ async fn a_killed_sft_job_resumes_from_its_last_checkpoint_on_another_daemon() {
         "attempt 2 started at step {first}; checkpoints every 10, newest recorded {saved}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_training_sft_job_saves_a_loadable_checkpoint_and_stops_it() {
+    let _turn = training_turn().await;
+    let app = TestApp::spawn_with(|s| s.jobs.lease_seconds = 60).await;
+    let _trainer = app.start_trainer("trainer");
+    let spec = serde_json::json!({
+        "name": "cancelled sft", "model": "tiny",
+        "stages": [{"kind": "sft", "name": "sft", "dataset": "builtin:easy", "learning_rate": 1e-3,
+                    "max_steps": 1000, "batch_size": 8},
+                   {"kind": "eval", "name": "never", "dataset": "builtin:easy-test", "k": 1}]
+    });
+    let id = app.submit(&spec).await;
+    app.wait_for_count(
+        "SELECT count(*) FROM run_metrics",
+        3,
+        Duration::from_secs(300),
+    )
+    .await;
+    assert_eq!(app.cancel(id, None).await.status(), 200);
+    app.wait_for_status(id, "cancelled", Duration::from_secs(30))
+        .await;
+    // The trainer saves where it stopped, and trains no further.
+    app.wait_for_count(
+        "SELECT count(*) FROM checkpoints",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    let (step, uri): (i64, String) = sqlx::query_as("SELECT step, uri FROM checkpoints")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let last_metric: i64 = sqlx::query_scalar("SELECT max(step) FROM run_metrics")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(
+        step >= 3 && step == last_metric,
+        "checkpoint {step}, metrics up to {last_metric}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after: i64 = sqlx::query_scalar("SELECT max(step) FROM run_metrics")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(after, last_metric, "no step after the cancel");
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE kind = 'eval'")
+            .await,
+        0,
+        "the next stage is never queued"
+    );
+    // The saved weights load.
+    let dir = std::path::Path::new(uri.strip_prefix("file://").unwrap())
+        .parent()
+        .unwrap();
+    LoadedModel::load(dir, tch::Device::Cpu).unwrap();
+}

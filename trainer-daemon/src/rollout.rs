@@ -486,7 +486,6 @@ impl<'a> Engine<'a> {
             main.status = Status::Active;
             main.next = main.shaper.forced.pop_front().expect("just queued");
             main.next_forced = true;
-            main.cols = srcs.iter().map(|s| s.1).collect();
             next_lanes.push((std::mem::replace(main, placeholder()), srcs));
             for lane in lanes.iter_mut() {
                 if lane.request == request && matches!(lane.role, Role::Path { .. }) {
@@ -530,15 +529,31 @@ impl<'a> Engine<'a> {
                 }
             }
         }
+        self.gather(&mut next_lanes);
+        self.lanes = next_lanes.into_iter().map(|(l, _)| l).collect();
+        for mut lane in rowless {
+            lane.row = usize::MAX;
+            lane.cols.clear();
+            self.lanes.push(lane);
+        }
+    }
+}
+
+/// Whether a block opened after `length` response tokens fits in the length budget with at least
+/// one token per path.
+fn block_fits(config: &RolloutConfig, length: usize) -> bool {
+    length + 4 + 3 * config.paths <= config.max_new_tokens
+}
+
+impl Engine<'_> {
+    /// Rebuilds the cache with a row per lane of `lanes`, holding the keys and values of the
+    /// (row, column) sources given for it, left-padded; updates the lanes' rows and columns.
+    fn gather(&mut self, lanes: &mut [(Lane, Vec<(usize, usize)>)]) {
         let rows = self.rows();
-        let width = next_lanes
-            .iter()
-            .map(|(_, s)| s.len())
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        let mut index = vec![0i64; next_lanes.len() * width];
-        for (row, (lane, srcs)) in next_lanes.iter_mut().enumerate() {
+        let width = lanes.iter().map(|(_, s)| s.len()).max().unwrap_or(1).max(1);
+        // Padding points at any cached entry: no lane's mask ever opens it.
+        let mut index = vec![0i64; lanes.len() * width];
+        for (row, (lane, srcs)) in lanes.iter_mut().enumerate() {
             let off = width - srcs.len();
             for (k, &(r, c)) in srcs.iter().enumerate() {
                 index[row * width + off + k] = (r * self.width + c) as i64;
@@ -547,7 +562,7 @@ impl<'a> Engine<'a> {
             lane.cols = (off..width).collect();
         }
         let index = Tensor::from_slice(&index).to(self.device);
-        let b = next_lanes.len() as i64;
+        let b = lanes.len() as i64;
         for layer in &mut self.cache.layers {
             for t in [&mut layer.k, &mut layer.v] {
                 let old = t.take().expect("a filled cache");
@@ -564,19 +579,7 @@ impl<'a> Engine<'a> {
             }
         }
         self.width = width;
-        self.lanes = next_lanes.into_iter().map(|(l, _)| l).collect();
-        for mut lane in rowless {
-            lane.row = usize::MAX;
-            lane.cols.clear();
-            self.lanes.push(lane);
-        }
     }
-}
-
-/// Whether a block opened after `length` response tokens fits in the length budget with at least
-/// one token per path.
-fn block_fits(config: &RolloutConfig, length: usize) -> bool {
-    length + 4 + 3 * config.paths <= config.max_new_tokens
 }
 
 /// The tokens each path of a block opened at response length `length` may take, tags included:
@@ -587,6 +590,7 @@ fn path_budget(config: &RolloutConfig, length: usize) -> usize {
     config.path_budget.min(left / config.paths).max(3)
 }
 
+/// What a lane moved out of the lane list leaves behind until the list is rebuilt.
 fn placeholder() -> Lane {
     Lane {
         request: usize::MAX,
