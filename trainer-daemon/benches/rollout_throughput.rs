@@ -228,18 +228,7 @@ fn decode(
             let off = offsets[row];
             ids[row * width + off..(row + 1) * width].copy_from_slice(seq);
             positions[row * width + off..(row + 1) * width].copy_from_slice(&layout.positions);
-            for i in 0..width {
-                for j in 0..=i {
-                    let open = match (i.checked_sub(off), j.checked_sub(off)) {
-                        (Some(qi), Some(kj)) => layout.allowed(qi, kj),
-                        (None, _) => i == j,
-                        (Some(_), None) => false,
-                    };
-                    if open {
-                        mask[(row * width + i) * width + j] = 0.0;
-                    }
-                }
-            }
+            layout.write_left_padded(width, &mut mask[row * width * width..][..width * width]);
         }
         let (bi, wi) = (b as i64, width as i64);
         let mut cache = model.model.new_cache();

@@ -1,7 +1,7 @@
 //! Evaluation: k sampled responses per held-out prompt, scored for accuracy and format, reduced to
 //! Mean@k, the unbiased Pass@k, the parallel ratio and the mean response length.
 
-use crate::data::{BuiltinSet, Task};
+use crate::data::Task;
 use crate::dry_run::Outcome;
 use crate::model::LoadedModel;
 use crate::presets;
@@ -103,10 +103,8 @@ fn eval_job(
         bail!("not an eval job")
     };
     let device = Device::cuda_if_available();
-    let mut tasks = BuiltinSet::parse(stage.dataset.as_str())?.tasks();
-    if let Some(max) = stage.max_prompts {
-        tasks.truncate(max.get() as usize);
-    }
+    let max = stage.max_prompts.map(|m| m.get() as usize);
+    let tasks = crate::data::tasks(stage.dataset.as_str(), max)?;
     let corpus: Vec<&str> = tasks.iter().map(|t| t.prompt.as_str()).collect();
     let (model, tok) = presets::load(&job.model, job.input_checkpoint.as_ref(), &corpus, device)?;
     let config = RolloutConfig {

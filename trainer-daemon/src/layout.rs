@@ -49,6 +49,25 @@ impl Layout {
         }
     }
 
+    /// Writes this sequence's additive mask into `block` (row-major `width × width`, all
+    /// `f32::NEG_INFINITY` before), for the sequence left-padded to `width`: padding queries see
+    /// only themselves, so that no softmax row is empty.
+    pub fn write_left_padded(&self, width: usize, block: &mut [f32]) {
+        let off = width - self.positions.len();
+        for i in 0..width {
+            for j in 0..=i {
+                let open = match (i.checked_sub(off), j.checked_sub(off)) {
+                    (Some(qi), Some(kj)) => self.allowed(qi, kj),
+                    (None, _) => i == j,
+                    (Some(_), None) => false,
+                };
+                if open {
+                    block[i * width + j] = 0.0;
+                }
+            }
+        }
+    }
+
     /// The additive mask, row-major `len × len`: 0 where allowed, `f32::NEG_INFINITY`-like
     /// `masked` elsewhere.
     pub fn additive_mask(&self, masked: f32) -> Vec<f32> {

@@ -5,7 +5,7 @@
 
 use crate::adamw::AdamW;
 use crate::batch::{self, Example};
-use crate::data::{BuiltinSet, Task};
+use crate::data::{self, Task};
 use crate::dry_run::Outcome;
 use crate::eval::evaluate;
 use crate::grpo::{self, PolicyLoss};
@@ -65,15 +65,12 @@ pub fn train(
         bail!("not an RL job")
     };
     let device = Device::cuda_if_available();
-    let tasks = BuiltinSet::parse(stage.dataset.as_str())?.tasks();
+    let tasks = data::tasks(stage.dataset.as_str(), None)?;
     let eval_tasks = match &stage.eval_dataset {
-        Some(set) => {
-            let mut tasks = BuiltinSet::parse(set.as_str())?.tasks();
-            if let Some(max) = stage.eval_max_prompts {
-                tasks.truncate(max.get() as usize);
-            }
-            tasks
-        }
+        Some(set) => data::tasks(
+            set.as_str(),
+            stage.eval_max_prompts.map(|m| m.get() as usize),
+        )?,
         None => Vec::new(),
     };
     let corpus: Vec<&str> = tasks

@@ -225,18 +225,7 @@ impl<'a> Engine<'a> {
             let off = width - lane.seq.len();
             ids[row * width + off..(row + 1) * width].copy_from_slice(&lane.seq);
             positions[row * width + off..(row + 1) * width].copy_from_slice(&layout.positions);
-            for i in 0..width {
-                for j in 0..=i {
-                    let open = match (i.checked_sub(off), j.checked_sub(off)) {
-                        (Some(qi), Some(kj)) => layout.allowed(qi, kj),
-                        (None, _) => i == j,
-                        (Some(_), None) => false,
-                    };
-                    if open {
-                        mask[(row * width + i) * width + j] = 0.0;
-                    }
-                }
-            }
+            layout.write_left_padded(width, &mut mask[row * width * width..][..width * width]);
             lane.cols = (off..width).collect();
             // The prompt may already be inside a block (a continuation): follow it.
             if self.config.mode == RolloutMode::Parallel {

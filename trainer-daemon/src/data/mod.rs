@@ -16,6 +16,15 @@ pub struct Task {
     pub truth: String,
 }
 
+/// The tasks of a dataset reference, the first `max` of them when given.
+pub fn tasks(reference: &str, max: Option<usize>) -> Result<Vec<Task>> {
+    let mut tasks = BuiltinSet::parse(reference)?.tasks();
+    if let Some(max) = max {
+        tasks.truncate(max);
+    }
+    Ok(tasks)
+}
+
 /// A dataset reference resolved: `builtin:<easy|hard>[-test][:sequential]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BuiltinSet {
