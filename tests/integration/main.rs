@@ -3,6 +3,7 @@
 
 mod auth;
 mod cancel;
+mod datasets;
 mod endpoints;
 mod ingest;
 mod leases;

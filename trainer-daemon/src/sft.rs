@@ -4,7 +4,6 @@
 
 use crate::adamw::{AdamW, learning_rate};
 use crate::batch::{self, Example};
-use crate::data::BuiltinSet;
 use crate::dry_run::Outcome;
 use crate::model::LoadedModel;
 use crate::presets;
@@ -39,7 +38,7 @@ fn train(
         bail!("not an SFT job")
     };
     let device = Device::cuda_if_available();
-    let texts = BuiltinSet::parse(stage.dataset.as_str())?.examples();
+    let texts = crate::data::examples(stage.dataset.as_str())?;
     let corpus: Vec<&str> = texts
         .iter()
         .flat_map(|(p, r)| [p.as_str(), r.as_str()])

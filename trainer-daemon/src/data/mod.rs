@@ -1,6 +1,7 @@
 //! Training and evaluation data: the built-in task and the prompt formats.
 
 pub mod builtin;
+pub mod jsonl;
 pub mod prompt;
 
 use anyhow::{Result, bail};
@@ -16,13 +17,25 @@ pub struct Task {
     pub truth: String,
 }
 
-/// The tasks of a dataset reference, the first `max` of them when given.
+/// The tasks of a dataset reference (`builtin:...` or `jsonl:<path>`), the first `max` of them
+/// when given.
 pub fn tasks(reference: &str, max: Option<usize>) -> Result<Vec<Task>> {
-    let mut tasks = BuiltinSet::parse(reference)?.tasks();
+    let mut tasks = match jsonl::JsonlSet::parse(reference) {
+        Some(set) => set.tasks()?,
+        None => BuiltinSet::parse(reference)?.tasks(),
+    };
     if let Some(max) = max {
         tasks.truncate(max);
     }
     Ok(tasks)
+}
+
+/// The (prompt, target response) pairs of a dataset reference, for SFT.
+pub fn examples(reference: &str) -> Result<Vec<(String, String)>> {
+    match jsonl::JsonlSet::parse(reference) {
+        Some(set) => set.examples(),
+        None => Ok(BuiltinSet::parse(reference)?.examples()),
+    }
 }
 
 /// A dataset reference resolved: `builtin:<easy|hard>[-test][:sequential]`.
@@ -43,7 +56,7 @@ impl BuiltinSet {
     pub fn parse(reference: &str) -> Result<Self> {
         let Some(name) = reference.strip_prefix("builtin:") else {
             bail!(
-                "dataset {reference:?} is not built in (expected builtin:easy, builtin:hard, builtin:easy-test, ...)"
+                "dataset {reference:?} is neither built in (builtin:easy, builtin:hard, builtin:easy-test, ...) nor a file (jsonl:<path>)"
             )
         };
         let (name, style) = match name.strip_suffix(":sequential") {
