@@ -49,9 +49,13 @@ async fn the_event_feed_pages_through_the_log_in_order() {
         app.submit(&prl_integration_tests::quick_spec(&format!("feed {i}")))
             .await;
     }
+    // The feed serves only settled positions (below every open transaction of the cluster, which
+    // other tests share), so an empty page means "nothing settled yet": keep reading until all six
+    // arrive.
     let mut after = 0;
     let mut positions = Vec::new();
-    loop {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while positions.len() < 6 && std::time::Instant::now() < deadline {
         let page: Value = app
             .get(&format!("/api/v1/events?after={after}&limit=2"))
             .await
@@ -60,8 +64,10 @@ async fn the_event_feed_pages_through_the_log_in_order() {
             .unwrap();
         let events = page["events"].as_array().unwrap();
         if events.is_empty() {
-            break;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
         }
+        assert!(events.len() <= 2, "a page holds at most `limit` events");
         positions.extend(events.iter().map(|e| e["position"].as_i64().unwrap()));
         after = page["last_position"].as_i64().unwrap();
     }
