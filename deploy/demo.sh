@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: install what is missing, build, start the local stack (private PostgreSQL and
-# nats-server unless DATABASE_URL and NATS_URL are set) and run the demo experiment.
+# nats-server unless DATABASE_URL and NATS_URL are set) and run the demo suite, deploy/suite/tiny.
 # Extra arguments go to `prl up`, e.g. `--exit-after-demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

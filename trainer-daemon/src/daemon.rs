@@ -1,9 +1,10 @@
 //! The daemon loop: take a job attempt from the work queue, claim it, work on it while holding
 //! the lease, report the outcome, and take the next.
 
-use crate::dry_run::{self, Outcome};
+use crate::dry_run;
 use crate::lease::{Lease, Stop};
 use crate::reporter::Reporter;
+use crate::training::Outcome;
 use crate::{eval, rl, sft};
 use anyhow::Result;
 use async_nats::jetstream::{self, AckKind};

@@ -4,6 +4,7 @@
 
 use crate::checkpoint;
 use crate::reporter::Reporter;
+use crate::training::Outcome;
 use anyhow::Result;
 use prl_schema::jobs::{CheckpointRef, JobMessage, WorkerEvent};
 use prl_schema::spec::StageSpec;
@@ -14,14 +15,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Steps a dry run walks at most, whatever the spec asks for.
 pub const MAX_STEPS: u64 = 20;
-
-/// How an attempt's work ended.
-#[derive(Debug, PartialEq)]
-pub enum Outcome {
-    Finished(Option<CheckpointRef>),
-    /// Stopped early; the checkpoint saved on the way out, if any.
-    Stopped(Option<CheckpointRef>),
-}
 
 pub fn planned_steps(stage: &StageSpec) -> u64 {
     let steps = match stage {

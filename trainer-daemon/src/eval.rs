@@ -2,13 +2,13 @@
 //! Mean@k, the unbiased Pass@k, the parallel ratio and the mean response length.
 
 use crate::data::Task;
-use crate::dry_run::Outcome;
 use crate::model::LoadedModel;
 use crate::presets;
 use crate::reporter::Reporter;
 use crate::rollout::{RolloutConfig, rollout};
 use crate::tokenizer::PrlTokenizer;
 use crate::training::Events;
+use crate::training::Outcome;
 use anyhow::{Result, bail};
 use prl_schema::estimators::mean_and_pass_at_k;
 use prl_schema::jobs::{JobMessage, WorkerEvent};

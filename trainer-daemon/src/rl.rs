@@ -6,13 +6,13 @@
 use crate::adamw::AdamW;
 use crate::batch::{self, Example};
 use crate::data::{self, Task};
-use crate::dry_run::Outcome;
 use crate::eval::evaluate;
 use crate::grpo::{self, PolicyLoss};
 use crate::model::LoadedModel;
 use crate::presets;
 use crate::rollout::{Rollout, RolloutConfig, rollout};
 use crate::tokenizer::PrlTokenizer;
+use crate::training::Outcome;
 use crate::training::{self, EpochOrder, Events};
 use crate::trajectories::{self, StructureIds};
 use anyhow::{Result, bail};
@@ -107,10 +107,7 @@ pub fn train(
         let (Some(set), false) = (&stage.eval_dataset, eval_tasks.is_empty()) else {
             return Ok(());
         };
-        let config = RolloutConfig {
-            temperature: stage.temperature.get(),
-            ..rollout_config(stage)
-        };
+        let config = rollout_config(stage);
         let k = stage.eval_k.get() as usize;
         let result = evaluate(
             model,

@@ -117,7 +117,6 @@ struct Lane {
     status: Status,
     next: i64,
     next_forced: bool,
-    queue: VecDeque<i64>,
     shaper: Shaper,
     /// Tokens a path may still take.
     budget: usize,
@@ -163,7 +162,6 @@ impl<'a> Engine<'a> {
                 status: Status::Active,
                 next: c.pad,
                 next_forced: false,
-                queue: VecDeque::new(),
                 shaper: Shaper::default(),
                 budget: 0,
             })
@@ -397,13 +395,11 @@ impl<'a> Engine<'a> {
                         continue;
                     }
                     lane.budget = lane.budget.saturating_sub(1);
-                    let (next, forced) = match lane.queue.pop_front() {
-                        Some(t) => (t, true),
-                        // A path that would end the sequence, or runs out of budget, is closed.
-                        None if lane.budget <= 1 || sampled[row] == self.c.eos => {
-                            (tags.close_path, true)
-                        }
-                        None => (sampled[row], false),
+                    // A path that would end the sequence, or runs out of budget, is closed.
+                    let (next, forced) = if lane.budget <= 1 || sampled[row] == self.c.eos {
+                        (tags.close_path, true)
+                    } else {
+                        (sampled[row], false)
                     };
                     lane.next = next;
                     lane.next_forced = forced;
@@ -497,7 +493,6 @@ impl<'a> Engine<'a> {
                     status: Status::Active,
                     next: self.c.tags.open_path,
                     next_forced: true,
-                    queue: VecDeque::new(),
                     shaper: Shaper::default(),
                     budget,
                 };
@@ -591,7 +586,6 @@ fn placeholder() -> Lane {
         status: Status::Done,
         next: 0,
         next_forced: false,
-        queue: VecDeque::new(),
         shaper: Shaper::default(),
         budget: 0,
     }

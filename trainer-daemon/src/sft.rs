@@ -4,11 +4,11 @@
 
 use crate::adamw::{AdamW, learning_rate};
 use crate::batch::{self, Example};
-use crate::dry_run::Outcome;
 use crate::model::LoadedModel;
 use crate::presets;
 use crate::reporter::Reporter;
 use crate::tokenizer::PrlTokenizer;
+use crate::training::Outcome;
 use crate::training::{self, EpochOrder, Events};
 use anyhow::{Result, bail};
 use prl_schema::jobs::{CheckpointRef, JobMessage, WorkerEvent};

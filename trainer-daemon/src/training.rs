@@ -4,7 +4,6 @@
 
 use crate::adamw::AdamW;
 use crate::checkpoint;
-use crate::dry_run::Outcome;
 use crate::model::LoadedModel;
 use crate::presets::PRL_META;
 use crate::reporter::Reporter;
@@ -18,6 +17,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub type Events = mpsc::UnboundedSender<WorkerEvent>;
+
+/// How an attempt's work ended.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Finished(Option<CheckpointRef>),
+    /// Stopped early; the checkpoint saved on the way out, if any.
+    Stopped(Option<CheckpointRef>),
+}
 
 /// The body of a job, run on a blocking thread.
 pub type Body = fn(&JobMessage, &Path, &CancellationToken, &Events) -> Result<Outcome>;

@@ -21,10 +21,10 @@ pub fn block_tokens(tokens: &[i64], ids: StructureIds) -> Vec<BlockTokens> {
     let mut path_start: Option<usize> = None;
     let mut summary_start: Option<usize> = None;
     for (i, &t) in tokens.iter().enumerate() {
-        let i32 = i as u32;
+        let at = i as u32;
         if t == tags.open_parallel && open.is_none() {
             open = Some(BlockTokens {
-                start: i32,
+                start: at,
                 end: tokens.len() as u32,
                 paths: Vec::new(),
                 summary: 0,
@@ -37,7 +37,7 @@ pub fn block_tokens(tokens: &[i64], ids: StructureIds) -> Vec<BlockTokens> {
             }
         } else if t == tags.close_parallel {
             if let Some(mut block) = open.take() {
-                block.end = i32 + 1;
+                block.end = at + 1;
                 blocks.push(block);
             }
             path_start = None;
