@@ -125,29 +125,3 @@ impl ApiError {
         }
     }
 }
-
-/// Parses an integer query parameter within `range`, naming the parameter when it is wrong.
-pub fn int_parameter(
-    name: &str,
-    value: Option<&str>,
-    default: i64,
-    range: std::ops::RangeInclusive<i64>,
-) -> Result<i64, ApiError> {
-    let Some(text) = value else {
-        return Ok(default);
-    };
-    let number: i64 = text.parse().map_err(|_| {
-        ApiError::bad_parameter(name, format!("{name} must be a whole number, not {text:?}"))
-    })?;
-    if !range.contains(&number) {
-        return Err(ApiError::bad_parameter(
-            name,
-            format!(
-                "{name} must be between {} and {}",
-                range.start(),
-                range.end()
-            ),
-        ));
-    }
-    Ok(number)
-}

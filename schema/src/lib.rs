@@ -1,6 +1,7 @@
 //! The shared contract of prl: SQL migrations, the experiment spec, events and job messages.
 //! It knows nothing about HTTP or NATS: subjects and routes live in the crates that speak them.
 
+pub mod analysis;
 pub mod estimators;
 pub mod events;
 pub mod ids;

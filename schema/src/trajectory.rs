@@ -12,7 +12,8 @@ pub struct PromptRecord {
     /// The group index within the step: the samples of one prompt form one group.
     pub group: u32,
     pub text: String,
-    pub tokens: u32,
+    /// Tokens of the prompt; unknown for imported runs.
+    pub tokens: Option<u32>,
     /// The ground-truth answer.
     pub truth: String,
 }
@@ -39,7 +40,8 @@ pub struct Trajectory {
     pub sample: u32,
     /// The response text, special tokens included.
     pub text: String,
-    pub tokens: u32,
+    /// Tokens of the response; unknown for imported runs.
+    pub tokens: Option<u32>,
     /// Tokens the rollout controller inserted (forced tags), which take no part in the loss.
     pub forced: u32,
     /// Whether the response hit the length budget before ending.

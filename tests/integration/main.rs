@@ -1,6 +1,7 @@
 //! Integration tests against real PostgreSQL and NATS JetStream. One binary; each test gets its
 //! own database and NATS namespace.
 
+mod analytics;
 mod auth;
 mod cancel;
 mod datasets;

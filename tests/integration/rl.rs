@@ -62,7 +62,8 @@ async fn a_parallel_r1_recipe_records_every_trajectory_and_its_evaluations() {
                     per_step[batch.step as usize] += 1;
                     let prompt = &batch.prompts[t.prompt as usize];
                     assert!(t.sample < GROUP as u32);
-                    assert!(t.tokens > 0 && t.tokens <= 160 + 3, "{}", t.tokens);
+                    let tokens = t.tokens.expect("the trainer counts tokens");
+                    assert!(tokens > 0 && tokens <= 160 + 3, "{tokens}");
                     // The recorded score is the reward function's, recomputed from the text.
                     let scored =
                         reward::score(RewardSchedule::S2, batch.step, &t.text, &prompt.truth);
@@ -81,7 +82,7 @@ async fn a_parallel_r1_recipe_records_every_trajectory_and_its_evaluations() {
                         valid_blocks += t.blocks.len();
                     }
                     for block in &t.blocks {
-                        assert!(block.start < block.end && block.end <= t.tokens);
+                        assert!(block.start < block.end && block.end <= tokens);
                         assert!(block.paths.iter().sum::<u32>() < block.end - block.start);
                     }
                     // Forced tags come with every block: `<Path>`/`</Path>` per path at least.

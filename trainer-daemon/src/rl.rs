@@ -424,7 +424,7 @@ impl Step<'_> {
                 id: task.id.clone(),
                 group: g as u32,
                 text: task.prompt.clone(),
-                tokens: tokens.len() as u32,
+                tokens: Some(tokens.len() as u32),
                 truth: task.truth.clone(),
             })
             .collect();
@@ -433,7 +433,7 @@ impl Step<'_> {
             .map(|s| Trajectory {
                 prompt: s.group as u32,
                 sample: s.index as u32,
-                tokens: s.rollout.tokens.len() as u32,
+                tokens: Some(s.rollout.tokens.len() as u32),
                 forced: s.rollout.forced.iter().filter(|f| **f).count() as u32,
                 clipped: s.rollout.clipped,
                 blocks: trajectories::block_tokens(&s.rollout.tokens, self.ids),

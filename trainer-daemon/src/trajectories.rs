@@ -137,7 +137,7 @@ mod tests {
             prompt,
             sample: 0,
             text: text.into(),
-            tokens: 1,
+            tokens: Some(1),
             forced: 0,
             clipped: false,
             reward: 0.0,
@@ -156,7 +156,7 @@ mod tests {
                 id: format!("p{i}"),
                 group: i,
                 text: "q".into(),
-                tokens: 1,
+                tokens: Some(1),
                 truth: "1".into(),
             })
             .collect();

@@ -1,6 +1,7 @@
 //! Read models, updated in the transaction that appends the events they follow, and rebuilt from
 //! the log by `replay`. Each event kind's SQL lives in the module of the table it mainly touches.
 
+mod analytics;
 mod experiments;
 mod jobs;
 pub mod replay;
@@ -8,16 +9,22 @@ mod runs;
 
 use prl_schema::events::{Event, RecordedEvent};
 use sqlx::PgConnection;
+use std::collections::HashMap;
+use uuid::Uuid;
 
 /// Applies events in log order. High-volume run events are written in bulk at the end; they touch
 /// only run tables, which nothing earlier in the batch reads.
 pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), sqlx::Error> {
     let mut bulk = runs::Bulk::default();
+    let mut analytics = analytics::Bulk::default();
     for recorded in events {
         match &recorded.event {
+            Event::TrajectoriesRecorded { .. } => {
+                bulk.add(recorded);
+                analytics.add(recorded);
+            }
             Event::MetricsReported { .. }
             | Event::CheckpointSaved { .. }
-            | Event::TrajectoriesRecorded { .. }
             | Event::EvaluationReported { .. } => bulk.add(recorded),
             Event::ExperimentSubmitted { .. }
             | Event::ExperimentCancelled { .. }
@@ -45,7 +52,19 @@ pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<
             _ => jobs::apply(conn, recorded).await?,
         }
     }
-    bulk.flush(conn).await
+    bulk.flush(conn).await?;
+    analytics.flush(conn).await
+}
+
+/// The newest attempt of each (run, step) among `(run, step, attempt)` rows: within a batch
+/// too, only the newest attempt of a step counts.
+fn newest_attempts(rows: impl Iterator<Item = (Uuid, i64, i32)>) -> HashMap<(Uuid, i64), i32> {
+    let mut newest = HashMap::new();
+    for (run, step, attempt) in rows {
+        let a = newest.entry((run, step)).or_insert(attempt);
+        *a = (*a).max(attempt);
+    }
+    newest
 }
 
 /// Every projection table, in an order that truncation with CASCADE accepts.
@@ -59,4 +78,6 @@ pub const TABLES: &[&str] = &[
     "dead_letters",
     "trajectory_batches",
     "evaluations",
+    "trajectories",
+    "trajectory_blocks",
 ];

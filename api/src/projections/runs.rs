@@ -101,12 +101,9 @@ impl Bulk {
             .await?;
         }
         if !self.trajectories.is_empty() {
-            // Within the batch too, only the newest attempt of a step counts.
-            let mut newest: HashMap<(Uuid, i64), i32> = HashMap::new();
-            for r in &self.trajectories {
-                let a = newest.entry((r.run, r.step)).or_insert(r.attempt);
-                *a = (*a).max(r.attempt);
-            }
+            let newest = super::newest_attempts(
+                self.trajectories.iter().map(|r| (r.run, r.step, r.attempt)),
+            );
             let rows: Vec<TrajectoryRow> = self
                 .trajectories
                 .into_iter()

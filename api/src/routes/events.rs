@@ -1,7 +1,8 @@
 //! The raw event feed, for consumers that catch up from a position.
 
+use super::params::int_parameter;
 use crate::auth::ReadAccess;
-use crate::error::{ApiError, int_parameter};
+use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{Visibility, read_after};
 use actix_web::{HttpResponse, get, web};

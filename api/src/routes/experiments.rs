@@ -1,8 +1,9 @@
 //! Submitting, listing, reading and cancelling experiments.
 
+use super::params::int_parameter;
 use crate::auth::{ReadAccess, WriteAccess};
 use crate::domain::experiment;
-use crate::error::{ApiError, int_parameter};
+use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{Expected, LogTx, NewEvent, StreamAppend};
 use actix_web::{HttpRequest, HttpResponse, get, post, web};

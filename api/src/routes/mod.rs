@@ -1,10 +1,12 @@
 //! HTTP routes. Each module is one family of endpoints; `configure` mounts them all.
 
+pub mod analytics;
 pub mod evaluations;
 pub mod events;
 pub mod experiments;
 pub mod health;
 pub mod openapi;
+mod params;
 pub mod results;
 pub mod web_ui;
 
@@ -29,7 +31,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(events::feed)
             .service(results::table)
             .service(evaluations::list)
-            .service(evaluations::evaluate),
+            .service(evaluations::evaluate)
+            .service(analytics::strategy)
+            .service(analytics::comparison)
+            .service(analytics::search)
+            .service(analytics::metrics),
     )
     .service(health::healthz)
     .service(health::metrics)

@@ -1,5 +1,6 @@
 //! The comparison table: one row per experiment, shaped like the paper's main table.
 
+use super::params::id_list;
 use crate::auth::ReadAccess;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -60,7 +61,7 @@ pub async fn table(
     state: web::Data<AppState>,
     query: web::Query<ResultsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let ids = parse_ids(&query.experiments)?;
+    let ids = id_list("experiments", &query.experiments, MAX_EXPERIMENTS)?;
     let found: Vec<(Uuid, String, String)> =
         sqlx::query_as("SELECT id, name, status FROM experiments WHERE id = ANY($1)")
             .bind(&ids)
@@ -106,24 +107,4 @@ pub async fn table(
         })
         .collect();
     Ok(HttpResponse::Ok().json(ResultsTable { benchmarks, rows }))
-}
-
-fn parse_ids(list: &str) -> Result<Vec<Uuid>, ApiError> {
-    let ids: Vec<Uuid> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            Uuid::parse_str(s).map_err(|_| {
-                ApiError::bad_parameter("experiments", format!("{s:?} is not an experiment id"))
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    if ids.is_empty() || ids.len() > MAX_EXPERIMENTS {
-        return Err(ApiError::bad_parameter(
-            "experiments",
-            format!("name between 1 and {MAX_EXPERIMENTS} experiment ids, separated by commas"),
-        ));
-    }
-    Ok(ids)
 }

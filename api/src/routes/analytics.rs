@@ -1,0 +1,390 @@
+//! REST over the analytics views: the strategy-evolution series, the run comparison, trajectory
+//! search with keyset pagination, and downsampled metric series. The SQL is the views'
+//! (`schema/migrations/0004_analytics.sql`); see docs/analytics.md.
+
+use super::params::{bool_parameter, float_parameter, id_list, int_parameter};
+use crate::auth::ReadAccess;
+use crate::error::ApiError;
+use crate::state::AppState;
+use actix_web::{HttpResponse, get, web};
+use prl_schema::analysis::{BlockShape, Role, analyze};
+use prl_schema::parallel::FormatIssue;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+const MAX_RUNS: usize = 50;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    /// Comma-separated run ids.
+    pub runs: String,
+}
+
+/// One run's numbers at one RL step (the `strategy_evolution` view).
+#[derive(Serialize, Deserialize, Debug, sqlx::FromRow, utoipa::ToSchema)]
+pub struct StrategyPoint {
+    pub run_id: Uuid,
+    pub step: i64,
+    pub trajectories: i64,
+    pub mean_reward: f64,
+    pub accuracy: f64,
+    pub parallel_ratio: f64,
+    pub mean_blocks: f64,
+    pub mean_block_share: f64,
+    /// Accuracy of the responses that used a block; null when none did.
+    pub accuracy_parallel: Option<f64>,
+    /// Accuracy of the responses without a block; null when all used one.
+    pub accuracy_sequential: Option<f64>,
+    pub format_valid_ratio: f64,
+    pub blocks: i64,
+    pub rel_position_mean: Option<f64>,
+    pub rel_position_q1: Option<f64>,
+    pub rel_position_median: Option<f64>,
+    pub rel_position_q3: Option<f64>,
+    pub exploration_share: Option<f64>,
+    pub verification_share: Option<f64>,
+}
+
+/// The strategy-evolution series of one or more runs, step by step.
+#[utoipa::path(context_path = "/api/v1", params(RunsQuery), responses((status = 200, body = Vec<StrategyPoint>), (status = 400, body = crate::error::ErrorBody)))]
+#[get("/analytics/strategy")]
+pub async fn strategy(
+    _: ReadAccess,
+    state: web::Data<AppState>,
+    query: web::Query<RunsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let runs = id_list("runs", &query.runs, MAX_RUNS)?;
+    let points: Vec<StrategyPoint> = sqlx::query_as(
+        "SELECT run_id, step, trajectories, mean_reward, accuracy::float8, parallel_ratio::float8,
+                mean_blocks::float8, mean_block_share, accuracy_parallel::float8,
+                accuracy_sequential::float8, format_valid_ratio::float8, blocks,
+                rel_position_mean, rel_position_q1, rel_position_median, rel_position_q3,
+                exploration_share::float8, verification_share::float8
+         FROM strategy_evolution WHERE run_id = ANY($1) ORDER BY run_id, step",
+    )
+    .bind(&runs)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(HttpResponse::Ok().json(points))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ComparisonQuery {
+    /// Comma-separated run ids.
+    pub runs: Option<String>,
+    /// Comma-separated experiment ids: every run of each.
+    pub experiments: Option<String>,
+}
+
+/// One run over all its steps (the `run_comparison` view).
+#[derive(Serialize, Deserialize, Debug, sqlx::FromRow, utoipa::ToSchema)]
+pub struct RunComparison {
+    pub experiment_id: Uuid,
+    pub experiment: String,
+    pub stage_idx: i32,
+    pub stage: Option<String>,
+    pub run_id: Uuid,
+    pub steps: i64,
+    pub last_step: i64,
+    pub trajectories: i64,
+    pub mean_reward: f64,
+    pub accuracy: f64,
+    pub parallel_ratio: f64,
+    pub mean_blocks: f64,
+    pub accuracy_parallel: Option<f64>,
+    pub accuracy_sequential: Option<f64>,
+    pub format_valid_ratio: f64,
+    pub mean_response_tokens: Option<f64>,
+    pub rel_position_mean: Option<f64>,
+    pub exploration_share: Option<f64>,
+    pub verification_share: Option<f64>,
+}
+
+/// Runs side by side, chosen by run or by experiment.
+#[utoipa::path(context_path = "/api/v1", params(ComparisonQuery), responses((status = 200, body = Vec<RunComparison>), (status = 400, body = crate::error::ErrorBody)))]
+#[get("/analytics/comparison")]
+pub async fn comparison(
+    _: ReadAccess,
+    state: web::Data<AppState>,
+    query: web::Query<ComparisonQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (column, ids) = match (&query.runs, &query.experiments) {
+        (Some(runs), None) => ("run_id", id_list("runs", runs, MAX_RUNS)?),
+        (None, Some(experiments)) => (
+            "experiment_id",
+            id_list("experiments", experiments, MAX_RUNS)?,
+        ),
+        _ => {
+            return Err(ApiError::bad_parameter(
+                "runs",
+                "give either runs or experiments (comma-separated ids)",
+            ));
+        }
+    };
+    // `column` is one of two constants.
+    let sql = format!(
+        "SELECT experiment_id, experiment, stage_idx, stage, run_id, steps, last_step,
+                trajectories, mean_reward, accuracy::float8, parallel_ratio::float8,
+                mean_blocks::float8, accuracy_parallel::float8, accuracy_sequential::float8,
+                format_valid_ratio::float8, mean_response_tokens::float8, rel_position_mean,
+                exploration_share::float8, verification_share::float8
+         FROM run_comparison WHERE {column} = ANY($1) ORDER BY experiment_id, stage_idx"
+    );
+    let rows: Vec<RunComparison> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&ids)
+        .fetch_all(&state.pool)
+        .await?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TrajectoryQuery {
+    /// Comma-separated run ids (required).
+    pub runs: String,
+    pub step_min: Option<String>,
+    pub step_max: Option<String>,
+    /// `true` or `false`.
+    pub correct: Option<String>,
+    /// `true`: with at least one block; `false`: without.
+    pub parallel: Option<String>,
+    /// `exploration` or `verification`: with at least one block of that role.
+    pub role: Option<String>,
+    pub reward_min: Option<String>,
+    pub reward_max: Option<String>,
+    /// Words that must all occur in the response (PostgreSQL full-text search, `simple` config).
+    pub q: Option<String>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<String>,
+}
+
+/// A trajectory with its parsed structure.
+#[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
+pub struct TrajectoryView {
+    /// `position:idx`, the trajectory's place in the log.
+    pub id: String,
+    pub run_id: Uuid,
+    pub step: i64,
+    pub prompt_id: String,
+    pub sample: i32,
+    pub reward: f64,
+    pub correct: bool,
+    pub answer: Option<String>,
+    pub truth: String,
+    pub response_tokens: Option<i32>,
+    pub format_valid: bool,
+    pub response: String,
+    /// The prompt, from the recorded batch.
+    pub prompt: String,
+    pub blocks: Vec<BlockShape>,
+    #[schema(value_type = Vec<Object>)]
+    pub format_issues: Vec<FormatIssue>,
+}
+
+#[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
+pub struct TrajectoryPage {
+    pub items: Vec<TrajectoryView>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct TrajectoryRow {
+    position: i64,
+    idx: i32,
+    run_id: Uuid,
+    step: i64,
+    prompt_id: String,
+    sample: i32,
+    reward: f64,
+    correct: bool,
+    answer: Option<String>,
+    truth: String,
+    response_tokens: Option<i32>,
+    format_valid: bool,
+    response: String,
+    prompt: Option<String>,
+}
+
+fn cursor(text: &str) -> Result<(i64, i32), ApiError> {
+    let bad = || ApiError::bad_parameter("after", format!("{text:?} is not a cursor from `next`"));
+    let (position, idx) = text.split_once(':').ok_or_else(bad)?;
+    Ok((
+        position.parse().map_err(|_| bad())?,
+        idx.parse().map_err(|_| bad())?,
+    ))
+}
+
+/// Trajectories of some runs, filtered, in log order, a page at a time.
+#[utoipa::path(context_path = "/api/v1", params(TrajectoryQuery), responses((status = 200, body = TrajectoryPage), (status = 400, body = crate::error::ErrorBody)))]
+#[get("/trajectories")]
+pub async fn search(
+    _: ReadAccess,
+    state: web::Data<AppState>,
+    query: web::Query<TrajectoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let runs = id_list("runs", &q.runs, MAX_RUNS)?;
+    let step_min = int_parameter("step_min", q.step_min.as_deref(), 0, 0..=i64::MAX)?;
+    let step_max = int_parameter("step_max", q.step_max.as_deref(), i64::MAX, 0..=i64::MAX)?;
+    let correct = bool_parameter("correct", q.correct.as_deref())?;
+    let parallel = bool_parameter("parallel", q.parallel.as_deref())?;
+    let role = q
+        .role
+        .as_deref()
+        .map(|r| {
+            Role::parse(r).ok_or_else(|| {
+                ApiError::bad_parameter(
+                    "role",
+                    format!("role must be exploration or verification, not {r:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    let reward_min = float_parameter("reward_min", q.reward_min.as_deref())?;
+    let reward_max = float_parameter("reward_max", q.reward_max.as_deref())?;
+    let after = q.after.as_deref().map(cursor).transpose()?;
+    let limit = int_parameter("limit", q.limit.as_deref(), 50, 1..=200)?;
+    let text = q.q.filter(|t| !t.trim().is_empty());
+
+    let rows: Vec<TrajectoryRow> = sqlx::query_as(
+        "SELECT t.position, t.idx, t.run_id, t.step, t.prompt_id, t.sample, t.reward, t.correct,
+                t.answer, t.truth, t.response_tokens, t.format_valid, t.response,
+                e.payload->'prompts'->t.group_idx->>'text' AS prompt
+         FROM trajectories t JOIN events e ON e.position = t.position
+         WHERE t.run_id = ANY($1) AND t.step BETWEEN $2 AND $3
+           AND ($4::bool IS NULL OR t.correct = $4)
+           AND ($5::bool IS NULL OR (t.blocks > 0) = $5)
+           AND ($6::text IS NULL
+                OR ($6 = 'exploration' AND t.exploration_blocks > 0)
+                OR ($6 = 'verification' AND t.verification_blocks > 0))
+           AND ($7::float8 IS NULL OR t.reward >= $7)
+           AND ($8::float8 IS NULL OR t.reward <= $8)
+           AND ($9::text IS NULL
+                OR to_tsvector('simple', t.response) @@ plainto_tsquery('simple', $9))
+           AND ($10::bigint IS NULL OR (t.position, t.idx) > ($10, $11))
+         ORDER BY t.position, t.idx
+         LIMIT $12",
+    )
+    .bind(&runs)
+    .bind(step_min)
+    .bind(step_max)
+    .bind(correct)
+    .bind(parallel)
+    .bind(role.map(Role::as_str))
+    .bind(reward_min)
+    .bind(reward_max)
+    .bind(text)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let more = rows.len() as i64 > limit;
+    let items: Vec<TrajectoryView> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|r| {
+            let analysis = analyze(&r.response);
+            TrajectoryView {
+                id: format!("{}:{}", r.position, r.idx),
+                run_id: r.run_id,
+                step: r.step,
+                prompt_id: r.prompt_id,
+                sample: r.sample,
+                reward: r.reward,
+                correct: r.correct,
+                answer: r.answer,
+                truth: r.truth,
+                response_tokens: r.response_tokens,
+                format_valid: r.format_valid,
+                prompt: r.prompt.unwrap_or_default(),
+                blocks: analysis.blocks,
+                format_issues: analysis.parsed.issues,
+                response: r.response,
+            }
+        })
+        .collect();
+    let next = more.then(|| items.last().map(|t| t.id.clone())).flatten();
+    Ok(HttpResponse::Ok().json(TrajectoryPage { items, next }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsQuery {
+    /// Comma-separated metric names (default: every metric the run reported).
+    pub names: Option<String>,
+    /// How many buckets to fold the steps into, 1 to 10000 (default 1000).
+    pub buckets: Option<String>,
+}
+
+/// Steps `first..=last` of one metric folded into one point.
+#[derive(Serialize, Deserialize, Debug, sqlx::FromRow, utoipa::ToSchema)]
+pub struct MetricBucket {
+    pub name: String,
+    pub first_step: i64,
+    pub last_step: i64,
+    pub count: i64,
+    pub min: f64,
+    pub max: f64,
+    /// The value at `last_step`.
+    pub last: f64,
+}
+
+/// A run's metric series, folded server-side into at most `buckets` points per metric, each
+/// keeping the min and max (so spikes survive) and the last value.
+#[utoipa::path(context_path = "/api/v1", params(MetricsQuery), responses((status = 200, body = Vec<MetricBucket>), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+#[get("/runs/{id}/metrics")]
+pub async fn metrics(
+    _: ReadAccess,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+    query: web::Query<MetricsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let run = path.into_inner();
+    let buckets = int_parameter("buckets", query.buckets.as_deref(), 1000, 1..=10_000)?;
+    let names: Option<Vec<String>> = query.names.as_deref().map(|n| {
+        n.split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    let exists: Option<(i64,)> = sqlx::query_as("SELECT 1::int8 FROM runs WHERE id = $1")
+        .bind(run)
+        .fetch_optional(&state.pool)
+        .await?;
+    if exists.is_none() {
+        return Err(ApiError::NotFound(format!("run {run}")));
+    }
+    // Buckets split the reported step range evenly; within one, rows are in log order, so the
+    // last value is the newest report of the bucket's last step.
+    let points: Vec<MetricBucket> = sqlx::query_as(
+        "WITH v AS (
+             SELECT m.step, m.position, kv.key AS name, kv.value::float8 AS value
+             FROM run_metrics m
+             JOIN events e ON e.position = m.position
+             CROSS JOIN LATERAL jsonb_each_text(e.payload->'values') kv
+             WHERE m.run_id = $1 AND ($2::text[] IS NULL OR kv.key = ANY($2))
+               AND kv.value IS NOT NULL
+         ), range AS (SELECT min(step) AS lo, max(step) AS hi FROM v),
+         b AS (
+             SELECT v.*, CASE WHEN r.hi = r.lo THEN 0
+                              ELSE least($3 - 1, ((v.step - r.lo) * $3) / (r.hi - r.lo + 1)) END AS bucket
+             FROM v, range r
+         )
+         SELECT name, min(step) AS first_step, max(step) AS last_step, count(*) AS count,
+                min(value) AS min, max(value) AS max,
+                (array_agg(value ORDER BY step DESC, position DESC))[1] AS last
+         FROM b GROUP BY name, bucket ORDER BY name, bucket",
+    )
+    .bind(run)
+    .bind(names)
+    .bind(buckets)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(HttpResponse::Ok().json(points))
+}

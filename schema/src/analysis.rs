@@ -1,0 +1,263 @@
+//! What the strategy-evolution analysis reads off a response: where its parallel blocks are and
+//! what role each plays. Pure, so that the projection, the import and anyone recomputing a
+//! recorded trajectory get the same answer. The rule is documented in `docs/analytics.md`.
+//!
+//! **The role rule.** A path *concludes* the last number it states. A block is *verification*
+//! when every path concludes a number and each of those numbers was already stated in the main
+//! thread before the block (earlier blocks' paths excluded, earlier summaries included): the
+//! paths re-derive something the model already had. Otherwise it is *exploration*: some path
+//! reaches a value the main thread had not stated, or reaches no value at all.
+
+use crate::parallel::{ParsedResponse, parse};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::ops::Range;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Exploration,
+    Verification,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Exploration => "exploration",
+            Role::Verification => "verification",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "exploration" => Some(Role::Exploration),
+            "verification" => Some(Role::Verification),
+            _ => None,
+        }
+    }
+}
+
+/// One block of a response, in character offsets (what a reader of the text counts).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BlockShape {
+    /// From `<Parallel>` to the end of `</Parallel>`, in characters.
+    #[schema(value_type = Object)]
+    pub chars: Range<usize>,
+    /// Characters of each path's text.
+    pub path_chars: Vec<usize>,
+    /// Characters of the summary's text, when the block has one.
+    pub summary_chars: Option<usize>,
+    /// The number each path concludes, normalised.
+    pub conclusions: Vec<Option<String>>,
+    pub role: Role,
+}
+
+/// A parsed response with its blocks' shapes and roles.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    pub parsed: ParsedResponse,
+    pub blocks: Vec<BlockShape>,
+    /// Characters of the response.
+    pub chars: usize,
+}
+
+impl Analysis {
+    /// Characters inside blocks over the response's characters.
+    pub fn block_share(&self) -> f64 {
+        if self.chars == 0 {
+            return 0.0;
+        }
+        let inside: usize = self.blocks.iter().map(|b| b.chars.len()).sum();
+        inside as f64 / self.chars as f64
+    }
+}
+
+pub fn analyze(text: &str) -> Analysis {
+    let parsed = parse(text);
+    let chars = CharIndex::new(text);
+    let mut stated: HashSet<String> = HashSet::new();
+    let mut main_from = 0;
+    let mut blocks = Vec::with_capacity(parsed.blocks.len());
+    for block in &parsed.blocks {
+        let before = text.get(main_from..block.span.start).unwrap_or("");
+        stated.extend(numbers(before));
+        main_from = block.span.end;
+        let conclusions: Vec<Option<String>> = block
+            .paths
+            .iter()
+            .map(|p| numbers(text.get(p.clone()).unwrap_or("")).last())
+            .collect();
+        let verifies = !conclusions.is_empty()
+            && conclusions
+                .iter()
+                .all(|c| c.as_ref().is_some_and(|v| stated.contains(v)));
+        blocks.push(BlockShape {
+            chars: chars.at(block.span.start)..chars.at(block.span.end),
+            path_chars: block.paths.iter().map(|p| chars.len(p)).collect(),
+            summary_chars: block.summary.as_ref().map(|s| chars.len(s)),
+            conclusions,
+            role: if verifies {
+                Role::Verification
+            } else {
+                Role::Exploration
+            },
+        });
+    }
+    Analysis {
+        parsed,
+        blocks,
+        chars: chars.at(text.len()),
+    }
+}
+
+/// The numbers a text states, in order and normalised: `1,200` and `1200.0` are `1200`, `-3` keeps
+/// its sign when the minus is not a subtraction (`5-3` states 5 and 3).
+pub fn numbers(text: &str) -> impl Iterator<Item = String> + '_ {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < bytes.len() && !bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i >= bytes.len() {
+            return None;
+        }
+        let negative = i > 0
+            && bytes[i - 1] == b'-'
+            && (i < 2 || !bytes[i - 2].is_ascii_alphanumeric() && bytes[i - 2] != b')');
+        let mut digits = String::new();
+        let mut fraction = String::new();
+        while i < bytes.len() {
+            match bytes[i] {
+                b'0'..=b'9' => digits.push(bytes[i] as char),
+                // A thousands separator sits between digits.
+                b',' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {}
+                b'.' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                    i += 1;
+                    while i < bytes.len() && bytes[i].is_ascii_digit() {
+                        fraction.push(bytes[i] as char);
+                        i += 1;
+                    }
+                    break;
+                }
+                _ => break,
+            }
+            i += 1;
+        }
+        let whole = digits.trim_start_matches('0');
+        let fraction = fraction.trim_end_matches('0');
+        let mut out = String::new();
+        if negative && !(whole.is_empty() && fraction.is_empty()) {
+            out.push('-');
+        }
+        out.push_str(if whole.is_empty() { "0" } else { whole });
+        if !fraction.is_empty() {
+            out.push('.');
+            out.push_str(fraction);
+        }
+        Some(out)
+    })
+}
+
+/// Byte offsets to character offsets, in one pass over the text.
+struct CharIndex {
+    /// The byte offset of every character boundary, and the text's end.
+    boundaries: Vec<usize>,
+}
+
+impl CharIndex {
+    fn new(text: &str) -> CharIndex {
+        let mut boundaries: Vec<usize> = text.char_indices().map(|(b, _)| b).collect();
+        boundaries.push(text.len());
+        CharIndex { boundaries }
+    }
+
+    fn at(&self, byte: usize) -> usize {
+        self.boundaries.partition_point(|&b| b < byte)
+    }
+
+    fn len(&self, range: &Range<usize>) -> usize {
+        self.at(range.end) - self.at(range.start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles(text: &str) -> Vec<Role> {
+        analyze(text).blocks.iter().map(|b| b.role).collect()
+    }
+
+    #[test]
+    fn numbers_are_normalised_and_subtraction_is_not_a_sign() {
+        let found: Vec<String> = numbers("1,200 apples, 3.50 each; 5-3=2, -4 and 007.0").collect();
+        assert_eq!(found, ["1200", "3.5", "5", "3", "2", "-4", "7"]);
+        assert_eq!(numbers("no digits here").count(), 0);
+        assert_eq!(numbers("x-0").collect::<Vec<_>>(), ["0"]);
+    }
+
+    // Hand-labelled cases: the label in each comment is what a reader decides.
+
+    #[test]
+    fn re_deriving_a_stated_value_is_verification() {
+        // The main thread already says 48; both paths get 48 another way: a check.
+        let text = "Each box has 6 rows of 8, so 6*8 = 48 eggs.<Parallel><Path>8+8+8+8+8+8 = 48</Path>\
+                    <Path>6*8 = 6*10 - 6*2 = 48</Path></Parallel><Summary>Both give 48.</Summary> Final Answer: 48";
+        assert_eq!(roles(text), [Role::Verification]);
+    }
+
+    #[test]
+    fn reaching_a_new_value_is_exploration() {
+        // Nothing was computed before the block; the paths find 48 for the first time.
+        let text = "Each box has 6 rows of 8.<Parallel><Path>8+8+8+8+8+8 = 48</Path>\
+                    <Path>6*8 = 48</Path></Parallel><Summary>48 eggs.</Summary> Final Answer: 48";
+        assert_eq!(roles(text), [Role::Exploration]);
+    }
+
+    #[test]
+    fn paths_that_disagree_or_conclude_nothing_explore() {
+        // One path checks 48, the other lands on 54: the block is still searching.
+        let disagree = "So 6*8 = 48.<Parallel><Path>6*8 = 48</Path><Path>6*9 = 54</Path></Parallel><Summary>s</Summary>";
+        assert_eq!(roles(disagree), [Role::Exploration]);
+        // Paths that state no number verify nothing.
+        let wordy = "So 48.<Parallel><Path>multiply rows</Path><Path>add columns</Path></Parallel><Summary>s</Summary>";
+        assert_eq!(roles(wordy), [Role::Exploration]);
+    }
+
+    #[test]
+    fn a_later_block_checks_what_an_earlier_summary_stated_but_not_its_paths() {
+        // Block 1 explores to 12 and its summary states 12; block 2 re-derives 12: verification.
+        // A value only inside block 1's paths (7) is not in the main thread.
+        let text = "Start.<Parallel><Path>5+7 = 12</Path><Path>3+2+7 = 7+5 = 12</Path></Parallel>\
+                    <Summary>We get 12.</Summary> Check.<Parallel><Path>24/2 = 12</Path><Path>6*2 = 12</Path></Parallel>\
+                    <Summary>ok</Summary> Then<Parallel><Path>7</Path><Path>7</Path></Parallel><Summary>7</Summary>";
+        assert_eq!(
+            roles(text),
+            [Role::Exploration, Role::Verification, Role::Exploration]
+        );
+    }
+
+    #[test]
+    fn offsets_are_characters_and_shares_add_up() {
+        let text = "é=1<Parallel><Path>ü 1</Path><Path>1</Path></Parallel><Summary>ß</Summary>";
+        let a = analyze(text);
+        let block = &a.blocks[0];
+        assert_eq!(block.chars.start, 3);
+        assert_eq!(block.path_chars, [3, 1]);
+        assert_eq!(block.summary_chars, Some(1));
+        assert_eq!(a.chars, text.chars().count());
+        let expected = block.chars.len() as f64 / a.chars as f64;
+        assert!((a.block_share() - expected).abs() < 1e-12);
+        assert_eq!(block.role, Role::Verification);
+    }
+
+    #[test]
+    fn malformed_responses_still_get_shapes() {
+        let a = analyze("<Parallel><Path>3</Path><Path>4");
+        assert!(!a.parsed.is_valid());
+        assert_eq!(a.blocks.len(), 1);
+        assert_eq!(a.blocks[0].path_chars, [1, 1]);
+        assert_eq!(a.blocks[0].summary_chars, None);
+    }
+}

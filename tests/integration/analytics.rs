@@ -1,0 +1,300 @@
+//! The analytics projection, views and endpoints, on a seeded run whose answers are known: the
+//! trajectories travel the real way (a worker publishes them on NATS, the ingester writes them).
+
+use prl_integration_tests::{FakeWorker, TestApp};
+use prl_schema::jobs::WorkerEvent;
+use prl_schema::spec::StageKind;
+use prl_schema::trajectory::{BlockTokens, PromptRecord, Trajectory, TrajectoryBatch};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+const EXPLORE: &str = "Half of 10.<Parallel><Path>10/2 = 5</Path><Path>10*0.5 = 5</Path></Parallel><Summary>So 5.</Summary>";
+const VERIFY: &str = "Half of 10 is 5.<Parallel><Path>5+5 = 10, so 5</Path><Path>2*5 = 10, so 5</Path></Parallel><Summary>Checked.</Summary>";
+
+fn trajectory(sample: u32, text: String, correct: bool, blocks: Vec<BlockTokens>) -> Trajectory {
+    Trajectory {
+        prompt: 0,
+        sample,
+        tokens: Some(100),
+        forced: 0,
+        clipped: false,
+        reward: if correct { 1.0 } else { -1.0 },
+        accuracy: if correct { 1.0 } else { -1.0 },
+        correct,
+        answer: Some(if correct { "5" } else { "6" }.to_owned()),
+        format_valid: true,
+        text,
+        blocks,
+    }
+}
+
+fn block(start: u32) -> BlockTokens {
+    BlockTokens {
+        start,
+        end: start + 10,
+        paths: vec![4, 4],
+        summary: 3,
+    }
+}
+
+/// Step 1: sequential right, verification right, exploration wrong, sequential wrong.
+/// Step 2: exploration then verification (right), exploration (right).
+fn seeded_steps() -> Vec<TrajectoryBatch> {
+    let prompts = vec![PromptRecord {
+        id: "p0".into(),
+        group: 0,
+        text: "What is half of 10?".into(),
+        tokens: Some(12),
+        truth: "5".into(),
+    }];
+    let answer = |t: &str, a: u32| format!("{t} Final Answer: {a}");
+    vec![
+        TrajectoryBatch {
+            step: 1,
+            prompts: prompts.clone(),
+            trajectories: vec![
+                trajectory(0, answer("10/2 = 5.", 5), true, vec![]),
+                trajectory(1, answer(VERIFY, 5), true, vec![block(20)]),
+                trajectory(2, answer(EXPLORE, 6), false, vec![block(40)]),
+                trajectory(3, answer("guess", 6), false, vec![]),
+            ],
+        },
+        TrajectoryBatch {
+            step: 2,
+            prompts,
+            trajectories: vec![
+                trajectory(
+                    0,
+                    answer(&format!("{EXPLORE} Again:{VERIFY}"), 5),
+                    true,
+                    vec![block(10), block(60)],
+                ),
+                trajectory(1, answer(EXPLORE, 5), true, vec![block(50)]),
+            ],
+        },
+    ]
+}
+
+/// A run with the seeded trajectories and a long, spiky loss curve.
+async fn seeded_run(app: &TestApp) -> Uuid {
+    app.submit(&json!({
+        "name": "analytics",
+        "model": "tiny",
+        "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
+                    "learning_rate": 1e-5, "steps": 2}]
+    }))
+    .await;
+    let (worker, _) = FakeWorker::take(app, StageKind::Rl, "seeder").await;
+    for batch in seeded_steps() {
+        worker
+            .reporter
+            .send(WorkerEvent::Trajectories(batch))
+            .await
+            .unwrap();
+    }
+    for step in 1..=2000u64 {
+        let loss = if step == 777 { 50.0 } else { 1.0 };
+        worker
+            .reporter
+            .send(WorkerEvent::Metrics {
+                step,
+                values: BTreeMap::from([("loss".to_owned(), loss), ("lr".to_owned(), 0.1)]),
+            })
+            .await
+            .unwrap();
+    }
+    app.wait_for_count(
+        "SELECT count(*) FROM run_metrics",
+        2000,
+        Duration::from_secs(60),
+    )
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM trajectories",
+        6,
+        Duration::from_secs(10),
+    )
+    .await;
+    worker.job.run_id.0
+}
+
+async fn json_ok(app: &TestApp, path: &str) -> Value {
+    let response = app.get(path).await;
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
+fn close(value: &Value, expected: f64) -> bool {
+    value.as_f64().is_some_and(|v| (v - expected).abs() < 1e-9)
+}
+
+#[tokio::test]
+async fn the_views_and_endpoints_give_the_seeded_answers() {
+    let app = TestApp::spawn().await;
+    let run = seeded_run(&app).await;
+
+    // Blocks: roles read off the text, positions off the trainer's token offsets.
+    let roles: Vec<(i64, String, f64)> = sqlx::query_as(
+        "SELECT step, role, rel_position FROM trajectory_blocks ORDER BY step, idx, block_idx",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let expected = [
+        (1, "verification", 0.2),
+        (1, "exploration", 0.4),
+        (2, "exploration", 0.1),
+        (2, "verification", 0.6),
+        (2, "exploration", 0.5),
+    ];
+    assert_eq!(roles.len(), expected.len());
+    for ((step, role, rel), (s, r, p)) in roles.iter().zip(expected) {
+        assert_eq!((*step, role.as_str()), (s, r));
+        assert!((rel - p).abs() < 1e-9, "{rel} != {p}");
+    }
+
+    let series = json_ok(&app, &format!("/api/v1/analytics/strategy?runs={run}")).await;
+    let series = series.as_array().unwrap();
+    assert_eq!(series.len(), 2);
+    let (one, two) = (&series[0], &series[1]);
+    assert_eq!(one["trajectories"], 4);
+    assert!(close(&one["parallel_ratio"], 0.5));
+    assert!(close(&one["mean_blocks"], 0.5));
+    assert!(close(&one["accuracy"], 0.5));
+    assert!(close(&one["accuracy_parallel"], 0.5));
+    assert!(close(&one["accuracy_sequential"], 0.5));
+    assert!(close(&one["exploration_share"], 0.5));
+    assert!(close(&one["rel_position_median"], 0.3));
+    assert!(close(&two["parallel_ratio"], 1.0));
+    assert!(close(&two["mean_blocks"], 1.5));
+    assert!(two["accuracy_sequential"].is_null());
+    assert!(close(&two["verification_share"], 1.0 / 3.0));
+    assert!(close(&two["rel_position_q1"], 0.3));
+
+    let compare = json_ok(&app, &format!("/api/v1/analytics/comparison?runs={run}")).await;
+    let row = &compare[0];
+    assert_eq!(row["trajectories"], 6);
+    assert_eq!(row["experiment"], "analytics");
+    assert!(close(&row["accuracy"], 4.0 / 6.0));
+    assert!(close(&row["verification_share"], 2.0 / 5.0));
+
+    // The projection is rebuilt to the same numbers from the log alone.
+    let before: Vec<String> = sqlx::query_scalar(
+        "SELECT row_to_json(s)::text FROM strategy_evolution s ORDER BY run_id, step",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    prl_api::projections::replay::replay(&app.pool)
+        .await
+        .unwrap();
+    let after: Vec<String> = sqlx::query_scalar(
+        "SELECT row_to_json(s)::text FROM strategy_evolution s ORDER BY run_id, step",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn trajectory_search_filters_pages_and_names_bad_parameters() {
+    let app = TestApp::spawn().await;
+    let run = seeded_run(&app).await;
+    let search = |query: String| {
+        let app = &app;
+        async move { json_ok(app, &format!("/api/v1/trajectories?runs={run}&{query}")).await }
+    };
+    let count = |page: &Value| page["items"].as_array().unwrap().len();
+
+    assert_eq!(count(&search("".into()).await), 6);
+    assert_eq!(count(&search("correct=false".into()).await), 2);
+    assert_eq!(count(&search("parallel=true".into()).await), 4);
+    assert_eq!(count(&search("role=verification".into()).await), 2);
+    assert_eq!(count(&search("step_min=2".into()).await), 2);
+    assert_eq!(count(&search("reward_max=0".into()).await), 2);
+    assert_eq!(count(&search("q=guess".into()).await), 1);
+    assert_eq!(
+        count(&search("parallel=false&correct=true".into()).await),
+        1
+    );
+
+    // Pages of two cover everything once, in order.
+    let mut seen = vec![];
+    let mut after = String::new();
+    loop {
+        let page = search(format!("limit=2{after}")).await;
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 6);
+    let mut unique = seen.clone();
+    unique.dedup();
+    assert_eq!(unique, seen);
+
+    // A trajectory comes with its parsed structure and its prompt.
+    let page = search("role=verification&step_max=1".into()).await;
+    let item = &page["items"][0];
+    assert_eq!(item["prompt"], "What is half of 10?");
+    assert_eq!(item["blocks"][0]["role"], "verification");
+    assert_eq!(item["blocks"][0]["path_chars"].as_array().unwrap().len(), 2);
+    assert_eq!(item["format_issues"].as_array().unwrap().len(), 0);
+
+    for (query, parameter) in [
+        ("correct=maybe", "correct"),
+        ("role=guessing", "role"),
+        ("reward_min=high", "reward_min"),
+        ("step_min=-1", "step_min"),
+        ("limit=0", "limit"),
+        ("after=nonsense", "after"),
+        ("colour=red", "colour"),
+    ] {
+        let response = app
+            .get(&format!("/api/v1/trajectories?runs={run}&{query}"))
+            .await;
+        assert_eq!(response.status(), 400, "{query}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["parameter"], parameter, "{query}: {body}");
+    }
+    let response = app.get("/api/v1/trajectories?runs=not-a-run").await;
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn metric_series_are_downsampled_keeping_spikes() {
+    let app = TestApp::spawn().await;
+    let run = seeded_run(&app).await;
+    let points = json_ok(
+        &app,
+        &format!("/api/v1/runs/{run}/metrics?names=loss&buckets=100"),
+    )
+    .await;
+    let points = points.as_array().unwrap();
+    assert_eq!(points.len(), 100);
+    assert!(points.iter().all(|p| p["name"] == "loss"));
+    let total: i64 = points.iter().map(|p| p["count"].as_i64().unwrap()).sum();
+    assert_eq!(total, 2000);
+    let spike: Vec<&Value> = points.iter().filter(|p| close(&p["max"], 50.0)).collect();
+    assert_eq!(spike.len(), 1);
+    assert!(spike[0]["first_step"].as_i64().unwrap() <= 777);
+    assert!(spike[0]["last_step"].as_i64().unwrap() >= 777);
+    assert!(close(&spike[0]["last"], 1.0));
+
+    let both = json_ok(&app, &format!("/api/v1/runs/{run}/metrics?buckets=10")).await;
+    assert_eq!(both.as_array().unwrap().len(), 20);
+    let response = app
+        .get(&format!("/api/v1/runs/{run}/metrics?buckets=lots"))
+        .await;
+    assert_eq!(response.status(), 400);
+    let missing = app
+        .get(&format!("/api/v1/runs/{}/metrics", Uuid::new_v4()))
+        .await;
+    assert_eq!(missing.status(), 404);
+}
