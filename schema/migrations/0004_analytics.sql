@@ -135,17 +135,17 @@ GROUP BY e.id, e.name;
 
 -- Analysts read everything and write nothing. Roles are cluster-wide: create it once (databases
 -- migrating side by side may race), and carry on without it where the service's user may not
--- create roles. `prl psql` connects as the service's user and switches to this role.
+-- create roles. `prl psql` logs in as this role; where the server asks for passwords, an
+-- administrator gives it one (ALTER ROLE prl_analyst PASSWORD '...').
 DO $$
 BEGIN
     BEGIN
-        CREATE ROLE prl_analyst NOLOGIN;
+        CREATE ROLE prl_analyst LOGIN;
     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
     END;
     GRANT USAGE ON SCHEMA public TO prl_analyst;
     GRANT SELECT ON ALL TABLES IN SCHEMA public TO prl_analyst;
     ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO prl_analyst;
-    EXECUTE format('GRANT prl_analyst TO %I', current_user);
 EXCEPTION WHEN insufficient_privilege THEN
     RAISE NOTICE 'prl_analyst not set up: % (ask an administrator to create it)', SQLERRM;
 END

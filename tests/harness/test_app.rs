@@ -17,6 +17,7 @@ pub const TOKEN: &str = "test-token";
 pub struct TestApp {
     pub address: String,
     pub pool: PgPool,
+    pub database_url: String,
     pub http: reqwest::Client,
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
@@ -58,7 +59,7 @@ impl TestApp {
         let database_url = with_database(&servers.admin_database_url, &db_name);
         let namespace = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
         let mut settings: Settings = Settings::figment()
-            .merge(("database.url", database_url))
+            .merge(("database.url", database_url.clone()))
             .merge(("database.max_connections", 8))
             .merge(("nats.url", servers.nats_url.clone()))
             .merge(("nats.namespace", namespace.clone()))
@@ -83,6 +84,7 @@ impl TestApp {
         TestApp {
             address,
             pool,
+            database_url,
             http: reqwest::Client::new(),
             nats,
             js,

@@ -298,3 +298,33 @@ async fn metric_series_are_downsampled_keeping_spikes() {
         .await;
     assert_eq!(missing.status(), 404);
 }
+
+#[tokio::test]
+async fn prl_psql_reads_the_views_as_the_analyst_and_cannot_write() {
+    let app = TestApp::spawn().await;
+    seeded_run(&app).await;
+    let run = |sql: &str| {
+        prl_api::cli::psql::command(
+            &app.database_url,
+            &["-XAtq".into(), "-c".into(), sql.into()],
+        )
+        .unwrap()
+        .output()
+        .expect("psql runs")
+    };
+    let read = run("SELECT current_user, count(*) FROM strategy_evolution");
+    assert!(read.status.success(), "{read:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout).trim(),
+        "prl_analyst|2"
+    );
+    for write in [
+        "DELETE FROM trajectories",
+        "INSERT INTO dead_letters VALUES (gen_random_uuid(), 's', 'r', 1, 1, now())",
+        "SET ROLE NONE; SET default_transaction_read_only = off; DELETE FROM trajectories",
+    ] {
+        let refused = run(write);
+        assert!(!refused.status.success(), "{write} was allowed");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM trajectories").await, 6);
+}

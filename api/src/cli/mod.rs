@@ -1,6 +1,7 @@
 //! The `prl` command line: the local stack, the API server, and a client of the REST API.
 
 pub mod client;
+pub mod psql;
 pub mod results;
 mod stack_file;
 pub mod suite;
@@ -97,6 +98,12 @@ enum Command {
     },
     /// Rebuild every projection from the event log (uses DATABASE_URL or the local stack's).
     Replay,
+    /// Open psql on prl's database (DATABASE_URL or the local stack's), logged in as the
+    /// read-only analyst role; arguments after `--` go to psql, e.g. `prl psql -- -c 'TABLE main_table'`.
+    Psql {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -166,11 +173,15 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Events { after, follow } => client().print_events(after, follow).await,
+        Command::Psql { args } => {
+            let url = database_url(stack.as_ref())?;
+            let status = psql::command(&url, &args)?.status().context(
+                "running psql (install the PostgreSQL client, e.g. apt install postgresql-client)",
+            )?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
         Command::Replay => {
-            let url = std::env::var("DATABASE_URL")
-                .ok()
-                .or_else(|| stack.as_ref().map(|s| s.database_url.clone()))
-                .context("no database to replay: set DATABASE_URL or start the local stack with `prl up`")?;
+            let url = database_url(stack.as_ref())?;
             let pool = sqlx::PgPool::connect(&url)
                 .await
                 .context("connecting to the database")?;
@@ -179,6 +190,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// DATABASE_URL, else the running local stack's database.
+fn database_url(stack: Option<&stack_file::StackFile>) -> Result<String> {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .or_else(|| stack.map(|s| s.database_url.clone()))
+        .context("no database: set DATABASE_URL or start the local stack with `prl up`")
 }
 
 async fn serve() -> Result<()> {
