@@ -12,6 +12,9 @@ pub enum ApiError {
     BadParameter { parameter: String, reason: String },
     #[error("{field}: {reason}")]
     InvalidSpec { field: String, reason: String },
+    /// A file of an import is bad; `field` names it, `reason` the file and line.
+    #[error("{field}: {reason}")]
+    InvalidImport { field: String, reason: String },
     #[error("a bearer token is required")]
     Unauthorized,
     #[error("{0} was not found")]
@@ -27,11 +30,11 @@ pub enum ApiError {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// A stable code: `malformed`, `bad_parameter`, `invalid_spec`, `unauthorized`, `not_found`,
-    /// `conflict`, `too_large` or `unavailable`.
+    /// `invalid_import`, `conflict`, `too_large` or `unavailable`.
     pub error: &'static str,
     /// A sentence for people.
     pub message: String,
-    /// The path of the offending spec field, for `invalid_spec`.
+    /// The path of the offending field, for `invalid_spec` and `invalid_import`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// The offending query parameter, for `bad_parameter`.
@@ -45,6 +48,7 @@ impl ApiError {
             ApiError::Malformed(_) => "malformed",
             ApiError::BadParameter { .. } => "bad_parameter",
             ApiError::InvalidSpec { .. } => "invalid_spec",
+            ApiError::InvalidImport { .. } => "invalid_import",
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
@@ -58,7 +62,9 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Malformed(_) | ApiError::BadParameter { .. } => StatusCode::BAD_REQUEST,
-            ApiError::InvalidSpec { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidSpec { .. } | ApiError::InvalidImport { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -69,7 +75,9 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (field, message) = match self {
-            ApiError::InvalidSpec { field, reason } => (Some(field.clone()), reason.clone()),
+            ApiError::InvalidSpec { field, reason } | ApiError::InvalidImport { field, reason } => {
+                (Some(field.clone()), reason.clone())
+            }
             other => (None, other.to_string()),
         };
         let parameter = match self {

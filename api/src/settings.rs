@@ -24,6 +24,8 @@ pub struct HttpSettings {
     pub port: u16,
     /// Request bodies above this many bytes get 413.
     pub body_limit_bytes: usize,
+    /// The limit for imports, which carry whole dumps.
+    pub import_limit_bytes: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -85,6 +87,7 @@ impl Settings {
                 host: "127.0.0.1".into(),
                 port: 8080,
                 body_limit_bytes: 256 * 1024,
+                import_limit_bytes: 1 << 30,
             },
             database: serde_json::json!({ "max_connections": 16 }),
             nats: NatsSettings {

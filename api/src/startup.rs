@@ -83,6 +83,7 @@ impl Application {
             token: settings.auth.token.clone(),
             protect_reads: settings.auth.protect_reads,
             body_limit: settings.http.body_limit_bytes,
+            import_limit: settings.http.import_limit_bytes,
             max_attempts: settings.jobs.max_attempts,
             metrics: metrics.clone(),
             wake_relay,

@@ -15,6 +15,7 @@ pub struct AppState {
     pub token: SecretString,
     pub protect_reads: bool,
     pub body_limit: usize,
+    pub import_limit: usize,
     pub max_attempts: u32,
     pub metrics: Metrics,
     /// Tells the outbox relay that new events wait.

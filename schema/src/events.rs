@@ -51,6 +51,13 @@ pub enum Event {
         stage: u32,
         reason: String,
     },
+    /// A run of another tool brought into prl (`source` says what it was read from); it has
+    /// one run, `RunImported`, and no jobs.
+    ExperimentImported {
+        name: String,
+        tags: Vec<String>,
+        source: String,
+    },
 
     // --- job stream ---
     /// An attempt of a stage's job is on the work queue.
@@ -89,6 +96,10 @@ pub enum Event {
     },
 
     // --- run stream ---
+    /// The run of an imported experiment; its trajectories and evaluations follow.
+    RunImported {
+        experiment_id: ExperimentId,
+    },
     MetricsReported {
         attempt: u32,
         step: u64,
@@ -127,7 +138,8 @@ impl Event {
             ExperimentSubmitted { .. }
             | ExperimentCancelled { .. }
             | ExperimentCompleted {}
-            | ExperimentFailed { .. } => StreamType::Experiment,
+            | ExperimentFailed { .. }
+            | ExperimentImported { .. } => StreamType::Experiment,
             JobQueued { .. }
             | JobClaimed { .. }
             | JobLeaseExtended { .. }
@@ -135,7 +147,8 @@ impl Event {
             | JobFinished { .. }
             | JobFailed { .. }
             | JobCancelled { .. } => StreamType::Job,
-            MetricsReported { .. }
+            RunImported { .. }
+            | MetricsReported { .. }
             | CheckpointSaved { .. }
             | TrajectoriesRecorded { .. }
             | EvaluationReported { .. } => StreamType::Run,

@@ -80,5 +80,6 @@ pub struct EvaluationResult {
     pub parallel_ratio: f64,
     /// Share of responses in a valid format that give a `Final Answer:`.
     pub format_valid_ratio: f64,
-    pub mean_response_tokens: f64,
+    /// Unknown for imported evaluations, whose dumps hold no token counts.
+    pub mean_response_tokens: Option<f64>,
 }

@@ -6,6 +6,7 @@ mod auth;
 mod cancel;
 mod datasets;
 mod endpoints;
+mod imports;
 mod ingest;
 mod leases;
 mod listing;

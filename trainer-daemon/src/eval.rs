@@ -79,7 +79,7 @@ pub fn evaluate(
         pass_at_k,
         parallel_ratio: parallel_use as f64 / n,
         format_valid_ratio: valid as f64 / n,
-        mean_response_tokens: tokens as f64 / n,
+        mean_response_tokens: Some(tokens as f64 / n),
     })
 }
 

@@ -114,6 +114,16 @@ impl Client {
         Ok(accepted.id)
     }
 
+    pub async fn import(
+        &self,
+        request: &crate::routes::imports::ImportRequest,
+    ) -> Result<crate::routes::imports::Imported> {
+        let request = self
+            .authorised(self.http.post(self.url("/api/v1/imports")))
+            .json(request);
+        self.send(request).await
+    }
+
     pub async fn cancel(&self, id: Uuid, reason: Option<String>) -> Result<String> {
         let request = self
             .authorised(

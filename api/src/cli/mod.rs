@@ -1,6 +1,7 @@
 //! The `prl` command line: the local stack, the API server, and a client of the REST API.
 
 pub mod client;
+pub mod import;
 pub mod psql;
 pub mod results;
 mod stack_file;
@@ -86,6 +87,22 @@ enum Command {
         /// Follow the evaluation until it ends.
         #[arg(long)]
         watch: bool,
+    },
+    /// Import a run of the reference code from its dumps: a folder of rollout `{step}.jsonl`
+    /// files and/or a folder of validation dumps. All or nothing; importing twice records once.
+    Import {
+        /// The experiment's name (the method, in comparisons).
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        rollouts: Option<PathBuf>,
+        #[arg(long)]
+        validation: Option<PathBuf>,
+        /// The benchmark of validation lines without a `data_source`.
+        #[arg(long)]
+        benchmark: Option<String>,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
     },
     /// Print events of the log.
     Events {
@@ -173,6 +190,29 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Events { after, follow } => client().print_events(after, follow).await,
+        Command::Import {
+            name,
+            rollouts,
+            validation,
+            benchmark,
+            tags,
+        } => {
+            let request = import::request(name, rollouts, validation, benchmark, tags)?;
+            let imported = client().import(&request).await?;
+            if imported.already_imported {
+                println!("already imported as experiment {}", imported.experiment_id);
+            } else {
+                println!(
+                    "imported experiment {} (run {}): {} steps, {} trajectories, {} evaluations",
+                    imported.experiment_id,
+                    imported.run_id,
+                    imported.steps,
+                    imported.trajectories,
+                    imported.evaluations
+                );
+            }
+            Ok(())
+        }
         Command::Psql { args } => {
             let url = database_url(stack.as_ref())?;
             let status = psql::command(&url, &args)?.status().context(

@@ -83,7 +83,7 @@ mod tests {
             pass_at_k: pass,
             parallel_ratio: 0.5,
             format_valid_ratio: 1.0,
-            mean_response_tokens: 100.0,
+            mean_response_tokens: Some(100.0),
         }
     }
 

@@ -17,7 +17,7 @@ pub fn submit(spec: ExperimentSpec, max_attempts: u32) -> Event {
 pub fn cancel(status: &str, reason: String) -> Result<Vec<Event>, CancelError> {
     match status {
         "cancelled" => Ok(vec![]),
-        "completed" | "failed" => Err(CancelError::AlreadyFinished(status.to_owned())),
+        "completed" | "failed" | "imported" => Err(CancelError::AlreadyFinished(status.to_owned())),
         _ => Ok(vec![Event::ExperimentCancelled { reason }]),
     }
 }

@@ -6,6 +6,22 @@ use sqlx::PgConnection;
 pub async fn apply(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), sqlx::Error> {
     let (status, reason) = match &e.event {
         Event::ExperimentSubmitted { spec, .. } => return submitted(conn, e, spec).await,
+        Event::ExperimentImported { name, tags, source } => {
+            sqlx::query(
+                "INSERT INTO experiments (id, name, tags, model, spec, status, version, submitted_at,
+                                          updated_at, finished_at)
+                 VALUES ($1, $2, $3, 'imported', $4, 'imported', $5, $6, $6, $6)",
+            )
+            .bind(e.stream_id)
+            .bind(name)
+            .bind(tags)
+            .bind(serde_json::json!({ "imported_from": source }))
+            .bind(e.version)
+            .bind(e.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+            return Ok(());
+        }
         Event::ExperimentCancelled { reason } => ("cancelled", Some(reason.clone())),
         Event::ExperimentCompleted {} => ("completed", None),
         Event::ExperimentFailed { stage, reason } => {

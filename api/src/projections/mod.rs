@@ -29,7 +29,19 @@ pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<
             Event::ExperimentSubmitted { .. }
             | Event::ExperimentCancelled { .. }
             | Event::ExperimentCompleted {}
-            | Event::ExperimentFailed { .. } => experiments::apply(conn, recorded).await?,
+            | Event::ExperimentFailed { .. }
+            | Event::ExperimentImported { .. } => experiments::apply(conn, recorded).await?,
+            Event::RunImported { experiment_id } => {
+                sqlx::query(
+                    "INSERT INTO runs (id, experiment_id, stage_idx, status, attempt, started_at, finished_at)
+                     VALUES ($1, $2, 0, 'imported', 1, $3, $3)",
+                )
+                .bind(recorded.stream_id)
+                .bind(experiment_id.0)
+                .bind(recorded.recorded_at)
+                .execute(&mut *conn)
+                .await?;
+            }
             Event::WorkerMessageParked {
                 subject,
                 reason,

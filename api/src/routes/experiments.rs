@@ -76,7 +76,8 @@ pub struct JobView {
 #[derive(Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct RunView {
     pub id: Uuid,
-    pub job_id: Uuid,
+    /// None for an imported run.
+    pub job_id: Option<Uuid>,
     pub stage_idx: i32,
     pub status: String,
     pub attempt: i32,
@@ -92,7 +93,10 @@ pub struct RunView {
 pub struct ExperimentDetail {
     #[serde(flatten)]
     pub summary: ExperimentSummary,
-    pub spec: ExperimentSpec,
+    /// None for an imported experiment.
+    pub spec: Option<ExperimentSpec>,
+    /// What an imported experiment was read from.
+    pub imported_from: Option<String>,
     pub stages: Vec<StageView>,
     pub jobs: Vec<JobView>,
     pub runs: Vec<RunView>,
@@ -340,8 +344,15 @@ pub async fn load_detail(
     };
     use sqlx::FromRow;
     let summary = ExperimentSummary::from_row(&row)?;
-    let spec = serde_json::from_value(row.get("spec"))
-        .map_err(|e| ApiError::Unavailable(format!("a stored spec does not decode: {e}")))?;
+    let stored: serde_json::Value = row.get("spec");
+    let imported_from = stored["imported_from"].as_str().map(str::to_owned);
+    let spec =
+        match imported_from {
+            Some(_) => None,
+            None => Some(serde_json::from_value(stored).map_err(|e| {
+                ApiError::Unavailable(format!("a stored spec does not decode: {e}"))
+            })?),
+        };
     let stages = sqlx::query_as("SELECT idx, name, kind, status, job_id, run_id FROM stages WHERE experiment_id = $1 ORDER BY idx")
         .bind(id)
         .fetch_all(&mut *conn)
@@ -363,6 +374,7 @@ pub async fn load_detail(
     Ok(Some(ExperimentDetail {
         summary,
         spec,
+        imported_from,
         stages,
         jobs,
         runs,

@@ -5,6 +5,7 @@ pub mod evaluations;
 pub mod events;
 pub mod experiments;
 pub mod health;
+pub mod imports;
 pub mod openapi;
 mod params;
 pub mod results;
@@ -35,7 +36,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(analytics::strategy)
             .service(analytics::comparison)
             .service(analytics::search)
-            .service(analytics::metrics),
+            .service(analytics::metrics)
+            .service(imports::import),
     )
     .service(health::healthz)
     .service(health::metrics)

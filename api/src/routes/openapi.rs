@@ -21,6 +21,7 @@ use utoipa_swagger_ui::SwaggerUi;
         super::analytics::comparison,
         super::analytics::search,
         super::analytics::metrics,
+        super::imports::import,
         super::health::healthz,
         super::health::metrics,
     ),

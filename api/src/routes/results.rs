@@ -30,7 +30,7 @@ pub struct BenchmarkResult {
     pub pass_at_k: f64,
     pub parallel_ratio: f64,
     pub format_valid_ratio: f64,
-    pub mean_response_tokens: f64,
+    pub mean_response_tokens: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, utoipa::ToSchema)]
