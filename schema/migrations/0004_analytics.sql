@@ -38,7 +38,9 @@ CREATE TABLE trajectories (
     response            TEXT             NOT NULL,
     PRIMARY KEY (position, idx)
 );
-CREATE INDEX trajectories_run_step_idx ON trajectories (run_id, step);
+-- Covering: the views aggregate a run's steps from the index alone, however wide the rows.
+CREATE INDEX trajectories_run_step_idx ON trajectories (run_id, step)
+    INCLUDE (reward, correct, blocks, block_share, format_valid, response_tokens);
 
 CREATE TABLE trajectory_blocks (
     position       BIGINT           NOT NULL,
@@ -60,7 +62,19 @@ CREATE TABLE trajectory_blocks (
     role           TEXT             NOT NULL CHECK (role IN ('exploration', 'verification')),
     PRIMARY KEY (position, idx, block_idx)
 );
-CREATE INDEX trajectory_blocks_run_step_idx ON trajectory_blocks (run_id, step);
+CREATE INDEX trajectory_blocks_run_step_idx ON trajectory_blocks (run_id, step)
+    INCLUDE (rel_position, role);
+
+-- Trajectory texts are large and written at volume: compress them (and event payloads, which
+-- carry them) with lz4 where the server has it, which costs a fraction of the default pglz.
+DO $$
+BEGIN
+    ALTER TABLE events ALTER COLUMN payload SET COMPRESSION lz4;
+    ALTER TABLE trajectories ALTER COLUMN response SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
+    RAISE NOTICE 'lz4 is not available; texts keep the default compression';
+END
+$$;
 
 -- Per run and step: how the model uses parallel blocks, and whether it pays off.
 CREATE VIEW strategy_evolution AS

@@ -160,20 +160,28 @@ pub fn numbers(text: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 /// Byte offsets to character offsets, in one pass over the text.
-struct CharIndex {
+enum CharIndex {
+    /// ASCII text: offsets are the same.
+    Ascii,
     /// The byte offset of every character boundary, and the text's end.
-    boundaries: Vec<usize>,
+    Boundaries(Vec<usize>),
 }
 
 impl CharIndex {
     fn new(text: &str) -> CharIndex {
+        if text.is_ascii() {
+            return CharIndex::Ascii;
+        }
         let mut boundaries: Vec<usize> = text.char_indices().map(|(b, _)| b).collect();
         boundaries.push(text.len());
-        CharIndex { boundaries }
+        CharIndex::Boundaries(boundaries)
     }
 
     fn at(&self, byte: usize) -> usize {
-        self.boundaries.partition_point(|&b| b < byte)
+        match self {
+            CharIndex::Ascii => byte,
+            CharIndex::Boundaries(b) => b.partition_point(|&o| o < byte),
+        }
     }
 
     fn len(&self, range: &Range<usize>) -> usize {

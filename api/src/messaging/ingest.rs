@@ -33,6 +33,10 @@ pub struct Ingester {
 /// How long a batch waits for more messages after its first.
 const LINGER: Duration = Duration::from_millis(10);
 
+/// A batch stops growing past this many payload bytes: trajectory messages are large, and one
+/// huge transaction holds the log for seconds and risks outliving JetStream's ack wait.
+const MAX_BATCH_BYTES: usize = 64 << 20;
+
 /// A message taken off the stream, decoded or with the reason it could not be.
 struct Incoming {
     message: Message,
@@ -68,11 +72,16 @@ impl Ingester {
                 _ = shutdown.cancelled() => return Ok(()),
                 first = messages.next() => first.context("the worker-event subscription ended")?,
             };
+            let size = |m: &Result<Message, _>| m.as_ref().map_or(0, |m| m.payload.len());
+            let mut bytes = size(&first);
             let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + LINGER;
-            while batch.len() < self.batch_size {
+            while batch.len() < self.batch_size && bytes < MAX_BATCH_BYTES {
                 match tokio::time::timeout_at(deadline, messages.next()).await {
-                    Ok(Some(message)) => batch.push(message),
+                    Ok(Some(message)) => {
+                        bytes += size(&message);
+                        batch.push(message);
+                    }
                     Ok(None) | Err(_) => break,
                 }
             }

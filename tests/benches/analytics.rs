@@ -1,0 +1,398 @@
+//! Analytics benchmark: 1M trajectories (about 1 KB each) across 5 runs of 200 steps go the real
+//! way (worker messages on NATS, the ingester, the projection), then the strategy-evolution query
+//! for one run and the cross-run comparison are timed warm, side by side with a pandas script
+//! computing the same numbers from a JSONL dump of the same rows.
+//!
+//! `cargo bench -p prl-integration-tests --bench analytics` (set PRL_BENCH_TRAJECTORIES for
+//! another total; PRL_BENCH_PYTHON names a Python with pandas, see BENCHMARKS.md).
+
+use futures::StreamExt;
+use prl_integration_tests::{FakeWorker, TestApp};
+use prl_schema::jobs::WorkerEvent;
+use prl_schema::spec::StageKind;
+use prl_schema::trajectory::{BlockTokens, PromptRecord, Trajectory, TrajectoryBatch};
+use std::io::Write;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const RUNS: usize = 5;
+const STEPS: u64 = 200;
+const PER_MESSAGE: usize = 100;
+
+/// A small deterministic generator (splitmix64), so every run of the bench sees the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A response of about 1 KB: filler reasoning with 0 to 2 blocks that re-derive a stated value
+/// (verification) or a new one (exploration); later steps use blocks more and later.
+fn response(rng: &mut Rng, step: u64) -> (String, Vec<BlockTokens>) {
+    let filler = "We read the problem again and write down what each quantity means, which units it \
+                  has and how it relates to the others, before computing anything. ";
+    let mut text = String::new();
+    let mut blocks = vec![];
+    let parallel_share = 20 + step * 60 / STEPS;
+    let count = if rng.below(100) < parallel_share {
+        1 + rng.below(2)
+    } else {
+        0
+    };
+    for b in 0..3 {
+        let a = rng.below(90) + 10;
+        let c = rng.below(90) + 10;
+        text.push_str(filler);
+        text.push_str(&format!("First {a} + {c} = {}. ", a + c));
+        if b < count {
+            let target = if rng.below(2) == 0 { a + c } else { a * c };
+            let start = text.len() / 4;
+            text.push_str(&format!(
+                "<Parallel><Path>Compute directly: the result is {target}</Path>\
+                 <Path>Another route gives {target}</Path></Parallel><Summary>Both give {target}.</Summary> "
+            ));
+            blocks.push(BlockTokens {
+                start: start as u32,
+                end: (text.len() / 4) as u32 - 6,
+                paths: vec![9, 7],
+                summary: 6,
+            });
+        }
+    }
+    text.push_str(&format!("Final Answer: {}", rng.below(100)));
+    (text, blocks)
+}
+
+fn batch(rng: &mut Rng, step: u64, trajectories: usize) -> TrajectoryBatch {
+    let groups = trajectories.div_ceil(8);
+    let prompts = (0..groups)
+        .map(|g| PromptRecord {
+            id: format!("p{}", rng.below(5000)),
+            group: g as u32,
+            text: "A shop sells boxes of apples; how many apples are there?".into(),
+            tokens: Some(14),
+            truth: "42".into(),
+        })
+        .collect();
+    let trajectories = (0..trajectories)
+        .map(|i| {
+            let (text, blocks) = response(rng, step);
+            let correct = rng.below(100) < 30 + step / 10;
+            Trajectory {
+                prompt: (i / 8) as u32,
+                sample: (i % 8) as u32,
+                tokens: Some((text.len() / 4) as u32),
+                forced: 4,
+                clipped: false,
+                reward: if correct { 1.0 } else { -1.0 },
+                accuracy: if correct { 1.0 } else { -1.0 },
+                correct,
+                answer: Some("42".into()),
+                format_valid: true,
+                text,
+                blocks,
+            }
+        })
+        .collect();
+    TrajectoryBatch {
+        step,
+        prompts,
+        trajectories,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    prl_api::telemetry::init_logging();
+    let total: usize = std::env::var("PRL_BENCH_TRAJECTORIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let per_step = total / RUNS / STEPS as usize;
+    let app = TestApp::spawn_with(|s| {
+        s.database.max_connections = 24;
+        s.jobs.lease_seconds = 7200;
+    })
+    .await;
+    println!("# prl analytics benchmark (2 cores unless stated otherwise)");
+    let runs = ingest(&app, per_step).await;
+    queries(&app, &runs).await;
+}
+
+/// Publishes every step of every run as worker messages and waits until all are projected.
+async fn ingest(app: &TestApp, per_step: usize) -> Vec<Uuid> {
+    let mut workers = vec![];
+    for r in 0..RUNS {
+        app.submit(&serde_json::json!({
+            "name": format!("bench run {r}"),
+            "model": "tiny",
+            "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
+                        "learning_rate": 1e-5, "steps": STEPS}]
+        }))
+        .await;
+        workers.push(
+            FakeWorker::take(app, StageKind::Rl, &format!("bench-{r}"))
+                .await
+                .0,
+        );
+    }
+    let mut rng = Rng(7);
+    let mut messages = vec![];
+    let mut bytes = 0;
+    for step in 1..=STEPS {
+        for worker in &workers {
+            for part in 0..per_step.div_ceil(PER_MESSAGE) {
+                let n = PER_MESSAGE.min(per_step - part * PER_MESSAGE);
+                let body = WorkerEvent::Trajectories(batch(&mut rng, step, n));
+                let payload = serde_json::to_vec(&worker.message(body)).unwrap();
+                bytes += payload.len();
+                let subject = app
+                    .topology
+                    .worker_event_subject(worker.job.run_id, "trajectories");
+                messages.push((subject, payload));
+            }
+        }
+    }
+    let total = per_step * RUNS * STEPS as usize;
+    println!(
+        "generated {total} trajectories in {} messages, {:.0} bytes per trajectory on the wire",
+        messages.len(),
+        bytes as f64 / total as f64
+    );
+    let started = Instant::now();
+    let js = app.js.clone();
+    let publisher = tokio::spawn(async move {
+        futures::stream::iter(messages)
+            .map(|(subject, payload)| {
+                let js = js.clone();
+                async move {
+                    js.publish(subject, payload.into())
+                        .await
+                        .unwrap()
+                        .await
+                        .unwrap()
+                }
+            })
+            .buffer_unordered(64)
+            .for_each(|_| async {})
+            .await;
+        started.elapsed()
+    });
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let done = app
+            .count("SELECT coalesce(sum(trajectories), 0)::int8 FROM trajectory_batches")
+            .await;
+        if done >= total as i64 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3600),
+            "ingest stalled at {done}"
+        );
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let published = publisher.await.unwrap().as_secs_f64();
+    println!(
+        "ingest with the analytics projection, NATS -> PostgreSQL: {total} trajectories in {secs:.1} s = {:.0} trajectories/s \
+         (publishing alone took {published:.1} s on the same cores)",
+        total as f64 / secs
+    );
+    let blocks = app.count("SELECT count(*) FROM trajectory_blocks").await;
+    println!("projected {blocks} blocks");
+    sqlx::query("VACUUM ANALYZE")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    workers.iter().map(|w| w.job.run_id.0).collect()
+}
+
+/// Runs `sql` once to warm up, then `times` times; returns the best and median seconds.
+async fn time_query(app: &TestApp, sql: &str, runs: &[Uuid], times: usize) -> (f64, f64) {
+    let mut seconds = vec![];
+    for i in 0..=times {
+        let started = Instant::now();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .bind(runs)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+        assert!(!rows.is_empty());
+        if i > 0 {
+            seconds.push(started.elapsed().as_secs_f64());
+        }
+    }
+    seconds.sort_by(f64::total_cmp);
+    (seconds[0], seconds[seconds.len() / 2])
+}
+
+async fn time_get(app: &TestApp, path: &str, times: usize) -> f64 {
+    let mut seconds = vec![];
+    for i in 0..=times {
+        let started = Instant::now();
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+        if i > 0 {
+            seconds.push(started.elapsed().as_secs_f64());
+        }
+    }
+    seconds.sort_by(f64::total_cmp);
+    seconds[seconds.len() / 2]
+}
+
+async fn queries(app: &TestApp, runs: &[Uuid]) {
+    let one = &runs[..1];
+    let (best, median) = time_query(
+        app,
+        "SELECT * FROM strategy_evolution WHERE run_id = ANY($1) ORDER BY step",
+        one,
+        9,
+    )
+    .await;
+    println!(
+        "strategy evolution, one run ({} steps), SQL warm: best {:.0} ms, median {:.0} ms",
+        STEPS,
+        best * 1e3,
+        median * 1e3
+    );
+    let rest = time_get(
+        app,
+        &format!("/api/v1/analytics/strategy?runs={}", runs[0]),
+        9,
+    )
+    .await;
+    println!("  the same over REST: median {:.0} ms", rest * 1e3);
+    let (best_c, median_c) = time_query(
+        app,
+        "SELECT * FROM run_comparison WHERE run_id = ANY($1)",
+        runs,
+        5,
+    )
+    .await;
+    println!(
+        "cross-run comparison, {} runs, SQL warm: best {:.0} ms, median {:.0} ms",
+        runs.len(),
+        best_c * 1e3,
+        median_c * 1e3
+    );
+    let list: Vec<String> = runs.iter().map(Uuid::to_string).collect();
+    let rest_c = time_get(
+        app,
+        &format!("/api/v1/analytics/comparison?runs={}", list.join(",")),
+        5,
+    )
+    .await;
+    println!("  the same over REST: median {:.0} ms", rest_c * 1e3);
+
+    let dump = std::env::temp_dir().join(format!("prl-analytics-{}.jsonl", Uuid::new_v4()));
+    let started = Instant::now();
+    dump_jsonl(app, &dump).await;
+    println!(
+        "dumped the trajectories as JSONL for pandas in {:.1} s ({} MB)",
+        started.elapsed().as_secs_f64(),
+        std::fs::metadata(&dump).unwrap().len() / 1_000_000
+    );
+    pandas(app, &dump, runs[0], median, median_c).await;
+    let _ = std::fs::remove_file(&dump);
+}
+
+/// One line per trajectory with its blocks' positions and roles: the rows a user would dump.
+async fn dump_jsonl(app: &TestApp, path: &std::path::Path) {
+    let mut conn = app.pool.acquire().await.unwrap();
+    let mut copy = conn
+        .copy_out_raw(
+            "COPY (SELECT json_build_object('run_id', t.run_id, 'step', t.step,
+                     'correct', t.correct, 'reward', t.reward, 'format_valid', t.format_valid,
+                     'blocks', coalesce((SELECT json_agg(json_build_object(
+                         'rel_position', b.rel_position, 'role', b.role) ORDER BY b.block_idx)
+                       FROM trajectory_blocks b WHERE b.position = t.position AND b.idx = t.idx),
+                       '[]'::json))
+                   FROM trajectories t) TO STDOUT",
+        )
+        .await
+        .unwrap();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    while let Some(chunk) = copy.next().await {
+        file.write_all(&chunk.unwrap()).unwrap();
+    }
+    file.flush().unwrap();
+}
+
+async fn pandas(app: &TestApp, dump: &std::path::Path, run: Uuid, prl_one: f64, prl_all: f64) {
+    let python = std::env::var("PRL_BENCH_PYTHON").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/prl/pandas-venv/bin/python")
+    });
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/bench_analytics_pandas.py"
+    );
+    let out = std::process::Command::new(&python)
+        .args([script, &dump.display().to_string(), &run.to_string()])
+        .output();
+    let out = match out {
+        Ok(out) if out.status.success() => out,
+        other => {
+            println!("pandas: not run ({other:?}); see BENCHMARKS.md for its venv");
+            return;
+        }
+    };
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let load = report["load_s"].as_f64().unwrap();
+    let one = report["strategy_s"].as_f64().unwrap();
+    let all = report["comparison_s"].as_f64().unwrap();
+    println!(
+        "pandas {}: load the JSONL {load:.1} s; strategy evolution of one run {:.0} ms; comparison {:.0} ms",
+        report["pandas"].as_str().unwrap_or("?"),
+        one * 1e3,
+        all * 1e3
+    );
+    println!(
+        "  prl / pandas, strategy evolution: {:.1}x faster than pandas' query alone, {:.0}x counting its load",
+        one / prl_one,
+        (load + one) / prl_one
+    );
+    println!(
+        "  prl / pandas, comparison: {:.1}x faster than pandas' query alone, {:.0}x counting its load",
+        all / prl_all,
+        (load + all) / prl_all
+    );
+    // The two must agree, or the comparison is meaningless.
+    let prl: Vec<(i64, f64, f64, Option<f64>, Option<f64>)> = sqlx::query_as(
+        "SELECT step, parallel_ratio::float8, accuracy::float8, rel_position_median,
+                exploration_share::float8
+         FROM strategy_evolution WHERE run_id = $1 ORDER BY step",
+    )
+    .bind(run)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let theirs = report["strategy"].as_array().unwrap();
+    let mut worst: f64 = 0.0;
+    for (mine, other) in prl.iter().zip(theirs) {
+        assert_eq!(mine.0, other["step"].as_i64().unwrap());
+        for (a, key) in [
+            (Some(mine.1), "parallel_ratio"),
+            (Some(mine.2), "accuracy"),
+            (mine.3, "rel_position_median"),
+            (mine.4, "exploration_share"),
+        ] {
+            if let (Some(a), Some(b)) = (a, other[key].as_f64()) {
+                worst = worst.max((a - b).abs());
+            }
+        }
+    }
+    assert_eq!(prl.len(), theirs.len());
+    println!("  prl and pandas agree on every step within {worst:.1e}");
+}
