@@ -16,6 +16,8 @@ fi
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
  -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
-cargo build --release --bin parse --target-dir target
-./target/release/parse corpus/parse -artifact_prefix=artifacts/parse/ -max_total_time="$seconds" \
+# With an explicit --target, RUSTFLAGS reach the target's crates only, not build scripts.
+host="$(rustc -vV | sed -n 's/^host: //p')"
+cargo build --release --bin parse --target-dir target --target "$host"
+"./target/$host/release/parse" corpus/parse -artifact_prefix=artifacts/parse/ -max_total_time="$seconds" \
     -max_len=4096 -print_final_stats=1

@@ -5,7 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use prl_schema::analysis::analyze;
-use prl_schema::reward::{RewardSchedule, score};
+use prl_schema::reward::score;
+use prl_schema::spec::RewardSchedule;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

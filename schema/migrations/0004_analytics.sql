@@ -80,25 +80,25 @@ $$;
 CREATE VIEW strategy_evolution AS
 WITH t AS (
     SELECT run_id, step,
-           count(*)                                              AS trajectories,
-           avg(reward)                                           AS mean_reward,
-           avg(correct::int)                                     AS accuracy,
-           avg((blocks > 0)::int)                                AS parallel_ratio,
-           avg(blocks)                                           AS mean_blocks,
-           avg(block_share)                                      AS mean_block_share,
-           avg(correct::int) FILTER (WHERE blocks > 0)           AS accuracy_parallel,
-           avg(correct::int) FILTER (WHERE blocks = 0)           AS accuracy_sequential,
-           avg(format_valid::int)                                AS format_valid_ratio
+           count(*)                                               AS trajectories,
+           avg(reward)::float8                                    AS mean_reward,
+           avg(correct::int)::float8                              AS accuracy,
+           avg((blocks > 0)::int)::float8                         AS parallel_ratio,
+           avg(blocks)::float8                                    AS mean_blocks,
+           avg(block_share)::float8                               AS mean_block_share,
+           avg(correct::int) FILTER (WHERE blocks > 0)::float8    AS accuracy_parallel,
+           avg(correct::int) FILTER (WHERE blocks = 0)::float8    AS accuracy_sequential,
+           avg(format_valid::int)::float8                         AS format_valid_ratio
     FROM trajectories GROUP BY run_id, step
 ), b AS (
     SELECT run_id, step,
-           count(*)                                                       AS blocks,
-           avg(rel_position)                                              AS rel_position_mean,
-           percentile_cont(0.25) WITHIN GROUP (ORDER BY rel_position)     AS rel_position_q1,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY rel_position)      AS rel_position_median,
-           percentile_cont(0.75) WITHIN GROUP (ORDER BY rel_position)     AS rel_position_q3,
-           avg((role = 'exploration')::int)                               AS exploration_share,
-           avg((role = 'verification')::int)                              AS verification_share
+           count(*)                                               AS blocks,
+           avg(rel_position)::float8                              AS rel_position_mean,
+           percentile_cont(0.25) WITHIN GROUP (ORDER BY rel_position) AS rel_position_q1,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY rel_position) AS rel_position_median,
+           percentile_cont(0.75) WITHIN GROUP (ORDER BY rel_position) AS rel_position_q3,
+           avg((role = 'exploration')::int)::float8               AS exploration_share,
+           avg((role = 'verification')::int)::float8              AS verification_share
     FROM trajectory_blocks GROUP BY run_id, step
 )
 SELECT t.run_id, t.step, t.trajectories, t.mean_reward, t.accuracy, t.parallel_ratio,
@@ -112,23 +112,23 @@ FROM t LEFT JOIN b USING (run_id, step);
 CREATE VIEW run_comparison AS
 WITH t AS (
     SELECT run_id,
-           count(DISTINCT step)                         AS steps,
-           max(step)                                    AS last_step,
-           count(*)                                     AS trajectories,
-           avg(reward)                                  AS mean_reward,
-           avg(correct::int)                            AS accuracy,
-           avg((blocks > 0)::int)                       AS parallel_ratio,
-           avg(blocks)                                  AS mean_blocks,
-           avg(correct::int) FILTER (WHERE blocks > 0)  AS accuracy_parallel,
-           avg(correct::int) FILTER (WHERE blocks = 0)  AS accuracy_sequential,
-           avg(format_valid::int)                       AS format_valid_ratio,
-           avg(response_tokens)                         AS mean_response_tokens
+           count(DISTINCT step)                                   AS steps,
+           max(step)                                              AS last_step,
+           count(*)                                               AS trajectories,
+           avg(reward)::float8                                    AS mean_reward,
+           avg(correct::int)::float8                              AS accuracy,
+           avg((blocks > 0)::int)::float8                         AS parallel_ratio,
+           avg(blocks)::float8                                    AS mean_blocks,
+           avg(correct::int) FILTER (WHERE blocks > 0)::float8    AS accuracy_parallel,
+           avg(correct::int) FILTER (WHERE blocks = 0)::float8    AS accuracy_sequential,
+           avg(format_valid::int)::float8                         AS format_valid_ratio,
+           avg(response_tokens)::float8                           AS mean_response_tokens
     FROM trajectories GROUP BY run_id
 ), b AS (
     SELECT run_id,
-           avg(rel_position)                   AS rel_position_mean,
-           avg((role = 'exploration')::int)    AS exploration_share,
-           avg((role = 'verification')::int)   AS verification_share
+           avg(rel_position)::float8                              AS rel_position_mean,
+           avg((role = 'exploration')::int)::float8               AS exploration_share,
+           avg((role = 'verification')::int)::float8              AS verification_share
     FROM trajectory_blocks GROUP BY run_id
 )
 SELECT r.experiment_id, e.name AS experiment, r.stage_idx, s.name AS stage, t.*,

@@ -56,11 +56,10 @@ pub async fn strategy(
 ) -> Result<HttpResponse, ApiError> {
     let runs = id_list("runs", &query.runs, MAX_RUNS)?;
     let points: Vec<StrategyPoint> = sqlx::query_as(
-        "SELECT run_id, step, trajectories, mean_reward, accuracy::float8, parallel_ratio::float8,
-                mean_blocks::float8, mean_block_share, accuracy_parallel::float8,
-                accuracy_sequential::float8, format_valid_ratio::float8, blocks,
-                rel_position_mean, rel_position_q1, rel_position_median, rel_position_q3,
-                exploration_share::float8, verification_share::float8
+        "SELECT run_id, step, trajectories, mean_reward, accuracy, parallel_ratio, mean_blocks,
+                mean_block_share, accuracy_parallel, accuracy_sequential, format_valid_ratio,
+                blocks, rel_position_mean, rel_position_q1, rel_position_median, rel_position_q3,
+                exploration_share, verification_share
          FROM strategy_evolution WHERE run_id = ANY($1) ORDER BY run_id, step",
     )
     .bind(&runs)
@@ -126,10 +125,9 @@ pub async fn comparison(
     // `column` is one of two constants.
     let sql = format!(
         "SELECT experiment_id, experiment, stage_idx, stage, run_id, steps, last_step,
-                trajectories, mean_reward, accuracy::float8, parallel_ratio::float8,
-                mean_blocks::float8, accuracy_parallel::float8, accuracy_sequential::float8,
-                format_valid_ratio::float8, mean_response_tokens::float8, rel_position_mean,
-                exploration_share::float8, verification_share::float8
+                trajectories, mean_reward, accuracy, parallel_ratio, mean_blocks,
+                accuracy_parallel, accuracy_sequential, format_valid_ratio, mean_response_tokens,
+                rel_position_mean, exploration_share, verification_share
          FROM run_comparison WHERE {column} = ANY($1) ORDER BY experiment_id, stage_idx"
     );
     let rows: Vec<RunComparison> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
