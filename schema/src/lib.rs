@@ -11,6 +11,7 @@ pub mod parallel;
 pub mod reward;
 pub mod spec;
 pub mod trajectory;
+pub mod verl;
 
 /// The migrations of prl's PostgreSQL schema, embedded at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -3,8 +3,10 @@
 
 mod servers;
 mod test_app;
+mod verl_fixture;
 
 pub use test_app::{Daemon, FakeWorker, TOKEN, TestApp, quick_spec};
+pub use verl_fixture::{VerlFixtureRow, write_verl_parquet};
 
 /// Held by every test that trains a model: two trainings at once on a small machine each run
 /// several times slower, so they take turns.

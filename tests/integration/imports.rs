@@ -2,7 +2,8 @@
 //! experiment whose run is analysed like a native one; a bad file leaves nothing behind; the
 //! same import twice is recorded once.
 
-use prl_integration_tests::{TOKEN, TestApp};
+use prl_api::cli::import::Sources;
+use prl_integration_tests::{TOKEN, TestApp, VerlFixtureRow, write_verl_parquet};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -67,14 +68,14 @@ async fn post_import(app: &TestApp, body: &Value) -> (u16, Value) {
 }
 
 fn request(dir: &Path, name: &str) -> Value {
-    let request = prl_api::cli::import::request(
-        name.into(),
-        Some(dir.join("rollouts")),
-        Some(dir.join("validation")),
-        None,
-        vec!["reference".into()],
-    )
-    .unwrap();
+    let sources = Sources {
+        rollouts: Some(dir.join("rollouts")),
+        validation: Some(dir.join("validation")),
+        dataset: None,
+    };
+    let request =
+        prl_api::cli::import::request(name.into(), sources, None, vec!["reference".into()])
+            .unwrap();
     serde_json::to_value(request).unwrap()
 }
 
@@ -162,5 +163,66 @@ async fn a_bad_line_names_its_file_and_line_and_nothing_is_recorded() {
     let (status, error) = post_import(&app, &json!({"name": "x", "rollout": []})).await;
     assert_eq!(status, 400, "{error}");
     assert!(error["message"].as_str().unwrap().contains("rollout"));
-    assert!(prl_api::cli::import::request("x".into(), None, None, None, vec![]).is_err());
+    assert!(prl_api::cli::import::request("x".into(), Sources::default(), None, vec![]).is_err());
+}
+
+#[tokio::test]
+async fn a_verl_cold_start_dataset_is_analysed_like_trajectories() {
+    let app = TestApp::spawn_with(|s| s.http.import_limit_bytes = 1 << 20).await;
+    let dir = TempDir::new();
+    let path = dir.path().join("cold-start.parquet");
+    let row = |question, answer| VerlFixtureRow {
+        chat: vec![("user", question)],
+        ground_truth: Some("5"),
+        answer: Some(answer),
+    };
+    const VERIFYING: &str = "Half of 10 is 5.<Parallel><Path>5+5 = 10, so 5</Path><Path>2*5 = 10, so 5</Path></Parallel><Summary>5</Summary> Final Answer: 5";
+    write_verl_parquet(
+        &path,
+        &[
+            row("q1", PARALLEL),
+            row("q2", VERIFYING),
+            row("q3", "10/2 = 4. Final Answer: 4"),
+        ],
+    );
+    let sources = Sources {
+        dataset: Some(path.clone()),
+        ..Sources::default()
+    };
+    let body = prl_api::cli::import::request("cold start".into(), sources, None, vec![]).unwrap();
+    let (status, imported) = post_import(&app, &serde_json::to_value(body).unwrap()).await;
+    assert_eq!(status, 201, "{imported}");
+    assert_eq!(imported["trajectories"], 3);
+    let roles: Vec<String> = sqlx::query_scalar("SELECT role FROM trajectory_blocks ORDER BY idx")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(roles, ["exploration", "verification"]);
+    let (correct, steps): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE correct), count(DISTINCT step) FROM trajectories",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((correct, steps), (2, 1));
+
+    // A row without a solution is named before anything is sent.
+    let unsolved = VerlFixtureRow {
+        chat: vec![("user", "q2")],
+        ground_truth: Some("1"),
+        answer: None,
+    };
+    write_verl_parquet(&path, &[row("q1", PARALLEL), unsolved]);
+    let sources = Sources {
+        dataset: Some(path),
+        ..Sources::default()
+    };
+    let Err(err) = prl_api::cli::import::request("x".into(), sources, None, vec![]) else {
+        panic!("a row without a solution was accepted")
+    };
+    assert!(
+        err.to_string()
+            .contains("cold-start.parquet row 2: no solution"),
+        "{err}"
+    );
 }

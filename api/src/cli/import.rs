@@ -1,35 +1,54 @@
-//! `prl import`: reads dump folders into an import request; the API checks every line.
+//! `prl import`: reads dump folders and verl datasets into an import request; the API checks
+//! every line.
 
 use crate::routes::imports::ImportRequest;
 use anyhow::{Context, Result, bail};
 use prl_schema::dumps::DumpFile;
 use std::path::{Path, PathBuf};
 
+/// What to import: dump folders of the reference code and a verl parquet dataset.
+#[derive(Default)]
+pub struct Sources {
+    pub rollouts: Option<PathBuf>,
+    pub validation: Option<PathBuf>,
+    pub dataset: Option<PathBuf>,
+}
+
 pub fn request(
     name: String,
-    rollouts: Option<PathBuf>,
-    validation: Option<PathBuf>,
+    sources: Sources,
     benchmark: Option<String>,
     tags: Vec<String>,
 ) -> Result<ImportRequest> {
-    if rollouts.is_none() && validation.is_none() {
-        bail!("give --rollouts and/or --validation: folders of {{step}}.jsonl dumps");
+    let Sources {
+        rollouts,
+        validation,
+        dataset,
+    } = sources;
+    if rollouts.is_none() && validation.is_none() && dataset.is_none() {
+        bail!(
+            "give --rollouts or --validation (folders of {{step}}.jsonl dumps) or --dataset (a verl parquet file)"
+        );
     }
-    let source = [&rollouts, &validation]
+    let source = [&rollouts, &validation, &dataset]
         .into_iter()
         .flatten()
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
+    let mut rollout_files = rollouts
+        .as_deref()
+        .map(read_folder)
+        .transpose()?
+        .unwrap_or_default();
+    if let Some(path) = &dataset {
+        rollout_files.push(dataset_as_rollouts(path)?);
+    }
     Ok(ImportRequest {
         name,
         tags,
         source,
-        rollouts: rollouts
-            .as_deref()
-            .map(read_folder)
-            .transpose()?
-            .unwrap_or_default(),
+        rollouts: rollout_files,
         validation: validation
             .as_deref()
             .map(read_folder)
@@ -39,7 +58,38 @@ pub fn request(
     })
 }
 
-/// Every `.jsonl` file of a folder, in step order where names are steps.
+/// A verl dataset whose answer texts are solutions (cold-start SFT data) as rollouts of step 0,
+/// so that its parallel structure is analysed like trajectories. Line n is row n.
+pub fn dataset_as_rollouts(path: &Path) -> Result<DumpFile> {
+    let rows = prl_schema::verl::read(path).map_err(anyhow::Error::msg)?;
+    let mut lines = Vec::with_capacity(rows.len());
+    for (i, row) in rows.into_iter().enumerate() {
+        let Some(solution) = row.solution else {
+            bail!(
+                "{} row {}: no solution text (extra_info.answer) to analyse",
+                path.display(),
+                i + 1
+            );
+        };
+        let (correct, answer) = prl_schema::reward::check_answer(&solution, &row.ground_truth);
+        lines.push(
+            serde_json::json!({
+                "input": row.question, "output": solution, "step": 0,
+                "score": if correct { 1.0 } else { 0.0 }, "acc": correct, "pred": answer,
+                "ground_truth": row.ground_truth, "data_source": row.data_source,
+            })
+            .to_string(),
+        );
+    }
+    Ok(DumpFile {
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        content: lines.join("\n"),
+    })
+}
+
 pub fn read_folder(dir: &Path) -> Result<Vec<DumpFile>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?

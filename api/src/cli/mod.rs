@@ -89,7 +89,8 @@ enum Command {
         watch: bool,
     },
     /// Import a run of the reference code from its dumps: a folder of rollout `{step}.jsonl`
-    /// files and/or a folder of validation dumps. All or nothing; importing twice records once.
+    /// files and/or a folder of validation dumps, or a verl parquet dataset whose answers are
+    /// parallel-format solutions (analysed as step 0). All or nothing; twice records once.
     Import {
         /// The experiment's name (the method, in comparisons).
         #[arg(long)]
@@ -98,6 +99,8 @@ enum Command {
         rollouts: Option<PathBuf>,
         #[arg(long)]
         validation: Option<PathBuf>,
+        #[arg(long)]
+        dataset: Option<PathBuf>,
         /// The benchmark of validation lines without a `data_source`.
         #[arg(long)]
         benchmark: Option<String>,
@@ -194,10 +197,16 @@ pub async fn run(cli: Cli) -> Result<()> {
             name,
             rollouts,
             validation,
+            dataset,
             benchmark,
             tags,
         } => {
-            let request = import::request(name, rollouts, validation, benchmark, tags)?;
+            let sources = import::Sources {
+                rollouts,
+                validation,
+                dataset,
+            };
+            let request = import::request(name, sources, benchmark, tags)?;
             let imported = client().import(&request).await?;
             if imported.already_imported {
                 println!("already imported as experiment {}", imported.experiment_id);

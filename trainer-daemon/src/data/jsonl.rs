@@ -44,15 +44,8 @@ pub struct JsonlSet<'a> {
 impl<'a> JsonlSet<'a> {
     /// `jsonl:<path>[:sequential]`, or None for another kind of reference.
     pub fn parse(reference: &'a str) -> Option<Self> {
-        let rest = reference.strip_prefix("jsonl:")?;
-        let (path, style) = match rest.strip_suffix(":sequential") {
-            Some(path) => (path, PromptStyle::StepByStep),
-            None => (rest, PromptStyle::Parallel),
-        };
-        Some(JsonlSet {
-            path: Path::new(path),
-            style,
-        })
+        let (path, style) = super::file_reference(reference, "jsonl:")?;
+        Some(JsonlSet { path, style })
     }
 
     /// Rows with a question and an answer, for RL and evaluation.

@@ -3,10 +3,12 @@
 pub mod builtin;
 pub mod jsonl;
 pub mod prompt;
+pub mod verl;
 
 use anyhow::{Result, bail};
 use builtin::{Difficulty, Problem, Split};
 use prompt::PromptStyle;
+use std::path::Path;
 
 /// A prompt with a checkable answer, for RL and evaluation.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,12 +19,24 @@ pub struct Task {
     pub truth: String,
 }
 
-/// The tasks of a dataset reference (`builtin:...` or `jsonl:<path>`), the first `max` of them
-/// when given.
+/// `<prefix><path>[:sequential]`: a dataset file and the prompt design its questions get.
+fn file_reference<'a>(reference: &'a str, prefix: &str) -> Option<(&'a Path, PromptStyle)> {
+    let rest = reference.strip_prefix(prefix)?;
+    Some(match rest.strip_suffix(":sequential") {
+        Some(path) => (Path::new(path), PromptStyle::StepByStep),
+        None => (Path::new(rest), PromptStyle::Parallel),
+    })
+}
+
+/// The tasks of a dataset reference (`builtin:...`, `jsonl:<path>` or `verl:<path>`), the first
+/// `max` of them when given.
 pub fn tasks(reference: &str, max: Option<usize>) -> Result<Vec<Task>> {
-    let mut tasks = match jsonl::JsonlSet::parse(reference) {
-        Some(set) => set.tasks()?,
-        None => BuiltinSet::parse(reference)?.tasks(),
+    let mut tasks = if let Some(set) = jsonl::JsonlSet::parse(reference) {
+        set.tasks()?
+    } else if let Some(set) = verl::VerlSet::parse(reference) {
+        set.tasks()?
+    } else {
+        BuiltinSet::parse(reference)?.tasks()
     };
     if let Some(max) = max {
         tasks.truncate(max);
@@ -32,9 +46,12 @@ pub fn tasks(reference: &str, max: Option<usize>) -> Result<Vec<Task>> {
 
 /// The (prompt, target response) pairs of a dataset reference, for SFT.
 pub fn examples(reference: &str) -> Result<Vec<(String, String)>> {
-    match jsonl::JsonlSet::parse(reference) {
-        Some(set) => set.examples(),
-        None => Ok(BuiltinSet::parse(reference)?.examples()),
+    if let Some(set) = jsonl::JsonlSet::parse(reference) {
+        set.examples()
+    } else if let Some(set) = verl::VerlSet::parse(reference) {
+        set.examples()
+    } else {
+        Ok(BuiltinSet::parse(reference)?.examples())
     }
 }
 
@@ -56,7 +73,7 @@ impl BuiltinSet {
     pub fn parse(reference: &str) -> Result<Self> {
         let Some(name) = reference.strip_prefix("builtin:") else {
             bail!(
-                "dataset {reference:?} is neither built in (builtin:easy, builtin:hard, builtin:easy-test, ...) nor a file (jsonl:<path>)"
+                "dataset {reference:?} is neither built in (builtin:easy, builtin:hard, builtin:easy-test, ...) nor a file (jsonl:<path>, verl:<path>)"
             )
         };
         let (name, style) = match name.strip_suffix(":sequential") {
