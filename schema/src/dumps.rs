@@ -293,7 +293,7 @@ mod tests {
     fn bad_lines_are_named_by_file_and_line() {
         let good = serde_json::json!({"input": "q", "output": "o", "score": 1.0, "step": 1});
         let files = [
-            file("1.jsonl", &[good.clone()]),
+            file("1.jsonl", std::slice::from_ref(&good)),
             DumpFile {
                 name: "2.jsonl".into(),
                 content: format!("{good}\n\n{{\"input\": \"q\", \"score\": 1}}"),

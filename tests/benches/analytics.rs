@@ -369,7 +369,9 @@ async fn pandas(app: &TestApp, dump: &std::path::Path, run: Uuid, prl_one: f64, 
         (load + all) / prl_all
     );
     // The two must agree, or the comparison is meaningless.
-    let prl: Vec<(i64, f64, f64, Option<f64>, Option<f64>)> = sqlx::query_as(
+    /// step, parallel_ratio, accuracy, rel_position_median, exploration_share
+    type Step = (i64, f64, f64, Option<f64>, Option<f64>);
+    let prl: Vec<Step> = sqlx::query_as(
         "SELECT step, parallel_ratio::float8, accuracy::float8, rel_position_median,
                 exploration_share::float8
          FROM strategy_evolution WHERE run_id = $1 ORDER BY step",
