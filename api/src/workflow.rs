@@ -28,7 +28,9 @@ pub async fn react(
             )
         };
         match &e.event {
-            Event::ExperimentSubmitted { spec, max_attempts } => {
+            Event::ExperimentSubmitted {
+                spec, max_attempts, ..
+            } => {
                 out.push(queue_stage(
                     ExperimentId(e.stream_id),
                     spec,

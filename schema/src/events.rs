@@ -1,6 +1,7 @@
 //! The events of prl's log. Each variant is stored as a row of the `events` table: its name in
 //! `event_type`, its fields in `payload`. Changing a variant's shape means a new schema version.
 
+use crate::datasets::DatasetSplit;
 use crate::ids::{ExperimentId, JobId, RunId};
 use crate::jobs::CheckpointRef;
 use crate::spec::{ExperimentSpec, StageKind};
@@ -21,6 +22,7 @@ pub enum StreamType {
     Job,
     Run,
     DeadLetter,
+    Dataset,
 }
 
 impl StreamType {
@@ -30,6 +32,7 @@ impl StreamType {
             StreamType::Job => "job",
             StreamType::Run => "run",
             StreamType::DeadLetter => "dead_letter",
+            StreamType::Dataset => "dataset",
         }
     }
 }
@@ -42,6 +45,10 @@ pub enum Event {
     ExperimentSubmitted {
         spec: ExperimentSpec,
         max_attempts: u32,
+        /// The registered datasets the spec names (`registered:...` references), as they were
+        /// when it was accepted: later registrations do not change what it trains on.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        datasets: BTreeMap<String, DatasetSplit>,
     },
     ExperimentCancelled {
         reason: String,
@@ -121,6 +128,14 @@ pub enum Event {
         result: EvaluationResult,
     },
 
+    // --- dataset stream ---
+    /// A version of a named dataset: where its splits are, their sizes and content hashes.
+    DatasetRegistered {
+        name: String,
+        source: String,
+        splits: Vec<DatasetSplit>,
+    },
+
     // --- dead-letter stream ---
     /// A worker message that could not be decoded, parked in the dead-letter stream.
     WorkerMessageParked {
@@ -153,6 +168,7 @@ impl Event {
             | TrajectoriesRecorded { .. }
             | EvaluationReported { .. } => StreamType::Run,
             WorkerMessageParked { .. } => StreamType::DeadLetter,
+            DatasetRegistered { .. } => StreamType::Dataset,
         }
     }
 

@@ -21,6 +21,9 @@ pub struct JobMessage {
     pub stage: StageSpec,
     /// The checkpoint to start from; the model itself when absent.
     pub input_checkpoint: Option<CheckpointRef>,
+    /// The registered datasets the stage may name, as resolved when the experiment was accepted.
+    #[serde(default)]
+    pub datasets: std::collections::BTreeMap<String, crate::datasets::DatasetSplit>,
 }
 
 impl JobMessage {

@@ -2,6 +2,7 @@
 //! It knows nothing about HTTP or NATS: subjects and routes live in the crates that speak them.
 
 pub mod analysis;
+pub mod datasets;
 pub mod dumps;
 pub mod estimators;
 pub mod events;

@@ -1,7 +1,7 @@
 //! JSONL and verl-parquet datasets through the stack: a good file is evaluated on; a malformed
 //! row fails the job with a reason that names the file and the line or row.
 
-use prl_integration_tests::{TestApp, VerlFixtureRow, training_turn, write_verl_parquet};
+use prl_integration_tests::{TOKEN, TestApp, VerlFixtureRow, training_turn, write_verl_parquet};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,10 +46,7 @@ async fn jsonl_datasets_are_used_and_bad_rows_are_named_by_file_and_line() {
         .wait_for_status(id, "failed", Duration::from_secs(120))
         .await;
     let reason = detail["jobs"][0]["failure_reason"].as_str().unwrap();
-    assert!(
-        reason.contains("bad.jsonl:2:") && reason.contains("question"),
-        "{reason}"
-    );
+    assert!(reason.contains("bad.jsonl line 2: question"), "{reason}");
 }
 
 const SOLUTION: &str =
@@ -87,7 +84,8 @@ async fn verl_parquet_datasets_are_used_and_bad_rows_are_named_by_file_and_row()
 
     // The rows as the trainer reads them: the last user message, the ground truth, the solution.
     let reference = format!("verl:{}", good.display());
-    let tasks = prl_trainer::data::tasks(&reference, None).unwrap();
+    let none = Default::default();
+    let tasks = prl_trainer::data::tasks(&reference, None, &none).unwrap();
     assert_eq!(tasks.len(), 2);
     assert_eq!((tasks[1].id.as_str(), tasks[1].truth.as_str()), ("1", "3"));
     assert!(
@@ -96,7 +94,7 @@ async fn verl_parquet_datasets_are_used_and_bad_rows_are_named_by_file_and_row()
         tasks[0].prompt
     );
     assert!(!tasks[0].prompt.contains("Think in parallel."));
-    let sft = prl_trainer::data::examples(&reference)
+    let sft = prl_trainer::data::examples(&reference, &none)
         .unwrap_err()
         .to_string();
     assert!(sft.contains("good.parquet row 2: no solution"), "{sft}");
@@ -126,4 +124,120 @@ async fn verl_parquet_datasets_are_used_and_bad_rows_are_named_by_file_and_row()
         reason.contains("bad.parquet row 2: reward_model.ground_truth"),
         "{reason}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_datasets_are_versioned_resolved_at_submission_and_checked_by_hash() {
+    let _turn = training_turn().await;
+    let app = TestApp::spawn().await;
+    let _trainer = app.start_trainer("trainer");
+    std::fs::create_dir_all(&app.data_dir).unwrap();
+    let test = app.data_dir.join("test.jsonl");
+    std::fs::write(
+        &test,
+        "{\"question\": \"Mia has 2 apples and finds 3 more. How many now?\", \"answer\": 5}\n\
+         {\"question\": \"Leo has 4 cards and gives away 1. How many now?\", \"answer\": 3}\n",
+    )
+    .unwrap();
+    let train = app.data_dir.join("train.parquet");
+    write_verl_parquet(
+        &train,
+        &[VerlFixtureRow {
+            chat: vec![("user", "1+1?")],
+            ground_truth: Some("2"),
+            answer: Some("1+1=2. Final Answer: 2"),
+        }],
+    );
+    let splits = [
+        ("train".to_owned(), train.clone()),
+        ("test".to_owned(), test.clone()),
+    ];
+    let registration =
+        prl_api::cli::dataset::registration("toy".into(), &splits, "tests".into()).unwrap();
+    let register = |body: serde_json::Value| {
+        let app = &app;
+        async move {
+            let response = app
+                .post_raw("/api/v1/datasets", body.to_string(), Some(TOKEN))
+                .await;
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let body = serde_json::to_value(&registration).unwrap();
+    let (status, view) = register(body.clone()).await;
+    assert_eq!(status, 201, "{view}");
+    assert_eq!(view["version"], 1);
+    assert_eq!(view["splits"][1]["rows"], 2);
+    assert_eq!(view["splits"][0]["format"], "verl");
+    let (status, view) = register(body.clone()).await;
+    assert_eq!((status, &view["version"]), (200, &serde_json::json!(1)));
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE event_type = 'DatasetRegistered'")
+            .await,
+        1
+    );
+    let mut bad = body.clone();
+    bad["splits"][0]["sha256"] = "abc".into();
+    let (status, error) = register(bad).await;
+    assert_eq!(
+        (status, &error["field"]),
+        (422, &serde_json::json!("splits[0].sha256"))
+    );
+
+    let eval = |dataset: &str| {
+        serde_json::json!({
+            "name": "registered", "model": "tiny",
+            "stages": [{"kind": "eval", "name": "eval", "dataset": dataset, "k": 1,
+                        "max_response_tokens": 16}]
+        })
+    };
+    for (dataset, reason) in [
+        (
+            "registered:nothing",
+            "no dataset is registered as 'nothing'",
+        ),
+        (
+            "registered:toy:valid",
+            "the dataset 'toy' has no split 'valid'",
+        ),
+    ] {
+        let response = app.post_experiment(&eval(dataset)).await;
+        assert_eq!(response.status(), 422, "{dataset}");
+        let error: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(error["field"], "stages[0].dataset");
+        assert!(
+            error["message"].as_str().unwrap().contains(reason),
+            "{error}"
+        );
+    }
+
+    let id = app.submit(&eval("registered:toy:test")).await;
+    app.wait_for_status(id, "completed", Duration::from_secs(120))
+        .await;
+    let (benchmark, prompts): (String, i32) =
+        sqlx::query_as("SELECT benchmark, prompts FROM evaluations")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((benchmark.as_str(), prompts), ("registered:toy:test", 2));
+
+    // A file changed after registration is refused by the trainer, naming it.
+    std::fs::write(&test, "{\"question\": \"q\", \"answer\": 1}\n").unwrap();
+    let id = app.submit(&eval("registered:toy:test")).await;
+    let detail = app
+        .wait_for_status(id, "failed", Duration::from_secs(120))
+        .await;
+    let reason = detail["jobs"][0]["failure_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("test.jsonl changed since dataset toy was registered"),
+        "{reason}"
+    );
+
+    // Registering the changed file makes version 2; listing shows it.
+    let again = prl_api::cli::dataset::registration("toy".into(), &splits, "tests".into()).unwrap();
+    let (status, view) = register(serde_json::to_value(&again).unwrap()).await;
+    assert_eq!((status, &view["version"]), (201, &serde_json::json!(2)));
+    let list: serde_json::Value = app.get("/api/v1/datasets").await.json().await.unwrap();
+    assert_eq!(list[0]["splits"][1]["rows"], 1);
 }

@@ -65,11 +65,12 @@ pub fn train(
         bail!("not an RL job")
     };
     let device = Device::cuda_if_available();
-    let tasks = data::tasks(stage.dataset.as_str(), None)?;
+    let tasks = data::tasks(stage.dataset.as_str(), None, &job.datasets)?;
     let eval_tasks = match &stage.eval_dataset {
         Some(set) => data::tasks(
             set.as_str(),
             stage.eval_max_prompts.map(|m| m.get() as usize),
+            &job.datasets,
         )?,
         None => Vec::new(),
     };

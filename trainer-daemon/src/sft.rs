@@ -38,7 +38,7 @@ fn train(
         bail!("not an SFT job")
     };
     let device = Device::cuda_if_available();
-    let texts = crate::data::examples(stage.dataset.as_str())?;
+    let texts = crate::data::examples(stage.dataset.as_str(), &job.datasets)?;
     let corpus: Vec<&str> = texts
         .iter()
         .flat_map(|(p, r)| [p.as_str(), r.as_str()])

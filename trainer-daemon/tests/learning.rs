@@ -41,6 +41,7 @@ fn rl_raises_held_out_accuracy_over_its_sft_start() {
         model: ModelRef::Path(fixture.display().to_string()),
         stage: StageSpec::Rl(stage),
         input_checkpoint: None,
+        datasets: Default::default(),
     };
     let data_dir = std::env::temp_dir().join(format!("prl-learning-{}", std::process::id()));
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();

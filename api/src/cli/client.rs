@@ -124,6 +124,21 @@ impl Client {
         self.send(request).await
     }
 
+    pub async fn register_dataset(
+        &self,
+        registration: &crate::routes::datasets::Registration,
+    ) -> Result<crate::routes::datasets::DatasetView> {
+        let request = self
+            .authorised(self.http.post(self.url("/api/v1/datasets")))
+            .json(registration);
+        self.send(request).await
+    }
+
+    pub async fn datasets(&self) -> Result<Vec<crate::routes::datasets::DatasetView>> {
+        self.send(self.authorised(self.http.get(self.url("/api/v1/datasets"))))
+            .await
+    }
+
     pub async fn cancel(&self, id: Uuid, reason: Option<String>) -> Result<String> {
         let request = self
             .authorised(

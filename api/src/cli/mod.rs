@@ -1,6 +1,7 @@
 //! The `prl` command line: the local stack, the API server, and a client of the REST API.
 
 pub mod client;
+pub mod dataset;
 pub mod import;
 pub mod psql;
 pub mod results;
@@ -107,6 +108,11 @@ enum Command {
         #[arg(long = "tag")]
         tags: Vec<String>,
     },
+    /// Register dataset files under a name (`registered:<name>[:<split>]` in specs), or list them.
+    Dataset {
+        #[command(subcommand)]
+        command: DatasetCommand,
+    },
     /// Print events of the log.
     Events {
         /// Start after this position.
@@ -124,6 +130,23 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// Read and check every row of each split's file (.jsonl or verl .parquet), then register
+    /// them with their row counts and sha256; a changed file becomes a new version.
+    Register {
+        name: String,
+        /// SPLIT=FILE, e.g. --split train=data/train.jsonl --split test=data/test.parquet
+        #[arg(long = "split", required = true, value_parser = dataset::split_argument)]
+        splits: Vec<(String, PathBuf)>,
+        /// Where the data came from.
+        #[arg(long, default_value = "")]
+        source: String,
+    },
+    /// The registered datasets, newest version of each.
+    List,
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -222,6 +245,35 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Dataset { command } => match command {
+            DatasetCommand::Register {
+                name,
+                splits,
+                source,
+            } => {
+                let registration = dataset::registration(name, &splits, source)?;
+                let view = client().register_dataset(&registration).await?;
+                println!("dataset {} version {}:", view.name, view.version);
+                for split in view.splits.iter() {
+                    println!(
+                        "  {}: {} rows, {} ({})",
+                        split.name, split.rows, split.uri, split.sha256
+                    );
+                }
+                Ok(())
+            }
+            DatasetCommand::List => {
+                for view in client().datasets().await? {
+                    let splits: Vec<String> = view
+                        .splits
+                        .iter()
+                        .map(|s| format!("{} ({} rows)", s.name, s.rows))
+                        .collect();
+                    println!("{} v{}: {}", view.name, view.version, splits.join(", "));
+                }
+                Ok(())
+            }
+        },
         Command::Psql { args } => {
             let url = database_url(stack.as_ref())?;
             let status = psql::command(&url, &args)?.status().context(

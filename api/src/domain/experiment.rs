@@ -1,7 +1,9 @@
 //! An experiment's commands from users: submit and cancel.
 
+use prl_schema::datasets::DatasetSplit;
 use prl_schema::events::Event;
 use prl_schema::spec::ExperimentSpec;
+use std::collections::BTreeMap;
 
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum CancelError {
@@ -9,8 +11,17 @@ pub enum CancelError {
     AlreadyFinished(String),
 }
 
-pub fn submit(spec: ExperimentSpec, max_attempts: u32) -> Event {
-    Event::ExperimentSubmitted { spec, max_attempts }
+/// `datasets`: the registered datasets the spec names, resolved now.
+pub fn submit(
+    spec: ExperimentSpec,
+    max_attempts: u32,
+    datasets: BTreeMap<String, DatasetSplit>,
+) -> Event {
+    Event::ExperimentSubmitted {
+        spec,
+        max_attempts,
+        datasets,
+    }
 }
 
 /// Cancelling twice is the same as once: a cancelled experiment yields no new event.

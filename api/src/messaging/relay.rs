@@ -88,7 +88,7 @@ impl Relay {
         .fetch_one(&self.pool)
         .await?;
         let rows = sqlx::query(
-            "SELECT e.position, e.event_id, e.stream_id, e.version, e.payload, x.spec
+            "SELECT e.position, e.event_id, e.stream_id, e.version, e.payload, x.spec, x.datasets
              FROM events e JOIN experiments x ON x.id = (e.payload->>'experiment_id')::uuid
              WHERE e.event_type = 'JobQueued' AND e.position > $1
                AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -157,6 +157,7 @@ fn job_message(row: &sqlx::postgres::PgRow) -> Result<(JobMessage, prl_schema::s
         model: spec.model.clone(),
         stage: spec.stages.as_slice()[stage as usize].clone(),
         input_checkpoint,
+        datasets: serde_json::from_value(row.get(6)).context("decoding resolved datasets")?,
     };
     Ok((message, kind))
 }

@@ -5,7 +5,9 @@ use sqlx::PgConnection;
 
 pub async fn apply(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), sqlx::Error> {
     let (status, reason) = match &e.event {
-        Event::ExperimentSubmitted { spec, .. } => return submitted(conn, e, spec).await,
+        Event::ExperimentSubmitted { spec, datasets, .. } => {
+            return submitted(conn, e, spec, datasets).await;
+        }
         Event::ExperimentImported { name, tags, source } => {
             sqlx::query(
                 "INSERT INTO experiments (id, name, tags, model, spec, status, version, submitted_at,
@@ -56,11 +58,12 @@ async fn submitted(
     conn: &mut PgConnection,
     e: &RecordedEvent,
     spec: &prl_schema::spec::ExperimentSpec,
+    datasets: &std::collections::BTreeMap<String, prl_schema::datasets::DatasetSplit>,
 ) -> Result<(), sqlx::Error> {
     let tags: Vec<String> = spec.tags.iter().map(|t| t.to_string()).collect();
     sqlx::query(
-        "INSERT INTO experiments (id, name, tags, model, spec, status, version, submitted_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $7)",
+        "INSERT INTO experiments (id, name, tags, model, spec, status, version, submitted_at, updated_at, datasets)
+         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $7, $8)",
     )
     .bind(e.stream_id)
     .bind(spec.name.as_str())
@@ -69,6 +72,7 @@ async fn submitted(
     .bind(serde_json::to_value(spec).expect("specs are JSON"))
     .bind(e.version)
     .bind(e.recorded_at)
+    .bind(sqlx::types::Json(datasets))
     .execute(&mut *conn)
     .await?;
     let stages = spec.stages.as_slice();

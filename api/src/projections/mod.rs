@@ -42,6 +42,26 @@ pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<
                 .execute(&mut *conn)
                 .await?;
             }
+            Event::DatasetRegistered {
+                name,
+                source,
+                splits,
+            } => {
+                sqlx::query(
+                    "INSERT INTO datasets (name, stream_id, version, source, splits, registered_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (name) DO UPDATE
+                     SET version = $3, source = $4, splits = $5, registered_at = $6",
+                )
+                .bind(name)
+                .bind(recorded.stream_id)
+                .bind(recorded.version)
+                .bind(source)
+                .bind(sqlx::types::Json(splits))
+                .bind(recorded.recorded_at)
+                .execute(&mut *conn)
+                .await?;
+            }
             Event::WorkerMessageParked {
                 subject,
                 reason,
@@ -92,4 +112,5 @@ pub const TABLES: &[&str] = &[
     "evaluations",
     "trajectories",
     "trajectory_blocks",
+    "datasets",
 ];

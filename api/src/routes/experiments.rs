@@ -151,16 +151,17 @@ pub async fn record_submission(
     event_id: Uuid,
 ) -> Result<Accepted, ApiError> {
     let id = Uuid::now_v7();
+    let mut log = LogTx::begin(&state.pool).await?;
+    let datasets = super::datasets::resolve(log.conn(), &spec).await?;
     let event = NewEvent {
         event_id,
-        event: experiment::submit(spec, state.max_attempts),
+        event: experiment::submit(spec, state.max_attempts, datasets),
         metadata: Metadata {
             correlation_id: Some(id),
             causation_id: None,
             actor: Some("api".into()),
         },
     };
-    let mut log = LogTx::begin(&state.pool).await?;
     let recorded = log
         .append_one(StreamAppend {
             stream_id: id,

@@ -1,6 +1,7 @@
 //! HTTP routes. Each module is one family of endpoints; `configure` mounts them all.
 
 pub mod analytics;
+pub mod datasets;
 pub mod evaluations;
 pub mod events;
 pub mod experiments;
@@ -37,7 +38,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(analytics::comparison)
             .service(analytics::search)
             .service(analytics::metrics)
-            .service(imports::import),
+            .service(imports::import)
+            .service(datasets::register)
+            .service(datasets::list),
     )
     .service(health::healthz)
     .service(health::metrics)

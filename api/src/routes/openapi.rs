@@ -22,6 +22,8 @@ use utoipa_swagger_ui::SwaggerUi;
         super::analytics::search,
         super::analytics::metrics,
         super::imports::import,
+        super::datasets::register,
+        super::datasets::list,
         super::health::healthz,
         super::health::metrics,
     ),

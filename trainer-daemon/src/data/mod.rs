@@ -1,14 +1,16 @@
 //! Training and evaluation data: the built-in task and the prompt formats.
 
 pub mod builtin;
-pub mod jsonl;
+pub mod files;
 pub mod prompt;
-pub mod verl;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use builtin::{Difficulty, Problem, Split};
+use prl_schema::datasets::{DatasetSplit, registered_reference};
 use prompt::PromptStyle;
-use std::path::Path;
+use sha2::Digest;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 /// A prompt with a checkable answer, for RL and evaluation.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,24 +21,40 @@ pub struct Task {
     pub truth: String,
 }
 
-/// `<prefix><path>[:sequential]`: a dataset file and the prompt design its questions get.
-fn file_reference<'a>(reference: &'a str, prefix: &str) -> Option<(&'a Path, PromptStyle)> {
-    let rest = reference.strip_prefix(prefix)?;
-    Some(match rest.strip_suffix(":sequential") {
-        Some(path) => (Path::new(path), PromptStyle::StepByStep),
-        None => (Path::new(rest), PromptStyle::Parallel),
-    })
+/// The registered datasets a job may name (`name:split` → split), as resolved at submission.
+pub type Registered = BTreeMap<String, DatasetSplit>;
+
+/// A `registered:` reference turned into its file's reference, once the file is checked to be
+/// the one registered; any other reference as it is.
+fn resolve<'a>(reference: &'a str, registered: &Registered) -> Result<Cow<'a, str>> {
+    let Some((name, split, sequential)) = registered_reference(reference) else {
+        return Ok(Cow::Borrowed(reference));
+    };
+    let Some(found) = registered.get(&format!("{name}:{split}")) else {
+        bail!("dataset {reference:?} was not resolved when the experiment was accepted");
+    };
+    let bytes = std::fs::read(&found.uri)
+        .with_context(|| format!("reading {} (dataset {name}, split {split})", found.uri))?;
+    let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+    if sha256 != found.sha256 {
+        bail!(
+            "{} changed since dataset {name} was registered (sha256 {sha256}, registered {})",
+            found.uri,
+            found.sha256
+        );
+    }
+    let style = if sequential { ":sequential" } else { "" };
+    Ok(Cow::Owned(format!("{}{style}", found.reference())))
 }
 
-/// The tasks of a dataset reference (`builtin:...`, `jsonl:<path>` or `verl:<path>`), the first
-/// `max` of them when given.
-pub fn tasks(reference: &str, max: Option<usize>) -> Result<Vec<Task>> {
-    let mut tasks = if let Some(set) = jsonl::JsonlSet::parse(reference) {
-        set.tasks()?
-    } else if let Some(set) = verl::VerlSet::parse(reference) {
-        set.tasks()?
-    } else {
-        BuiltinSet::parse(reference)?.tasks()
+/// The tasks of a dataset reference (`builtin:...`, `jsonl:<path>`, `verl:<path>` or
+/// `registered:<name>[:<split>]`), the first `max` of them when given.
+pub fn tasks(reference: &str, max: Option<usize>, registered: &Registered) -> Result<Vec<Task>> {
+    let reference = resolve(reference, registered)?;
+    let reference = reference.as_ref();
+    let mut tasks = match files::FileSet::parse(reference) {
+        Some(set) => set.tasks()?,
+        None => BuiltinSet::parse(reference)?.tasks(),
     };
     if let Some(max) = max {
         tasks.truncate(max);
@@ -45,13 +63,12 @@ pub fn tasks(reference: &str, max: Option<usize>) -> Result<Vec<Task>> {
 }
 
 /// The (prompt, target response) pairs of a dataset reference, for SFT.
-pub fn examples(reference: &str) -> Result<Vec<(String, String)>> {
-    if let Some(set) = jsonl::JsonlSet::parse(reference) {
-        set.examples()
-    } else if let Some(set) = verl::VerlSet::parse(reference) {
-        set.examples()
-    } else {
-        Ok(BuiltinSet::parse(reference)?.examples())
+pub fn examples(reference: &str, registered: &Registered) -> Result<Vec<(String, String)>> {
+    let reference = resolve(reference, registered)?;
+    let reference = reference.as_ref();
+    match files::FileSet::parse(reference) {
+        Some(set) => set.examples(),
+        None => Ok(BuiltinSet::parse(reference)?.examples()),
     }
 }
 
@@ -73,7 +90,7 @@ impl BuiltinSet {
     pub fn parse(reference: &str) -> Result<Self> {
         let Some(name) = reference.strip_prefix("builtin:") else {
             bail!(
-                "dataset {reference:?} is neither built in (builtin:easy, builtin:hard, builtin:easy-test, ...) nor a file (jsonl:<path>, verl:<path>)"
+                "dataset {reference:?} is neither built in (builtin:easy, builtin:hard, builtin:easy-test, ...) nor a file (jsonl:<path>, verl:<path>) nor registered (registered:<name>)"
             )
         };
         let (name, style) = match name.strip_suffix(":sequential") {

@@ -1,0 +1,208 @@
+//! Registered datasets: a name for a set of files (its splits) with their row counts and content
+//! hashes, versioned in the log. Specs name them as `registered:<name>[:<split>]`; a submission
+//! resolves them once, so a later registration never changes what an accepted experiment uses.
+
+use crate::auth::{ReadAccess, WriteAccess};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{Expected, LogTx, NewEvent, StreamAppend};
+use actix_web::{HttpResponse, get, post, web};
+use prl_schema::datasets::{DatasetSplit, registered_reference};
+use prl_schema::events::{Event, Metadata};
+use prl_schema::spec::{ExperimentSpec, StageSpec};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+#[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    pub name: String,
+    /// Where the files came from, for people (a URL, a script, a paper).
+    #[serde(default)]
+    pub source: String,
+    pub splits: Vec<DatasetSplit>,
+}
+
+#[derive(Serialize, Deserialize, Debug, sqlx::FromRow, utoipa::ToSchema)]
+pub struct DatasetView {
+    pub name: String,
+    /// 1 for the first registration of the name, then one more per registration that changed it.
+    pub version: i64,
+    pub source: String,
+    #[schema(value_type = Vec<DatasetSplit>)]
+    pub splits: sqlx::types::Json<Vec<DatasetSplit>>,
+    pub registered_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
+    ApiError::InvalidSpec {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn is_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 100
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+fn check(registration: &Registration) -> Result<(), ApiError> {
+    if !is_name(&registration.name) {
+        return Err(invalid(
+            "name",
+            "a dataset name is 1 to 100 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    if registration.splits.is_empty() {
+        return Err(invalid("splits", "a dataset needs at least one split"));
+    }
+    for (i, split) in registration.splits.iter().enumerate() {
+        let field = |f: &str| format!("splits[{i}].{f}");
+        if !is_name(&split.name) || split.name == "sequential" {
+            return Err(invalid(
+                &field("name"),
+                "a split name is like train or test",
+            ));
+        }
+        if registration.splits[..i]
+            .iter()
+            .any(|s| s.name == split.name)
+        {
+            return Err(invalid(&field("name"), "another split has this name"));
+        }
+        if !split.uri.starts_with('/') {
+            return Err(invalid(&field("uri"), "the file's absolute path"));
+        }
+        if split.rows == 0 {
+            return Err(invalid(&field("rows"), "a split has at least one row"));
+        }
+        if split.sha256.len() != 64 || !split.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(invalid(&field("sha256"), "64 hexadecimal digits"));
+        }
+    }
+    Ok(())
+}
+
+/// A dataset's stream id: derived from its name, so every registration of it shares one stream.
+fn stream_id(name: &str) -> Uuid {
+    let digest = sha2::Sha256::digest(format!("prl dataset {name}"));
+    uuid::Builder::from_random_bytes(digest[..16].try_into().expect("16 bytes")).into_uuid()
+}
+
+/// Registers a dataset, or a new version of it. Registering what is already the newest version
+/// records nothing.
+#[utoipa::path(context_path = "/api/v1", request_body = Registration,
+    responses(
+        (status = 201, body = DatasetView),
+        (status = 200, body = DatasetView, description = "Already the newest version"),
+        (status = 422, body = crate::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[post("/datasets")]
+pub async fn register(
+    _: WriteAccess,
+    state: web::Data<AppState>,
+    body: web::Json<Registration>,
+) -> Result<HttpResponse, ApiError> {
+    let registration = body.into_inner();
+    check(&registration)?;
+    let id = stream_id(&registration.name);
+    let mut log = LogTx::begin(&state.pool).await?;
+    let current: Option<(i64, sqlx::types::Json<Vec<DatasetSplit>>)> =
+        sqlx::query_as("SELECT version, splits FROM datasets WHERE name = $1")
+            .bind(&registration.name)
+            .fetch_optional(log.conn())
+            .await?;
+    let unchanged = current
+        .as_ref()
+        .is_some_and(|(_, splits)| splits.0 == registration.splits);
+    if !unchanged {
+        log.append_one(StreamAppend {
+            stream_id: id,
+            expected: current.map_or(Expected::NoStream, |(v, _)| Expected::Exact(v)),
+            events: vec![NewEvent::new(
+                Event::DatasetRegistered {
+                    name: registration.name.clone(),
+                    source: registration.source,
+                    splits: registration.splits,
+                },
+                Metadata::default(),
+            )],
+        })
+        .await?;
+    }
+    let view: DatasetView = sqlx::query_as(
+        "SELECT name, version, source, splits, registered_at FROM datasets WHERE name = $1",
+    )
+    .bind(&registration.name)
+    .fetch_one(log.conn())
+    .await?;
+    log.commit().await?;
+    Ok(if unchanged {
+        HttpResponse::Ok().json(view)
+    } else {
+        HttpResponse::Created().json(view)
+    })
+}
+
+/// Every registered dataset, newest version of each.
+#[utoipa::path(context_path = "/api/v1", responses((status = 200, body = Vec<DatasetView>)))]
+#[get("/datasets")]
+pub async fn list(_: ReadAccess, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let views: Vec<DatasetView> = sqlx::query_as(
+        "SELECT name, version, source, splits, registered_at FROM datasets ORDER BY name",
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(HttpResponse::Ok().json(views))
+}
+
+/// The registered datasets a spec names, keyed `name:split`, or a 422 naming the field whose
+/// reference is unknown.
+pub async fn resolve(
+    conn: &mut sqlx::PgConnection,
+    spec: &ExperimentSpec,
+) -> Result<BTreeMap<String, DatasetSplit>, ApiError> {
+    let mut references = vec![];
+    for (i, stage) in spec.stages.as_slice().iter().enumerate() {
+        let (dataset, eval) = match stage {
+            StageSpec::Sft(s) => (&s.dataset, None),
+            StageSpec::Rl(s) => (&s.dataset, s.eval_dataset.as_ref()),
+            StageSpec::Eval(s) => (&s.dataset, None),
+        };
+        references.push((format!("stages[{i}].dataset"), dataset.as_str()));
+        if let Some(eval) = eval {
+            references.push((format!("stages[{i}].eval_dataset"), eval.as_str()));
+        }
+    }
+    let mut resolved = BTreeMap::new();
+    for (field, reference) in references {
+        let Some((name, split, _)) = registered_reference(reference) else {
+            continue;
+        };
+        let splits: Option<sqlx::types::Json<Vec<DatasetSplit>>> =
+            sqlx::query_scalar("SELECT splits FROM datasets WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let Some(splits) = splits else {
+            return Err(invalid(
+                &field,
+                format!("no dataset is registered as '{name}' (prl dataset register)"),
+            ));
+        };
+        let Some(found) = splits.0.into_iter().find(|s| s.name == split) else {
+            return Err(invalid(
+                &field,
+                format!("the dataset '{name}' has no split '{split}'"),
+            ));
+        };
+        resolved.insert(format!("{name}:{split}"), found);
+    }
+    Ok(resolved)
+}
