@@ -1,12 +1,16 @@
 //! AdamW with decoupled weight decay and global-norm gradient clipping. Written out rather than
 //! taken from libtorch so that its state (moments and step) can be checkpointed and resumed.
+//! Parameters held in a lower precision (bf16) get float32 master weights here: the update is
+//! computed on the master and copied back, so small steps are not rounded away.
 
 use anyhow::{Context, Result};
 use std::path::Path;
-use tch::{Tensor, nn};
+use tch::{Kind, Tensor, nn};
 
 pub struct AdamW {
     params: Vec<(String, Tensor)>,
+    /// float32 copies of the parameters that are not float32.
+    masters: Vec<Option<Tensor>>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     pub step: i64,
@@ -19,10 +23,15 @@ impl AdamW {
     pub fn new(vs: &nn::VarStore, weight_decay: f64) -> Self {
         let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        let zeros = |p: &Tensor| p.zeros_like();
+        let masters: Vec<Option<Tensor>> = params
+            .iter()
+            .map(|(_, p)| (p.kind() != Kind::Float).then(|| p.detach().to_kind(Kind::Float)))
+            .collect();
+        let zeros = |p: &Tensor| p.zeros_like().to_kind(Kind::Float);
         AdamW {
             m: params.iter().map(|(_, p)| zeros(p)).collect(),
             v: params.iter().map(|(_, p)| zeros(p)).collect(),
+            masters,
             params,
             step: 0,
             betas: (0.9, 0.95),
@@ -68,17 +77,24 @@ impl AdamW {
         let c2 = 1.0 - b2.powi(self.step as i32);
         tch::no_grad(|| {
             for (i, (_, p)) in self.params.iter_mut().enumerate() {
-                let g = p.grad();
+                let mut g = p.grad();
                 if !g.defined() {
                     continue;
+                }
+                if self.masters[i].is_some() {
+                    g = g.to_kind(Kind::Float);
                 }
                 // In-place fused forms: fewer temporaries and kernel launches per parameter.
                 let _ = self.m[i].lerp_(&g, 1.0 - b1);
                 let _ = self.v[i].lerp_(&g.square(), 1.0 - b2);
                 let mut denom = self.v[i].sqrt();
                 let _ = denom.g_div_scalar_(c2.sqrt()).g_add_scalar_(self.eps);
-                let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
-                let _ = p.addcdiv_(&(&self.m[i] * (-lr / c1)), &denom);
+                let target = self.masters[i].as_mut().unwrap_or(p);
+                let _ = target.g_mul_scalar_(1.0 - lr * self.weight_decay);
+                let _ = target.addcdiv_(&(&self.m[i] * (-lr / c1)), &denom);
+                if let Some(master) = &self.masters[i] {
+                    p.copy_(master);
+                }
             }
         });
     }
@@ -88,6 +104,9 @@ impl AdamW {
         for (i, (name, _)) in self.params.iter().enumerate() {
             named.push((format!("m.{name}"), self.m[i].shallow_clone()));
             named.push((format!("v.{name}"), self.v[i].shallow_clone()));
+            if let Some(master) = &self.masters[i] {
+                named.push((format!("w.{name}"), master.shallow_clone()));
+            }
         }
         named.push(("step".into(), Tensor::from(self.step)));
         Tensor::write_safetensors(&named, path)
@@ -111,6 +130,13 @@ impl AdamW {
                         .get(&format!("v.{name}"))
                         .with_context(|| format!("no v.{name}"))?,
                 );
+                // A master saved with the state is exact; else the loaded weights are the truth.
+                if let Some(master) = &mut self.masters[i] {
+                    match saved.get(&format!("w.{name}")) {
+                        Some(saved) => master.copy_(saved),
+                        None => master.copy_(&self.params[i].1),
+                    }
+                }
             }
             Ok(())
         })?;

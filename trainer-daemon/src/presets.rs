@@ -4,7 +4,7 @@ use crate::model::{LoadedModel, ModelConfig};
 use crate::tokenizer::{self, PrlTokenizer};
 use anyhow::{Context, Result, bail};
 use prl_schema::jobs::CheckpointRef;
-use prl_schema::spec::{ModelPreset, ModelRef};
+use prl_schema::spec::{ModelPreset, ModelRef, Precision};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
@@ -42,9 +42,25 @@ pub fn tiny_config(vocab: usize) -> ModelConfig {
 /// prl's own notes in a model directory it wrote.
 pub const PRL_META: &str = "prl.json";
 
-/// The model a job starts from: its input checkpoint if it has one, else the spec's model.
-/// `corpus` builds the `tiny` preset's character vocabulary.
+/// The model a job starts from: its input checkpoint if it has one, else the spec's model, in
+/// the stage's precision. `corpus` builds the `tiny` preset's character vocabulary.
 pub fn load(
+    model: &ModelRef,
+    checkpoint: Option<&CheckpointRef>,
+    corpus: &[&str],
+    device: Device,
+    precision: Precision,
+) -> Result<(LoadedModel, PrlTokenizer)> {
+    let (mut loaded, tok) = load_weights(model, checkpoint, corpus, device)?;
+    // Loading keeps the file's dtype (a bf16 run's checkpoints are bf16): set the stage's.
+    match precision {
+        Precision::Fp32 => loaded.vs.float(),
+        Precision::Bf16 => loaded.vs.bfloat16(),
+    }
+    Ok((loaded, tok))
+}
+
+fn load_weights(
     model: &ModelRef,
     checkpoint: Option<&CheckpointRef>,
     corpus: &[&str],

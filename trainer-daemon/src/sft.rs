@@ -43,8 +43,13 @@ fn train(
         .iter()
         .flat_map(|(p, r)| [p.as_str(), r.as_str()])
         .collect();
-    let (mut model, tok) =
-        presets::load(&job.model, job.input_checkpoint.as_ref(), &corpus, device)?;
+    let (mut model, tok) = presets::load(
+        &job.model,
+        job.input_checkpoint.as_ref(),
+        &corpus,
+        device,
+        stage.precision,
+    )?;
     let examples = encode(&texts, &tok, stage.max_length.get() as usize)?;
 
     let batch_size = stage.batch_size.get() as usize;
@@ -117,7 +122,7 @@ fn train(
 }
 
 /// Prompt + response + end-of-sequence, cut to `max_length`.
-fn encode(
+pub fn encode(
     texts: &[(String, String)],
     tok: &PrlTokenizer,
     max_length: usize,

@@ -24,6 +24,16 @@ pub enum RolloutMode {
     Sequential,
 }
 
+/// The numbers a stage computes in. `bf16` keeps the weights in bfloat16 and the optimiser's
+/// master weights and moments in float32 (meant for CUDA; on CPU it works, slowly).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+}
+
 /// The reward an RL stage optimises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -124,6 +134,8 @@ pub struct SftStage {
     pub init_from: Option<InitFrom>,
     #[serde(default)]
     pub attention: Attention,
+    #[serde(default)]
+    pub precision: Precision,
     #[serde(default = "two_paths")]
     pub paths: Paths,
     pub learning_rate: LearningRate,
@@ -159,6 +171,8 @@ pub struct RlStage {
     pub init_from: Option<InitFrom>,
     #[serde(default)]
     pub attention: Attention,
+    #[serde(default)]
+    pub precision: Precision,
     #[serde(default = "two_paths")]
     pub paths: Paths,
     #[serde(default)]
@@ -220,6 +234,8 @@ pub struct EvalStage {
     pub init_from: Option<InitFrom>,
     #[serde(default)]
     pub attention: Attention,
+    #[serde(default)]
+    pub precision: Precision,
     #[serde(default = "two_paths")]
     pub paths: Paths,
     #[serde(default)]

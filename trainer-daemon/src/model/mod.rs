@@ -183,6 +183,11 @@ impl CausalLm {
     ) -> Tensor {
         let mut x = self.embed_tokens.forward(input_ids);
         let rope = rope::Rotation::new(&self.config, position_ids, x.kind());
+        // Attention wants an additive mask in the activations' dtype (bf16 models).
+        let converted = mask
+            .filter(|m| m.kind() != x.kind())
+            .map(|m| m.to_kind(x.kind()));
+        let mask = converted.as_ref().or(mask);
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             x = layer.forward(&x, &rope, mask, layer_cache);
