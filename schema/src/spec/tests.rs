@@ -135,3 +135,22 @@ fn periodic_evaluation_needs_a_dataset() {
     spec["stages"][1]["eval_dataset"] = json!("builtin:test");
     assert!(ExperimentSpec::from_value(spec).is_ok());
 }
+
+#[test]
+fn precision_defaults_to_float32_and_names_a_bad_value() {
+    let spec = ExperimentSpec::from_value(valid()).unwrap();
+    let StageSpec::Sft(sft) = &spec.stages.as_slice()[0] else {
+        panic!("the first stage is SFT")
+    };
+    assert_eq!(sft.precision, Precision::Fp32);
+    let mut bf16 = valid();
+    bf16["stages"][1]["precision"] = json!("bf16");
+    let spec = ExperimentSpec::from_value(bf16).unwrap();
+    let StageSpec::Rl(rl) = &spec.stages.as_slice()[1] else {
+        panic!("the second stage is RL")
+    };
+    assert_eq!(rl.precision, Precision::Bf16);
+    let mut fp16 = valid();
+    fp16["stages"][2]["precision"] = json!("fp16");
+    assert_eq!(field_of(fp16), "stages[2].precision");
+}
