@@ -53,7 +53,7 @@ fn seeded_steps() -> Vec<TrajectoryBatch> {
     vec![
         TrajectoryBatch {
             step: 1,
-            prompts: prompts.clone(),
+            prompts,
             trajectories: vec![
                 trajectory(0, answer("10/2 = 5.", 5), true, vec![]),
                 trajectory(1, answer(VERIFY, 5), true, vec![block(20)]),
@@ -61,9 +61,16 @@ fn seeded_steps() -> Vec<TrajectoryBatch> {
                 trajectory(3, answer("guess", 6), false, vec![]),
             ],
         },
+        // As in a step split across messages: the group keeps its number, its index is local.
         TrajectoryBatch {
             step: 2,
-            prompts,
+            prompts: vec![PromptRecord {
+                id: "p1".into(),
+                group: 1,
+                text: "What is half of twelve?".into(),
+                tokens: Some(12),
+                truth: "6".into(),
+            }],
             trajectories: vec![
                 trajectory(
                     0,
@@ -220,6 +227,9 @@ async fn trajectory_search_filters_pages_and_names_bad_parameters() {
         count(&search("parallel=false&correct=true".into()).await),
         1
     );
+    let later = search("step_min=2".into()).await;
+    assert_eq!(later["items"][0]["prompt"], "What is half of twelve?");
+    assert_eq!(later["items"][0]["prompt_id"], "p1");
 
     // Pages of two cover everything once, in order.
     let mut seen = vec![];

@@ -252,7 +252,8 @@ pub async fn search(
     let rows: Vec<TrajectoryRow> = sqlx::query_as(
         "SELECT t.position, t.idx, t.run_id, t.step, t.prompt_id, t.sample, t.reward, t.correct,
                 t.answer, t.truth, t.response_tokens, t.format_valid, t.response,
-                e.payload->'prompts'->t.group_idx->>'text' AS prompt
+                (SELECT p->>'text' FROM jsonb_array_elements(e.payload->'prompts') p
+                 WHERE (p->>'group')::int = t.group_idx LIMIT 1) AS prompt
          FROM trajectories t JOIN events e ON e.position = t.position
          WHERE t.run_id = ANY($1) AND t.step BETWEEN $2 AND $3
            AND ($4::bool IS NULL OR t.correct = $4)
