@@ -46,6 +46,8 @@ impl PrivatePostgres {
             "unix_socket_directories=",
         ]);
         cmd.args(["-c", "max_connections=200", "-c", "fsync=on"]);
+        // Trajectory ingest writes gigabytes: rarer checkpoints mean fewer full-page images.
+        cmd.args(["-c", "max_wal_size=4GB"]);
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
