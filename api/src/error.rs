@@ -12,9 +12,10 @@ pub enum ApiError {
     BadParameter { parameter: String, reason: String },
     #[error("{field}: {reason}")]
     InvalidSpec { field: String, reason: String },
-    /// A file of an import is bad; `field` names it, `reason` the file and line.
+    /// A field of an import or a dataset registration is bad; for an import's files, `reason`
+    /// names the file and line.
     #[error("{field}: {reason}")]
-    InvalidImport { field: String, reason: String },
+    InvalidRequest { field: String, reason: String },
     #[error("a bearer token is required")]
     Unauthorized,
     #[error("{0} was not found")]
@@ -30,11 +31,11 @@ pub enum ApiError {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// A stable code: `malformed`, `bad_parameter`, `invalid_spec`, `unauthorized`, `not_found`,
-    /// `invalid_import`, `conflict`, `too_large` or `unavailable`.
+    /// `invalid_request`, `conflict`, `too_large` or `unavailable`.
     pub error: &'static str,
     /// A sentence for people.
     pub message: String,
-    /// The path of the offending field, for `invalid_spec` and `invalid_import`.
+    /// The path of the offending field, for `invalid_spec` and `invalid_request`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// The offending query parameter, for `bad_parameter`.
@@ -48,7 +49,7 @@ impl ApiError {
             ApiError::Malformed(_) => "malformed",
             ApiError::BadParameter { .. } => "bad_parameter",
             ApiError::InvalidSpec { .. } => "invalid_spec",
-            ApiError::InvalidImport { .. } => "invalid_import",
+            ApiError::InvalidRequest { .. } => "invalid_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
@@ -62,7 +63,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Malformed(_) | ApiError::BadParameter { .. } => StatusCode::BAD_REQUEST,
-            ApiError::InvalidSpec { .. } | ApiError::InvalidImport { .. } => {
+            ApiError::InvalidSpec { .. } | ApiError::InvalidRequest { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -75,9 +76,8 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (field, message) = match self {
-            ApiError::InvalidSpec { field, reason } | ApiError::InvalidImport { field, reason } => {
-                (Some(field.clone()), reason.clone())
-            }
+            ApiError::InvalidSpec { field, reason }
+            | ApiError::InvalidRequest { field, reason } => (Some(field.clone()), reason.clone()),
             other => (None, other.to_string()),
         };
         let parameter = match self {

@@ -252,15 +252,16 @@ impl JobRow {
     }
 }
 
-/// The experiment's status and spec.
+/// The experiment's status and spec; None for an imported experiment, which has no spec.
 async fn experiment(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<(String, ExperimentSpec)>, sqlx::Error> {
-    let row = sqlx::query("SELECT status, spec FROM experiments WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row =
+        sqlx::query("SELECT status, spec FROM experiments WHERE id = $1 AND spec IS NOT NULL")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
     row.map(|r| {
         let spec = serde_json::from_value(r.get(1)).map_err(|e| sqlx::Error::Decode(e.into()))?;
         Ok((r.get(0), spec))

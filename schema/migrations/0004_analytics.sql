@@ -5,8 +5,10 @@
 -- Offsets come in tokens where the trainer counted them and in characters always; imported runs
 -- have characters only. `rel_position` uses tokens when known, characters otherwise.
 
--- Imported runs (the reference code's dumps) have no job, and their evaluations no token counts.
+-- Imported runs (the reference code's dumps) have no job, their experiments no spec but what they
+-- were read from, and their evaluations no token counts.
 ALTER TABLE runs ALTER COLUMN job_id DROP NOT NULL;
+ALTER TABLE experiments ALTER COLUMN spec DROP NOT NULL, ADD COLUMN imported_from TEXT;
 ALTER TABLE evaluations ALTER COLUMN mean_response_tokens DROP NOT NULL;
 
 CREATE TABLE trajectories (

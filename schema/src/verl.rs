@@ -100,8 +100,5 @@ pub fn read(path: &Path) -> Result<Vec<VerlRow>, String> {
             data_source: raw.data_source,
         });
     }
-    if out.is_empty() {
-        return Err(format!("{file}: the dataset has no rows"));
-    }
     Ok(out)
 }

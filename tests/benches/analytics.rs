@@ -7,7 +7,7 @@
 //! another total; PRL_BENCH_PYTHON names a Python with pandas, see BENCHMARKS.md).
 
 use futures::StreamExt;
-use prl_integration_tests::{FakeWorker, TestApp};
+use prl_integration_tests::{FakeWorker, TestApp, publish_until};
 use prl_schema::jobs::WorkerEvent;
 use prl_schema::spec::StageKind;
 use prl_schema::trajectory::{BlockTokens, PromptRecord, Trajectory, TrajectoryBatch};
@@ -169,40 +169,17 @@ async fn ingest(app: &TestApp, per_step: usize) -> Vec<Uuid> {
         messages.len(),
         bytes as f64 / total as f64
     );
-    let started = Instant::now();
-    let js = app.js.clone();
-    let publisher = tokio::spawn(async move {
-        futures::stream::iter(messages)
-            .map(|(subject, payload)| {
-                let js = js.clone();
-                async move {
-                    js.publish(subject, payload.into())
-                        .await
-                        .unwrap()
-                        .await
-                        .unwrap()
-                }
-            })
-            .buffer_unordered(64)
-            .for_each(|_| async {})
-            .await;
-        started.elapsed()
-    });
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let done = app
-            .count("SELECT coalesce(sum(trajectories), 0)::int8 FROM trajectory_batches")
-            .await;
-        if done >= total as i64 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(3600),
-            "ingest stalled at {done}"
-        );
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let published = publisher.await.unwrap().as_secs_f64();
+    let ingested = publish_until(
+        app,
+        messages,
+        64,
+        "SELECT coalesce(sum(trajectories), 0)::int8 FROM trajectory_batches",
+        total as i64,
+        Duration::from_secs(3600),
+    )
+    .await;
+    let secs = ingested.total.as_secs_f64();
+    let published = ingested.publishing.as_secs_f64();
     println!(
         "ingest with the analytics projection, NATS -> PostgreSQL: {total} trajectories in {secs:.1} s = {:.0} trajectories/s \
          (publishing alone took {published:.1} s on the same cores)",

@@ -2,9 +2,8 @@
 //! worker events from NATS into PostgreSQL with projections on, and read-endpoint latency under
 //! concurrent load. Run with `cargo bench -p prl-integration-tests --bench foundation`.
 
-use futures::StreamExt;
 use prl_api::store::{Expected, LogTx, NewEvent, StreamAppend};
-use prl_integration_tests::{FakeWorker, TestApp, quick_spec};
+use prl_integration_tests::{FakeWorker, TestApp, publish_until, quick_spec};
 use prl_schema::events::{Event, Metadata};
 use prl_schema::jobs::WorkerEvent;
 use prl_schema::spec::StageKind;
@@ -93,51 +92,32 @@ async fn ingest(app: &TestApp, n: u64) {
     .unwrap()
     .len();
 
-    let started = Instant::now();
-    let publisher = {
-        let js = app.js.clone();
-        let subject = app
-            .topology
-            .worker_event_subject(worker.job.run_id, "metrics");
-        let messages: Vec<Vec<u8>> = (1..=n)
-            .map(|step| {
-                serde_json::to_vec(&worker.message(WorkerEvent::Metrics {
-                    step,
-                    values: values(step),
-                }))
-                .unwrap()
-            })
-            .collect();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let acks = futures::stream::iter(messages)
-                .map(|payload| {
-                    let js = js.clone();
-                    let subject = subject.clone();
-                    async move {
-                        js.publish(subject, payload.into())
-                            .await
-                            .unwrap()
-                            .await
-                            .unwrap()
-                    }
-                })
-                .buffer_unordered(512);
-            acks.for_each(|_| async {}).await;
-            started.elapsed()
+    let subject = app
+        .topology
+        .worker_event_subject(worker.job.run_id, "metrics");
+    let messages: Vec<(String, Vec<u8>)> = (1..=n)
+        .map(|step| {
+            let body = WorkerEvent::Metrics {
+                step,
+                values: values(step),
+            };
+            (
+                subject.clone(),
+                serde_json::to_vec(&worker.message(body)).unwrap(),
+            )
         })
-    };
-    let mut last = before;
-    while last < before + n as i64 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        last = app.count("SELECT count(*) FROM run_metrics").await;
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "ingest stalled at {last}"
-        );
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let published = publisher.await.unwrap().as_secs_f64();
+        .collect();
+    let ingested = publish_until(
+        app,
+        messages,
+        512,
+        "SELECT count(*) FROM run_metrics",
+        before + n as i64,
+        Duration::from_secs(600),
+    )
+    .await;
+    let secs = ingested.total.as_secs_f64();
+    let published = ingested.publishing.as_secs_f64();
     println!(
         "ingest, NATS -> PostgreSQL with projections: {n} worker events of {size} bytes in {secs:.2} s = {:.0} events/s \
          (publishing alone took {published:.2} s on the same cores)",

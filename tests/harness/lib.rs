@@ -1,10 +1,12 @@
 //! The integration-test harness: real PostgreSQL and NATS (private ones unless DATABASE_URL and
 //! NATS_URL are given), a fresh database and NATS namespace per test, and the API on a free port.
 
+mod publish;
 mod servers;
 mod test_app;
 mod verl_fixture;
 
+pub use publish::{Ingested, publish_until};
 pub use test_app::{Daemon, FakeWorker, TOKEN, TestApp, quick_spec};
 pub use verl_fixture::{VerlFixtureRow, write_verl_parquet};
 

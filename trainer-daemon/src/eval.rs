@@ -106,13 +106,7 @@ fn eval_job(
     let max = stage.max_prompts.map(|m| m.get() as usize);
     let tasks = crate::data::tasks(stage.dataset.as_str(), max, &job.datasets)?;
     let corpus: Vec<&str> = tasks.iter().map(|t| t.prompt.as_str()).collect();
-    let (model, tok) = presets::load(
-        &job.model,
-        job.input_checkpoint.as_ref(),
-        &corpus,
-        device,
-        stage.precision,
-    )?;
+    let (model, tok) = presets::load(job, &corpus, device)?;
     let config = RolloutConfig {
         attention: stage.attention,
         mode: stage.mode,

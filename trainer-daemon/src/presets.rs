@@ -3,7 +3,7 @@
 use crate::model::{LoadedModel, ModelConfig};
 use crate::tokenizer::{self, PrlTokenizer};
 use anyhow::{Context, Result, bail};
-use prl_schema::jobs::CheckpointRef;
+use prl_schema::jobs::{CheckpointRef, JobMessage};
 use prl_schema::spec::{ModelPreset, ModelRef, Precision};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -45,15 +45,14 @@ pub const PRL_META: &str = "prl.json";
 /// The model a job starts from: its input checkpoint if it has one, else the spec's model, in
 /// the stage's precision. `corpus` builds the `tiny` preset's character vocabulary.
 pub fn load(
-    model: &ModelRef,
-    checkpoint: Option<&CheckpointRef>,
+    job: &JobMessage,
     corpus: &[&str],
     device: Device,
-    precision: Precision,
 ) -> Result<(LoadedModel, PrlTokenizer)> {
-    let (mut loaded, tok) = load_weights(model, checkpoint, corpus, device)?;
+    let (mut loaded, tok) =
+        load_weights(&job.model, job.input_checkpoint.as_ref(), corpus, device)?;
     // Loading keeps the file's dtype (a bf16 run's checkpoints are bf16): set the stage's.
-    match precision {
+    match job.stage.precision() {
         Precision::Fp32 => loaded.vs.float(),
         Precision::Bf16 => loaded.vs.bfloat16(),
     }

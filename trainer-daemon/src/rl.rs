@@ -79,24 +79,10 @@ pub fn train(
         .flat_map(|t| [t.prompt.as_str(), t.truth.as_str()])
         .chain(["Final Answer: 0123456789\n"])
         .collect();
-    let (mut model, tok) = presets::load(
-        &job.model,
-        job.input_checkpoint.as_ref(),
-        &corpus,
-        device,
-        stage.precision,
-    )?;
+    let (mut model, tok) = presets::load(job, &corpus, device)?;
     // The KL penalty's reference is the policy the stage starts from.
     let reference = (stage.kl_coef.get() > 0.0)
-        .then(|| {
-            presets::load(
-                &job.model,
-                job.input_checkpoint.as_ref(),
-                &corpus,
-                device,
-                stage.precision,
-            )
-        })
+        .then(|| presets::load(job, &corpus, device))
         .transpose()?
         .map(|(m, _)| m);
     let mut optimizer = AdamW::new(&model.vs, 0.0);

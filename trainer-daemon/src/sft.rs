@@ -43,13 +43,7 @@ fn train(
         .iter()
         .flat_map(|(p, r)| [p.as_str(), r.as_str()])
         .collect();
-    let (mut model, tok) = presets::load(
-        &job.model,
-        job.input_checkpoint.as_ref(),
-        &corpus,
-        device,
-        stage.precision,
-    )?;
+    let (mut model, tok) = presets::load(job, &corpus, device)?;
     let examples = encode(&texts, &tok, stage.max_length.get() as usize)?;
 
     let batch_size = stage.batch_size.get() as usize;

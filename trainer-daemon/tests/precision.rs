@@ -2,7 +2,9 @@
 //! weights and moments in the optimiser) learns alike, and the optimiser's state round-trips.
 //! On CPU, where libtorch runs bf16 too; CUDA is where it pays.
 
-use prl_schema::spec::{Attention, ModelPreset, ModelRef, Precision};
+use prl_schema::ids::{ExperimentId, JobId, RunId};
+use prl_schema::jobs::JobMessage;
+use prl_schema::spec::{Attention, ModelPreset, ModelRef, Precision, SftStage, StageSpec};
 use prl_trainer::adamw::AdamW;
 use prl_trainer::{batch, presets, sft};
 use tch::{Device, Kind};
@@ -17,8 +19,22 @@ fn train(precision: Precision) -> (Vec<f64>, AdamW, prl_trainer::model::LoadedMo
         .iter()
         .flat_map(|(p, r)| [p.as_str(), r.as_str()])
         .collect();
-    let model_ref = ModelRef::Preset(ModelPreset::Tiny);
-    let (model, tok) = presets::load(&model_ref, None, &corpus, Device::Cpu, precision).unwrap();
+    let stage: SftStage = serde_json::from_value(serde_json::json!({
+        "name": "sft", "dataset": "builtin:easy", "learning_rate": 2e-3, "precision": precision
+    }))
+    .unwrap();
+    let job = JobMessage {
+        job_id: JobId::new(),
+        run_id: RunId::new(),
+        experiment_id: ExperimentId::new(),
+        attempt: 1,
+        expected_version: 0,
+        model: ModelRef::Preset(ModelPreset::Tiny),
+        stage: StageSpec::Sft(stage),
+        input_checkpoint: None,
+        datasets: Default::default(),
+    };
+    let (model, tok) = presets::load(&job, &corpus, Device::Cpu).unwrap();
     let examples = sft::encode(texts, &tok, 256).unwrap();
     let mut optimizer = AdamW::new(&model.vs, 0.0);
     let mut losses = vec![];

@@ -10,14 +10,14 @@ pub async fn apply(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), sql
         }
         Event::ExperimentImported { name, tags, source } => {
             sqlx::query(
-                "INSERT INTO experiments (id, name, tags, model, spec, status, version, submitted_at,
-                                          updated_at, finished_at)
+                "INSERT INTO experiments (id, name, tags, model, imported_from, status, version,
+                                          submitted_at, updated_at, finished_at)
                  VALUES ($1, $2, $3, 'imported', $4, 'imported', $5, $6, $6, $6)",
             )
             .bind(e.stream_id)
             .bind(name)
             .bind(tags)
-            .bind(serde_json::json!({ "imported_from": source }))
+            .bind(source)
             .bind(e.version)
             .bind(e.recorded_at)
             .execute(&mut *conn)

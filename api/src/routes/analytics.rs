@@ -352,13 +352,7 @@ pub async fn metrics(
             .filter(|s| !s.is_empty())
             .collect()
     });
-    let exists: Option<(i64,)> = sqlx::query_as("SELECT 1::int8 FROM runs WHERE id = $1")
-        .bind(run)
-        .fetch_optional(&state.pool)
-        .await?;
-    if exists.is_none() {
-        return Err(ApiError::NotFound(format!("run {run}")));
-    }
+    super::require_run(&state.pool, run).await?;
     // Buckets split the reported step range evenly; within one, rows are in log order, so the
     // last value is the newest report of the bucket's last step.
     let points: Vec<MetricBucket> = sqlx::query_as(

@@ -37,7 +37,7 @@ pub struct DatasetView {
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
-    ApiError::InvalidSpec {
+    ApiError::InvalidRequest {
         field: field.into(),
         reason: reason.into(),
     }
@@ -191,16 +191,16 @@ pub async fn resolve(
                 .fetch_optional(&mut *conn)
                 .await?;
         let Some(splits) = splits else {
-            return Err(invalid(
-                &field,
-                format!("no dataset is registered as '{name}' (prl dataset register)"),
-            ));
+            return Err(ApiError::InvalidSpec {
+                field,
+                reason: format!("no dataset is registered as '{name}' (prl dataset register)"),
+            });
         };
         let Some(found) = splits.0.into_iter().find(|s| s.name == split) else {
-            return Err(invalid(
-                &field,
-                format!("the dataset '{name}' has no split '{split}'"),
-            ));
+            return Err(ApiError::InvalidSpec {
+                field,
+                reason: format!("the dataset '{name}' has no split '{split}'"),
+            });
         };
         resolved.insert(format!("{name}:{split}"), found);
     }

@@ -19,13 +19,7 @@ pub async fn list(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM runs WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&state.pool)
-        .await?;
-    if found.is_none() {
-        return Err(ApiError::NotFound(format!("run {id}")));
-    }
+    super::require_run(&state.pool, id).await?;
     let rows: Vec<BenchmarkResult> = sqlx::query_as(
         "SELECT benchmark, k, prompts, step, mean_at_k, pass_at_k, parallel_ratio,
                 format_valid_ratio, mean_response_tokens
@@ -135,7 +129,7 @@ pub async fn evaluate(
 
 /// The stage a run belongs to, from its experiment's spec.
 async fn run_stage(state: &AppState, run: Uuid) -> Result<StageSpec, ApiError> {
-    let (spec, idx): (Value, i32) = sqlx::query_as(
+    let (spec, idx): (Option<Value>, i32) = sqlx::query_as(
         "SELECT e.spec, r.stage_idx FROM runs r JOIN experiments e ON e.id = r.experiment_id
          WHERE r.id = $1",
     )
@@ -143,11 +137,11 @@ async fn run_stage(state: &AppState, run: Uuid) -> Result<StageSpec, ApiError> {
     .fetch_optional(&state.pool)
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("run {run}")))?;
-    if spec.get("imported_from").is_some() {
+    let Some(spec) = spec else {
         return Err(ApiError::NotFound(format!(
             "checkpoints of run {run}: it was imported, with trajectories and evaluations only"
         )));
-    }
+    };
     let spec: ExperimentSpec = serde_json::from_value(spec)
         .map_err(|e| ApiError::Unavailable(format!("a stored spec does not decode: {e}")))?;
     Ok(spec.stages.as_slice()[idx as usize].clone())

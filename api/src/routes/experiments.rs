@@ -334,7 +334,8 @@ pub async fn load_detail(
 ) -> Result<Option<ExperimentDetail>, ApiError> {
     let mut conn = pool.acquire().await?;
     let Some(row) = sqlx::query(
-        "SELECT id, name, tags, model, status, status_reason, version, submitted_at, updated_at, finished_at, spec
+        "SELECT id, name, tags, model, status, status_reason, version, submitted_at, updated_at, finished_at, spec,
+                imported_from
          FROM experiments WHERE id = $1",
     )
     .bind(id)
@@ -345,15 +346,12 @@ pub async fn load_detail(
     };
     use sqlx::FromRow;
     let summary = ExperimentSummary::from_row(&row)?;
-    let stored: serde_json::Value = row.get("spec");
-    let imported_from = stored["imported_from"].as_str().map(str::to_owned);
-    let spec =
-        match imported_from {
-            Some(_) => None,
-            None => Some(serde_json::from_value(stored).map_err(|e| {
-                ApiError::Unavailable(format!("a stored spec does not decode: {e}"))
-            })?),
-        };
+    let spec = row
+        .get::<Option<serde_json::Value>, _>("spec")
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| ApiError::Unavailable(format!("a stored spec does not decode: {e}")))?;
+    let imported_from = row.get("imported_from");
     let stages = sqlx::query_as("SELECT idx, name, kind, status, job_id, run_id FROM stages WHERE experiment_id = $1 ORDER BY idx")
         .bind(id)
         .fetch_all(&mut *conn)

@@ -55,7 +55,7 @@ fn invalid(request: &ImportRequest, list: &str, e: DumpError) -> ApiError {
         &request.validation
     };
     let index = files.iter().position(|f| f.name == e.file).unwrap_or(0);
-    ApiError::InvalidImport {
+    ApiError::InvalidRequest {
         field: format!("{list}[{index}]"),
         reason: e.to_string(),
     }
@@ -91,13 +91,13 @@ pub async fn import(
         .map_err(|e| ApiError::Malformed(format!("the import is not valid JSON: {e}")))?;
     let name = request.name.trim();
     if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::InvalidImport {
+        return Err(ApiError::InvalidRequest {
             field: "name".into(),
             reason: "name the import in 1 to 200 characters".into(),
         });
     }
     if request.rollouts.is_empty() && request.validation.is_empty() {
-        return Err(ApiError::InvalidImport {
+        return Err(ApiError::InvalidRequest {
             field: "rollouts".into(),
             reason: "an import needs rollout or validation files".into(),
         });

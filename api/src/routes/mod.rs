@@ -49,6 +49,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web_ui::index);
 }
 
+/// A 404 unless the run exists.
+async fn require_run(pool: &sqlx::PgPool, run: uuid::Uuid) -> Result<(), ApiError> {
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM runs WHERE id = $1")
+        .bind(run)
+        .fetch_optional(pool)
+        .await?;
+    found
+        .map(drop)
+        .ok_or_else(|| ApiError::NotFound(format!("run {run}")))
+}
+
 /// serde names an unknown or missing field between backticks.
 fn parameter_named_in(message: &str) -> Option<&str> {
     let start = message.find('`')? + 1;

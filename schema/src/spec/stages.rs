@@ -312,6 +312,14 @@ impl StageSpec {
         }
     }
 
+    pub fn precision(&self) -> Precision {
+        match self {
+            StageSpec::Sft(s) => s.precision,
+            StageSpec::Rl(s) => s.precision,
+            StageSpec::Eval(s) => s.precision,
+        }
+    }
+
     /// Whether the stage trains, and so leaves checkpoints behind.
     pub fn saves_checkpoints(&self) -> bool {
         !matches!(self, StageSpec::Eval(_))

@@ -1,0 +1,54 @@
+//! The benchmarks' way to push worker messages through the real ingest path and time it.
+
+use crate::TestApp;
+use futures::StreamExt;
+use std::time::{Duration, Instant};
+
+/// How long ingesting `messages` (subject, payload) took, end to end and publishing alone.
+pub struct Ingested {
+    pub total: Duration,
+    pub publishing: Duration,
+}
+
+/// Publishes `messages` with `in_flight` unacknowledged at most, and returns once `count_sql`
+/// reaches `target` (it panics after `timeout`).
+pub async fn publish_until(
+    app: &TestApp,
+    messages: Vec<(String, Vec<u8>)>,
+    in_flight: usize,
+    count_sql: &str,
+    target: i64,
+    timeout: Duration,
+) -> Ingested {
+    let started = Instant::now();
+    let js = app.js.clone();
+    let publisher = tokio::spawn(async move {
+        futures::stream::iter(messages)
+            .map(|(subject, payload)| {
+                let js = js.clone();
+                async move {
+                    js.publish(subject, payload.into())
+                        .await
+                        .unwrap()
+                        .await
+                        .unwrap()
+                }
+            })
+            .buffer_unordered(in_flight)
+            .for_each(|_| async {})
+            .await;
+        started.elapsed()
+    });
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let done = app.count(count_sql).await;
+        if done >= target {
+            break;
+        }
+        assert!(started.elapsed() < timeout, "ingest stalled at {done}");
+    }
+    Ingested {
+        total: started.elapsed(),
+        publishing: publisher.await.unwrap(),
+    }
+}
