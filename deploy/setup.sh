@@ -20,3 +20,4 @@ if ((${#missing[@]})); then
 fi
 bash "$(dirname "$0")/libtorch.sh"
 bash "$(dirname "$0")/../scripts/setup_smollm2.sh"
+bash "$(dirname "$0")/web.sh"

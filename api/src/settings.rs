@@ -15,6 +15,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub jobs: JobSettings,
     pub ingest: IngestSettings,
+    pub web: WebSettings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -65,6 +66,12 @@ pub struct IngestSettings {
     pub batch_size: usize,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WebSettings {
+    /// The built web UI (`npm run build` in `web/`), served at `/`.
+    pub dir: std::path::PathBuf,
+}
+
 #[derive(Serialize)]
 struct Defaults {
     http: HttpSettings,
@@ -73,6 +80,7 @@ struct Defaults {
     auth: serde_json::Value,
     jobs: JobSettings,
     ingest: IngestSettings,
+    web: WebSettings,
 }
 
 impl Settings {
@@ -101,6 +109,9 @@ impl Settings {
                 lease_check_millis: 1000,
             },
             ingest: IngestSettings { batch_size: 2000 },
+            web: WebSettings {
+                dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../web/dist").into(),
+            },
         };
         let mut figment = Figment::from(Serialized::defaults(defaults));
         if let Ok(path) = std::env::var("PRL_CONFIG") {

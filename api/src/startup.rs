@@ -87,16 +87,18 @@ impl Application {
             max_attempts: settings.jobs.max_attempts,
             metrics: metrics.clone(),
             wake_relay,
+            shutdown: shutdown.clone(),
         });
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
             .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
         let port = listener.local_addr()?.port();
+        let web_dir = settings.web.dir.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(count_requests))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
-                .configure(crate::routes::configure)
+                .configure(|cfg| crate::routes::configure(cfg, &web_dir))
         })
         .listen(listener)?
         .disable_signals()

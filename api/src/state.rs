@@ -6,6 +6,7 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 use std::sync::Arc;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -20,4 +21,6 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Tells the outbox relay that new events wait.
     pub wake_relay: Arc<Notify>,
+    /// Cancelled when the server stops, so that endless responses (the live event stream) end.
+    pub shutdown: CancellationToken,
 }

@@ -1,5 +1,6 @@
 use prl_integration_tests::TestApp;
 use serde_json::Value;
+use std::time::Duration;
 
 #[tokio::test]
 async fn health_reports_both_connections() {
@@ -40,6 +41,81 @@ async fn the_openapi_document_describes_the_endpoints_and_the_docs_page_is_serve
     assert!(page.text().await.unwrap().contains("swagger"));
     let index = app.get("/").await.text().await.unwrap();
     assert!(index.contains("<title>prl</title>"));
+    // Links into the web UI reload into the app; unknown API paths stay JSON errors.
+    let deep = app.get("/compare?experiments=x").await;
+    assert_eq!(deep.status(), 200);
+    assert!(deep.text().await.unwrap().contains("<title>prl</title>"));
+    let missing = app.get("/api/v1/no-such-endpoint").await;
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+}
+
+#[tokio::test]
+async fn the_live_stream_sends_a_notice_per_committed_event_and_resumes() {
+    let app = TestApp::spawn().await;
+    // The stream starts at the log's end, so only events committed after connecting arrive.
+    let before = app
+        .submit(&prl_integration_tests::quick_spec("before"))
+        .await;
+    app.wait_for_count("SELECT count(*) FROM events", 2, Duration::from_secs(10))
+        .await;
+    let connect = tokio::spawn(app.http.get(app.url("/api/v1/events/stream")).send());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = app
+        .submit(&prl_integration_tests::quick_spec("streamed"))
+        .await;
+    let mut response = connect.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !text.contains("event: JobQueued") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notice came: {text}"
+        );
+        let chunk = tokio::time::timeout(Duration::from_secs(20), response.chunk())
+            .await
+            .expect("a notice in time")
+            .unwrap()
+            .expect("the stream stays open");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(!text.contains(&before.to_string()), "{text}");
+    let notice = text
+        .split("\n\n")
+        .find(|m| m.contains("event: ExperimentSubmitted"))
+        .expect("the submission's notice");
+    assert!(
+        notice.contains(&format!("\"stream_id\":\"{id}\"")),
+        "{notice}"
+    );
+    let position: i64 = notice
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // A reconnecting client names the last id it saw and continues right after it.
+    let mut resumed = app
+        .http
+        .get(app.url("/api/v1/events/stream"))
+        .header("Last-Event-ID", (position - 1).to_string())
+        .send()
+        .await
+        .unwrap();
+    let first = String::from_utf8(resumed.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(first.starts_with(&format!("id: {position}\n")), "{first}");
+
+    let bad = app.get("/api/v1/events/stream?after=soon").await;
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["parameter"], "after");
 }
 
 #[tokio::test]

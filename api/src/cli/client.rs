@@ -167,7 +167,7 @@ impl Client {
         if page.items.is_empty() {
             println!("no experiments");
         }
-        for x in page.items {
+        for x in page.items.into_iter().map(|x| x.summary) {
             println!(
                 "{}  {:<10} {}  {}{}",
                 x.id,

@@ -78,7 +78,8 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
     }
     .write(&home)?;
     let mut daemon = start_daemon(&nats_url, &namespace, &home.join("trainer"))?;
-    println!("API         {api_url}  (docs at {api_url}/api/docs/)");
+    println!("web UI      {api_url}/");
+    println!("API         {api_url}/api/v1  (docs at {api_url}/api/docs/)");
     println!("token       in {}", home.join("token").display());
     println!("Ctrl-C stops the stack.");
 

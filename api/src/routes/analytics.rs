@@ -332,6 +332,8 @@ pub struct MetricBucket {
     pub max: f64,
     /// The value at `last_step`.
     pub last: f64,
+    /// When the value at `last_step` was recorded (for a wall-clock axis).
+    pub time: chrono::DateTime<chrono::Utc>,
 }
 
 /// A run's metric series, folded server-side into at most `buckets` points per metric, each
@@ -357,7 +359,7 @@ pub async fn metrics(
     // last value is the newest report of the bucket's last step.
     let points: Vec<MetricBucket> = sqlx::query_as(
         "WITH v AS (
-             SELECT m.step, m.position, kv.key AS name, kv.value::float8 AS value
+             SELECT m.step, m.position, m.recorded_at, kv.key AS name, kv.value::float8 AS value
              FROM run_metrics m
              JOIN events e ON e.position = m.position
              CROSS JOIN LATERAL jsonb_each_text(e.payload->'values') kv
@@ -371,7 +373,8 @@ pub async fn metrics(
          )
          SELECT name, min(step) AS first_step, max(step) AS last_step, count(*) AS count,
                 min(value) AS min, max(value) AS max,
-                (array_agg(value ORDER BY step DESC, position DESC))[1] AS last
+                (array_agg(value ORDER BY step DESC, position DESC))[1] AS last,
+                (array_agg(recorded_at ORDER BY step DESC, position DESC))[1] AS time
          FROM b GROUP BY name, bucket ORDER BY name, bucket",
     )
     .bind(run)
@@ -380,4 +383,33 @@ pub async fn metrics(
     .fetch_all(&state.pool)
     .await?;
     Ok(HttpResponse::Ok().json(points))
+}
+
+/// One saved checkpoint of a run.
+#[derive(Serialize, Deserialize, Debug, sqlx::FromRow, utoipa::ToSchema)]
+pub struct CheckpointView {
+    pub step: i64,
+    pub uri: String,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A run's checkpoints, by step.
+#[utoipa::path(context_path = "/api/v1", responses((status = 200, body = Vec<CheckpointView>), (status = 404, body = crate::error::ErrorBody)))]
+#[get("/runs/{id}/checkpoints")]
+pub async fn checkpoints(
+    _: ReadAccess,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let run = path.into_inner();
+    super::require_run(&state.pool, run).await?;
+    let rows: Vec<CheckpointView> = sqlx::query_as(
+        "SELECT step, uri, sha256, size_bytes, recorded_at FROM checkpoints WHERE run_id = $1 ORDER BY step",
+    )
+    .bind(run)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(HttpResponse::Ok().json(rows))
 }

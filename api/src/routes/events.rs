@@ -44,3 +44,109 @@ pub async fn feed(
         last_position,
     }))
 }
+
+/// One line of the live stream: which stream changed and how, without the payload.
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct EventNotice {
+    pub position: i64,
+    pub stream_type: String,
+    pub stream_id: uuid::Uuid,
+    pub event_type: String,
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// Notices after this position; default: only events committed from now on. A reconnecting
+    /// client's `Last-Event-ID` header takes precedence.
+    pub after: Option<String>,
+}
+
+/// How often the stream looks for new events, and how long it may stay silent.
+const POLL: std::time::Duration = std::time::Duration::from_millis(400);
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Live notices of committed events as Server-Sent Events (`id` is the position, `event` the
+/// event type, `data` an `EventNotice`), for the web UI and dashboards that refresh what changed.
+#[utoipa::path(context_path = "/api/v1", params(StreamQuery), responses((status = 200, content_type = "text/event-stream", body = EventNotice), (status = 400, body = crate::error::ErrorBody)))]
+#[get("/events/stream")]
+pub async fn stream(
+    _: ReadAccess,
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let resume = req
+        .headers()
+        .get("Last-Event-ID")
+        .and_then(|v| v.to_str().ok());
+    let after = match resume.or(query.after.as_deref()) {
+        Some(text) => int_parameter("after", Some(text), 0, 0..=i64::MAX)?,
+        None => {
+            sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+                .fetch_one(&state.pool)
+                .await?
+        }
+    };
+    let pool = state.pool.clone();
+    let stop = state.shutdown.clone();
+    let notices = futures::stream::unfold(
+        (after, std::time::Instant::now()),
+        move |(after, last_sent)| {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            async move {
+                loop {
+                    let found = tokio::select! {
+                        _ = stop.cancelled() => return None,
+                        found = notices_after(&pool, after) => found,
+                    };
+                    match found {
+                        Ok(notices) if !notices.is_empty() => {
+                            let last = notices.last().map(|n| n.position).unwrap_or(after);
+                            let chunk = notices.iter().map(sse_message).collect::<String>();
+                            return Some((
+                                Ok(bytes::Bytes::from(chunk)),
+                                (last, std::time::Instant::now()),
+                            ));
+                        }
+                        Ok(_) if last_sent.elapsed() >= KEEPALIVE => {
+                            let ping = bytes::Bytes::from_static(b": keepalive\n\n");
+                            return Some((Ok(ping), (after, std::time::Instant::now())));
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Some((Err(e), (after, last_sent))),
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return None,
+                        _ = tokio::time::sleep(POLL) => {}
+                    }
+                }
+            }
+        },
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(notices))
+}
+
+async fn notices_after(pool: &sqlx::PgPool, after: i64) -> Result<Vec<EventNotice>, ApiError> {
+    Ok(sqlx::query_as(
+        "SELECT position, stream_type, stream_id, event_type, recorded_at FROM events
+         WHERE position > $1 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY position LIMIT 500",
+    )
+    .bind(after)
+    .fetch_all(pool)
+    .await?)
+}
+
+fn sse_message(notice: &EventNotice) -> String {
+    let data = serde_json::to_string(notice).unwrap_or_default();
+    format!(
+        "id: {}\nevent: {}\ndata: {data}\n\n",
+        notice.position, notice.event_type
+    )
+}

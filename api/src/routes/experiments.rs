@@ -17,7 +17,14 @@ use sqlx::Row;
 use uuid::Uuid;
 
 /// The statuses an experiment moves through.
-pub const STATUSES: &[&str] = &["queued", "running", "completed", "failed", "cancelled"];
+pub const STATUSES: &[&str] = &[
+    "queued",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+    "imported",
+];
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Accepted {
@@ -41,9 +48,31 @@ pub struct ExperimentSummary {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A stage's state and progress, for a listing.
+#[derive(Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct StageProgress {
+    #[serde(skip)]
+    pub experiment_id: Uuid,
+    pub idx: i32,
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    /// The last step its run reported.
+    pub last_step: Option<i64>,
+    /// The steps the spec asks for, where it bounds them (`steps` or `max_steps`).
+    pub steps: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ListedExperiment {
+    #[serde(flatten)]
+    pub summary: ExperimentSummary,
+    pub stages: Vec<StageProgress>,
+}
+
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExperimentPage {
-    pub items: Vec<ExperimentSummary>,
+    pub items: Vec<ListedExperiment>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
@@ -107,7 +136,7 @@ pub struct ExperimentDetail {
 /// An `Idempotency-Key` header (a UUID) makes a retry return the first submission instead of
 /// creating another experiment.
 #[utoipa::path(context_path = "/api/v1", 
-    request_body(content = ExperimentSpec, description = "The spec, as JSON"),
+    request_body(content = ExperimentSpec, description = "The spec, as JSON, or as TOML with `Content-Type: application/toml`"),
     params(("Idempotency-Key" = Option<String>, Header, description = "A UUID naming this submission")),
     responses(
         (status = 201, body = Accepted, headers(("Location" = String))),
@@ -126,7 +155,13 @@ pub async fn submit(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let bytes = read_limited(body, &req, state.body_limit).await?;
-    let spec = ExperimentSpec::from_json(&bytes)?;
+    let spec = if is_toml(&req) {
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| ApiError::Malformed("the TOML spec is not UTF-8".into()))?;
+        ExperimentSpec::from_toml(text)?
+    } else {
+        ExperimentSpec::from_json(&bytes)?
+    };
     let event_id = match req.headers().get("Idempotency-Key") {
         None => Uuid::now_v7(),
         Some(v) => v
@@ -142,6 +177,15 @@ pub async fn submit(
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/experiments/{}", accepted.id)))
         .json(accepted))
+}
+
+/// A spec sent as `application/toml` (the format of spec files) rather than JSON.
+fn is_toml(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("Content-Type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| matches!(v.trim(), "application/toml" | "text/toml" | "text/x-toml"))
 }
 
 /// Appends `ExperimentSubmitted` for a new experiment; `event_id` makes a retry return the first.
@@ -209,7 +253,7 @@ pub(crate) async fn read_limited(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// One of queued, running, completed, failed, cancelled.
+    /// One of queued, running, completed, failed, cancelled, imported.
     pub status: Option<String>,
     /// Experiments carrying this tag.
     pub tag: Option<String>,
@@ -273,6 +317,27 @@ pub async fn list(
     } else {
         None
     };
+    let ids: Vec<Uuid> = items.iter().map(|x| x.id).collect();
+    let rows: Vec<StageProgress> = sqlx::query_as(
+        "SELECT s.experiment_id, s.idx, s.name, s.kind, s.status, r.last_step,
+                coalesce(e.spec->'stages'->s.idx->>'steps', e.spec->'stages'->s.idx->>'max_steps')::bigint AS steps
+         FROM stages s JOIN experiments e ON e.id = s.experiment_id LEFT JOIN runs r ON r.id = s.run_id
+         WHERE s.experiment_id = ANY($1) ORDER BY s.idx",
+    )
+    .bind(&ids)
+    .fetch_all(&state.pool)
+    .await?;
+    let mut stages: std::collections::HashMap<Uuid, Vec<StageProgress>> = Default::default();
+    for row in rows {
+        stages.entry(row.experiment_id).or_default().push(row);
+    }
+    let items = items
+        .into_iter()
+        .map(|summary| ListedExperiment {
+            stages: stages.remove(&summary.id).unwrap_or_default(),
+            summary,
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(ExperimentPage { items, next_cursor }))
 }
 

@@ -15,7 +15,8 @@ pub mod web_ui;
 use crate::error::ApiError;
 use actix_web::web;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Mounts every route; the web UI, served from `web_dir`, answers whatever the others do not.
+pub fn configure(cfg: &mut web::ServiceConfig, web_dir: &std::path::Path) {
     cfg.app_data(web::PathConfig::default().error_handler(|err, _| {
         ApiError::bad_parameter("id", format!("the path is invalid: {err}")).into()
     }))
@@ -31,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(experiments::get)
             .service(experiments::cancel)
             .service(events::feed)
+            .service(events::stream)
             .service(results::table)
             .service(evaluations::list)
             .service(evaluations::evaluate)
@@ -38,15 +40,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(analytics::comparison)
             .service(analytics::search)
             .service(analytics::metrics)
+            .service(analytics::checkpoints)
             .service(imports::import)
             .service(datasets::register)
-            .service(datasets::list),
+            .service(datasets::list)
+            .default_service(web::to(unknown_endpoint)),
     )
     .service(health::healthz)
     .service(health::metrics)
     .service(openapi::document)
     .service(openapi::docs())
-    .service(web_ui::index);
+    .service(web_ui::service(web_dir));
+}
+
+/// A JSON 404 for a path under the API that no endpoint serves.
+async fn unknown_endpoint(
+    req: actix_web::HttpRequest,
+) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "the endpoint {} {}",
+        req.method(),
+        req.path()
+    )))
 }
 
 /// A 404 unless the run exists.

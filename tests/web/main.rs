@@ -1,0 +1,262 @@
+//! End-to-end tests of the web UI: a real API (PostgreSQL, NATS) with seeded experiments, driven
+//! by Playwright in Debian's Chromium (`web/e2e/ui.test.mjs`). Screenshots land in
+//! `target/e2e-screenshots/`.
+
+use prl_integration_tests::{FakeWorker, TOKEN, TestApp, quick_spec};
+use prl_schema::jobs::{CheckpointRef, WorkerEvent};
+use prl_schema::spec::StageKind;
+use prl_schema::trajectory::{
+    BlockTokens, EvaluationResult, PromptRecord, Trajectory, TrajectoryBatch,
+};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const EXPLORE: &str = "Half of 10.<Parallel><Path>10/2 = 5</Path><Path>10*0.5 = 5</Path></Parallel><Summary>Both give 5.</Summary>";
+const VERIFY: &str = "Half of 10 is 5.<Parallel><Path>5+5 = 10, so 5</Path><Path>2*5 = 10, so 5</Path></Parallel><Summary>Checked.</Summary>";
+const UNCLOSED: &str = "Half of 10.<Parallel><Path>10/2 = 5</Path><Path>maybe 6";
+
+/// One benchmark's reported numbers: (benchmark, Mean@k, Pass@k, parallel ratio).
+type Reported = (&'static str, f64, f64, f64);
+
+/// The benchmarks' numbers each seeded experiment reports.
+const SEEDED: [(&str, [Reported; 2]); 2] = [
+    (
+        "Parallel-R1-Unseen (S1)",
+        [("AIME25", 0.25, 0.5, 0.6), ("AMC23", 0.4, 0.7, 0.8)],
+    ),
+    (
+        "GRPO baseline",
+        [("AIME25", 0.3, 0.45, 0.0), ("AMC23", 0.45, 0.75, 0.0)],
+    ),
+];
+
+fn trajectory(
+    sample: u32,
+    text: &str,
+    correct: bool,
+    valid: bool,
+    blocks: Vec<BlockTokens>,
+) -> Trajectory {
+    Trajectory {
+        prompt: 0,
+        sample,
+        tokens: Some(60),
+        forced: 0,
+        clipped: false,
+        reward: if correct { 1.0 } else { -1.0 },
+        accuracy: if correct { 1.0 } else { -1.0 },
+        correct,
+        answer: Some(if correct { "5" } else { "6" }.to_owned()),
+        format_valid: valid,
+        text: format!("{text} Final Answer: {}", if correct { 5 } else { 6 }),
+        blocks,
+    }
+}
+
+fn block(start: u32) -> BlockTokens {
+    BlockTokens {
+        start,
+        end: start + 20,
+        paths: vec![6, 6],
+        summary: 4,
+    }
+}
+
+fn batch(step: u64) -> TrajectoryBatch {
+    TrajectoryBatch {
+        step,
+        prompts: vec![PromptRecord {
+            id: format!("p{step}"),
+            group: 0,
+            text: "What is half of 10?".into(),
+            tokens: Some(12),
+            truth: "5".into(),
+        }],
+        trajectories: vec![
+            trajectory(0, EXPLORE, true, true, vec![block(5 + step as u32)]),
+            trajectory(1, VERIFY, true, true, vec![block(20)]),
+            trajectory(2, "10/2 = 5.", true, true, vec![]),
+            trajectory(3, UNCLOSED, false, false, vec![]),
+        ],
+    }
+}
+
+fn evaluation(step: u64, benchmark: &str, mean: f64, pass: f64, parallel: f64) -> WorkerEvent {
+    WorkerEvent::Evaluation(EvaluationResult {
+        step,
+        benchmark: benchmark.into(),
+        k: 4,
+        prompts: 64,
+        mean_at_k: mean,
+        pass_at_k: pass,
+        parallel_ratio: parallel,
+        format_valid_ratio: 0.9,
+        mean_response_tokens: Some(120.0),
+    })
+}
+
+/// An RL experiment that trained 60 steps, logged trajectories and evaluations, and finished.
+async fn seed_finished(app: &TestApp, name: &str, results: &[Reported]) -> Value {
+    let id = app
+        .submit(&json!({
+            "name": name, "model": "tiny", "tags": ["seeded"],
+            "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
+                        "learning_rate": 1e-5, "steps": 60}]
+        }))
+        .await;
+    let (worker, _) = FakeWorker::take(app, StageKind::Rl, "seeder").await;
+    let send = |event| worker.reporter.send(event);
+    for step in 1..=60u64 {
+        let x = step as f64 / 60.0;
+        let values = BTreeMap::from([
+            ("reward/mean".to_owned(), -1.0 + 1.5 * x),
+            ("accuracy".to_owned(), 0.2 + 0.5 * x),
+            ("parallel_ratio".to_owned(), x * results[0].3),
+        ]);
+        send(WorkerEvent::Metrics { step, values }).await.unwrap();
+        if step <= 3 {
+            send(WorkerEvent::Trajectories(batch(step))).await.unwrap();
+        }
+    }
+    // An older evaluation the table must not show: the latest per benchmark counts.
+    send(evaluation(10, results[0].0, 0.01, 0.02, 0.0))
+        .await
+        .unwrap();
+    for (benchmark, mean, pass, parallel) in results {
+        send(evaluation(60, benchmark, *mean, *pass, *parallel))
+            .await
+            .unwrap();
+    }
+    let checkpoint = CheckpointRef {
+        uri: format!("file:///checkpoints/{name}/step-60"),
+        step: 60,
+        sha256: "ab".repeat(32),
+        size_bytes: 3_400_000,
+    };
+    send(WorkerEvent::Checkpoint(checkpoint.clone()))
+        .await
+        .unwrap();
+    send(WorkerEvent::Finished {
+        checkpoint: Some(checkpoint),
+    })
+    .await
+    .unwrap();
+    let detail = app
+        .wait_for_status(id, "completed", Duration::from_secs(30))
+        .await;
+    json!({"id": id, "run": detail["runs"][0]["id"], "name": name})
+}
+
+/// An RL experiment that keeps training while the browser looks: a metric every 300 ms, with
+/// heartbeats, until the returned token is cancelled.
+async fn start_live_run(app: &TestApp) -> (Uuid, CancellationToken) {
+    let id = app
+        .submit(&json!({
+            "name": "training now", "model": "tiny",
+            "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
+                        "learning_rate": 1e-5, "steps": 1000}]
+        }))
+        .await;
+    let (worker, _) = FakeWorker::take(app, StageKind::Rl, "live").await;
+    let done = CancellationToken::new();
+    let FakeWorker {
+        reporter, lease, ..
+    } = worker;
+    tokio::spawn(lease.keep(
+        Duration::from_millis(500),
+        done.clone(),
+        CancellationToken::new(),
+    ));
+    let stop = done.clone();
+    tokio::spawn(async move {
+        for step in 1.. {
+            let values = BTreeMap::from([("reward/mean".to_owned(), (step as f64 / 50.0).sin())]);
+            if reporter
+                .send(WorkerEvent::Metrics { step, values })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
+        }
+    });
+    app.wait_for_status(id, "running", Duration::from_secs(10))
+        .await;
+    (id, done)
+}
+
+fn web_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web")
+}
+
+#[tokio::test]
+async fn the_web_ui_works_against_a_seeded_stack() {
+    let web = web_dir();
+    assert!(
+        web.join("dist/index.html").is_file() && web.join("node_modules/playwright-core").is_dir(),
+        "the web UI is not built: run `bash deploy/setup.sh`"
+    );
+    let app = TestApp::spawn_with(|s| s.web.dir = web.join("dist")).await;
+    let mut finished = Vec::new();
+    for (name, results) in &SEEDED {
+        finished.push(seed_finished(&app, name, results).await);
+    }
+    app.wait_for_count(
+        "SELECT count(*) FROM trajectories",
+        24,
+        Duration::from_secs(30),
+    )
+    .await;
+    let (live, feeder) = start_live_run(&app).await;
+    let queued = app.submit(&quick_spec("to cancel in the list")).await;
+    let watched = app.submit(&quick_spec("cancelled elsewhere")).await;
+
+    // What the compare table must show (percent, one decimal), worked out by hand from SEEDED:
+    // parallel ratio is the mean over benchmarks, Avg the mean of Mean@k; `*` marks a column's best.
+    let expected = json!([
+        {"Parallel ratio (%)": "70.0", "AIME25 Mean@4": "25.0", "AIME25 Pass@4": "50.0*",
+         "AMC23 Mean@4": "40.0", "AMC23 Pass@4": "70.0", "Avg. (Mean@k)": "32.5"},
+        {"Parallel ratio (%)": "0.0", "AIME25 Mean@4": "30.0*", "AIME25 Pass@4": "45.0",
+         "AMC23 Mean@4": "45.0*", "AMC23 Pass@4": "75.0*", "Avg. (Mean@k)": "37.5*"},
+    ]);
+    let seed = json!({
+        "finished": finished,
+        "queued": queued,
+        "watched": watched,
+        "live": live,
+        "expected": expected,
+    });
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let output = tokio::process::Command::new("node")
+        .arg("e2e/ui.test.mjs")
+        .current_dir(&web)
+        .env("PRL_URL", &app.address)
+        .env("PRL_TOKEN", TOKEN)
+        .env("PRL_SEED", seed.to_string())
+        .env("PRL_SCREENSHOTS", &shots)
+        .output()
+        .await
+        .expect("running node (installed by deploy/setup.sh)");
+    feeder.cancel();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the browser tests failed:\n{stdout}\n{stderr}"
+    );
+
+    // What the browser did went through the API: both experiments are cancelled in the log.
+    for id in [queued, watched] {
+        assert_eq!(app.experiment(id).await["status"], "cancelled");
+    }
+}

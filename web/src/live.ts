@@ -1,0 +1,81 @@
+// Live notices of new events from the API's Server-Sent Events stream. fetch() reads it rather
+// than EventSource so that the bearer token can travel in a header when reads are protected.
+
+import { authHeaders } from "./api";
+
+export interface EventNotice {
+  position: number;
+  stream_type: string;
+  stream_id: string;
+  event_type: string;
+  recorded_at: string;
+}
+
+type Listener = (notices: EventNotice[]) => void;
+
+const listeners = new Set<Listener>();
+let last: number | null = null;
+let state: "connecting" | "live" | "offline" = "connecting";
+const stateListeners = new Set<(s: typeof state) => void>();
+
+/** Registers `fn` for every batch of notices; returns the function that unregisters it. */
+export function subscribe(fn: Listener): () => void {
+  listeners.add(fn);
+  return () => listeners.delete(fn);
+}
+
+export function onState(fn: (s: typeof state) => void): void {
+  stateListeners.add(fn);
+  fn(state);
+}
+
+function setState(s: typeof state): void {
+  state = s;
+  for (const fn of stateListeners) fn(s);
+}
+
+/** Keeps one stream open for the page's life, resuming after the last notice seen. */
+export async function connect(): Promise<void> {
+  let delay = 1000;
+  for (;;) {
+    try {
+      const url = `/api/v1/events/stream${last === null ? "" : `?after=${last}`}`;
+      const response = await fetch(url, { headers: { Accept: "text/event-stream", ...authHeaders() } });
+      if (!response.ok || !response.body) throw new Error(`${response.status}`);
+      setState("live");
+      delay = 1000;
+      await read(response.body);
+    } catch {
+      // Reconnected below; the page keeps what it shows.
+    }
+    setState("offline");
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 15000);
+  }
+}
+
+async function read(body: ReadableStream<Uint8Array>): Promise<void> {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    const messages = buffer.split("\n\n");
+    buffer = messages.pop() ?? "";
+    const batch: EventNotice[] = [];
+    for (const message of messages) {
+      const data = message
+        .split("\n")
+        .filter((line) => line.startsWith("data: "))
+        .map((line) => line.slice(6))
+        .join("\n");
+      if (!data) continue;
+      const notice = JSON.parse(data) as EventNotice;
+      last = notice.position;
+      batch.push(notice);
+    }
+    if (batch.length) for (const fn of listeners) fn(batch);
+  }
+}

@@ -1,0 +1,33 @@
+import "./style.css";
+import { setToken, token } from "./api";
+import { connect, onState } from "./live";
+import { comparePage } from "./pages/compare";
+import { experimentPage } from "./pages/experiment";
+import { experimentsPage } from "./pages/experiments";
+import { trajectoriesPage } from "./pages/trajectories";
+import { route, start } from "./router";
+
+route(/^\/$/, experimentsPage);
+route(/^\/experiments\/[0-9a-f-]{36}$/, experimentPage);
+route(/^\/compare$/, comparePage);
+route(/^\/trajectories$/, trajectoriesPage);
+
+const indicator = document.getElementById("live")!;
+onState((s) => {
+  indicator.textContent = s === "live" ? "● live" : s === "connecting" ? "○ connecting" : "○ reconnecting";
+  indicator.className = `live-${s}`;
+});
+
+// The API token, kept in this browser only, for submitting and cancelling.
+const dialog = document.getElementById("token-dialog") as HTMLDialogElement;
+const input = document.getElementById("token-input") as HTMLInputElement;
+document.getElementById("token-button")!.addEventListener("click", () => {
+  input.value = token();
+  dialog.showModal();
+});
+dialog.addEventListener("close", () => {
+  if (dialog.returnValue === "save") setToken(input.value.trim());
+});
+
+start(document.getElementById("app")!);
+void connect();

@@ -1,0 +1,256 @@
+// One experiment: its stages and runs with live status, metric curves of every run overlaid,
+// the strategy-evolution charts, evaluation results and checkpoints.
+
+import { api, Checkpoint, Evaluation, ExperimentDetail, RunView } from "../api";
+import { positionChart, roleChart, StrategySeries } from "../charts";
+import { empty, errorBox, fmt, h, loading, pct, replace, shortId, statusBadge, throttle, when } from "../dom";
+import { subscribe } from "../live";
+import { MetricsPanel } from "../metrics_panel";
+
+export function experimentPage(root: HTMLElement, url: URL): () => void {
+  const id = url.pathname.split("/")[2];
+  const head = h("div", { class: "experiment-head" }, loading("the experiment"));
+  const stages = h("section", { "aria-labelledby": "stages-title" });
+  const curves = h("section", { "aria-labelledby": "curves-title" });
+  const strategy = h("section", { "aria-labelledby": "strategy-title" });
+  const evaluations = h("section", { "aria-labelledby": "evals-title" });
+  const checkpoints = h("section", { "aria-labelledby": "ckpt-title" });
+  replace(root, head, stages, curves, strategy, evaluations, checkpoints);
+
+  let detail: ExperimentDetail | null = null;
+  let panel: MetricsPanel | null = null;
+  let runKey = "";
+  const watched = new Set<string>([id]);
+
+  async function load(): Promise<void> {
+    try {
+      detail = await api.experiment(id);
+    } catch (e) {
+      replace(head, errorBox(e));
+      return;
+    }
+    const d = detail;
+    document.title = `${d.name} · prl`;
+    d.runs.forEach((r) => watched.add(r.id));
+    d.stages.forEach((s) => s.job_id && watched.add(s.job_id));
+    renderHead(d);
+    renderStages(d);
+    const labelled = d.runs.map((r) => ({ id: r.id, label: stageName(d, r) }));
+    const key = labelled.map((r) => r.id).join();
+    if (!panel || key !== runKey) {
+      runKey = key;
+      panel = new MetricsPanel(labelled);
+      replace(curves, h("h2", { id: "curves-title" }, "Metrics"), panel.root);
+    }
+    await Promise.all([panel.load(), loadStrategy(d), loadEvaluations(d), loadCheckpoints(d)]);
+  }
+
+  function renderHead(d: ExperimentDetail): void {
+    const active = d.status === "queued" || d.status === "running";
+    const cancel = h("button", { type: "button", class: "danger" }, "Cancel experiment") as HTMLButtonElement;
+    const problem = h("span", { class: "field-error", role: "alert" });
+    cancel.addEventListener("click", async () => {
+      if (!confirm(`Cancel ${d.name}?`)) return;
+      cancel.disabled = true;
+      try {
+        await api.cancel(d.id);
+        await load();
+      } catch (e) {
+        cancel.disabled = false;
+        problem.textContent = (e as Error).message;
+      }
+    });
+    replace(
+      head,
+      h("h1", {}, d.name, " ", statusBadge(d.status)),
+      h(
+        "dl",
+        { class: "facts" },
+        h("dt", {}, "id"),
+        h("dd", { class: "mono" }, d.id),
+        h("dt", {}, "model"),
+        h("dd", {}, d.model),
+        h("dt", {}, "submitted"),
+        h("dd", {}, when(d.submitted_at)),
+        d.finished_at ? [h("dt", {}, "finished"), h("dd", {}, when(d.finished_at))] : null,
+        d.status_reason ? [h("dt", {}, "reason"), h("dd", {}, d.status_reason)] : null,
+        d.imported_from ? [h("dt", {}, "imported from"), h("dd", { class: "mono" }, d.imported_from)] : null,
+        d.tags.length ? [h("dt", {}, "tags"), h("dd", {}, d.tags.map((t) => h("span", { class: "tag" }, t)))] : null,
+      ),
+      h(
+        "p",
+        { class: "actions" },
+        active ? cancel : null,
+        h("a", { href: `/compare?experiments=${d.id}` }, "Compare with others"),
+        d.runs.length ? h("a", { href: `/trajectories?runs=${d.runs.map((r) => r.id).join(",")}` }, "Browse trajectories") : null,
+        problem,
+      ),
+    );
+  }
+
+  function renderStages(d: ExperimentDetail): void {
+    replace(
+      stages,
+      h("h2", { id: "stages-title" }, "Stages"),
+      h(
+        "table",
+        { "aria-label": "Stages" },
+        h("thead", {}, h("tr", {}, ["#", "Stage", "Kind", "Status", "Progress", "Run", "Attempt", "Worker"].map((c) => h("th", { scope: "col" }, c)))),
+        h(
+          "tbody",
+          {},
+          d.stages.map((s) => {
+            const run = d.runs.find((r) => r.id === s.run_id);
+            const total = stageSteps(d, s.idx);
+            const step = run?.last_step ?? null;
+            return h(
+              "tr",
+              {},
+              h("td", {}, s.idx),
+              h("td", {}, s.name),
+              h("td", {}, s.kind),
+              h("td", {}, statusBadge(s.status)),
+              h(
+                "td",
+                {},
+                total ? h("progress", { max: total, value: s.status === "completed" ? total : (step ?? 0), "aria-label": `${s.name}: step ${step ?? 0} of ${total}` }) : null,
+                ` ${step ?? "–"}${total ? ` / ${total}` : ""}`,
+              ),
+              h("td", { class: "mono" }, run ? shortId(run.id) : "–"),
+              h("td", {}, run ? run.attempt : "–"),
+              h("td", {}, run?.worker_id ?? "–"),
+            );
+          }),
+        ),
+      ),
+    );
+  }
+
+  async function loadStrategy(d: ExperimentDetail): Promise<void> {
+    const runs = d.runs.filter((r) => !["sft", "eval"].includes(d.stages[r.stage_idx]?.kind ?? ""));
+    const title = h("h2", { id: "strategy-title" }, "Strategy evolution");
+    if (runs.length === 0) {
+      replace(strategy, title, empty("No RL run: the strategy analysis reads RL trajectories."));
+      return;
+    }
+    try {
+      const points = await api.strategy(runs.map((r) => r.id));
+      const blocks = runs.map((run) => {
+        const mine = points.filter((p) => p.run_id === run.id);
+        const s: StrategySeries = {
+          label: stageName(d, run),
+          steps: mine.map((p) => p.step),
+          q1: mine.map((p) => p.rel_position_q1),
+          median: mine.map((p) => p.rel_position_median),
+          q3: mine.map((p) => p.rel_position_q3),
+          mean: mine.map((p) => p.rel_position_mean),
+          exploration: mine.map((p) => p.exploration_share),
+          verification: mine.map((p) => p.verification_share),
+        };
+        const position = h("div", { class: "chart", "data-chart": "position" });
+        const roles = h("div", { class: "chart", "data-chart": "roles" });
+        return { s, position, roles, count: mine.length };
+      });
+      replace(
+        strategy,
+        title,
+        h("p", { class: "muted" }, "Are blocks used to explore (paths reach new answers) or to verify (paths re-derive an answer already stated)? See docs/analytics.md for the rule."),
+        blocks.map((b) => h("div", { class: "pair" }, b.position, b.roles)),
+      );
+      for (const b of blocks) {
+        positionChart(b.position, b.s);
+        roleChart(b.roles, b.s);
+      }
+    } catch (e) {
+      replace(strategy, title, errorBox(e));
+    }
+  }
+
+  async function loadEvaluations(d: ExperimentDetail): Promise<void> {
+    const title = h("h2", { id: "evals-title" }, "Evaluations");
+    try {
+      const all = await Promise.all(d.runs.map((r) => api.evaluations(r.id)));
+      const rows = d.runs.flatMap((r, i) => all[i].map((e) => ({ run: r, e })));
+      replace(
+        evaluations,
+        title,
+        rows.length === 0
+          ? empty("No evaluations yet.")
+          : h(
+              "table",
+              { "aria-label": "Evaluations" },
+              h("thead", {}, h("tr", {}, ["Stage", "Benchmark", "Step", "k", "Prompts", "Mean@k", "Pass@k", "Parallel %", "Format-valid %", "Tokens"].map((c) => h("th", { scope: "col" }, c)))),
+              h("tbody", {}, rows.map(({ run, e }) => evalRow(stageName(d, run), e))),
+            ),
+      );
+    } catch (e) {
+      replace(evaluations, title, errorBox(e));
+    }
+  }
+
+  async function loadCheckpoints(d: ExperimentDetail): Promise<void> {
+    const title = h("h2", { id: "ckpt-title" }, "Checkpoints");
+    try {
+      const all = await Promise.all(d.runs.map((r) => api.checkpoints(r.id)));
+      const rows = d.runs.flatMap((r, i) => all[i].map((c) => ({ run: r, c })));
+      replace(
+        checkpoints,
+        title,
+        rows.length === 0
+          ? empty("No checkpoints yet.")
+          : h(
+              "table",
+              { "aria-label": "Checkpoints" },
+              h("thead", {}, h("tr", {}, ["Stage", "Step", "Location", "Size", "sha256", "Saved"].map((c) => h("th", { scope: "col" }, c)))),
+              h("tbody", {}, rows.map(({ run, c }) => checkpointRow(stageName(d, run), c))),
+            ),
+      );
+    } catch (e) {
+      replace(checkpoints, title, errorBox(e));
+    }
+  }
+
+  const refresh = throttle(() => void load(), 1500);
+  const stop = subscribe((notices) => {
+    if (notices.some((n) => watched.has(n.stream_id))) refresh();
+  });
+  void load();
+  return stop;
+}
+
+function stageName(d: ExperimentDetail, run: RunView): string {
+  return d.stages[run.stage_idx]?.name ?? `stage ${run.stage_idx}`;
+}
+
+function stageSteps(d: ExperimentDetail, idx: number): number | null {
+  const stage = d.spec?.stages?.[idx] as { steps?: number; max_steps?: number } | undefined;
+  return stage?.steps ?? stage?.max_steps ?? null;
+}
+
+const evalRow = (stage: string, e: Evaluation): HTMLElement =>
+  h(
+    "tr",
+    {},
+    h("td", {}, stage),
+    h("td", {}, e.benchmark),
+    h("td", {}, e.step),
+    h("td", {}, e.k),
+    h("td", {}, e.prompts),
+    h("td", {}, pct(e.mean_at_k)),
+    h("td", {}, pct(e.pass_at_k)),
+    h("td", {}, pct(e.parallel_ratio)),
+    h("td", {}, pct(e.format_valid_ratio)),
+    h("td", {}, fmt(e.mean_response_tokens, 1)),
+  );
+
+const checkpointRow = (stage: string, c: Checkpoint): HTMLElement =>
+  h(
+    "tr",
+    {},
+    h("td", {}, stage),
+    h("td", {}, c.step),
+    h("td", { class: "mono" }, c.uri),
+    h("td", {}, `${(c.size_bytes / 1e6).toFixed(1)} MB`),
+    h("td", { class: "mono", title: c.sha256 }, c.sha256.slice(0, 12)),
+    h("td", {}, when(c.recorded_at)),
+  );

@@ -1,0 +1,74 @@
+// The trajectory browser: filters (kept in the URL) over the logged rollouts of chosen runs, a
+// page at a time, each trajectory with its parallel paths side by side.
+
+import { api, TrajectoryPage } from "../api";
+import { empty, errorBox, h, loading, replace } from "../dom";
+import { navigate } from "../router";
+import { renderTrajectory } from "../trajectory";
+
+const FILTERS = ["runs", "step_min", "step_max", "reward_min", "reward_max", "correct", "parallel", "role", "q"] as const;
+const PAGE = 20;
+
+export function trajectoriesPage(root: HTMLElement, url: URL): void {
+  const params = url.searchParams;
+  const input = (name: string, label: string, attrs: Record<string, string> = {}) => {
+    const el = h("input", { id: `t-${name}`, name, value: params.get(name) ?? "", ...attrs }) as HTMLInputElement;
+    return [h("label", { for: `t-${name}` }, label), el];
+  };
+  const choice = (name: string, label: string, options: [string, string][]) => [
+    h("label", { for: `t-${name}` }, label),
+    h("select", { id: `t-${name}`, name }, options.map(([v, text]) => h("option", { value: v, selected: (params.get(name) ?? "") === v }, text))),
+  ];
+  const form = h(
+    "form",
+    { class: "filters", role: "search", "aria-label": "Filter trajectories" },
+    input("runs", "Run ids", { placeholder: "comma-separated", size: "40" }),
+    input("step_min", "Step from", { type: "number", min: "0", class: "narrow" }),
+    input("step_max", "to", { type: "number", min: "0", class: "narrow" }),
+    input("reward_min", "Reward from", { type: "number", step: "any", class: "narrow" }),
+    input("reward_max", "to", { type: "number", step: "any", class: "narrow" }),
+    choice("correct", "Correct", [["", "any"], ["true", "yes"], ["false", "no"]]),
+    choice("parallel", "Parallel", [["", "any"], ["true", "has a block"], ["false", "no block"]]),
+    choice("role", "Role", [["", "any"], ["exploration", "exploration"], ["verification", "verification"]]),
+    input("q", "Text", { type: "search", placeholder: "words in the response" }),
+    h("button", { type: "submit" }, "Show"),
+  );
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const query = new URLSearchParams();
+    for (const [k, v] of new FormData(form)) if (String(v).trim()) query.set(k, String(v).trim());
+    navigate(`/trajectories?${query}`);
+  });
+  const list = h("div", { class: "trajectories", "aria-live": "polite" });
+  const pager = h("nav", { class: "pager", "aria-label": "Pages" });
+  replace(root, h("h1", {}, "Trajectories"), form, pager, list);
+
+  const filters: Record<string, string> = {};
+  for (const name of FILTERS) {
+    const v = params.get(name);
+    if (v) filters[name] = v;
+  }
+  if (!filters.runs) {
+    replace(list, empty("Name one or more runs (an experiment's page links here with its runs filled in)."));
+    return;
+  }
+  const cursors: (string | undefined)[] = [undefined];
+  async function load(): Promise<void> {
+    replace(list, loading("trajectories"));
+    let page: TrajectoryPage;
+    try {
+      page = await api.trajectories({ ...filters, after: cursors[cursors.length - 1], limit: PAGE });
+    } catch (e) {
+      replace(list, errorBox(e));
+      return;
+    }
+    replace(list, page.items.length === 0 ? empty("No trajectory matches these filters.") : page.items.map(renderTrajectory));
+    replace(
+      pager,
+      h("button", { type: "button", disabled: cursors.length === 1, onclick: () => (cursors.pop(), void load()) }, "← Previous"),
+      h("span", {}, ` page ${cursors.length} `),
+      h("button", { type: "button", disabled: !page.next, onclick: () => (cursors.push(page.next!), void load()) }, "Next →"),
+    );
+  }
+  void load();
+}

@@ -1,0 +1,159 @@
+// One trajectory as a reader wants it: the main thread as text, each parallel block's paths side
+// by side as columns with the summary under them, and format problems marked where they occur.
+
+import { FormatIssue, TrajectoryView } from "./api";
+import { fmt, h, shortId } from "./dom";
+
+const TAGS: Record<string, string> = {
+  open_parallel: "<Parallel>",
+  close_parallel: "</Parallel>",
+  open_path: "<Path>",
+  close_path: "</Path>",
+  open_summary: "<Summary>",
+  close_summary: "</Summary>",
+};
+
+const OPEN_PATH = "<Path>";
+
+/** What a format issue means, in words. */
+export function describeIssue(issue: FormatIssue): string {
+  const tag = issue.tag ? TAGS[issue.tag] ?? issue.tag : "";
+  switch (issue.issue) {
+    case "unclosed":
+      return `${tag} is never closed`;
+    case "unexpected":
+      return `${tag} is out of place`;
+    case "nested":
+      return `${tag} is nested inside a path or summary`;
+    case "too_few_paths":
+      return `block ${(issue.block ?? 0) + 1} has ${issue.paths} path(s); at least 2 are needed`;
+    case "text_outside_paths":
+      return `block ${(issue.block ?? 0) + 1} has text outside its paths`;
+    case "missing_summary":
+      return `block ${(issue.block ?? 0) + 1} has no <Summary>`;
+    default:
+      return issue.issue.replace(/_/g, " ");
+  }
+}
+
+/** UTF-16 index of every byte offset and every character offset of `text`. */
+class Offsets {
+  private readonly byChar: number[] = [];
+  private readonly byByte = new Map<number, number>();
+  constructor(text: string) {
+    let byte = 0;
+    let unit = 0;
+    for (const ch of text) {
+      this.byChar.push(unit);
+      this.byByte.set(byte, unit);
+      byte += new TextEncoder().encode(ch).length;
+      unit += ch.length;
+    }
+    this.byChar.push(unit);
+    this.byByte.set(byte, unit);
+  }
+  char(c: number): number {
+    return this.byChar[Math.min(c, this.byChar.length - 1)];
+  }
+  byte(b: number): number {
+    return this.byByte.get(b) ?? this.byChar[this.byChar.length - 1];
+  }
+}
+
+interface Mark {
+  at: number;
+  text: string;
+}
+
+/** `text[from, to)` with the marks that fall inside it. */
+function marked(text: string, from: number, to: number, marks: Mark[]): (Node | string)[] {
+  const out: (Node | string)[] = [];
+  let pos = from;
+  for (const m of marks.filter((m) => m.at >= from && (m.at < to || (to === text.length && m.at === to)))) {
+    if (m.at > pos) out.push(text.slice(pos, m.at));
+    out.push(h("mark", { class: "issue", title: m.text }, `⚠ ${m.text}`));
+    pos = m.at;
+  }
+  if (to > pos) out.push(text.slice(pos, to));
+  return out;
+}
+
+export function renderTrajectory(t: TrajectoryView): HTMLElement {
+  const text = t.response;
+  const offsets = new Offsets(text);
+  const marks: Mark[] = t.format_issues
+    .map((i) => ({ at: offsets.byte(i.at), text: describeIssue(i) }))
+    .sort((a, b) => a.at - b.at);
+  const body = h("div", { class: "response" });
+  let pos = 0;
+  t.blocks.forEach((block, b) => {
+    const start = offsets.char(block.chars.start);
+    const end = offsets.char(block.chars.end);
+    body.append(h("div", { class: "main-text" }, marked(text, pos, start, marks)));
+    const inner = text.slice(start, end);
+    const paths: { from: number; to: number }[] = [];
+    const pathRe = /<Path>([\s\S]*?)(?:<\/Path>|(?=<Path>)|(?=<\/Parallel>)|$)/g;
+    for (let m = pathRe.exec(inner); m; m = pathRe.exec(inner)) {
+      const from = start + m.index + OPEN_PATH.length;
+      paths.push({ from, to: from + m[1].length });
+      if (m[0].length === 0) pathRe.lastIndex++;
+    }
+    const conclusions = block.conclusions;
+    const columns = h(
+      "div",
+      { class: "paths", style: `--paths: ${Math.max(paths.length, 1)}`, role: "group", "aria-label": `Block ${b + 1}: ${paths.length} paths side by side` },
+      paths.map((p, i) =>
+        h(
+          "div",
+          { class: "path" },
+          h("div", { class: "path-head" }, `Path ${i + 1}`, conclusions[i] ? h("span", { class: "conclusion" }, ` → ${conclusions[i]}`) : null),
+          h(
+            "div",
+            { class: "path-text" },
+            // An issue at this path's own <Path> tag is shown at the path's start.
+            marks.filter((m) => m.at >= p.from - OPEN_PATH.length && m.at < p.from).map((m) => h("mark", { class: "issue" }, `⚠ ${m.text}`)),
+            marked(text, p.from, p.to, marks),
+          ),
+        ),
+      ),
+    );
+    let after = end;
+    let summary: HTMLElement | null = null;
+    const rest = text.slice(end);
+    const s = /^\s*<Summary>([\s\S]*?)(<\/Summary>|$)/.exec(rest);
+    if (s) {
+      const from = end + s[0].indexOf("<Summary>") + "<Summary>".length;
+      summary = h("div", { class: "summary" }, h("span", { class: "summary-head" }, "Summary: "), marked(text, from, from + s[1].length, marks));
+      after = end + s[0].length;
+    }
+    const inPath = (m: Mark) => paths.some((p) => m.at >= p.from - OPEN_PATH.length && m.at <= p.to);
+    const blockMarks = marks.filter((m) => m.at >= start && m.at < end && !inPath(m));
+    body.append(
+      h(
+        "figure",
+        { class: `block role-${block.role}`, "data-role": block.role },
+        h("figcaption", {}, `Parallel block ${b + 1} · `, h("span", { class: `role role-${block.role}` }, block.role), blockMarks.map((m) => h("mark", { class: "issue" }, ` ⚠ ${m.text}`))),
+        columns,
+        summary,
+      ),
+    );
+    pos = after;
+  });
+  body.append(h("div", { class: "main-text" }, marked(text, pos, text.length, marks.filter((m) => m.at >= pos))));
+  return h(
+    "article",
+    { class: `trajectory${t.format_valid ? "" : " invalid"}`, "data-id": t.id, "aria-label": `Trajectory ${t.id}` },
+    h(
+      "header",
+      {},
+      h("span", {}, `run ${shortId(t.run_id)} · step ${t.step} · prompt ${t.prompt_id} · sample ${t.sample}`),
+      h("span", { class: `badge ${t.correct ? "ok" : "bad"}` }, t.correct ? "correct" : "wrong"),
+      h("span", {}, `reward ${fmt(t.reward, 2)}`),
+      h("span", {}, `answer ${t.answer ?? "–"} (truth ${t.truth})`),
+      t.response_tokens !== null ? h("span", {}, `${t.response_tokens} tokens`) : null,
+      t.format_valid ? null : h("span", { class: "badge bad" }, `format invalid: ${t.format_issues.map(describeIssue).join("; ")}`),
+    ),
+    h("details", {}, h("summary", {}, "Prompt"), h("pre", { class: "prompt" }, t.prompt)),
+    body,
+  );
+}
