@@ -47,6 +47,12 @@ pub struct BlockShape {
     pub path_chars: Vec<usize>,
     /// Characters of the summary's text, when the block has one.
     pub summary_chars: Option<usize>,
+    /// Where each path's text is, in characters (for showing the paths side by side).
+    #[schema(value_type = Vec<Object>)]
+    pub path_ranges: Vec<Range<usize>>,
+    /// Where the summary's text is, in characters.
+    #[schema(value_type = Option<Object>)]
+    pub summary_range: Option<Range<usize>>,
     /// The number each path concludes, normalised.
     pub conclusions: Vec<Option<String>>,
     pub role: Role,
@@ -95,6 +101,8 @@ pub fn analyze(text: &str) -> Analysis {
             chars: chars.at(block.span.start)..chars.at(block.span.end),
             path_chars: block.paths.iter().map(|p| chars.len(p)).collect(),
             summary_chars: block.summary.as_ref().map(|s| chars.len(s)),
+            path_ranges: block.paths.iter().map(|p| chars.range(p)).collect(),
+            summary_range: block.summary.as_ref().map(|s| chars.range(s)),
             conclusions,
             role: if verifies {
                 Role::Verification
@@ -187,6 +195,10 @@ impl CharIndex {
     fn len(&self, range: &Range<usize>) -> usize {
         self.at(range.end) - self.at(range.start)
     }
+
+    fn range(&self, range: &Range<usize>) -> Range<usize> {
+        self.at(range.start)..self.at(range.end)
+    }
 }
 
 #[cfg(test)]
@@ -254,6 +266,11 @@ mod tests {
         assert_eq!(block.chars.start, 3);
         assert_eq!(block.path_chars, [3, 1]);
         assert_eq!(block.summary_chars, Some(1));
+        // "é=1<Parallel><Path>" is 19 characters; the first path is "ü 1".
+        assert_eq!(block.path_ranges, [19..22, 35..36]);
+        let chars: Vec<char> = text.chars().collect();
+        let summary = block.summary_range.clone().unwrap();
+        assert_eq!(chars[summary].iter().collect::<String>(), "ß");
         assert_eq!(a.chars, text.chars().count());
         let expected = block.chars.len() as f64 / a.chars as f64;
         assert!((a.block_share() - expected).abs() < 1e-12);

@@ -45,6 +45,12 @@ async fn the_openapi_document_describes_the_endpoints_and_the_docs_page_is_serve
     let deep = app.get("/compare?experiments=x").await;
     assert_eq!(deep.status(), 200);
     assert!(deep.text().await.unwrap().contains("<title>prl</title>"));
+    let stale_asset = app.get("/assets/index-old.js").await;
+    assert_eq!(
+        stale_asset.status(),
+        404,
+        "a missing asset is not the app's page"
+    );
     let missing = app.get("/api/v1/no-such-endpoint").await;
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.unwrap();
@@ -109,8 +115,14 @@ async fn the_live_stream_sends_a_notice_per_committed_event_and_resumes() {
         .send()
         .await
         .unwrap();
-    let first = String::from_utf8(resumed.chunk().await.unwrap().unwrap().to_vec()).unwrap();
-    assert!(first.starts_with(&format!("id: {position}\n")), "{first}");
+    let mut resumed_text = String::new();
+    while !resumed_text.contains("event: ") {
+        let chunk = resumed.chunk().await.unwrap().unwrap();
+        resumed_text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    // It opens by saying where it starts, then the first notice is the next position.
+    let expected = format!("id: {}\n\nid: {position}\nevent: ", position - 1);
+    assert!(resumed_text.starts_with(&expected), "{resumed_text}");
 
     let bad = app.get("/api/v1/events/stream?after=soon").await;
     assert_eq!(bad.status(), 400);

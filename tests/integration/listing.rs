@@ -77,3 +77,35 @@ async fn bad_list_parameters_answer_400_naming_the_parameter() {
         404
     );
 }
+
+#[tokio::test]
+async fn each_listed_experiment_carries_its_stages_progress() {
+    let app = TestApp::spawn().await;
+    let mut spec = quick_spec("progress");
+    // The largest step count a spec accepts still lists (it exceeds PostgreSQL's bigint).
+    spec["stages"][1]["steps"] = serde_json::json!(u64::MAX);
+    let id = app.submit(&spec).await;
+    let page: Value = app.get("/api/v1/experiments").await.json().await.unwrap();
+    let item = &page["items"][0];
+    assert_eq!(item["id"], id.to_string());
+    let stages = item["stages"].as_array().unwrap();
+    let shape: Vec<(&str, &str, Value)> = stages
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["kind"].as_str().unwrap(),
+                s["steps"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("sft", "sft", serde_json::json!(6)),
+            ("rl", "rl", serde_json::json!(i64::MAX)),
+            ("eval", "eval", Value::Null),
+        ]
+    );
+    assert!(stages.iter().all(|s| s["last_step"].is_null()));
+}

@@ -147,7 +147,8 @@ await test("a bad spec shows the error beside the field it names", async () => {
   await page.goto(`${base}/`);
   await page.click("#token-button");
   await page.fill("#token-input", process.env.PRL_TOKEN);
-  await page.click('#token-dialog button[value="save"]');
+  await page.press("#token-input", "Enter");
+  await page.waitForFunction((t) => localStorage.getItem("prl.token") === t, process.env.PRL_TOKEN);
   const spec = JSON.stringify(
     { name: "bad", model: "tiny", stages: [{ kind: "sft", name: "sft", dataset: "builtin:easy", learning_rate: -1, max_steps: 5 }] },
     null,
@@ -160,6 +161,16 @@ await test("a bad spec shows the error beside the field it names", async () => {
   assert.equal(await error.locator(".field-name").innerText(), "stages[0].learning_rate");
   assert.match(await error.innerText(), /line 9/);
   assert.equal(await page.locator("#spec").getAttribute("aria-invalid"), "true");
+  // In TOML, the field is looked for inside the stage the error names, not the first one.
+  await page.fill(
+    "#spec",
+    'name = "bad toml"\nmodel = "tiny"\n\n[[stages]]\nkind = "sft"\nname = "sft"\ndataset = "builtin:easy"\nlearning_rate = 1e-4\nmax_steps = 5\n\n' +
+      '[[stages]]\nkind = "rl"\nname = "rl"\ndataset = "builtin:easy"\nreward = "s1"\nlearning_rate = -1\nsteps = 2\n',
+  );
+  await page.click('form.submit button[type="submit"]');
+  await page.waitForFunction(() => document.querySelector("#spec-error .field-name")?.textContent === "stages[1].learning_rate");
+  assert.match(await error.innerText(), /line 16/);
+  await page.screenshot({ path: join(shots, "spec-error-in-second-toml-stage.png"), fullPage: true });
   // A good TOML spec is accepted and appears in the list without reloading.
   await page.fill("#spec", 'name = "from the form"\nmodel = "tiny"\n\n[[stages]]\nkind = "sft"\nname = "sft"\ndataset = "builtin:easy"\nlearning_rate = 1e-4\nmax_steps = 5\n');
   await page.click('form.submit button[type="submit"]');
@@ -213,8 +224,8 @@ await test("an API error shows its message", async () => {
 await test("pages are labelled, keyboard-usable and legible", async () => {
   for (const path of ["/", `/experiments/${first.id}`, `/compare?experiments=${first.id},${second.id}`, `/trajectories?runs=${first.run}`]) {
     await page.goto(`${base}${path}`);
-    await page.waitForLoadState("networkidle").catch(() => {});
-    await page.waitForTimeout(300);
+    // Everything loaded (the live stream keeps the network busy, so no "network idle").
+    await page.waitForFunction(() => document.querySelector("main h1") && !document.querySelector(".state.loading"));
     const report = await page.evaluate(() => {
       const unlabelled = [...document.querySelectorAll("input, select, textarea, button")].filter((el) => {
         if (el.closest("dialog:not([open])") || el.type === "hidden") return false;

@@ -132,8 +132,16 @@ export interface Checkpoint {
   recorded_at: string;
 }
 
+export interface CharRange {
+  start: number;
+  end: number;
+}
+
 export interface BlockShape {
-  chars: { start: number; end: number };
+  chars: CharRange;
+  /** Each path's text, in characters, as the server's parser found it. */
+  path_ranges: CharRange[];
+  summary_range: CharRange | null;
   path_chars: number[];
   summary_chars: number | null;
   conclusions: (string | null)[];

@@ -44,18 +44,48 @@ export function smooth(y: number[], weight: number): number[] {
   });
 }
 
+// uPlot keeps every plot (and a window listener for it) until `destroy()`: a chart is destroyed
+// when its container gets a new one, and charts no longer in the page are swept.
 const charts = new Set<uPlot>();
+const byContainer = new WeakMap<HTMLElement, uPlot>();
+
+export function sweepCharts(): void {
+  for (const chart of charts) {
+    if (!chart.root.isConnected) {
+      chart.destroy();
+      charts.delete(chart);
+    }
+  }
+}
+
+/** Empties `container`, destroying the chart it held. */
+function clear(container: HTMLElement): void {
+  const old = byContainer.get(container);
+  if (old) {
+    old.destroy();
+    charts.delete(old);
+    byContainer.delete(container);
+  }
+  container.replaceChildren();
+  sweepCharts();
+}
+
+function keep(container: HTMLElement, chart: uPlot): uPlot {
+  charts.add(chart);
+  byContainer.set(container, chart);
+  return chart;
+}
+
 new ResizeObserver(() => {
   for (const chart of charts) {
     const root = chart.root.parentElement;
-    if (!root?.isConnected) charts.delete(chart);
-    else chart.setSize({ width: root.clientWidth, height: chart.height });
+    if (root?.isConnected) chart.setSize({ width: root.clientWidth, height: chart.height });
   }
 }).observe(document.documentElement);
 
 /** Mounts a chart in `container` (replacing what it held), with an accessible description. */
 export function curveChart(container: HTMLElement, curves: Curve[], options: CurveOptions): uPlot | null {
-  container.replaceChildren();
+  clear(container);
   const live = curves.filter((c) => c.x.length > 0);
   if (live.length === 0) {
     container.append(h("p", { class: "state empty" }, `No values of ${options.title} yet.`));
@@ -108,8 +138,7 @@ export function curveChart(container: HTMLElement, curves: Curve[], options: Cur
     "aria-label",
     `${options.title}: ${live.map((c) => `${c.label}, ${c.x.length} points, last ${c.y[c.y.length - 1]?.toFixed(4)}`).join("; ")}. Drag to zoom, double-click to reset.`,
   );
-  charts.add(chart);
-  return chart;
+  return keep(container, chart);
 }
 
 export interface StrategySeries {
@@ -125,7 +154,7 @@ export interface StrategySeries {
 
 /** Where blocks sit in responses, step by step: the quartile band with median and mean. */
 export function positionChart(container: HTMLElement, s: StrategySeries): uPlot | null {
-  container.replaceChildren();
+  clear(container);
   if (s.steps.length === 0) {
     container.append(h("p", { class: "state empty" }, "No parallel blocks recorded yet."));
     return null;
@@ -152,13 +181,12 @@ export function positionChart(container: HTMLElement, s: StrategySeries): uPlot 
   );
   chart.root.setAttribute("role", "img");
   chart.root.setAttribute("aria-label", `Relative block position per step, ${s.steps.length} steps: interquartile band, median and mean.`);
-  charts.add(chart);
-  return chart;
+  return keep(container, chart);
 }
 
 /** The share of blocks that explore and that verify, step by step. */
 export function roleChart(container: HTMLElement, s: StrategySeries): uPlot | null {
-  container.replaceChildren();
+  clear(container);
   if (s.steps.length === 0) {
     container.append(h("p", { class: "state empty" }, "No parallel blocks recorded yet."));
     return null;
@@ -182,6 +210,5 @@ export function roleChart(container: HTMLElement, s: StrategySeries): uPlot | nu
   );
   chart.root.setAttribute("role", "img");
   chart.root.setAttribute("aria-label", `Exploration and verification shares of blocks per step, ${s.steps.length} steps.`);
-  charts.add(chart);
-  return chart;
+  return keep(container, chart);
 }

@@ -62,14 +62,50 @@ export function errorBox(e: unknown): HTMLElement {
   return h("p", { class: "state error", role: "alert" }, about && !text.startsWith(`${about}:`) ? `${about}: ${text}` : text);
 }
 
-/** Calls `fn` at most once per `ms`, with the latest arguments, trailing. */
-export function throttle(fn: () => void, ms: number): () => void {
+export interface Throttled {
+  (): void;
+  cancel(): void;
+}
+
+/** Calls `fn` at most once per `ms`, trailing; `cancel` drops a pending call. */
+export function throttle(fn: () => void, ms: number): Throttled {
   let timer: number | undefined;
-  return () => {
+  const call = () => {
     if (timer !== undefined) return;
     timer = window.setTimeout(() => {
       timer = undefined;
       fn();
     }, ms);
   };
+  call.cancel = () => {
+    clearTimeout(timer);
+    timer = undefined;
+  };
+  return call;
+}
+
+/**
+ * Numbers a page's requests so that only the newest one's answer is shown: `begin()` starts one
+ * and returns a check that stays true while no newer request began and the page is still shown.
+ */
+export class Requests {
+  private seq = 0;
+  private disposed = false;
+  begin(): () => boolean {
+    const mine = ++this.seq;
+    return () => !this.disposed && mine === this.seq;
+  }
+  dispose(): void {
+    this.disposed = true;
+  }
+  get live(): boolean {
+    return !this.disposed;
+  }
+}
+
+/** Re-renders with `render` and gives focus back to the element that had it (by id). */
+export function keepingFocus(render: () => void): void {
+  const id = document.activeElement?.id;
+  render();
+  if (id) document.getElementById(id)?.focus({ preventScroll: true });
 }

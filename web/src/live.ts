@@ -66,16 +66,24 @@ async function read(body: ReadableStream<Uint8Array>): Promise<void> {
     buffer = messages.pop() ?? "";
     const batch: EventNotice[] = [];
     for (const message of messages) {
-      const data = message
-        .split("\n")
+      const lines = message.split("\n");
+      // The server opens with a bare `id:` (where it starts), so a reconnect misses nothing.
+      const id = lines.find((line) => line.startsWith("id: "));
+      if (id) last = Number(id.slice(4));
+      const data = lines
         .filter((line) => line.startsWith("data: "))
         .map((line) => line.slice(6))
         .join("\n");
-      if (!data) continue;
-      const notice = JSON.parse(data) as EventNotice;
-      last = notice.position;
-      batch.push(notice);
+      if (data) batch.push(JSON.parse(data) as EventNotice);
     }
-    if (batch.length) for (const fn of listeners) fn(batch);
+    if (batch.length) {
+      for (const fn of listeners) {
+        try {
+          fn(batch);
+        } catch (e) {
+          console.error("a live-update listener failed", e);
+        }
+      }
+    }
   }
 }

@@ -1,10 +1,10 @@
 // Metric curves of one or more runs, overlaid: which metrics, smoothing and the x axis are the
 // reader's choice; the server folds long series into about one point per pixel.
 
-import { api, MetricBucket } from "./api";
 import uPlot from "uplot";
+import { api, MetricBucket } from "./api";
 import { Curve, curveChart, zoomOf } from "./charts";
-import { errorBox, h, loading, replace } from "./dom";
+import { errorBox, h, loading, replace, Requests } from "./dom";
 
 export interface RunRef {
   id: string;
@@ -13,25 +13,32 @@ export interface RunRef {
 
 const PREFERRED = ["reward/mean", "accuracy", "parallel_ratio", "loss"];
 
+const UNITS = [
+  { name: "seconds", seconds: 1 },
+  { name: "minutes", seconds: 60 },
+  { name: "hours", seconds: 3600 },
+];
+
 export class MetricsPanel {
   readonly root = h("section", { class: "metrics", "aria-label": "Metric curves" });
-  private readonly controls = h("div", { class: "controls" });
   private readonly chooser = h("fieldset", { class: "metric-chooser" });
   private readonly charts = h("div", { class: "charts" });
+  private readonly requests = new Requests();
   private names: string[] = [];
   private selected = new Set<string>();
   private smoothing = 0;
   private axis: "step" | "time" = "step";
+  /** The fetched points of the selected metrics, per run, for redrawing without fetching. */
+  private series: MetricBucket[][] = [];
   private plots = new Map<string, uPlot>();
 
-  constructor(private runs: RunRef[], initial: string[] = []) {
-    initial.forEach((n) => this.selected.add(n));
+  constructor(private runs: RunRef[]) {
     const slider = h("input", { type: "range", min: 0, max: 0.99, step: 0.01, value: 0, id: "smoothing" }) as HTMLInputElement;
     const shown = h("output", { for: "smoothing" }, "0.00");
     slider.addEventListener("input", () => {
       this.smoothing = Number(slider.value);
       shown.textContent = this.smoothing.toFixed(2);
-      void this.draw();
+      this.render();
     });
     const axis = h(
       "select",
@@ -41,10 +48,11 @@ export class MetricsPanel {
     ) as HTMLSelectElement;
     axis.addEventListener("change", () => {
       this.axis = axis.value as "step" | "time";
-      void this.draw();
+      this.render();
     });
-    replace(
-      this.controls,
+    const controls = h(
+      "div",
+      { class: "controls" },
       h("label", { for: "smoothing" }, "Smoothing "),
       slider,
       shown,
@@ -52,18 +60,24 @@ export class MetricsPanel {
       axis,
       h("span", { class: "hint" }, " Drag across a chart to zoom; double-click to reset."),
     );
-    replace(this.root, this.controls, this.chooser, this.charts);
+    replace(this.root, controls, this.chooser, this.charts);
   }
 
-  /** Finds the metric names, then draws; call again to refresh with new values. */
+  dispose(): void {
+    this.requests.dispose();
+  }
+
+  /** Finds the metric names, then fetches and draws; call again to refresh with new values. */
   async load(): Promise<void> {
     if (this.runs.length === 0) {
       replace(this.charts, h("p", { class: "state empty" }, "No runs yet."));
       return;
     }
+    const current = this.requests.begin();
     if (this.names.length === 0) replace(this.charts, loading("metrics"));
     try {
       const seen = await Promise.all(this.runs.map((r) => api.metrics(r.id, null, 1)));
+      if (!current()) return;
       const names = [...new Set(seen.flat().map((b) => b.name))].sort();
       if (names.join() !== this.names.join()) {
         this.names = names;
@@ -71,9 +85,9 @@ export class MetricsPanel {
         if (this.selected.size === 0 && names.length) this.selected.add(names[0]);
         this.renderChooser();
       }
-      await this.draw();
+      await this.fetch();
     } catch (e) {
-      replace(this.charts, errorBox(e));
+      if (current()) replace(this.charts, errorBox(e));
     }
   }
 
@@ -82,55 +96,55 @@ export class MetricsPanel {
       this.chooser,
       h("legend", {}, "Metrics"),
       this.names.length === 0 ? h("span", { class: "state empty" }, "No metrics reported yet.") : null,
-      this.names.map((name) => {
-        const id = `metric-${name.replace(/[^a-z0-9]/gi, "-")}`;
+      this.names.map((name, i) => {
+        const id = `metric-${i}`;
         const box = h("input", { type: "checkbox", id, value: name, checked: this.selected.has(name) }) as HTMLInputElement;
         box.addEventListener("change", () => {
           if (box.checked) this.selected.add(name);
           else this.selected.delete(name);
-          void this.draw();
+          void this.fetch().catch((e) => replace(this.charts, errorBox(e)));
         });
         return h("label", { class: "check", for: id }, box, name);
       }),
     );
   }
 
-  private async draw(): Promise<void> {
+  private async fetch(): Promise<void> {
+    const names = this.names.filter((n) => this.selected.has(n));
+    const current = this.requests.begin();
+    const buckets = Math.min(1000, Math.max(100, Math.round(this.charts.clientWidth || 800)));
+    const series = names.length ? await Promise.all(this.runs.map((r) => api.metrics(r.id, names, buckets))) : [];
+    if (!current()) return;
+    for (const points of series) {
+      const start = Math.min(...points.map((p) => Date.parse(p.time)));
+      for (const p of points) p.elapsed_s = (Date.parse(p.time) - start) / 1000;
+    }
+    this.series = series;
+    this.render();
+  }
+
+  private render(): void {
     const names = this.names.filter((n) => this.selected.has(n));
     if (names.length === 0) {
       replace(this.charts, this.names.length ? h("p", { class: "state empty" }, "Pick a metric above.") : null);
       return;
     }
-    const buckets = Math.min(1000, Math.max(100, Math.round(this.charts.clientWidth || 800)));
-    const series = await Promise.all(this.runs.map((r) => api.metrics(r.id, names, buckets)));
-    for (const points of series) {
-      const start = Math.min(...points.map((p) => Date.parse(p.time)));
-      for (const p of points) p.elapsed_s = (Date.parse(p.time) - start) / 1000;
-    }
-    const boxes = names.map((name) => {
-      const box = h("div", { class: "chart", "data-metric": name });
-      return { name, box };
-    });
-    // A zoom survives live redraws (same axis), not a change of axis.
+    const elapsed = Math.max(0, ...this.series.flat().map((b) => b.elapsed_s ?? 0));
+    const unit = this.axis === "step" ? null : elapsed < 120 ? UNITS[0] : elapsed < 3 * 3600 ? UNITS[1] : UNITS[2];
+    // A zoom survives live redraws on the same axis, not a change of axis.
     const zooms = new Map([...this.plots].map(([key, plot]) => [key, zoomOf(plot)]));
     this.plots.clear();
+    const boxes = names.map((name) => ({ name, box: h("div", { class: "chart", "data-metric": name }) }));
     replace(this.charts, boxes.map((b) => b.box));
-    const elapsed = Math.max(0, ...series.flat().map((b) => b.elapsed_s ?? 0));
-    const unit = this.axis === "step" ? null : elapsed < 120 ? UNITS[0] : elapsed < 3 * 3600 ? UNITS[1] : UNITS[2];
     for (const { name, box } of boxes) {
-      const curves: Curve[] = this.runs.map((run, i) => toCurve(run.label, series[i].filter((b) => b.name === name), unit));
+      const curves: Curve[] = this.runs.map((run, i) => toCurve(run.label, (this.series[i] ?? []).filter((b) => b.name === name), unit));
       const key = `${this.axis}:${name}`;
-      const plot = curveChart(box, curves, { title: name, xLabel: unit ? `${unit.name} since the run's first value` : "step", smoothing: this.smoothing, zoom: zooms.get(key) });
+      const xLabel = unit ? `${unit.name} since the run's first value` : "step";
+      const plot = curveChart(box, curves, { title: name, xLabel, smoothing: this.smoothing, zoom: zooms.get(key) });
       if (plot) this.plots.set(key, plot);
     }
   }
 }
-
-const UNITS = [
-  { name: "seconds", seconds: 1 },
-  { name: "minutes", seconds: 60 },
-  { name: "hours", seconds: 3600 },
-];
 
 /** Elapsed time is counted per run, so that runs started at different times overlay. */
 function toCurve(label: string, points: MetricBucket[], unit: (typeof UNITS)[number] | null): Curve {

@@ -1,6 +1,8 @@
 // Client-side routing on real paths (the API answers any of them with the app), so that every
 // view, with its selection and filters in the query, is a link that can be shared.
 
+import { sweepCharts } from "./charts";
+
 type Page = (root: HTMLElement, url: URL) => (() => void) | void;
 
 const routes: [RegExp, Page][] = [];
@@ -23,6 +25,8 @@ export function start(container: HTMLElement): void {
   document.addEventListener("click", (e) => {
     const a = (e.target as Element).closest("a");
     if (!a || a.target || a.origin !== location.origin || a.pathname.startsWith("/api/") || e.metaKey || e.ctrlKey || e.shiftKey) return;
+    // In-page anchors (the skip link) keep the browser's own behaviour.
+    if (a.hash && a.pathname === location.pathname && a.search === location.search) return;
     e.preventDefault();
     navigate(a.pathname + a.search);
   });
@@ -31,6 +35,7 @@ export function start(container: HTMLElement): void {
 
 function render(): void {
   if (cleanup) cleanup();
+  sweepCharts();
   const url = new URL(location.href);
   for (const link of document.querySelectorAll<HTMLAnchorElement>("nav.site a")) {
     const current = link.pathname === "/" ? url.pathname === "/" || url.pathname.startsWith("/experiments") : url.pathname.startsWith(link.pathname);

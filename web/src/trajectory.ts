@@ -14,6 +14,8 @@ const TAGS: Record<string, string> = {
 };
 
 const OPEN_PATH = "<Path>";
+const OPEN_SUMMARY = "<Summary>";
+const CLOSE_SUMMARY = "</Summary>";
 
 /** What a format issue means, in words. */
 export function describeIssue(issue: FormatIssue): string {
@@ -46,7 +48,8 @@ class Offsets {
     for (const ch of text) {
       this.byChar.push(unit);
       this.byByte.set(byte, unit);
-      byte += new TextEncoder().encode(ch).length;
+      const code = ch.codePointAt(0)!;
+      byte += code < 0x80 ? 1 : code < 0x800 ? 2 : code < 0x10000 ? 3 : 4;
       unit += ch.length;
     }
     this.byChar.push(unit);
@@ -90,15 +93,10 @@ export function renderTrajectory(t: TrajectoryView): HTMLElement {
     const start = offsets.char(block.chars.start);
     const end = offsets.char(block.chars.end);
     body.append(h("div", { class: "main-text" }, marked(text, pos, start, marks)));
-    const inner = text.slice(start, end);
-    const paths: { from: number; to: number }[] = [];
-    const pathRe = /<Path>([\s\S]*?)(?:<\/Path>|(?=<Path>)|(?=<\/Parallel>)|$)/g;
-    for (let m = pathRe.exec(inner); m; m = pathRe.exec(inner)) {
-      const from = start + m.index + OPEN_PATH.length;
-      paths.push({ from, to: from + m[1].length });
-      if (m[0].length === 0) pathRe.lastIndex++;
-    }
-    const conclusions = block.conclusions;
+    const paths = block.path_ranges.map((r) => ({ from: offsets.char(r.start), to: offsets.char(r.end) }));
+    // A problem at a path's or the summary's own opening tag is shown where that text starts.
+    const atTag = (from: number, tag: string) =>
+      marks.filter((m) => m.at >= from - tag.length && m.at < from).map((m) => h("mark", { class: "issue" }, `⚠ ${m.text}`));
     const columns = h(
       "div",
       { class: "paths", style: `--paths: ${Math.max(paths.length, 1)}`, role: "group", "aria-label": `Block ${b + 1}: ${paths.length} paths side by side` },
@@ -106,28 +104,23 @@ export function renderTrajectory(t: TrajectoryView): HTMLElement {
         h(
           "div",
           { class: "path" },
-          h("div", { class: "path-head" }, `Path ${i + 1}`, conclusions[i] ? h("span", { class: "conclusion" }, ` → ${conclusions[i]}`) : null),
-          h(
-            "div",
-            { class: "path-text" },
-            // An issue at this path's own <Path> tag is shown at the path's start.
-            marks.filter((m) => m.at >= p.from - OPEN_PATH.length && m.at < p.from).map((m) => h("mark", { class: "issue" }, `⚠ ${m.text}`)),
-            marked(text, p.from, p.to, marks),
-          ),
+          h("div", { class: "path-head" }, `Path ${i + 1}`, block.conclusions[i] ? h("span", { class: "conclusion" }, ` → ${block.conclusions[i]}`) : null),
+          h("div", { class: "path-text" }, atTag(p.from, OPEN_PATH), marked(text, p.from, p.to, marks)),
         ),
       ),
     );
     let after = end;
     let summary: HTMLElement | null = null;
-    const rest = text.slice(end);
-    const s = /^\s*<Summary>([\s\S]*?)(<\/Summary>|$)/.exec(rest);
-    if (s) {
-      const from = end + s[0].indexOf("<Summary>") + "<Summary>".length;
-      summary = h("div", { class: "summary" }, h("span", { class: "summary-head" }, "Summary: "), marked(text, from, from + s[1].length, marks));
-      after = end + s[0].length;
+    const shown = [...paths];
+    if (block.summary_range) {
+      const from = offsets.char(block.summary_range.start);
+      const to = offsets.char(block.summary_range.end);
+      summary = h("div", { class: "summary" }, h("span", { class: "summary-head" }, "Summary: "), atTag(from, OPEN_SUMMARY), marked(text, from, to, marks));
+      after = text.startsWith(CLOSE_SUMMARY, to) ? to + CLOSE_SUMMARY.length : to;
+      shown.push({ from: from - OPEN_SUMMARY.length, to });
     }
-    const inPath = (m: Mark) => paths.some((p) => m.at >= p.from - OPEN_PATH.length && m.at <= p.to);
-    const blockMarks = marks.filter((m) => m.at >= start && m.at < end && !inPath(m));
+    const inShown = (m: Mark) => paths.some((p) => m.at >= p.from - OPEN_PATH.length && m.at <= p.to) || shown.slice(paths.length).some((s) => m.at >= s.from && m.at <= s.to);
+    const blockMarks = marks.filter((m) => m.at >= start && m.at < after && !inShown(m));
     body.append(
       h(
         "figure",

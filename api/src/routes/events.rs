@@ -91,6 +91,10 @@ pub async fn stream(
     };
     let pool = state.pool.clone();
     let stop = state.shutdown.clone();
+    // A bare `id:` first: the client learns where the stream starts, so a reconnect before the
+    // first notice resumes from there instead of from its own "now".
+    let opening = bytes::Bytes::from(format!("id: {after}\n\n"));
+    let opening = futures::stream::once(async move { Ok::<_, ApiError>(opening) });
     let notices = futures::stream::unfold(
         (after, std::time::Instant::now()),
         move |(after, last_sent)| {
@@ -129,7 +133,7 @@ pub async fn stream(
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(notices))
+        .streaming(futures::StreamExt::chain(opening, notices)))
 }
 
 async fn notices_after(pool: &sqlx::PgPool, after: i64) -> Result<Vec<EventNotice>, ApiError> {

@@ -320,8 +320,10 @@ pub async fn list(
     let ids: Vec<Uuid> = items.iter().map(|x| x.id).collect();
     let rows: Vec<StageProgress> = sqlx::query_as(
         "SELECT s.experiment_id, s.idx, s.name, s.kind, s.status, r.last_step,
-                coalesce(e.spec->'stages'->s.idx->>'steps', e.spec->'stages'->s.idx->>'max_steps')::bigint AS steps
+                CASE WHEN w.steps IS NOT NULL THEN least(w.steps, 9223372036854775807)::bigint END AS steps
          FROM stages s JOIN experiments e ON e.id = s.experiment_id LEFT JOIN runs r ON r.id = s.run_id
+         CROSS JOIN LATERAL (SELECT coalesce(e.spec->'stages'->s.idx->>'steps',
+                                             e.spec->'stages'->s.idx->>'max_steps')::numeric AS steps) w
          WHERE s.experiment_id = ANY($1) ORDER BY s.idx",
     )
     .bind(&ids)

@@ -5,7 +5,7 @@
 use crate::error::ApiError;
 use actix_files::{Files, NamedFile};
 use actix_web::dev::{HttpServiceFactory, ServiceRequest, ServiceResponse, fn_service};
-use actix_web::{HttpResponse, Responder, http::Method};
+use actix_web::{HttpResponse, Responder};
 use std::path::Path;
 
 /// Shown when the UI has not been built, with the command that builds it.
@@ -26,9 +26,11 @@ pub fn service(dir: &Path) -> impl HttpServiceFactory + use<> {
             Ok(ServiceResponse::new(req, response))
         }
     });
+    // Only file names are looked up on disk; `/` and the app's routes come to the fallback, which
+    // serves the app's page with `no-cache`, while the hashed assets it names can be cached.
     Files::new("/", dir)
-        .index_file("index.html")
         .use_etag(true)
+        .path_filter(|path, _| path.extension().is_some())
         .default_handler(fallback)
 }
 
@@ -39,8 +41,11 @@ async fn app_page(req: &actix_web::HttpRequest, index: &Path) -> HttpResponse {
             "the endpoint {path}"
         )));
     }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return HttpResponse::MethodNotAllowed().finish();
+    // A missing file (an asset of an older build) is a 404, not the app: a browser would run
+    // HTML as a script or a stylesheet.
+    let last = path.rsplit('/').next().unwrap_or("");
+    if path.starts_with("/assets/") || last.contains('.') {
+        return HttpResponse::NotFound().finish();
     }
     match NamedFile::open_async(index).await {
         Ok(file) => file

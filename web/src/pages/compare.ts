@@ -3,12 +3,13 @@
 // selection is the URL's `experiments`, so a comparison is a link.
 
 import { api, ExperimentSummary, ResultsTable } from "../api";
-import { empty, errorBox, h, loading, pct, replace, statusBadge, throttle } from "../dom";
+import { empty, errorBox, h, loading, pct, replace, Requests, statusBadge, throttle } from "../dom";
 import { subscribe } from "../live";
 import { MetricsPanel, RunRef } from "../metrics_panel";
 import { navigate } from "../router";
 
 export function comparePage(root: HTMLElement, url: URL): () => void {
+  document.title = "Compare · prl";
   const ids = (url.searchParams.get("experiments") ?? "").split(",").filter(Boolean);
   const picker = h("section", { class: "picker", "aria-labelledby": "pick-title" });
   const table = h("section", { "aria-labelledby": "table-title" });
@@ -20,30 +21,45 @@ export function comparePage(root: HTMLElement, url: URL): () => void {
     return () => {};
   }
 
+  const requests = new Requests();
   let panel: MetricsPanel | null = null;
+  let runKey = "";
+  const watched = new Set<string>(ids);
   async function load(): Promise<void> {
+    const current = requests.begin();
     try {
-      const results = await api.results(ids);
+      const [results, details] = await Promise.all([api.results(ids), Promise.all(ids.map((id) => api.experiment(id)))]);
+      if (!current()) return;
       replace(table, h("h2", { id: "table-title" }, "Results"), resultsTable(results));
-      const details = await Promise.all(ids.map((id) => api.experiment(id)));
+      details.forEach((d) => d.runs.forEach((r) => watched.add(r.id)));
       const runs: RunRef[] = details.flatMap((d) =>
         d.runs.filter((r) => d.stages[r.stage_idx]?.kind !== "eval").map((r) => ({ id: r.id, label: `${d.name} · ${d.stages[r.stage_idx]?.name ?? r.stage_idx}` })),
       );
-      if (!panel) {
+      const key = runs.map((r) => r.id).join();
+      if (!panel || key !== runKey) {
+        runKey = key;
+        panel?.dispose();
         panel = new MetricsPanel(runs);
         replace(curves, h("h2", { id: "overlay-title" }, "Curves"), panel.root);
       }
       await panel.load();
     } catch (e) {
-      replace(table, h("h2", { id: "table-title" }, "Results"), errorBox(e));
+      if (current()) replace(table, h("h2", { id: "table-title" }, "Results"), errorBox(e));
     }
   }
   replace(table, loading("results"));
+  replace(curves, loading("curves"));
   void load();
-  const refresh = throttle(() => void load(), 2000);
-  return subscribe((notices) => {
-    if (notices.some((n) => n.event_type === "EvaluationReported" || n.event_type.startsWith("Experiment") || n.event_type === "MetricsReported")) refresh();
+  const refresh = throttle(() => void load(), 1000);
+  const unsubscribe = subscribe((notices) => {
+    if (notices.some((n) => watched.has(n.stream_id))) refresh();
   });
+  return () => {
+    requests.dispose();
+    panel?.dispose();
+    refresh.cancel();
+    unsubscribe();
+  };
 }
 
 /** The paper's table: the best value of each column in bold, marked for screen readers too. */
@@ -99,6 +115,7 @@ async function renderPicker(section: HTMLElement, ids: string[]): Promise<void> 
     list,
     apply,
   );
+  replace(list, loading("experiments"));
   const show = async () => {
     try {
       const page = await api.experiments({ name: filter.value || undefined, limit: 50 });

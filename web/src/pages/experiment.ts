@@ -3,61 +3,71 @@
 
 import { api, Checkpoint, Evaluation, ExperimentDetail, RunView } from "../api";
 import { positionChart, roleChart, StrategySeries } from "../charts";
-import { empty, errorBox, fmt, h, loading, pct, replace, shortId, statusBadge, throttle, when } from "../dom";
+import { empty, errorBox, fmt, h, keepingFocus, loading, pct, replace, Requests, shortId, statusBadge, throttle, when } from "../dom";
 import { subscribe } from "../live";
 import { MetricsPanel } from "../metrics_panel";
 
 export function experimentPage(root: HTMLElement, url: URL): () => void {
   const id = url.pathname.split("/")[2];
   const head = h("div", { class: "experiment-head" }, loading("the experiment"));
-  const stages = h("section", { "aria-labelledby": "stages-title" });
-  const curves = h("section", { "aria-labelledby": "curves-title" });
-  const strategy = h("section", { "aria-labelledby": "strategy-title" });
-  const evaluations = h("section", { "aria-labelledby": "evals-title" });
-  const checkpoints = h("section", { "aria-labelledby": "ckpt-title" });
+  const section = (title: string, titleId: string, what: string) =>
+    h("section", { "aria-labelledby": titleId }, h("h2", { id: titleId }, title), loading(what));
+  const stages = section("Stages", "stages-title", "stages");
+  const curves = section("Metrics", "curves-title", "metrics");
+  const strategy = section("Strategy evolution", "strategy-title", "the strategy analysis");
+  const evaluations = section("Evaluations", "evals-title", "evaluations");
+  const checkpoints = section("Checkpoints", "ckpt-title", "checkpoints");
   replace(root, head, stages, curves, strategy, evaluations, checkpoints);
 
-  let detail: ExperimentDetail | null = null;
+  const requests = new Requests();
   let panel: MetricsPanel | null = null;
   let runKey = "";
+  let problem = "";
   const watched = new Set<string>([id]);
 
   async function load(): Promise<void> {
+    const current = requests.begin();
+    let d: ExperimentDetail;
     try {
-      detail = await api.experiment(id);
+      d = await api.experiment(id);
     } catch (e) {
-      replace(head, errorBox(e));
+      if (current()) replace(head, errorBox(e));
       return;
     }
-    const d = detail;
+    if (!current()) return;
     document.title = `${d.name} · prl`;
     d.runs.forEach((r) => watched.add(r.id));
     d.stages.forEach((s) => s.job_id && watched.add(s.job_id));
-    renderHead(d);
-    renderStages(d);
+    keepingFocus(() => {
+      renderHead(d);
+      renderStages(d);
+    });
     const labelled = d.runs.map((r) => ({ id: r.id, label: stageName(d, r) }));
     const key = labelled.map((r) => r.id).join();
     if (!panel || key !== runKey) {
       runKey = key;
+      panel?.dispose();
       panel = new MetricsPanel(labelled);
       replace(curves, h("h2", { id: "curves-title" }, "Metrics"), panel.root);
     }
-    await Promise.all([panel.load(), loadStrategy(d), loadEvaluations(d), loadCheckpoints(d)]);
+    await Promise.all([panel.load(), loadStrategy(d, current), loadEvaluations(d, current), loadCheckpoints(d, current)]);
   }
 
   function renderHead(d: ExperimentDetail): void {
     const active = d.status === "queued" || d.status === "running";
-    const cancel = h("button", { type: "button", class: "danger" }, "Cancel experiment") as HTMLButtonElement;
-    const problem = h("span", { class: "field-error", role: "alert" });
+    const cancel = h("button", { type: "button", class: "danger", id: "cancel-experiment" }, "Cancel experiment") as HTMLButtonElement;
+    const shown = h("span", { class: "field-error", role: "alert" }, problem);
     cancel.addEventListener("click", async () => {
       if (!confirm(`Cancel ${d.name}?`)) return;
       cancel.disabled = true;
       try {
         await api.cancel(d.id);
+        problem = "";
         await load();
       } catch (e) {
         cancel.disabled = false;
-        problem.textContent = (e as Error).message;
+        problem = (e as Error).message;
+        shown.textContent = problem;
       }
     });
     replace(
@@ -83,7 +93,7 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
         active ? cancel : null,
         h("a", { href: `/compare?experiments=${d.id}` }, "Compare with others"),
         d.runs.length ? h("a", { href: `/trajectories?runs=${d.runs.map((r) => r.id).join(",")}` }, "Browse trajectories") : null,
-        problem,
+        shown,
       ),
     );
   }
@@ -126,7 +136,7 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
     );
   }
 
-  async function loadStrategy(d: ExperimentDetail): Promise<void> {
+  async function loadStrategy(d: ExperimentDetail, current: () => boolean): Promise<void> {
     const runs = d.runs.filter((r) => !["sft", "eval"].includes(d.stages[r.stage_idx]?.kind ?? ""));
     const title = h("h2", { id: "strategy-title" }, "Strategy evolution");
     if (runs.length === 0) {
@@ -135,6 +145,7 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
     }
     try {
       const points = await api.strategy(runs.map((r) => r.id));
+      if (!current()) return;
       const blocks = runs.map((run) => {
         const mine = points.filter((p) => p.run_id === run.id);
         const s: StrategySeries = {
@@ -162,14 +173,15 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
         roleChart(b.roles, b.s);
       }
     } catch (e) {
-      replace(strategy, title, errorBox(e));
+      if (current()) replace(strategy, title, errorBox(e));
     }
   }
 
-  async function loadEvaluations(d: ExperimentDetail): Promise<void> {
+  async function loadEvaluations(d: ExperimentDetail, current: () => boolean): Promise<void> {
     const title = h("h2", { id: "evals-title" }, "Evaluations");
     try {
       const all = await Promise.all(d.runs.map((r) => api.evaluations(r.id)));
+      if (!current()) return;
       const rows = d.runs.flatMap((r, i) => all[i].map((e) => ({ run: r, e })));
       replace(
         evaluations,
@@ -184,14 +196,15 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
             ),
       );
     } catch (e) {
-      replace(evaluations, title, errorBox(e));
+      if (current()) replace(evaluations, title, errorBox(e));
     }
   }
 
-  async function loadCheckpoints(d: ExperimentDetail): Promise<void> {
+  async function loadCheckpoints(d: ExperimentDetail, current: () => boolean): Promise<void> {
     const title = h("h2", { id: "ckpt-title" }, "Checkpoints");
     try {
       const all = await Promise.all(d.runs.map((r) => api.checkpoints(r.id)));
+      if (!current()) return;
       const rows = d.runs.flatMap((r, i) => all[i].map((c) => ({ run: r, c })));
       replace(
         checkpoints,
@@ -206,16 +219,21 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
             ),
       );
     } catch (e) {
-      replace(checkpoints, title, errorBox(e));
+      if (current()) replace(checkpoints, title, errorBox(e));
     }
   }
 
-  const refresh = throttle(() => void load(), 1500);
-  const stop = subscribe((notices) => {
+  const refresh = throttle(() => void load(), 1000);
+  const unsubscribe = subscribe((notices) => {
     if (notices.some((n) => watched.has(n.stream_id))) refresh();
   });
   void load();
-  return stop;
+  return () => {
+    requests.dispose();
+    panel?.dispose();
+    refresh.cancel();
+    unsubscribe();
+  };
 }
 
 function stageName(d: ExperimentDetail, run: RunView): string {

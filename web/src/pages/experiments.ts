@@ -2,7 +2,7 @@
 // cancel, selection for comparing, and submitting a spec by pasting or uploading it.
 
 import { api, ApiError, ExperimentPage, ListedExperiment } from "../api";
-import { empty, errorBox, h, loading, replace, shortId, statusBadge, throttle, when } from "../dom";
+import { empty, errorBox, h, keepingFocus, loading, replace, Requests, shortId, statusBadge, throttle, when } from "../dom";
 import { subscribe } from "../live";
 import { navigate } from "../router";
 import { lineOfField } from "../spec_field";
@@ -12,6 +12,8 @@ const PAGE = 25;
 
 export function experimentsPage(root: HTMLElement, url: URL): () => void {
   const params = url.searchParams;
+  document.title = "Experiments · prl";
+  const requests = new Requests();
   const cursors: (string | undefined)[] = [undefined];
   let page: ExperimentPage | null = null;
   const selected = new Set<string>();
@@ -55,18 +57,21 @@ export function experimentsPage(root: HTMLElement, url: URL): () => void {
   status.addEventListener("change", refilter);
 
   async function load(quiet = false): Promise<void> {
+    const current = requests.begin();
     if (!quiet) replace(table, loading("experiments"));
     try {
-      page = await api.experiments({
+      const answer = await api.experiments({
         name: name.value || undefined,
         status: status.value || undefined,
         tag: tag.value || undefined,
         cursor: cursors[cursors.length - 1],
         limit: PAGE,
       });
-      render();
+      if (!current()) return;
+      page = answer;
+      keepingFocus(render);
     } catch (e) {
-      replace(table, errorBox(e));
+      if (current()) replace(table, errorBox(e));
     }
   }
 
@@ -109,12 +114,12 @@ export function experimentsPage(root: HTMLElement, url: URL): () => void {
       "tr",
       { "data-id": x.id },
       h("td", {}, pick),
-      h("td", {}, h("a", { href: `/experiments/${x.id}` }, x.name), h("div", { class: "muted mono" }, shortId(x.id))),
+      h("td", {}, h("a", { href: `/experiments/${x.id}`, id: `open-${x.id}` }, x.name), h("div", { class: "muted mono" }, shortId(x.id))),
       h("td", {}, statusBadge(x.status), x.status_reason ? h("div", { class: "muted small" }, x.status_reason) : null),
       h("td", {}, h("ol", { class: "stages" }, x.stages.map(stageProgress))),
       h("td", {}, x.tags.map((t) => h("span", { class: "tag" }, t))),
       h("td", {}, h("time", { datetime: x.submitted_at }, when(x.submitted_at))),
-      h("td", {}, active ? h("button", { type: "button", class: "danger", onclick: () => void cancel(x) }, "Cancel") : null),
+      h("td", {}, active ? h("button", { type: "button", class: "danger", id: `cancel-${x.id}`, "aria-label": `Cancel ${x.name}`, onclick: () => void cancel(x) }, "Cancel") : null),
     );
   }
 
@@ -128,11 +133,10 @@ export function experimentsPage(root: HTMLElement, url: URL): () => void {
     }
   }
 
-  const stop = subscribe(
-    ((refresh) => (notices) => {
-      if (notices.some((n) => n.stream_type !== "dataset")) refresh();
-    })(throttle(() => void load(true), 1000)),
-  );
+  const refresh = throttle(() => void load(true), 1000);
+  const unsubscribe = subscribe((notices) => {
+    if (notices.some((n) => n.stream_type !== "dataset")) refresh();
+  });
 
   replace(
     root,
@@ -143,7 +147,12 @@ export function experimentsPage(root: HTMLElement, url: URL): () => void {
     submitForm(() => void load(true)),
   );
   void load();
-  return stop;
+  return () => {
+    requests.dispose();
+    refresh.cancel();
+    clearTimeout(typing);
+    unsubscribe();
+  };
 }
 
 function stageProgress(s: ListedExperiment["stages"][number]): HTMLElement {
@@ -178,11 +187,13 @@ function submitForm(onSubmitted: () => void): HTMLElement {
     h("label", { for: "spec-file" }, "Spec file "),
     file,
     h("div", { class: "spec-editor" }, h("label", { for: "spec", class: "sr-only" }, "Spec"), h("div", { class: "spec-box" }, gutter, text), error),
-    h("button", { type: "submit" }, "Submit"),
     done,
   );
+  const button = h("button", { type: "submit" }, "Submit") as HTMLButtonElement;
+  form.insertBefore(button, done);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
+    if (button.disabled) return;
     replace(error);
     replace(done);
     replace(gutter);
@@ -194,6 +205,7 @@ function submitForm(onSubmitted: () => void): HTMLElement {
       return;
     }
     const format = spec.trimStart().startsWith("{") ? "json" : "toml";
+    button.disabled = true;
     try {
       const accepted = await api.submit(spec, format);
       replace(done, "Submitted ", h("a", { href: `/experiments/${accepted.id}` }, shortId(accepted.id)), ` (${accepted.status}).`);
@@ -219,6 +231,8 @@ function submitForm(onSubmitted: () => void): HTMLElement {
         text.focus();
         text.setSelectionRange(starts, starts + (spec.split("\n")[line]?.length ?? 0));
       }
+    } finally {
+      button.disabled = false;
     }
   });
   return form;

@@ -2,15 +2,17 @@
 // page at a time, each trajectory with its parallel paths side by side.
 
 import { api, TrajectoryPage } from "../api";
-import { empty, errorBox, h, loading, replace } from "../dom";
+import { empty, errorBox, h, loading, replace, Requests } from "../dom";
 import { navigate } from "../router";
 import { renderTrajectory } from "../trajectory";
 
 const FILTERS = ["runs", "step_min", "step_max", "reward_min", "reward_max", "correct", "parallel", "role", "q"] as const;
 const PAGE = 20;
 
-export function trajectoriesPage(root: HTMLElement, url: URL): void {
+export function trajectoriesPage(root: HTMLElement, url: URL): () => void {
+  document.title = "Trajectories · prl";
   const params = url.searchParams;
+  const requests = new Requests();
   const input = (name: string, label: string, attrs: Record<string, string> = {}) => {
     const el = h("input", { id: `t-${name}`, name, value: params.get(name) ?? "", ...attrs }) as HTMLInputElement;
     return [h("label", { for: `t-${name}` }, label), el];
@@ -39,9 +41,10 @@ export function trajectoriesPage(root: HTMLElement, url: URL): void {
     for (const [k, v] of new FormData(form)) if (String(v).trim()) query.set(k, String(v).trim());
     navigate(`/trajectories?${query}`);
   });
-  const list = h("div", { class: "trajectories", "aria-live": "polite" });
+  const list = h("div", { class: "trajectories" });
   const pager = h("nav", { class: "pager", "aria-label": "Pages" });
-  replace(root, h("h1", {}, "Trajectories"), form, pager, list);
+  const status = h("p", { class: "muted", role: "status", "aria-live": "polite" });
+  replace(root, h("h1", {}, "Trajectories"), form, pager, status, list);
 
   const filters: Record<string, string> = {};
   for (const name of FILTERS) {
@@ -50,18 +53,21 @@ export function trajectoriesPage(root: HTMLElement, url: URL): void {
   }
   if (!filters.runs) {
     replace(list, empty("Name one or more runs (an experiment's page links here with its runs filled in)."));
-    return;
+    return () => {};
   }
   const cursors: (string | undefined)[] = [undefined];
   async function load(): Promise<void> {
+    const current = requests.begin();
     replace(list, loading("trajectories"));
     let page: TrajectoryPage;
     try {
       page = await api.trajectories({ ...filters, after: cursors[cursors.length - 1], limit: PAGE });
     } catch (e) {
-      replace(list, errorBox(e));
+      if (current()) replace(list, errorBox(e));
       return;
     }
+    if (!current()) return;
+    status.textContent = `${page.items.length} trajectories on page ${cursors.length}${page.next ? "; more follow" : ""}.`;
     replace(list, page.items.length === 0 ? empty("No trajectory matches these filters.") : page.items.map(renderTrajectory));
     replace(
       pager,
@@ -71,4 +77,5 @@ export function trajectoriesPage(root: HTMLElement, url: URL): void {
     );
   }
   void load();
+  return () => requests.dispose();
 }
