@@ -151,6 +151,35 @@ async fn seed_finished(app: &TestApp, name: &str, results: &[Reported]) -> Value
     json!({"id": id, "run": detail["runs"][0]["id"], "name": name})
 }
 
+/// An SFT run with 3000 loss values, flat but for one spike: more steps than a chart has points.
+async fn seed_long_run(app: &TestApp) -> Uuid {
+    let id = app
+        .submit(&json!({
+            "name": "long run", "model": "tiny",
+            "stages": [{"kind": "sft", "name": "sft", "dataset": "builtin:easy",
+                        "learning_rate": 1e-4, "max_steps": 3000}]
+        }))
+        .await;
+    let (worker, _) = FakeWorker::take(app, StageKind::Sft, "long").await;
+    for step in 1..=3000u64 {
+        let loss = if step == 1777 { 50.0 } else { 1.0 };
+        let values = BTreeMap::from([("loss".to_owned(), loss)]);
+        worker
+            .reporter
+            .send(WorkerEvent::Metrics { step, values })
+            .await
+            .unwrap();
+    }
+    worker
+        .reporter
+        .send(WorkerEvent::Finished { checkpoint: None })
+        .await
+        .unwrap();
+    app.wait_for_status(id, "completed", Duration::from_secs(60))
+        .await;
+    id
+}
+
 /// An RL experiment that keeps training while the browser looks: a metric every 300 ms, with
 /// heartbeats, until the returned token is cancelled.
 async fn start_live_run(app: &TestApp) -> (Uuid, CancellationToken) {
@@ -215,6 +244,7 @@ async fn the_web_ui_works_against_a_seeded_stack() {
         Duration::from_secs(30),
     )
     .await;
+    let long = seed_long_run(&app).await;
     let (live, feeder) = start_live_run(&app).await;
     let queued = app.submit(&quick_spec("to cancel in the list")).await;
     let watched = app.submit(&quick_spec("cancelled elsewhere")).await;
@@ -232,6 +262,7 @@ async fn the_web_ui_works_against_a_seeded_stack() {
         "queued": queued,
         "watched": watched,
         "live": live,
+        "long": long,
         "expected": expected,
     });
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-screenshots");

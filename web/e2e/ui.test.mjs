@@ -21,6 +21,9 @@ const problems = [];
 page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
 page.on("console", (m) => m.type() === "error" && !/Failed to load resource/.test(m.text()) && problems.push(`console: ${m.text()}`));
 page.on("dialog", (d) => d.accept());
+// Offline: every request the UI makes goes to prl itself.
+const foreign = new Set();
+page.on("request", (r) => !r.url().startsWith(base) && !r.url().startsWith("data:") && foreign.add(r.url()));
 page.setDefaultTimeout(15000);
 
 const results = [];
@@ -56,7 +59,7 @@ await test("experiments list shows status and stage progress", async () => {
   await page.goto(`${base}/`);
   const rows = page.locator("table.experiments tbody tr");
   await rows.first().waitFor();
-  assert.equal(await rows.count(), 5);
+  assert.equal(await rows.count(), 6);
   const done = page.locator(`tr[data-id="${first.id}"]`);
   assert.equal(await done.locator(".badge").innerText(), "completed");
   assert.equal(await done.locator("progress").getAttribute("value"), "60");
@@ -79,7 +82,7 @@ await test("experiments list shows status and stage progress", async () => {
 
 await test("compare table shows the seeded numbers with the best marked", async () => {
   await page.goto(`${base}/compare?experiments=${first.id},${second.id}`);
-  const table = page.locator("table.results");
+  const table = page.locator(`table[aria-label="Results, as in the paper's main table"]`);
   await table.waitFor();
   const rows = await table.locator("tbody tr").all();
   assert.equal(rows.length, 2);
@@ -99,6 +102,24 @@ await test("compare table shows the seeded numbers with the best marked", async 
   assert.match(legend, /GRPO baseline · rl/);
 });
 
+await test("runs compare by their trajectories", async () => {
+  await page.goto(`${base}/compare?runs=${first.run},${second.run}`);
+  const table = page.locator('table[aria-label="Runs compared by their trajectories"]');
+  await table.waitFor();
+  const rows = table.locator("tbody tr");
+  assert.equal(await rows.count(), 2);
+  for (const [i, run] of [first, second].entries()) {
+    const row = rows.nth(i);
+    assert.equal(await row.getAttribute("data-run"), run.run);
+    assert.equal((await row.locator('td[data-column="Trajectories"]').textContent()).trim(), "12");
+    // 3 of every 4 seeded trajectories are correct.
+    assert.match(await row.locator('td[data-column="Accuracy (%)"]').textContent(), /^75\.0/);
+  }
+  assert.equal(await page.locator(`table[aria-label="Results, as in the paper's main table"]`).count(), 0, "no experiment table without experiments");
+  await page.locator(".metrics .chart canvas").first().waitFor();
+  assert.equal(await page.inputValue("#pick-runs"), `${first.run},${second.run}`);
+});
+
 await test("experiment page draws metric and strategy charts", async () => {
   await page.goto(`${base}/experiments/${first.id}`);
   await page.locator('[data-chart="position"] canvas').waitFor();
@@ -115,6 +136,16 @@ await test("experiment page draws metric and strategy charts", async () => {
   await page.selectOption("#axis", "time");
   await page.locator(".metrics .chart canvas").first().waitFor();
   assert.ok((await paintedPixels(".metrics .chart canvas")) > 500);
+});
+
+await test("a long curve is drawn from server-side buckets that keep its spike", async () => {
+  await page.goto(`${base}/experiments/${seed.long}`);
+  const chart = page.locator('.metrics .chart[data-metric="loss"] .uplot');
+  await chart.waitFor();
+  const label = await chart.getAttribute("aria-label");
+  const points = Number(/(\d+) points/.exec(label)[1]);
+  assert.ok(points >= 100 && points <= 1000, `3000 steps folded into ${points} points`);
+  assert.match(label, /max 50\.0000/, "the one spike of 50 survives the folding");
 });
 
 await test("trajectory view shows two paths side by side and marks bad format", async () => {
@@ -274,6 +305,10 @@ await test("pages are labelled, keyboard-usable and legible", async () => {
   await page.keyboard.press("Enter");
   await page.waitForURL(/\/compare$/);
   await page.locator("#pick-filter").waitFor();
+});
+
+await test("everything the UI loaded came from prl", async () => {
+  assert.deepEqual([...foreign], []);
 });
 
 await browser.close();

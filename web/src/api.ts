@@ -120,6 +120,28 @@ export interface ResultsTable {
   rows: ResultRow[];
 }
 
+export interface RunComparison {
+  experiment_id: string;
+  experiment: string;
+  stage_idx: number;
+  stage: string | null;
+  run_id: string;
+  steps: number;
+  last_step: number;
+  trajectories: number;
+  mean_reward: number;
+  accuracy: number;
+  parallel_ratio: number;
+  mean_blocks: number;
+  accuracy_parallel: number | null;
+  accuracy_sequential: number | null;
+  format_valid_ratio: number;
+  mean_response_tokens: number | null;
+  rel_position_mean: number | null;
+  exploration_share: number | null;
+  verification_share: number | null;
+}
+
 export interface Evaluation extends BenchmarkResult {
   recorded_at?: string;
 }
@@ -261,6 +283,8 @@ export const api = {
   evaluations: (run: string) => request<Evaluation[]>("GET", `/runs/${run}/evaluations`),
   checkpoints: (run: string) => request<Checkpoint[]>("GET", `/runs/${run}/checkpoints`),
   strategy: (runs: string[]) => request<StrategyPoint[]>("GET", `/analytics/strategy${q({ runs: runs.join(",") })}`),
+  comparison: (by: "runs" | "experiments", ids: string[]) =>
+    request<RunComparison[]>("GET", `/analytics/comparison${q({ [by]: ids.join(",") })}`),
   results: (experiments: string[]) =>
     request<ResultsTable>("GET", `/results${q({ experiments: experiments.join(",") })}`),
   trajectories: (params: Record<string, string | number | undefined>) =>

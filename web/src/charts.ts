@@ -104,10 +104,11 @@ export function curveChart(container: HTMLElement, curves: Curve[], options: Cur
       tables.push([curve.x, curve.hi!] as uPlot.AlignedData, [curve.x, curve.lo!] as uPlot.AlignedData);
       const hi = series.length;
       series.push(
-        { label: `${curve.label} max`, stroke: "transparent", spanGaps: true, points: { show: false } },
-        { label: `${curve.label} min`, stroke: "transparent", spanGaps: true, points: { show: false } },
+        // Faint edges, so that a one-bucket spike still shows as a line.
+        { label: `${curve.label} max`, stroke: `${color}80`, width: 1, spanGaps: true, points: { show: false } },
+        { label: `${curve.label} min`, stroke: `${color}80`, width: 1, spanGaps: true, points: { show: false } },
       );
-      bands.push({ series: [hi, hi + 1], fill: `${color}22` });
+      bands.push({ series: [hi, hi + 1], fill: `${color}26` });
     }
   });
   const data = tables.length === 1 ? tables[0] : uPlot.join(tables);
@@ -136,7 +137,7 @@ export function curveChart(container: HTMLElement, curves: Curve[], options: Cur
   chart.root.setAttribute("role", "img");
   chart.root.setAttribute(
     "aria-label",
-    `${options.title}: ${live.map((c) => `${c.label}, ${c.x.length} points, last ${c.y[c.y.length - 1]?.toFixed(4)}`).join("; ")}. Drag to zoom, double-click to reset.`,
+    `${options.title}: ${live.map((c) => `${c.label}, ${c.x.length} points, last ${c.y[c.y.length - 1]?.toFixed(4)}, max ${Math.max(...(c.hi ?? c.y)).toFixed(4)}`).join("; ")}. Drag to zoom, double-click to reset.`,
   );
   return keep(container, chart);
 }

@@ -92,7 +92,7 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
         { class: "actions" },
         active ? cancel : null,
         h("a", { href: `/compare?experiments=${d.id}` }, "Compare with others"),
-        d.runs.length ? h("a", { href: `/trajectories?runs=${d.runs.map((r) => r.id).join(",")}` }, "Browse trajectories") : null,
+        rlRuns(d).length ? h("a", { href: `/trajectories?runs=${rlRuns(d).map((r) => r.id).join(",")}` }, "Browse trajectories") : null,
         shown,
       ),
     );
@@ -126,7 +126,7 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
                 total ? h("progress", { max: total, value: s.status === "completed" ? total : (step ?? 0), "aria-label": `${s.name}: step ${step ?? 0} of ${total}` }) : null,
                 ` ${step ?? "–"}${total ? ` / ${total}` : ""}`,
               ),
-              h("td", { class: "mono" }, run ? shortId(run.id) : "–"),
+              h("td", { class: "mono" }, run ? [shortId(run.id), " ", h("a", { href: `/compare?runs=${run.id}`, "aria-label": `Compare run ${shortId(run.id)} with others` }, "compare")] : "–"),
               h("td", {}, run ? run.attempt : "–"),
               h("td", {}, run?.worker_id ?? "–"),
             );
@@ -137,7 +137,7 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
   }
 
   async function loadStrategy(d: ExperimentDetail, current: () => boolean): Promise<void> {
-    const runs = d.runs.filter((r) => !["sft", "eval"].includes(d.stages[r.stage_idx]?.kind ?? ""));
+    const runs = rlRuns(d);
     const title = h("h2", { id: "strategy-title" }, "Strategy evolution");
     if (runs.length === 0) {
       replace(strategy, title, empty("No RL run: the strategy analysis reads RL trajectories."));
@@ -235,6 +235,9 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
     unsubscribe();
   };
 }
+
+/** The runs that log trajectories: RL stages, and imported runs. */
+const rlRuns = (d: ExperimentDetail): RunView[] => d.runs.filter((r) => !["sft", "eval"].includes(d.stages[r.stage_idx]?.kind ?? ""));
 
 function stageName(d: ExperimentDetail, run: RunView): string {
   return d.stages[run.stage_idx]?.name ?? `stage ${run.stage_idx}`;
