@@ -103,6 +103,29 @@ export class Requests {
   }
 }
 
+/**
+ * Runs `fn` one call at a time: a call made while one runs is folded into a single further run
+ * after it, so refreshes never overlap and the last one always happens.
+ */
+export function serialized(fn: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | null = null;
+  let again = false;
+  const run = async (): Promise<void> => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        await fn();
+      } while (again);
+    })().finally(() => (running = null));
+    return running;
+  };
+  return run;
+}
+
 /** Re-renders with `render` and gives focus back to the element that had it (by id). */
 export function keepingFocus(render: () => void): void {
   const id = document.activeElement?.id;

@@ -4,7 +4,7 @@
 // `runs`, so a comparison is a link.
 
 import { api, ExperimentDetail, ExperimentSummary, ResultsTable, RunComparison } from "../api";
-import { empty, errorBox, fmt, h, loading, pct, replace, Requests, statusBadge, throttle } from "../dom";
+import { empty, errorBox, fmt, h, loading, pct, replace, Requests, serialized, statusBadge, throttle } from "../dom";
 import { subscribe } from "../live";
 import { MetricsPanel, RunRef } from "../metrics_panel";
 import { navigate } from "../router";
@@ -30,7 +30,7 @@ export function comparePage(root: HTMLElement, url: URL): () => void {
   let panel: MetricsPanel | null = null;
   let runKey = "";
   const watched = new Set<string>([...experiments, ...runIds]);
-  async function load(): Promise<void> {
+  const load = serialized(async (): Promise<void> => {
     const current = requests.begin();
     try {
       const [results, details, byExperiment, byRun] = await Promise.all([
@@ -63,7 +63,7 @@ export function comparePage(root: HTMLElement, url: URL): () => void {
     } catch (e) {
       if (current()) replace(table, h("h2", { id: "table-title" }, "Results"), errorBox(e));
     }
-  }
+  });
   replace(table, loading("results"));
   replace(curves, loading("curves"));
   void load();

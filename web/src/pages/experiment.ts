@@ -3,7 +3,7 @@
 
 import { api, Checkpoint, Evaluation, ExperimentDetail, RunView } from "../api";
 import { positionChart, roleChart, StrategySeries } from "../charts";
-import { empty, errorBox, fmt, h, keepingFocus, loading, pct, replace, Requests, shortId, statusBadge, throttle, when } from "../dom";
+import { empty, errorBox, fmt, h, keepingFocus, loading, pct, replace, Requests, serialized, shortId, statusBadge, throttle, when } from "../dom";
 import { subscribe } from "../live";
 import { MetricsPanel } from "../metrics_panel";
 
@@ -25,7 +25,22 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
   let problem = "";
   const watched = new Set<string>([id]);
 
-  async function load(): Promise<void> {
+  // What the notices since the last refresh touched; a refresh re-reads only that (the head and
+  // stages always: one cheap request).
+  type Part = "metrics" | "strategy" | "evaluations" | "checkpoints";
+  const ALL: Part[] = ["metrics", "strategy", "evaluations", "checkpoints"];
+  let pending = new Set<Part>(ALL);
+  const TOUCHES: Record<string, Part[]> = {
+    MetricsReported: ["metrics"],
+    TrajectoriesRecorded: ["strategy"],
+    EvaluationReported: ["evaluations"],
+    CheckpointSaved: ["checkpoints"],
+  };
+
+  // Loads run one at a time (`serialized`), so an older answer never lands after a newer one.
+  const load = serialized(async (): Promise<void> => {
+    const parts = pending;
+    pending = new Set();
     const current = requests.begin();
     let d: ExperimentDetail;
     try {
@@ -49,9 +64,16 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
       panel?.dispose();
       panel = new MetricsPanel(labelled);
       replace(curves, h("h2", { id: "curves-title" }, "Metrics"), panel.root);
+      parts.add("metrics");
+      parts.add("strategy");
     }
-    await Promise.all([panel.load(), loadStrategy(d, current), loadEvaluations(d, current), loadCheckpoints(d, current)]);
-  }
+    await Promise.all([
+      parts.has("metrics") && panel.load(),
+      parts.has("strategy") && loadStrategy(d, current),
+      parts.has("evaluations") && loadEvaluations(d, current),
+      parts.has("checkpoints") && loadCheckpoints(d, current),
+    ]);
+  });
 
   function renderHead(d: ExperimentDetail): void {
     const active = d.status === "queued" || d.status === "running";
@@ -225,7 +247,9 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
 
   const refresh = throttle(() => void load(), 1000);
   const unsubscribe = subscribe((notices) => {
-    if (notices.some((n) => watched.has(n.stream_id))) refresh();
+    const mine = notices.filter((n) => watched.has(n.stream_id));
+    for (const n of mine) (TOUCHES[n.event_type] ?? ALL).forEach((p) => pending.add(p));
+    if (mine.length) refresh();
   });
   void load();
   return () => {
