@@ -76,6 +76,13 @@ impl Application {
             ),
         ];
 
+        let log_head = Arc::new(tokio::sync::watch::Sender::new(0));
+        let mut workers = workers;
+        workers.push(tokio::spawn(crate::routes::events::watch_log_head(
+            pool.clone(),
+            (*log_head).clone(),
+            shutdown.clone(),
+        )));
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             nats,
@@ -88,6 +95,7 @@ impl Application {
             metrics: metrics.clone(),
             wake_relay,
             shutdown: shutdown.clone(),
+            log_head,
         });
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
             .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;

@@ -23,4 +23,7 @@ pub struct AppState {
     pub wake_relay: Arc<Notify>,
     /// Cancelled when the server stops, so that endless responses (the live event stream) end.
     pub shutdown: CancellationToken,
+    /// The log's newest settled position, kept by `routes::events::watch_log_head`; live streams
+    /// subscribe to it.
+    pub log_head: Arc<tokio::sync::watch::Sender<i64>>,
 }

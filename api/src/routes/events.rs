@@ -63,8 +63,7 @@ pub struct StreamQuery {
     pub after: Option<String>,
 }
 
-/// How often the stream looks for new events, and how long it may stay silent.
-const POLL: std::time::Duration = std::time::Duration::from_millis(400);
+/// How long a stream may stay silent before a keep-alive comment.
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Live notices of committed events as Server-Sent Events (`id` is the position, `event` the
@@ -91,44 +90,45 @@ pub async fn stream(
     };
     let pool = state.pool.clone();
     let stop = state.shutdown.clone();
+    let head = state.log_head.subscribe();
     // A bare `id:` first: the client learns where the stream starts, so a reconnect before the
     // first notice resumes from there instead of from its own "now".
     let opening = bytes::Bytes::from(format!("id: {after}\n\n"));
     let opening = futures::stream::once(async move { Ok::<_, ApiError>(opening) });
-    let notices = futures::stream::unfold(
-        (after, std::time::Instant::now()),
-        move |(after, last_sent)| {
-            let (pool, stop) = (pool.clone(), stop.clone());
-            async move {
-                loop {
-                    let found = tokio::select! {
-                        _ = stop.cancelled() => return None,
-                        found = notices_after(&pool, after) => found,
-                    };
-                    match found {
-                        Ok(notices) if !notices.is_empty() => {
-                            let last = notices.last().map(|n| n.position).unwrap_or(after);
-                            let chunk = notices.iter().map(sse_message).collect::<String>();
-                            return Some((
-                                Ok(bytes::Bytes::from(chunk)),
-                                (last, std::time::Instant::now()),
-                            ));
-                        }
-                        Ok(_) if last_sent.elapsed() >= KEEPALIVE => {
-                            let ping = bytes::Bytes::from_static(b": keepalive\n\n");
-                            return Some((Ok(ping), (after, std::time::Instant::now())));
-                        }
-                        Ok(_) => {}
-                        Err(e) => return Some((Err(e), (after, last_sent))),
+    // Each stream reads the log only when the shared head moved (or once after each chunk, to
+    // drain a burst longer than one read); an idle stream costs no queries.
+    let start = (after, std::time::Instant::now(), head);
+    let notices = futures::stream::unfold(start, move |(after, last_sent, mut head)| {
+        let (pool, stop) = (pool.clone(), stop.clone());
+        async move {
+            loop {
+                head.borrow_and_update();
+                let found = tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    found = notices_after(&pool, after) => found,
+                };
+                match found {
+                    Ok(notices) if !notices.is_empty() => {
+                        let last = notices.last().map(|n| n.position).unwrap_or(after);
+                        let chunk = notices.iter().map(sse_message).collect::<String>();
+                        let sent = std::time::Instant::now();
+                        return Some((Ok(bytes::Bytes::from(chunk)), (last, sent, head)));
                     }
-                    tokio::select! {
-                        _ = stop.cancelled() => return None,
-                        _ = tokio::time::sleep(POLL) => {}
+                    Ok(_) => {}
+                    Err(e) => return Some((Err(e), (after, last_sent, head))),
+                }
+                let quiet = KEEPALIVE.saturating_sub(last_sent.elapsed());
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    changed = head.changed() => if changed.is_err() { return None },
+                    _ = tokio::time::sleep(quiet) => {
+                        let ping = bytes::Bytes::from_static(b": keepalive\n\n");
+                        return Some((Ok(ping), (after, std::time::Instant::now(), head)));
                     }
                 }
             }
-        },
-    );
+        }
+    });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
@@ -153,4 +153,36 @@ fn sse_message(notice: &EventNotice) -> String {
         "id: {}\nevent: {}\ndata: {data}\n\n",
         notice.position, notice.event_type
     )
+}
+
+/// The log's newest settled position, read once per process for all the open live streams (only
+/// while some are open), so that many idle viewers cost one cheap query per tick.
+pub async fn watch_log_head(
+    pool: sqlx::PgPool,
+    head: tokio::sync::watch::Sender<i64>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(400));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if head.receiver_count() == 0 {
+            continue;
+        }
+        let newest: Result<i64, sqlx::Error> = sqlx::query_scalar(
+            "SELECT coalesce(max(position), 0) FROM events
+             WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())",
+        )
+        .fetch_one(&pool)
+        .await;
+        match newest {
+            Ok(position) => {
+                head.send_if_modified(|known| std::mem::replace(known, position) != position);
+            }
+            Err(e) => tracing::warn!("reading the log's head for live streams: {e}"),
+        }
+    }
 }
