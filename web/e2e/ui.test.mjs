@@ -148,6 +148,18 @@ await test("a long curve is drawn from server-side buckets that keep its spike",
   assert.match(label, /max 50\.0000/, "the one spike of 50 survives the folding");
 });
 
+await test("trajectory browser offers the runs that logged trajectories", async () => {
+  await page.goto(`${base}/trajectories`);
+  const choices = page.locator(".run-chooser li");
+  await choices.first().waitFor();
+  assert.equal(await choices.count(), 2, "the two seeded RL runs, not the SFT or the live one");
+  await page.getByLabel(/GRPO baseline · rl/).check();
+  await page.getByRole("button", { name: "Show their trajectories" }).click();
+  await page.locator("article.trajectory").first().waitFor();
+  assert.ok(page.url().endsWith(`/trajectories?runs=${second.run}`));
+  assert.match(await page.locator('[role="status"]').last().textContent(), /12 trajectories on page 1/);
+});
+
 await test("trajectory view shows two paths side by side and marks bad format", async () => {
   await page.goto(`${base}/trajectories?runs=${first.run}&step_max=1`);
   await page.locator("article.trajectory").first().waitFor();

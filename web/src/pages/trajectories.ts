@@ -2,7 +2,7 @@
 // page at a time, each trajectory with its parallel paths side by side.
 
 import { api, TrajectoryPage } from "../api";
-import { empty, errorBox, h, loading, replace, Requests } from "../dom";
+import { empty, errorBox, fmt, h, loading, replace, Requests, shortId } from "../dom";
 import { navigate } from "../router";
 import { renderTrajectory } from "../trajectory";
 
@@ -52,8 +52,9 @@ export function trajectoriesPage(root: HTMLElement, url: URL): () => void {
     if (v) filters[name] = v;
   }
   if (!filters.runs) {
-    replace(list, empty("Name one or more runs (an experiment's page links here with its runs filled in)."));
-    return () => {};
+    replace(list, loading("runs with trajectories"));
+    void runChooser(list, requests);
+    return () => requests.dispose();
   }
   const cursors: (string | undefined)[] = [undefined];
   async function load(): Promise<void> {
@@ -78,4 +79,46 @@ export function trajectoriesPage(root: HTMLElement, url: URL): () => void {
   }
   void load();
   return () => requests.dispose();
+}
+
+/** With no run named: the runs of the newest experiments that logged trajectories, to pick from. */
+async function runChooser(container: HTMLElement, requests: Requests): Promise<void> {
+  const current = requests.begin();
+  try {
+    const page = await api.experiments({ limit: 50 });
+    const runs = page.items.length ? await api.comparison("experiments", page.items.map((x) => x.id)) : [];
+    if (!current()) return;
+    if (runs.length === 0) {
+      replace(container, empty("No run has logged trajectories yet (RL stages and imports do)."));
+      return;
+    }
+    const chosen = new Set<string>();
+    const show = h("button", { type: "button", disabled: true }, "Show their trajectories") as HTMLButtonElement;
+    show.addEventListener("click", () => navigate(`/trajectories?runs=${[...chosen].join(",")}`));
+    replace(
+      container,
+      h(
+        "fieldset",
+        { class: "run-chooser" },
+        h("legend", {}, "Runs with trajectories, newest experiments first"),
+        h(
+          "ul",
+          { class: "pick-list" },
+          runs.map((r) => {
+            const id = `run-${r.run_id}`;
+            const box = h("input", { type: "checkbox", id }) as HTMLInputElement;
+            box.addEventListener("change", () => {
+              if (box.checked) chosen.add(r.run_id);
+              else chosen.delete(r.run_id);
+              show.disabled = chosen.size === 0;
+            });
+            return h("li", {}, box, h("label", { for: id }, `${r.experiment} · ${r.stage ?? r.stage_idx} `, h("span", { class: "muted small" }, `run ${shortId(r.run_id)}, ${fmt(r.trajectories)} trajectories`)));
+          }),
+        ),
+        show,
+      ),
+    );
+  } catch (e) {
+    if (current()) replace(container, errorBox(e));
+  }
 }
