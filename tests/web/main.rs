@@ -229,9 +229,18 @@ fn web_dir() -> PathBuf {
 #[tokio::test]
 async fn the_web_ui_works_against_a_seeded_stack() {
     let web = web_dir();
+    // Rebuilds the UI if `web/` changed since its last build (a no-op otherwise), so the browser
+    // never tests a stale build.
+    let build = tokio::process::Command::new("bash")
+        .arg(web.join("../deploy/web.sh"))
+        .output()
+        .await
+        .expect("running deploy/web.sh");
     assert!(
-        web.join("dist/index.html").is_file() && web.join("node_modules/playwright-core").is_dir(),
-        "the web UI is not built: run `bash deploy/setup.sh`"
+        build.status.success(),
+        "building the web UI failed:\n{}{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
     );
     let app = TestApp::spawn_with(|s| s.web.dir = web.join("dist")).await;
     let mut finished = Vec::new();
