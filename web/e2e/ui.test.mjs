@@ -136,6 +136,14 @@ await test("experiment page draws metric and strategy charts", async () => {
   await page.selectOption("#axis", "time");
   await page.locator(".metrics .chart canvas").first().waitFor();
   assert.ok((await paintedPixels(".metrics .chart canvas")) > 500);
+  // The chart settings are in the URL: a reload (or a shared link) shows the same charts.
+  await page.uncheck("text=parallel_ratio");
+  assert.match(page.url(), /metrics=accuracy,reward\/mean&smoothing=0\.90&axis=time$/);
+  await page.reload();
+  await page.locator(".metrics .chart canvas").first().waitFor();
+  assert.equal(await page.inputValue("#smoothing"), "0.9");
+  assert.equal(await page.inputValue("#axis"), "time");
+  assert.deepEqual(await page.locator(".metrics .chart").evaluateAll((els) => els.map((e) => e.dataset.metric)), ["accuracy", "reward/mean"]);
 });
 
 await test("a long curve is drawn from server-side buckets that keep its spike", async () => {

@@ -33,11 +33,18 @@ export class MetricsPanel {
   private plots = new Map<string, uPlot>();
 
   constructor(private runs: RunRef[]) {
-    const slider = h("input", { type: "range", min: 0, max: 0.99, step: 0.01, value: 0, id: "smoothing" }) as HTMLInputElement;
-    const shown = h("output", { for: "smoothing" }, "0.00");
+    // The chart settings live in the URL too (`metrics`, `smoothing`, `axis`), so a shared link
+    // shows the same charts.
+    const params = new URL(location.href).searchParams;
+    params.get("metrics")?.split(",").filter(Boolean).forEach((m) => this.selected.add(m));
+    this.smoothing = Math.min(0.99, Math.max(0, Number(params.get("smoothing")) || 0));
+    if (params.get("axis") === "time") this.axis = "time";
+    const slider = h("input", { type: "range", min: 0, max: 0.99, step: 0.01, value: this.smoothing, id: "smoothing" }) as HTMLInputElement;
+    const shown = h("output", { for: "smoothing" }, this.smoothing.toFixed(2));
     slider.addEventListener("input", () => {
       this.smoothing = Number(slider.value);
       shown.textContent = this.smoothing.toFixed(2);
+      this.remember();
       this.render();
     });
     const axis = h(
@@ -46,8 +53,10 @@ export class MetricsPanel {
       h("option", { value: "step" }, "training step"),
       h("option", { value: "time" }, "elapsed time"),
     ) as HTMLSelectElement;
+    axis.value = this.axis;
     axis.addEventListener("change", () => {
       this.axis = axis.value as "step" | "time";
+      this.remember();
       this.render();
     });
     const controls = h(
@@ -65,6 +74,18 @@ export class MetricsPanel {
 
   dispose(): void {
     this.requests.dispose();
+  }
+
+  /** Writes the chart settings into the URL, keeping the page's own parameters. */
+  private remember(): void {
+    if (!this.requests.live) return;
+    const url = new URL(location.href);
+    const set = (key: string, value: string | null) => (value ? url.searchParams.set(key, value) : url.searchParams.delete(key));
+    set("metrics", [...this.selected].sort().join(","));
+    set("smoothing", this.smoothing > 0 ? this.smoothing.toFixed(2) : null);
+    set("axis", this.axis === "time" ? "time" : null);
+    const query = url.searchParams.toString().replace(/%2C/g, ",").replace(/%2F/g, "/");
+    history.replaceState(null, "", query ? `${url.pathname}?${query}` : url.pathname);
   }
 
   /** Finds the metric names, then fetches and draws; call again to refresh with new values. */
@@ -102,6 +123,7 @@ export class MetricsPanel {
         box.addEventListener("change", () => {
           if (box.checked) this.selected.add(name);
           else this.selected.delete(name);
+          this.remember();
           void this.fetch().catch((e) => replace(this.charts, errorBox(e)));
         });
         return h("label", { class: "check", for: id }, box, name);
