@@ -41,7 +41,13 @@ impl Application {
         let wake_relay = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
         let lease = chrono::Duration::seconds(settings.jobs.lease_seconds as i64);
+        let log_head = tokio::sync::watch::Sender::new(0);
         let workers = vec![
+            tokio::spawn(crate::routes::events::watch_log_head(
+                pool.clone(),
+                log_head.clone(),
+                shutdown.clone(),
+            )),
             tokio::spawn(
                 Relay {
                     pool: pool.clone(),
@@ -76,13 +82,6 @@ impl Application {
             ),
         ];
 
-        let log_head = Arc::new(tokio::sync::watch::Sender::new(0));
-        let mut workers = workers;
-        workers.push(tokio::spawn(crate::routes::events::watch_log_head(
-            pool.clone(),
-            (*log_head).clone(),
-            shutdown.clone(),
-        )));
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             nats,

@@ -25,5 +25,5 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The log's newest settled position, kept by `routes::events::watch_log_head`; live streams
     /// subscribe to it.
-    pub log_head: Arc<tokio::sync::watch::Sender<i64>>,
+    pub log_head: tokio::sync::watch::Sender<i64>,
 }

@@ -2,6 +2,7 @@
 //! NATS_URL are given), a fresh database and NATS namespace per test, and the API on a free port.
 
 mod publish;
+pub mod seeds;
 mod servers;
 mod test_app;
 mod verl_fixture;

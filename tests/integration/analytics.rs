@@ -1,43 +1,15 @@
 //! The analytics projection, views and endpoints, on a seeded run whose answers are known: the
 //! trajectories travel the real way (a worker publishes them on NATS, the ingester writes them).
 
+use prl_integration_tests::seeds::{EXPLORE, VERIFY, answered as answer, block, trajectory};
 use prl_integration_tests::{FakeWorker, TestApp};
 use prl_schema::jobs::WorkerEvent;
 use prl_schema::spec::StageKind;
-use prl_schema::trajectory::{BlockTokens, PromptRecord, Trajectory, TrajectoryBatch};
+use prl_schema::trajectory::{PromptRecord, TrajectoryBatch};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use uuid::Uuid;
-
-const EXPLORE: &str = "Half of 10.<Parallel><Path>10/2 = 5</Path><Path>10*0.5 = 5</Path></Parallel><Summary>So 5.</Summary>";
-const VERIFY: &str = "Half of 10 is 5.<Parallel><Path>5+5 = 10, so 5</Path><Path>2*5 = 10, so 5</Path></Parallel><Summary>Checked.</Summary>";
-
-fn trajectory(sample: u32, text: String, correct: bool, blocks: Vec<BlockTokens>) -> Trajectory {
-    Trajectory {
-        prompt: 0,
-        sample,
-        tokens: Some(100),
-        forced: 0,
-        clipped: false,
-        reward: if correct { 1.0 } else { -1.0 },
-        accuracy: if correct { 1.0 } else { -1.0 },
-        correct,
-        answer: Some(if correct { "5" } else { "6" }.to_owned()),
-        format_valid: true,
-        text,
-        blocks,
-    }
-}
-
-fn block(start: u32) -> BlockTokens {
-    BlockTokens {
-        start,
-        end: start + 10,
-        paths: vec![4, 4],
-        summary: 3,
-    }
-}
 
 /// Step 1: sequential right, verification right, exploration wrong, sequential wrong.
 /// Step 2: exploration then verification (right), exploration (right).
@@ -49,7 +21,6 @@ fn seeded_steps() -> Vec<TrajectoryBatch> {
         tokens: Some(12),
         truth: "5".into(),
     }];
-    let answer = |t: &str, a: u32| format!("{t} Final Answer: {a}");
     vec![
         TrajectoryBatch {
             step: 1,

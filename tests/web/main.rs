@@ -2,12 +2,11 @@
 //! by Playwright in Debian's Chromium (`web/e2e/ui.test.mjs`). Screenshots land in
 //! `target/e2e-screenshots/`.
 
+use prl_integration_tests::seeds::{EXPLORE, VERIFY, answered, block, trajectory};
 use prl_integration_tests::{FakeWorker, TOKEN, TestApp, quick_spec};
 use prl_schema::jobs::{CheckpointRef, WorkerEvent};
 use prl_schema::spec::StageKind;
-use prl_schema::trajectory::{
-    BlockTokens, EvaluationResult, PromptRecord, Trajectory, TrajectoryBatch,
-};
+use prl_schema::trajectory::{EvaluationResult, PromptRecord, Trajectory, TrajectoryBatch};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,8 +14,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-const EXPLORE: &str = "Half of 10.<Parallel><Path>10/2 = 5</Path><Path>10*0.5 = 5</Path></Parallel><Summary>Both give 5.</Summary>";
-const VERIFY: &str = "Half of 10 is 5.<Parallel><Path>5+5 = 10, so 5</Path><Path>2*5 = 10, so 5</Path></Parallel><Summary>Checked.</Summary>";
 const UNCLOSED: &str = "Half of 10.<Parallel><Path>10/2 = 5</Path><Path>maybe 6";
 
 /// One benchmark's reported numbers: (benchmark, Mean@k, Pass@k, parallel ratio).
@@ -34,38 +31,6 @@ const SEEDED: [(&str, [Reported; 2]); 2] = [
     ),
 ];
 
-fn trajectory(
-    sample: u32,
-    text: &str,
-    correct: bool,
-    valid: bool,
-    blocks: Vec<BlockTokens>,
-) -> Trajectory {
-    Trajectory {
-        prompt: 0,
-        sample,
-        tokens: Some(60),
-        forced: 0,
-        clipped: false,
-        reward: if correct { 1.0 } else { -1.0 },
-        accuracy: if correct { 1.0 } else { -1.0 },
-        correct,
-        answer: Some(if correct { "5" } else { "6" }.to_owned()),
-        format_valid: valid,
-        text: format!("{text} Final Answer: {}", if correct { 5 } else { 6 }),
-        blocks,
-    }
-}
-
-fn block(start: u32) -> BlockTokens {
-    BlockTokens {
-        start,
-        end: start + 20,
-        paths: vec![6, 6],
-        summary: 4,
-    }
-}
-
 fn batch(step: u64) -> TrajectoryBatch {
     TrajectoryBatch {
         step,
@@ -77,10 +42,13 @@ fn batch(step: u64) -> TrajectoryBatch {
             truth: "5".into(),
         }],
         trajectories: vec![
-            trajectory(0, EXPLORE, true, true, vec![block(5 + step as u32)]),
-            trajectory(1, VERIFY, true, true, vec![block(20)]),
-            trajectory(2, "10/2 = 5.", true, true, vec![]),
-            trajectory(3, UNCLOSED, false, false, vec![]),
+            trajectory(0, answered(EXPLORE, 5), true, vec![block(5 + step as u32)]),
+            trajectory(1, answered(VERIFY, 5), true, vec![block(20)]),
+            trajectory(2, answered("10/2 = 5.", 5), true, vec![]),
+            Trajectory {
+                format_valid: false,
+                ..trajectory(3, answered(UNCLOSED, 6), false, vec![])
+            },
         ],
     }
 }

@@ -180,7 +180,7 @@ await test("trajectory view shows two paths side by side and marks bad format", 
   assert.ok(b.x >= a.x + a.width, "the second path is to the right of the first");
   assert.match(await paths[0].innerText(), /10\/2 = 5/);
   assert.match(await paths[1].innerText(), /10\*0.5 = 5/);
-  assert.match(await block.locator(".summary").innerText(), /Both give 5/);
+  assert.match(await block.locator(".summary").innerText(), /So 5\./);
   await page.locator("article.trajectory.invalid").scrollIntoViewIfNeeded();
   await page.screenshot({ path: join(shots, "trajectories-unfiltered.png"), fullPage: true });
   const invalid = page.locator("article.trajectory.invalid");

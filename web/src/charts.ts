@@ -27,9 +27,12 @@ export interface CurveOptions {
   zoom?: { min: number; max: number };
 }
 
+/** A chart that remembers whether the reader zoomed it. */
+type Zoomable = uPlot & { zoomed?: boolean };
+
 /** The x range a reader zoomed `chart` to, or undefined when it shows everything. */
-export function zoomOf(chart: uPlot): { min: number; max: number } | undefined {
-  return (chart as uPlot & { zoomed?: boolean }).zoomed ? { min: chart.scales.x.min!, max: chart.scales.x.max! } : undefined;
+export function zoomOf(chart: Zoomable): { min: number; max: number } | undefined {
+  return chart.zoomed ? { min: chart.scales.x.min!, max: chart.scales.x.max! } : undefined;
 }
 
 /** An exponential moving average, debiased at the start as TensorBoard does. */
@@ -124,15 +127,15 @@ export function curveChart(container: HTMLElement, curves: Curve[], options: Cur
       axes: [{ label: xLabel }, { size: 60 }],
       cursor: { drag: { x: true, y: false, setScale: true } },
       legend: { live: true },
-      hooks: { setSelect: [(u) => u.select.width > 0 && ((u as uPlot & { zoomed?: boolean }).zoomed = true)] },
+      hooks: { setSelect: [(u) => u.select.width > 0 && ((u as Zoomable).zoomed = true)] },
     },
     data,
     container,
-  );
-  chart.over.addEventListener("dblclick", () => ((chart as uPlot & { zoomed?: boolean }).zoomed = false));
+  ) as Zoomable;
+  chart.over.addEventListener("dblclick", () => (chart.zoomed = false));
   if (options.zoom) {
     chart.setScale("x", options.zoom);
-    (chart as uPlot & { zoomed?: boolean }).zoomed = true;
+    chart.zoomed = true;
   }
   chart.root.setAttribute("role", "img");
   chart.root.setAttribute(
@@ -153,63 +156,70 @@ export interface StrategySeries {
   verification: (number | null)[];
 }
 
-/** Where blocks sit in responses, step by step: the quartile band with median and mean. */
-export function positionChart(container: HTMLElement, s: StrategySeries): uPlot | null {
+/** A chart over steps of values in [0, 1], for the strategy series. */
+function stepChart(
+  container: HTMLElement,
+  steps: number[],
+  title: string,
+  yLabel: string,
+  series: uPlot.Series[],
+  values: (number | null)[][],
+  description: string,
+  bands: uPlot.Band[] = [],
+): uPlot | null {
   clear(container);
-  if (s.steps.length === 0) {
+  if (steps.length === 0) {
     container.append(h("p", { class: "state empty" }, "No parallel blocks recorded yet."));
     return null;
   }
   const chart = new uPlot(
     {
-      title: `Relative position of blocks (${s.label})`,
+      title,
       width: Math.max(container.clientWidth, 320),
       height: 240,
       scales: { x: { time: false }, y: { range: [0, 1] } },
-      axes: [{ label: "step" }, { label: "relative position", size: 60 }],
-      series: [
-        { label: "step" },
-        { label: "q3", stroke: PALETTE[0], width: 1, spanGaps: true },
-        { label: "median", stroke: PALETTE[0], width: 2.5, spanGaps: true },
-        { label: "q1", stroke: PALETTE[0], width: 1, spanGaps: true },
-        { label: "mean", stroke: PALETTE[1], width: 1.5, dash: [6, 4], spanGaps: true },
-      ],
-      bands: [{ series: [1, 3], fill: `${PALETTE[0]}33` }],
+      axes: [{ label: "step" }, { label: yLabel, size: 60 }],
+      series: [{ label: "step" }, ...series.map((x) => ({ spanGaps: true, ...x }))],
+      bands,
       cursor: { drag: { x: true, y: false, setScale: true } },
     },
-    [s.steps, s.q3, s.median, s.q1, s.mean] as uPlot.AlignedData,
+    [steps, ...values] as uPlot.AlignedData,
     container,
   );
   chart.root.setAttribute("role", "img");
-  chart.root.setAttribute("aria-label", `Relative block position per step, ${s.steps.length} steps: interquartile band, median and mean.`);
+  chart.root.setAttribute("aria-label", `${description}, ${steps.length} steps.`);
   return keep(container, chart);
 }
 
-/** The share of blocks that explore and that verify, step by step. */
-export function roleChart(container: HTMLElement, s: StrategySeries): uPlot | null {
-  clear(container);
-  if (s.steps.length === 0) {
-    container.append(h("p", { class: "state empty" }, "No parallel blocks recorded yet."));
-    return null;
-  }
-  const chart = new uPlot(
-    {
-      title: `Exploration and verification (${s.label})`,
-      width: Math.max(container.clientWidth, 320),
-      height: 240,
-      scales: { x: { time: false }, y: { range: [0, 1] } },
-      axes: [{ label: "step" }, { label: "share of blocks", size: 60 }],
-      series: [
-        { label: "step" },
-        { label: "exploration", stroke: PALETTE[2], width: 2, spanGaps: true },
-        { label: "verification", stroke: PALETTE[3], width: 2, dash: [8, 4], spanGaps: true },
-      ],
-      cursor: { drag: { x: true, y: false, setScale: true } },
-    },
-    [s.steps, s.exploration, s.verification] as uPlot.AlignedData,
+/** Where blocks sit in responses, step by step: the quartile band with median and mean. */
+export const positionChart = (container: HTMLElement, s: StrategySeries): uPlot | null =>
+  stepChart(
     container,
+    s.steps,
+    `Relative position of blocks (${s.label})`,
+    "relative position",
+    [
+      { label: "q3", stroke: PALETTE[0], width: 1 },
+      { label: "median", stroke: PALETTE[0], width: 2.5 },
+      { label: "q1", stroke: PALETTE[0], width: 1 },
+      { label: "mean", stroke: PALETTE[1], width: 1.5, dash: [6, 4] },
+    ],
+    [s.q3, s.median, s.q1, s.mean],
+    "Relative block position per step: interquartile band, median and mean",
+    [{ series: [1, 3], fill: `${PALETTE[0]}33` }],
   );
-  chart.root.setAttribute("role", "img");
-  chart.root.setAttribute("aria-label", `Exploration and verification shares of blocks per step, ${s.steps.length} steps.`);
-  return keep(container, chart);
-}
+
+/** The share of blocks that explore and that verify, step by step. */
+export const roleChart = (container: HTMLElement, s: StrategySeries): uPlot | null =>
+  stepChart(
+    container,
+    s.steps,
+    `Exploration and verification (${s.label})`,
+    "share of blocks",
+    [
+      { label: "exploration", stroke: PALETTE[2], width: 2 },
+      { label: "verification", stroke: PALETTE[3], width: 2, dash: [8, 4] },
+    ],
+    [s.exploration, s.verification],
+    "Exploration and verification shares of blocks per step",
+  );

@@ -68,13 +68,15 @@ interface Mark {
   text: string;
 }
 
+const issueMark = (m: Mark): HTMLElement => h("mark", { class: "issue", title: m.text }, `⚠ ${m.text}`);
+
 /** `text[from, to)` with the marks that fall inside it. */
 function marked(text: string, from: number, to: number, marks: Mark[]): (Node | string)[] {
   const out: (Node | string)[] = [];
   let pos = from;
   for (const m of marks.filter((m) => m.at >= from && (m.at < to || (to === text.length && m.at === to)))) {
     if (m.at > pos) out.push(text.slice(pos, m.at));
-    out.push(h("mark", { class: "issue", title: m.text }, `⚠ ${m.text}`));
+    out.push(issueMark(m));
     pos = m.at;
   }
   if (to > pos) out.push(text.slice(pos, to));
@@ -96,7 +98,7 @@ export function renderTrajectory(t: TrajectoryView): HTMLElement {
     const paths = block.path_ranges.map((r) => ({ from: offsets.char(r.start), to: offsets.char(r.end) }));
     // A problem at a path's or the summary's own opening tag is shown where that text starts.
     const atTag = (from: number, tag: string) =>
-      marks.filter((m) => m.at >= from - tag.length && m.at < from).map((m) => h("mark", { class: "issue" }, `⚠ ${m.text}`));
+      marks.filter((m) => m.at >= from - tag.length && m.at < from).map(issueMark);
     const columns = h(
       "div",
       { class: "paths", style: `--paths: ${Math.max(paths.length, 1)}`, role: "group", "aria-label": `Block ${b + 1}: ${paths.length} paths side by side` },
@@ -111,21 +113,21 @@ export function renderTrajectory(t: TrajectoryView): HTMLElement {
     );
     let after = end;
     let summary: HTMLElement | null = null;
-    const shown = [...paths];
+    // Where marks are drawn inside the block: each path and the summary, with their opening tags.
+    const placed = paths.map((p) => ({ from: p.from - OPEN_PATH.length, to: p.to }));
     if (block.summary_range) {
       const from = offsets.char(block.summary_range.start);
       const to = offsets.char(block.summary_range.end);
       summary = h("div", { class: "summary" }, h("span", { class: "summary-head" }, "Summary: "), atTag(from, OPEN_SUMMARY), marked(text, from, to, marks));
       after = text.startsWith(CLOSE_SUMMARY, to) ? to + CLOSE_SUMMARY.length : to;
-      shown.push({ from: from - OPEN_SUMMARY.length, to });
+      placed.push({ from: from - OPEN_SUMMARY.length, to });
     }
-    const inShown = (m: Mark) => paths.some((p) => m.at >= p.from - OPEN_PATH.length && m.at <= p.to) || shown.slice(paths.length).some((s) => m.at >= s.from && m.at <= s.to);
-    const blockMarks = marks.filter((m) => m.at >= start && m.at < after && !inShown(m));
+    const blockMarks = marks.filter((m) => m.at >= start && m.at < after && !placed.some((r) => m.at >= r.from && m.at <= r.to));
     body.append(
       h(
         "figure",
         { class: `block role-${block.role}`, "data-role": block.role },
-        h("figcaption", {}, `Parallel block ${b + 1} · `, h("span", { class: `role role-${block.role}` }, block.role), blockMarks.map((m) => h("mark", { class: "issue" }, ` ⚠ ${m.text}`))),
+        h("figcaption", {}, `Parallel block ${b + 1} · `, h("span", { class: `role role-${block.role}` }, block.role), blockMarks.map(issueMark)),
         columns,
         summary,
       ),

@@ -70,8 +70,8 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
     await Promise.all([
       parts.has("metrics") && panel.load(),
       parts.has("strategy") && loadStrategy(d, current),
-      parts.has("evaluations") && loadEvaluations(d, current),
-      parts.has("checkpoints") && loadCheckpoints(d, current),
+      parts.has("evaluations") && loadRunTable(evaluations, ["evals-title", "Evaluations"], d, current, api.evaluations, EVAL_COLUMNS, evalRow),
+      parts.has("checkpoints") && loadRunTable(checkpoints, ["ckpt-title", "Checkpoints"], d, current, api.checkpoints, CHECKPOINT_COLUMNS, checkpointRow),
     ]);
   });
 
@@ -199,49 +199,35 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
     }
   }
 
-  async function loadEvaluations(d: ExperimentDetail, current: () => boolean): Promise<void> {
-    const title = h("h2", { id: "evals-title" }, "Evaluations");
+  /** A section holding one table of what each run of `d` has (its evaluations, its checkpoints). */
+  async function loadRunTable<T>(
+    section: HTMLElement,
+    [titleId, label]: [string, string],
+    d: ExperimentDetail,
+    current: () => boolean,
+    fetch: (run: string) => Promise<T[]>,
+    columns: string[],
+    row: (stage: string, item: T) => HTMLElement,
+  ): Promise<void> {
+    const title = h("h2", { id: titleId }, label);
     try {
-      const all = await Promise.all(d.runs.map((r) => api.evaluations(r.id)));
+      const all = await Promise.all(d.runs.map((r) => fetch(r.id)));
       if (!current()) return;
-      const rows = d.runs.flatMap((r, i) => all[i].map((e) => ({ run: r, e })));
+      const rows = d.runs.flatMap((r, i) => all[i].map((item) => row(stageName(d, r), item)));
       replace(
-        evaluations,
+        section,
         title,
         rows.length === 0
-          ? empty("No evaluations yet.")
+          ? empty(`No ${label.toLowerCase()} yet.`)
           : h(
               "table",
-              { "aria-label": "Evaluations" },
-              h("thead", {}, h("tr", {}, ["Stage", "Benchmark", "Step", "k", "Prompts", "Mean@k", "Pass@k", "Parallel %", "Format-valid %", "Tokens"].map((c) => h("th", { scope: "col" }, c)))),
-              h("tbody", {}, rows.map(({ run, e }) => evalRow(stageName(d, run), e))),
+              { "aria-label": label },
+              h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
+              h("tbody", {}, rows),
             ),
       );
     } catch (e) {
-      if (current()) replace(evaluations, title, errorBox(e));
-    }
-  }
-
-  async function loadCheckpoints(d: ExperimentDetail, current: () => boolean): Promise<void> {
-    const title = h("h2", { id: "ckpt-title" }, "Checkpoints");
-    try {
-      const all = await Promise.all(d.runs.map((r) => api.checkpoints(r.id)));
-      if (!current()) return;
-      const rows = d.runs.flatMap((r, i) => all[i].map((c) => ({ run: r, c })));
-      replace(
-        checkpoints,
-        title,
-        rows.length === 0
-          ? empty("No checkpoints yet.")
-          : h(
-              "table",
-              { "aria-label": "Checkpoints" },
-              h("thead", {}, h("tr", {}, ["Stage", "Step", "Location", "Size", "sha256", "Saved"].map((c) => h("th", { scope: "col" }, c)))),
-              h("tbody", {}, rows.map(({ run, c }) => checkpointRow(stageName(d, run), c))),
-            ),
-      );
-    } catch (e) {
-      if (current()) replace(checkpoints, title, errorBox(e));
+      if (current()) replace(section, title, errorBox(e));
     }
   }
 
@@ -271,6 +257,9 @@ function stageSteps(d: ExperimentDetail, idx: number): number | null {
   const stage = d.spec?.stages?.[idx] as { steps?: number; max_steps?: number } | undefined;
   return stage?.steps ?? stage?.max_steps ?? null;
 }
+
+const EVAL_COLUMNS = ["Stage", "Benchmark", "Step", "k", "Prompts", "Mean@k", "Pass@k", "Parallel %", "Format-valid %", "Tokens"];
+const CHECKPOINT_COLUMNS = ["Stage", "Step", "Location", "Size", "sha256", "Saved"];
 
 const evalRow = (stage: string, e: Evaluation): HTMLElement =>
   h(
