@@ -159,7 +159,7 @@ pub fn rollout_batches(files: &[DumpFile]) -> Result<Vec<TrajectoryBatch>, DumpE
                 answer: line
                     .pred
                     .clone()
-                    .or_else(|| extract_answer(&line.output).map(str::to_owned)),
+                    .or_else(|| extract_answer(&line.output)),
                 format_valid: analysis.parsed.is_valid(),
                 blocks: vec![],
                 text: line.output,

@@ -1,16 +1,17 @@
 //! Rewards: pure functions of a response's text, its ground truth and the training step, shared by
 //! the trainer's RL and evaluation and by anyone who recomputes them from the log.
 //!
-//! The answer is the text after the last `Final Answer:` in the response's last 300 characters
-//! (case-insensitive, as the reference extracts it), normalised before an exact comparison.
+//! Correctness is the reference's own answer check (`minerva.rs`): the text after the last
+//! `Final Answer:` in the response's last 300 characters, Minerva-normalised, equal to the
+//! normalised truth.
+
+mod minerva;
 
 use crate::parallel::{self, ParsedResponse};
 use crate::spec::RewardSchedule;
 use serde::{Deserialize, Serialize};
 
-/// How far from the end the reference looks for `Final Answer:`.
-const ANSWER_WINDOW: usize = 300;
-const MARKER: &str = "final answer";
+pub use minerva::{check as check_answer, extract_answer, normalize};
 
 /// Everything one response is scored on, and the reward it gets.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,75 +25,6 @@ pub struct Scored {
     pub format_valid: bool,
     /// Blocks the parser found, valid or not.
     pub blocks: usize,
-}
-
-/// The raw answer: the rest of the line after the last `Final Answer:` near the end.
-pub fn extract_answer(response: &str) -> Option<&str> {
-    let mut start = response.len().saturating_sub(ANSWER_WINDOW);
-    while !response.is_char_boundary(start) {
-        start += 1;
-    }
-    let window = &response[start..];
-    // ASCII lowercasing keeps byte offsets.
-    let lower = window.to_ascii_lowercase();
-    let mut found = None;
-    let mut from = 0;
-    while let Some(i) = lower[from..].find(MARKER) {
-        let after = from + i + MARKER.len();
-        let rest = window[after..].trim_start_matches([' ', '\t']);
-        if let Some(value) = rest.strip_prefix(':') {
-            let line = value.split('\n').next().unwrap_or("").trim();
-            if !line.is_empty() {
-                found = Some(line);
-            }
-        }
-        from = after;
-    }
-    found
-}
-
-/// The canonical form two answers are compared in: no spaces, `$`, `\text{}`/`\boxed{}`
-/// wrappers, thousands separators, trailing full stop or trailing unit words; `5.0` is `5`.
-pub fn normalize(answer: &str) -> String {
-    let mut s = answer.trim().to_string();
-    for wrapper in ["\\boxed{", "\\text{", "\\mathrm{", "\\textbf{"] {
-        while let Some(at) = s.find(wrapper) {
-            let inner_start = at + wrapper.len();
-            let Some(len) = s[inner_start..].find('}') else {
-                break;
-            };
-            let inner = s[inner_start..inner_start + len].to_string();
-            s.replace_range(at..inner_start + len + 1, &inner);
-        }
-    }
-    s = s.replace(['$', ' '], "").replace("\\!", "");
-    while s.ends_with('.') {
-        s.pop();
-    }
-    // A number followed by a unit ("18apples", "12cm"): keep the number.
-    let numeric_head: String = s
-        .char_indices()
-        .take_while(|(i, c)| c.is_ascii_digit() || *c == ',' || *c == '.' || (*i == 0 && *c == '-'))
-        .map(|(_, c)| c)
-        .collect();
-    let tail = &s[numeric_head.len()..];
-    if numeric_head.chars().any(|c| c.is_ascii_digit()) && tail.chars().all(char::is_alphabetic) {
-        s = numeric_head.replace(',', "");
-        if let Some(int) = s.strip_suffix(".0").or_else(|| s.strip_suffix(".00")) {
-            s = int.to_string();
-        }
-        while s.ends_with('.') {
-            s.pop();
-        }
-    }
-    s.to_lowercase()
-}
-
-/// Whether `response` answers `truth`, and the raw answer it gave.
-pub fn check_answer<'a>(response: &'a str, truth: &str) -> (bool, Option<&'a str>) {
-    let answer = extract_answer(response);
-    let correct = answer.is_some_and(|a| normalize(a) == normalize(truth));
-    (correct, answer)
 }
 
 /// Whether the schedule uses its tiered parallel reward at `step` (S2: 2 steps of every 10).
@@ -127,7 +59,7 @@ pub fn score(schedule: RewardSchedule, step: u64, response: &str, truth: &str) -
         reward,
         accuracy,
         correct,
-        answer: answer.map(str::to_owned),
+        answer,
         format_valid: valid,
         blocks: parsed.blocks.len(),
     }
@@ -141,43 +73,42 @@ mod tests {
         "Start.<Parallel><Path>3+4=7</Path><Path>4+3=7</Path></Parallel>\n<Summary>7</Summary>";
 
     #[test]
-    fn the_answer_is_the_last_final_answer_line() {
+    fn the_answer_is_the_rest_of_the_last_final_answer_line() {
+        let answer = |text: &str| extract_answer(text);
         assert_eq!(
-            extract_answer("Final Answer: 3\nno wait\nFinal Answer: 19\n"),
+            answer("Final Answer: 3\nno wait\nFinal Answer: 19\n").as_deref(),
             Some("19")
         );
-        assert_eq!(extract_answer("final answer : 42."), Some("42."));
-        assert_eq!(extract_answer("FINAL ANSWER:7"), Some("7"));
-        assert_eq!(extract_answer("the answer is 7"), None);
-        assert_eq!(extract_answer("Final Answer:\n"), None);
-        assert_eq!(extract_answer("Final Answer"), None);
-    }
-
-    #[test]
-    fn only_the_last_300_characters_are_searched() {
+        assert_eq!(answer("final answer : 42.").as_deref(), Some("42."));
+        // The space after the colon may cross a line break.
+        assert_eq!(answer("Final Answer:\n7").as_deref(), Some("7"));
+        assert_eq!(answer("the answer is 7"), None);
+        // Only the last 300 characters, tags not counted, are searched.
         let early = format!("Final Answer: 5\n{}", "x".repeat(400));
-        assert_eq!(extract_answer(&early), None);
+        assert_eq!(answer(&early), None);
+        let tagged = format!("Final Answer: 5{}", "<Parallel>".repeat(40));
+        assert_eq!(answer(&tagged).as_deref(), Some("5"));
         // A window that starts inside a multi-byte character must not panic.
-        let text = format!("{}Final Answer: 9", "é".repeat(200));
-        assert_eq!(extract_answer(&text), Some("9"));
+        let text = format!("{}Final Answer: 9", "é".repeat(400));
+        assert_eq!(answer(&text).as_deref(), Some("9"));
     }
 
     #[test]
-    fn answers_are_normalised_before_comparison() {
+    fn answers_are_normalised_as_minerva_does() {
         for (given, canonical) in [
             ("$1,200$", "1200"),
             ("\\boxed{42}", "42"),
-            ("18 apples", "18"),
-            ("18 apples.", "18"),
-            ("5.0", "5"),
-            ("-3", "-3"),
-            ("\\text{ Yes }", "yes"),
-            ("3/4", "3/4"),
-            ("x = 2", "x=2"),
+            ("x = 5", "5"),
+            ("\\frac12", "\\frac{1}{2}"),
+            ("90^\\circ", "90"),
+            ("10 dollars", "10"),
+            ("\\text{ Yes }", "Yes"),
+            ("5.0", "5.0"),
+            ("18 apples", "18apples"),
         ] {
             assert_eq!(normalize(given), canonical, "{given}");
         }
-        assert!(check_answer("so Final Answer: 1,000 coins", "1000").0);
+        assert!(check_answer("so Final Answer: 1,000", "1000").0);
         assert!(!check_answer("Final Answer: 100", "1000").0);
         assert!(!check_answer("no answer", "1000").0);
     }
