@@ -3,14 +3,15 @@
 //! recorded trajectory get the same answer. The rule is documented in `docs/analytics.md`.
 //!
 //! **The role rule.** A path *concludes* the last number it states. A block is *verification*
-//! when every path concludes a number and each of those numbers was already stated in the main
-//! thread before the block (earlier blocks' paths excluded, earlier summaries included): the
-//! paths re-derive something the model already had. Otherwise it is *exploration*: some path
-//! reaches a value the main thread had not stated, or reaches no value at all.
+//! when it opens right after the main thread wrote a result, and every path concludes a number:
+//! the last number the main thread stated before the block (earlier blocks' paths excluded,
+//! earlier summaries included) directly follows an `=`, so the paths have a candidate to check,
+//! whether they confirm it or not. Otherwise it is *exploration*: the block opens before the
+//! model has a result for what it works on (at the start, after a question or a comparison), or
+//! some path reaches no value at all.
 
 use crate::parallel::{ParsedResponse, parse};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use std::ops::Range;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -81,22 +82,27 @@ impl Analysis {
 pub fn analyze(text: &str) -> Analysis {
     let parsed = parse(text);
     let chars = CharIndex::new(text);
-    let mut stated: HashSet<String> = HashSet::new();
+    // Whether the main thread's last number so far was the result of a computation.
+    let mut after_result = false;
     let mut main_from = 0;
     let mut blocks = Vec::with_capacity(parsed.blocks.len());
     for block in &parsed.blocks {
         let before = text.get(main_from..block.span.start).unwrap_or("");
-        stated.extend(numbers(before));
+        if let Some((at, _)) = numbers(before).last() {
+            after_result = before[..at].trim_end().ends_with('=');
+        }
         main_from = block.span.end;
         let conclusions: Vec<Option<String>> = block
             .paths
             .iter()
-            .map(|p| numbers(text.get(p.clone()).unwrap_or("")).last())
+            .map(|p| {
+                numbers(text.get(p.clone()).unwrap_or(""))
+                    .last()
+                    .map(|(_, n)| n)
+            })
             .collect();
-        let verifies = !conclusions.is_empty()
-            && conclusions
-                .iter()
-                .all(|c| c.as_ref().is_some_and(|v| stated.contains(v)));
+        let verifies =
+            after_result && !conclusions.is_empty() && conclusions.iter().all(Option::is_some);
         blocks.push(BlockShape {
             chars: chars.at(block.span.start)..chars.at(block.span.end),
             path_chars: block.paths.iter().map(|p| chars.len(p)).collect(),
@@ -118,9 +124,10 @@ pub fn analyze(text: &str) -> Analysis {
     }
 }
 
-/// The numbers a text states, in order and normalised: `1,200` and `1200.0` are `1200`, `-3` keeps
-/// its sign when the minus is not a subtraction (`5-3` states 5 and 3).
-pub fn numbers(text: &str) -> impl Iterator<Item = String> + '_ {
+/// The numbers a text states, in order, each with the byte offset where it starts (its sign
+/// included) and normalised: `1,200` and `1200.0` are `1200`, `-3` keeps its sign when the minus
+/// is not a subtraction (`5-3` states 5 and 3).
+pub fn numbers(text: &str) -> impl Iterator<Item = (usize, String)> + '_ {
     let bytes = text.as_bytes();
     let mut i = 0;
     std::iter::from_fn(move || {
@@ -133,6 +140,7 @@ pub fn numbers(text: &str) -> impl Iterator<Item = String> + '_ {
         let negative = i > 0
             && bytes[i - 1] == b'-'
             && (i < 2 || !bytes[i - 2].is_ascii_alphanumeric() && bytes[i - 2] != b')');
+        let start = if negative { i - 1 } else { i };
         let mut digits = String::new();
         let mut fraction = String::new();
         while i < bytes.len() {
@@ -163,7 +171,7 @@ pub fn numbers(text: &str) -> impl Iterator<Item = String> + '_ {
             out.push('.');
             out.push_str(fraction);
         }
-        Some(out)
+        Some((start, out))
     })
 }
 
@@ -211,50 +219,75 @@ mod tests {
 
     #[test]
     fn numbers_are_normalised_and_subtraction_is_not_a_sign() {
-        let found: Vec<String> = numbers("1,200 apples, 3.50 each; 5-3=2, -4 and 007.0").collect();
+        let found: Vec<String> = numbers("1,200 apples, 3.50 each; 5-3=2, -4 and 007.0")
+            .map(|(_, n)| n)
+            .collect();
         assert_eq!(found, ["1200", "3.5", "5", "3", "2", "-4", "7"]);
         assert_eq!(numbers("no digits here").count(), 0);
-        assert_eq!(numbers("x-0").collect::<Vec<_>>(), ["0"]);
+        assert_eq!(numbers("x-0").map(|(_, n)| n).collect::<Vec<_>>(), ["0"]);
+        assert_eq!(numbers("a=-4").next(), Some((2, "-4".to_owned())));
     }
 
     // Hand-labelled cases: the label in each comment is what a reader decides.
 
     #[test]
-    fn re_deriving_a_stated_value_is_verification() {
-        // The main thread already says 48; both paths get 48 another way: a check.
+    fn re_deriving_a_result_just_written_is_verification() {
+        // The main thread has just computed 48; both paths get 48 another way: a check.
         let text = "Each box has 6 rows of 8, so 6*8 = 48 eggs.<Parallel><Path>8+8+8+8+8+8 = 48</Path>\
                     <Path>6*8 = 6*10 - 6*2 = 48</Path></Parallel><Summary>Both give 48.</Summary> Final Answer: 48";
         assert_eq!(roles(text), [Role::Verification]);
     }
 
     #[test]
-    fn reaching_a_new_value_is_exploration() {
+    fn a_check_that_finds_a_slip_is_still_verification() {
+        // The main thread wrote 27*3=84; the paths re-derive 81 and the summary corrects it.
+        let text = "27*3=84.\n<Parallel><Path>20*3=60. 7*3=21. 60+21=81.</Path><Path>27+27=54. 54+27=81.</Path>\
+                    </Parallel>\n<Summary>Both paths give 81, not 84.</Summary>\nFinal Answer: 81";
+        assert_eq!(roles(text), [Role::Verification]);
+        // So is one whose paths disagree with each other: they still check 48.
+        let disagree = "So 6*8 = 48.<Parallel><Path>6*8 = 48</Path><Path>6*9 = 54</Path></Parallel><Summary>s</Summary>";
+        assert_eq!(roles(disagree), [Role::Verification]);
+    }
+
+    #[test]
+    fn working_towards_a_value_not_yet_reached_is_exploration() {
         // Nothing was computed before the block; the paths find 48 for the first time.
         let text = "Each box has 6 rows of 8.<Parallel><Path>8+8+8+8+8+8 = 48</Path>\
                     <Path>6*8 = 48</Path></Parallel><Summary>48 eggs.</Summary> Final Answer: 48";
         assert_eq!(roles(text), [Role::Exploration]);
+        // The paths try the two branches of a condition; one fails its check.
+        let branches = "30+33=63.\nCompare 63 with 40.\n<Parallel><Path>63>40 holds: 63-12=51.</Path>\
+                        <Path>63<40 fails.</Path></Parallel>\n<Summary>Keep 51.</Summary>\nFinal Answer: 51";
+        assert_eq!(roles(branches), [Role::Exploration]);
+        // A block at the very start has nothing to check.
+        assert_eq!(
+            roles("<Parallel><Path>1+1=2</Path><Path>2</Path></Parallel><Summary>2</Summary>"),
+            [Role::Exploration]
+        );
     }
 
     #[test]
-    fn paths_that_disagree_or_conclude_nothing_explore() {
-        // One path checks 48, the other lands on 54: the block is still searching.
-        let disagree = "So 6*8 = 48.<Parallel><Path>6*8 = 48</Path><Path>6*9 = 54</Path></Parallel><Summary>s</Summary>";
-        assert_eq!(roles(disagree), [Role::Exploration]);
-        // Paths that state no number verify nothing.
-        let wordy = "So 48.<Parallel><Path>multiply rows</Path><Path>add columns</Path></Parallel><Summary>s</Summary>";
+    fn paths_that_conclude_nothing_explore() {
+        let wordy = "So 6*8 = 48.<Parallel><Path>multiply rows</Path><Path>add columns</Path></Parallel><Summary>s</Summary>";
         assert_eq!(roles(wordy), [Role::Exploration]);
     }
 
     #[test]
-    fn a_later_block_checks_what_an_earlier_summary_stated_but_not_its_paths() {
-        // Block 1 explores to 12 and its summary states 12; block 2 re-derives 12: verification.
-        // A value only inside block 1's paths (7) is not in the main thread.
+    fn a_later_block_checks_what_an_earlier_summary_computed_but_not_its_paths() {
+        // Block 1 explores to 12 and its summary computes 5+7=12; block 2 re-derives 12:
+        // verification. A result only inside block 1's paths does not count.
         let text = "Start.<Parallel><Path>5+7 = 12</Path><Path>3+2+7 = 7+5 = 12</Path></Parallel>\
-                    <Summary>We get 12.</Summary> Check.<Parallel><Path>24/2 = 12</Path><Path>6*2 = 12</Path></Parallel>\
-                    <Summary>ok</Summary> Then<Parallel><Path>7</Path><Path>7</Path></Parallel><Summary>7</Summary>";
+                    <Summary>So 5+7=12.</Summary> <Parallel><Path>24/2 = 12</Path><Path>6*2 = 12</Path></Parallel>\
+                    <Summary>ok</Summary> Then 7<Parallel><Path>7</Path><Path>7</Path></Parallel><Summary>7</Summary>";
         assert_eq!(
             roles(text),
             [Role::Exploration, Role::Verification, Role::Exploration]
+        );
+        let inside_paths_only = "Start.<Parallel><Path>5+7 = 12</Path><Path>12</Path></Parallel>\
+                    <Summary>ok</Summary><Parallel><Path>12</Path><Path>12</Path></Parallel><Summary>ok</Summary>";
+        assert_eq!(
+            roles(inside_paths_only),
+            [Role::Exploration, Role::Exploration]
         );
     }
 

@@ -84,6 +84,9 @@ pub struct DatasetRow {
     pub question: String,
     pub answer: Option<String>,
     pub solution: Option<String>,
+    /// The benchmark a row belongs to in a file that mixes several (verl's `data_source`);
+    /// evaluations report each separately.
+    pub source: Option<String>,
 }
 
 pub fn read(path: &Path, format: Format) -> Result<Vec<DatasetRow>, String> {
@@ -98,6 +101,7 @@ pub fn read(path: &Path, format: Format) -> Result<Vec<DatasetRow>, String> {
                 question: r.question,
                 answer: Some(r.ground_truth),
                 solution: r.solution,
+                source: r.data_source,
             })
             .collect(),
     };
@@ -117,6 +121,8 @@ struct JsonlRow {
     answer: Option<Answer>,
     #[serde(default)]
     solution: Option<String>,
+    #[serde(default)]
+    data_source: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -157,6 +163,7 @@ fn read_jsonl(path: &Path) -> Result<Vec<DatasetRow>, String> {
                 _ => None,
             },
             solution: row.solution.filter(|s| !s.trim().is_empty()),
+            source: row.data_source.filter(|s| !s.trim().is_empty()),
         });
     }
     Ok(rows)

@@ -9,7 +9,7 @@
 //! Reading is all or nothing: the first bad line stops it with the file and line named.
 
 use crate::analysis::analyze;
-use crate::estimators::mean_and_pass_at_k;
+use crate::estimators::estimate;
 use crate::reward::extract_answer;
 use crate::trajectory::{EvaluationResult, PromptRecord, Trajectory, TrajectoryBatch};
 use serde::Deserialize;
@@ -156,10 +156,7 @@ pub fn rollout_batches(files: &[DumpFile]) -> Result<Vec<TrajectoryBatch>, DumpE
                 reward: line.score,
                 accuracy: if correct { 1.0 } else { -1.0 },
                 correct,
-                answer: line
-                    .pred
-                    .clone()
-                    .or_else(|| extract_answer(&line.output)),
+                answer: line.pred.clone().or_else(|| extract_answer(&line.output)),
                 format_valid: analysis.parsed.is_valid(),
                 blocks: vec![],
                 text: line.output,
@@ -169,6 +166,7 @@ pub fn rollout_batches(files: &[DumpFile]) -> Result<Vec<TrajectoryBatch>, DumpE
         // Whole groups per batch, like the trainer's messages.
         let mut part = TrajectoryBatch {
             step,
+            benchmark: None,
             prompts: prompts.clone(),
             trajectories: vec![],
         };
@@ -183,6 +181,7 @@ pub fn rollout_batches(files: &[DumpFile]) -> Result<Vec<TrajectoryBatch>, DumpE
                     &mut part,
                     TrajectoryBatch {
                         step,
+                        benchmark: None,
                         prompts: prompts.clone(),
                         trajectories: vec![],
                     },
@@ -227,7 +226,7 @@ pub fn validation_results(
         }
         let counts: Vec<(usize, usize)> = per_prompt.into_values().collect();
         let k = counts.iter().map(|c| c.0).min().unwrap_or(1);
-        let (mean_at_k, pass_at_k) = mean_and_pass_at_k(&counts, k);
+        let estimate = estimate(&counts, k);
         let share = |f: fn(&(String, bool, bool, bool)) -> bool| {
             rows.iter().filter(|r| f(r)).count() as f64 / rows.len() as f64
         };
@@ -236,8 +235,12 @@ pub fn validation_results(
             benchmark,
             k: k as u32,
             prompts: counts.len() as u32,
-            mean_at_k,
-            pass_at_k,
+            mean_at_k: estimate.mean_at_k,
+            pass_at_k: estimate.pass_at_k,
+            mean_at_k_se: Some(estimate.mean_at_k_se),
+            pass_at_k_se: Some(estimate.pass_at_k_se),
+            greedy: None,
+            sampling: None,
             parallel_ratio: share(|r| r.2),
             format_valid_ratio: share(|r| r.3),
             mean_response_tokens: None,
@@ -321,7 +324,7 @@ mod tests {
     }
 
     #[test]
-    fn validation_dumps_give_mean_and_pass_at_k_per_benchmark() {
+    fn validation_dumps_give_estimate_per_benchmark() {
         let line = |input: &str, acc: bool, source: &str| {
             serde_json::json!({"input": input, "output": if acc { PAR } else { "Final Answer: 9" },
                                "score": if acc { 1.0 } else { 0.0 }, "acc": acc, "data_source": source})

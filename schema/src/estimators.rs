@@ -15,23 +15,52 @@ pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
     1.0 - miss
 }
 
+/// Mean@k and Pass@k over problems, each with its standard error over problems.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Estimate {
+    pub mean_at_k: f64,
+    pub pass_at_k: f64,
+    pub mean_at_k_se: f64,
+    pub pass_at_k_se: f64,
+}
+
 /// Mean@k and Pass@k over problems, each given as (samples, correct samples).
 pub fn mean_and_pass_at_k(problems: &[(usize, usize)], k: usize) -> (f64, f64) {
-    if problems.is_empty() {
-        return (0.0, 0.0);
-    }
-    let count = problems.len() as f64;
-    let mean = problems
+    let e = estimate(problems, k);
+    (e.mean_at_k, e.pass_at_k)
+}
+
+/// Mean@k and Pass@k over problems, each given as (samples, correct samples), with standard
+/// errors: a problem's samples are not independent of each other, so the unit is the problem.
+pub fn estimate(problems: &[(usize, usize)], k: usize) -> Estimate {
+    let means: Vec<f64> = problems
         .iter()
         .map(|&(n, c)| if n == 0 { 0.0 } else { c as f64 / n as f64 })
-        .sum::<f64>()
-        / count;
-    let pass = problems
-        .iter()
-        .map(|&(n, c)| pass_at_k(n, c, k))
-        .sum::<f64>()
-        / count;
-    (mean, pass)
+        .collect();
+    let passes: Vec<f64> = problems.iter().map(|&(n, c)| pass_at_k(n, c, k)).collect();
+    let (mean_at_k, mean_at_k_se) = mean_and_se(&means);
+    let (pass_at_k, pass_at_k_se) = mean_and_se(&passes);
+    Estimate {
+        mean_at_k,
+        pass_at_k,
+        mean_at_k_se,
+        pass_at_k_se,
+    }
+}
+
+/// The mean of `values` and its standard error (sample standard deviation over the square root
+/// of the count; 0 for fewer than two values).
+pub fn mean_and_se(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    if values.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, (var / n).sqrt())
 }
 
 #[cfg(test)]
@@ -78,5 +107,14 @@ mod tests {
         assert!((mean - 0.5).abs() < 1e-12);
         assert!((pass - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(mean_and_pass_at_k(&[], 4), (0.0, 0.0));
+    }
+
+    #[test]
+    fn standard_errors_are_over_problems() {
+        // Two problems, one always right and one always wrong: mean 0.5, sd 0.707, se 0.5.
+        let e = estimate(&[(4, 4), (4, 0)], 4);
+        assert_eq!((e.mean_at_k, e.pass_at_k), (0.5, 0.5));
+        assert!((e.mean_at_k_se - 0.5).abs() < 1e-12);
+        assert_eq!(estimate(&[(4, 2)], 4).mean_at_k_se, 0.0);
     }
 }

@@ -55,27 +55,56 @@ pub struct Trajectory {
     pub blocks: Vec<BlockTokens>,
 }
 
-/// The trajectories of one RL step (or one part of them, when a step is too large for one message).
+/// The trajectories of one RL step, or an evaluation's generations (or one part of them, when
+/// there are too many for one message).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrajectoryBatch {
     pub step: u64,
+    /// The benchmark (as `EvaluationResult::benchmark`, with ` (greedy)` for its greedy pass)
+    /// when these are an evaluation's generations at `step`; absent for RL rollouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benchmark: Option<String>,
     pub prompts: Vec<PromptRecord>,
     pub trajectories: Vec<Trajectory>,
 }
 
-/// Evaluation of one model state on one benchmark split.
+/// How an evaluation sampled. Results with different settings (or a different `k`) are
+/// different protocols, which tables and charts keep apart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Sampling {
+    /// 0 is greedy decoding.
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_response_tokens: u32,
+}
+
+/// Evaluation of one model state on one benchmark.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EvaluationResult {
     /// The training step of the evaluated weights (0 for a model that was not trained).
     pub step: u64,
-    /// The dataset reference evaluated on.
+    /// The dataset reference evaluated on (without its prompt style), followed by `#source` for
+    /// one `data_source` of a file that holds several.
     pub benchmark: String,
+    /// Samples per prompt: the stage's k times how often the prompt is repeated in the file.
     pub k: u32,
+    /// Distinct prompts.
     pub prompts: u32,
     /// Mean accuracy over all k samples of every prompt.
     pub mean_at_k: f64,
     /// The unbiased Pass@k estimate.
     pub pass_at_k: f64,
+    /// Standard errors over prompts (absent in evaluations older than them, and imports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_at_k_se: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_at_k_se: Option<f64>,
+    /// Accuracy of one greedy response per prompt, when the evaluation asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greedy: Option<f64>,
+    /// How Mean@k and Pass@k were sampled; unknown for imports and older evaluations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<Sampling>,
     /// Share of responses with at least one block.
     pub parallel_ratio: f64,
     /// Share of responses in a valid format that give a `Final Answer:`.

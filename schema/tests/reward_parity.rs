@@ -20,7 +20,10 @@ struct Case {
 
 #[test]
 fn the_answer_check_agrees_with_the_reference_on_every_corpus_case() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/reward_parity.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/reward_parity.json"
+    );
     let fixture: Fixture = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert!(fixture.cases.len() >= 80);
     let mut disagreements = Vec::new();

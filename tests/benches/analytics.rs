@@ -106,6 +106,7 @@ fn batch(rng: &mut Rng, step: u64, trajectories: usize) -> TrajectoryBatch {
         .collect();
     TrajectoryBatch {
         step,
+        benchmark: None,
         prompts,
         trajectories,
     }

@@ -269,7 +269,7 @@ pub fn quick_spec(name: &str) -> Value {
         "stages": [
             {"kind": "sft", "name": "sft", "dataset": "builtin:easy", "learning_rate": 1e-3, "max_steps": 6},
             {"kind": "rl", "name": "rl", "dataset": "builtin:hard", "reward": "s2", "learning_rate": 1e-5, "steps": 4},
-            {"kind": "eval", "name": "eval", "dataset": "builtin:test", "k": 2}
+            {"kind": "eval", "name": "eval", "dataset": "builtin:hard-test", "k": 2}
         ]
     })
 }

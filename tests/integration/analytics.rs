@@ -24,6 +24,7 @@ fn seeded_steps() -> Vec<TrajectoryBatch> {
     vec![
         TrajectoryBatch {
             step: 1,
+            benchmark: None,
             prompts,
             trajectories: vec![
                 trajectory(0, answer("10/2 = 5.", 5), true, vec![]),
@@ -35,6 +36,7 @@ fn seeded_steps() -> Vec<TrajectoryBatch> {
         // As in a step split across messages: the group keeps its number, its index is local.
         TrajectoryBatch {
             step: 2,
+            benchmark: None,
             prompts: vec![PromptRecord {
                 id: "p1".into(),
                 group: 1,

@@ -28,7 +28,7 @@ async fn a_parallel_r1_recipe_records_every_trajectory_and_its_evaluations() {
             {"kind": "rl", "name": "rl", "dataset": "builtin:hard", "attention": "unseen",
              "reward": "s2", "learning_rate": 1e-4, "steps": RL_STEPS, "prompts_per_step": PROMPTS,
              "temperature": 0.7,
-             "group_size": GROUP, "mini_batches": 2, "clip_high": 0.28, "kl_coef": 0.01,
+             "group_size": GROUP, "mini_batch_size": (PROMPTS * GROUP / 2), "clip_high": 0.28, "kl_coef": 0.01,
              "dynamic_sampling": false, "max_response_tokens": 160, "max_path_tokens": 40,
              "checkpoint_every": 2, "eval_every": 2, "eval_dataset": "builtin:hard-test",
              "eval_max_prompts": 8, "eval_k": 2},
@@ -201,7 +201,7 @@ async fn a_killed_rl_job_resumes_and_counts_every_trajectory_once() {
         "name": "resumed rl", "model": "tiny",
         "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:hard", "reward": "s1",
                     "learning_rate": 1e-4, "steps": steps, "prompts_per_step": 2, "group_size": 2,
-                    "mini_batches": 1, "max_response_tokens": 32, "max_path_tokens": 8,
+                    "mini_batch_size": 4, "dynamic_sampling": false, "max_response_tokens": 32, "max_path_tokens": 8,
                     "checkpoint_every": 4}]
     });
     let id = app.submit(&spec).await;

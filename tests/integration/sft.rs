@@ -2,9 +2,10 @@ use prl_integration_tests::{TestApp, training_turn};
 use prl_schema::jobs::CheckpointRef;
 use prl_schema::spec::{Attention, RolloutMode};
 use prl_trainer::data::BuiltinSet;
-use prl_trainer::eval::evaluate;
+use prl_trainer::eval::{Protocol, evaluate};
 use prl_trainer::model::LoadedModel;
 use prl_trainer::rollout::RolloutConfig;
+use prl_trainer::sampling::Sampler;
 use prl_trainer::tokenizer::PrlTokenizer;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -63,15 +64,21 @@ async fn an_sft_job_teaches_the_tiny_model_the_parallel_format() {
     let (tok, added) = PrlTokenizer::load(&dir.join("tokenizer.json"), "<eos>").unwrap();
     assert_eq!(added, 0, "the checkpoint's tokenizer already has the tags");
     let held_out = BuiltinSet::parse("builtin:easy-test").unwrap().tasks();
-    let config = RolloutConfig {
-        attention: Attention::Unseen,
-        mode: RolloutMode::Parallel,
-        paths: 2,
-        path_budget: 64,
-        max_blocks: 4,
-        max_new_tokens: 200,
-        temperature: 0.0,
-        top_p: 1.0,
+    let protocol = Protocol {
+        k: 1,
+        greedy: false,
+        config: RolloutConfig {
+            attention: Attention::Unseen,
+            mode: RolloutMode::Parallel,
+            paths: 2,
+            path_budget: 64,
+            max_blocks: 4,
+            max_new_tokens: 200,
+            sampler: Sampler {
+                temperature: 0.0,
+                top_p: 1.0,
+            },
+        },
     };
     let report = tokio::task::spawn_blocking(move || {
         evaluate(
@@ -80,11 +87,12 @@ async fn an_sft_job_teaches_the_tiny_model_the_parallel_format() {
             &held_out[..128],
             "builtin:easy-test",
             STEPS,
-            1,
-            &config,
+            &protocol,
             tch::Device::Cpu,
         )
         .unwrap()
+        .results
+        .remove(0)
     })
     .await
     .unwrap();

@@ -6,7 +6,9 @@ use prl_integration_tests::seeds::{EXPLORE, VERIFY, answered, block, trajectory}
 use prl_integration_tests::{FakeWorker, TOKEN, TestApp, quick_spec};
 use prl_schema::jobs::{CheckpointRef, WorkerEvent};
 use prl_schema::spec::StageKind;
-use prl_schema::trajectory::{EvaluationResult, PromptRecord, Trajectory, TrajectoryBatch};
+use prl_schema::trajectory::{
+    EvaluationResult, PromptRecord, Sampling, Trajectory, TrajectoryBatch,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,6 +36,7 @@ const SEEDED: [(&str, [Reported; 2]); 2] = [
 fn batch(step: u64) -> TrajectoryBatch {
     TrajectoryBatch {
         step,
+        benchmark: None,
         prompts: vec![PromptRecord {
             id: format!("p{step}"),
             group: 0,
@@ -61,6 +64,14 @@ fn evaluation(step: u64, benchmark: &str, mean: f64, pass: f64, parallel: f64) -
         prompts: 64,
         mean_at_k: mean,
         pass_at_k: pass,
+        mean_at_k_se: Some(0.02),
+        pass_at_k_se: Some(0.03),
+        greedy: None,
+        sampling: Some(Sampling {
+            temperature: 1.0,
+            top_p: 1.0,
+            max_response_tokens: 256,
+        }),
         parallel_ratio: parallel,
         format_valid_ratio: 0.9,
         mean_response_tokens: Some(120.0),

@@ -22,6 +22,7 @@ use prl_trainer::layout::Layout;
 use prl_trainer::model::LoadedModel;
 use prl_trainer::presets;
 use prl_trainer::rollout::{Controls, RolloutConfig, rollout};
+use prl_trainer::sampling::Sampler;
 use prl_trainer::tokenizer::PrlTokenizer;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -63,8 +64,10 @@ fn parallel_rollouts() {
             path_budget: 96,
             max_blocks: 4,
             max_new_tokens: 384,
-            temperature: 0.0,
-            top_p: 1.0,
+            sampler: Sampler {
+                temperature: 0.0,
+                top_p: 1.0,
+            },
         };
         let (mut fork_s, mut reencode_s) = (f64::MAX, f64::MAX);
         let (mut forked, mut reencoded) = (Vec::new(), Vec::new());
@@ -331,8 +334,10 @@ fn sequential_against_hf() {
         path_budget: 3,
         max_blocks: 0,
         max_new_tokens: new_tokens,
-        temperature: 0.0,
-        top_p: 1.0,
+        sampler: Sampler {
+            temperature: 0.0,
+            top_p: 1.0,
+        },
     };
     let controls = tok.controls().unwrap();
     let mut best = f64::MAX;

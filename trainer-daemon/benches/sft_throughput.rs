@@ -70,6 +70,7 @@ fn compare(
                 tokens,
                 prompt_len,
                 forced: Vec::new(),
+                banned: Vec::new(),
             }
         })
         .collect();

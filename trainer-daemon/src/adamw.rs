@@ -1,4 +1,5 @@
-//! AdamW with decoupled weight decay and global-norm gradient clipping. Written out rather than
+//! AdamW with decoupled weight decay (on matrices only: norms' scales and biases are not pulled
+//! towards zero) and global-norm gradient clipping. Written out rather than
 //! taken from libtorch so that its state (moments and step) can be checkpointed and resumed.
 //! Parameters held in a lower precision (bf16) get float32 master weights here: the update is
 //! computed on the master and copied back, so small steps are not rounded away.
@@ -9,6 +10,8 @@ use tch::{Kind, Tensor, nn};
 
 pub struct AdamW {
     params: Vec<(String, Tensor)>,
+    /// Whether each parameter is decayed: matrices are, vectors (norms, biases) are not.
+    decays: Vec<bool>,
     /// float32 copies of the parameters that are not float32.
     masters: Vec<Option<Tensor>>,
     m: Vec<Tensor>,
@@ -29,6 +32,7 @@ impl AdamW {
             .collect();
         let zeros = |p: &Tensor| p.zeros_like().to_kind(Kind::Float);
         AdamW {
+            decays: params.iter().map(|(_, p)| p.dim() >= 2).collect(),
             m: params.iter().map(|(_, p)| zeros(p)).collect(),
             v: params.iter().map(|(_, p)| zeros(p)).collect(),
             masters,
@@ -90,7 +94,9 @@ impl AdamW {
                 let mut denom = self.v[i].sqrt();
                 let _ = denom.g_div_scalar_(c2.sqrt()).g_add_scalar_(self.eps);
                 let target = self.masters[i].as_mut().unwrap_or(p);
-                let _ = target.g_mul_scalar_(1.0 - lr * self.weight_decay);
+                if self.decays[i] {
+                    let _ = target.g_mul_scalar_(1.0 - lr * self.weight_decay);
+                }
                 let _ = target.addcdiv_(&(&self.m[i] * (-lr / c1)), &denom);
                 if let Some(master) = &self.masters[i] {
                     p.copy_(master);
@@ -159,36 +165,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn two_adamw_steps_match_the_textbook_update() {
+    fn two_adamw_steps_match_the_textbook_update_and_decay_only_matrices() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let p = vs
-            .root()
-            .var_copy("p", &Tensor::from_slice(&[1.0f32, -2.0]));
+        let root = vs.root();
+        // A matrix (decayed) and a norm's scale (not decayed), with the same values.
+        let w = root.var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0]).view([1, 2]));
+        let n = root.var_copy("n", &Tensor::from_slice(&[1.0f32, -2.0]));
         let mut opt = AdamW::new(&vs, 0.1);
-        let (lr, (b1, b2), eps, wd) = (0.01, opt.betas, opt.eps, 0.1);
-        let mut expect = [1.0f64, -2.0];
-        let (mut m, mut v) = ([0.0f64; 2], [0.0f64; 2]);
-        for t in 1..=2 {
+        let (lr, (b1, b2), eps) = (0.01, opt.betas, opt.eps);
+        for _ in 0..2 {
             opt.zero_grad();
-            // loss = sum(p^2) / 2, so the gradient is p itself.
-            let loss = (&p * &p).sum(tch::Kind::Float) / 2.0;
+            // loss = sum(p^2) / 2 over both, so each gradient is the parameter itself.
+            let loss = ((&w * &w).sum(tch::Kind::Float) + (&n * &n).sum(tch::Kind::Float)) / 2.0;
             loss.backward();
             opt.step(lr);
-            for i in 0..2 {
-                let g = expect[i];
-                m[i] = b1 * m[i] + (1.0 - b1) * g;
-                v[i] = b2 * v[i] + (1.0 - b2) * g * g;
-                let mhat = m[i] / (1.0 - b1.powi(t));
-                let vhat = v[i] / (1.0 - b2.powi(t));
-                expect[i] = expect[i] * (1.0 - lr * wd) - lr * mhat / (vhat.sqrt() + eps);
-            }
         }
-        let got: Vec<f32> = Vec::try_from(&p).unwrap();
-        for i in 0..2 {
-            assert!(
-                (got[i] as f64 - expect[i]).abs() < 1e-6,
-                "{got:?} vs {expect:?}"
-            );
+        let textbook = |wd: f64| {
+            let mut p = [1.0f64, -2.0];
+            let (mut m, mut v) = ([0.0f64; 2], [0.0f64; 2]);
+            for t in 1..=2 {
+                for i in 0..2 {
+                    let g = p[i];
+                    m[i] = b1 * m[i] + (1.0 - b1) * g;
+                    v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+                    let mhat = m[i] / (1.0 - b1.powi(t));
+                    let vhat = v[i] / (1.0 - b2.powi(t));
+                    p[i] = p[i] * (1.0 - lr * wd) - lr * mhat / (vhat.sqrt() + eps);
+                }
+            }
+            p
+        };
+        for (p, wd) in [(&w, 0.1), (&n, 0.0)] {
+            let got: Vec<f32> = Vec::try_from(p.flatten(0, -1)).unwrap();
+            let expect = textbook(wd);
+            for i in 0..2 {
+                assert!(
+                    (got[i] as f64 - expect[i]).abs() < 1e-6,
+                    "{got:?} vs {expect:?} (weight decay {wd})"
+                );
+            }
         }
     }
 

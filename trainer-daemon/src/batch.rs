@@ -16,6 +16,9 @@ pub struct Example {
     /// Which tokens the rollout controller inserted: they are inputs but never targets.
     /// Empty when every response token is a target.
     pub forced: Vec<bool>,
+    /// Which tokens were sampled with `<Parallel>` banned (see `Rollout::banned`); empty for
+    /// SFT examples.
+    pub banned: Vec<bool>,
 }
 
 pub struct Batch {
@@ -24,6 +27,8 @@ pub struct Batch {
     /// Additive (B, 1, L, L); `None` for Seen, whose right padding plain causal attention handles.
     pub mask: Option<Tensor>,
     pub targets: Tensor,
+    /// (B, L) bool: whether the target at each position was sampled with `<Parallel>` banned.
+    pub banned: Tensor,
     /// Tokens in the batch, padding excluded.
     pub tokens: usize,
 }
@@ -40,6 +45,7 @@ pub fn build(
     let mut ids = vec![pad; b * l];
     let mut positions = vec![0i64; b * l];
     let mut targets = vec![IGNORE; b * l];
+    let mut banned = vec![false; b * l];
     let mut mask = (attention == Attention::Unseen).then(|| vec![f32::NEG_INFINITY; b * l * l]);
     for (row, e) in examples.iter().enumerate() {
         let n = e.tokens.len();
@@ -49,6 +55,7 @@ pub fn build(
         for t in 0..n.saturating_sub(1) {
             if t + 1 >= e.prompt_len && !e.forced.get(t + 1).copied().unwrap_or(false) {
                 targets[row * l + t] = e.tokens[t + 1];
+                banned[row * l + t] = e.banned.get(t + 1).copied().unwrap_or(false);
             }
         }
         if let Some(mask) = mask.as_mut() {
@@ -74,6 +81,7 @@ pub fn build(
         positions: Tensor::from_slice(&positions).view([b, l]).to(device),
         mask: mask.map(|m| Tensor::from_slice(&m).view([b, 1, l, l]).to(device)),
         targets: Tensor::from_slice(&targets).view([b, l]).to(device),
+        banned: Tensor::from_slice(&banned).view([b, l]).to(device),
         tokens: examples.iter().map(|e| e.tokens.len()).sum(),
     }
 }

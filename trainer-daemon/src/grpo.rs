@@ -3,7 +3,6 @@
 //! separate lower and upper bounds (clip-higher), token-mean reduction, and an optional KL penalty
 //! to a reference policy (the k3 estimator).
 
-use crate::batch::IGNORE;
 use tch::{Kind, Tensor};
 
 /// Added to the group's standard deviation so that near-uniform groups do not explode.
@@ -30,21 +29,13 @@ pub fn advantages(rewards: &[f64], group: usize, drop_uniform: bool) -> Vec<Opti
         .collect()
 }
 
-/// Log-probabilities of the next-token targets, (B, L); 0 where the target is `IGNORE`.
-pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Tensor {
-    let logp = logits.to_kind(Kind::Float).log_softmax(-1, Kind::Float);
-    let mask = targets.ne(IGNORE);
-    let picked = logp
-        .gather(2, &targets.clamp_min(0).unsqueeze(-1), false)
-        .squeeze_dim(-1);
-    picked * mask.to_kind(Kind::Float)
-}
-
 /// The clipped policy loss of one mini-batch, and what it reports.
 pub struct PolicyLoss {
     pub loss: Tensor,
-    /// Share of tokens whose ratio was clipped.
-    pub clip_fraction: f64,
+    /// Share of tokens whose ratio was clipped at the lower bound (negative advantage).
+    pub clip_low_fraction: f64,
+    /// Share of tokens whose ratio was clipped at the upper bound (positive advantage).
+    pub clip_high_fraction: f64,
     /// Mean of old - new log-probability: an estimate of KL(old || new).
     pub approx_kl: f64,
     /// The KL penalty to the reference policy (0 without one).
@@ -70,8 +61,12 @@ pub fn policy_loss(
     let clipped = ratio.clamp(1.0 - low, 1.0 + high) * &adv;
     let surrogate = unclipped.minimum(&clipped);
     let policy = -token_mean(&surrogate);
-    let clip_fraction = tch::no_grad(|| {
-        token_mean(&clipped.lt_tensor(&unclipped).to_kind(Kind::Float)).double_value(&[])
+    let (clip_low_fraction, clip_high_fraction) = tch::no_grad(|| {
+        let bound = clipped.lt_tensor(&unclipped);
+        let share = |side: Tensor| {
+            token_mean(&bound.logical_and(&side).to_kind(Kind::Float)).double_value(&[])
+        };
+        (share(adv.lt(0.0)), share(adv.gt(0.0)))
     });
     let approx_kl = tch::no_grad(|| token_mean(&(old - logp)).double_value(&[]));
     let (loss, kl) = match reference {
@@ -85,7 +80,8 @@ pub fn policy_loss(
     };
     PolicyLoss {
         loss,
-        clip_fraction,
+        clip_low_fraction,
+        clip_high_fraction,
         approx_kl,
         kl,
     }
@@ -116,7 +112,7 @@ mod tests {
         let out = policy_loss(&logp, &logp, &adv, &mask, (0.2, 0.28), None);
         // Tokens: 2, 2, -1 -> mean 1 -> loss -1.
         assert!((out.loss.double_value(&[]) + 1.0).abs() < 1e-6);
-        assert_eq!(out.clip_fraction, 0.0);
+        assert_eq!((out.clip_low_fraction, out.clip_high_fraction), (0.0, 0.0));
         assert!(out.approx_kl.abs() < 1e-9);
     }
 
@@ -127,18 +123,19 @@ mod tests {
         let logp = Tensor::from_slice(&[-0.7f32, -1.3]).view([1, 2]);
         let mask = Tensor::ones([1, 2], (Kind::Float, tch::Device::Cpu));
         let (r1, r2) = (0.3f64.exp(), (-0.3f64).exp());
-        for (adv, bounds, clip_fraction, loss) in [
+        for (adv, bounds, clipped, loss) in [
             // A positive advantage is capped at 1 + high: 1.28 < 1.35.
-            (1.0f32, (0.2, 0.28), 0.5, -(1.28 + r2) / 2.0),
+            (1.0f32, (0.2, 0.28), (0.0, 0.5), -(1.28 + r2) / 2.0),
             // A higher upper bound leaves 1.35 alone.
-            (1.0, (0.2, 0.4), 0.0, -(r1 + r2) / 2.0),
+            (1.0, (0.2, 0.4), (0.0, 0.0), -(r1 + r2) / 2.0),
             // A negative advantage is capped at 1 - low: 0.74 becomes 0.8.
-            (-1.0, (0.2, 0.28), 0.5, (r1 + 0.8) / 2.0),
+            (-1.0, (0.2, 0.28), (0.5, 0.0), (r1 + 0.8) / 2.0),
         ] {
             let a = Tensor::from_slice(&[adv]);
             let out = policy_loss(&logp, &old, &a, &mask, bounds, None);
-            assert!(
-                (out.clip_fraction - clip_fraction).abs() < 1e-9,
+            assert_eq!(
+                (out.clip_low_fraction, out.clip_high_fraction),
+                clipped,
                 "{adv} {bounds:?}"
             );
             assert!(
@@ -153,7 +150,11 @@ mod tests {
         let logits =
             Tensor::zeros([1, 1, 4], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
         let targets = Tensor::from_slice(&[2i64]).view([1, 1]);
-        let logp = token_logprobs(&logits, &targets);
+        let sampler = crate::sampling::Sampler {
+            temperature: 1.0,
+            top_p: 1.0,
+        };
+        let (logp, _) = sampler.token_logprobs(&logits, &targets, None);
         let old = logp.detach();
         let mask = Tensor::ones([1, 1], (Kind::Float, tch::Device::Cpu));
         let out = policy_loss(

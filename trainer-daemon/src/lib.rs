@@ -13,6 +13,7 @@ pub mod presets;
 pub mod reporter;
 pub mod rl;
 pub mod rollout;
+pub mod sampling;
 pub mod sft;
 pub mod tokenizer;
 pub mod training;

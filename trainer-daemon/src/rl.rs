@@ -1,12 +1,14 @@
 //! The RL job: each step samples a group of responses per prompt with the rollout engine, scores
-//! them with the stage's reward schedule, and takes GRPO updates over mini-batches. It reports
-//! metrics and every trajectory each step, evaluates every `eval_every` steps, checkpoints every
-//! `checkpoint_every` steps with the optimiser state, and resumes from its newest checkpoint.
+//! them with the stage's reward schedule, refills the batch with new prompts while groups carry no
+//! signal (DAPO dynamic sampling, up to a cap), and takes GRPO updates over shuffled mini-batches
+//! whose log-probabilities come from the distribution that sampled. It reports metrics and every
+//! trajectory each step, evaluates every `eval_every` steps, checkpoints every `checkpoint_every`
+//! steps with the optimiser state, and resumes from its newest checkpoint.
 
 use crate::adamw::AdamW;
 use crate::batch::{self, Example};
 use crate::data::{self, Task};
-use crate::eval::evaluate;
+use crate::eval::{Protocol, TRAJECTORY_MESSAGE_BYTES, evaluate};
 use crate::grpo::{self, PolicyLoss};
 use crate::model::LoadedModel;
 use crate::presets;
@@ -19,7 +21,9 @@ use anyhow::{Result, bail};
 use prl_schema::jobs::{CheckpointRef, JobMessage, WorkerEvent};
 use prl_schema::reward::{self, Scored};
 use prl_schema::spec::{RlStage, StageSpec};
-use prl_schema::trajectory::{PromptRecord, Trajectory};
+use prl_schema::trajectory::{PromptRecord, TrajectoryBatch};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -28,8 +32,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Sequences decoded together in one rollout call.
 const ROLLOUT_ROWS: usize = 256;
-/// Text per trajectory message, well under NATS's default 1 MB payload limit.
-const TRAJECTORY_MESSAGE_BYTES: usize = 384 * 1024;
 
 pub async fn run(
     job: &JobMessage,
@@ -40,17 +42,12 @@ pub async fn run(
     training::on_thread(train, job, reporter, data_dir, stop).await
 }
 
-/// The decoding settings of an RL stage's rollouts.
-pub fn rollout_config(stage: &RlStage) -> RolloutConfig {
-    RolloutConfig {
-        attention: stage.attention,
-        mode: stage.mode,
-        paths: stage.paths.get() as usize,
-        path_budget: stage.max_path_tokens.get() as usize,
-        max_blocks: stage.max_blocks as usize,
-        max_new_tokens: stage.max_response_tokens.get() as usize,
-        temperature: stage.temperature.get(),
-        top_p: stage.top_p.get(),
+/// The learning rate at `step` (from 1): a linear warm-up over `warmup_steps`, then constant.
+fn learning_rate(stage: &RlStage, step: u64) -> f64 {
+    let peak = stage.learning_rate.get();
+    match stage.warmup_steps {
+        0 => peak,
+        warmup => peak * (step.min(warmup) as f64 / warmup as f64),
     }
 }
 
@@ -85,9 +82,10 @@ pub fn train(
         .then(|| presets::load(job, &corpus, device))
         .transpose()?
         .map(|(m, _)| m);
-    let mut optimizer = AdamW::new(&model.vs, 0.0);
+    let mut optimizer = AdamW::new(&model.vs, stage.weight_decay.get());
     let start = training::resume(&mut model, &mut optimizer, data_dir, job)?;
     let total = stage.steps.get();
+    let config = RolloutConfig::for_stage(&job.stage).expect("an RL stage decodes");
     let mut step_run = Step {
         stage,
         tok: &tok,
@@ -99,6 +97,8 @@ pub fn train(
         },
         order: EpochOrder::new(tasks.len()),
         tasks: &tasks,
+        config: config.clone(),
+        seed: job.run_id.0.as_u64_pair().0,
     };
     let save = |model: &LoadedModel, optimizer: &AdamW, step: u64| -> Result<CheckpointRef> {
         training::save(model, optimizer, &tok, data_dir, job, step, events)
@@ -107,19 +107,21 @@ pub fn train(
         let (Some(set), false) = (&stage.eval_dataset, eval_tasks.is_empty()) else {
             return Ok(());
         };
-        let config = rollout_config(stage);
-        let k = stage.eval_k.get() as usize;
-        let result = evaluate(
+        let protocol = Protocol {
+            k: stage.eval_k.get() as usize,
+            greedy: stage.eval_greedy,
+            config: config.clone(),
+        };
+        evaluate(
             model,
             &tok,
             &eval_tasks,
             set.as_str(),
             step,
-            k,
-            &config,
+            &protocol,
             device,
-        )?;
-        let _ = events.send(WorkerEvent::Evaluation(result));
+        )?
+        .send(events);
         Ok(())
     };
     if start == 0 && stage.eval_every.is_some() {
@@ -135,7 +137,7 @@ pub fn train(
         if events.is_closed() {
             bail!("the daemon stopped listening at step {step}");
         }
-        tch::manual_seed((job.run_id.0.as_u64_pair().0 ^ step) as i64);
+        tch::manual_seed((step_run.seed ^ step) as i64);
         let report = step_run.run(step, &model, reference.as_ref(), &mut optimizer)?;
         let _ = events.send(WorkerEvent::Metrics {
             step,
@@ -168,11 +170,14 @@ struct Step<'a> {
     order: EpochOrder,
     device: Device,
     ids: StructureIds,
+    config: RolloutConfig,
+    /// The run's seed: sampling and shuffles repeat when a resumed attempt redoes a step.
+    seed: u64,
 }
 
 struct StepReport {
     metrics: BTreeMap<String, f64>,
-    trajectories: Vec<prl_schema::trajectory::TrajectoryBatch>,
+    trajectories: Vec<TrajectoryBatch>,
 }
 
 /// One sampled response, scored.
@@ -184,7 +189,16 @@ struct Sample {
     scored: Scored,
 }
 
-impl Step<'_> {
+/// What a step sampled: its prompts (one group each), every response, and the groups it trains on.
+struct Sampled<'t> {
+    picked: Vec<&'t Task>,
+    encoded: Vec<Vec<i64>>,
+    samples: Vec<Sample>,
+    kept: Vec<usize>,
+    rounds: u64,
+}
+
+impl<'a> Step<'a> {
     fn run(
         &mut self,
         step: u64,
@@ -192,102 +206,122 @@ impl Step<'_> {
         reference: Option<&LoadedModel>,
         optimizer: &mut AdamW,
     ) -> Result<StepReport> {
-        let stage = self.stage;
-        let (prompts_per_step, group) = (
-            stage.prompts_per_step.get() as usize,
-            stage.group_size.get() as usize,
-        );
         let started = Instant::now();
-        let picked: Vec<&Task> = (0..prompts_per_step)
-            .map(|i| &self.tasks[self.order.index((step as usize - 1) * prompts_per_step + i)])
-            .collect();
-        let encoded: Vec<Vec<i64>> = picked
-            .iter()
-            .map(|t| self.tok.encode(&t.prompt))
-            .collect::<Result<_>>()?;
-
-        // Rollouts: `group` samples of every prompt.
-        let rows: Vec<(usize, usize)> = (0..picked.len())
-            .flat_map(|g| (0..group).map(move |s| (g, s)))
-            .collect();
-        let controls = self.tok.controls()?;
-        let config = rollout_config(stage);
-        let mut samples = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(ROLLOUT_ROWS) {
-            let prompts: Vec<Vec<i64>> = chunk.iter().map(|&(g, _)| encoded[g].clone()).collect();
-            let outs = rollout(&model.model, &prompts, &controls, &config, self.device);
-            for (&(g, s), out) in chunk.iter().zip(outs) {
-                let text = self.tok.decode(out.text_tokens(controls.eos))?;
-                let scored = reward::score(stage.reward, step, &text, &picked[g].truth);
-                samples.push(Sample {
-                    group: g,
-                    index: s,
-                    rollout: out,
-                    text,
-                    scored,
-                });
-            }
-        }
+        let sampled = self.sample(step, model)?;
         let rollout_s = started.elapsed().as_secs_f64();
 
-        // The update, on the groups whose rewards differ.
         let updating = Instant::now();
-        let rewards: Vec<f64> = samples.iter().map(|s| s.scored.reward).collect();
-        let advantages = grpo::advantages(&rewards, group, stage.dynamic_sampling);
-        let kept: Vec<(Example, f64)> = samples
-            .iter()
-            .zip(&advantages)
-            .filter_map(|(s, a)| {
-                let prompt = &encoded[s.group];
-                let mut tokens = prompt.clone();
-                tokens.extend(&s.rollout.tokens);
-                let mut forced = vec![false; prompt.len()];
-                forced.extend(&s.rollout.forced);
-                a.map(|a| {
-                    (
-                        Example {
-                            tokens,
-                            prompt_len: prompt.len(),
-                            forced,
-                        },
-                        a,
-                    )
-                })
-            })
-            .collect();
-        let update = self.update(&kept, model, reference, optimizer);
+        let group = self.stage.group_size.get() as usize;
+        let mut examples: Vec<(Example, f64)> = Vec::new();
+        for &g in &sampled.kept {
+            let members = &sampled.samples[g * group..(g + 1) * group];
+            let rewards: Vec<f64> = members.iter().map(|s| s.scored.reward).collect();
+            let advantages = grpo::advantages(&rewards, group, false);
+            for (s, a) in members.iter().zip(advantages) {
+                examples.push((example(&sampled.encoded[g], &s.rollout), a.unwrap_or(0.0)));
+            }
+        }
+        examples.shuffle(&mut rand::rngs::StdRng::seed_from_u64(self.seed ^ step));
+        let lr = learning_rate(self.stage, step);
+        let update = self.update(&examples, model, reference, optimizer, lr);
         let update_s = updating.elapsed().as_secs_f64();
 
-        let metrics = self.metrics(&samples, &kept, &update, step, rollout_s, update_s);
-        let (prompts, trajectories) = self.records(&picked, &encoded, samples);
+        let mut metrics = self.metrics(&sampled, &update, step, rollout_s, update_s);
+        metrics.insert("lr".into(), lr);
         Ok(StepReport {
             metrics,
-            trajectories: trajectories::batches(
-                step,
-                prompts,
-                trajectories,
-                TRAJECTORY_MESSAGE_BYTES,
-            ),
+            trajectories: self.records(step, sampled),
         })
     }
 
-    /// One PPO epoch over `mini_batches` mini-batches, against the log-probabilities the policy
-    /// gave before the step.
+    /// Rolls out `group_size` samples of `prompts_per_step` new prompts, and with dynamic
+    /// sampling again while fewer than `prompts_per_step` groups have differing rewards, up to
+    /// `max_sampling_rounds` rounds. Prompts come from a fixed place in the data order per step
+    /// and round, so a resumed attempt draws the same ones.
+    fn sample(&mut self, step: u64, model: &LoadedModel) -> Result<Sampled<'a>> {
+        let stage = self.stage;
+        let (per_round, group) = (
+            stage.prompts_per_step.get() as usize,
+            stage.group_size.get() as usize,
+        );
+        let rounds = if stage.dynamic_sampling {
+            stage.max_sampling_rounds.get()
+        } else {
+            1
+        };
+        let controls = self.tok.controls()?;
+        let mut sampled = Sampled {
+            picked: Vec::new(),
+            encoded: Vec::new(),
+            samples: Vec::new(),
+            kept: Vec::new(),
+            rounds: 0,
+        };
+        while sampled.rounds < rounds && sampled.kept.len() < per_round {
+            let base = (((step - 1) * rounds + sampled.rounds) as usize) * per_round;
+            let first = sampled.picked.len();
+            for i in 0..per_round {
+                let task = &self.tasks[self.order.index(base + i)];
+                sampled.encoded.push(self.tok.encode(&task.prompt)?);
+                sampled.picked.push(task);
+            }
+            let rows: Vec<(usize, usize)> = (first..sampled.picked.len())
+                .flat_map(|g| (0..group).map(move |s| (g, s)))
+                .collect();
+            for chunk in rows.chunks(ROLLOUT_ROWS) {
+                let prompts: Vec<Vec<i64>> = chunk
+                    .iter()
+                    .map(|&(g, _)| sampled.encoded[g].clone())
+                    .collect();
+                let outs = rollout(&model.model, &prompts, &controls, &self.config, self.device);
+                for (&(g, s), out) in chunk.iter().zip(outs) {
+                    let text = self.tok.decode(out.text_tokens(controls.eos))?;
+                    let truth = &sampled.picked[g].truth;
+                    let scored = reward::score(stage.reward, step, &text, truth);
+                    sampled.samples.push(Sample {
+                        group: g,
+                        index: s,
+                        rollout: out,
+                        text,
+                        scored,
+                    });
+                }
+            }
+            for g in first..sampled.picked.len() {
+                let rewards = sampled.samples[g * group..(g + 1) * group]
+                    .iter()
+                    .map(|s| s.scored.reward);
+                let (low, high) =
+                    rewards.fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(r), h.max(r)));
+                if !stage.dynamic_sampling || high - low > 1e-12 {
+                    sampled.kept.push(g);
+                }
+            }
+            sampled.rounds += 1;
+        }
+        sampled.kept.truncate(per_round);
+        Ok(sampled)
+    }
+
+    /// One PPO epoch over mini-batches of `mini_batch_size` samples, against the log-probabilities
+    /// the policy gave before the step, read from the distribution the rollouts sampled from.
     fn update(
         &self,
-        kept: &[(Example, f64)],
+        examples: &[(Example, f64)],
         model: &LoadedModel,
         reference: Option<&LoadedModel>,
         optimizer: &mut AdamW,
+        lr: f64,
     ) -> Update {
         let stage = self.stage;
         let mut update = Update::default();
-        if kept.is_empty() {
+        if examples.is_empty() {
             return update;
         }
-        let per_batch = kept.len().div_ceil(stage.mini_batches.get() as usize);
-        let batches: Vec<(batch::Batch, Tensor)> = kept
-            .chunks(per_batch)
+        let sampler = self.config.sampler;
+        let banned = self.tok.tags.open_parallel;
+        let batches: Vec<(batch::Batch, Tensor)> = examples
+            .chunks(stage.mini_batch_size.get() as usize)
             .map(|chunk| {
                 let rows: Vec<&Example> = chunk.iter().map(|(e, _)| e).collect();
                 let advantages: Vec<f32> = chunk.iter().map(|(_, a)| *a as f32).collect();
@@ -304,22 +338,37 @@ impl Step<'_> {
         let logprobs = |m: &LoadedModel, b: &batch::Batch| {
             tch::no_grad(|| {
                 let logits = m.model.forward(&b.input_ids, &b.positions, b.mask.as_ref());
-                grpo::token_logprobs(&logits, &b.targets)
+                sampler.token_logprobs(&logits, &b.targets, Some((&b.banned, banned)))
             })
         };
-        let old: Vec<Tensor> = batches.iter().map(|(b, _)| logprobs(model, b)).collect();
+        let mut entropy = (0.0, 0.0);
+        let old: Vec<Tensor> = batches
+            .iter()
+            .map(|(b, _)| {
+                let (logp, h) = logprobs(model, b);
+                entropy.0 += h.sum(Kind::Double).double_value(&[]);
+                entropy.1 += b
+                    .targets
+                    .ne(batch::IGNORE)
+                    .sum(Kind::Double)
+                    .double_value(&[]);
+                logp
+            })
+            .collect();
+        update.entropy = entropy.0 / entropy.1.max(1.0);
         let refs: Option<Vec<Tensor>> =
-            reference.map(|r| batches.iter().map(|(b, _)| logprobs(r, b)).collect());
+            reference.map(|r| batches.iter().map(|(b, _)| logprobs(r, b).0).collect());
         for (i, (b, advantages)) in batches.iter().enumerate() {
             let logits = model
                 .model
                 .forward(&b.input_ids, &b.positions, b.mask.as_ref());
-            let logp = grpo::token_logprobs(&logits, &b.targets);
+            let (logp, _) = sampler.token_logprobs(&logits, &b.targets, Some((&b.banned, banned)));
             let mask = b.targets.ne(batch::IGNORE).to_kind(Kind::Float);
             let reference = refs.as_ref().map(|r| (&r[i], stage.kl_coef.get()));
             let PolicyLoss {
                 loss,
-                clip_fraction,
+                clip_low_fraction,
+                clip_high_fraction,
                 approx_kl,
                 kl,
             } = grpo::policy_loss(
@@ -332,40 +381,50 @@ impl Step<'_> {
             );
             loss.backward();
             let grad_norm = optimizer.clip_grad_norm(stage.grad_clip.get());
-            optimizer.step(stage.learning_rate.get());
+            optimizer.step(lr);
             optimizer.zero_grad();
             let n = batches.len() as f64;
             update.loss += loss.double_value(&[]) / n;
-            update.clip_fraction += clip_fraction / n;
+            update.clip_low += clip_low_fraction / n;
+            update.clip_high += clip_high_fraction / n;
             update.approx_kl += approx_kl / n;
             update.kl += kl / n;
             update.grad_norm += grad_norm / n;
             update.tokens += b.tokens;
+            update.mini_batches += 1;
         }
         update
     }
 
     fn metrics(
         &self,
-        samples: &[Sample],
-        kept: &[(Example, f64)],
+        sampled: &Sampled,
         update: &Update,
         step: u64,
         rollout_s: f64,
         update_s: f64,
     ) -> BTreeMap<String, f64> {
-        let n = samples.len().max(1) as f64;
-        let mean = |f: &dyn Fn(&Sample) -> f64| samples.iter().map(f).sum::<f64>() / n;
+        let samples = &sampled.samples;
+        let mean_over = |of: &dyn Fn(&Sample) -> bool, f: &dyn Fn(&Sample) -> f64| {
+            let (sum, n) = samples
+                .iter()
+                .filter(|s| of(s))
+                .fold((0.0, 0usize), |(sum, n), s| (sum + f(s), n + 1));
+            if n == 0 { f64::NAN } else { sum / n as f64 }
+        };
+        let mean = |f: &dyn Fn(&Sample) -> f64| mean_over(&|_| true, f);
         let fold = |f: &dyn Fn(&Sample) -> f64, pick: fn(f64, f64) -> f64, init: f64| {
             samples.iter().map(f).fold(init, pick)
         };
         let reward = |s: &Sample| s.scored.reward;
         let length = |s: &Sample| s.rollout.tokens.len() as f64;
         let generated: usize = samples.iter().map(|s| s.rollout.tokens.len()).sum();
-        let group = self.stage.group_size.get() as usize;
         let mut m = BTreeMap::new();
         let mut put = |k: &str, v: f64| {
-            m.insert(k.to_owned(), v);
+            // JSON has no NaN: a mean over nothing is left out.
+            if v.is_finite() {
+                m.insert(k.to_owned(), v);
+            }
         };
         put("reward/mean", mean(&reward));
         put("reward/max", fold(&reward, f64::max, f64::MIN));
@@ -384,12 +443,26 @@ impl Step<'_> {
         put("response_length/max", fold(&length, f64::max, 0.0));
         put("response_length/min", fold(&length, f64::min, f64::MAX));
         put(
+            "response_length/correct",
+            mean_over(&|s| s.scored.correct, &length),
+        );
+        put(
+            "response_length/wrong",
+            mean_over(&|s| !s.scored.correct, &length),
+        );
+        put(
             "clip_ratio",
             mean(&|s| f64::from(u8::from(s.rollout.clipped))),
         );
-        put("groups_kept", (kept.len() / group) as f64);
+        put("groups_sampled", sampled.picked.len() as f64);
+        put("groups_kept", sampled.kept.len() as f64);
+        put("sampling_rounds", sampled.rounds as f64);
+        put("mini_batches", update.mini_batches as f64);
+        put("entropy", update.entropy);
         put("policy_loss", update.loss);
-        put("clip_fraction", update.clip_fraction);
+        put("clip_fraction", update.clip_low + update.clip_high);
+        put("clip_fraction/low", update.clip_low);
+        put("clip_fraction/high", update.clip_high);
         put("approx_kl", update.approx_kl);
         put("kl", update.kl);
         put("grad_norm", update.grad_norm);
@@ -400,7 +473,6 @@ impl Step<'_> {
         );
         put("time/rollout_s", rollout_s);
         put("time/update_s", update_s);
-        put("lr", self.stage.learning_rate.get());
         put(
             "s2_tiered_step",
             f64::from(u8::from(reward::s2_tiered_step(step))),
@@ -409,16 +481,12 @@ impl Step<'_> {
         m
     }
 
-    /// The step's prompts and trajectories as the log records them.
-    fn records(
-        &self,
-        picked: &[&Task],
-        encoded: &[Vec<i64>],
-        samples: Vec<Sample>,
-    ) -> (Vec<PromptRecord>, Vec<Trajectory>) {
-        let prompts = picked
+    /// Every sampled response of the step, as the log records them.
+    fn records(&self, step: u64, sampled: Sampled) -> Vec<TrajectoryBatch> {
+        let prompts = sampled
+            .picked
             .iter()
-            .zip(encoded)
+            .zip(&sampled.encoded)
             .enumerate()
             .map(|(g, (task, tokens))| PromptRecord {
                 id: task.id.clone(),
@@ -428,24 +496,37 @@ impl Step<'_> {
                 truth: task.truth.clone(),
             })
             .collect();
-        let trajectories = samples
+        let records = sampled
+            .samples
             .into_iter()
-            .map(|s| Trajectory {
-                prompt: s.group as u32,
-                sample: s.index as u32,
-                tokens: Some(s.rollout.tokens.len() as u32),
-                forced: s.rollout.forced.iter().filter(|f| **f).count() as u32,
-                clipped: s.rollout.clipped,
-                blocks: trajectories::block_tokens(&s.rollout.tokens, self.ids),
-                text: s.text,
-                reward: s.scored.reward,
-                accuracy: s.scored.accuracy,
-                correct: s.scored.correct,
-                answer: s.scored.answer,
-                format_valid: s.scored.format_valid,
+            .map(|s| {
+                trajectories::record(
+                    s.group as u32,
+                    s.index as u32,
+                    &s.rollout,
+                    s.text,
+                    s.scored,
+                    self.ids,
+                )
             })
             .collect();
-        (prompts, trajectories)
+        trajectories::batches(step, None, prompts, records, TRAJECTORY_MESSAGE_BYTES)
+    }
+}
+
+/// The training example of a response to an encoded prompt.
+fn example(prompt: &[i64], rollout: &Rollout) -> Example {
+    let mut tokens = prompt.to_vec();
+    tokens.extend(&rollout.tokens);
+    let mut forced = vec![false; prompt.len()];
+    forced.extend(&rollout.forced);
+    let mut banned = vec![false; prompt.len()];
+    banned.extend(&rollout.banned);
+    Example {
+        tokens,
+        prompt_len: prompt.len(),
+        forced,
+        banned,
     }
 }
 
@@ -453,37 +534,87 @@ impl Step<'_> {
 #[derive(Default)]
 struct Update {
     loss: f64,
-    clip_fraction: f64,
+    clip_low: f64,
+    clip_high: f64,
     approx_kl: f64,
     kl: f64,
     grad_norm: f64,
+    /// Mean entropy of the sampling distribution over the step's response tokens.
+    entropy: f64,
     tokens: usize,
+    mini_batches: usize,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::presets::tiny_config;
+    use crate::sampling::Sampler;
 
     fn stage() -> RlStage {
         serde_json::from_value(serde_json::json!({
             "name": "rl", "dataset": "builtin:hard", "reward": "accuracy", "learning_rate": 3e-3,
-            "steps": 1, "mini_batches": 2
+            "steps": 1, "mini_batch_size": 2
         }))
         .unwrap()
     }
 
-    /// log p(response | prompt) of each example under `model`, summed over its targets.
+    fn step<'a>(stage: &'a RlStage, tok: &'a PrlTokenizer, temperature: f64) -> Step<'a> {
+        let job = StageSpec::Rl(stage.clone());
+        let mut config = RolloutConfig::for_stage(&job).unwrap();
+        config.sampler = Sampler {
+            temperature,
+            top_p: 1.0,
+        };
+        Step {
+            stage,
+            tok,
+            tasks: &[],
+            order: EpochOrder::new(1),
+            device: Device::Cpu,
+            ids: StructureIds {
+                tags: tok.tags,
+                open_summary: tok.open_summary,
+                close_summary: tok.close_summary,
+            },
+            config,
+            seed: 0,
+        }
+    }
+
+    /// log p(response | prompt) of an example under `model` at temperature 1, summed.
     fn logprob(model: &LoadedModel, tok: &PrlTokenizer, e: &Example) -> f64 {
         let b = batch::build(&[e], tok.tags, stage().attention, tok.pad, Device::Cpu);
+        let sampler = Sampler {
+            temperature: 1.0,
+            top_p: 1.0,
+        };
         tch::no_grad(|| {
             let logits = model
                 .model
                 .forward(&b.input_ids, &b.positions, b.mask.as_ref());
-            grpo::token_logprobs(&logits, &b.targets)
+            sampler
+                .token_logprobs(&logits, &b.targets, None)
+                .0
                 .sum(Kind::Double)
                 .double_value(&[])
         })
+    }
+
+    fn example_of(tok: &PrlTokenizer, response: &str, forced_last: bool) -> Example {
+        let enc = |s: &str| tok.encode(s).unwrap();
+        let mut tokens = enc("ab");
+        tokens.extend(enc(response));
+        let mut forced = vec![false; tokens.len()];
+        if forced_last {
+            *forced.last_mut().unwrap() = true;
+        }
+        Example {
+            banned: vec![false; tokens.len()],
+            tokens,
+            prompt_len: 2,
+            forced,
+        }
     }
 
     #[test]
@@ -493,37 +624,11 @@ mod tests {
         let model = LoadedModel::random(tiny_config(tok.vocab_size()), Device::Cpu);
         let mut optimizer = AdamW::new(&model.vs, 0.0);
         let stage = stage();
-        let ids = StructureIds {
-            tags: tok.tags,
-            open_summary: tok.open_summary,
-            close_summary: tok.close_summary,
-        };
-        let step = Step {
-            stage: &stage,
-            tok: &tok,
-            tasks: &[],
-            order: EpochOrder::new(1),
-            device: Device::Cpu,
-            ids,
-        };
-        let enc = |s: &str| tok.encode(s).unwrap();
-        let example = |response: &str, forced: bool| {
-            let mut tokens = enc("ab");
-            tokens.extend(enc(response));
-            let mut mask = vec![false; tokens.len()];
-            if forced {
-                *mask.last_mut().unwrap() = true;
-            }
-            Example {
-                tokens,
-                prompt_len: 2,
-                forced: mask,
-            }
-        };
-        let good = example("xx", false);
-        let bad = example("yy", false);
+        let step = step(&stage, &tok, 1.0);
+        let good = example_of(&tok, "xx", false);
+        let bad = example_of(&tok, "yy", false);
         // Only its first `y` is the model's: the controller inserted the second.
-        let bad_forced = example("yy", true);
+        let bad_forced = example_of(&tok, "yy", true);
         let kept = vec![
             (good.clone(), 1.0),
             (bad.clone(), -1.0),
@@ -533,15 +638,16 @@ mod tests {
         let before = (logprob(&model, &tok, &good), logprob(&model, &tok, &bad));
         let mut update = Update::default();
         for _ in 0..5 {
-            update = step.update(&kept, &model, None, &mut optimizer);
+            update = step.update(&kept, &model, None, &mut optimizer, 3e-3);
         }
         let after = (logprob(&model, &tok, &good), logprob(&model, &tok, &bad));
         assert!(after.0 > before.0 + 0.5, "{before:?} -> {after:?}");
         assert!(after.1 < before.1 - 0.5, "{before:?} -> {after:?}");
-        // Two mini-batches per update: the second sees a policy the first moved, so its ratio
+        // Mini-batches of 2 samples: the second sees a policy the first moved, so its ratio
         // differs from 1 and reports a non-zero KL estimate.
+        assert_eq!(update.mini_batches, 2);
         assert!(update.approx_kl != 0.0);
-        assert!(update.tokens > 0);
+        assert!(update.tokens > 0 && update.entropy > 0.0);
         // The forced token is an input but not a target.
         let forced_targets = batch::build(
             &[&bad_forced],
@@ -555,5 +661,43 @@ mod tests {
         .sum(Kind::Int64)
         .int64_value(&[]);
         assert_eq!(forced_targets, 1);
+    }
+
+    #[test]
+    fn the_update_reads_the_tempered_distribution_the_rollouts_sampled() {
+        // The same model and samples at two temperatures: the policy the update reads is flatter
+        // at T=2 than at T=0.5 (raw logits would give both the same entropy), and against its
+        // own old log-probabilities a single mini-batch has a ratio of exactly 1.
+        let tok = PrlTokenizer::characters(["abxy"]).unwrap();
+        tch::manual_seed(1);
+        let model = LoadedModel::random(tiny_config(tok.vocab_size()), Device::Cpu);
+        let stage: RlStage = serde_json::from_value(serde_json::json!({
+            "name": "rl", "dataset": "builtin:hard", "reward": "accuracy", "learning_rate": 1e-9,
+            "steps": 1, "mini_batch_size": 8
+        }))
+        .unwrap();
+        let entropy = |temperature: f64| {
+            let mut optimizer = AdamW::new(&model.vs, 0.0);
+            let step = step(&stage, &tok, temperature);
+            let kept = vec![
+                (example_of(&tok, "xy", false), 1.0),
+                (example_of(&tok, "yx", false), -1.0),
+            ];
+            let update = step.update(&kept, &model, None, &mut optimizer, 1e-9);
+            assert!(update.approx_kl.abs() < 1e-6, "T={temperature}");
+            assert_eq!(update.clip_low + update.clip_high, 0.0);
+            update.entropy
+        };
+        let (cold, hot) = (entropy(0.5), entropy(2.0));
+        assert!(hot > cold + 0.1, "entropy {cold} at T=0.5, {hot} at T=2");
+    }
+
+    #[test]
+    fn the_learning_rate_warms_up_linearly() {
+        let mut stage = stage();
+        stage.warmup_steps = 4;
+        let lrs: Vec<f64> = (1..=6).map(|s| learning_rate(&stage, s)).collect();
+        let peak = stage.learning_rate.get();
+        assert_eq!(lrs, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0].map(|f| f * peak));
     }
 }

@@ -21,9 +21,10 @@
 
 use crate::layout::{Layout, TagIds};
 use crate::model::{CausalLm, KvCache};
-use prl_schema::spec::{Attention, RolloutMode};
+use crate::sampling::Sampler;
+use prl_schema::spec::{Attention, RolloutMode, StageSpec};
 use std::collections::VecDeque;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// The token ids decoding needs besides the model.
 #[derive(Clone, Debug)]
@@ -48,9 +49,49 @@ pub struct RolloutConfig {
     pub max_blocks: usize,
     /// The response's length budget: main text, paths and summaries together.
     pub max_new_tokens: usize,
-    /// 0 decodes greedily.
-    pub temperature: f64,
-    pub top_p: f64,
+    pub sampler: Sampler,
+}
+
+impl RolloutConfig {
+    /// The decoding settings of an RL or eval stage; None for SFT, which does not decode.
+    pub fn for_stage(stage: &StageSpec) -> Option<RolloutConfig> {
+        let (attention, mode, paths, path_budget, max_blocks, max_new_tokens, temperature, top_p) =
+            match stage {
+                StageSpec::Rl(s) => (
+                    s.attention,
+                    s.mode,
+                    s.paths,
+                    s.max_path_tokens,
+                    s.max_blocks,
+                    s.max_response_tokens,
+                    s.temperature,
+                    s.top_p,
+                ),
+                StageSpec::Eval(s) => (
+                    s.attention,
+                    s.mode,
+                    s.paths,
+                    s.max_path_tokens,
+                    s.max_blocks,
+                    s.max_response_tokens,
+                    s.temperature,
+                    s.top_p,
+                ),
+                StageSpec::Sft(_) => return None,
+            };
+        Some(RolloutConfig {
+            attention,
+            mode,
+            paths: paths.get() as usize,
+            path_budget: path_budget.get() as usize,
+            max_blocks: max_blocks as usize,
+            max_new_tokens: max_new_tokens.get() as usize,
+            sampler: Sampler {
+                temperature: temperature.get(),
+                top_p: top_p.get(),
+            },
+        })
+    }
 }
 
 /// One generated response.
@@ -60,6 +101,9 @@ pub struct Rollout {
     pub tokens: Vec<i64>,
     /// Whether the controller inserted each token rather than the model sampling it.
     pub forced: Vec<bool>,
+    /// Whether `<Parallel>` was banned when each token was sampled (a path, a block cap, a
+    /// sequential rollout), so that training reads the distribution that sampled it.
+    pub banned: Vec<bool>,
     /// It reached the length budget before ending.
     pub clipped: bool,
 }
@@ -111,12 +155,15 @@ struct Lane {
     seq: Vec<i64>,
     /// Whether each token of `seq` was forced.
     forced: Vec<bool>,
+    /// Whether `<Parallel>` was banned when each token of `seq` was sampled.
+    banned: Vec<bool>,
     /// The cache column of each token of `seq` already fed (all but `next`).
     cols: Vec<usize>,
     row: usize,
     status: Status,
     next: i64,
     next_forced: bool,
+    next_banned: bool,
     shaper: Shaper,
     /// Tokens a path may still take.
     budget: usize,
@@ -157,11 +204,13 @@ impl<'a> Engine<'a> {
                 role: Role::Main,
                 seq: prompt.clone(),
                 forced: vec![false; prompt.len()],
+                banned: vec![false; prompt.len()],
                 cols: Vec::new(),
                 row: i,
                 status: Status::Active,
                 next: c.pad,
                 next_forced: false,
+                next_banned: false,
                 shaper: Shaper::default(),
                 budget: 0,
             })
@@ -201,6 +250,7 @@ impl<'a> Engine<'a> {
             out[lane.request] = Rollout {
                 tokens: lane.seq[start..].to_vec(),
                 forced: lane.forced[start..].to_vec(),
+                banned: lane.banned[start..].to_vec(),
                 clipped: self.requests[lane.request].clipped,
             };
         }
@@ -263,6 +313,7 @@ impl<'a> Engine<'a> {
             }
             lane.seq.push(lane.next);
             lane.forced.push(lane.next_forced);
+            lane.banned.push(lane.next_banned);
         }
         for lane in &self.lanes {
             if lane.status != Status::Active {
@@ -334,13 +385,10 @@ impl<'a> Engine<'a> {
             }
             bans
         };
-        let sampled = sample(
-            logits,
-            &bans,
-            tags.open_parallel,
-            self.config.temperature,
-            self.config.top_p,
-        );
+        let sampled = self
+            .config
+            .sampler
+            .sample(logits, &bans, tags.open_parallel);
         let fork_unseen =
             self.config.attention == Attention::Unseen && self.config.mode == RolloutMode::Parallel;
         for i in 0..self.lanes.len() {
@@ -388,6 +436,7 @@ impl<'a> Engine<'a> {
                     };
                     lane.next = next;
                     lane.next_forced = forced;
+                    lane.next_banned = bans[row] != 0.0;
                 }
                 Role::Path { .. } => {
                     if last == tags.close_path {
@@ -403,6 +452,7 @@ impl<'a> Engine<'a> {
                     };
                     lane.next = next;
                     lane.next_forced = forced;
+                    lane.next_banned = bans[row] != 0.0;
                 }
             }
         }
@@ -455,15 +505,17 @@ impl<'a> Engine<'a> {
             let prefix = lanes[i].seq.len();
             // The prefix from the first path's copy of it, then every path's own tokens.
             let mut srcs: Vec<(usize, usize)> = sources(paths[0])[..prefix].to_vec();
-            let (mut seq, mut forced) = (Vec::new(), Vec::new());
+            let (mut seq, mut forced, mut banned) = (Vec::new(), Vec::new(), Vec::new());
             for p in &paths {
                 seq.extend_from_slice(&p.seq[prefix..]);
                 forced.extend_from_slice(&p.forced[prefix..]);
+                banned.extend_from_slice(&p.banned[prefix..]);
                 srcs.extend(p.cols[prefix..].iter().map(|&c| (p.row, c)));
             }
             let main = &mut lanes[i];
             main.seq.extend(seq);
             main.forced.extend(forced);
+            main.banned.extend(banned);
             main.shaper.state = Place::Closing;
             main.shaper.forced.push_back(self.c.tags.close_parallel);
             main.shaper.forced.extend(&self.c.newline);
@@ -488,11 +540,13 @@ impl<'a> Engine<'a> {
                     role: Role::Path { index },
                     seq: main.seq.clone(),
                     forced: main.forced.clone(),
+                    banned: main.banned.clone(),
                     cols: main.cols.clone(),
                     row: main.row,
                     status: Status::Active,
                     next: self.c.tags.open_path,
                     next_forced: true,
+                    next_banned: false,
                     shaper: Shaper::default(),
                     budget,
                 };
@@ -581,40 +635,16 @@ fn placeholder() -> Lane {
         role: Role::Main,
         seq: Vec::new(),
         forced: Vec::new(),
+        banned: Vec::new(),
         cols: Vec::new(),
         row: usize::MAX,
         status: Status::Done,
         next: 0,
         next_forced: false,
+        next_banned: false,
         shaper: Shaper::default(),
         budget: 0,
     }
-}
-
-/// Samples a token per row: greedy at temperature 0, else from the top-p nucleus. `bans` (0 or
-/// -inf per row) is added to the logit of `banned`.
-fn sample(logits: &Tensor, bans: &[f32], banned: i64, temperature: f64, top_p: f64) -> Vec<i64> {
-    let logits = logits.to_kind(Kind::Float);
-    if bans.iter().any(|b| *b != 0.0) {
-        let mut column = logits.narrow(1, banned, 1);
-        column += Tensor::from_slice(bans).view([-1, 1]).to(logits.device());
-    }
-    let picked = if temperature <= 0.0 {
-        logits.argmax(-1, false)
-    } else {
-        let probs = (logits / temperature).softmax(-1, Kind::Float);
-        if top_p < 1.0 {
-            let (sorted, order) = probs.sort(-1, true);
-            let before = sorted.cumsum(-1, Kind::Float) - &sorted;
-            // Keep the smallest prefix whose mass reaches top_p (the first token always).
-            let kept = sorted.masked_fill(&before.gt(top_p), 0.0);
-            let choice = kept.multinomial(1, true);
-            order.gather(-1, &choice, false).squeeze_dim(-1)
-        } else {
-            probs.multinomial(1, true).squeeze_dim(-1)
-        }
-    };
-    Vec::<i64>::try_from(picked.to_device(Device::Cpu)).expect("token ids")
 }
 
 /// The in-lane block controller: after `<Parallel>` it opens the paths one after another, forces
@@ -715,8 +745,10 @@ mod tests {
             path_budget,
             max_blocks: 4,
             max_new_tokens: 100,
-            temperature: 0.0,
-            top_p: 1.0,
+            sampler: Sampler {
+                temperature: 0.0,
+                top_p: 1.0,
+            },
         }
     }
 
@@ -748,20 +780,5 @@ mod tests {
         // The model would close every path at once.
         let out = drive(&[3], 6, &config(2, 8), 6);
         assert_eq!(out, [5, 6, 5, 6, 4, 2]);
-    }
-
-    #[test]
-    fn top_p_keeps_only_the_nucleus_and_bans_apply_per_row() {
-        tch::manual_seed(3);
-        // Row 0: token 2 holds 0.7 of the mass, so top-p 0.5 always picks it.
-        let probs =
-            Tensor::from_slice(&[0.1f32, 0.1, 0.7, 0.1, 0.25, 0.25, 0.25, 0.25]).view([2, 4]);
-        let logits = probs.log();
-        for _ in 0..20 {
-            let picked = sample(&logits, &[0.0, f32::NEG_INFINITY], 3, 1.0, 0.5);
-            assert_eq!(picked[0], 2);
-            assert_ne!(picked[1], 3, "a banned token is never sampled");
-        }
-        assert_eq!(sample(&logits, &[0.0, 0.0], 3, 0.0, 1.0)[0], 2);
     }
 }

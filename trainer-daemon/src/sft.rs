@@ -28,7 +28,8 @@ pub async fn run(
     training::on_thread(train, job, reporter, data_dir, stop).await
 }
 
-fn train(
+/// The job's body, on the calling thread: events go to `events`.
+pub fn train(
     job: &JobMessage,
     data_dir: &Path,
     stop: &CancellationToken,
@@ -133,6 +134,7 @@ pub fn encode(
                 tokens,
                 prompt_len,
                 forced: Vec::new(),
+                banned: Vec::new(),
             })
         })
         .collect()

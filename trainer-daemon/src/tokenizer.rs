@@ -88,6 +88,45 @@ impl PrlTokenizer {
         Self::wrap(inner, EOS, PAD)
     }
 
+    /// A byte-level BPE tokenizer learned from `corpus` (as the tokenizers of Qwen and Llama are
+    /// made, digits split one per token), with `<pad>`, `<eos>` and the tags as special tokens:
+    /// the `tiny-base` preset's. Any text encodes; the corpus's words become single tokens.
+    pub fn byte_bpe(
+        corpus: impl Iterator<Item = impl AsRef<str> + Send> + Send,
+        vocab_size: usize,
+    ) -> Result<Self> {
+        use tokenizers::models::TrainerWrapper;
+        use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        use tokenizers::pre_tokenizers::digits::Digits;
+        use tokenizers::pre_tokenizers::sequence::Sequence;
+        let specials: Vec<AddedToken> = [PAD, EOS]
+            .into_iter()
+            .chain(TAGS)
+            .map(|t| AddedToken::from(t, true))
+            .collect();
+        let mut trainer = TrainerWrapper::BpeTrainer(
+            BpeTrainerBuilder::new()
+                .vocab_size(vocab_size)
+                .min_frequency(2)
+                .show_progress(false)
+                .special_tokens(specials)
+                .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+                .build(),
+        );
+        let mut inner = Tokenizer::new(BPE::default());
+        inner
+            .with_pre_tokenizer(Some(Sequence::new(vec![
+                Digits::new(true).into(),
+                ByteLevel::new(false, true, true).into(),
+            ])))
+            .with_decoder(Some(ByteLevel::default()));
+        inner
+            .train(&mut trainer, corpus)
+            .map_err(|e| anyhow!("training the BPE tokenizer: {e}"))?;
+        Self::wrap(inner, EOS, PAD)
+    }
+
     fn wrap(inner: Tokenizer, eos: &str, pad: &str) -> Result<Self> {
         let id = |token: &str| -> Result<i64> {
             inner
@@ -172,6 +211,24 @@ mod tests {
         assert_eq!(
             tok.encode("~").unwrap(),
             [tok.inner.token_to_id(UNK).unwrap() as i64]
+        );
+    }
+
+    #[test]
+    fn a_byte_bpe_tokenizer_learns_words_splits_digits_and_encodes_anything() {
+        let corpus =
+            ["Mia has 12 apples. Mia finds 30 more apples.\n12+30=42.\nFinal Answer: 42"; 50];
+        let tok = PrlTokenizer::byte_bpe(corpus.iter(), 300).unwrap();
+        let text = "Mia has 12 apples.<Parallel><Path>12</Path></Parallel>\n<Summary>ok</Summary>\nFinal Answer: 42";
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(tok.decode(&ids).unwrap(), text);
+        assert_eq!(ids.iter().filter(|&&i| i == tok.tags.open_path).count(), 1);
+        // Digits are single tokens; a corpus word is one token; unseen text still round-trips.
+        assert_eq!(tok.encode("12").unwrap().len(), 2);
+        assert_eq!(tok.encode(" apples").unwrap().len(), 1);
+        assert_eq!(
+            tok.decode(&tok.encode("Zürich ~").unwrap()).unwrap(),
+            "Zürich ~"
         );
     }
 }

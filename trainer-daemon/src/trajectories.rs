@@ -1,7 +1,9 @@
-//! Turning an RL step's rollouts into the trajectory records the log keeps: the parallel structure
-//! in token offsets, and batches small enough for one message each.
+//! Turning rollouts (an RL step's, or an evaluation's) into the trajectory records the log keeps:
+//! the parallel structure in token offsets, and batches small enough for one message each.
 
 use crate::layout::TagIds;
+use crate::rollout::Rollout;
+use prl_schema::reward::Scored;
 use prl_schema::trajectory::{BlockTokens, PromptRecord, Trajectory, TrajectoryBatch};
 
 /// The tag ids the structure is read from.
@@ -55,10 +57,36 @@ pub fn block_tokens(tokens: &[i64], ids: StructureIds) -> Vec<BlockTokens> {
     blocks
 }
 
+/// The record of one scored response to prompt `prompt` (an index into its batch's prompts).
+pub fn record(
+    prompt: u32,
+    sample: u32,
+    rollout: &Rollout,
+    text: String,
+    scored: Scored,
+    ids: StructureIds,
+) -> Trajectory {
+    Trajectory {
+        prompt,
+        sample,
+        tokens: Some(rollout.tokens.len() as u32),
+        forced: rollout.forced.iter().filter(|f| **f).count() as u32,
+        clipped: rollout.clipped,
+        blocks: block_tokens(&rollout.tokens, ids),
+        text,
+        reward: scored.reward,
+        accuracy: scored.accuracy,
+        correct: scored.correct,
+        answer: scored.answer,
+        format_valid: scored.format_valid,
+    }
+}
+
 /// Splits a step's records into batches of whole groups of at most `max_bytes` of text each
 /// (at least one group per batch), re-indexing prompts within each batch.
 pub fn batches(
     step: u64,
+    benchmark: Option<&str>,
     prompts: Vec<PromptRecord>,
     trajectories: Vec<Trajectory>,
     max_bytes: usize,
@@ -75,6 +103,7 @@ pub fn batches(
         if size.saturating_add(bytes) > max_bytes || out.is_empty() {
             out.push(TrajectoryBatch {
                 step,
+                benchmark: benchmark.map(str::to_owned),
                 prompts: Vec::new(),
                 trajectories: Vec::new(),
             });
@@ -164,7 +193,7 @@ mod tests {
             .flat_map(|p| [trajectory(p, &"x".repeat(300)), trajectory(p, "y")])
             .collect();
         // Each group counts 814 bytes: two fit in 2,000.
-        let out = batches(7, prompts, trajectories, 2000);
+        let out = batches(7, None, prompts, trajectories, 2000);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].prompts.len(), 2);
         assert_eq!(out[1].prompts.len(), 1);

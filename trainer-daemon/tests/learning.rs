@@ -26,7 +26,7 @@ fn rl_raises_held_out_accuracy_over_its_sft_start() {
     let stage = serde_json::from_value(serde_json::json!({
         "name": "rl", "dataset": "builtin:easy", "attention": "unseen",
         "reward": "s1", "learning_rate": 5e-5, "steps": STEPS, "prompts_per_step": 16,
-        "group_size": 8, "mini_batches": 4, "clip_high": 0.28, "max_response_tokens": 256,
+        "group_size": 8, "mini_batch_size": 32, "clip_high": 0.28, "max_response_tokens": 256,
         "max_path_tokens": 96, "eval_every": STEPS, "eval_dataset": "builtin:easy-test",
         "eval_max_prompts": 256, "eval_k": 4
     }))

@@ -1,11 +1,16 @@
 //! The rollout engine must pick exactly the tokens that re-running the whole sequence through the
 //! model picks (no cache, no forking, paths decoded one after another), for both attention
-//! variants, sequential and parallel modes, several block sizes and prompts of different lengths.
+//! variants, sequential and parallel modes, several block sizes and prompts of different lengths;
+//! with a model that closes its own paths and ends its own responses (also inside a path); and,
+//! sampling at a temperature with a fixed seed, token for token where the engine decodes one lane,
+//! and inside the distribution training reads where it forks.
 
 use prl_schema::spec::{Attention, RolloutMode};
+use prl_trainer::batch::{self, Example};
 use prl_trainer::layout::{Layout, TagIds};
 use prl_trainer::model::{LoadedModel, ModelConfig};
 use prl_trainer::rollout::{Controls, Rollout, RolloutConfig, rollout};
+use prl_trainer::sampling::Sampler;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use tch::{Device, Tensor};
@@ -37,8 +42,14 @@ fn controls() -> Controls {
 /// row that greedy decoding often picks, and end-of-sequence and the other tags get zero rows
 /// (a logit of 0, below the best of the other random logits), so the controller does the tags.
 fn model() -> LoadedModel {
+    model_that(false)
+}
+
+/// `model()`, or with `closes` one that also picks `</Path>` and end-of-sequence by itself: their
+/// head rows are copies of rows greedy decoding picks now and then.
+fn model_that(closes: bool) -> LoadedModel {
     // The generator is global and tests run in parallel: seed and draw without interleaving.
-    let _seeding = SEEDING.lock().unwrap();
+    let _seeding = SEEDING.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(11);
     let config: ModelConfig = serde_json::from_value(serde_json::json!({
         "model_type": "qwen3", "vocab_size": VOCAB, "hidden_size": 32, "intermediate_size": 48,
@@ -55,12 +66,18 @@ fn model() -> LoadedModel {
         for t in [EOS, 4, 5, 6, OPEN_SUMMARY, 8] {
             let _ = head.get(t).zero_();
         }
+        if closes {
+            let ranked = ranked(&model);
+            head.get(TAGS.close_path)
+                .copy_(&(head.get(ranked[0]) * 1.02));
+            head.get(EOS).copy_(&head.get(ranked[7]));
+        }
     });
     model
 }
 
-/// The token greedy decoding picks most often from a few prompts.
-fn most_picked(model: &LoadedModel) -> i64 {
+/// Tokens by how often greedy decoding picks them, most often first.
+fn ranked(model: &LoadedModel) -> Vec<i64> {
     let mut counts = vec![0; VOCAB as usize];
     for prompt in prompts() {
         for t in reference(
@@ -71,7 +88,14 @@ fn most_picked(model: &LoadedModel) -> i64 {
             counts[t as usize] += usize::from(t > 8);
         }
     }
-    (0..VOCAB).max_by_key(|&t| counts[t as usize]).unwrap()
+    let mut tokens: Vec<i64> = (9..VOCAB).collect();
+    tokens.sort_by_key(|&t| std::cmp::Reverse(counts[t as usize]));
+    tokens
+}
+
+/// The token greedy decoding picks most often from a few prompts.
+fn most_picked(model: &LoadedModel) -> i64 {
+    ranked(model)[0]
 }
 
 fn prompts() -> Vec<Vec<i64>> {
@@ -91,13 +115,17 @@ fn config(attention: Attention, mode: RolloutMode, paths: usize) -> RolloutConfi
         path_budget: 6,
         max_blocks: 2,
         max_new_tokens: 64,
-        temperature: 0.0,
-        top_p: 1.0,
+        sampler: Sampler {
+            temperature: 0.0,
+            top_p: 1.0,
+        },
     }
 }
 
-/// The greedy next token after `seq`, re-running it whole, with `<Parallel>` banned if asked.
-fn greedy(model: &LoadedModel, seq: &[i64], attention: Attention, ban: bool) -> i64 {
+/// The next token after `seq` as `sampler` draws it, re-running the sequence whole, with
+/// `<Parallel>` banned if asked.
+fn next(model: &LoadedModel, seq: &[i64], c: &RolloutConfig, ban: bool) -> i64 {
+    let attention = c.attention;
     let layout = Layout::new(seq, TAGS, attention);
     let n = seq.len() as i64;
     let mask = Tensor::from_slice(&layout.additive_mask(f32::NEG_INFINITY)).view([1, 1, n, n]);
@@ -108,11 +136,18 @@ fn greedy(model: &LoadedModel, seq: &[i64], attention: Attention, ban: bool) -> 
             Some(&mask),
         )
     });
-    let last = logits.select(1, n - 1).squeeze_dim(0);
-    if ban {
-        let _ = last.get(TAGS.open_parallel).fill_(f64::NEG_INFINITY);
+    let last = logits.select(1, n - 1);
+    let bans = [if ban { f32::NEG_INFINITY } else { 0.0 }];
+    c.sampler.sample(&last, &bans, TAGS.open_parallel)[0]
+}
+
+/// The engine draws a sample for every token it feeds, even one the controller then forces in its
+/// place; at a temperature the reference draws (and drops) one too, over as many categories (a
+/// draw's use of the generator depends on them), so both use the generator alike.
+fn burn(c: &RolloutConfig) {
+    if c.sampler.temperature > 0.0 {
+        let _ = Tensor::ones([1, VOCAB], (tch::Kind::Float, Device::Cpu)).multinomial(1, true);
     }
-    last.argmax(-1, false).int64_value(&[])
 }
 
 /// The method's rollout written plainly: paths one after another in one sequence, the whole
@@ -130,25 +165,35 @@ fn reference(model: &LoadedModel, prompt: &[i64], c: &RolloutConfig) -> Vec<i64>
         let ban = c.mode == RolloutMode::Sequential
             || blocks >= c.max_blocks
             || length + 4 + 3 * c.paths > c.max_new_tokens;
-        let next = queue
-            .pop_front()
-            .unwrap_or_else(|| greedy(model, &seq, c.attention, ban));
-        seq.push(next);
-        if next == EOS {
+        let token = match queue.pop_front() {
+            Some(forced) => {
+                burn(c);
+                forced
+            }
+            None => next(model, &seq, c, ban),
+        };
+        seq.push(token);
+        if token == EOS {
             break;
         }
-        if next == TAGS.open_parallel {
+        if token == TAGS.open_parallel {
             blocks += 1;
             let left = c.max_new_tokens.saturating_sub(seq.len() - start + 3);
             let budget = c.path_budget.min(left / c.paths).max(3);
             for _ in 0..c.paths {
+                burn(c);
                 seq.push(TAGS.open_path);
+                let mut closed = false;
                 for _ in 0..budget - 2 {
-                    let t = greedy(model, &seq, c.attention, true);
+                    let t = next(model, &seq, c, true);
                     if t == EOS || t == TAGS.close_path {
+                        closed = true;
                         break;
                     }
                     seq.push(t);
+                }
+                if !closed {
+                    burn(c);
                 }
                 seq.push(TAGS.close_path);
             }
@@ -160,8 +205,57 @@ fn reference(model: &LoadedModel, prompt: &[i64], c: &RolloutConfig) -> Vec<i64>
 
 #[test]
 fn rollouts_match_full_recomputation_in_every_mode() {
-    let model = model();
+    for (attention, paths, blocks) in check_against_recomputation(&model()) {
+        assert!(
+            blocks >= 3,
+            "{attention:?} x{paths} opened only {blocks} blocks"
+        );
+    }
+}
+
+#[test]
+fn a_model_that_closes_its_own_paths_and_ends_its_own_responses_is_followed_exactly() {
+    let model = model_that(true);
+    check_against_recomputation(&model);
+    // The cases this model exists for did occur: paths the model closed (a sampled `</Path>`),
+    // end-of-sequence inside a path (a path closed early by a forced `</Path>`), and responses
+    // that ended before their budget.
+    let (mut closed_by_model, mut closed_early, mut ended) = (0, 0, 0);
+    for attention in [Attention::Seen, Attention::Unseen] {
+        for paths in [2, 3] {
+            let config = config(attention, RolloutMode::Parallel, paths);
+            for out in rollout(&model.model, &prompts(), &controls(), &config, Device::Cpu) {
+                let mut path_length = 0;
+                for (t, forced) in out.tokens.iter().zip(&out.forced) {
+                    match (*t, *forced) {
+                        (t, false) if t == TAGS.close_path => closed_by_model += 1,
+                        (t, true)
+                            if t == TAGS.close_path && path_length + 2 < config.path_budget =>
+                        {
+                            closed_early += 1
+                        }
+                        _ => {}
+                    }
+                    path_length = if *t == TAGS.open_path {
+                        1
+                    } else {
+                        path_length + 1
+                    };
+                }
+                ended += usize::from(out.tokens.last() == Some(&EOS) && !out.clipped);
+            }
+        }
+    }
+    assert!(
+        closed_by_model > 0 && closed_early > 0 && ended > 0,
+        "closed by the model {closed_by_model}, early {closed_early}, ended {ended}"
+    );
+}
+
+/// Checks every mode; returns the blocks opened per parallel configuration.
+fn check_against_recomputation(model: &LoadedModel) -> Vec<(Attention, usize, usize)> {
     let prompts = prompts();
+    let mut opened = Vec::new();
     for attention in [Attention::Seen, Attention::Unseen] {
         for (mode, paths) in [
             (RolloutMode::Sequential, 2),
@@ -172,7 +266,7 @@ fn rollouts_match_full_recomputation_in_every_mode() {
             let got = rollout(&model.model, &prompts, &controls(), &config, Device::Cpu);
             let mut blocks = 0;
             for (prompt, out) in prompts.iter().zip(&got) {
-                let expected = reference(&model, prompt, &config);
+                let expected = reference(model, prompt, &config);
                 assert_eq!(
                     out.tokens, expected,
                     "{attention:?} {mode:?} x{paths} {prompt:?}"
@@ -184,13 +278,11 @@ fn rollouts_match_full_recomputation_in_every_mode() {
                     .count();
             }
             if mode == RolloutMode::Parallel {
-                assert!(
-                    blocks >= 3,
-                    "{attention:?} x{paths} opened only {blocks} blocks"
-                );
+                opened.push((attention, paths, blocks));
             }
         }
     }
+    opened
 }
 
 #[test]
@@ -217,16 +309,117 @@ fn controller_tokens_are_flagged_as_forced() {
 fn sampling_is_reproducible_for_a_seed() {
     let model = model();
     let config = RolloutConfig {
-        temperature: 1.0,
-        top_p: 0.9,
+        sampler: Sampler {
+            temperature: 1.0,
+            top_p: 0.9,
+        },
         ..config(Attention::Unseen, RolloutMode::Parallel, 2)
     };
     let run = |seed| {
-        let _seeding = SEEDING.lock().unwrap();
+        let _seeding = SEEDING.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(seed);
         rollout(&model.model, &prompts(), &controls(), &config, Device::Cpu)
     };
     let (a, b, c) = (run(5), run(5), run(6));
     assert_eq!(a, b);
     assert_ne!(a, c);
+}
+
+/// At a temperature, with one lane decoding (one prompt; Seen paths stay in the main lane), the
+/// engine draws from the generator exactly as token-by-token recomputation does.
+#[test]
+fn sampling_at_a_temperature_follows_recomputation_token_for_token() {
+    let model = model_that(true);
+    for (mode, top_p) in [
+        (RolloutMode::Sequential, 1.0),
+        (RolloutMode::Parallel, 1.0),
+        (RolloutMode::Parallel, 0.8),
+    ] {
+        let config = RolloutConfig {
+            sampler: Sampler {
+                temperature: 1.3,
+                top_p,
+            },
+            ..config(Attention::Seen, mode, 2)
+        };
+        for (i, prompt) in prompts().into_iter().enumerate() {
+            let _seeding = SEEDING.lock().unwrap_or_else(|e| e.into_inner());
+            tch::manual_seed(40 + i as i64);
+            let got = rollout(
+                &model.model,
+                std::slice::from_ref(&prompt),
+                &controls(),
+                &config,
+                Device::Cpu,
+            );
+            tch::manual_seed(40 + i as i64);
+            let expected = reference(&model, &prompt, &config);
+            assert_eq!(got[0].tokens, expected, "{mode:?} top-p {top_p} {prompt:?}");
+        }
+    }
+}
+
+/// Where Unseen paths fork into lanes sampled side by side, every token the engine sampled lies in
+/// the distribution that training reads for it (the same positions, masks, temperature, nucleus and
+/// bans): its log-probability there is finite, while tokens outside the nucleus are not.
+#[test]
+fn forked_samples_lie_in_the_distribution_training_reads() {
+    let model = model_that(true);
+    let sampler = Sampler {
+        temperature: 1.3,
+        top_p: 0.6,
+    };
+    for attention in [Attention::Seen, Attention::Unseen] {
+        let config = RolloutConfig {
+            sampler,
+            ..config(attention, RolloutMode::Parallel, 2)
+        };
+        let _seeding = SEEDING.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(3);
+        let outs = rollout(&model.model, &prompts(), &controls(), &config, Device::Cpu);
+        let examples: Vec<Example> = prompts()
+            .iter()
+            .zip(&outs)
+            .map(|(prompt, out)| {
+                let pad = vec![false; prompt.len()];
+                Example {
+                    tokens: [prompt.clone(), out.tokens.clone()].concat(),
+                    prompt_len: prompt.len(),
+                    forced: [pad.clone(), out.forced.clone()].concat(),
+                    banned: [pad, out.banned.clone()].concat(),
+                }
+            })
+            .collect();
+        let rows: Vec<&Example> = examples.iter().collect();
+        let b = batch::build(&rows, TAGS, attention, 0, Device::Cpu);
+        let logits = tch::no_grad(|| {
+            model
+                .model
+                .forward(&b.input_ids, &b.positions, b.mask.as_ref())
+        });
+        let (logp, _) =
+            sampler.token_logprobs(&logits, &b.targets, Some((&b.banned, TAGS.open_parallel)));
+        let targets = b.targets.ne(batch::IGNORE);
+        let sampled = targets.sum(tch::Kind::Int64).int64_value(&[]);
+        let finite = logp
+            .isfinite()
+            .logical_and(&targets)
+            .sum(tch::Kind::Int64)
+            .int64_value(&[]);
+        assert!(sampled > 50, "{attention:?}: only {sampled} sampled tokens");
+        assert_eq!(
+            finite, sampled,
+            "{attention:?}: sampled outside the nucleus"
+        );
+        // The check has teeth: at these settings the nucleus leaves most of the vocabulary out.
+        let outside = sampler
+            .logits(&logits)
+            .isinf()
+            .sum(tch::Kind::Int64)
+            .int64_value(&[]);
+        assert!(
+            outside > logits.numel() as i64 / 4,
+            "{attention:?}: {outside}"
+        );
+    }
 }

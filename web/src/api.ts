@@ -104,6 +104,12 @@ export interface BenchmarkResult {
   parallel_ratio: number;
   format_valid_ratio: number;
   mean_response_tokens: number | null;
+  mean_at_k_se: number | null;
+  pass_at_k_se: number | null;
+  greedy: number | null;
+  temperature: number | null;
+  top_p: number | null;
+  max_response_tokens: number | null;
 }
 
 export interface ResultRow {
@@ -182,6 +188,7 @@ export interface TrajectoryView {
   id: string;
   run_id: string;
   step: number;
+  benchmark: string | null;
   prompt_id: string;
   sample: number;
   reward: number;

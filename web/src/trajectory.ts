@@ -141,7 +141,7 @@ export function renderTrajectory(t: TrajectoryView): HTMLElement {
     h(
       "header",
       {},
-      h("span", {}, `run ${shortId(t.run_id)} · step ${t.step} · prompt ${t.prompt_id} · sample ${t.sample}`),
+      h("span", {}, `run ${shortId(t.run_id)} · step ${t.step}${t.benchmark ? ` · evaluation on ${t.benchmark}` : ""} · prompt ${t.prompt_id} · sample ${t.sample}`),
       h("span", { class: `badge ${t.correct ? "ok" : "bad"}` }, t.correct ? "correct" : "wrong"),
       h("span", {}, `reward ${fmt(t.reward, 2)}`),
       h("span", {}, `answer ${t.answer ?? "–"} (truth ${t.truth})`),

@@ -1,59 +1,75 @@
 //! The comparison table printed as Markdown, shaped like the paper's main table: the parallel
 //! ratio, Mean@k and Pass@k per benchmark and their average, the best of each column in bold.
 
-use crate::routes::results::ResultsTable;
+use crate::routes::results::{BenchmarkResult, ResultsTable};
 
 pub fn print_table(table: &ResultsTable) {
     print!("{}", render(table));
 }
 
 pub fn render(table: &ResultsTable) -> String {
-    // Column headers and, per row, the values (in %), with None for a missing result.
+    // Column headers and, per row, the values (in %) with their standard errors, None for a
+    // missing result.
+    type Cell = Option<(f64, Option<f64>)>;
     let mut headers = vec!["Parallel ratio %".to_owned()];
-    for b in &table.benchmarks {
-        let k = table
-            .rows
-            .iter()
-            .find_map(|r| r.results.get(b).map(|x| x.k))
-            .unwrap_or(1);
-        let short = b.strip_prefix("builtin:").unwrap_or(b);
-        headers.push(format!("{short} Mean@{k}"));
-        headers.push(format!("{short} Pass@{k}"));
-    }
-    headers.push("Avg".to_owned());
-    let values: Vec<Vec<Option<f64>>> = table
+    let mut cells: Vec<Vec<Cell>> = table
         .rows
         .iter()
-        .map(|r| {
-            let mut v = vec![r.parallel_ratio];
-            for b in &table.benchmarks {
-                let x = r.results.get(b);
-                v.push(x.map(|x| x.mean_at_k));
-                v.push(x.map(|x| x.pass_at_k));
-            }
-            v.push(r.average);
-            v.into_iter().map(|x| x.map(|x| x * 100.0)).collect()
-        })
+        .map(|r| vec![r.parallel_ratio.map(|p| (p, None))])
         .collect();
+    for b in &table.benchmarks {
+        let results: Vec<Option<&BenchmarkResult>> =
+            table.rows.iter().map(|r| r.results.get(b)).collect();
+        let k = results.iter().flatten().map(|x| x.k).next().unwrap_or(1);
+        let short = b.strip_prefix("builtin:").unwrap_or(b);
+        let mut column = |title: String, value: fn(&BenchmarkResult) -> Cell| {
+            headers.push(title);
+            for (row, result) in cells.iter_mut().zip(&results) {
+                row.push(result.and_then(value));
+            }
+        };
+        column(format!("{short} Mean@{k}"), |x| {
+            Some((x.mean_at_k, x.mean_at_k_se))
+        });
+        column(format!("{short} Pass@{k}"), |x| {
+            Some((x.pass_at_k, x.pass_at_k_se))
+        });
+        if results.iter().flatten().any(|x| x.greedy.is_some()) {
+            column(format!("{short} greedy"), |x| x.greedy.map(|g| (g, None)));
+        }
+    }
+    headers.push("Avg".to_owned());
+    for (row, r) in cells.iter_mut().zip(&table.rows) {
+        row.push(r.average.map(|a| (a, None)));
+    }
     // The parallel ratio is not a score: it has no best.
     let best: Vec<Option<f64>> = (0..headers.len())
         .map(|c| {
             (c > 0).then_some(())?;
-            values
+            cells
                 .iter()
-                .filter_map(|v| v[c])
+                .filter_map(|v| v[c].map(|x| x.0))
                 .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
         })
         .collect();
     let mut out = format!("| Method | {} |\n", headers.join(" | "));
     out += &format!("|---|{}\n", "---|".repeat(headers.len()));
-    for (row, v) in table.rows.iter().zip(&values) {
+    for (row, v) in table.rows.iter().zip(&cells) {
         let cells: Vec<String> = v
             .iter()
             .zip(&best)
             .map(|(x, best)| match x {
-                Some(x) if Some(*x) == *best => format!("**{x:.1}**"),
-                Some(x) => format!("{x:.1}"),
+                Some((x, se)) => {
+                    let value = match se {
+                        Some(se) => format!("{:.1} ±{:.1}", x * 100.0, se * 100.0),
+                        None => format!("{:.1}", x * 100.0),
+                    };
+                    if Some(*x) == *best {
+                        format!("**{value}**")
+                    } else {
+                        value
+                    }
+                }
                 None => "–".to_owned(),
             })
             .collect();
@@ -63,6 +79,41 @@ pub fn render(table: &ResultsTable) -> String {
             format!("{} ({})", row.method, row.status)
         };
         out += &format!("| {method} | {} |\n", cells.join(" | "));
+    }
+    out += &protocols(table);
+    out
+}
+
+/// A line per benchmark saying how its Mean@k and Pass@k were sampled.
+fn protocols(table: &ResultsTable) -> String {
+    let mut out = String::new();
+    for b in &table.benchmarks {
+        let Some(x) = table.rows.iter().find_map(|r| r.results.get(b)) else {
+            continue;
+        };
+        let short = b.strip_prefix("builtin:").unwrap_or(b);
+        let Some(t) = x.temperature else {
+            continue;
+        };
+        let top_p = x.top_p.filter(|p| *p < 1.0).map(|p| format!(", top-p {p}"));
+        let limit = x
+            .max_response_tokens
+            .map(|m| format!(", at most {m} tokens"));
+        out += &format!(
+            "\n{short}: {} prompts × {} samples at temperature {t}{}{}, ± one standard error over prompts{}",
+            x.prompts,
+            x.k,
+            top_p.unwrap_or_default(),
+            limit.unwrap_or_default(),
+            if x.greedy.is_some() {
+                "; greedy: one response per prompt at temperature 0"
+            } else {
+                ""
+            },
+        );
+    }
+    if !out.is_empty() {
+        out.push('\n');
     }
     out
 }
@@ -84,6 +135,12 @@ mod tests {
             parallel_ratio: 0.5,
             format_valid_ratio: 1.0,
             mean_response_tokens: Some(100.0),
+            mean_at_k_se: None,
+            pass_at_k_se: None,
+            greedy: None,
+            temperature: None,
+            top_p: None,
+            max_response_tokens: None,
         }
     }
 
@@ -114,6 +171,42 @@ mod tests {
         assert_eq!(
             lines[3],
             "| R1 (failed) | 50.0 | **50.0** | **90.0** | **50.0** |"
+        );
+    }
+
+    #[test]
+    fn standard_errors_a_greedy_column_and_the_protocol_are_shown() {
+        let mut x = result("builtin:easy-test", 4, 0.5, 0.75);
+        x.mean_at_k_se = Some(0.012);
+        x.pass_at_k_se = Some(0.02);
+        x.greedy = Some(0.6);
+        x.temperature = Some(1.0);
+        x.top_p = Some(1.0);
+        x.max_response_tokens = Some(192);
+        let table = ResultsTable {
+            benchmarks: vec!["builtin:easy-test".into()],
+            rows: vec![ResultRow {
+                experiment_id: uuid::Uuid::nil(),
+                method: "R1".into(),
+                status: "completed".into(),
+                parallel_ratio: Some(0.5),
+                average: Some(0.5),
+                results: BTreeMap::from([("builtin:easy-test".into(), x)]),
+            }],
+        };
+        let text = render(&table);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| Method | Parallel ratio % | easy-test Mean@4 | easy-test Pass@4 | easy-test greedy | Avg |"
+        );
+        assert_eq!(
+            lines[2],
+            "| R1 | 50.0 | **50.0 ±1.2** | **75.0 ±2.0** | **60.0** | **50.0** |"
+        );
+        assert!(
+            text.contains("easy-test: 8 prompts × 4 samples at temperature 1, at most 192 tokens"),
+            "{text}"
         );
     }
 }

@@ -98,6 +98,7 @@ struct TrajectoryColumns {
     verification: Vec<i32>,
     block_share: Vec<f64>,
     response: Vec<String>,
+    benchmark: Vec<Option<String>>,
 }
 
 #[derive(Default)]
@@ -120,6 +121,7 @@ struct BlockColumns {
     summary_tokens: Vec<Option<i32>>,
     summary_chars: Vec<Option<i32>>,
     role: Vec<&'static str>,
+    benchmark: Vec<Option<String>>,
 }
 
 fn array_literal(values: impl Iterator<Item = usize>) -> String {
@@ -131,7 +133,7 @@ impl Rows {
     fn add(&mut self, position: i64, run: Uuid, attempt: u32, batch: &TrajectoryBatch) {
         for (idx, tr) in batch.trajectories.iter().enumerate() {
             let prompt = batch.prompts.get(tr.prompt as usize).unwrap_or(NO_PROMPT);
-            self.add_one(position, idx as i32, run, attempt, batch.step, prompt, tr);
+            self.add_one(position, idx as i32, run, attempt, batch, prompt, tr);
         }
     }
 
@@ -142,10 +144,11 @@ impl Rows {
         idx: i32,
         run: Uuid,
         attempt: u32,
-        step: u64,
+        batch: &TrajectoryBatch,
         prompt: &PromptRecord,
         tr: &Trajectory,
     ) {
+        let step = batch.step;
         let analysis = analyze(&tr.text);
         let tokens = tr.tokens.filter(|&n| n > 0);
         // Token offsets are used when the trainer counted the same blocks the text shows.
@@ -189,6 +192,7 @@ impl Rows {
         t.verification.push(count(Role::Verification));
         t.block_share.push(block_share);
         t.response.push(tr.text.clone());
+        t.benchmark.push(batch.benchmark.clone());
 
         for (i, shape) in analysis.blocks.iter().enumerate() {
             let by_token = token_blocks.map(|blocks| &blocks[i]);
@@ -217,6 +221,7 @@ impl Rows {
                 .push(by_token.map(|bt| bt.summary as i32).filter(|&n| n > 0));
             b.summary_chars.push(shape.summary_chars.map(|n| n as i32));
             b.role.push(shape.role.as_str());
+            b.benchmark.push(batch.benchmark.clone());
         }
     }
 
@@ -227,19 +232,20 @@ impl Rows {
                (position, idx, run_id, experiment_id, step, attempt, prompt_id, group_idx, sample,
                 reward, correct, answer, truth, prompt_tokens, response_tokens, response_chars,
                 format_valid, clipped, blocks, paths, exploration_blocks, verification_blocks,
-                block_share, response)
+                block_share, response, benchmark)
              SELECT u.position, u.idx, u.run_id, r.experiment_id, u.step, u.attempt, u.prompt_id,
                     u.group_idx, u.sample, u.reward, u.correct, u.answer, u.truth, u.prompt_tokens,
                     u.response_tokens, u.response_chars, u.format_valid, u.clipped, u.blocks,
-                    u.paths, u.exploration, u.verification, u.block_share, u.response
+                    u.paths, u.exploration, u.verification, u.block_share, u.response, u.benchmark
              FROM UNNEST($1::bigint[], $2::int[], $3::uuid[], $4::bigint[], $5::int[], $6::text[],
                          $7::int[], $8::int[], $9::float8[], $10::bool[], $11::text[], $12::text[],
                          $13::int[], $14::int[], $15::int[], $16::bool[], $17::bool[], $18::int[],
-                         $19::int[], $20::int[], $21::int[], $22::float8[], $23::text[])
+                         $19::int[], $20::int[], $21::int[], $22::float8[], $23::text[],
+                         $24::text[])
                   AS u(position, idx, run_id, step, attempt, prompt_id, group_idx, sample, reward,
                        correct, answer, truth, prompt_tokens, response_tokens, response_chars,
                        format_valid, clipped, blocks, paths, exploration, verification,
-                       block_share, response)
+                       block_share, response, benchmark)
              JOIN runs r ON r.id = u.run_id",
         )
         .bind(t.position)
@@ -265,6 +271,7 @@ impl Rows {
         .bind(t.verification)
         .bind(t.block_share)
         .bind(t.response)
+        .bind(t.benchmark)
         .execute(&mut *conn)
         .await?;
         let b = self.b;
@@ -275,16 +282,17 @@ impl Rows {
             "INSERT INTO trajectory_blocks
                (position, idx, block_idx, run_id, step, attempt, start_token, end_token, start_char,
                 end_char, rel_position, paths, path_tokens, path_chars, summary_tokens,
-                summary_chars, role)
+                summary_chars, role, benchmark)
              SELECT position, idx, block_idx, run_id, step, attempt, start_token, end_token,
                     start_char, end_char, rel_position, paths, path_tokens::int[],
-                    path_chars::int[], summary_tokens, summary_chars, role
+                    path_chars::int[], summary_tokens, summary_chars, role, benchmark
              FROM UNNEST($1::bigint[], $2::int[], $3::int[], $4::uuid[], $5::bigint[], $6::int[],
                          $7::int[], $8::int[], $9::int[], $10::int[], $11::float8[], $12::int[],
-                         $13::text[], $14::text[], $15::int[], $16::int[], $17::text[])
+                         $13::text[], $14::text[], $15::int[], $16::int[], $17::text[],
+                         $18::text[])
                   AS u(position, idx, block_idx, run_id, step, attempt, start_token, end_token,
                        start_char, end_char, rel_position, paths, path_tokens, path_chars,
-                       summary_tokens, summary_chars, role)",
+                       summary_tokens, summary_chars, role, benchmark)",
         )
         .bind(b.position)
         .bind(b.idx)
@@ -303,6 +311,7 @@ impl Rows {
         .bind(b.summary_tokens)
         .bind(b.summary_chars)
         .bind(b.role)
+        .bind(b.benchmark)
         .execute(&mut *conn)
         .await?;
         Ok(())

@@ -17,6 +17,7 @@ struct TrajectoryRow {
     count: i32,
     correct: i32,
     parallel: i32,
+    benchmark: Option<String>,
     recorded_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -62,6 +63,7 @@ impl Bulk {
                     count: batch.trajectories.len() as i32,
                     correct: count(|t| t.correct),
                     parallel: count(|t| !t.blocks.is_empty()),
+                    benchmark: batch.benchmark.clone(),
                     recorded_at: e.recorded_at,
                 });
             }
@@ -126,9 +128,10 @@ impl Bulk {
             .await?;
             sqlx::query(
                 "INSERT INTO trajectory_batches
-                   (position, run_id, step, attempt, trajectories, correct, parallel, recorded_at)
+                   (position, run_id, step, attempt, trajectories, correct, parallel, recorded_at,
+                    benchmark)
                  SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::bigint[], $4::int[], $5::int[],
-                                      $6::int[], $7::int[], $8::timestamptz[])",
+                                      $6::int[], $7::int[], $8::timestamptz[], $9::text[])",
             )
             .bind(column(|r| r.position))
             .bind(&runs)
@@ -138,6 +141,7 @@ impl Bulk {
             .bind(small(|r| r.correct))
             .bind(small(|r| r.parallel))
             .bind(&times)
+            .bind(rows.iter().map(|r| r.benchmark.clone()).collect::<Vec<_>>())
             .execute(&mut *conn)
             .await?;
         }
@@ -158,8 +162,10 @@ impl Bulk {
             sqlx::query(
                 "INSERT INTO evaluations (position, run_id, step, attempt, benchmark, k, prompts,
                    mean_at_k, pass_at_k, parallel_ratio, format_valid_ratio, mean_response_tokens,
-                   recorded_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                   recorded_at, mean_at_k_se, pass_at_k_se, greedy, temperature, top_p,
+                   max_response_tokens)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                         $17, $18, $19)",
             )
             .bind(e.position)
             .bind(e.stream_id)
@@ -174,6 +180,12 @@ impl Bulk {
             .bind(r.format_valid_ratio)
             .bind(r.mean_response_tokens)
             .bind(e.recorded_at)
+            .bind(r.mean_at_k_se)
+            .bind(r.pass_at_k_se)
+            .bind(r.greedy)
+            .bind(r.sampling.as_ref().map(|s| s.temperature))
+            .bind(r.sampling.as_ref().map(|s| s.top_p))
+            .bind(r.sampling.as_ref().map(|s| s.max_response_tokens as i32))
             .execute(&mut *conn)
             .await?;
         }

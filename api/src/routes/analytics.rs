@@ -154,6 +154,10 @@ pub struct TrajectoryQuery {
     pub reward_max: Option<String>,
     /// Words that must all occur in the response (PostgreSQL full-text search, `simple` config).
     pub q: Option<String>,
+    /// `rollout`: RL's rollouts only; `evaluation`: evaluations' generations only.
+    pub kind: Option<String>,
+    /// An evaluation's benchmark, as its results name it (` (greedy)` for its greedy pass).
+    pub benchmark: Option<String>,
     /// The `next` cursor of the previous page.
     pub after: Option<String>,
     /// Page size, 1 to 200 (default 50).
@@ -167,6 +171,8 @@ pub struct TrajectoryView {
     pub id: String,
     pub run_id: Uuid,
     pub step: i64,
+    /// The evaluation benchmark it was generated for; null for an RL rollout.
+    pub benchmark: Option<String>,
     pub prompt_id: String,
     pub sample: i32,
     pub reward: f64,
@@ -196,6 +202,7 @@ struct TrajectoryRow {
     idx: i32,
     run_id: Uuid,
     step: i64,
+    benchmark: Option<String>,
     prompt_id: String,
     sample: i32,
     reward: f64,
@@ -248,9 +255,21 @@ pub async fn search(
     let after = q.after.as_deref().map(cursor).transpose()?;
     let limit = int_parameter("limit", q.limit.as_deref(), 50, 1..=200)?;
     let text = q.q.filter(|t| !t.trim().is_empty());
+    let evaluation = match q.kind.as_deref() {
+        None => None,
+        Some("rollout") => Some(false),
+        Some("evaluation") => Some(true),
+        Some(other) => {
+            return Err(ApiError::bad_parameter(
+                "kind",
+                format!("kind must be rollout or evaluation, not {other:?}"),
+            ));
+        }
+    };
 
     let rows: Vec<TrajectoryRow> = sqlx::query_as(
-        "SELECT t.position, t.idx, t.run_id, t.step, t.prompt_id, t.sample, t.reward, t.correct,
+        "SELECT t.position, t.idx, t.run_id, t.step, t.benchmark, t.prompt_id, t.sample, t.reward,
+                t.correct,
                 t.answer, t.truth, t.response_tokens, t.format_valid, t.response,
                 (SELECT p->>'text' FROM jsonb_array_elements(e.payload->'prompts') p
                  WHERE (p->>'group')::int = t.group_idx LIMIT 1) AS prompt
@@ -266,6 +285,8 @@ pub async fn search(
            AND ($9::text IS NULL
                 OR to_tsvector('simple', t.response) @@ plainto_tsquery('simple', $9))
            AND ($10::bigint IS NULL OR (t.position, t.idx) > ($10, $11))
+           AND ($13::bool IS NULL OR (t.benchmark IS NOT NULL) = $13)
+           AND ($14::text IS NULL OR t.benchmark = $14)
          ORDER BY t.position, t.idx
          LIMIT $12",
     )
@@ -281,6 +302,8 @@ pub async fn search(
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
     .bind(limit + 1)
+    .bind(evaluation)
+    .bind(q.benchmark.filter(|b| !b.is_empty()))
     .fetch_all(&state.pool)
     .await?;
     let more = rows.len() as i64 > limit;
@@ -293,6 +316,7 @@ pub async fn search(
                 id: format!("{}:{}", r.position, r.idx),
                 run_id: r.run_id,
                 step: r.step,
+                benchmark: r.benchmark,
                 prompt_id: r.prompt_id,
                 sample: r.sample,
                 reward: r.reward,

@@ -18,7 +18,7 @@ pub struct ResultsQuery {
     pub experiments: String,
 }
 
-/// One benchmark's numbers in a row.
+/// One benchmark's numbers in a row, under one protocol.
 #[derive(Serialize, Deserialize, Clone, Debug, sqlx::FromRow, utoipa::ToSchema)]
 pub struct BenchmarkResult {
     pub benchmark: String,
@@ -31,6 +31,38 @@ pub struct BenchmarkResult {
     pub parallel_ratio: f64,
     pub format_valid_ratio: f64,
     pub mean_response_tokens: Option<f64>,
+    /// Standard errors over prompts, where recorded.
+    #[serde(default)]
+    pub mean_at_k_se: Option<f64>,
+    #[serde(default)]
+    pub pass_at_k_se: Option<f64>,
+    /// Greedy accuracy, when the evaluation decoded greedily too.
+    #[serde(default)]
+    pub greedy: Option<f64>,
+    /// How Mean@k was sampled (unknown for imports).
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub max_response_tokens: Option<i32>,
+}
+
+impl BenchmarkResult {
+    /// What makes two results comparable: the benchmark is one thing, the protocol another.
+    fn protocol(&self) -> String {
+        let mut out = format!("k={}", self.k);
+        if let Some(t) = self.temperature {
+            out += &format!(", T={t}");
+        }
+        if let Some(p) = self.top_p.filter(|p| *p < 1.0) {
+            out += &format!(", top-p={p}");
+        }
+        if let Some(m) = self.max_response_tokens {
+            out += &format!(", max {m} tokens");
+        }
+        out
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, utoipa::ToSchema)]
@@ -48,7 +80,9 @@ pub struct ResultRow {
 
 #[derive(Serialize, Deserialize, Clone, Debug, utoipa::ToSchema)]
 pub struct ResultsTable {
-    /// Every benchmark some row has, sorted: the table's column groups.
+    /// The table's column groups, sorted: one per benchmark, or one per benchmark and protocol
+    /// where rows evaluated a benchmark under more than one (`benchmark [k=4, T=1, ...]`), so that
+    /// no column mixes two protocols. Rows' `results` are keyed by these.
     pub benchmarks: Vec<String>,
     pub rows: Vec<ResultRow>,
 }
@@ -74,13 +108,27 @@ pub async fn table(
         "SELECT experiment_id, json_build_object('benchmark', benchmark, 'k', k, 'prompts', prompts,
                 'step', step, 'mean_at_k', mean_at_k, 'pass_at_k', pass_at_k,
                 'parallel_ratio', parallel_ratio, 'format_valid_ratio', format_valid_ratio,
-                'mean_response_tokens', mean_response_tokens)
+                'mean_response_tokens', mean_response_tokens, 'mean_at_k_se', mean_at_k_se,
+                'pass_at_k_se', pass_at_k_se, 'greedy', greedy, 'temperature', temperature,
+                'top_p', top_p, 'max_response_tokens', max_response_tokens)
          FROM experiment_results WHERE experiment_id = ANY($1)",
     )
     .bind(&ids)
     .fetch_all(&state.pool)
     .await?;
-    let mut benchmarks: Vec<String> = results.iter().map(|(_, r)| r.benchmark.clone()).collect();
+    // A benchmark evaluated under several protocols gets a column per protocol.
+    let mut protocols: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (_, r) in &results {
+        let seen = protocols.entry(&r.benchmark).or_default();
+        if !seen.contains(&r.protocol()) {
+            seen.push(r.protocol());
+        }
+    }
+    let column = |r: &BenchmarkResult| match protocols[r.benchmark.as_str()].len() {
+        1 => r.benchmark.clone(),
+        _ => format!("{} [{}]", r.benchmark, r.protocol()),
+    };
+    let mut benchmarks: Vec<String> = results.iter().map(|(_, r)| column(r)).collect();
     benchmarks.sort();
     benchmarks.dedup();
     let rows = ids
@@ -90,7 +138,7 @@ pub async fn table(
             let results: BTreeMap<String, BenchmarkResult> = results
                 .iter()
                 .filter(|(e, _)| e == id)
-                .map(|(_, r)| (r.benchmark.clone(), r.0.clone()))
+                .map(|(_, r)| (column(r), r.0.clone()))
                 .collect();
             let mean = |f: fn(&BenchmarkResult) -> f64| {
                 (!results.is_empty())

@@ -132,12 +132,10 @@ pub fn normalize(answer: &str) -> String {
     s.trim_matches(is_python_space).to_owned()
 }
 
-/// Python's `str.isdigit` for the characters answers hold: decimal digits of any script,
-/// superscripts and subscripts.
+/// Python's `str.isdigit` for the digits answers hold: ASCII and fullwidth digits, superscripts
+/// and subscripts (Python also counts other scripts' digits, which math answers do not use).
 fn is_python_digit(c: char) -> bool {
-    c.is_ascii_digit()
-        || matches!(c, '²' | '³' | '¹' | '⁰' | '⁴'..='⁹' | '₀'..='₉' | '０'..='９')
-        || (c.is_numeric() && c.to_digit(10).is_some())
+    c.is_ascii_digit() || matches!(c, '²' | '³' | '¹' | '⁰' | '⁴'..='⁹' | '₀'..='₉' | '０'..='９')
 }
 
 /// Python's `str.strip` whitespace.

@@ -80,6 +80,14 @@ impl Stages {
                 ));
             }
             if let StageSpec::Rl(rl) = stage
+                && rl.temperature.get() <= 0.0
+            {
+                return Err(SpecError::invalid(
+                    format!("stages[{i}].temperature"),
+                    "RL samples its rollouts: the temperature must be above 0",
+                ));
+            }
+            if let StageSpec::Rl(rl) = stage
                 && rl.eval_every.is_some()
                 && rl.eval_dataset.is_none()
             {

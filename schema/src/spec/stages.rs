@@ -105,8 +105,11 @@ fn top_p() -> Fraction {
 fn zero() -> NonNegative {
     d(0.0)
 }
-fn mini_batches() -> PositiveCount {
-    d(4)
+fn mini_batch_64() -> PositiveCount {
+    d(64)
+}
+fn sampling_rounds() -> PositiveCount {
+    d(3)
 }
 fn response_tokens() -> PositiveCount {
     d(256)
@@ -188,18 +191,34 @@ pub struct RlStage {
     #[serde(default = "clip")]
     pub clip_high: ClipBound,
     pub learning_rate: LearningRate,
+    /// RL steps over which the learning rate rises linearly to `learning_rate` (0: none, as
+    /// the reference).
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// AdamW's decoupled weight decay, applied to matrices only (not to norms or biases).
+    #[serde(default = "weight_decay")]
+    pub weight_decay: NonNegative,
     pub steps: PositiveCount,
-    #[serde(default = "mini_batches")]
-    pub mini_batches: PositiveCount,
+    /// Samples per optimiser update: a step's kept samples are shuffled and cut into
+    /// mini-batches of this size (the last one may be smaller), one PPO epoch.
+    #[serde(default = "mini_batch_64")]
+    pub mini_batch_size: PositiveCount,
+    /// Sampling temperature of the rollouts; the PPO ratio's log-probabilities come from the
+    /// same tempered (and top-p-truncated) distribution. Must be above 0.
     #[serde(default = "temperature")]
     pub temperature: NonNegative,
     #[serde(default = "top_p")]
     pub top_p: Fraction,
     #[serde(default = "zero")]
     pub kl_coef: NonNegative,
-    /// DAPO dynamic sampling: drop groups whose rewards are all equal.
+    /// DAPO dynamic sampling: groups whose rewards are all equal teach nothing and are dropped,
+    /// and new prompts are rolled out until `prompts_per_step` groups with signal are kept.
     #[serde(default = "yes")]
     pub dynamic_sampling: bool,
+    /// The most rounds of `prompts_per_step` prompts dynamic sampling rolls out in one step;
+    /// the step trains on what it kept by then.
+    #[serde(default = "sampling_rounds")]
+    pub max_sampling_rounds: PositiveCount,
     /// The response's length budget: main text, paths and summaries together.
     #[serde(default = "response_tokens")]
     pub max_response_tokens: PositiveCount,
@@ -219,6 +238,9 @@ pub struct RlStage {
     pub eval_dataset: Option<DatasetRef>,
     #[serde(default = "k_one")]
     pub eval_k: EvalK,
+    /// Also decodes every evaluation prompt once greedily and reports that accuracy.
+    #[serde(default)]
+    pub eval_greedy: bool,
     /// Evaluates on the first this many prompts of `eval_dataset`; all of them when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_max_prompts: Option<PositiveCount>,
@@ -242,6 +264,10 @@ pub struct EvalStage {
     pub mode: RolloutMode,
     #[serde(default = "k_one")]
     pub k: EvalK,
+    /// Also decodes every prompt once greedily and reports that accuracy beside Mean@k, as an
+    /// extra column.
+    #[serde(default)]
+    pub greedy: bool,
     /// 0 decodes greedily.
     #[serde(default = "temperature")]
     pub temperature: NonNegative,

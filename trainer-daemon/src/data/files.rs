@@ -45,6 +45,7 @@ impl<'a> FileSet<'a> {
                 Some(truth) => Ok(Task {
                     prompt: prompt::render(&row.question, self.style),
                     truth: truth.clone(),
+                    source: row.source.clone(),
                     id: row.id,
                 }),
                 None => Err(self.missing(&row, "no answer (RL and evaluation need `answer`)")),

@@ -19,6 +19,8 @@ pub struct Task {
     /// The rendered prompt.
     pub prompt: String,
     pub truth: String,
+    /// The benchmark it belongs to, in a file that mixes several (verl's `data_source`).
+    pub source: Option<String>,
 }
 
 /// The registered datasets a job may name (`name:split` → split), as resolved at submission.
@@ -72,15 +74,29 @@ pub fn examples(reference: &str, registered: &Registered) -> Result<Vec<(String,
     }
 }
 
-/// A dataset reference resolved: `builtin:<easy|hard>[-test][:sequential]`.
+/// A dataset reference resolved: `builtin:<easy|hard|mixed>[-test][:sequential]`, or
+/// `builtin:pretrain`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BuiltinSet {
-    pub difficulty: Difficulty,
+    /// The difficulties it draws from, interleaved.
+    pub difficulties: Vec<Difficulty>,
     pub split: Split,
-    pub style: PromptStyle,
+    pub solutions: Solutions,
 }
 
-/// Problems per built-in split.
+/// Which prompts and target solutions a built-in set pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Solutions {
+    /// The parallel prompt and the parallel solution.
+    Parallel,
+    /// The step-by-step prompt and the sequential solution (the baselines).
+    Sequential,
+    /// Sequential solutions under either prompt, alternating: the base model's pretraining
+    /// text, so that it answers both prompts step by step before any parallel SFT.
+    Pretrain,
+}
+
+/// Problems per built-in split and difficulty.
 pub const BUILTIN_TRAIN_SIZE: usize = 4000;
 pub const BUILTIN_TEST_SIZE: usize = 512;
 /// The seed of the built-in task; the split hash keeps test problems out of training whatever it is.
@@ -93,23 +109,27 @@ impl BuiltinSet {
                 "dataset {reference:?} is neither built in (builtin:easy, builtin:hard, builtin:easy-test, ...) nor a file (jsonl:<path>, verl:<path>) nor registered (registered:<name>)"
             )
         };
-        let (name, style) = match name.strip_suffix(":sequential") {
-            Some(name) => (name, PromptStyle::StepByStep),
-            None => (name, PromptStyle::Parallel),
+        let (name, solutions) = match name.strip_suffix(":sequential") {
+            Some(name) => (name, Solutions::Sequential),
+            None if name == "pretrain" => ("mixed", Solutions::Pretrain),
+            None => (name, Solutions::Parallel),
         };
-        let (difficulty, split) = match name {
-            "easy" => (Difficulty::Easy, Split::Train),
-            "hard" => (Difficulty::Hard, Split::Train),
-            "easy-test" => (Difficulty::Easy, Split::Test),
-            "hard-test" | "test" => (Difficulty::Hard, Split::Test),
-            other => bail!(
-                "unknown built-in dataset {other:?}: expected easy, hard, easy-test or hard-test"
+        let (level, split) = match name.strip_suffix("-test") {
+            Some(level) => (level, Split::Test),
+            None => (name, Split::Train),
+        };
+        let difficulties = match level {
+            "easy" => vec![Difficulty::Easy],
+            "hard" => vec![Difficulty::Hard],
+            "mixed" => vec![Difficulty::Easy, Difficulty::Hard],
+            _ => bail!(
+                "unknown built-in dataset {name:?}: expected easy, hard, mixed, easy-test, hard-test, mixed-test or pretrain"
             ),
         };
         Ok(BuiltinSet {
-            difficulty,
+            difficulties,
             split,
-            style,
+            solutions,
         })
     }
 
@@ -118,17 +138,35 @@ impl BuiltinSet {
             Split::Train => BUILTIN_TRAIN_SIZE,
             Split::Test => BUILTIN_TEST_SIZE,
         };
-        builtin::generate(self.difficulty, self.split, count, BUILTIN_SEED)
+        let sets: Vec<Vec<Problem>> = self
+            .difficulties
+            .iter()
+            .map(|d| builtin::generate(*d, self.split, count, BUILTIN_SEED))
+            .collect();
+        (0..count)
+            .flat_map(|i| sets.iter().map(move |set| set[i].clone()))
+            .collect()
+    }
+
+    fn style(&self, index: usize) -> PromptStyle {
+        match self.solutions {
+            Solutions::Parallel => PromptStyle::Parallel,
+            Solutions::Sequential => PromptStyle::StepByStep,
+            Solutions::Pretrain if index.is_multiple_of(2) => PromptStyle::StepByStep,
+            Solutions::Pretrain => PromptStyle::Parallel,
+        }
     }
 
     /// The problems as prompts in this set's style, with their answers.
     pub fn tasks(&self) -> Vec<Task> {
         self.problems()
             .into_iter()
-            .map(|p| Task {
-                prompt: prompt::render(&p.question, self.style),
+            .enumerate()
+            .map(|(i, p)| Task {
+                prompt: prompt::render(&p.question, self.style(i)),
                 truth: p.answer.to_string(),
                 id: p.id,
+                source: None,
             })
             .collect()
     }
@@ -137,12 +175,13 @@ impl BuiltinSet {
     pub fn examples(&self) -> Vec<(String, String)> {
         self.problems()
             .into_iter()
-            .map(|p| {
-                let response = match self.style {
-                    PromptStyle::Parallel => p.parallel_solution,
-                    PromptStyle::StepByStep => p.sequential_solution,
+            .enumerate()
+            .map(|(i, p)| {
+                let response = match self.solutions {
+                    Solutions::Parallel => p.parallel_solution,
+                    Solutions::Sequential | Solutions::Pretrain => p.sequential_solution,
                 };
-                (prompt::render(&p.question, self.style), response)
+                (prompt::render(&p.question, self.style(i)), response)
             })
             .collect()
     }

@@ -148,6 +148,9 @@ export function resultsTable(t: ResultsTable): HTMLElement {
       { title: `${b} Mean@${k}`, value: (r) => r.results[b]?.mean_at_k, best: true },
       { title: `${b} Pass@${k}`, value: (r) => r.results[b]?.pass_at_k, best: true },
     );
+    if (t.rows.some((r) => r.results[b]?.greedy != null)) {
+      columns.push({ title: `${b} greedy`, value: (r) => r.results[b]?.greedy ?? undefined, best: true });
+    }
   }
   columns.push({ title: "Avg. (Mean@k)", value: (r) => r.average, best: true });
   return markedTable(

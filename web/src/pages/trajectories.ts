@@ -6,7 +6,7 @@ import { empty, errorBox, fmt, h, loading, replace, Requests, shortId } from "..
 import { navigate } from "../router";
 import { renderTrajectory } from "../trajectory";
 
-const FILTERS = ["runs", "step_min", "step_max", "reward_min", "reward_max", "correct", "parallel", "role", "q"] as const;
+const FILTERS = ["runs", "step_min", "step_max", "reward_min", "reward_max", "correct", "parallel", "role", "kind", "benchmark", "q"] as const;
 const PAGE = 20;
 
 export function trajectoriesPage(root: HTMLElement, url: URL): () => void {
@@ -32,6 +32,8 @@ export function trajectoriesPage(root: HTMLElement, url: URL): () => void {
     choice("correct", "Correct", [["", "any"], ["true", "yes"], ["false", "no"]]),
     choice("parallel", "Parallel", [["", "any"], ["true", "has a block"], ["false", "no block"]]),
     choice("role", "Role", [["", "any"], ["exploration", "exploration"], ["verification", "verification"]]),
+    choice("kind", "From", [["", "RL and evaluations"], ["rollout", "RL rollouts"], ["evaluation", "evaluations"]]),
+    input("benchmark", "Benchmark", { placeholder: "e.g. builtin:easy-test" }),
     input("q", "Text", { type: "search", placeholder: "words in the response" }),
     h("button", { type: "submit" }, "Show"),
   );

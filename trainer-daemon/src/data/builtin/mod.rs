@@ -1,15 +1,17 @@
-//! The built-in task: GSM8K-like multi-step arithmetic word problems with checkable answers.
-//!
-//! Each problem is a chain of operations on a quantity. Its parallel solution works some steps
-//! in a block whose paths reach the same intermediate value by different routes (a product as
-//! repeated addition, a sum in the other order), then summarises; other steps, and some whole
-//! solutions, stay sequential, so that parallel use has room to change under RL. Generation is
-//! seeded; which split a problem belongs to is decided by a hash of its text, so the held-out
-//! test splits never share a problem with the training splits.
+//! The built-in task: GSM8K-like multi-step arithmetic word problems with checkable answers,
+//! whose parallel solutions use blocks both to explore (conditional steps, whose branches the
+//! paths try) and to verify (hard steps, which the paths re-derive by easier routes); see
+//! `solution.rs`. Generation is seeded; which split a problem belongs to is decided by a hash of
+//! its text, so the held-out test splits never share a problem with the training splits.
 
+mod problem;
+mod solution;
+
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
+
+use problem::Story;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Difficulty {
@@ -32,29 +34,8 @@ pub struct Problem {
     pub answer: i64,
     /// The solution in the Parallel-R1 format, ending with `Final Answer: X`.
     pub parallel_solution: String,
-    /// The same steps worked one after another, for baselines.
+    /// The same steps worked one after another, without blocks: the base model's kind of text.
     pub sequential_solution: String,
-}
-
-const NAMES: &[&str] = &[
-    "Mia", "Leo", "Ava", "Noah", "Zoe", "Omar", "Lena", "Ivan", "Sara", "Tom",
-];
-const ITEMS: &[&str] = &[
-    "apples", "marbles", "stickers", "books", "coins", "shells", "pencils", "cards",
-];
-
-/// One arithmetic step applied to the running total.
-#[derive(Clone, Copy, Debug)]
-enum Op {
-    /// Gets `n` groups of `k` more.
-    AddGroups {
-        n: i64,
-        k: i64,
-    },
-    Add(i64),
-    Sub(i64),
-    /// Ends with `n` times as many.
-    Times(i64),
 }
 
 /// `count` problems of `difficulty` in `split`, the same for the same seed.
@@ -67,11 +48,17 @@ pub fn generate(difficulty: Difficulty, split: Split, count: usize, seed: u64) -
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
-        let problem = one(&mut rng, difficulty);
-        if split_of(&problem.question) == split && seen.insert(problem.question.clone()) {
+        let story = Story::random(&mut rng, difficulty);
+        let question = story.question();
+        // The parallel solution's choices come from the same stream, so they are seeded too.
+        let parallel_solution = solution::parallel(&story, &mut rng);
+        if split_of(&question) == split && seen.insert(question.clone()) {
             out.push(Problem {
                 id: format!("{}-{}", tag(difficulty, split), out.len()),
-                ..problem
+                answer: story.answer(),
+                sequential_solution: solution::sequential(&story),
+                parallel_solution,
+                question,
             });
         }
     }
@@ -100,123 +87,10 @@ fn split_of(question: &str) -> Split {
     }
 }
 
-fn one(rng: &mut StdRng, difficulty: Difficulty) -> Problem {
-    let (steps, max) = match difficulty {
-        Difficulty::Easy => (2, 12),
-        Difficulty::Hard => (rng.random_range(3..=4), 30),
-    };
-    let name = NAMES[rng.random_range(0..NAMES.len())];
-    let item = ITEMS[rng.random_range(0..ITEMS.len())];
-    let start = rng.random_range(2..=max);
-    let mut total = start;
-    let mut ops = Vec::new();
-    for _ in 0..steps {
-        let op = match rng.random_range(0..4) {
-            0 => Op::AddGroups {
-                n: rng.random_range(2..=5),
-                k: rng.random_range(2..=max / 2 + 2),
-            },
-            1 => Op::Add(rng.random_range(2..=max)),
-            2 if total > 3 => Op::Sub(rng.random_range(1..total)),
-            3 if total <= 50 => Op::Times(rng.random_range(2..=3)),
-            _ => Op::Add(rng.random_range(2..=max)),
-        };
-        total = apply(total, op);
-        ops.push(op);
-    }
-    let mut question = format!("{name} has {start} {item}.");
-    for op in &ops {
-        question.push(' ');
-        question.push_str(&match *op {
-            Op::AddGroups { n, k } => format!("{name} gets {n} boxes with {k} {item} each."),
-            Op::Add(a) => format!("{name} finds {a} more {item}."),
-            Op::Sub(s) => format!("{name} gives away {s} {item}."),
-            Op::Times(t) => format!("Then {name} ends up with {t} times as many {item}."),
-        });
-    }
-    question.push_str(&format!(" How many {item} does {name} have now?"));
-
-    // About a third of the solutions keep every step sequential.
-    let use_blocks = rng.random_bool(0.7);
-    let mut sequential = String::new();
-    let mut parallel = String::new();
-    let mut running = start;
-    let mut blocks = 0;
-    for op in &ops {
-        let next = apply(running, *op);
-        let line = step_line(running, *op, next);
-        sequential.push_str(&line);
-        match paths(running, *op, next) {
-            Some(routes) if use_blocks && blocks < 2 && (blocks == 0 || rng.random_bool(0.5)) => {
-                blocks += 1;
-                parallel.push_str("<Parallel>");
-                for route in routes {
-                    parallel.push_str(&format!("<Path>{route}</Path>"));
-                }
-                parallel.push_str(&format!(
-                    "</Parallel>\n<Summary>Both ways give {next}.</Summary>\n"
-                ));
-            }
-            _ => parallel.push_str(&line),
-        }
-        running = next;
-    }
-    let end = format!("Final Answer: {running}");
-    Problem {
-        id: String::new(),
-        question,
-        answer: running,
-        sequential_solution: format!("{sequential}{end}"),
-        parallel_solution: format!("{parallel}{end}"),
-    }
-}
-
-fn apply(total: i64, op: Op) -> i64 {
-    match op {
-        Op::AddGroups { n, k } => total + n * k,
-        Op::Add(a) => total + a,
-        Op::Sub(s) => total - s,
-        Op::Times(t) => total * t,
-    }
-}
-
-fn step_line(total: i64, op: Op, next: i64) -> String {
-    match op {
-        Op::AddGroups { n, k } => format!("{n}*{k}={}. {total}+{}={next}.\n", n * k, n * k),
-        Op::Add(a) => format!("{total}+{a}={next}.\n"),
-        Op::Sub(s) => format!("{total}-{s}={next}.\n"),
-        Op::Times(t) => format!("{total}*{t}={next}.\n"),
-    }
-}
-
-/// Two independent routes to the same result of `op`, where there are any.
-fn paths(total: i64, op: Op, next: i64) -> Option<[String; 2]> {
-    match op {
-        Op::AddGroups { n, k } => {
-            let repeated = vec![k.to_string(); n as usize].join("+");
-            Some([
-                format!("{n}*{k}={}. {total}+{}={next}.", n * k, n * k),
-                format!("{repeated}={}. {}+{total}={next}.", n * k, n * k),
-            ])
-        }
-        Op::Add(a) => Some([
-            format!("{total}+{a}={next}."),
-            format!("{a}+{total}={next}."),
-        ]),
-        Op::Times(t) => {
-            let repeated = vec![total.to_string(); t as usize].join("+");
-            Some([
-                format!("{total}*{t}={next}."),
-                format!("{repeated}={next}."),
-            ])
-        }
-        Op::Sub(_) => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prl_schema::analysis::{Role, analyze};
     use prl_schema::parallel;
 
     #[test]
@@ -249,16 +123,57 @@ mod tests {
         }
         // Blocks appear in most solutions, not all: RL has room to move the parallel ratio.
         assert!(
-            (150..290).contains(&with_blocks),
+            (180..280).contains(&with_blocks),
             "{with_blocks} of 300 have blocks"
         );
     }
 
     #[test]
-    fn the_paths_of_a_block_agree_with_the_arithmetic() {
-        let [a, b] = paths(10, Op::AddGroups { n: 3, k: 4 }, 22).unwrap();
-        assert_eq!(a, "3*4=12. 10+12=22.");
-        assert_eq!(b, "4+4+4=12. 12+10=22.");
-        assert_eq!(apply(10, Op::AddGroups { n: 3, k: 4 }), 22);
+    fn blocks_take_both_roles_at_varied_places_and_the_role_rule_reads_them_right() {
+        let problems = generate(Difficulty::Hard, Split::Train, 2000, 3);
+        let (mut explore, mut verify) = (0, 0);
+        let mut starts = HashSet::new();
+        for p in &problems {
+            let analysis = analyze(&p.parallel_solution);
+            for (block, shape) in analysis.parsed.blocks.iter().zip(&analysis.blocks) {
+                let paths: Vec<&str> = block
+                    .paths
+                    .iter()
+                    .map(|r| &p.parallel_solution[r.clone()])
+                    .collect();
+                // The generator's own intent: branches are explored, computations verified.
+                let intended = if paths
+                    .iter()
+                    .all(|t| t.contains("holds") || t.contains("fails"))
+                {
+                    Role::Exploration
+                } else {
+                    Role::Verification
+                };
+                assert_eq!(shape.role, intended, "{}", p.parallel_solution);
+                match shape.role {
+                    Role::Exploration => explore += 1,
+                    Role::Verification => verify += 1,
+                }
+                starts.insert(10 * shape.chars.start / analysis.chars);
+            }
+        }
+        assert!(
+            explore > 300 && verify > 300,
+            "{explore} exploring, {verify} verifying"
+        );
+        assert!(starts.len() >= 6, "blocks start in only {starts:?} tenths");
+    }
+
+    #[test]
+    fn some_blocks_correct_the_main_thread() {
+        let problems = generate(Difficulty::Hard, Split::Train, 1000, 5);
+        let corrected = problems
+            .iter()
+            .filter(|p| {
+                p.parallel_solution.contains("was a slip") || p.parallel_solution.contains(", not ")
+            })
+            .count();
+        assert!(corrected > 20, "{corrected}");
     }
 }

@@ -1,0 +1,154 @@
+//! The sampling distribution, in one place: rollouts draw tokens from it, and RL's PPO ratio and
+//! entropy read log-probabilities from the very same distribution (tempered, then cut to the
+//! top-p nucleus and renormalised), so the policy being optimised is the one that sampled.
+
+use crate::batch::IGNORE;
+use tch::{Device, Kind, Tensor};
+
+/// How tokens are drawn: greedily at temperature 0, else from the top-p nucleus of the
+/// distribution at `temperature`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampler {
+    pub temperature: f64,
+    pub top_p: f64,
+}
+
+impl Sampler {
+    /// Float logits over the last dimension, divided by the temperature, with every token outside
+    /// the nucleus at -inf: the smallest set, in order of probability, whose mass reaches `top_p`
+    /// (the most likely token always). At temperature 0 the logits as they are.
+    pub fn logits(&self, logits: &Tensor) -> Tensor {
+        let logits = logits.to_kind(Kind::Float);
+        if self.temperature <= 0.0 {
+            return logits;
+        }
+        let tempered = logits / self.temperature;
+        if self.top_p >= 1.0 {
+            return tempered;
+        }
+        let (sorted, order) = tempered.softmax(-1, Kind::Float).sort(-1, true);
+        let before = sorted.cumsum(-1, Kind::Float) - &sorted;
+        let outside_sorted = before.gt(self.top_p);
+        let outside = outside_sorted
+            .zeros_like()
+            .scatter(-1, &order, &outside_sorted);
+        tempered.masked_fill(&outside, f64::NEG_INFINITY)
+    }
+
+    /// One token per row of (B, V) logits. `bans` (0 or -inf per row) is added to the logit of
+    /// `banned` first.
+    pub fn sample(&self, logits: &Tensor, bans: &[f32], banned: i64) -> Vec<i64> {
+        let logits = logits.to_kind(Kind::Float);
+        if bans.iter().any(|b| *b != 0.0) {
+            let mut column = logits.narrow(1, banned, 1);
+            column += Tensor::from_slice(bans).view([-1, 1]).to(logits.device());
+        }
+        let processed = self.logits(&logits);
+        let picked = if self.temperature <= 0.0 {
+            processed.argmax(-1, false)
+        } else {
+            processed
+                .softmax(-1, Kind::Float)
+                .multinomial(1, true)
+                .squeeze_dim(-1)
+        };
+        Vec::<i64>::try_from(picked.to_device(Device::Cpu)).expect("token ids")
+    }
+
+    /// Log-probabilities of the next-token targets under this distribution, (B, L); 0 where the
+    /// target is `IGNORE`. Also the entropy of the distribution at each position, (B, L).
+    /// `bans` is (B, L) bool with the token that was banned where each target was sampled, as
+    /// the rollout banned it.
+    pub fn token_logprobs(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        bans: Option<(&Tensor, i64)>,
+    ) -> (Tensor, Tensor) {
+        let mut logits = logits.to_kind(Kind::Float);
+        if let Some((banned, token)) = bans {
+            let column = logits.narrow(2, token, 1);
+            let blocked = column.masked_fill(&banned.unsqueeze(-1), f64::NEG_INFINITY);
+            logits = logits.slice_scatter(&blocked, 2, token, token + 1, 1);
+        }
+        let logp = self.logits(&logits).log_softmax(-1, Kind::Float);
+        let mask = targets.ne(IGNORE).to_kind(Kind::Float);
+        let picked = logp
+            .gather(2, &targets.clamp_min(0).unsqueeze(-1), false)
+            .squeeze_dim(-1);
+        let entropy = tch::no_grad(|| {
+            // 0 * -inf is NaN: tokens outside the nucleus add nothing.
+            -(logp.exp() * logp.nan_to_num(0.0, Some(0.0), Some(0.0))).sum_dim_intlist(
+                -1,
+                false,
+                Kind::Float,
+            )
+        });
+        (picked * &mask, entropy * mask)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_p_keeps_only_the_nucleus_and_bans_apply_per_row() {
+        tch::manual_seed(3);
+        // Row 0: token 2 holds 0.7 of the mass, so top-p 0.5 always picks it.
+        let probs =
+            Tensor::from_slice(&[0.1f32, 0.1, 0.7, 0.1, 0.25, 0.25, 0.25, 0.25]).view([2, 4]);
+        let logits = probs.log();
+        let nucleus = Sampler {
+            temperature: 1.0,
+            top_p: 0.5,
+        };
+        for _ in 0..20 {
+            let picked = nucleus.sample(&logits, &[0.0, f32::NEG_INFINITY], 3);
+            assert_eq!(picked[0], 2);
+            assert_ne!(picked[1], 3, "a banned token is never sampled");
+        }
+        let greedy = Sampler {
+            temperature: 0.0,
+            top_p: 1.0,
+        };
+        assert_eq!(greedy.sample(&logits, &[0.0, 0.0], 3)[0], 2);
+    }
+
+    #[test]
+    fn log_probabilities_are_those_of_the_tempered_nucleus() {
+        // Probabilities 0.5, 0.3, 0.2 at temperature 1.
+        let logits = Tensor::from_slice(&[0.5f32, 0.3, 0.2])
+            .log()
+            .view([1, 1, 3]);
+        let targets = Tensor::from_slice(&[1i64]).view([1, 1]);
+        let logp = |temperature, top_p| {
+            let (picked, _) =
+                Sampler { temperature, top_p }.token_logprobs(&logits, &targets, None);
+            picked.double_value(&[0, 0])
+        };
+        assert!((logp(1.0, 1.0) - 0.3f64.ln()).abs() < 1e-6);
+        // At temperature 2 the probabilities are proportional to their square roots.
+        let roots = [0.5f64.sqrt(), 0.3f64.sqrt(), 0.2f64.sqrt()];
+        let expected = (roots[1] / roots.iter().sum::<f64>()).ln();
+        assert!((logp(2.0, 1.0) - expected).abs() < 1e-6);
+        // Top-p 0.7 keeps 0.5 and 0.3, renormalised: 0.3 / 0.8.
+        assert!((logp(1.0, 0.7) - (0.3f64 / 0.8).ln()).abs() < 1e-6);
+        // The entropy of the nucleus is finite and that of two tokens.
+        let (_, entropy) = Sampler {
+            temperature: 1.0,
+            top_p: 0.7,
+        }
+        .token_logprobs(&logits, &targets, None);
+        let (a, b) = (0.5f64 / 0.8, 0.3f64 / 0.8);
+        assert!((entropy.double_value(&[0, 0]) + a * a.ln() + b * b.ln()).abs() < 1e-6);
+        // A token banned where the target was sampled takes no mass: 0.3 / (0.3 + 0.2).
+        let banned = Tensor::from_slice(&[true]).view([1, 1]);
+        let (picked, _) = Sampler {
+            temperature: 1.0,
+            top_p: 1.0,
+        }
+        .token_logprobs(&logits, &targets, Some((&banned, 0)));
+        assert!((picked.double_value(&[0, 0]) - 0.6f64.ln()).abs() < 1e-6);
+    }
+}
