@@ -19,6 +19,9 @@ pub struct JobMessage {
     pub expected_version: i64,
     pub model: ModelRef,
     pub stage: StageSpec,
+    /// The experiment's seed.
+    #[serde(default = "crate::spec::default_seed")]
+    pub seed: u64,
     /// The checkpoint to start from; the model itself when absent.
     pub input_checkpoint: Option<CheckpointRef>,
     /// The registered datasets the stage may name, as resolved when the experiment was accepted.
@@ -29,6 +32,16 @@ pub struct JobMessage {
 impl JobMessage {
     pub fn kind(&self) -> StageKind {
         self.stage.kind()
+    }
+
+    /// The seed of this job's random choices: the experiment's seed mixed with the stage's name,
+    /// so that stages draw differently and every attempt of a job the same.
+    pub fn stage_seed(&self) -> u64 {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(self.seed.to_le_bytes());
+        hash.update(self.stage.name().as_str().as_bytes());
+        u64::from_le_bytes(hash.finalize()[..8].try_into().expect("8 bytes"))
     }
 }
 

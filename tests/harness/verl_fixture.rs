@@ -28,11 +28,13 @@ const SCHEMA: &str = "message schema {
   optional binary data_source (STRING);
 }";
 
-/// One row: the chat as (role, content), the ground truth (None writes a null), the answer text.
+/// One row: the chat as (role, content), the ground truth (None writes a null), the answer text,
+/// and the `data_source` (`prl-fixture` when None).
 pub struct VerlFixtureRow<'a> {
     pub chat: Vec<(&'a str, &'a str)>,
     pub ground_truth: Option<&'a str>,
     pub answer: Option<&'a str>,
+    pub data_source: Option<&'a str>,
 }
 
 fn bytes(s: &str) -> ByteArray {
@@ -95,7 +97,10 @@ pub fn write_verl_parquet(path: &Path, rows: &[VerlFixtureRow]) {
                     .unwrap();
             }
             _ => {
-                let values = vec![bytes("prl-fixture"); rows.len()];
+                let values: Vec<ByteArray> = rows
+                    .iter()
+                    .map(|r| bytes(r.data_source.unwrap_or("prl-fixture")))
+                    .collect();
                 col.typed::<ByteArrayType>()
                     .write_batch(&values, Some(&vec![1; rows.len()]), None)
                     .unwrap();

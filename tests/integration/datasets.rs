@@ -62,6 +62,7 @@ async fn verl_parquet_datasets_are_used_and_bad_rows_are_named_by_file_and_row()
         chat: vec![("system", "Think in parallel."), ("user", question)],
         ground_truth: truth,
         answer,
+        data_source: None,
     };
     let good = app.data_dir.join("good.parquet");
     write_verl_parquet(
@@ -146,6 +147,7 @@ async fn registered_datasets_are_versioned_resolved_at_submission_and_checked_by
             chat: vec![("user", "1+1?")],
             ground_truth: Some("2"),
             answer: Some("1+1=2. Final Answer: 2"),
+            data_source: None,
         }],
     );
     let splits = [

@@ -175,6 +175,7 @@ async fn a_verl_cold_start_dataset_is_analysed_like_trajectories() {
         chat: vec![("user", question)],
         ground_truth: Some("5"),
         answer: Some(answer),
+        data_source: None,
     };
     const VERIFYING: &str = "Half of 10 is 5.<Parallel><Path>5+5 = 10, so 5</Path><Path>2*5 = 10, so 5</Path></Parallel><Summary>5</Summary> Final Answer: 5";
     write_verl_parquet(
@@ -211,6 +212,7 @@ async fn a_verl_cold_start_dataset_is_analysed_like_trajectories() {
         chat: vec![("user", "q2")],
         ground_truth: Some("1"),
         answer: None,
+        data_source: None,
     };
     write_verl_parquet(&path, &[row("q1", PARALLEL), unsolved]);
     let sources = Sources {

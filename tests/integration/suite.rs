@@ -1,6 +1,7 @@
-//! The `ci` size of the demo suite: every row of the reference's main table runs through the
-//! real stack, later rows start from earlier rows' checkpoints, and the comparison table comes
-//! back with a row per experiment and a column pair per benchmark.
+//! The `ci` size of the demo suite: every row of the reference's main table and the continued-SFT
+//! control runs through the real stack from the pretrained tiny base, later rows start from
+//! earlier rows' checkpoints, and the comparison table comes back with a row per experiment and a
+//! column group per benchmark, each under the protocol it was sampled with.
 
 use prl_api::cli::client::Client;
 use prl_api::cli::suite::Suite;
@@ -15,10 +16,12 @@ async fn the_ci_suite_runs_every_row_of_the_main_table() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/suite/ci");
     let suite = Suite::read(&dir).unwrap();
     let client = Client::new(Some(app.address.clone()), Some(TOKEN.into()));
-    let ids = suite.run(&client).await.unwrap();
-    assert_eq!(ids.len(), 8);
+    let seeds = suite.run(&client, &[]).await.unwrap();
+    assert_eq!(seeds.len(), 1, "one seed");
+    let ids = &seeds[0];
+    assert_eq!(ids.len(), 9);
 
-    let table = client.results(&ids).await.unwrap();
+    let table = client.results(ids).await.unwrap();
     let methods: Vec<&str> = table.rows.iter().map(|r| r.method.as_str()).collect();
     assert_eq!(
         methods,
@@ -26,6 +29,7 @@ async fn the_ci_suite_runs_every_row_of_the_main_table() {
             "Base model",
             "Parallel-SFT-Seen",
             "Parallel-SFT-Unseen",
+            "Continued SFT (control)",
             "GRPO (sequential)",
             "Parallel-R1-Seen",
             "Parallel-R1-Unseen (S1)",
@@ -33,30 +37,50 @@ async fn the_ci_suite_runs_every_row_of_the_main_table() {
             "Mid-training scaffold (S2 then accuracy)",
         ]
     );
+    assert_eq!(
+        table.benchmarks,
+        ["builtin:easy-test", "builtin:hard-test"],
+        "one protocol per benchmark: the final evaluations', not the in-loop ones'"
+    );
     for row in &table.rows {
         assert_eq!(row.status, "completed", "{}", row.method);
         assert_eq!(row.results.len(), 2, "{}: {:?}", row.method, row.results);
-        let hard = row
-            .results
-            .values()
-            .find(|r| r.k == 2)
-            .expect("Mean@2 on hard-test");
-        assert_eq!(hard.prompts, 4);
-        assert!(hard.pass_at_k >= hard.mean_at_k);
+        for result in row.results.values() {
+            assert_eq!((result.k, result.prompts), (2, 4), "{}", row.method);
+            assert_eq!(result.temperature, Some(1.0));
+            assert_eq!(result.max_response_tokens, Some(96));
+            assert!(result.greedy.is_some() && result.mean_at_k_se.is_some());
+            assert!(result.pass_at_k >= result.mean_at_k);
+        }
         let average = row.results.values().map(|r| r.mean_at_k).sum::<f64>() / 2.0;
         assert!((row.average.unwrap() - average).abs() < 1e-12);
     }
-    // The sequential baseline's rollouts never open a block.
-    assert_eq!(table.rows[3].parallel_ratio, Some(0.0));
-    // RL rows start from an SFT row's final checkpoint.
-    for id in &ids[4..] {
+    // The base and the sequential baseline never open a block.
+    assert_eq!(table.rows[0].parallel_ratio, Some(0.0));
+    assert_eq!(table.rows[4].parallel_ratio, Some(0.0));
+    // The control and the RL rows start from an earlier row's final checkpoint, under the seed.
+    for (i, id) in ids.iter().enumerate() {
         let detail = client.detail(*id).await.unwrap();
-        assert!(
+        let from_a_row = [3, 5, 6, 7, 8].contains(&i);
+        assert_eq!(
             detail.summary.model.starts_with("path:"),
+            from_a_row,
             "{}",
             detail.summary.model
         );
+        assert!(detail.summary.tags.contains(&"seed-1".to_owned()));
+        assert_eq!(detail.spec.unwrap().seed, 1);
     }
+    // Every evaluation's generations are in the log, and none counts as an RL rollout.
+    let generations = app
+        .count("SELECT count(*) FROM trajectories WHERE benchmark IS NOT NULL")
+        .await;
+    assert!(generations >= 9 * 2 * 4 * 3, "{generations}");
     let rendered = prl_api::cli::results::render(&table);
-    assert_eq!(rendered.lines().count(), 2 + 8, "{rendered}");
+    assert_eq!(
+        rendered.lines().filter(|l| l.starts_with('|')).count(),
+        2 + 9,
+        "{rendered}"
+    );
+    assert!(rendered.contains("hard-test: 4 prompts × 2 samples at temperature 1"));
 }

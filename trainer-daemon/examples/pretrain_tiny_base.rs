@@ -81,12 +81,15 @@ fn main() -> Result<()> {
     }))?;
     let job = JobMessage {
         job_id: JobId::new(),
-        run_id: RunId(uuid::Uuid::from_u128(0x0007_ba5e_0000 + u128::from(args.seed))),
+        run_id: RunId(uuid::Uuid::from_u128(
+            0x0007_ba5e_0000 + u128::from(args.seed),
+        )),
         experiment_id: ExperimentId::new(),
         attempt: 1,
         expected_version: 0,
         model: ModelRef::Path(init.display().to_string()),
         stage: StageSpec::Sft(stage),
+        seed: 1,
         input_checkpoint: None,
         datasets: Default::default(),
     };

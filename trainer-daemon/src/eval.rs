@@ -299,7 +299,7 @@ fn eval_job(
         greedy: stage.greedy,
         config: RolloutConfig::for_stage(&job.stage).expect("an eval stage decodes"),
     };
-    tch::manual_seed((job.run_id.0.as_u64_pair().0) as i64);
+    tch::manual_seed(job.stage_seed() as i64);
     let step = presets::starting_step(&job.model, job.input_checkpoint.as_ref());
     evaluate(
         &model,

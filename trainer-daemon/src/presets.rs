@@ -39,6 +39,50 @@ pub fn tiny_config(vocab: usize) -> ModelConfig {
     .expect("a valid config")
 }
 
+/// The `tiny-base` preset, built into the binary (about 4 MB; `scripts/pretrain_tiny_base.sh`
+/// writes it, and its `prl.json` says how it was made and what it scored), so that any daemon has it.
+const TINY_BASE: [(&str, &[u8]); 4] = [
+    (
+        "config.json",
+        include_bytes!("../assets/tiny-base/config.json"),
+    ),
+    (
+        "model.safetensors",
+        include_bytes!("../assets/tiny-base/model.safetensors"),
+    ),
+    (
+        "tokenizer.json",
+        include_bytes!("../assets/tiny-base/tokenizer.json"),
+    ),
+    ("prl.json", include_bytes!("../assets/tiny-base/prl.json")),
+];
+
+/// The `tiny-base` directory in the model cache, written on first use under a name that changes
+/// with its content.
+pub fn tiny_base_dir() -> Result<PathBuf> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for (name, bytes) in TINY_BASE {
+        hash.update(name.as_bytes());
+        hash.update(bytes);
+    }
+    let dir = model_cache().join(format!("tiny-base-{}", &hex::encode(hash.finalize())[..12]));
+    if dir.join("prl.json").exists() {
+        return Ok(dir);
+    }
+    let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    for (name, bytes) in TINY_BASE {
+        std::fs::write(tmp.join(name), bytes)
+            .with_context(|| format!("writing {}", tmp.join(name).display()))?;
+    }
+    // Another daemon may have won the race: its copy is the same.
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(dir)
+}
+
 /// prl's own notes in a model directory it wrote.
 pub const PRL_META: &str = "prl.json";
 
@@ -49,8 +93,7 @@ pub fn load(
     corpus: &[&str],
     device: Device,
 ) -> Result<(LoadedModel, PrlTokenizer)> {
-    let (mut loaded, tok) =
-        load_weights(&job.model, job.input_checkpoint.as_ref(), corpus, device)?;
+    let (mut loaded, tok) = load_weights(job, corpus, device)?;
     // Loading keeps the file's dtype (a bf16 run's checkpoints are bf16): set the stage's.
     match job.stage.precision() {
         Precision::Fp32 => loaded.vs.float(),
@@ -60,23 +103,25 @@ pub fn load(
 }
 
 fn load_weights(
-    model: &ModelRef,
-    checkpoint: Option<&CheckpointRef>,
+    job: &JobMessage,
     corpus: &[&str],
     device: Device,
 ) -> Result<(LoadedModel, PrlTokenizer)> {
-    if let Some(checkpoint) = checkpoint {
+    if let Some(checkpoint) = job.input_checkpoint.as_ref() {
         let dir = checkpoint_dir(checkpoint)?;
         return load_dir(&dir, tokenizer::EOS, device);
     }
-    match model {
+    match &job.model {
         ModelRef::Preset(ModelPreset::Tiny) => {
             let tok = PrlTokenizer::characters(corpus.iter().copied())?;
-            tch::manual_seed(0);
+            tch::manual_seed(job.seed as i64);
             Ok((
                 LoadedModel::random(tiny_config(tok.vocab_size()), device),
                 tok,
             ))
+        }
+        ModelRef::Preset(ModelPreset::TinyBase) => {
+            load_dir(&tiny_base_dir()?, tokenizer::EOS, device)
         }
         ModelRef::Preset(ModelPreset::Smollm2_135m) => {
             let dir = model_cache().join("smollm2-135m");

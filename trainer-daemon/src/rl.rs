@@ -95,10 +95,10 @@ pub fn train(
             open_summary: tok.open_summary,
             close_summary: tok.close_summary,
         },
-        order: EpochOrder::new(tasks.len()),
+        order: EpochOrder::new(tasks.len(), job.stage_seed()),
         tasks: &tasks,
         config: config.clone(),
-        seed: job.run_id.0.as_u64_pair().0,
+        seed: job.stage_seed(),
     };
     let save = |model: &LoadedModel, optimizer: &AdamW, step: u64| -> Result<CheckpointRef> {
         training::save(model, optimizer, &tok, data_dir, job, step, events)
@@ -550,6 +550,7 @@ mod tests {
     use super::*;
     use crate::presets::tiny_config;
     use crate::sampling::Sampler;
+    use prl_schema::spec::ModelRef;
 
     fn stage() -> RlStage {
         serde_json::from_value(serde_json::json!({
@@ -570,7 +571,7 @@ mod tests {
             stage,
             tok,
             tasks: &[],
-            order: EpochOrder::new(1),
+            order: EpochOrder::new(1, 0),
             device: Device::Cpu,
             ids: StructureIds {
                 tags: tok.tags,
@@ -668,9 +669,7 @@ mod tests {
         // The same model and samples at two temperatures: the policy the update reads is flatter
         // at T=2 than at T=0.5 (raw logits would give both the same entropy), and against its
         // own old log-probabilities a single mini-batch has a ratio of exactly 1.
-        let tok = PrlTokenizer::characters(["abxy"]).unwrap();
-        tch::manual_seed(1);
-        let model = LoadedModel::random(tiny_config(tok.vocab_size()), Device::Cpu);
+        let (model, tok) = tiny_base();
         let stage: RlStage = serde_json::from_value(serde_json::json!({
             "name": "rl", "dataset": "builtin:hard", "reward": "accuracy", "learning_rate": 1e-9,
             "steps": 1, "mini_batch_size": 8
@@ -680,8 +679,8 @@ mod tests {
             let mut optimizer = AdamW::new(&model.vs, 0.0);
             let step = step(&stage, &tok, temperature);
             let kept = vec![
-                (example_of(&tok, "xy", false), 1.0),
-                (example_of(&tok, "yx", false), -1.0),
+                (example_of(&tok, "12+30=42.", false), 1.0),
+                (example_of(&tok, "12+30=43.", false), -1.0),
             ];
             let update = step.update(&kept, &model, None, &mut optimizer, 1e-9);
             assert!(update.approx_kl.abs() < 1e-6, "T={temperature}");
@@ -689,7 +688,10 @@ mod tests {
             update.entropy
         };
         let (cold, hot) = (entropy(0.5), entropy(2.0));
-        assert!(hot > cold + 0.1, "entropy {cold} at T=0.5, {hot} at T=2");
+        assert!(
+            hot > 2.0 * cold + 0.1,
+            "entropy {cold} at T=0.5, {hot} at T=2"
+        );
     }
 
     #[test]
@@ -699,5 +701,122 @@ mod tests {
         let lrs: Vec<f64> = (1..=6).map(|s| learning_rate(&stage, s)).collect();
         let peak = stage.learning_rate.get();
         assert_eq!(lrs, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0].map(|f| f * peak));
+    }
+
+    /// The tiny base and its tokenizer.
+    fn tiny_base() -> (LoadedModel, PrlTokenizer) {
+        let dir = presets::tiny_base_dir().unwrap();
+        let model = LoadedModel::load(&dir, Device::Cpu).unwrap();
+        let (tok, _) =
+            PrlTokenizer::load(&dir.join("tokenizer.json"), crate::tokenizer::EOS).unwrap();
+        (model, tok)
+    }
+
+    #[test]
+    fn dynamic_sampling_refills_the_batch_with_new_prompts_up_to_its_cap() {
+        let (model, tok) = tiny_base();
+        let stage = |dataset: &str, dynamic: bool| -> RlStage {
+            serde_json::from_value(serde_json::json!({
+                "name": "rl", "dataset": dataset, "mode": "sequential", "reward": "accuracy",
+                "learning_rate": 1e-5, "steps": 1, "prompts_per_step": 4, "group_size": 4,
+                "dynamic_sampling": dynamic, "max_sampling_rounds": 3,
+                "max_response_tokens": 96
+            }))
+            .unwrap()
+        };
+        let run = |stage: &RlStage| {
+            let tasks = data::tasks(stage.dataset.as_str(), None, &Default::default()).unwrap();
+            let mut step = step(stage, &tok, 1.0);
+            step.tasks = &tasks;
+            step.order = EpochOrder::new(tasks.len(), 9);
+            tch::manual_seed(9);
+            let sampled = step.sample(1, &model).unwrap();
+            let group = 4;
+            let uniform = |g: usize| {
+                let r: Vec<f64> = sampled.samples[g * group..(g + 1) * group]
+                    .iter()
+                    .map(|s| s.scored.reward)
+                    .collect();
+                r.iter().all(|x| *x == r[0])
+            };
+            let prompts: std::collections::HashSet<&str> =
+                sampled.picked.iter().map(|t| t.id.as_str()).collect();
+            assert_eq!(
+                prompts.len(),
+                sampled.picked.len(),
+                "each round draws new prompts"
+            );
+            assert_eq!(sampled.samples.len(), sampled.picked.len() * group);
+            (
+                sampled.rounds,
+                sampled.picked.len(),
+                sampled.kept.clone(),
+                (0..sampled.picked.len()).map(uniform).collect::<Vec<_>>(),
+            )
+        };
+        // The base solves the easy problems every time: no group has signal, so every round is
+        // rolled out, 12 prompts in all, and nothing is kept.
+        let (rounds, picked, kept, _) = run(&stage("builtin:easy:sequential", true));
+        assert_eq!((rounds, picked, kept.len()), (3, 12, 0));
+        // On the hard ones groups differ: only those are kept, at most 4, refilled while short.
+        let (rounds, picked, kept, uniform) = run(&stage("builtin:hard:sequential", true));
+        assert!(!kept.is_empty() && kept.len() <= 4, "{kept:?}");
+        assert!(kept.iter().all(|&g| !uniform[g]));
+        let first_round_kept = (0..4).filter(|&g| !uniform[g]).count();
+        assert_eq!(rounds > 1, first_round_kept < 4, "refilled only when short");
+        assert_eq!(picked, rounds as usize * 4);
+        // Without dynamic sampling one round is taken whole.
+        let (rounds, picked, kept, _) = run(&stage("builtin:hard:sequential", false));
+        assert_eq!((rounds, picked, kept), (1, 4, vec![0, 1, 2, 3]));
+    }
+
+    #[test]
+    fn a_stage_that_starts_from_another_runs_checkpoint_starts_a_fresh_optimiser() {
+        // The mid-training switch: a new stage from a checkpoint that carries its optimiser state
+        // starts from the weights only, as the reference's scaffold does.
+        let data_dir = std::env::temp_dir().join(format!("prl-switch-{}", std::process::id()));
+        let job = |run: u128, model: ModelRef| JobMessage {
+            job_id: prl_schema::ids::JobId::new(),
+            run_id: prl_schema::ids::RunId(uuid::Uuid::from_u128(run)),
+            experiment_id: prl_schema::ids::ExperimentId::new(),
+            attempt: 1,
+            expected_version: 0,
+            model,
+            stage: StageSpec::Rl(
+                serde_json::from_value(serde_json::json!({
+                    "name": "rl", "dataset": "builtin:hard:sequential", "mode": "sequential",
+                    "reward": "accuracy", "learning_rate": 1e-5, "steps": 1, "prompts_per_step": 2,
+                    "group_size": 2, "mini_batch_size": 4, "dynamic_sampling": false,
+                    "max_response_tokens": 48
+                }))
+                .unwrap(),
+            ),
+            seed: 1,
+            input_checkpoint: None,
+            datasets: Default::default(),
+        };
+        let (events, _received) = tokio::sync::mpsc::unbounded_channel();
+        let optimiser_steps = |outcome: Outcome| {
+            let Outcome::Finished(Some(saved)) = outcome else {
+                panic!("{outcome:?}")
+            };
+            let dir = presets::checkpoint_dir(&saved).unwrap();
+            let state = Tensor::read_safetensors(dir.join("optimizer.safetensors")).unwrap();
+            let step = state.iter().find(|(name, _)| name == "step").unwrap();
+            (dir, step.1.int64_value(&[]))
+        };
+        let stop = CancellationToken::new();
+        let base = ModelRef::Preset(prl_schema::spec::ModelPreset::TinyBase);
+        let (first, steps) =
+            optimiser_steps(train(&job(1, base), &data_dir, &stop, &events).unwrap());
+        assert_eq!(steps, 1);
+        let from_first = ModelRef::Path(first.display().to_string());
+        let (_, steps) =
+            optimiser_steps(train(&job(2, from_first), &data_dir, &stop, &events).unwrap());
+        let _ = std::fs::remove_dir_all(&data_dir);
+        assert_eq!(
+            steps, 1,
+            "the optimiser started afresh, not from the first run's state"
+        );
     }
 }

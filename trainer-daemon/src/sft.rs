@@ -57,7 +57,7 @@ pub fn train(
     let warmup = (stage.warmup_ratio.get() * total as f64).round() as i64;
     let mut optimizer = AdamW::new(&model.vs, stage.weight_decay.get());
     let mut done = training::resume(&mut model, &mut optimizer, data_dir, job)?;
-    let mut order = EpochOrder::new(examples.len());
+    let mut order = EpochOrder::new(examples.len(), job.stage_seed());
     let save = |model: &LoadedModel, optimizer: &AdamW, step: u64| -> Result<CheckpointRef> {
         training::save(model, optimizer, &tok, data_dir, job, step, events)
     };

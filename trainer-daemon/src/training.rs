@@ -95,17 +95,19 @@ pub fn save(
     Ok(saved)
 }
 
-/// A fixed shuffle per epoch, so a resumed run sees the data in the order it would have.
+/// A fixed shuffle per epoch and seed, so a resumed run sees the data in the order it would have.
 pub struct EpochOrder {
     len: usize,
+    seed: u64,
     epoch: usize,
     perm: Vec<usize>,
 }
 
 impl EpochOrder {
-    pub fn new(len: usize) -> Self {
+    pub fn new(len: usize, seed: u64) -> Self {
         EpochOrder {
             len,
+            seed,
             epoch: usize::MAX,
             perm: Vec::new(),
         }
@@ -116,8 +118,9 @@ impl EpochOrder {
         let epoch = i / self.len;
         if epoch != self.epoch {
             self.perm = (0..self.len).collect();
-            self.perm
-                .shuffle(&mut rand::rngs::StdRng::seed_from_u64(epoch as u64));
+            self.perm.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
+                self.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ));
             self.epoch = epoch;
         }
         self.perm[i % self.len]

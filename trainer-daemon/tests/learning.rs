@@ -40,6 +40,7 @@ fn rl_raises_held_out_accuracy_over_its_sft_start() {
         expected_version: 0,
         model: ModelRef::Path(fixture.display().to_string()),
         stage: StageSpec::Rl(stage),
+        seed: 1,
         input_checkpoint: None,
         datasets: Default::default(),
     };

@@ -31,6 +31,7 @@ fn train(precision: Precision) -> (Vec<f64>, AdamW, prl_trainer::model::LoadedMo
         expected_version: 0,
         model: ModelRef::Preset(ModelPreset::Tiny),
         stage: StageSpec::Sft(stage),
+        seed: 1,
         input_checkpoint: None,
         datasets: Default::default(),
     };

@@ -1,5 +1,6 @@
 //! A small client of the REST API. Refusals are turned into sentences that name what is wrong.
 
+use crate::routes::analytics::StrategyPoint;
 use crate::routes::events::FeedPage;
 use crate::routes::experiments::{Accepted, ExperimentDetail, ExperimentPage};
 use crate::routes::results::ResultsTable;
@@ -103,6 +104,16 @@ impl Client {
     }
 
     /// Asks for an evaluation of a run's checkpoint; returns the experiment that runs it.
+    /// The strategy-evolution series of runs.
+    pub async fn strategy(&self, runs: &[Uuid]) -> Result<Vec<StrategyPoint>> {
+        let runs: Vec<String> = runs.iter().map(Uuid::to_string).collect();
+        self.send(
+            self.authorised(self.http.get(self.url("/api/v1/analytics/strategy")))
+                .query(&[("runs", runs.join(","))]),
+        )
+        .await
+    }
+
     pub async fn evaluate(&self, run: Uuid, request: &serde_json::Value) -> Result<Uuid> {
         let request = self
             .authorised(

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod dataset;
+pub mod findings;
 pub mod import;
 pub mod psql;
 pub mod results;
@@ -64,8 +65,14 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Run a suite of experiments (a directory with suite.toml) and print their comparison table.
-    Suite { dir: PathBuf },
+    /// Run a suite of experiments (a directory with suite.toml) once per seed, print each seed's
+    /// comparison table and the paper's findings judged across the seeds.
+    Suite {
+        dir: PathBuf,
+        /// Seeds to run (repeatable); the suite's own when absent.
+        #[arg(long = "seed")]
+        seeds: Vec<u64>,
+    },
     /// Print the comparison table of experiments, shaped like the paper's main table.
     Results {
         #[arg(required = true)]
@@ -185,7 +192,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("experiment {id} is {status}");
             Ok(())
         }
-        Command::Suite { dir } => suite::Suite::read(&dir)?.run(&client()).await.map(drop),
+        Command::Suite { dir, seeds } => suite::Suite::read(&dir)?
+            .run(&client(), &seeds)
+            .await
+            .map(drop),
         Command::Results { ids } => {
             results::print_table(&client().results(&ids).await?);
             Ok(())

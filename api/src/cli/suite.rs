@@ -1,21 +1,26 @@
 //! `prl suite`: runs a directory of experiment specs (a suite, such as the demo suite that mirrors
-//! the rows of the reference's main table) one after another, and prints their comparison table.
+//! the rows of the reference's main table) one after another, once per seed, and prints each
+//! seed's comparison table and the paper's findings judged across the seeds.
 //!
 //! A suite is `suite.toml` next to its spec files:
 //!
 //! ```toml
 //! name = "ci"
+//! seeds = [1, 2]                   # each seed runs every row (default [1])
 //! [[rows]]
 //! spec = "sft-unseen.toml"
+//! role = "sft"                     # what the row is in the paper's table (see findings.rs)
 //! [[rows]]
 //! spec = "r1-unseen-s2.toml"
 //! start_from = "sft-unseen.toml"   # starts from that row's final checkpoint
+//! role = "parallel-r1-s2"
 //! ```
 
 use super::client::Client;
+use super::findings::{self, Role, RowOutcome, SeedOutcome};
 use super::results::print_table;
 use anyhow::{Context, Result, bail};
-use prl_schema::spec::{ExperimentSpec, ModelRef, SpecError};
+use prl_schema::spec::{ExperimentSpec, ModelRef, SpecError, StageSpec, Tag};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +30,13 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 struct Manifest {
     name: String,
+    #[serde(default = "one_seed")]
+    seeds: Vec<u64>,
     rows: Vec<Row>,
+}
+
+fn one_seed() -> Vec<u64> {
+    vec![1]
 }
 
 #[derive(Deserialize)]
@@ -35,11 +46,15 @@ struct Row {
     /// An earlier row whose final checkpoint this row's model becomes.
     #[serde(default)]
     start_from: Option<PathBuf>,
+    /// What the row stands for in the paper's findings.
+    #[serde(default)]
+    role: Option<Role>,
 }
 
 /// A suite read and checked before anything is submitted.
 pub struct Suite {
     pub name: String,
+    pub seeds: Vec<u64>,
     rows: Vec<(Row, ExperimentSpec)>,
 }
 
@@ -67,37 +82,159 @@ impl Suite {
         if rows.is_empty() {
             bail!("{} has no rows", path.display());
         }
+        if manifest.seeds.is_empty() {
+            bail!("{}: seeds is empty", path.display());
+        }
         Ok(Suite {
             name: manifest.name,
+            seeds: manifest.seeds,
             rows,
         })
     }
 
-    /// Submits every row in order, following each to its end, then prints the table. A row whose
-    /// `start_from` row did not complete is skipped. Returns the experiments, in row order.
-    pub async fn run(self, client: &Client) -> Result<Vec<Uuid>> {
-        println!("suite {}: {} experiments", self.name, self.rows.len());
-        let mut finished: HashMap<PathBuf, (Uuid, String)> = HashMap::new();
+    /// The suite with every row's spec changed by `change` (for example cut to a smoke test's
+    /// size).
+    pub fn map_specs(mut self, change: impl Fn(&mut ExperimentSpec)) -> Suite {
+        for (_, spec) in &mut self.rows {
+            change(spec);
+        }
+        self
+    }
+
+    /// Runs the suite once per seed (the manifest's unless `seeds` is given): submits every row
+    /// in order, following each to its end, and prints the seed's table; then prints the findings
+    /// judged across the seeds. A row whose `start_from` row did not complete is skipped. Returns
+    /// the experiments of each seed, in row order.
+    pub async fn run(self, client: &Client, seeds: &[u64]) -> Result<Vec<Vec<Uuid>>> {
+        let seeds = if seeds.is_empty() {
+            self.seeds.clone()
+        } else {
+            seeds.to_vec()
+        };
+        println!(
+            "suite {}: {} experiments, seeds {seeds:?}",
+            self.name,
+            self.rows.len()
+        );
+        let mut outcomes = Vec::new();
+        let mut all = Vec::new();
+        for &seed in &seeds {
+            let ids = self.run_seed(client, seed).await?;
+            println!("\nseed {seed}:\n");
+            print_table(
+                &client
+                    .results(&ids.iter().flatten().copied().collect::<Vec<_>>())
+                    .await?,
+            );
+            outcomes.push(self.outcome(client, seed, &ids).await?);
+            all.push(ids.into_iter().flatten().collect());
+        }
+        if self.rows.iter().any(|(row, _)| row.role.is_some()) {
+            println!("\n{}", findings::render(&findings::judge(&outcomes)));
+        }
+        Ok(all)
+    }
+
+    /// One seed's rows; None for a row that was skipped.
+    async fn run_seed(&self, client: &Client, seed: u64) -> Result<Vec<Option<Uuid>>> {
+        let mut finished: HashMap<&Path, (Uuid, String)> = HashMap::new();
         let mut ids = Vec::new();
-        for (row, mut spec) in self.rows {
+        for (row, spec) in &self.rows {
+            let mut spec = spec.clone();
+            spec.seed = seed;
+            spec.tags
+                .push(Tag::try_from(seed_tag(seed)).expect("a valid tag"));
             if let Some(from) = &row.start_from {
-                let (id, status) = &finished[from];
+                let Some((id, status)) = finished.get(from.as_path()) else {
+                    println!("skipping {}: {} was skipped", spec.name, from.display());
+                    ids.push(None);
+                    continue;
+                };
                 if status != "completed" {
                     println!("skipping {}: {} ended {status}", spec.name, from.display());
+                    ids.push(None);
                     continue;
                 }
                 spec.model = ModelRef::Path(final_checkpoint_dir(client, *id).await?);
             }
             let id = client.submit(&spec).await?;
-            println!("\n{} ({}): experiment {id}", spec.name, row.spec.display());
+            println!(
+                "\n{} ({}, seed {seed}): experiment {id}",
+                spec.name,
+                row.spec.display()
+            );
             let status = super::watch::watch(client, id).await?;
-            ids.push(id);
-            finished.insert(row.spec, (id, status));
+            ids.push(Some(id));
+            finished.insert(&row.spec, (id, status));
         }
-        println!();
-        print_table(&client.results(&ids).await?);
         Ok(ids)
     }
+
+    /// What the findings read of one seed's rows: results, and the strategy series of RL stages.
+    async fn outcome(
+        &self,
+        client: &Client,
+        seed: u64,
+        ids: &[Option<Uuid>],
+    ) -> Result<SeedOutcome> {
+        let present: Vec<Uuid> = ids.iter().flatten().copied().collect();
+        let table = client.results(&present).await?;
+        let mut rows = Vec::new();
+        for ((row, spec), id) in self.rows.iter().zip(ids) {
+            let Some(id) = id else { continue };
+            let result = table
+                .rows
+                .iter()
+                .find(|r| r.experiment_id == *id)
+                .cloned()
+                .context("a finished row is missing from the results")?;
+            let detail = client.detail(*id).await?;
+            let rl_runs: Vec<Uuid> = detail
+                .runs
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        spec.stages.as_slice().get(r.stage_idx as usize),
+                        Some(StageSpec::Rl(_))
+                    )
+                })
+                .map(|r| r.id)
+                .collect();
+            let strategy = if rl_runs.is_empty() {
+                Vec::new()
+            } else {
+                client.strategy(&rl_runs).await?
+            };
+            let start = row
+                .start_from
+                .as_ref()
+                .and_then(|from| self.rows.iter().position(|(r, _)| &r.spec == from));
+            rows.push((
+                start,
+                RowOutcome {
+                    name: spec.name.as_str().to_owned(),
+                    role: row.role,
+                    start: None,
+                    result,
+                    strategy,
+                },
+            ));
+        }
+        // Starts index this seed's outcome rows, which skip the rows that did not run.
+        let ran: Vec<usize> = (0..self.rows.len()).filter(|&i| ids[i].is_some()).collect();
+        let rows = rows
+            .into_iter()
+            .map(|(start, mut outcome)| {
+                outcome.start = start.and_then(|s| ran.iter().position(|&r| r == s));
+                outcome
+            })
+            .collect();
+        Ok(SeedOutcome { seed, rows })
+    }
+}
+
+fn seed_tag(seed: u64) -> String {
+    format!("seed-{seed}")
 }
 
 /// The directory of the last checkpoint an experiment's runs saved.

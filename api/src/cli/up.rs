@@ -22,6 +22,9 @@ pub struct UpArgs {
     /// Stop the stack when the demo suite has ended.
     #[arg(long, requires = "demo")]
     exit_after_demo: bool,
+    /// Seeds of the demo suite (repeatable); the suite's own when absent.
+    #[arg(long = "seed", requires = "demo")]
+    seeds: Vec<u64>,
     /// The API's port.
     #[arg(long, default_value_t = 8080)]
     port: u16,
@@ -93,7 +96,7 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
         let client = Client::new(Some(api_url), Some(token));
         let stop = stop.clone();
         tokio::spawn(async move {
-            if let Err(e) = suite.run(&client).await.map(drop) {
+            if let Err(e) = suite.run(&client, &args.seeds).await.map(drop) {
                 eprintln!("the demo failed: {e:#}");
             }
             if args.exit_after_demo {

@@ -156,6 +156,7 @@ fn job_message(row: &sqlx::postgres::PgRow) -> Result<(JobMessage, prl_schema::s
         expected_version: row.get(3),
         model: spec.model.clone(),
         stage: spec.stages.as_slice()[stage as usize].clone(),
+        seed: spec.seed,
         input_checkpoint,
         datasets: serde_json::from_value(row.get(6)).context("decoding resolved datasets")?,
     };

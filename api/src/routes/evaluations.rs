@@ -22,7 +22,8 @@ pub async fn list(
     super::require_run(&state.pool, id).await?;
     let rows: Vec<BenchmarkResult> = sqlx::query_as(
         "SELECT benchmark, k, prompts, step, mean_at_k, pass_at_k, parallel_ratio,
-                format_valid_ratio, mean_response_tokens
+                format_valid_ratio, mean_response_tokens, mean_at_k_se, pass_at_k_se, greedy,
+                temperature, top_p, max_response_tokens
          FROM evaluations WHERE run_id = $1 ORDER BY position",
     )
     .bind(id)

@@ -37,10 +37,18 @@ pub struct ExperimentSpec {
     pub name: ExperimentName,
     #[serde(default)]
     pub tags: Vec<Tag>,
-    /// `tiny`, `smollm2-135m` or `path:<dir>`.
+    /// `tiny`, `tiny-base`, `smollm2-135m` or `path:<dir>`.
     #[schema(value_type = String, example = "tiny")]
     pub model: ModelRef,
+    /// Seeds every random choice of every stage (initialisation, data order, sampling): the same
+    /// seed and spec give the same run on the same hardware.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
     pub stages: Stages,
+}
+
+pub(crate) fn default_seed() -> u64 {
+    1
 }
 
 /// The ordered stages: never empty, names unique, every `init_from` pointing at a checkpoint that
@@ -144,6 +152,8 @@ struct RawSpec {
     #[serde(default)]
     tags: Vec<Tag>,
     model: ModelRef,
+    #[serde(default = "default_seed")]
+    seed: u64,
     stages: Vec<Value>,
 }
 
@@ -178,6 +188,7 @@ impl ExperimentSpec {
             name: raw.name,
             tags: raw.tags,
             model: raw.model,
+            seed: raw.seed,
             stages: Stages::check(stages)?,
         })
     }

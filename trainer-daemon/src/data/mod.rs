@@ -97,7 +97,7 @@ pub enum Solutions {
 }
 
 /// Problems per built-in split and difficulty.
-pub const BUILTIN_TRAIN_SIZE: usize = 4000;
+pub const BUILTIN_TRAIN_SIZE: usize = 8000;
 pub const BUILTIN_TEST_SIZE: usize = 512;
 /// The seed of the built-in task; the split hash keeps test problems out of training whatever it is.
 pub const BUILTIN_SEED: u64 = 20_250_910;
@@ -148,11 +148,15 @@ impl BuiltinSet {
             .collect()
     }
 
+    /// The prompt of the `index`-th problem. Pretraining alternates prompts per problem of each
+    /// difficulty (the sets are interleaved), so every difficulty is seen under both.
     fn style(&self, index: usize) -> PromptStyle {
         match self.solutions {
             Solutions::Parallel => PromptStyle::Parallel,
             Solutions::Sequential => PromptStyle::StepByStep,
-            Solutions::Pretrain if index.is_multiple_of(2) => PromptStyle::StepByStep,
+            Solutions::Pretrain if (index / self.difficulties.len()).is_multiple_of(2) => {
+                PromptStyle::StepByStep
+            }
             Solutions::Pretrain => PromptStyle::Parallel,
         }
     }

@@ -258,7 +258,7 @@ function stageSteps(d: ExperimentDetail, idx: number): number | null {
   return stage?.steps ?? stage?.max_steps ?? null;
 }
 
-const EVAL_COLUMNS = ["Stage", "Benchmark", "Step", "k", "Prompts", "Mean@k", "Pass@k", "Parallel %", "Format-valid %", "Tokens"];
+const EVAL_COLUMNS = ["Stage", "Benchmark", "Step", "k", "Temperature", "Prompts", "Mean@k", "Pass@k", "Greedy", "Parallel %", "Format-valid %", "Tokens"];
 const CHECKPOINT_COLUMNS = ["Stage", "Step", "Location", "Size", "sha256", "Saved"];
 
 const evalRow = (stage: string, e: Evaluation): HTMLElement =>
@@ -269,9 +269,11 @@ const evalRow = (stage: string, e: Evaluation): HTMLElement =>
     h("td", {}, e.benchmark),
     h("td", {}, e.step),
     h("td", {}, e.k),
+    h("td", {}, e.temperature ?? "–"),
     h("td", {}, e.prompts),
     h("td", {}, pct(e.mean_at_k)),
     h("td", {}, pct(e.pass_at_k)),
+    h("td", {}, e.greedy == null ? "–" : pct(e.greedy)),
     h("td", {}, pct(e.parallel_ratio)),
     h("td", {}, pct(e.format_valid_ratio)),
     h("td", {}, fmt(e.mean_response_tokens, 1)),

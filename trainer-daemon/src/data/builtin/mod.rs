@@ -17,7 +17,7 @@ use problem::Story;
 pub enum Difficulty {
     /// Two steps, small numbers: for cold-start SFT.
     Easy,
-    /// Three or four steps, larger numbers: for RL.
+    /// Three to five steps, larger numbers (products up to 300): for RL.
     Hard,
 }
 

@@ -61,7 +61,7 @@ impl Story {
     pub fn random(rng: &mut StdRng, difficulty: Difficulty) -> Story {
         let (steps, max) = match difficulty {
             Difficulty::Easy => (2, 15),
-            Difficulty::Hard => (rng.random_range(3..=4), 30),
+            Difficulty::Hard => (rng.random_range(3..=5), 40),
         };
         let start = rng.random_range(2..=max);
         let mut total = start;
@@ -74,7 +74,7 @@ impl Story {
                 },
                 2 | 3 => Op::Add(rng.random_range(3..=max)),
                 4 if total > 5 => Op::Sub(rng.random_range(2..total - 1)),
-                5 if total <= 40 => Op::Times(rng.random_range(2..=4)),
+                5 if total <= 60 => Op::Times(rng.random_range(2..=5)),
                 6..=8 if total > 4 => {
                     // A limit near the total, never equal to it, so that the comparison matters.
                     let mut limit = total + rng.random_range(-9..=9);

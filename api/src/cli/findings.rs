@@ -1,0 +1,391 @@
+//! The Parallel-R1 paper's findings, judged on a suite's results as read through the API, each with
+//! its numbers and a verdict per seed. A finding counts as reproduced only if it holds under every
+//! seed; one that does not is printed as not reproduced, with the numbers that say why.
+//!
+//! Scores are a row's average Mean@k over the benchmarks (the paper's Avg), with the standard error
+//! of that average; "beats" means by more than two standard errors of the difference.
+
+use crate::routes::analytics::StrategyPoint;
+use crate::routes::results::ResultRow;
+use serde::Deserialize;
+use std::fmt::Write;
+
+/// What a suite row stands for in the paper's table, which says what the findings compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Base,
+    /// Cold-start SFT on parallel-format solutions.
+    Sft,
+    /// SFT continued from an SFT row with the RL rows' compute.
+    Control,
+    /// RL from the base without the parallel format.
+    Grpo,
+    /// RL with parallel rollouts from an SFT row (directly or through another such row).
+    ParallelR1,
+    /// A Parallel-R1 row with the S1 schedule, compared with the S2 one.
+    ParallelR1S1,
+    ParallelR1S2,
+}
+
+impl Role {
+    fn is_parallel_r1(self) -> bool {
+        matches!(
+            self,
+            Role::ParallelR1 | Role::ParallelR1S1 | Role::ParallelR1S2
+        )
+    }
+}
+
+/// One row of one seed's run of a suite.
+pub struct RowOutcome {
+    pub name: String,
+    pub role: Option<Role>,
+    /// The row this one started from, by index.
+    pub start: Option<usize>,
+    pub result: ResultRow,
+    /// The strategy series of its RL stages, step by step.
+    pub strategy: Vec<StrategyPoint>,
+}
+
+pub struct SeedOutcome {
+    pub seed: u64,
+    pub rows: Vec<RowOutcome>,
+}
+
+pub struct Finding {
+    pub title: &'static str,
+    /// Per seed: whether it held, and the numbers.
+    pub seeds: Vec<(u64, bool, String)>,
+    /// Measured only: no verdict is asked of it.
+    pub measured_only: bool,
+}
+
+impl Finding {
+    pub fn reproduced(&self) -> bool {
+        !self.seeds.is_empty() && self.seeds.iter().all(|(_, held, _)| *held)
+    }
+}
+
+/// A row's average Mean@k and the standard error of that average.
+fn score(row: &RowOutcome) -> Option<(f64, f64)> {
+    let results: Vec<_> = row.result.results.values().collect();
+    if results.is_empty() {
+        return None;
+    }
+    let n = results.len() as f64;
+    let mean = results.iter().map(|r| r.mean_at_k).sum::<f64>() / n;
+    let var: f64 = results
+        .iter()
+        .map(|r| r.mean_at_k_se.unwrap_or(0.0).powi(2))
+        .sum();
+    Some((mean, var.sqrt() / n))
+}
+
+/// `a` against `b`: the difference in points, its standard error, and whether it exceeds two.
+fn beats(a: (f64, f64), b: (f64, f64)) -> (f64, f64, bool) {
+    let difference = a.0 - b.0;
+    let se = (a.1.powi(2) + b.1.powi(2)).sqrt();
+    (difference * 100.0, se * 100.0, difference > 2.0 * se)
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}", x * 100.0)
+}
+
+/// The SFT row a row descends from (itself for an SFT row).
+fn sft_start(rows: &[RowOutcome], mut i: usize) -> Option<usize> {
+    for _ in 0..rows.len() {
+        if rows[i].role == Some(Role::Sft) {
+            return Some(i);
+        }
+        i = rows[i].start?;
+    }
+    None
+}
+
+pub fn judge(seeds: &[SeedOutcome]) -> Vec<Finding> {
+    let mut findings = vec![
+        Finding {
+            title: "(a) SFT teaches the format: held-out parallel ratio between 60% and 99%",
+            seeds: Vec::new(),
+            measured_only: false,
+        },
+        Finding {
+            title: "(b) every Parallel-R1 row beats its SFT start and the continued-SFT control (Avg Mean@k, > 2 SE)",
+            seeds: Vec::new(),
+            measured_only: false,
+        },
+        Finding {
+            title: "(c) Parallel-R1 beats the sequential GRPO baseline (Avg Mean@k, > 2 SE)",
+            seeds: Vec::new(),
+            measured_only: false,
+        },
+        Finding {
+            title: "(d) S2 keeps a higher parallel ratio than S1",
+            seeds: Vec::new(),
+            measured_only: false,
+        },
+        Finding {
+            title: "(e) strategy evolution: verification share and median block position, first vs last quarter of RL steps",
+            seeds: Vec::new(),
+            measured_only: true,
+        },
+    ];
+    for seed in seeds {
+        let rows = &seed.rows;
+        let of = |role: Role| rows.iter().filter(move |r| r.role == Some(role));
+        let r1: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].role.is_some_and(Role::is_parallel_r1))
+            .collect();
+        let verdicts = [
+            sft_format(of(Role::Sft)),
+            r1_over_starts(rows, &r1, of(Role::Control).next()),
+            r1_over_grpo(rows, &r1, of(Role::Grpo).next()),
+            s2_over_s1(of(Role::ParallelR1S1).next(), of(Role::ParallelR1S2).next()),
+            strategy(rows, &r1),
+        ];
+        for (finding, (held, numbers)) in findings.iter_mut().zip(verdicts) {
+            finding.seeds.push((seed.seed, held, numbers));
+        }
+    }
+    findings
+}
+
+fn sft_format<'a>(rows: impl Iterator<Item = &'a RowOutcome>) -> (bool, String) {
+    let mut held = true;
+    let mut parts = Vec::new();
+    for row in rows {
+        let ratio = row.result.parallel_ratio.unwrap_or(0.0);
+        held &= (0.6..=0.99).contains(&ratio);
+        parts.push(format!("{} {}%", row.name, pct(ratio)));
+    }
+    held &= !parts.is_empty();
+    (held, parts.join(", "))
+}
+
+fn r1_over_starts(
+    rows: &[RowOutcome],
+    r1: &[usize],
+    control: Option<&RowOutcome>,
+) -> (bool, String) {
+    let mut held = !r1.is_empty() && control.is_some();
+    let mut parts = Vec::new();
+    let control_score = control.and_then(score);
+    for &i in r1 {
+        let Some(own) = score(&rows[i]) else {
+            held = false;
+            continue;
+        };
+        let start = sft_start(rows, i).and_then(|s| score(&rows[s]).map(|x| (s, x)));
+        let mut line = format!("{} {}", rows[i].name, pct(own.0));
+        for (label, other) in [
+            ("its SFT start", start.map(|(_, x)| x)),
+            ("the control", control_score),
+        ] {
+            match other {
+                Some(other) => {
+                    let (difference, se, wins) = beats(own, other);
+                    held &= wins;
+                    let _ = write!(line, "; vs {label} {difference:+.1} (SE {se:.1})");
+                }
+                None => held = false,
+            }
+        }
+        parts.push(line);
+    }
+    (held, parts.join(" | "))
+}
+
+fn r1_over_grpo(rows: &[RowOutcome], r1: &[usize], grpo: Option<&RowOutcome>) -> (bool, String) {
+    let Some(baseline) = grpo.and_then(score) else {
+        return (false, "no GRPO row with results".into());
+    };
+    let mut held = !r1.is_empty();
+    let mut parts = vec![format!("GRPO {}", pct(baseline.0))];
+    for &i in r1 {
+        let Some(own) = score(&rows[i]) else {
+            held = false;
+            continue;
+        };
+        let (difference, se, wins) = beats(own, baseline);
+        held &= wins;
+        parts.push(format!(
+            "{} {} ({difference:+.1}, SE {se:.1})",
+            rows[i].name,
+            pct(own.0)
+        ));
+    }
+    (held, parts.join("; "))
+}
+
+fn s2_over_s1(s1: Option<&RowOutcome>, s2: Option<&RowOutcome>) -> (bool, String) {
+    let ratio = |r: Option<&RowOutcome>| r.and_then(|r| r.result.parallel_ratio);
+    match (ratio(s1), ratio(s2)) {
+        (Some(a), Some(b)) => (b > a, format!("S1 {}%, S2 {}%", pct(a), pct(b))),
+        _ => (false, "an S1 or S2 row is missing its results".into()),
+    }
+}
+
+/// Block-weighted verification share and the mean of per-step median positions over some steps.
+fn quarter(points: &[&StrategyPoint]) -> Option<(f64, f64)> {
+    let blocks: i64 = points.iter().map(|p| p.blocks).sum();
+    if blocks == 0 {
+        return None;
+    }
+    let verification = points
+        .iter()
+        .map(|p| p.verification_share.unwrap_or(0.0) * p.blocks as f64)
+        .sum::<f64>()
+        / blocks as f64;
+    let medians: Vec<f64> = points
+        .iter()
+        .filter_map(|p| p.rel_position_median)
+        .collect();
+    let median = medians.iter().sum::<f64>() / medians.len().max(1) as f64;
+    Some((verification, median))
+}
+
+fn strategy(rows: &[RowOutcome], r1: &[usize]) -> (bool, String) {
+    let mut held = false;
+    let mut parts = Vec::new();
+    for &i in r1 {
+        let points = &rows[i].strategy;
+        let n = points.len();
+        if n < 4 {
+            continue;
+        }
+        let first: Vec<&StrategyPoint> = points[..n / 4].iter().collect();
+        let last: Vec<&StrategyPoint> = points[n - n / 4..].iter().collect();
+        match (quarter(&first), quarter(&last)) {
+            (Some(a), Some(b)) => {
+                held |= b.0 > a.0;
+                parts.push(format!(
+                    "{}: verification {}% -> {}%, median position {:.2} -> {:.2}",
+                    rows[i].name,
+                    pct(a.0),
+                    pct(b.0),
+                    a.1,
+                    b.1
+                ));
+            }
+            _ => parts.push(format!("{}: too few blocks to measure", rows[i].name)),
+        }
+    }
+    (held, parts.join(" | "))
+}
+
+pub fn render(findings: &[Finding]) -> String {
+    let mut out = String::from("Findings of the paper, on this suite's results:\n");
+    for f in findings {
+        let verdict = match (f.measured_only, f.reproduced()) {
+            (true, true) => "measured: verification rises under every seed",
+            (true, false) => "measured: verification does not rise under every seed",
+            (false, true) => "REPRODUCED",
+            (false, false) => "NOT REPRODUCED",
+        };
+        let _ = writeln!(out, "\n{}\n  verdict: {verdict}", f.title);
+        for (seed, held, numbers) in &f.seeds {
+            let mark = if *held { "holds" } else { "fails" };
+            let _ = writeln!(out, "  seed {seed} ({mark}): {numbers}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::results::BenchmarkResult;
+    use std::collections::BTreeMap;
+
+    fn row(name: &str, role: Role, start: Option<usize>, mean: f64, parallel: f64) -> RowOutcome {
+        let result = BenchmarkResult {
+            benchmark: "b".into(),
+            k: 4,
+            prompts: 512,
+            step: 0,
+            mean_at_k: mean,
+            pass_at_k: mean,
+            parallel_ratio: parallel,
+            format_valid_ratio: 1.0,
+            mean_response_tokens: None,
+            mean_at_k_se: Some(0.01),
+            pass_at_k_se: Some(0.01),
+            greedy: None,
+            temperature: Some(1.0),
+            top_p: Some(1.0),
+            max_response_tokens: Some(192),
+        };
+        RowOutcome {
+            name: name.into(),
+            role: Some(role),
+            start,
+            result: ResultRow {
+                experiment_id: uuid::Uuid::nil(),
+                method: name.into(),
+                status: "completed".into(),
+                parallel_ratio: Some(parallel),
+                average: Some(mean),
+                results: BTreeMap::from([("b".into(), result)]),
+            },
+            strategy: Vec::new(),
+        }
+    }
+
+    fn suite(s1: f64, s2: f64, s2_ratio: f64) -> Vec<RowOutcome> {
+        vec![
+            row("Base", Role::Base, None, 0.3, 0.0),
+            row("SFT", Role::Sft, None, 0.4, 0.8),
+            row("Control", Role::Control, Some(1), 0.42, 0.8),
+            row("GRPO", Role::Grpo, None, 0.45, 0.0),
+            row("S1", Role::ParallelR1S1, Some(1), s1, 0.2),
+            row("S2", Role::ParallelR1S2, Some(1), s2, s2_ratio),
+        ]
+    }
+
+    #[test]
+    fn a_finding_holds_only_beyond_two_standard_errors_and_under_every_seed() {
+        // SE of a difference here is sqrt(2) points: 2.9 points is not enough, 3 is.
+        let seeds = [
+            SeedOutcome {
+                seed: 1,
+                rows: suite(0.50, 0.52, 0.6),
+            },
+            SeedOutcome {
+                seed: 2,
+                rows: suite(0.50, 0.479, 0.1),
+            },
+        ];
+        let findings = judge(&seeds);
+        assert!(findings[0].reproduced(), "SFT's ratio 80% is in range");
+        // Seed 2's S2 beats GRPO by 2.9 points, just over 2 SE (2.83): (b) and (c) hold in both.
+        assert!(findings[1].reproduced());
+        assert!(findings[2].reproduced());
+        // S2 keeps more blocks than S1 in seed 1 only.
+        assert_eq!(
+            findings[3].seeds.iter().map(|s| s.1).collect::<Vec<_>>(),
+            [true, false]
+        );
+        assert!(!findings[3].reproduced());
+        let text = render(&findings);
+        assert!(
+            text.contains(
+                "(d) S2 keeps a higher parallel ratio than S1\n  verdict: NOT REPRODUCED"
+            )
+        );
+        assert!(
+            text.contains("seed 2 (fails): S1 20.0%, S2 10.0%"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_row_within_noise_of_its_start_does_not_beat_it() {
+        let rows = suite(0.42, 0.43, 0.6);
+        let findings = judge(&[SeedOutcome { seed: 1, rows }]);
+        // S1 is 2 points over its SFT start: under 2 SE (2.8 points).
+        assert!(!findings[1].reproduced());
+        assert!(!findings[2].reproduced(), "below GRPO");
+    }
+}

@@ -1,0 +1,73 @@
+//! The smollm2 suite (the recipe on SmolLM2-135M, sized for a GPU) runs through the stack on CPU
+//! with two steps of each stage and a handful of prompts: every row of the main table on a real
+//! pretrained model, its tags added to a byte-level vocabulary, in bf16.
+
+use prl_api::cli::client::Client;
+use prl_api::cli::suite::Suite;
+use prl_integration_tests::{TOKEN, TestApp, training_turn};
+use prl_schema::spec::{PositiveCount, StageSpec, Stages};
+use std::path::Path;
+
+fn count(n: u64) -> PositiveCount {
+    PositiveCount::try_from(n).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smollm2_suite_runs_two_steps_of_each_stage() {
+    let _turn = training_turn().await;
+    let app = TestApp::spawn_with(|s| s.jobs.lease_seconds = 300).await;
+    let _trainer = app.start_trainer("trainer");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/suite/smollm2");
+    let suite = Suite::read(&dir).unwrap().map_specs(|spec| {
+        let mut stages: Vec<StageSpec> = spec.stages.clone().into();
+        for stage in &mut stages {
+            match stage {
+                StageSpec::Sft(s) => {
+                    s.max_steps = Some(count(2));
+                    s.batch_size = count(2);
+                    s.max_length = count(192);
+                }
+                StageSpec::Rl(s) => {
+                    s.steps = count(2);
+                    s.prompts_per_step = count(1);
+                    s.group_size = 2.try_into().unwrap();
+                    s.mini_batch_size = count(2);
+                    s.max_response_tokens = count(24);
+                    s.max_path_tokens = count(8);
+                    s.eval_every = None;
+                    s.warmup_steps = 1;
+                }
+                StageSpec::Eval(s) => {
+                    s.max_prompts = Some(count(2));
+                    s.k = 1.try_into().unwrap();
+                    s.max_response_tokens = count(24);
+                    s.max_path_tokens = count(8);
+                }
+            }
+        }
+        spec.stages = Stages::try_from(stages).unwrap();
+    });
+    let client = Client::new(Some(app.address.clone()), Some(TOKEN.into()));
+    let ids = suite.run(&client, &[]).await.unwrap().remove(0);
+    assert_eq!(ids.len(), 9);
+    let table = client.results(&ids).await.unwrap();
+    for row in &table.rows {
+        assert_eq!(row.status, "completed", "{}", row.method);
+        assert_eq!(row.results.len(), 2, "{}", row.method);
+    }
+    // Every training stage ran its two steps, on the model the suite names.
+    let steps: Vec<i64> = sqlx::query_scalar(
+        "SELECT r.last_step FROM runs r JOIN stages s ON s.experiment_id = r.experiment_id AND s.idx = r.stage_idx
+         WHERE s.kind IN ('sft', 'rl') ORDER BY r.started_at",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        steps,
+        vec![2; 8],
+        "two SFT rows, the control, GRPO and four Parallel-R1 rows"
+    );
+    let base = client.detail(ids[0]).await.unwrap();
+    assert_eq!(base.summary.model, "smollm2-135m");
+}
