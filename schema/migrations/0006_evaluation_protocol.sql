@@ -87,24 +87,24 @@ JOIN experiments e ON e.id = r.experiment_id
 LEFT JOIN stages s ON s.experiment_id = r.experiment_id AND s.idx = r.stage_idx
 LEFT JOIN b ON b.run_id = t.run_id;
 
--- The newest evaluation of each benchmark under each protocol in each experiment: from its latest
--- stage that evaluated it, the last one reported.
+-- The newest evaluation of each benchmark in each experiment: from its latest stage that
+-- evaluated it, the last one reported (an experiment's eval stages come after the in-loop
+-- evaluations of its RL stages). It carries its protocol, so that tables can keep apart rows
+-- sampled differently.
 DROP VIEW main_table;
 DROP VIEW experiment_results;
 CREATE VIEW experiment_results AS
-SELECT DISTINCT ON (r.experiment_id, e.benchmark, e.k, e.temperature, e.top_p,
-                    e.max_response_tokens)
+SELECT DISTINCT ON (r.experiment_id, e.benchmark)
        r.experiment_id, e.benchmark, e.run_id, r.stage_idx, e.step, e.k, e.prompts, e.mean_at_k,
        e.pass_at_k, e.parallel_ratio, e.format_valid_ratio, e.mean_response_tokens,
        e.mean_at_k_se, e.pass_at_k_se, e.greedy, e.temperature, e.top_p, e.max_response_tokens
 FROM evaluations e
 JOIN runs r ON r.id = e.run_id
-ORDER BY r.experiment_id, e.benchmark, e.k, e.temperature, e.top_p, e.max_response_tokens,
-         r.stage_idx DESC, e.position DESC;
+ORDER BY r.experiment_id, e.benchmark, r.stage_idx DESC, e.position DESC;
 
--- The paper's main table in long form: a row per experiment, benchmark and protocol (the latest
--- evaluation), and an 'Avg' row per experiment and sampling setting averaging the benchmarks (whose k
--- may differ, as Mean@16 and Mean@1 do in the paper's Avg).
+-- The paper's main table in long form: a row per experiment and benchmark (the latest
+-- evaluation, with its protocol), and an 'Avg' row per experiment and sampling setting averaging
+-- the benchmarks (whose k may differ, as Mean@16 and Mean@1 do in the paper's Avg).
 CREATE VIEW main_table AS
 SELECT e.id AS experiment_id, e.name AS method, x.benchmark, x.k, x.prompts, x.step,
        x.parallel_ratio, x.mean_at_k, x.pass_at_k, x.mean_at_k_se, x.pass_at_k_se, x.greedy,

@@ -5,8 +5,8 @@ use prl_schema::trajectory::{BlockTokens, Trajectory};
 
 /// A block whose paths reach 5 before the main thread states it: exploration.
 pub const EXPLORE: &str = "Half of 10.<Parallel><Path>10/2 = 5</Path><Path>10*0.5 = 5</Path></Parallel><Summary>So 5.</Summary>";
-/// A block whose paths re-derive the 5 the main thread stated: verification.
-pub const VERIFY: &str = "Half of 10 is 5.<Parallel><Path>5+5 = 10, so 5</Path><Path>2*5 = 10, so 5</Path></Parallel><Summary>Checked.</Summary>";
+/// A block that opens right after the main thread computed 5, and re-derives it: verification.
+pub const VERIFY: &str = "Half of 10: 10/2 = 5.<Parallel><Path>5+5 = 10, so 5</Path><Path>2*5 = 10, so 5</Path></Parallel><Summary>Checked.</Summary>";
 
 /// `text` followed by its final answer, as a policy writes it.
 pub fn answered(text: &str, answer: u32) -> String {

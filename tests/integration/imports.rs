@@ -177,7 +177,7 @@ async fn a_verl_cold_start_dataset_is_analysed_like_trajectories() {
         answer: Some(answer),
         data_source: None,
     };
-    const VERIFYING: &str = "Half of 10 is 5.<Parallel><Path>5+5 = 10, so 5</Path><Path>2*5 = 10, so 5</Path></Parallel><Summary>5</Summary> Final Answer: 5";
+    const VERIFYING: &str = "Half of 10: 10/2 = 5.<Parallel><Path>5+5 = 10, so 5</Path><Path>2*5 = 10, so 5</Path></Parallel><Summary>5</Summary> Final Answer: 5";
     write_verl_parquet(
         &path,
         &[

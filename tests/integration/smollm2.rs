@@ -48,7 +48,7 @@ async fn the_smollm2_suite_runs_two_steps_of_each_stage() {
         spec.stages = Stages::try_from(stages).unwrap();
     });
     let client = Client::new(Some(app.address.clone()), Some(TOKEN.into()));
-    let ids = suite.run(&client, &[]).await.unwrap().remove(0);
+    let ids = suite.run(&client, &[], 1).await.unwrap().remove(0);
     assert_eq!(ids.len(), 9);
     let table = client.results(&ids).await.unwrap();
     for row in &table.rows {

@@ -16,7 +16,7 @@ async fn the_ci_suite_runs_every_row_of_the_main_table() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/suite/ci");
     let suite = Suite::read(&dir).unwrap();
     let client = Client::new(Some(app.address.clone()), Some(TOKEN.into()));
-    let seeds = suite.run(&client, &[]).await.unwrap();
+    let seeds = suite.run(&client, &[], 1).await.unwrap();
     assert_eq!(seeds.len(), 1, "one seed");
     let ids = &seeds[0];
     assert_eq!(ids.len(), 9);

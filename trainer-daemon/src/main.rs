@@ -28,9 +28,13 @@ struct Args {
     /// Duration of one dry-run step.
     #[arg(long, default_value_t = 200)]
     step_ms: u64,
-    /// `train` trains SFT jobs (RL and eval still run dry); `dry-run` trains nothing.
+    /// `train` runs every job for real; `dry-run` walks the job protocol without a model.
     #[arg(long, default_value = "train", value_parser = parse_executor)]
     executor: Executor,
+    /// libtorch's threads for this daemon's work; all cores when absent. Daemons sharing a
+    /// machine each take their share.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn parse_executor(text: &str) -> Result<Executor, String> {
@@ -59,6 +63,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(threads) = args.threads {
+        tch::set_num_threads(threads.max(1) as i32);
+    }
     let worker_id = args.worker_id.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "host".into());
         format!("{}-{}", host.trim(), std::process::id())

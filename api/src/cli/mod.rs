@@ -72,6 +72,9 @@ enum Command {
         /// Seeds to run (repeatable); the suite's own when absent.
         #[arg(long = "seed")]
         seeds: Vec<u64>,
+        /// Experiments run at a time: at most as many as trainer daemons take jobs.
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
     },
     /// Print the comparison table of experiments, shaped like the paper's main table.
     Results {
@@ -192,8 +195,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("experiment {id} is {status}");
             Ok(())
         }
-        Command::Suite { dir, seeds } => suite::Suite::read(&dir)?
-            .run(&client(), &seeds)
+        Command::Suite {
+            dir,
+            seeds,
+            parallel,
+        } => suite::Suite::read(&dir)?
+            .run(&client(), &seeds, parallel)
             .await
             .map(drop),
         Command::Results { ids } => {

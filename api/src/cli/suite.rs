@@ -22,7 +22,6 @@ use super::results::print_table;
 use anyhow::{Context, Result, bail};
 use prl_schema::spec::{ExperimentSpec, ModelRef, SpecError, StageSpec, Tag};
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -101,73 +100,152 @@ impl Suite {
         self
     }
 
-    /// Runs the suite once per seed (the manifest's unless `seeds` is given): submits every row
-    /// in order, following each to its end, and prints the seed's table; then prints the findings
-    /// judged across the seeds. A row whose `start_from` row did not complete is skipped. Returns
-    /// the experiments of each seed, in row order.
-    pub async fn run(self, client: &Client, seeds: &[u64]) -> Result<Vec<Vec<Uuid>>> {
+    /// Runs the suite once per seed (the manifest's unless `seeds` is given), up to `parallel`
+    /// experiments at a time (one per trainer daemon): a row starts once the row it starts from
+    /// has completed under the same seed, and is skipped if that row did not complete. Then
+    /// prints each seed's table and the findings judged across the seeds. Returns the experiments
+    /// of each seed, in row order.
+    pub async fn run(
+        self,
+        client: &Client,
+        seeds: &[u64],
+        parallel: usize,
+    ) -> Result<Vec<Vec<Uuid>>> {
         let seeds = if seeds.is_empty() {
             self.seeds.clone()
         } else {
             seeds.to_vec()
         };
         println!(
-            "suite {}: {} experiments, seeds {seeds:?}",
+            "suite {}: {} experiments, seeds {seeds:?}, {parallel} at a time",
             self.name,
             self.rows.len()
         );
+        let ids = self.schedule(client, &seeds, parallel.max(1)).await?;
         let mut outcomes = Vec::new();
-        let mut all = Vec::new();
-        for &seed in &seeds {
-            let ids = self.run_seed(client, seed).await?;
+        for (seed, ids) in seeds.iter().zip(&ids) {
             println!("\nseed {seed}:\n");
-            print_table(
-                &client
-                    .results(&ids.iter().flatten().copied().collect::<Vec<_>>())
-                    .await?,
-            );
-            outcomes.push(self.outcome(client, seed, &ids).await?);
-            all.push(ids.into_iter().flatten().collect());
+            let present: Vec<Uuid> = ids.iter().flatten().copied().collect();
+            print_table(&client.results(&present).await?);
+            outcomes.push(self.outcome(client, *seed, ids).await?);
         }
         if self.rows.iter().any(|(row, _)| row.role.is_some()) {
             println!("\n{}", findings::render(&findings::judge(&outcomes)));
         }
-        Ok(all)
+        Ok(ids
+            .into_iter()
+            .map(|ids| ids.into_iter().flatten().collect())
+            .collect())
     }
 
-    /// One seed's rows; None for a row that was skipped.
-    async fn run_seed(&self, client: &Client, seed: u64) -> Result<Vec<Option<Uuid>>> {
-        let mut finished: HashMap<&Path, (Uuid, String)> = HashMap::new();
-        let mut ids = Vec::new();
-        for (row, spec) in &self.rows {
-            let mut spec = spec.clone();
-            spec.seed = seed;
-            spec.tags
-                .push(Tag::try_from(seed_tag(seed)).expect("a valid tag"));
-            if let Some(from) = &row.start_from {
-                let Some((id, status)) = finished.get(from.as_path()) else {
-                    println!("skipping {}: {} was skipped", spec.name, from.display());
-                    ids.push(None);
-                    continue;
-                };
-                if status != "completed" {
-                    println!("skipping {}: {} ended {status}", spec.name, from.display());
-                    ids.push(None);
+    /// Every (seed, row), in seed then row order as they become ready; None for a skipped row.
+    async fn schedule(
+        &self,
+        client: &Client,
+        seeds: &[u64],
+        parallel: usize,
+    ) -> Result<Vec<Vec<Option<Uuid>>>> {
+        #[derive(Clone, PartialEq)]
+        enum State {
+            Waiting,
+            Running(Uuid),
+            Done(Uuid, String),
+            Skipped,
+        }
+        let rows = self.rows.len();
+        let mut states = vec![vec![State::Waiting; rows]; seeds.len()];
+        loop {
+            // Start what is ready, in order, while there is room.
+            for s in 0..seeds.len() {
+                for r in 0..rows {
+                    let running = states.iter().flatten();
+                    let busy = running.filter(|x| matches!(x, State::Running(_))).count();
+                    if busy >= parallel || states[s][r] != State::Waiting {
+                        continue;
+                    }
+                    let (row, spec) = &self.rows[r];
+                    let from = row.start_from.as_ref().map(|from| {
+                        let i = self.rows.iter().position(|(x, _)| &x.spec == from);
+                        &states[s][i.expect("checked when read")]
+                    });
+                    let model = match from {
+                        None => None,
+                        Some(State::Done(id, status)) if status == "completed" => {
+                            Some(ModelRef::Path(final_checkpoint_dir(client, *id).await?))
+                        }
+                        Some(State::Done(_, status)) => {
+                            println!(
+                                "skipping {} (seed {}): its start ended {status}",
+                                spec.name, seeds[s]
+                            );
+                            states[s][r] = State::Skipped;
+                            continue;
+                        }
+                        Some(State::Skipped) => {
+                            println!(
+                                "skipping {} (seed {}): its start was skipped",
+                                spec.name, seeds[s]
+                            );
+                            states[s][r] = State::Skipped;
+                            continue;
+                        }
+                        Some(_) => continue,
+                    };
+                    let mut spec = spec.clone();
+                    spec.seed = seeds[s];
+                    spec.tags
+                        .push(Tag::try_from(seed_tag(seeds[s])).expect("a valid tag"));
+                    if let Some(model) = model {
+                        spec.model = model;
+                    }
+                    let id = client.submit(&spec).await?;
+                    println!(
+                        "{} ({}, seed {}): experiment {id}",
+                        spec.name,
+                        row.spec.display(),
+                        seeds[s]
+                    );
+                    states[s][r] = State::Running(id);
+                    if parallel == 1 {
+                        // One at a time: follow it with a progress bar per stage.
+                        let status = super::watch::watch(client, id).await?;
+                        states[s][r] = State::Done(id, status);
+                    }
+                }
+            }
+            let running: Vec<(usize, usize, Uuid)> = (0..seeds.len())
+                .flat_map(|s| (0..rows).map(move |r| (s, r)))
+                .filter_map(|(s, r)| match states[s][r] {
+                    State::Running(id) => Some((s, r, id)),
+                    _ => None,
+                })
+                .collect();
+            if running.is_empty() {
+                if states.iter().flatten().any(|x| *x == State::Waiting) {
                     continue;
                 }
-                spec.model = ModelRef::Path(final_checkpoint_dir(client, *id).await?);
+                break;
             }
-            let id = client.submit(&spec).await?;
-            println!(
-                "\n{} ({}, seed {seed}): experiment {id}",
-                spec.name,
-                row.spec.display()
-            );
-            let status = super::watch::watch(client, id).await?;
-            ids.push(Some(id));
-            finished.insert(&row.spec, (id, status));
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            for (s, r, id) in running {
+                let status = client.detail(id).await?.summary.status;
+                if ["completed", "failed", "cancelled"].contains(&status.as_str()) {
+                    println!("{} (seed {}): {status}", self.rows[r].1.name, seeds[s]);
+                    states[s][r] = State::Done(id, status);
+                }
+            }
         }
-        Ok(ids)
+        Ok(states
+            .into_iter()
+            .map(|seed| {
+                seed.into_iter()
+                    .map(|x| match x {
+                        State::Done(id, _) => Some(id),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect())
     }
 
     /// What the findings read of one seed's rows: results, and the strategy series of RL stages.

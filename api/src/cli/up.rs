@@ -25,6 +25,10 @@ pub struct UpArgs {
     /// Seeds of the demo suite (repeatable); the suite's own when absent.
     #[arg(long = "seed", requires = "demo")]
     seeds: Vec<u64>,
+    /// Trainer daemons to start; the cores are shared out among them (libtorch threads), and the
+    /// demo runs as many experiments at a time.
+    #[arg(long, default_value_t = 1)]
+    trainers: usize,
     /// The API's port.
     #[arg(long, default_value_t = 8080)]
     port: u16,
@@ -80,7 +84,14 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
         nats_url: nats_url.clone(),
     }
     .write(&home)?;
-    let mut daemon = start_daemon(&nats_url, &namespace, &home.join("trainer"))?;
+    let trainers = args.trainers.max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / trainers).max(1);
+    // The daemons share one data directory: checkpoints are per run, so any of them resumes any
+    // run's job.
+    let mut daemons = (0..trainers)
+        .map(|_| start_daemon(&nats_url, &namespace, &home.join("trainer"), threads))
+        .collect::<Result<Vec<_>>>()?;
     println!("web UI      {api_url}/");
     println!("API         {api_url}/api/v1  (docs at {api_url}/api/docs/)");
     println!("token       in {}", home.join("token").display());
@@ -96,7 +107,7 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
         let client = Client::new(Some(api_url), Some(token));
         let stop = stop.clone();
         tokio::spawn(async move {
-            if let Err(e) = suite.run(&client, &args.seeds).await.map(drop) {
+            if let Err(e) = suite.run(&client, &args.seeds, trainers).await.map(drop) {
                 eprintln!("the demo failed: {e:#}");
             }
             if args.exit_after_demo {
@@ -107,9 +118,13 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
     app.run_until(stop).await?;
 
     println!("stopping");
-    // SAFETY: signalling our own child by pid. SIGINT is the daemon's graceful stop.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
-    let _ = daemon.wait();
+    for daemon in &mut daemons {
+        // SAFETY: signalling our own child by pid. SIGINT is the daemon's graceful stop.
+        unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
+    }
+    for daemon in &mut daemons {
+        let _ = daemon.wait();
+    }
     if let Some(server) = nats {
         server.stop()?;
     }
@@ -158,14 +173,16 @@ fn token(home: &Path) -> Result<String> {
 }
 
 /// Starts `prl-trainer` from beside this binary.
-fn start_daemon(nats_url: &str, namespace: &str, data_dir: &Path) -> Result<Child> {
+fn start_daemon(nats_url: &str, namespace: &str, data_dir: &Path, threads: usize) -> Result<Child> {
     let exe = std::env::current_exe()?;
     let binary: PathBuf = exe.with_file_name("prl-trainer");
     let mut cmd = Command::new(&binary);
     cmd.env("NATS_URL", nats_url)
         .env("PRL_NATS__NAMESPACE", namespace)
         .arg("--data-dir")
-        .arg(data_dir);
+        .arg(data_dir)
+        .arg("--threads")
+        .arg(threads.to_string());
     prl_local_stack::die_with_parent(&mut cmd, libc::SIGINT);
     cmd.spawn().with_context(|| {
         format!(
