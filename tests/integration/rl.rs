@@ -53,10 +53,16 @@ async fn a_parallel_r1_recipe_records_every_trajectory_and_its_evaluations() {
     .await
     .unwrap();
     let mut per_step = vec![0u64; RL_STEPS as usize + 1];
+    let mut evaluated = std::collections::BTreeMap::<u64, u64>::new();
     let mut metrics_steps = Vec::new();
     let mut valid_blocks = 0;
     for (event_type, payload) in payloads {
         match Event::from_parts(&event_type, payload).unwrap() {
+            // The in-loop evaluations' generations, recorded beside the training samples.
+            Event::TrajectoriesRecorded { batch, .. } if batch.benchmark.is_some() => {
+                assert_eq!(batch.benchmark.as_deref(), Some("builtin:hard-test"));
+                *evaluated.entry(batch.step).or_default() += batch.trajectories.len() as u64;
+            }
             Event::TrajectoriesRecorded { batch, .. } => {
                 for t in &batch.trajectories {
                     per_step[batch.step as usize] += 1;
@@ -126,8 +132,13 @@ async fn a_parallel_r1_recipe_records_every_trajectory_and_its_evaluations() {
         &per_step[1..],
         vec![PROMPTS * GROUP; RL_STEPS as usize].as_slice()
     );
+    // 8 evaluation prompts × eval_k 2 before RL, at step 2 and at the last step.
+    assert_eq!(
+        evaluated.into_iter().collect::<Vec<_>>(),
+        [(0, 16), (2, 16), (RL_STEPS, 16)]
+    );
     let indexed: i64 = sqlx::query_scalar(
-        "SELECT sum(trajectories) FROM trajectory_batches WHERE run_id = $1::uuid",
+        "SELECT sum(trajectories) FROM trajectory_batches WHERE run_id = $1::uuid AND benchmark IS NULL",
     )
     .bind(&rl_run)
     .fetch_one(&app.pool)

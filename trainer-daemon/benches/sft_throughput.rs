@@ -10,7 +10,7 @@ mod common;
 use prl_schema::spec::Attention;
 use prl_trainer::adamw::AdamW;
 use prl_trainer::batch::{self, Example};
-use prl_trainer::data::BuiltinSet;
+use prl_trainer::data::{BuiltinSet, SftExample};
 use prl_trainer::model::LoadedModel;
 use prl_trainer::presets;
 use prl_trainer::tokenizer::PrlTokenizer;
@@ -28,7 +28,7 @@ fn main() {
 
     let corpus: Vec<&str> = texts
         .iter()
-        .flat_map(|(p, r)| [p.as_str(), r.as_str()])
+        .flat_map(|e| [e.prompt.as_str(), e.response.as_str()])
         .collect();
     let tok = PrlTokenizer::characters(corpus).unwrap();
     let tiny = LoadedModel::random(presets::tiny_config(tok.vocab_size()), Device::Cpu);
@@ -53,27 +53,12 @@ fn compare(
     name: &str,
     model: &LoadedModel,
     tok: &PrlTokenizer,
-    texts: &[(String, String)],
+    texts: &[SftExample],
     batch_size: usize,
     steps: usize,
     work: &Path,
 ) {
-    let examples: Vec<Example> = texts
-        .iter()
-        .take(batch_size)
-        .map(|(p, r)| {
-            let mut tokens = tok.encode(p).unwrap();
-            let prompt_len = tokens.len();
-            tokens.extend(tok.encode(r).unwrap());
-            tokens.push(tok.eos);
-            Example {
-                tokens,
-                prompt_len,
-                forced: Vec::new(),
-                banned: Vec::new(),
-            }
-        })
-        .collect();
+    let examples = prl_trainer::sft::encode(&texts[..batch_size], tok, usize::MAX).unwrap();
     let rows: Vec<&Example> = examples.iter().collect();
     let batch = batch::build(&rows, tok.tags, Attention::Seen, tok.pad, Device::Cpu);
     let tokens = batch.input_ids.numel();

@@ -36,11 +36,11 @@ struct Args {
     work: PathBuf,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    #[arg(long, default_value_t = 12_000)]
+    #[arg(long, default_value_t = 2_000)]
     steps: u64,
     #[arg(long, default_value_t = 32)]
     batch_size: u64,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 2e-3)]
     learning_rate: f64,
     #[arg(long, default_value_t = 512)]
     vocab: usize,
@@ -53,8 +53,8 @@ fn main() -> Result<()> {
     // covers the text it is later fine-tuned on.
     let parallel = BuiltinSet::parse("builtin:mixed")?.examples();
     let pretrain = BuiltinSet::parse("builtin:pretrain")?.examples();
-    let corpus = pretrain.iter().chain(&parallel).map(|(p, r)| {
-        let mut text = format!("{p}{r}");
+    let corpus = pretrain.iter().chain(&parallel).map(|e| {
+        let mut text = format!("{}{}", e.prompt, e.response);
         for tag in prl_schema::parallel::TAGS {
             text = text.replace(tag, "");
         }

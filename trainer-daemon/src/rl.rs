@@ -724,9 +724,9 @@ mod tests {
             }))
             .unwrap()
         };
-        let run = |stage: &RlStage| {
+        let run = |stage: &RlStage, temperature: f64| {
             let tasks = data::tasks(stage.dataset.as_str(), None, &Default::default()).unwrap();
-            let mut step = step(stage, &tok, 1.0);
+            let mut step = step(stage, &tok, temperature);
             step.tasks = &tasks;
             step.order = EpochOrder::new(tasks.len(), 9);
             tch::manual_seed(9);
@@ -754,19 +754,19 @@ mod tests {
                 (0..sampled.picked.len()).map(uniform).collect::<Vec<_>>(),
             )
         };
-        // The base solves the easy problems every time: no group has signal, so every round is
-        // rolled out, 12 prompts in all, and nothing is kept.
-        let (rounds, picked, kept, _) = run(&stage("builtin:easy:sequential", true));
+        // Decoded greedily, a group's samples are all the same: no group has signal, so every
+        // round is rolled out, 12 prompts in all, and nothing is kept.
+        let (rounds, picked, kept, _) = run(&stage("builtin:hard:sequential", true), 0.0);
         assert_eq!((rounds, picked, kept.len()), (3, 12, 0));
         // On the hard ones groups differ: only those are kept, at most 4, refilled while short.
-        let (rounds, picked, kept, uniform) = run(&stage("builtin:hard:sequential", true));
+        let (rounds, picked, kept, uniform) = run(&stage("builtin:hard:sequential", true), 1.0);
         assert!(!kept.is_empty() && kept.len() <= 4, "{kept:?}");
         assert!(kept.iter().all(|&g| !uniform[g]));
         let first_round_kept = (0..4).filter(|&g| !uniform[g]).count();
         assert_eq!(rounds > 1, first_round_kept < 4, "refilled only when short");
         assert_eq!(picked, rounds as usize * 4);
         // Without dynamic sampling one round is taken whole.
-        let (rounds, picked, kept, _) = run(&stage("builtin:hard:sequential", false));
+        let (rounds, picked, kept, _) = run(&stage("builtin:hard:sequential", false), 1.0);
         assert_eq!((rounds, picked, kept), (1, 4, vec![0, 1, 2, 3]));
     }
 

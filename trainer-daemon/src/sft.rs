@@ -4,6 +4,7 @@
 
 use crate::adamw::{AdamW, learning_rate};
 use crate::batch::{self, Example};
+use crate::data::SftExample;
 use crate::model::LoadedModel;
 use crate::presets;
 use crate::reporter::Reporter;
@@ -42,7 +43,7 @@ pub fn train(
     let texts = crate::data::examples(stage.dataset.as_str(), &job.datasets)?;
     let corpus: Vec<&str> = texts
         .iter()
-        .flat_map(|(p, r)| [p.as_str(), r.as_str()])
+        .flat_map(|e| [e.prompt.as_str(), e.response.as_str()])
         .collect();
     let (mut model, tok) = presets::load(job, &corpus, device)?;
     let examples = encode(&texts, &tok, stage.max_length.get() as usize)?;
@@ -116,26 +117,82 @@ pub fn train(
     Ok(Outcome::Finished(Some(save(&model, &optimizer, total)?)))
 }
 
-/// Prompt + response + end-of-sequence, cut to `max_length`.
+/// Prompt + response + end-of-sequence, cut to `max_length`; the response's untrained parts are
+/// inputs but not targets.
 pub fn encode(
-    texts: &[(String, String)],
+    examples: &[SftExample],
     tok: &PrlTokenizer,
     max_length: usize,
 ) -> Result<Vec<Example>> {
-    texts
+    examples
         .iter()
-        .map(|(prompt, response)| {
-            let mut tokens = tok.encode(prompt)?;
+        .map(|e| {
+            let mut tokens = tok.encode(&e.prompt)?;
             let prompt_len = tokens.len();
-            tokens.extend(tok.encode(response)?);
+            let mut untrained = vec![false; prompt_len];
+            // The response in pieces, so that an untrained range is whole tokens.
+            let mut at = 0;
+            for range in e
+                .untrained
+                .iter()
+                .chain([&(e.response.len()..e.response.len())])
+            {
+                for (piece, skip) in [
+                    (&e.response[at..range.start], false),
+                    (&e.response[range.clone()], true),
+                ] {
+                    let ids = tok.encode(piece)?;
+                    untrained.extend(std::iter::repeat_n(skip, ids.len()));
+                    tokens.extend(ids);
+                }
+                at = range.end;
+            }
             tokens.push(tok.eos);
+            untrained.push(false);
             tokens.truncate(max_length);
+            untrained.truncate(max_length);
+            let any = untrained.iter().any(|u| *u);
             Ok(Example {
                 tokens,
                 prompt_len,
-                forced: Vec::new(),
+                forced: if any { untrained } else { Vec::new() },
                 banned: Vec::new(),
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrained_ranges_are_inputs_but_not_targets() {
+        let tok = PrlTokenizer::characters(["q?27*3=84. ok 81"]).unwrap();
+        let slip = 5..7; // the wrong "84"
+        let example = SftExample {
+            prompt: "q?".into(),
+            response: "27*3=84. ok 81".into(),
+            untrained: vec![slip],
+        };
+        let encoded = &encode(&[example], &tok, 64).unwrap()[0];
+        assert_eq!(tok.decode(&encoded.tokens).unwrap(), "q?27*3=84. ok 81");
+        let batch = crate::batch::build(
+            &[encoded],
+            tok.tags,
+            prl_schema::spec::Attention::Seen,
+            tok.pad,
+            tch::Device::Cpu,
+        );
+        let targets: Vec<i64> = Vec::try_from(batch.targets.view([-1])).unwrap();
+        // The response's 14 tokens and end-of-sequence, less the slip's two digits.
+        let trained = targets
+            .iter()
+            .filter(|&&t| t != crate::batch::IGNORE)
+            .count();
+        assert_eq!(trained, 15 - 2);
+        let eight = tok.encode("8").unwrap()[0];
+        // 8 is trained where it is the 81 at the end, never as the slip's first digit.
+        assert_eq!(targets.iter().filter(|&&t| t == eight).count(), 1);
+    }
 }

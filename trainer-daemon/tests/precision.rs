@@ -17,7 +17,7 @@ fn train(precision: Precision) -> (Vec<f64>, AdamW, prl_trainer::model::LoadedMo
     let texts = &texts[..STEPS * BATCH];
     let corpus: Vec<&str> = texts
         .iter()
-        .flat_map(|(p, r)| [p.as_str(), r.as_str()])
+        .flat_map(|e| [e.prompt.as_str(), e.response.as_str()])
         .collect();
     let stage: SftStage = serde_json::from_value(serde_json::json!({
         "name": "sft", "dataset": "builtin:easy", "learning_rate": 2e-3, "precision": precision

@@ -53,12 +53,15 @@ impl<'a> FileSet<'a> {
             .collect()
     }
 
-    /// (prompt, target response) pairs, for SFT.
-    pub fn examples(&self) -> Result<Vec<(String, String)>> {
+    /// Prompts with their solutions, for SFT.
+    pub fn examples(&self) -> Result<Vec<super::SftExample>> {
         self.rows()?
             .into_iter()
             .map(|row| match &row.solution {
-                Some(solution) => Ok((prompt::render(&row.question, self.style), solution.clone())),
+                Some(solution) => Ok(super::SftExample::plain(
+                    prompt::render(&row.question, self.style),
+                    solution.clone(),
+                )),
                 None => Err(self.missing(
                     &row,
                     "no solution (SFT needs `solution`, in verl files `extra_info.answer`)",
@@ -90,7 +93,7 @@ mod tests {
         let tasks = set.tasks().unwrap();
         assert_eq!((tasks[0].id.as_str(), tasks[0].truth.as_str()), ("a", "2"));
         assert!(tasks[0].prompt.starts_with("1+1? Let's think step by step"));
-        assert_eq!(set.examples().unwrap()[0].1, "Final Answer: 2");
+        assert_eq!(set.examples().unwrap()[0].response, "Final Answer: 2");
         assert!(FileSet::parse("builtin:easy").is_none());
         std::fs::remove_file(path).unwrap();
     }

@@ -64,8 +64,28 @@ pub fn tasks(reference: &str, max: Option<usize>, registered: &Registered) -> Re
     Ok(tasks)
 }
 
-/// The (prompt, target response) pairs of a dataset reference, for SFT.
-pub fn examples(reference: &str, registered: &Registered) -> Result<Vec<(String, String)>> {
+/// A prompt and the response SFT teaches, with the parts of the response that are context only.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SftExample {
+    pub prompt: String,
+    pub response: String,
+    /// Byte ranges of `response` that are not targets: the built-in task's slips, which a later
+    /// block corrects (the model learns to catch them, not to make them).
+    pub untrained: Vec<std::ops::Range<usize>>,
+}
+
+impl SftExample {
+    pub(crate) fn plain(prompt: String, response: String) -> Self {
+        SftExample {
+            prompt,
+            response,
+            untrained: Vec::new(),
+        }
+    }
+}
+
+/// The examples of a dataset reference, for SFT.
+pub fn examples(reference: &str, registered: &Registered) -> Result<Vec<SftExample>> {
     let reference = resolve(reference, registered)?;
     let reference = reference.as_ref();
     match files::FileSet::parse(reference) {
@@ -175,17 +195,23 @@ impl BuiltinSet {
             .collect()
     }
 
-    /// (prompt, target response) pairs in this set's style.
-    pub fn examples(&self) -> Vec<(String, String)> {
+    /// SFT examples in this set's style.
+    pub fn examples(&self) -> Vec<SftExample> {
         self.problems()
             .into_iter()
             .enumerate()
             .map(|(i, p)| {
-                let response = match self.solutions {
-                    Solutions::Parallel => p.parallel_solution,
-                    Solutions::Sequential | Solutions::Pretrain => p.sequential_solution,
-                };
-                (prompt::render(&p.question, self.style(i)), response)
+                let prompt = prompt::render(&p.question, self.style(i));
+                match self.solutions {
+                    Solutions::Parallel => SftExample {
+                        prompt,
+                        response: p.parallel_solution,
+                        untrained: p.slips,
+                    },
+                    Solutions::Sequential | Solutions::Pretrain => {
+                        SftExample::plain(prompt, p.sequential_solution)
+                    }
+                }
             })
             .collect()
     }

@@ -34,6 +34,9 @@ pub struct Problem {
     pub answer: i64,
     /// The solution in the Parallel-R1 format, ending with `Final Answer: X`.
     pub parallel_solution: String,
+    /// Byte ranges of `parallel_solution` holding slips a block corrects: context for SFT, not
+    /// targets.
+    pub slips: Vec<std::ops::Range<usize>>,
     /// The same steps worked one after another, without blocks: the base model's kind of text.
     pub sequential_solution: String,
 }
@@ -51,13 +54,14 @@ pub fn generate(difficulty: Difficulty, split: Split, count: usize, seed: u64) -
         let story = Story::random(&mut rng, difficulty);
         let question = story.question();
         // The parallel solution's choices come from the same stream, so they are seeded too.
-        let parallel_solution = solution::parallel(&story, &mut rng);
+        let parallel = solution::parallel(&story, &mut rng);
         if split_of(&question) == split && seen.insert(question.clone()) {
             out.push(Problem {
                 id: format!("{}-{}", tag(difficulty, split), out.len()),
                 answer: story.answer(),
                 sequential_solution: solution::sequential(&story),
-                parallel_solution,
+                parallel_solution: parallel.text,
+                slips: parallel.slips,
                 question,
             });
         }
@@ -163,6 +167,31 @@ mod tests {
             "{explore} exploring, {verify} verifying"
         );
         assert!(starts.len() >= 6, "blocks start in only {starts:?} tenths");
+    }
+
+    #[test]
+    fn slips_are_marked_where_they_are_written() {
+        let problems = generate(Difficulty::Hard, Split::Train, 1000, 5);
+        let slips: Vec<&str> = problems
+            .iter()
+            .flat_map(|p| p.slips.iter().map(|r| &p.parallel_solution[r.clone()]))
+            .collect();
+        assert!(slips.len() > 30, "{}", slips.len());
+        assert!(slips.iter().all(|s| s.parse::<i64>().is_ok()), "{slips:?}");
+        for p in &problems {
+            for r in &p.slips {
+                // A slip is the result of an equation, and the block after it says so.
+                assert!(p.parallel_solution[..r.start].ends_with('='));
+                let rest = &p.parallel_solution[r.end..];
+                let summary = &rest[..rest.find("</Summary>").unwrap()];
+                let named = summary.contains(&p.parallel_solution[r.clone()]);
+                assert!(
+                    named || summary.contains("Two of three"),
+                    "{}",
+                    p.parallel_solution
+                );
+            }
+        }
     }
 
     #[test]

@@ -27,6 +27,28 @@ const MAIN_SLIP: f64 = 0.15;
 /// ...or one path's is, and the other two overrule it.
 const PATH_SLIP: f64 = 0.1;
 
+/// A parallel solution, with where its slips are: the wrong values a block then corrects. They
+/// are shown to the model as context but never trained as targets, so that it learns to catch a
+/// slip without learning to make one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Written {
+    pub text: String,
+    /// Byte ranges of `text`.
+    pub slips: Vec<std::ops::Range<usize>>,
+}
+
+impl Written {
+    fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+    }
+
+    fn push_slip(&mut self, value: i64) {
+        let start = self.text.len();
+        self.text.push_str(&value.to_string());
+        self.slips.push(start..self.text.len());
+    }
+}
+
 pub fn sequential(story: &Story) -> String {
     let totals = story.totals();
     let mut out = String::new();
@@ -37,7 +59,7 @@ pub fn sequential(story: &Story) -> String {
     out
 }
 
-pub fn parallel(story: &Story, rng: &mut StdRng) -> String {
+pub fn parallel(story: &Story, rng: &mut StdRng) -> Written {
     let totals = story.totals();
     let eligible: Vec<usize> = (0..story.ops.len())
         .filter(|&i| block_kind(totals[i], story.ops[i]).is_some())
@@ -51,15 +73,15 @@ pub fn parallel(story: &Story, rng: &mut StdRng) -> String {
         };
         sites = eligible.choose_multiple(rng, count).copied().collect();
     }
-    let mut out = String::new();
+    let mut out = Written::default();
     for (i, (op, total)) in story.ops.iter().zip(&totals).enumerate() {
         match block_kind(*total, *op).filter(|_| sites.contains(&i)) {
-            Some(Kind::Verify(check)) => out.push_str(&verified_step(*total, *op, check, rng)),
-            Some(Kind::Explore) => out.push_str(&explored_step(*total, *op, rng)),
-            None => out.push_str(&step_line(*total, *op)),
+            Some(Kind::Verify(check)) => verified_step(*total, *op, check, rng, &mut out),
+            Some(Kind::Explore) => out.push(&explored_step(*total, *op, rng)),
+            None => out.push(&step_line(*total, *op)),
         }
     }
-    out.push_str(&final_answer(story.answer()));
+    out.push(&final_answer(story.answer()));
     out
 }
 
@@ -99,10 +121,11 @@ impl Check {
         }
     }
 
-    fn text(self, value: i64) -> String {
+    /// How the main thread writes the computation.
+    fn expression(self) -> String {
         match self {
-            Check::Product(a, b) => format!("{a}*{b}={value}."),
-            Check::Sum(a, b) => format!("{a}+{b}={value}."),
+            Check::Product(a, b) => format!("{a}*{b}"),
+            Check::Sum(a, b) => format!("{a}+{b}"),
         }
     }
 
@@ -193,7 +216,7 @@ fn slip(value: i64, rng: &mut StdRng) -> i64 {
     value + offsets.choose(rng).expect("+1 always qualifies")
 }
 
-fn verified_step(total: i64, op: Op, check: Check, rng: &mut StdRng) -> String {
+fn verified_step(total: i64, op: Op, check: Check, rng: &mut StdRng, out: &mut Written) {
     let value = check.value();
     let roll: f64 = rng.random();
     let main = if roll < MAIN_SLIP {
@@ -206,22 +229,6 @@ fn verified_step(total: i64, op: Op, check: Check, rng: &mut StdRng) -> String {
         (path, slip(value, rng))
     });
     let routes = check.routes(rng);
-    let mut block = String::from("<Parallel>");
-    for (p, route) in routes.iter().enumerate() {
-        block.push_str("<Path>");
-        for (s, (expr, result)) in route.iter().enumerate() {
-            let last = s + 1 == route.len();
-            let shown = match slipped_path {
-                Some((path, wrong)) if path == p && last => wrong,
-                _ => *result,
-            };
-            if s > 0 {
-                block.push(' ');
-            }
-            block.push_str(&format!("{expr}={shown}."));
-        }
-        block.push_str("</Path>");
-    }
     let summary = match (main != value, slipped_path) {
         (true, _) => match rng.random_range(0..2) {
             0 => format!("Both paths give {value}, not {main}."),
@@ -237,12 +244,33 @@ fn verified_step(total: i64, op: Op, check: Check, rng: &mut StdRng) -> String {
             _ => format!("Both ways give {value}."),
         },
     };
-    block.push_str(&format!("</Parallel>\n<Summary>{summary}</Summary>\n"));
-    let shown = check.text(main);
-    match op {
-        // The product is checked before it is added.
-        Op::AddGroups { .. } => format!("{shown}\n{block}{total}+{value}={}.\n", op.apply(total)),
-        _ => format!("{shown}\n{block}"),
+    // The main thread's computation, its result a slip or not.
+    out.push(&format!("{}=", check.expression()));
+    if main != value {
+        out.push_slip(main);
+    } else {
+        out.push(&main.to_string());
+    }
+    out.push(".\n<Parallel>");
+    for (p, route) in routes.iter().enumerate() {
+        out.push("<Path>");
+        for (s, (expr, result)) in route.iter().enumerate() {
+            if s > 0 {
+                out.push(" ");
+            }
+            out.push(&format!("{expr}="));
+            match slipped_path {
+                Some((path, wrong)) if path == p && s + 1 == route.len() => out.push_slip(wrong),
+                _ => out.push(&result.to_string()),
+            }
+            out.push(".");
+        }
+        out.push("</Path>");
+    }
+    out.push(&format!("</Parallel>\n<Summary>{summary}</Summary>\n"));
+    // The product is checked before it is added.
+    if let Op::AddGroups { .. } = op {
+        out.push(&format!("{total}+{value}={}.\n", op.apply(total)));
     }
 }
 
