@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/setup.sh
 cargo build --release --locked --bin prl --bin prl-trainer
-exec target/release/prl up --demo deploy/suite/tiny "$@"
+exec target/release/prl up --demo deploy/suite/tiny --trainers 2 "$@"

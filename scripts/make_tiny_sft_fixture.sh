@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates tests/fixtures/tiny-sft-unseen, the SFT checkpoint the RL learning check and the
 # rollout benchmark start from, by running scripts/fixtures/tiny-sft-unseen.toml on a private
-# local stack (release build; about 15 minutes on 2 cores). Prints the checkpoint's evaluations.
+# local stack (release build; about 10 minutes on 2 cores). Prints the checkpoint's evaluations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --bin prl --bin prl-trainer

@@ -138,7 +138,7 @@ impl Suite {
             .collect())
     }
 
-    /// Every (seed, row), in seed then row order as they become ready; None for a skipped row.
+    /// Every (seed, row), started as they become ready; None for a skipped row.
     async fn schedule(
         &self,
         client: &Client,
@@ -154,63 +154,68 @@ impl Suite {
         }
         let rows = self.rows.len();
         let mut states = vec![vec![State::Waiting; rows]; seeds.len()];
+        // Rows that others wait on go first, the longest chain of starts first, so that the
+        // dependent rows are not left for last with the daemons idle.
+        let chain = self.chain_lengths();
+        let mut order: Vec<(usize, usize)> = (0..seeds.len())
+            .flat_map(|s| (0..rows).map(move |r| (s, r)))
+            .collect();
+        order.sort_by_key(|&(s, r)| (std::cmp::Reverse(chain[r]), s, r));
         loop {
-            // Start what is ready, in order, while there is room.
-            for s in 0..seeds.len() {
-                for r in 0..rows {
-                    let running = states.iter().flatten();
-                    let busy = running.filter(|x| matches!(x, State::Running(_))).count();
-                    if busy >= parallel || states[s][r] != State::Waiting {
+            // Start what is ready, in that order, while there is room.
+            for &(s, r) in &order {
+                let running = states.iter().flatten();
+                let busy = running.filter(|x| matches!(x, State::Running(_))).count();
+                if busy >= parallel || states[s][r] != State::Waiting {
+                    continue;
+                }
+                let (row, spec) = &self.rows[r];
+                let from = row.start_from.as_ref().map(|from| {
+                    let i = self.rows.iter().position(|(x, _)| &x.spec == from);
+                    &states[s][i.expect("checked when read")]
+                });
+                let model = match from {
+                    None => None,
+                    Some(State::Done(id, status)) if status == "completed" => {
+                        Some(ModelRef::Path(final_checkpoint_dir(client, *id).await?))
+                    }
+                    Some(State::Done(_, status)) => {
+                        println!(
+                            "skipping {} (seed {}): its start ended {status}",
+                            spec.name, seeds[s]
+                        );
+                        states[s][r] = State::Skipped;
                         continue;
                     }
-                    let (row, spec) = &self.rows[r];
-                    let from = row.start_from.as_ref().map(|from| {
-                        let i = self.rows.iter().position(|(x, _)| &x.spec == from);
-                        &states[s][i.expect("checked when read")]
-                    });
-                    let model = match from {
-                        None => None,
-                        Some(State::Done(id, status)) if status == "completed" => {
-                            Some(ModelRef::Path(final_checkpoint_dir(client, *id).await?))
-                        }
-                        Some(State::Done(_, status)) => {
-                            println!(
-                                "skipping {} (seed {}): its start ended {status}",
-                                spec.name, seeds[s]
-                            );
-                            states[s][r] = State::Skipped;
-                            continue;
-                        }
-                        Some(State::Skipped) => {
-                            println!(
-                                "skipping {} (seed {}): its start was skipped",
-                                spec.name, seeds[s]
-                            );
-                            states[s][r] = State::Skipped;
-                            continue;
-                        }
-                        Some(_) => continue,
-                    };
-                    let mut spec = spec.clone();
-                    spec.seed = seeds[s];
-                    spec.tags
-                        .push(Tag::try_from(seed_tag(seeds[s])).expect("a valid tag"));
-                    if let Some(model) = model {
-                        spec.model = model;
+                    Some(State::Skipped) => {
+                        println!(
+                            "skipping {} (seed {}): its start was skipped",
+                            spec.name, seeds[s]
+                        );
+                        states[s][r] = State::Skipped;
+                        continue;
                     }
-                    let id = client.submit(&spec).await?;
-                    println!(
-                        "{} ({}, seed {}): experiment {id}",
-                        spec.name,
-                        row.spec.display(),
-                        seeds[s]
-                    );
-                    states[s][r] = State::Running(id);
-                    if parallel == 1 {
-                        // One at a time: follow it with a progress bar per stage.
-                        let status = super::watch::watch(client, id).await?;
-                        states[s][r] = State::Done(id, status);
-                    }
+                    Some(_) => continue,
+                };
+                let mut spec = spec.clone();
+                spec.seed = seeds[s];
+                spec.tags
+                    .push(Tag::try_from(seed_tag(seeds[s])).expect("a valid tag"));
+                if let Some(model) = model {
+                    spec.model = model;
+                }
+                let id = client.submit(&spec).await?;
+                println!(
+                    "{} ({}, seed {}): experiment {id}",
+                    spec.name,
+                    row.spec.display(),
+                    seeds[s]
+                );
+                states[s][r] = State::Running(id);
+                if parallel == 1 {
+                    // One at a time: follow it with a progress bar per stage.
+                    let status = super::watch::watch(client, id).await?;
+                    states[s][r] = State::Done(id, status);
                 }
             }
             let running: Vec<(usize, usize, Uuid)> = (0..seeds.len())
@@ -246,6 +251,20 @@ impl Suite {
                     .collect()
             })
             .collect())
+    }
+
+    /// Per row, the length of the longest chain of rows that start from it, itself included.
+    fn chain_lengths(&self) -> Vec<usize> {
+        let mut chain = vec![1; self.rows.len()];
+        // A row starts only from an earlier one, so one pass from the end sees every dependent.
+        for r in (0..self.rows.len()).rev() {
+            if let Some(from) = &self.rows[r].0.start_from {
+                let i = self.rows.iter().position(|(x, _)| &x.spec == from);
+                let i = i.expect("checked when read");
+                chain[i] = chain[i].max(chain[r] + 1);
+            }
+        }
+        chain
     }
 
     /// What the findings read of one seed's rows: results, and the strategy series of RL stages.
@@ -357,4 +376,35 @@ pub fn read_spec(path: &Path) -> Result<ExperimentSpec> {
             anyhow::anyhow!("{} has an invalid field {field}: {reason}", path.display())
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_that_others_start_from_are_scheduled_by_their_longest_chain() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/suite/tiny");
+        let suite = Suite::read(&dir).unwrap();
+        let chains: Vec<(&str, usize)> = suite
+            .rows
+            .iter()
+            .zip(suite.chain_lengths())
+            .map(|((row, _), n)| (row.spec.to_str().unwrap(), n))
+            .collect();
+        assert_eq!(
+            chains,
+            [
+                ("base.toml", 1),
+                ("sft-seen.toml", 2),
+                ("sft-unseen.toml", 3),
+                ("sft-control.toml", 1),
+                ("grpo-baseline.toml", 1),
+                ("r1-seen.toml", 1),
+                ("r1-unseen-s1.toml", 1),
+                ("r1-unseen-s2.toml", 2),
+                ("scaffold.toml", 1),
+            ]
+        );
+    }
 }
