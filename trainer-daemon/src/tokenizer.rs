@@ -174,15 +174,23 @@ impl PrlTokenizer {
     }
 
     /// Text with the tags kept (they are the format), other special tokens dropped.
+    /// The text of `ids`. A byte-level vocabulary can sample a NUL byte, which PostgreSQL cannot
+    /// store in text or jsonb: it becomes U+FFFD, so a recorded response never poisons ingest.
     pub fn decode(&self, ids: &[i64]) -> Result<String> {
         let ids: Vec<u32> = ids
             .iter()
             .filter(|&&i| i != self.eos && i != self.pad)
             .map(|&i| i as u32)
             .collect();
-        self.inner
+        let text = self
+            .inner
             .decode(&ids, false)
-            .map_err(|e| anyhow!("decoding: {e}"))
+            .map_err(|e| anyhow!("decoding: {e}"))?;
+        Ok(if text.contains('\0') {
+            text.replace('\0', "\u{FFFD}")
+        } else {
+            text
+        })
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -229,6 +237,11 @@ mod tests {
         assert_eq!(
             tok.decode(&tok.encode("Zürich ~").unwrap()).unwrap(),
             "Zürich ~"
+        );
+        // A sampled NUL byte is not text PostgreSQL can store: it decodes as U+FFFD.
+        assert_eq!(
+            tok.decode(&tok.encode("7\u{0}8").unwrap()).unwrap(),
+            "7\u{FFFD}8"
         );
     }
 }
