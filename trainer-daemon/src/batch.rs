@@ -21,6 +21,15 @@ pub struct Example {
     pub banned: Vec<bool>,
 }
 
+impl Example {
+    /// Whether any token is a target: a prompt cut by the length limit leaves none, and a batch
+    /// of such examples would have a NaN loss.
+    pub fn has_targets(&self) -> bool {
+        (self.prompt_len.max(1)..self.tokens.len())
+            .any(|t| !self.forced.get(t).copied().unwrap_or(false))
+    }
+}
+
 pub struct Batch {
     pub input_ids: Tensor,
     pub positions: Tensor,

@@ -46,7 +46,22 @@ pub fn train(
         .flat_map(|e| [e.prompt.as_str(), e.response.as_str()])
         .collect();
     let (mut model, tok) = presets::load(job, &corpus, device)?;
-    let examples = encode(&texts, &tok, stage.max_length.get() as usize)?;
+    let max_length = stage.max_length.get() as usize;
+    let mut examples = encode(&texts, &tok, max_length)?;
+    examples.retain(Example::has_targets);
+    let cut = texts.len() - examples.len();
+    if examples.is_empty() {
+        bail!(
+            "no example of {} has a response token within max_length {max_length}: raise max_length",
+            stage.dataset.as_str()
+        );
+    }
+    if cut > 0 {
+        tracing::warn!(
+            "{cut} of {} examples have no response token within max_length {max_length}; they are left out",
+            texts.len()
+        );
+    }
 
     let batch_size = stage.batch_size.get() as usize;
     let accum = stage.grad_accum.get() as usize;
@@ -194,5 +209,15 @@ mod tests {
         let eight = tok.encode("8").unwrap()[0];
         // 8 is trained where it is the 81 at the end, never as the slip's first digit.
         assert_eq!(targets.iter().filter(|&&t| t == eight).count(), 1);
+    }
+
+    #[test]
+    fn an_example_cut_inside_its_prompt_has_no_targets() {
+        let tok = PrlTokenizer::characters(["long prompt?42"]).unwrap();
+        let example = SftExample::plain("long prompt?".into(), "42".into());
+        let whole = &encode(std::slice::from_ref(&example), &tok, 64).unwrap()[0];
+        assert!(whole.has_targets());
+        let cut = &encode(&[example], &tok, 12).unwrap()[0];
+        assert!(!cut.has_targets());
     }
 }
