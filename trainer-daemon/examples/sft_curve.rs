@@ -108,8 +108,9 @@ fn main() -> Result<()> {
             && step % args.every == 0
         {
             println!(
-                "step {step:>5}: loss {:.4} ({:.0} s)",
+                "step {step:>5}: loss {:.4}, {:.0} tokens/s ({:.0} s)",
                 values["loss"],
+                values["tokens_per_s"],
                 started.elapsed().as_secs_f64()
             );
         }
