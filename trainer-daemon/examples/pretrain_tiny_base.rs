@@ -7,24 +7,20 @@
 //! Run by `scripts/pretrain_tiny_base.sh`, which writes `trainer-daemon/assets/tiny-base/`. The run
 //! is seeded: the same seed, steps and thread count give the same weights.
 
+mod common;
+
 use anyhow::{Context, Result};
 use clap::Parser;
-use prl_schema::ids::{ExperimentId, JobId, RunId};
-use prl_schema::jobs::{JobMessage, WorkerEvent};
-use prl_schema::spec::{Attention, ModelRef, RolloutMode, StageSpec};
+use prl_schema::ids::RunId;
+use prl_schema::spec::{Attention, RolloutMode};
 use prl_trainer::checkpoint;
-use prl_trainer::data::{self, BuiltinSet};
-use prl_trainer::eval::{Protocol, evaluate};
+use prl_trainer::data::BuiltinSet;
 use prl_trainer::model::LoadedModel;
 use prl_trainer::presets::{self, PRL_META};
-use prl_trainer::rollout::RolloutConfig;
-use prl_trainer::sampling::Sampler;
-use prl_trainer::sft;
 use prl_trainer::tokenizer::PrlTokenizer;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 struct Args {
@@ -74,43 +70,15 @@ fn main() -> Result<()> {
         serde_json::json!({ "eos": tok.eos_token }).to_string(),
     )?;
 
-    let stage = serde_json::from_value(serde_json::json!({
+    let stage = serde_json::json!({
         "name": "pretrain", "dataset": "builtin:pretrain",
         "learning_rate": args.learning_rate, "max_steps": args.steps,
         "batch_size": args.batch_size, "warmup_ratio": 0.02, "checkpoint_every": 1000
-    }))?;
-    let job = JobMessage {
-        job_id: JobId::new(),
-        run_id: RunId(uuid::Uuid::from_u128(
-            0x0007_ba5e_0000 + u128::from(args.seed),
-        )),
-        experiment_id: ExperimentId::new(),
-        attempt: 1,
-        expected_version: 0,
-        model: ModelRef::Path(init.display().to_string()),
-        stage: StageSpec::Sft(stage),
-        seed: 1,
-        input_checkpoint: None,
-        datasets: Default::default(),
-    };
-    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
-    let training = {
-        let (job, work) = (job.clone(), args.work.clone());
-        std::thread::spawn(move || sft::train(&job, &work, &CancellationToken::new(), &events))
-    };
-    while let Some(event) = received.blocking_recv() {
-        if let WorkerEvent::Metrics { step, values } = event
-            && step % 250 == 0
-        {
-            println!(
-                "step {step}: loss {:.4}, {:.0} tokens/s, {:.0} s",
-                values["loss"],
-                values["tokens_per_s"],
-                started.elapsed().as_secs_f64()
-            );
-        }
-    }
-    training.join().expect("the training thread")?;
+    });
+    let run_id = RunId(uuid::Uuid::from_u128(
+        0x0007_ba5e_0000 + u128::from(args.seed),
+    ));
+    let job = common::train_sft(&init, stage, run_id, &args.work, 250)?;
     let trained = checkpoint::step_dir(&args.work, job.run_id, args.steps);
     let mut base = LoadedModel::load(&trained, Device::Cpu)?;
     forget_tags(&mut base, &tok)?;
@@ -175,25 +143,15 @@ fn measure(model: &LoadedModel, tok: &PrlTokenizer) -> Result<serde_json::Value>
         "builtin:easy-test:sequential",
         "builtin:hard-test:sequential",
     ] {
-        let tasks = data::tasks(set, Some(512), &Default::default())?;
-        let protocol = Protocol {
-            k: 1,
-            greedy: false,
-            config: RolloutConfig {
-                attention: Attention::Seen,
-                mode: RolloutMode::Parallel,
-                paths: 2,
-                path_budget: 64,
-                max_blocks: 4,
-                max_new_tokens: 192,
-                sampler: Sampler {
-                    temperature: 0.0,
-                    top_p: 1.0,
-                },
-            },
-        };
-        let evaluation = evaluate(model, tok, &tasks, set, 0, &protocol, Device::Cpu)?;
-        let result = &evaluation.results[0];
+        let result = common::greedy(
+            model,
+            tok,
+            set,
+            512,
+            Attention::Seen,
+            RolloutMode::Parallel,
+            192,
+        )?;
         println!(
             "{set}: greedy accuracy {:.3}, parallel ratio {:.3}",
             result.mean_at_k, result.parallel_ratio

@@ -173,9 +173,9 @@ impl PrlTokenizer {
         Ok(encoding.get_ids().iter().map(|&i| i64::from(i)).collect())
     }
 
-    /// Text with the tags kept (they are the format), other special tokens dropped.
-    /// The text of `ids`. A byte-level vocabulary can sample a NUL byte, which PostgreSQL cannot
-    /// store in text or jsonb: it becomes U+FFFD, so a recorded response never poisons ingest.
+    /// Text with the tags kept (they are the format), other special tokens dropped. A byte-level
+    /// vocabulary can sample a NUL byte, which PostgreSQL cannot store in text or jsonb: it
+    /// becomes U+FFFD, so a recorded response never poisons ingest.
     pub fn decode(&self, ids: &[i64]) -> Result<String> {
         let ids: Vec<u32> = ids
             .iter()
