@@ -143,7 +143,7 @@ fn measure(model: &LoadedModel, tok: &PrlTokenizer) -> Result<serde_json::Value>
         "builtin:easy-test:sequential",
         "builtin:hard-test:sequential",
     ] {
-        let result = common::greedy(
+        let (result, _) = common::greedy(
             model,
             tok,
             set,

@@ -46,6 +46,12 @@ struct Args {
     prompts: usize,
     #[arg(long, default_value = "builtin:hard-test")]
     benchmark: String,
+    /// Prints this many responses of each evaluation, wrong ones first.
+    #[arg(long, default_value_t = 0)]
+    show: usize,
+    /// Batches in plain shuffled order instead of grouped by length.
+    #[arg(long)]
+    no_group_by_length: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -65,7 +71,7 @@ fn main() -> Result<()> {
         let model = LoadedModel::load(dir, Device::Cpu)?;
         let (tok, _) = PrlTokenizer::load(&dir.join("tokenizer.json"), EOS)?;
         for &mode in modes {
-            let result = common::greedy(
+            let (result, mut responses) = common::greedy(
                 &model,
                 &tok,
                 &args.benchmark,
@@ -81,6 +87,11 @@ fn main() -> Result<()> {
                 result.parallel_ratio,
                 started.elapsed().as_secs_f64()
             );
+            responses.sort_by_key(|r| r.correct);
+            for response in responses.iter().take(args.show) {
+                let verdict = if response.correct { "right" } else { "wrong" };
+                println!("  [{verdict}] {}", response.text.replace('\n', "\n  "));
+            }
         }
         Ok(())
     };
@@ -91,6 +102,7 @@ fn main() -> Result<()> {
         "name": "sft", "dataset": args.dataset, "attention": attention,
         "learning_rate": args.learning_rate, "max_steps": args.steps,
         "batch_size": args.batch_size, "warmup_ratio": 0.05, "checkpoint_every": args.every,
+        "group_by_length": !args.no_group_by_length,
     });
     // Checkpoints are evaluated once training is done, so that timings stay the SFT's own.
     let job = common::train_sft(&args.from, stage, RunId::new(), &args.work, args.every)?;

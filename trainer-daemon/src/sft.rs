@@ -1,6 +1,7 @@
-//! The SFT job: cross-entropy on response tokens, Seen or Unseen attention, AdamW with warmup and
-//! cosine decay, gradient clipping and accumulation; a metrics event every step, checkpoints that
-//! carry the optimiser state, resume after a restart, and a checkpoint on cancel.
+//! The SFT job: cross-entropy on response tokens, Seen or Unseen attention, batches grouped by
+//! length, AdamW with warmup and cosine decay, gradient clipping and accumulation; a metrics event
+//! every step, checkpoints that carry the optimiser state, resume after a restart, and a
+//! checkpoint on cancel.
 
 use crate::adamw::{AdamW, learning_rate};
 use crate::batch::{self, Example};
@@ -10,7 +11,7 @@ use crate::presets;
 use crate::reporter::Reporter;
 use crate::tokenizer::PrlTokenizer;
 use crate::training::Outcome;
-use crate::training::{self, EpochOrder, Events};
+use crate::training::{self, BatchOrder, Events};
 use anyhow::{Result, bail};
 use prl_schema::jobs::{CheckpointRef, JobMessage, WorkerEvent};
 use prl_schema::spec::StageSpec;
@@ -73,7 +74,10 @@ pub fn train(
     let warmup = (stage.warmup_ratio.get() * total as f64).round() as i64;
     let mut optimizer = AdamW::new(&model.vs, stage.weight_decay.get());
     let mut done = training::resume(&mut model, &mut optimizer, data_dir, job)?;
-    let mut order = EpochOrder::new(examples.len(), job.stage_seed());
+    let lengths = stage
+        .group_by_length
+        .then(|| examples.iter().map(|e| e.tokens.len()).collect());
+    let mut order = BatchOrder::new(batch_size, job.stage_seed(), examples.len(), lengths);
     let save = |model: &LoadedModel, optimizer: &AdamW, step: u64| -> Result<CheckpointRef> {
         training::save(model, optimizer, &tok, data_dir, job, step, events)
     };
@@ -91,9 +95,10 @@ pub fn train(
         let started = Instant::now();
         let (mut loss_sum, mut tokens) = (0.0, 0usize);
         for micro in 0..accum {
-            let first = ((done as usize) * accum + micro) * batch_size;
-            let rows: Vec<&Example> = (first..first + batch_size)
-                .map(|i| &examples[order.index(i)])
+            let rows: Vec<&Example> = order
+                .batch(done as usize * accum + micro)
+                .into_iter()
+                .map(|i| &examples[i])
                 .collect();
             let batch = batch::build(&rows, tok.tags, stage.attention, tok.pad, device);
             let logits =

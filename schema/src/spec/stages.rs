@@ -159,6 +159,10 @@ pub struct SftStage {
     pub weight_decay: NonNegative,
     #[serde(default = "max_length")]
     pub max_length: PositiveCount,
+    /// Batches examples of similar length together (shuffled within windows of a few hundred),
+    /// so that little of a batch is padding; `false` keeps the plain shuffled order.
+    #[serde(default = "yes")]
+    pub group_by_length: bool,
     /// Saves a checkpoint every this many steps, besides the final one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_every: Option<PositiveCount>,

@@ -4,7 +4,7 @@ use anyhow::Result;
 use prl_schema::ids::{ExperimentId, JobId, RunId};
 use prl_schema::jobs::{JobMessage, WorkerEvent};
 use prl_schema::spec::{Attention, ModelRef, RolloutMode, StageSpec};
-use prl_schema::trajectory::EvaluationResult;
+use prl_schema::trajectory::{EvaluationResult, Trajectory};
 use prl_trainer::data;
 use prl_trainer::eval::{Protocol, evaluate};
 use prl_trainer::model::LoadedModel;
@@ -60,7 +60,8 @@ pub fn train_sft(
     Ok(job)
 }
 
-/// One greedy response per prompt on the first `prompts` prompts of `benchmark`.
+/// One greedy response per prompt on the first `prompts` prompts of `benchmark`: the result and
+/// the responses.
 pub fn greedy(
     model: &LoadedModel,
     tok: &PrlTokenizer,
@@ -69,7 +70,7 @@ pub fn greedy(
     attention: Attention,
     mode: RolloutMode,
     max_new_tokens: usize,
-) -> Result<EvaluationResult> {
+) -> Result<(EvaluationResult, Vec<Trajectory>)> {
     let tasks = data::tasks(benchmark, Some(prompts), &Default::default())?;
     let protocol = Protocol {
         k: 1,
@@ -88,9 +89,15 @@ pub fn greedy(
         },
     };
     let evaluation = evaluate(model, tok, &tasks, benchmark, 0, &protocol, Device::Cpu)?;
-    Ok(evaluation
+    let result = evaluation
         .results
         .into_iter()
         .next()
-        .expect("one benchmark"))
+        .expect("one benchmark");
+    let responses = evaluation
+        .generations
+        .into_iter()
+        .flat_map(|batch| batch.trajectories)
+        .collect();
+    Ok((result, responses))
 }
