@@ -49,7 +49,7 @@ struct Args {
     /// Prints this many responses of each evaluation, wrong ones first.
     #[arg(long, default_value_t = 0)]
     show: usize,
-    /// Batches in plain shuffled order instead of grouped by length.
+    /// Batches in plain shuffled order instead of grouped by length, as the demo's SFT rows are.
     #[arg(long)]
     no_group_by_length: bool,
 }

@@ -1,7 +1,7 @@
-//! The SFT job: cross-entropy on response tokens, Seen or Unseen attention, batches grouped by
-//! length, AdamW with warmup and cosine decay, gradient clipping and accumulation; a metrics event
-//! every step, checkpoints that carry the optimiser state, resume after a restart, and a
-//! checkpoint on cancel.
+//! The SFT job: cross-entropy on response tokens, Seen or Unseen attention, batches optionally
+//! grouped by length, AdamW with warmup and cosine decay, gradient clipping and accumulation; a
+//! metrics event every step, checkpoints that carry the optimiser state, resume after a restart,
+//! and a checkpoint on cancel.
 
 use crate::adamw::{AdamW, learning_rate};
 use crate::batch::{self, Example};

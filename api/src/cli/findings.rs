@@ -122,7 +122,7 @@ pub fn judge(seeds: &[SeedOutcome]) -> Vec<Finding> {
             measured_only: false,
         },
         Finding {
-            title: "(d) S2 keeps a higher parallel ratio than S1",
+            title: "(d) S2 keeps a higher parallel ratio than S1 (> 2 SE)",
             seeds: Vec::new(),
             measured_only: false,
         },
@@ -220,11 +220,34 @@ fn r1_over_grpo(rows: &[RowOutcome], r1: &[usize], grpo: Option<&RowOutcome>) ->
 }
 
 fn s2_over_s1(s1: Option<&RowOutcome>, s2: Option<&RowOutcome>) -> (bool, String) {
-    let ratio = |r: Option<&RowOutcome>| r.and_then(|r| r.result.parallel_ratio);
-    match (ratio(s1), ratio(s2)) {
-        (Some(a), Some(b)) => (b > a, format!("S1 {}%, S2 {}%", pct(a), pct(b))),
+    match (s1.and_then(parallel_ratio), s2.and_then(parallel_ratio)) {
+        (Some(a), Some(b)) => {
+            let (difference, se, held) = beats(b, a);
+            let numbers = format!(
+                "S1 {}%, S2 {}% ({difference:+.1}, SE {se:.1})",
+                pct(a.0),
+                pct(b.0)
+            );
+            (held, numbers)
+        }
         _ => (false, "an S1 or S2 row is missing its results".into()),
     }
+}
+
+/// A row's parallel ratio averaged over its benchmarks, and a standard error that treats each
+/// prompt as one draw: its samples share the prompt, so they are not independent.
+fn parallel_ratio(row: &RowOutcome) -> Option<(f64, f64)> {
+    let results: Vec<_> = row.result.results.values().collect();
+    if results.is_empty() {
+        return None;
+    }
+    let n = results.len() as f64;
+    let ratio = results.iter().map(|r| r.parallel_ratio).sum::<f64>() / n;
+    let var: f64 = results
+        .iter()
+        .map(|r| r.parallel_ratio * (1.0 - r.parallel_ratio) / r.prompts.max(1) as f64)
+        .sum();
+    Some((ratio, var.sqrt() / n))
 }
 
 /// Block-weighted verification share, the mean of per-step median positions, and the blocks,
@@ -374,15 +397,27 @@ mod tests {
         );
         assert!(!findings[3].reproduced());
         let text = render(&findings);
+        assert!(text.contains(
+            "(d) S2 keeps a higher parallel ratio than S1 (> 2 SE)\n  verdict: NOT REPRODUCED"
+        ));
         assert!(
-            text.contains(
-                "(d) S2 keeps a higher parallel ratio than S1\n  verdict: NOT REPRODUCED"
-            )
-        );
-        assert!(
-            text.contains("seed 2 (fails): S1 20.0%, S2 10.0%"),
+            text.contains("seed 2 (fails): S1 20.0%, S2 10.0% (-10.0, SE 2.2)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn s2_keeps_more_blocks_only_beyond_two_standard_errors() {
+        // 512 prompts: SE of a ratio near 12% is 1.4 points, of the difference 2.0.
+        let held = |s2_ratio: f64| {
+            s2_over_s1(
+                Some(&row("S1", Role::ParallelR1S1, None, 0.4, 0.12)),
+                Some(&row("S2", Role::ParallelR1S2, None, 0.4, s2_ratio)),
+            )
+            .0
+        };
+        assert!(!held(0.13), "one point is noise");
+        assert!(held(0.17));
     }
 
     #[test]

@@ -160,8 +160,10 @@ pub struct SftStage {
     #[serde(default = "max_length")]
     pub max_length: PositiveCount,
     /// Batches examples of similar length together (shuffled within windows of a few hundred),
-    /// so that little of a batch is padding; `false` keeps the plain shuffled order.
-    #[serde(default = "yes")]
+    /// so that little of a batch is padding and a step costs about half. Off by default: the
+    /// loss is a mean over each batch's tokens, so grouping gives short examples' tokens more
+    /// weight, which changes what a short run learns.
+    #[serde(default)]
     pub group_by_length: bool,
     /// Saves a checkpoint every this many steps, besides the final one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
