@@ -6,7 +6,7 @@
 //! of that average; "beats" means by more than two standard errors of the difference.
 
 use crate::routes::analytics::StrategyPoint;
-use crate::routes::results::ResultRow;
+use crate::routes::results::{BenchmarkResult, ResultRow};
 use serde::Deserialize;
 use std::fmt::Write;
 
@@ -67,19 +67,22 @@ impl Finding {
     }
 }
 
-/// A row's average Mean@k and the standard error of that average.
-fn score(row: &RowOutcome) -> Option<(f64, f64)> {
-    let results: Vec<_> = row.result.results.values().collect();
+/// A measure averaged over a row's benchmarks, and the standard error of that average, from
+/// each benchmark's value and standard error.
+fn averaged(row: &RowOutcome, of: impl Fn(&BenchmarkResult) -> (f64, f64)) -> Option<(f64, f64)> {
+    let results: Vec<(f64, f64)> = row.result.results.values().map(of).collect();
     if results.is_empty() {
         return None;
     }
     let n = results.len() as f64;
-    let mean = results.iter().map(|r| r.mean_at_k).sum::<f64>() / n;
-    let var: f64 = results
-        .iter()
-        .map(|r| r.mean_at_k_se.unwrap_or(0.0).powi(2))
-        .sum();
+    let mean = results.iter().map(|r| r.0).sum::<f64>() / n;
+    let var: f64 = results.iter().map(|r| r.1.powi(2)).sum();
     Some((mean, var.sqrt() / n))
+}
+
+/// A row's average Mean@k and its standard error.
+fn score(row: &RowOutcome) -> Option<(f64, f64)> {
+    averaged(row, |r| (r.mean_at_k, r.mean_at_k_se.unwrap_or(0.0)))
 }
 
 /// `a` against `b`: the difference in points, its standard error, and whether it exceeds two.
@@ -234,20 +237,13 @@ fn s2_over_s1(s1: Option<&RowOutcome>, s2: Option<&RowOutcome>) -> (bool, String
     }
 }
 
-/// A row's parallel ratio averaged over its benchmarks, and a standard error that treats each
-/// prompt as one draw: its samples share the prompt, so they are not independent.
+/// A row's average parallel ratio, with a standard error that treats each prompt as one draw:
+/// its samples share the prompt, so they are not independent.
 fn parallel_ratio(row: &RowOutcome) -> Option<(f64, f64)> {
-    let results: Vec<_> = row.result.results.values().collect();
-    if results.is_empty() {
-        return None;
-    }
-    let n = results.len() as f64;
-    let ratio = results.iter().map(|r| r.parallel_ratio).sum::<f64>() / n;
-    let var: f64 = results
-        .iter()
-        .map(|r| r.parallel_ratio * (1.0 - r.parallel_ratio) / r.prompts.max(1) as f64)
-        .sum();
-    Some((ratio, var.sqrt() / n))
+    averaged(row, |r| {
+        let p = r.parallel_ratio;
+        (p, (p * (1.0 - p) / r.prompts.max(1) as f64).sqrt())
+    })
 }
 
 /// Block-weighted verification share, the mean of per-step median positions, and the blocks,
@@ -324,7 +320,6 @@ pub fn render(findings: &[Finding]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::results::BenchmarkResult;
     use std::collections::BTreeMap;
 
     fn row(name: &str, role: Role, start: Option<usize>, mean: f64, parallel: f64) -> RowOutcome {
