@@ -1,8 +1,11 @@
 //! Pretrains the `tiny-base` preset, as Parallel-R1 starts from a pretrained base: the tiny
 //! architecture learns *sequential* solutions of the built-in task family (no tags), under both
-//! prompts, until it reasons step by step with real accuracy. Its vocabulary, a byte-level BPE
-//! learned from the same text, already holds the six tags, whose rows are then reset to the mean
-//! of the others: untrained, as in the reference's Qwen3-4B-Base-Special.
+//! prompts, until it reasons step by step with real accuracy. The solutions check hard steps by
+//! other routes and try both cases of a condition in plain lines, as a real base has read such
+//! text: the parallel solutions' reasoning without their tags (`builtin:pretrain`). Its
+//! vocabulary, a byte-level BPE learned from the same text, already holds the six tags, whose rows
+//! are then reset to the mean of the others: untrained, as in the reference's
+//! Qwen3-4B-Base-Special.
 //!
 //! Run by `scripts/pretrain_tiny_base.sh`, which writes `trainer-daemon/assets/tiny-base/`. The run
 //! is seeded: the same seed, steps and thread count give the same weights.
@@ -73,7 +76,8 @@ fn main() -> Result<()> {
     let stage = serde_json::json!({
         "name": "pretrain", "dataset": "builtin:pretrain",
         "learning_rate": args.learning_rate, "max_steps": args.steps,
-        "batch_size": args.batch_size, "warmup_ratio": 0.02, "checkpoint_every": 1000
+        "batch_size": args.batch_size, "warmup_ratio": 0.02, "checkpoint_every": 1000,
+        "group_by_length": true
     });
     let run_id = RunId(uuid::Uuid::from_u128(
         0x0007_ba5e_0000 + u128::from(args.seed),
@@ -93,6 +97,7 @@ fn main() -> Result<()> {
             "command": std::env::args().collect::<Vec<_>>().join(" "),
             "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size,
             "learning_rate": args.learning_rate, "dataset": "builtin:pretrain",
+            "group_by_length": true,
             "minutes": (started.elapsed().as_secs_f64() / 60.0 * 10.0).round() / 10.0,
             "threads": tch::get_num_threads(),
             "accuracy": measured,
@@ -150,7 +155,7 @@ fn measure(model: &LoadedModel, tok: &PrlTokenizer) -> Result<serde_json::Value>
             512,
             Attention::Seen,
             RolloutMode::Parallel,
-            192,
+            256,
         )?;
         println!(
             "{set}: greedy accuracy {:.3}, parallel ratio {:.3}",

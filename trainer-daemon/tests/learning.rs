@@ -1,6 +1,6 @@
 //! A real learning check: GRPO with parallel rollouts on the built-in task, seeded, starting from
-//! the committed Unseen SFT checkpoint (`tests/fixtures/tiny-sft-unseen`: tiny-base after the
-//! demo's Parallel-SFT-Unseen row, made by `scripts/make_tiny_sft_fixture.sh`), must raise
+//! the committed Unseen SFT checkpoint (`tests/fixtures/tiny-sft-unseen`: 400 SFT steps from an
+//! earlier tiny-base, see `scripts/fixtures/tiny-sft-unseen.toml`), must raise
 //! held-out accuracy by a clear margin. The RL job's own evaluations, before its first step and
 //! after its last, are the measurement.
 

@@ -111,8 +111,9 @@ pub enum Solutions {
     Parallel,
     /// The step-by-step prompt and the sequential solution (the baselines).
     Sequential,
-    /// Sequential solutions under either prompt, alternating: the base model's pretraining
-    /// text, so that it answers both prompts step by step before any parallel SFT.
+    /// Untagged solutions (the parallel ones' reasoning as one plain thread) under either prompt,
+    /// alternating: the base model's pretraining text, so that it answers both prompts step by
+    /// step, checking its work and trying cases without tags, before any parallel SFT.
     Pretrain,
 }
 
@@ -208,8 +209,14 @@ impl BuiltinSet {
                         response: p.parallel_solution,
                         untrained: p.slips,
                     },
-                    Solutions::Sequential | Solutions::Pretrain => {
-                        SftExample::plain(prompt, p.sequential_solution)
+                    Solutions::Sequential => SftExample::plain(prompt, p.sequential_solution),
+                    Solutions::Pretrain => {
+                        let untagged = p.untagged_solution();
+                        SftExample {
+                            prompt,
+                            response: untagged.text,
+                            untrained: untagged.slips,
+                        }
                     }
                 }
             })

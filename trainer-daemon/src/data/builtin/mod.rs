@@ -12,6 +12,7 @@ use rand::rngs::StdRng;
 use std::collections::HashSet;
 
 use problem::Story;
+pub use solution::Written;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Difficulty {
@@ -37,8 +38,19 @@ pub struct Problem {
     /// Byte ranges of `parallel_solution` holding slips a block corrects: context for SFT, not
     /// targets.
     pub slips: Vec<std::ops::Range<usize>>,
-    /// The same steps worked one after another, without blocks: the base model's kind of text.
+    /// The same steps worked one after another, without blocks or checks.
     pub sequential_solution: String,
+}
+
+impl Problem {
+    /// The parallel solution's reasoning without its tags, slips marked: the base model's
+    /// pretraining text (see `solution::untagged`).
+    pub fn untagged_solution(&self) -> Written {
+        solution::untagged(&Written {
+            text: self.parallel_solution.clone(),
+            slips: self.slips.clone(),
+        })
+    }
 }
 
 /// `count` problems of `difficulty` in `split`, the same for the same seed.
@@ -120,10 +132,16 @@ mod tests {
                 parsed.issues
             );
             with_blocks += usize::from(!parsed.blocks.is_empty());
-            for s in [&p.parallel_solution, &p.sequential_solution] {
+            let untagged = p.untagged_solution().text;
+            for s in [&p.parallel_solution, &p.sequential_solution, &untagged] {
                 assert!(s.ends_with(&format!("Final Answer: {}", p.answer)), "{s}");
             }
-            assert!(parallel::parse(&p.sequential_solution).blocks.is_empty());
+            for s in [&p.sequential_solution, &untagged] {
+                assert!(
+                    !s.contains('<') && parallel::parse(s).blocks.is_empty(),
+                    "{s}"
+                );
+            }
         }
         // Blocks appear in most solutions, not all: RL has room to move the parallel ratio.
         assert!(

@@ -1,5 +1,6 @@
-//! A story's two written solutions: the sequential one (one line per operation, what the base
-//! model is pretrained on) and the parallel one, whose blocks do real work.
+//! A story's written solutions: the sequential one (one line per operation), the parallel one,
+//! whose blocks do real work, and the parallel one's reasoning without its tags (`untagged`), the
+//! text the base model is pretrained on.
 //!
 //! - **Verification** follows a hard step (a product, or a sum of two-digit numbers) that the main
 //!   thread just computed directly: each path re-derives it by an easier route (tens and ones
@@ -83,6 +84,49 @@ pub fn parallel(story: &Story, rng: &mut StdRng) -> Written {
     }
     out.push(&final_answer(story.answer()));
     out
+}
+
+/// Tag runs of a parallel solution and the plain text that takes their place: a block's paths and
+/// its summary become lines of one thread.
+const UNTAGGED: [(&str, &str); 4] = [
+    ("<Parallel><Path>", ""),
+    ("</Path><Path>", "\n"),
+    ("</Path></Parallel>\n<Summary>", "\n"),
+    ("</Summary>", ""),
+];
+
+/// The parallel solution's reasoning as one sequential thread: the same checks by other routes and
+/// the same tried branches, written as plain lines without tags, its slips kept in place. A real
+/// base model has read text that checks its work and tries cases; this is the built-in task's
+/// share of such text, so that cold-start SFT teaches the format rather than the reasoning.
+pub fn untagged(parallel: &Written) -> Written {
+    let text = &parallel.text;
+    let mut out = Written::default();
+    let mut from = 0;
+    loop {
+        let next = UNTAGGED
+            .iter()
+            .filter_map(|(tags, plain)| {
+                text[from..].find(tags).map(|at| (from + at, *tags, *plain))
+            })
+            .min_by_key(|(at, ..)| *at);
+        let until = next.map_or(text.len(), |(at, ..)| at);
+        // Where text[from..] lands in `out`.
+        let to = out.text.len();
+        out.slips.extend(
+            parallel
+                .slips
+                .iter()
+                .filter(|r| from <= r.start && r.end <= until)
+                .map(|r| r.start - from + to..r.end - from + to),
+        );
+        out.text.push_str(&text[from..until]);
+        let Some((at, tags, plain)) = next else {
+            return out;
+        };
+        out.text.push_str(plain);
+        from = at + tags.len();
+    }
 }
 
 fn final_answer(answer: i64) -> String {
@@ -327,6 +371,25 @@ mod tests {
         assert_eq!(text(&by_doubling(27, 3)), "27+27=54. 54+27=81.");
         assert_eq!(text(&by_doubling(12, 5)), "12+12=24. 24+24=48. 48+12=60.");
         assert_eq!(text(&by_place(30, 2)), "3*2=6. 6*10=60.");
+    }
+
+    #[test]
+    fn untagged_text_is_the_blocks_reasoning_as_plain_lines_with_its_slips_in_place() {
+        let mut tagged = Written::default();
+        tagged.push("27*3=");
+        tagged.push_slip(82);
+        tagged.push(".\n<Parallel><Path>20*3=60. 7*3=21. 60+21=81.</Path><Path>27+27=54. 54+27=");
+        tagged.push_slip(80);
+        tagged.push(
+            ".</Path></Parallel>\n<Summary>Two of three give 81.</Summary>\nFinal Answer: 81",
+        );
+        let plain = untagged(&tagged);
+        assert_eq!(
+            plain.text,
+            "27*3=82.\n20*3=60. 7*3=21. 60+21=81.\n27+27=54. 54+27=80.\nTwo of three give 81.\nFinal Answer: 81"
+        );
+        let slips: Vec<&str> = plain.slips.iter().map(|r| &plain.text[r.clone()]).collect();
+        assert_eq!(slips, ["82", "80"]);
     }
 
     #[test]
