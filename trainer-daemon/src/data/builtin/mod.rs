@@ -138,7 +138,8 @@ mod tests {
             }
             for s in [&p.sequential_solution, &untagged] {
                 assert!(
-                    !s.contains('<') && parallel::parse(s).blocks.is_empty(),
+                    !parallel::TAGS.iter().any(|tag| s.contains(tag))
+                        && parallel::parse(s).blocks.is_empty(),
                     "{s}"
                 );
             }
