@@ -1,7 +1,8 @@
 //! The `ci` size of the demo suite: every row of the reference's main table and the continued-SFT
 //! control runs through the real stack from the pretrained tiny base, later rows start from
 //! earlier rows' checkpoints, and the comparison table comes back with a row per experiment and a
-//! column group per benchmark, each under the protocol it was sampled with.
+//! column group per benchmark, each under the protocol it was sampled with. Run again, the suite
+//! reuses what it ran.
 
 use prl_api::cli::client::Client;
 use prl_api::cli::suite::Suite;
@@ -83,4 +84,37 @@ async fn the_ci_suite_runs_every_row_of_the_main_table() {
         "{rendered}"
     );
     assert!(rendered.contains("hard-test: 4 prompts × 2 samples at temperature 1"));
+
+    // Each result's samples prompt by prompt, which the findings pair across rows.
+    let scores = client.prompt_scores(ids).await.unwrap();
+    assert_eq!(scores.len(), 9 * 2, "a row's two benchmarks each");
+    for scored in &scores {
+        let row = table
+            .rows
+            .iter()
+            .find(|r| r.experiment_id == scored.experiment_id);
+        let result = &row.unwrap().results[&scored.benchmark];
+        assert_eq!(scored.prompts.len(), 4, "{}", scored.benchmark);
+        assert!(scored.prompts.iter().all(|p| p.samples == 2));
+        let mean = scored
+            .prompts
+            .iter()
+            .map(|p| p.correct as f64 / 2.0)
+            .sum::<f64>()
+            / 4.0;
+        assert!((mean - result.mean_at_k).abs() < 1e-9, "{mean} {result:?}");
+    }
+
+    // Started again, the suite reuses every row it ran: nothing is submitted or trained anew.
+    let submitted = app.count("SELECT count(*) FROM experiments").await;
+    let again = Suite::read(&dir)
+        .unwrap()
+        .run(&client, &[], 1)
+        .await
+        .unwrap();
+    assert_eq!(again, seeds);
+    assert_eq!(
+        app.count("SELECT count(*) FROM experiments").await,
+        submitted
+    );
 }

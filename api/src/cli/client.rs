@@ -81,6 +81,27 @@ impl Client {
         Ok(accepted.id)
     }
 
+    /// The newest experiment submitted with exactly this spec that has not failed or been
+    /// cancelled, with its status: what lets a suite started again reuse what it ran before.
+    pub async fn find_submitted(&self, spec: &ExperimentSpec) -> Result<Option<(Uuid, String)>> {
+        let mut query = vec![("limit", "200"), ("name", spec.name.as_str())];
+        // The last tag is the most specific (a suite's seed), so it narrows the search most.
+        query.extend(spec.tags.last().map(|tag| ("tag", tag.as_str())));
+        let page: ExperimentPage = self
+            .send(self.authorised(self.http.get(self.url("/api/v1/experiments")).query(&query)))
+            .await?;
+        for found in page.items.into_iter().map(|x| x.summary) {
+            let alive = ["queued", "running", "completed"].contains(&found.status.as_str());
+            if alive
+                && found.name == spec.name.as_str()
+                && self.detail(found.id).await?.spec.as_ref() == Some(spec)
+            {
+                return Ok(Some((found.id, found.status)));
+            }
+        }
+        Ok(None)
+    }
+
     pub async fn detail(&self, id: Uuid) -> Result<ExperimentDetail> {
         self.send(
             self.authorised(
@@ -103,7 +124,22 @@ impl Client {
         .await
     }
 
-    /// Asks for an evaluation of a run's checkpoint; returns the experiment that runs it.
+    /// Per prompt, the sampled responses behind each result of `results`.
+    pub async fn prompt_scores(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<Vec<crate::routes::results::PromptScores>> {
+        let list: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        self.send(
+            self.authorised(
+                self.http
+                    .get(self.url("/api/v1/results/prompts"))
+                    .query(&[("experiments", list.join(","))]),
+            ),
+        )
+        .await
+    }
+
     /// The strategy-evolution series of runs.
     pub async fn strategy(&self, runs: &[Uuid]) -> Result<Vec<StrategyPoint>> {
         let runs: Vec<String> = runs.iter().map(Uuid::to_string).collect();
@@ -114,6 +150,7 @@ impl Client {
         .await
     }
 
+    /// Asks for an evaluation of a run's checkpoint; returns the experiment that runs it.
     pub async fn evaluate(&self, run: Uuid, request: &serde_json::Value) -> Result<Uuid> {
         let request = self
             .authorised(

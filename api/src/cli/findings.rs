@@ -2,12 +2,14 @@
 //! its numbers and a verdict per seed. A finding counts as reproduced only if it holds under every
 //! seed; one that does not is printed as not reproduced, with the numbers that say why.
 //!
-//! Scores are a row's average Mean@k over the benchmarks (the paper's Avg), with the standard error
-//! of that average; "beats" means by more than two standard errors of the difference.
+//! Scores are a row's average Mean@k over the benchmarks (the paper's Avg); "beats" means by more
+//! than two standard errors of the difference. Rows of a suite are evaluated on the same prompts,
+//! so that error is the paired one, over per-prompt differences (see `compare`).
 
 use crate::routes::analytics::StrategyPoint;
-use crate::routes::results::{BenchmarkResult, ResultRow};
+use crate::routes::results::{BenchmarkResult, PromptScore, ResultRow};
 use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 /// What a suite row stands for in the paper's table, which says what the findings compare.
@@ -44,6 +46,8 @@ pub struct RowOutcome {
     /// The row this one started from, by index.
     pub start: Option<usize>,
     pub result: ResultRow,
+    /// Per benchmark, the sampled responses behind its result, prompt by prompt.
+    pub prompts: BTreeMap<String, Vec<PromptScore>>,
     /// The strategy series of its RL stages, step by step.
     pub strategy: Vec<StrategyPoint>,
 }
@@ -67,29 +71,136 @@ impl Finding {
     }
 }
 
-/// A measure averaged over a row's benchmarks, and the standard error of that average, from
-/// each benchmark's value and standard error.
-fn averaged(row: &RowOutcome, of: impl Fn(&BenchmarkResult) -> (f64, f64)) -> Option<(f64, f64)> {
-    let results: Vec<(f64, f64)> = row.result.results.values().map(of).collect();
-    if results.is_empty() {
+/// What a comparison of two rows measures.
+#[derive(Clone, Copy)]
+enum Measure {
+    /// Mean@k, the finding's score.
+    MeanAtK,
+    /// The share of sampled responses that open a parallel block.
+    ParallelRatio,
+}
+
+impl Measure {
+    /// A row's value on one benchmark and its standard error on its own. The parallel ratio's
+    /// treats each prompt as one draw: its samples share the prompt, so they are not independent.
+    fn of(self, r: &BenchmarkResult) -> (f64, f64) {
+        match self {
+            Measure::MeanAtK => (r.mean_at_k, r.mean_at_k_se.unwrap_or(0.0)),
+            Measure::ParallelRatio => {
+                let p = r.parallel_ratio;
+                (p, (p * (1.0 - p) / r.prompts.max(1) as f64).sqrt())
+            }
+        }
+    }
+
+    fn of_prompt(self, p: &PromptScore) -> f64 {
+        let hits = match self {
+            Measure::MeanAtK => p.correct,
+            Measure::ParallelRatio => p.parallel,
+        };
+        hits as f64 / p.samples.max(1) as f64
+    }
+}
+
+/// A row's measure averaged over its benchmarks (the paper's Avg), and the standard error of that
+/// average.
+fn level(row: &RowOutcome, measure: Measure) -> Option<(f64, f64)> {
+    let results: Vec<(f64, f64)> = row.result.results.values().map(|r| measure.of(r)).collect();
+    average(&results)
+}
+
+/// The mean of values with standard errors, and the standard error of that mean.
+fn average(values: &[(f64, f64)]) -> Option<(f64, f64)> {
+    if values.is_empty() {
         return None;
     }
-    let n = results.len() as f64;
-    let mean = results.iter().map(|r| r.0).sum::<f64>() / n;
-    let var: f64 = results.iter().map(|r| r.1.powi(2)).sum();
+    let n = values.len() as f64;
+    let mean = values.iter().map(|r| r.0).sum::<f64>() / n;
+    let var: f64 = values.iter().map(|r| r.1.powi(2)).sum();
     Some((mean, var.sqrt() / n))
 }
 
-/// A row's average Mean@k and its standard error.
-fn score(row: &RowOutcome) -> Option<(f64, f64)> {
-    averaged(row, |r| (r.mean_at_k, r.mean_at_k_se.unwrap_or(0.0)))
+/// One row's measure against another's: the difference of their averages and its standard error.
+struct Comparison {
+    difference: f64,
+    se: f64,
+    /// The error is that of per-prompt differences.
+    paired: bool,
 }
 
-/// `a` against `b`: the difference in points, its standard error, and whether it exceeds two.
-fn beats(a: (f64, f64), b: (f64, f64)) -> (f64, f64, bool) {
-    let difference = a.0 - b.0;
-    let se = (a.1.powi(2) + b.1.powi(2)).sqrt();
-    (difference * 100.0, se * 100.0, difference > 2.0 * se)
+impl Comparison {
+    fn wins(&self) -> bool {
+        self.difference > 2.0 * self.se
+    }
+}
+
+impl std::fmt::Display for Comparison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let paired = if self.paired { "paired " } else { "" };
+        write!(
+            f,
+            "{:+.1}, {paired}SE {:.1}",
+            self.difference * 100.0,
+            self.se * 100.0
+        )
+    }
+}
+
+/// `a` against `b`. Where both rows sampled the same prompts of every benchmark, the standard
+/// error is that of the per-prompt differences: a prompt's difficulty is shared by both rows and
+/// cancels, as in any paired comparison. Otherwise the rows' own errors combine as if independent.
+fn compare(a: &RowOutcome, b: &RowOutcome, measure: Measure) -> Option<Comparison> {
+    let paired: Option<Vec<(f64, f64)>> = a
+        .result
+        .results
+        .iter()
+        .map(|(column, x)| {
+            let y = b.result.results.get(column)?;
+            paired_difference(
+                a.prompts.get(&x.benchmark)?,
+                b.prompts.get(&y.benchmark)?,
+                measure,
+            )
+        })
+        .collect();
+    match paired.filter(|p| !p.is_empty() && p.len() == b.result.results.len()) {
+        Some(per_benchmark) => {
+            let (difference, se) = average(&per_benchmark)?;
+            Some(Comparison {
+                difference,
+                se,
+                paired: true,
+            })
+        }
+        None => {
+            let (x, y) = (level(a, measure)?, level(b, measure)?);
+            Some(Comparison {
+                difference: x.0 - y.0,
+                se: (x.1.powi(2) + y.1.powi(2)).sqrt(),
+                paired: false,
+            })
+        }
+    }
+}
+
+/// The mean per-prompt difference over the prompts both sampled, and its standard error; None
+/// when they share fewer than two prompts.
+fn paired_difference(a: &[PromptScore], b: &[PromptScore], measure: Measure) -> Option<(f64, f64)> {
+    let b: HashMap<&str, &PromptScore> = b.iter().map(|p| (p.prompt_id.as_str(), p)).collect();
+    let d: Vec<f64> = a
+        .iter()
+        .filter_map(|p| {
+            let q = b.get(p.prompt_id.as_str())?;
+            Some(measure.of_prompt(p) - measure.of_prompt(q))
+        })
+        .collect();
+    if d.len() < 2 {
+        return None;
+    }
+    let n = d.len() as f64;
+    let mean = d.iter().sum::<f64>() / n;
+    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    Some((mean, (var / n).sqrt()))
 }
 
 fn pct(x: f64) -> String {
@@ -174,23 +285,18 @@ fn r1_over_starts(
 ) -> (bool, String) {
     let mut held = !r1.is_empty() && control.is_some();
     let mut parts = Vec::new();
-    let control_score = control.and_then(score);
     for &i in r1 {
-        let Some(own) = score(&rows[i]) else {
+        let Some(own) = level(&rows[i], Measure::MeanAtK) else {
             held = false;
             continue;
         };
-        let start = sft_start(rows, i).and_then(|s| score(&rows[s]).map(|x| (s, x)));
+        let start = sft_start(rows, i).map(|s| &rows[s]);
         let mut line = format!("{} {}", rows[i].name, pct(own.0));
-        for (label, other) in [
-            ("its SFT start", start.map(|(_, x)| x)),
-            ("the control", control_score),
-        ] {
-            match other {
-                Some(other) => {
-                    let (difference, se, wins) = beats(own, other);
-                    held &= wins;
-                    let _ = write!(line, "; vs {label} {difference:+.1} (SE {se:.1})");
+        for (label, other) in [("its SFT start", start), ("the control", control)] {
+            match other.and_then(|other| compare(&rows[i], other, Measure::MeanAtK)) {
+                Some(c) => {
+                    held &= c.wins();
+                    let _ = write!(line, "; vs {label} ({c})");
                 }
                 None => held = false,
             }
@@ -201,49 +307,43 @@ fn r1_over_starts(
 }
 
 fn r1_over_grpo(rows: &[RowOutcome], r1: &[usize], grpo: Option<&RowOutcome>) -> (bool, String) {
-    let Some(baseline) = grpo.and_then(score) else {
+    let Some((grpo, baseline)) =
+        grpo.and_then(|g| level(g, Measure::MeanAtK).map(|level| (g, level)))
+    else {
         return (false, "no GRPO row with results".into());
     };
     let mut held = !r1.is_empty();
     let mut parts = vec![format!("GRPO {}", pct(baseline.0))];
     for &i in r1 {
-        let Some(own) = score(&rows[i]) else {
+        let (Some(own), Some(c)) = (
+            level(&rows[i], Measure::MeanAtK),
+            compare(&rows[i], grpo, Measure::MeanAtK),
+        ) else {
             held = false;
             continue;
         };
-        let (difference, se, wins) = beats(own, baseline);
-        held &= wins;
-        parts.push(format!(
-            "{} {} ({difference:+.1}, SE {se:.1})",
-            rows[i].name,
-            pct(own.0)
-        ));
+        held &= c.wins();
+        parts.push(format!("{} {} ({c})", rows[i].name, pct(own.0)));
     }
     (held, parts.join("; "))
 }
 
 fn s2_over_s1(s1: Option<&RowOutcome>, s2: Option<&RowOutcome>) -> (bool, String) {
-    match (s1.and_then(parallel_ratio), s2.and_then(parallel_ratio)) {
-        (Some(a), Some(b)) => {
-            let (difference, se, held) = beats(b, a);
-            let numbers = format!(
-                "S1 {}%, S2 {}% ({difference:+.1}, SE {se:.1})",
-                pct(a.0),
-                pct(b.0)
-            );
-            (held, numbers)
-        }
+    let (Some(s1), Some(s2)) = (s1, s2) else {
+        return (false, "an S1 or S2 row is missing".into());
+    };
+    let ratio = |row| level(row, Measure::ParallelRatio);
+    match (
+        ratio(s1),
+        ratio(s2),
+        compare(s2, s1, Measure::ParallelRatio),
+    ) {
+        (Some(a), Some(b), Some(c)) => (
+            c.wins(),
+            format!("S1 {}%, S2 {}% ({c})", pct(a.0), pct(b.0)),
+        ),
         _ => (false, "an S1 or S2 row is missing its results".into()),
     }
-}
-
-/// A row's average parallel ratio, with a standard error that treats each prompt as one draw:
-/// its samples share the prompt, so they are not independent.
-fn parallel_ratio(row: &RowOutcome) -> Option<(f64, f64)> {
-    averaged(row, |r| {
-        let p = r.parallel_ratio;
-        (p, (p * (1.0 - p) / r.prompts.max(1) as f64).sqrt())
-    })
 }
 
 /// Block-weighted verification share, the mean of per-step median positions, and the blocks,
@@ -352,6 +452,7 @@ mod tests {
                 average: Some(mean),
                 results: BTreeMap::from([("b".into(), result)]),
             },
+            prompts: BTreeMap::new(),
             strategy: Vec::new(),
         }
     }
@@ -459,6 +560,49 @@ mod tests {
         let (held, text) = judged([0.75, 0.5, 0.5, 0.5]);
         assert!(!held, "S2's share falls: {text}");
         assert!(text.contains("does not rise in every row"), "{text}");
+    }
+
+    /// A row evaluated on benchmark "b" with 4 samples of each prompt, `correct[i]` right on
+    /// prompt i, and the standard error its evaluation would report on its own.
+    fn sampled(correct: &[i64]) -> RowOutcome {
+        let scores: Vec<f64> = correct.iter().map(|&c| c as f64 / 4.0).collect();
+        let n = scores.len() as f64;
+        let mean = scores.iter().sum::<f64>() / n;
+        let sd = (scores.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        let mut row = row("row", Role::ParallelR1, None, mean, 0.5);
+        let result = row.result.results.get_mut("b").unwrap();
+        result.mean_at_k_se = Some(sd / n.sqrt());
+        let prompts = correct.iter().enumerate().map(|(i, &c)| PromptScore {
+            prompt_id: format!("p{i}"),
+            samples: 4,
+            correct: c,
+            parallel: 2,
+        });
+        row.prompts = BTreeMap::from([("b".into(), prompts.collect())]);
+        row
+    }
+
+    #[test]
+    fn rows_sampled_on_the_same_prompts_are_compared_prompt_by_prompt() {
+        // Half the 200 prompts are easy for both rows, half hard; each row's own standard error
+        // (3.5 points) is mostly that spread of difficulty, which a difference cancels.
+        let before: Vec<i64> = (0..200).map(|i| if i < 100 { 4 } else { 0 }).collect();
+        let mut better = before.clone();
+        better[100..108].fill(4);
+        let c = compare(&sampled(&better), &sampled(&before), Measure::MeanAtK).unwrap();
+        assert!(c.paired);
+        assert!((c.difference - 0.04).abs() < 1e-9);
+        assert!(c.wins(), "8 prompts gained, none lost: {c}");
+        assert_eq!(c.to_string(), "+4.0, paired SE 1.4");
+        let mut unpaired = sampled(&better);
+        unpaired.prompts.clear();
+        let c = compare(&unpaired, &sampled(&before), Measure::MeanAtK).unwrap();
+        assert!(!c.paired && !c.wins(), "as if independent: {c}");
+        // Gains and losses on different prompts are noise, paired or not.
+        let mut mixed = better.clone();
+        mixed[..4].fill(0);
+        let c = compare(&sampled(&mixed), &sampled(&before), Measure::MeanAtK).unwrap();
+        assert!(c.paired && !c.wins(), "{c}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `prl suite`: runs a directory of experiment specs (a suite, such as the demo suite that mirrors
 //! the rows of the reference's main table) one after another, once per seed, and prints each
-//! seed's comparison table and the paper's findings judged across the seeds.
+//! seed's comparison table and the paper's findings judged across the seeds. Running it again
+//! reuses every row already submitted with the same spec, so it only prints what it has.
 //!
 //! A suite is `suite.toml` next to its spec files:
 //!
@@ -102,7 +103,9 @@ impl Suite {
 
     /// Runs the suite once per seed (the manifest's unless `seeds` is given), up to `parallel`
     /// experiments at a time (one per trainer daemon): a row starts once the row it starts from
-    /// has completed under the same seed, and is skipped if that row did not complete. Then
+    /// has completed under the same seed, and is skipped if that row did not complete. A row
+    /// whose exact spec was submitted before and did not fail is followed or reused, not run
+    /// again, so a suite started again picks up where it stopped. Then
     /// prints each seed's table and the findings judged across the seeds. Returns the experiments
     /// of each seed, in row order.
     pub async fn run(
@@ -204,13 +207,24 @@ impl Suite {
                 if let Some(model) = model {
                     spec.model = model;
                 }
-                let id = client.submit(&spec).await?;
+                let (id, before) = match client.find_submitted(&spec).await? {
+                    Some((id, status)) => (id, Some(status)),
+                    None => (client.submit(&spec).await?, None),
+                };
                 println!(
-                    "{} ({}, seed {}): experiment {id}",
+                    "{} ({}, seed {}): experiment {id}{}",
                     spec.name,
                     row.spec.display(),
-                    seeds[s]
+                    seeds[s],
+                    match &before {
+                        Some(status) => format!(", submitted before ({status})"),
+                        None => String::new(),
+                    }
                 );
+                if let Some(status) = before.filter(|s| s == "completed") {
+                    states[s][r] = State::Done(id, status);
+                    continue;
+                }
                 states[s][r] = State::Running(id);
                 if parallel == 1 {
                     // One at a time: follow it with a progress bar per stage.
@@ -276,6 +290,7 @@ impl Suite {
     ) -> Result<SeedOutcome> {
         let present: Vec<Uuid> = ids.iter().flatten().copied().collect();
         let table = client.results(&present).await?;
+        let prompts = client.prompt_scores(&present).await?;
         let mut rows = Vec::new();
         for ((row, spec), id) in self.rows.iter().zip(ids) {
             let Some(id) = id else { continue };
@@ -313,6 +328,11 @@ impl Suite {
                     role: row.role,
                     start: None,
                     result,
+                    prompts: prompts
+                        .iter()
+                        .filter(|p| p.experiment_id == *id)
+                        .map(|p| (p.benchmark.clone(), p.prompts.clone()))
+                        .collect(),
                     strategy,
                 },
             ));

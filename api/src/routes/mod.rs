@@ -34,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, web_dir: &std::path::Path) {
             .service(events::feed)
             .service(events::stream)
             .service(results::table)
+            .service(results::prompt_scores)
             .service(evaluations::list)
             .service(evaluations::evaluate)
             .service(analytics::strategy)

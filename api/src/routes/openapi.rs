@@ -16,6 +16,7 @@ use utoipa_swagger_ui::SwaggerUi;
         super::events::feed,
         super::events::stream,
         super::results::table,
+        super::results::prompt_scores,
         super::evaluations::list,
         super::evaluations::evaluate,
         super::analytics::strategy,

@@ -156,3 +156,69 @@ pub async fn table(
         .collect();
     Ok(HttpResponse::Ok().json(ResultsTable { benchmarks, rows }))
 }
+
+/// One prompt of an evaluation: how many responses were sampled for it, how many were correct,
+/// and how many opened a parallel block.
+#[derive(Serialize, Deserialize, Clone, Debug, sqlx::FromRow, utoipa::ToSchema)]
+pub struct PromptScore {
+    pub prompt_id: String,
+    pub samples: i64,
+    pub correct: i64,
+    pub parallel: i64,
+}
+
+/// The prompts of one experiment's evaluation of one benchmark (the one its table row shows).
+#[derive(Serialize, Deserialize, Clone, Debug, utoipa::ToSchema)]
+pub struct PromptScores {
+    pub experiment_id: Uuid,
+    pub benchmark: String,
+    pub prompts: Vec<PromptScore>,
+}
+
+/// Per prompt, the sampled responses behind each result of `/results`: what a paired comparison
+/// of two rows evaluated on the same prompts needs (a prompt's difficulty is shared by both and
+/// cancels in the difference). Greedy responses are not among them.
+#[utoipa::path(context_path = "/api/v1", params(ResultsQuery), responses((status = 200, body = Vec<PromptScores>), (status = 400, body = crate::error::ErrorBody)))]
+#[get("/results/prompts")]
+pub async fn prompt_scores(
+    _: ReadAccess,
+    state: web::Data<AppState>,
+    query: web::Query<ResultsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let ids = id_list("experiments", &query.experiments, MAX_EXPERIMENTS)?;
+    // The evaluation's own responses: its run, benchmark and step, from its latest attempt.
+    let rows: Vec<(Uuid, String, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT x.experiment_id, x.benchmark, t.prompt_id, count(*), count(*) FILTER (WHERE t.correct),
+                count(*) FILTER (WHERE t.blocks > 0)
+         FROM experiment_results x
+         JOIN trajectories t ON t.run_id = x.run_id AND t.benchmark = x.benchmark AND t.step = x.step
+         WHERE x.experiment_id = ANY($1)
+           AND t.attempt = (SELECT max(u.attempt) FROM trajectories u
+                            WHERE u.run_id = x.run_id AND u.benchmark = x.benchmark AND u.step = x.step)
+         GROUP BY 1, 2, 3
+         ORDER BY 1, 2, 3",
+    )
+    .bind(&ids)
+    .fetch_all(&state.pool)
+    .await?;
+    let mut out: Vec<PromptScores> = Vec::new();
+    for (experiment_id, benchmark, prompt_id, samples, correct, parallel) in rows {
+        let score = PromptScore {
+            prompt_id,
+            samples,
+            correct,
+            parallel,
+        };
+        match out.last_mut() {
+            Some(last) if last.experiment_id == experiment_id && last.benchmark == benchmark => {
+                last.prompts.push(score)
+            }
+            _ => out.push(PromptScores {
+                experiment_id,
+                benchmark,
+                prompts: vec![score],
+            }),
+        }
+    }
+    Ok(HttpResponse::Ok().json(out))
+}
