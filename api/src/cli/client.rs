@@ -113,15 +113,7 @@ impl Client {
     }
 
     pub async fn results(&self, ids: &[Uuid]) -> Result<ResultsTable> {
-        let list: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        self.send(
-            self.authorised(
-                self.http
-                    .get(self.url("/api/v1/results"))
-                    .query(&[("experiments", list.join(","))]),
-            ),
-        )
-        .await
+        self.of_experiments("/api/v1/results", ids).await
     }
 
     /// Per prompt, the sampled responses behind each result of `results`.
@@ -129,11 +121,20 @@ impl Client {
         &self,
         ids: &[Uuid],
     ) -> Result<Vec<crate::routes::results::PromptScores>> {
+        self.of_experiments("/api/v1/results/prompts", ids).await
+    }
+
+    /// A GET that names experiments as `?experiments=ID,ID`.
+    async fn of_experiments<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        ids: &[Uuid],
+    ) -> Result<T> {
         let list: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         self.send(
             self.authorised(
                 self.http
-                    .get(self.url("/api/v1/results/prompts"))
+                    .get(self.url(path))
                     .query(&[("experiments", list.join(","))]),
             ),
         )

@@ -221,7 +221,7 @@ impl Suite {
                         None => String::new(),
                     }
                 );
-                if let Some(status) = before.filter(|s| s == "completed") {
+                if let Some(status) = before.filter(|status| status == "completed") {
                     states[s][r] = State::Done(id, status);
                     continue;
                 }

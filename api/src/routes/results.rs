@@ -191,10 +191,12 @@ pub async fn prompt_scores(
         "SELECT x.experiment_id, x.benchmark, t.prompt_id, count(*), count(*) FILTER (WHERE t.correct),
                 count(*) FILTER (WHERE t.blocks > 0)
          FROM experiment_results x
+         CROSS JOIN LATERAL (SELECT max(u.attempt) AS attempt FROM trajectories u
+                             WHERE u.run_id = x.run_id AND u.benchmark = x.benchmark
+                               AND u.step = x.step) latest
          JOIN trajectories t ON t.run_id = x.run_id AND t.benchmark = x.benchmark AND t.step = x.step
+                            AND t.attempt = latest.attempt
          WHERE x.experiment_id = ANY($1)
-           AND t.attempt = (SELECT max(u.attempt) FROM trajectories u
-                            WHERE u.run_id = x.run_id AND u.benchmark = x.benchmark AND u.step = x.step)
          GROUP BY 1, 2, 3
          ORDER BY 1, 2, 3",
     )
