@@ -37,15 +37,21 @@ fn main() {
         tch::get_num_threads()
     );
     parallel_rollouts();
+    rl_batch();
     sequential_against_hf();
 }
 
-fn parallel_rollouts() {
-    let dir = std::env::var("PRL_BENCH_MODEL")
+/// The tiny checkpoint part 1 uses: `PRL_BENCH_MODEL` or the Unseen SFT fixture.
+fn bench_model_dir() -> PathBuf {
+    std::env::var("PRL_BENCH_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sft-unseen")
-        });
+        })
+}
+
+fn parallel_rollouts() {
+    let dir = bench_model_dir();
     let model = LoadedModel::load(&dir, Device::Cpu).expect("the benchmark's model");
     let (tok, _) = PrlTokenizer::load(&dir.join("tokenizer.json"), "<eos>").unwrap();
     let controls = tok.controls().unwrap();
@@ -110,6 +116,49 @@ fn parallel_rollouts() {
             reencode_s / fork_s
         );
     }
+}
+
+/// A batch shaped as the demo's RL steps sample it: 16 prompts x 8 responses at temperature 1.0,
+/// Unseen, 2 paths of at most 64 tokens, 256 response tokens; the best of 3 seeds.
+fn rl_batch() {
+    let model = LoadedModel::load(&bench_model_dir(), Device::Cpu).expect("the benchmark's model");
+    let (tok, _) = PrlTokenizer::load(&bench_model_dir().join("tokenizer.json"), "<eos>").unwrap();
+    let controls = tok.controls().unwrap();
+    let prompts: Vec<Vec<i64>> = BuiltinSet::parse("builtin:hard-test")
+        .unwrap()
+        .tasks()
+        .iter()
+        .take(16)
+        .flat_map(|t| std::iter::repeat_n(tok.encode(&t.prompt).unwrap(), 8))
+        .collect();
+    let config = RolloutConfig {
+        attention: Attention::Unseen,
+        mode: RolloutMode::Parallel,
+        paths: 2,
+        path_budget: 64,
+        max_blocks: 4,
+        max_new_tokens: 256,
+        sampler: Sampler {
+            temperature: 1.0,
+            top_p: 1.0,
+        },
+    };
+    // Sampling draws differ with the seed, so each run reports its own rate.
+    let best = (0..REPEATS as i64)
+        .map(|seed| {
+            tch::manual_seed(seed);
+            let started = Instant::now();
+            let out = rollout(&model.model, &prompts, &controls, &config, Device::Cpu);
+            let tokens: usize = out.iter().map(|r| r.tokens.len()).sum();
+            (tokens as f64 / started.elapsed().as_secs_f64(), tokens)
+        })
+        .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
+    println!(
+        "RL-shaped batch, {} prompts x 8 samples, T 1.0 ({} tokens): {:.0} tokens/s",
+        prompts.len() / 8,
+        best.1,
+        best.0
+    );
 }
 
 /// One generation request: decode greedily from `prompt` until a stop token or the budget.

@@ -23,7 +23,7 @@ use crate::layout::{Layout, TagIds};
 use crate::model::{CausalLm, KvCache};
 use crate::sampling::Sampler;
 use prl_schema::spec::{Attention, RolloutMode, StageSpec};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use tch::{Device, Tensor};
 
 /// The token ids decoding needs besides the model.
@@ -186,6 +186,8 @@ struct Engine<'a> {
     width: usize,
     lanes: Vec<Lane>,
     requests: Vec<Request>,
+    /// Decoding steps since a block first waited to fork or merge; None while none waits.
+    deferred: Option<usize>,
 }
 
 impl<'a> Engine<'a> {
@@ -233,6 +235,7 @@ impl<'a> Engine<'a> {
             width: 0,
             lanes,
             requests,
+            deferred: None,
         }
     }
 
@@ -261,20 +264,40 @@ impl<'a> Engine<'a> {
         Layout::new(seq, self.c.tags, self.config.attention)
     }
 
-    /// Runs the prompts, left-padded so that every row's next token lands in the same column.
+    /// Runs each distinct prompt once (RL and evaluation sample several responses per prompt),
+    /// left-padded so that every row's next token lands in the same column, then gives each lane
+    /// a row of the cache holding its prompt.
     fn prefill(&mut self) -> Tensor {
-        let b = self.lanes.len();
         let width = self.lanes.iter().map(|l| l.seq.len()).max().unwrap_or(1);
+        let mut firsts: Vec<usize> = Vec::new();
+        let prompt_rows: Vec<usize> = {
+            let mut distinct: HashMap<&[i64], usize> = HashMap::new();
+            (self.lanes.iter().enumerate())
+                .map(|(i, lane)| {
+                    *distinct.entry(&lane.seq).or_insert_with(|| {
+                        firsts.push(i);
+                        firsts.len() - 1
+                    })
+                })
+                .collect()
+        };
+        let b = firsts.len();
         let mut ids = vec![self.c.pad; b * width];
         let mut positions = vec![0i64; b * width];
         let mut mask = vec![f32::NEG_INFINITY; b * width * width];
-        for (row, lane) in self.lanes.iter_mut().enumerate() {
-            let layout = Layout::new(&lane.seq, self.c.tags, self.config.attention);
-            let off = width - lane.seq.len();
-            ids[row * width + off..(row + 1) * width].copy_from_slice(&lane.seq);
+        for (row, &first) in firsts.iter().enumerate() {
+            let seq = &self.lanes[first].seq;
+            let layout = self.layout(seq);
+            let off = width - seq.len();
+            ids[row * width + off..(row + 1) * width].copy_from_slice(seq);
             positions[row * width + off..(row + 1) * width].copy_from_slice(&layout.positions);
             layout.write_left_padded(width, &mut mask[row * width * width..][..width * width]);
-            lane.cols = (off..width).collect();
+        }
+        let mut sources = Vec::with_capacity(self.lanes.len());
+        for (lane, &row) in self.lanes.iter_mut().zip(&prompt_rows) {
+            lane.cols = (width - lane.seq.len()..width).collect();
+            lane.row = sources.len();
+            sources.push(lane.cols.iter().map(|&c| (row, c)).collect::<Vec<_>>());
             // The prompt may already be inside a block (a continuation): follow it.
             if self.config.mode == RolloutMode::Parallel {
                 for &token in &lane.seq {
@@ -296,7 +319,14 @@ impl<'a> Engine<'a> {
             ),
             &mut self.cache,
         );
-        logits.select(1, wi - 1)
+        if b == self.lanes.len() {
+            return logits.select(1, wi - 1);
+        }
+        self.cache.gather(&sources, width);
+        let rows: Vec<i64> = prompt_rows.iter().map(|&r| r as i64).collect();
+        logits
+            .select(1, wi - 1)
+            .index_select(0, &Tensor::from_slice(&rows).to(self.device))
     }
 
     /// Feeds every active lane's `next` token; idle rows feed padding that nothing will see.
@@ -357,12 +387,7 @@ impl<'a> Engine<'a> {
     }
 
     fn rows(&self) -> usize {
-        self.cache
-            .layers
-            .first()
-            .and_then(|l| l.k.as_ref())
-            .map(|k| k.size()[0] as usize)
-            .unwrap_or(0)
+        self.cache.rows()
     }
 
     /// After a forward pass: what each active lane feeds next, and what its last token means.
@@ -488,6 +513,20 @@ impl<'a> Engine<'a> {
         if forking.is_empty() && merging.is_empty() {
             return;
         }
+        // A gather copies the whole cache, so blocks wait to fork or merge together: until they
+        // are an eighth of the lanes still decoding, or the first has waited a few steps. Waiting
+        // changes no token, only when a lane decodes.
+        let active = self
+            .lanes
+            .iter()
+            .filter(|l| l.status == Status::Active)
+            .count();
+        let waited = self.deferred.map_or(0, |d| d + 1);
+        if (forking.len() + merging.len()) * 8 < active && waited < MAX_DEFERRED_STEPS {
+            self.deferred = Some(waited);
+            return;
+        }
+        self.deferred = None;
         // The lanes that keep a row, with where their cached tokens are now: (row, column) pairs.
         let mut next_lanes: Vec<(Lane, Vec<(usize, usize)>)> = Vec::new();
         let mut lanes = std::mem::take(&mut self.lanes);
@@ -577,6 +616,9 @@ impl<'a> Engine<'a> {
     }
 }
 
+/// The most decoding steps a block waits to fork or merge (see `restructure`).
+const MAX_DEFERRED_STEPS: usize = 8;
+
 /// Whether a block opened after `length` response tokens fits in the length budget with at least
 /// one token per path.
 fn block_fits(config: &RolloutConfig, length: usize) -> bool {
@@ -587,35 +629,14 @@ impl Engine<'_> {
     /// Rebuilds the cache with a row per lane of `lanes`, holding the keys and values of the
     /// (row, column) sources given for it, left-padded; updates the lanes' rows and columns.
     fn gather(&mut self, lanes: &mut [(Lane, Vec<(usize, usize)>)]) {
-        let rows = self.rows();
         let width = lanes.iter().map(|(_, s)| s.len()).max().unwrap_or(1).max(1);
-        // Padding points at any cached entry: no lane's mask ever opens it.
-        let mut index = vec![0i64; lanes.len() * width];
         for (row, (lane, srcs)) in lanes.iter_mut().enumerate() {
-            let off = width - srcs.len();
-            for (k, &(r, c)) in srcs.iter().enumerate() {
-                index[row * width + off + k] = (r * self.width + c) as i64;
-            }
             lane.row = row;
-            lane.cols = (off..width).collect();
+            lane.cols = (width - srcs.len()..width).collect();
         }
-        let index = Tensor::from_slice(&index).to(self.device);
-        let b = lanes.len() as i64;
-        for layer in &mut self.cache.layers {
-            for t in [&mut layer.k, &mut layer.v] {
-                let old = t.take().expect("a filled cache");
-                let (_, h, _, d) = old.size4().expect("(B, H, S, D) cache");
-                let flat = old
-                    .permute([0, 2, 1, 3])
-                    .reshape([(rows * self.width) as i64, h, d]);
-                *t = Some(
-                    flat.index_select(0, &index)
-                        .view([b, width as i64, h, d])
-                        .permute([0, 2, 1, 3])
-                        .contiguous(),
-                );
-            }
-        }
+        let sources: Vec<Vec<(usize, usize)>> =
+            lanes.iter_mut().map(|(_, s)| std::mem::take(s)).collect();
+        self.cache.gather(&sources, width);
         self.width = width;
     }
 }

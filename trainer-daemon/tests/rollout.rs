@@ -285,6 +285,47 @@ fn check_against_recomputation(model: &LoadedModel) -> Vec<(Attention, usize, us
     opened
 }
 
+/// As RL and evaluation batch them: many prompts, each several times. Identical prompts share
+/// one prefill, and blocks wait to fork and merge together (one lane's block is far fewer than an
+/// eighth of the lanes), yet every response is the one recomputation gives.
+#[test]
+fn a_large_batch_of_repeated_prompts_gives_each_prompt_its_own_rollout() {
+    let model = model_that(true);
+    let distinct: Vec<Vec<i64>> = (0..24)
+        .map(|i| (0..2 + i % 7).map(|j| 9 + (i * 7 + j * 3) % 31).collect())
+        .collect();
+    let batch: Vec<Vec<i64>> = (0..3).flat_map(|_| distinct.clone()).collect();
+    for (attention, paths) in [
+        (Attention::Unseen, 2),
+        (Attention::Unseen, 3),
+        (Attention::Seen, 2),
+    ] {
+        let config = config(attention, RolloutMode::Parallel, paths);
+        let got = rollout(&model.model, &batch, &controls(), &config, Device::Cpu);
+        let expected: Vec<Vec<i64>> = distinct
+            .iter()
+            .map(|p| reference(&model, p, &config))
+            .collect();
+        let mut blocks = 0;
+        for (i, out) in got.iter().enumerate() {
+            assert_eq!(
+                out.tokens,
+                expected[i % distinct.len()],
+                "{attention:?} x{paths} lane {i}"
+            );
+            blocks += out
+                .tokens
+                .iter()
+                .filter(|&&t| t == TAGS.open_parallel)
+                .count();
+        }
+        assert!(
+            blocks >= distinct.len(),
+            "{attention:?} x{paths}: only {blocks} blocks"
+        );
+    }
+}
+
 #[test]
 fn controller_tokens_are_flagged_as_forced() {
     let model = model();

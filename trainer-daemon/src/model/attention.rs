@@ -5,11 +5,53 @@ use super::{ModelConfig, RmsNorm};
 use tch::Tensor;
 use tch::nn::{self, Module};
 
-/// Keys and values of earlier tokens, per layer, after RoPE: (B, KV heads, S, D).
+/// Keys and values of earlier tokens, per layer, after RoPE: (B, KV heads, S, D) held in buffers
+/// with room for more columns, so that a decoding step writes its own column instead of copying
+/// the whole cache (which made decoding quadratic in the response length).
 #[derive(Debug, Default)]
 pub struct LayerCache {
-    pub k: Option<Tensor>,
-    pub v: Option<Tensor>,
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+    /// Columns in use; the buffers' third dimension is the capacity.
+    len: i64,
+}
+
+impl LayerCache {
+    /// The cached keys, (B, KV heads, S, D): a view of the buffer.
+    pub fn keys(&self) -> Option<Tensor> {
+        self.k.as_ref().map(|k| k.narrow(2, 0, self.len))
+    }
+
+    /// The cached values, shaped as the keys.
+    pub fn values(&self) -> Option<Tensor> {
+        self.v.as_ref().map(|v| v.narrow(2, 0, self.len))
+    }
+
+    /// Appends the columns of `k` and `v`, growing the buffers geometrically when full.
+    fn append(&mut self, k: &Tensor, v: &Tensor) {
+        let added = k.size()[2];
+        let needed = self.len + added;
+        let capacity = self.k.as_ref().map_or(0, |b| b.size()[2]);
+        if needed > capacity {
+            let grown = needed + needed / 2 + 16;
+            for (buffer, like) in [(&mut self.k, k), (&mut self.v, v)] {
+                let mut size = like.size();
+                size[2] = grown;
+                let fresh = Tensor::empty(size, (like.kind(), like.device()));
+                if let Some(old) = buffer.as_ref() {
+                    fresh
+                        .narrow(2, 0, self.len)
+                        .copy_(&old.narrow(2, 0, self.len));
+                }
+                *buffer = Some(fresh);
+            }
+        }
+        for (buffer, new) in [(&self.k, k), (&self.v, v)] {
+            let buffer = buffer.as_ref().expect("allocated above");
+            buffer.narrow(2, self.len, added).copy_(new);
+        }
+        self.len = needed;
+    }
 }
 
 #[derive(Debug)]
@@ -20,15 +62,53 @@ pub struct KvCache {
 impl KvCache {
     /// Cached tokens so far.
     pub fn len(&self) -> i64 {
-        self.layers
-            .first()
-            .and_then(|l| l.k.as_ref())
-            .map(|k| k.size()[2])
-            .unwrap_or(0)
+        self.layers.first().map_or(0, |l| l.len)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Rows of the batch the cache holds.
+    pub fn rows(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.k.as_ref())
+            .map_or(0, |k| k.size()[0] as usize)
+    }
+
+    /// Rebuilds the cache from entries it holds: new row `i` holds the keys and values cached at
+    /// the (row, column) pairs `sources[i]`, in the last of `width` columns; the columns before
+    /// them hold anything (no mask opens them). One copy per buffer, room to grow included.
+    pub fn gather(&mut self, sources: &[Vec<(usize, usize)>], width: usize) {
+        let Some(first) = self.layers.first().and_then(|l| l.k.as_ref()) else {
+            return;
+        };
+        let (_, heads, capacity, dim) = first.size4().expect("(B, H, S, D) cache");
+        let device = first.device();
+        let (heads, capacity) = (heads as usize, capacity as usize);
+        let grown = width + width / 2 + 16;
+        // Row `r`, head `h`, column `c` of a contiguous (B, H, capacity, D) buffer seen as
+        // (B * H * capacity, D); padding reads entry 0.
+        let mut index = vec![0i64; sources.len() * heads * grown];
+        for (row, srcs) in sources.iter().enumerate() {
+            let off = width - srcs.len();
+            for h in 0..heads {
+                let out = &mut index[(row * heads + h) * grown + off..][..srcs.len()];
+                for (slot, &(r, c)) in out.iter_mut().zip(srcs) {
+                    *slot = ((r * heads + h) * capacity + c) as i64;
+                }
+            }
+        }
+        let index = Tensor::from_slice(&index).to(device);
+        let shape = [sources.len() as i64, heads as i64, grown as i64, dim];
+        for layer in &mut self.layers {
+            for buffer in [&mut layer.k, &mut layer.v] {
+                let old = buffer.take().expect("every layer is filled");
+                *buffer = Some(old.view([-1, dim]).index_select(0, &index).view(shape));
+            }
+            layer.len = width as i64;
+        }
     }
 }
 
@@ -91,14 +171,11 @@ impl Attention {
         let q = rope.apply(&split(self.q_proj.forward(x), self.heads, &self.q_norm));
         let mut k = rope.apply(&split(self.k_proj.forward(x), self.kv_heads, &self.k_norm));
         let mut v = split(self.v_proj.forward(x), self.kv_heads, &None);
-        let had_cache = cache.as_ref().is_some_and(|c| c.k.is_some());
+        let had_cache = cache.as_ref().is_some_and(|c| c.len > 0);
         if let Some(cache) = cache {
-            if let (Some(pk), Some(pv)) = (&cache.k, &cache.v) {
-                k = Tensor::cat(&[pk, &k], 2);
-                v = Tensor::cat(&[pv, &v], 2);
-            }
-            cache.k = Some(k.shallow_clone());
-            cache.v = Some(v.shallow_clone());
+            cache.append(&k, &v);
+            k = cache.keys().expect("just appended");
+            v = cache.values().expect("just appended");
         }
         // Grouped-query attention inside SDPA (`enable_gqa`): no copies of repeated key heads.
         let gqa = self.heads != self.kv_heads;
