@@ -89,18 +89,24 @@ impl KvCache {
         let (heads, capacity) = (heads as usize, capacity as usize);
         let grown = width + width / 2 + 16;
         // Row `r`, head `h`, column `c` of a contiguous (B, H, capacity, D) buffer seen as
-        // (B * H * capacity, D); padding reads entry 0.
-        let mut index = vec![0i64; sources.len() * heads * grown];
+        // (B * H * capacity, D) is entry (r * H + h) * capacity + c: the host writes each
+        // source's head-0 entry, the device adds every head's offset; padding reads head h's
+        // first entry.
+        let mut base = vec![0i64; sources.len() * grown];
         for (row, srcs) in sources.iter().enumerate() {
-            let off = width - srcs.len();
-            for h in 0..heads {
-                let out = &mut index[(row * heads + h) * grown + off..][..srcs.len()];
-                for (slot, &(r, c)) in out.iter_mut().zip(srcs) {
-                    *slot = ((r * heads + h) * capacity + c) as i64;
-                }
+            let out = &mut base[row * grown + width - srcs.len()..][..srcs.len()];
+            for (slot, &(r, c)) in out.iter_mut().zip(srcs) {
+                *slot = (r * heads * capacity + c) as i64;
             }
         }
-        let index = Tensor::from_slice(&index).to(device);
+        let head_offsets =
+            Tensor::arange(heads as i64, (tch::Kind::Int64, device)) * capacity as i64;
+        let index =
+            (Tensor::from_slice(&base)
+                .to(device)
+                .view([sources.len() as i64, 1, grown as i64])
+                + head_offsets.view([1, -1, 1]))
+            .view([-1]);
         let shape = [sources.len() as i64, heads as i64, grown as i64, dim];
         for layer in &mut self.layers {
             for buffer in [&mut layer.k, &mut layer.v] {

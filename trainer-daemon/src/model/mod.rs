@@ -163,7 +163,9 @@ impl CausalLm {
     }
 
     /// Logits for new tokens given the cache of earlier ones: `mask` is (B, 1, T, S) over the
-    /// cached and new keys, causal over the new ones when absent. Appends the new keys and values.
+    /// cached and new keys, causal over the new ones when absent. Appends the new keys and values
+    /// in place, so it is for decoding under `no_grad`: a backward pass through it would find
+    /// the cache it read changed.
     pub fn forward_cached(
         &self,
         input_ids: &Tensor,
