@@ -36,32 +36,56 @@ fn main() {
         "# Rollout throughput, CPU, {} threads",
         tch::get_num_threads()
     );
-    parallel_rollouts();
-    rl_batch();
+    let tiny = Tiny::load();
+    parallel_rollouts(&tiny);
+    rl_batch(&tiny);
     sequential_against_hf();
 }
 
-/// The tiny checkpoint part 1 uses: `PRL_BENCH_MODEL` or the Unseen SFT fixture.
-fn bench_model_dir() -> PathBuf {
-    std::env::var("PRL_BENCH_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sft-unseen")
-        })
+/// Part 1's model: a tiny checkpoint trained with Unseen SFT (`PRL_BENCH_MODEL` or the fixture),
+/// its tokenizer and decoding controls.
+struct Tiny {
+    model: LoadedModel,
+    tok: PrlTokenizer,
+    controls: Controls,
 }
 
-fn parallel_rollouts() {
-    let dir = bench_model_dir();
-    let model = LoadedModel::load(&dir, Device::Cpu).expect("the benchmark's model");
-    let (tok, _) = PrlTokenizer::load(&dir.join("tokenizer.json"), "<eos>").unwrap();
-    let controls = tok.controls().unwrap();
-    let prompts: Vec<Vec<i64>> = BuiltinSet::parse("builtin:hard-test")
-        .unwrap()
-        .tasks()
-        .iter()
-        .take(PROMPTS)
-        .map(|t| tok.encode(&t.prompt).unwrap())
-        .collect();
+impl Tiny {
+    fn load() -> Tiny {
+        let dir = std::env::var("PRL_BENCH_MODEL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sft-unseen")
+            });
+        let model = LoadedModel::load(&dir, Device::Cpu).expect("the benchmark's model");
+        let (tok, _) = PrlTokenizer::load(&dir.join("tokenizer.json"), "<eos>").unwrap();
+        let controls = tok.controls().unwrap();
+        Tiny {
+            model,
+            tok,
+            controls,
+        }
+    }
+
+    /// The first `n` held-out hard prompts, each `copies` times in a row.
+    fn prompts(&self, n: usize, copies: usize) -> Vec<Vec<i64>> {
+        BuiltinSet::parse("builtin:hard-test")
+            .unwrap()
+            .tasks()
+            .iter()
+            .take(n)
+            .flat_map(|t| std::iter::repeat_n(self.tok.encode(&t.prompt).unwrap(), copies))
+            .collect()
+    }
+}
+
+fn parallel_rollouts(tiny: &Tiny) {
+    let Tiny {
+        model,
+        tok,
+        controls,
+    } = tiny;
+    let prompts = tiny.prompts(PROMPTS, 1);
     for paths in [2, 4] {
         let config = RolloutConfig {
             attention: Attention::Unseen,
@@ -79,13 +103,13 @@ fn parallel_rollouts() {
         let (mut forked, mut reencoded) = (Vec::new(), Vec::new());
         for _ in 0..REPEATS {
             let started = Instant::now();
-            forked = rollout(&model.model, &prompts, &controls, &config, Device::Cpu)
+            forked = rollout(&model.model, &prompts, controls, &config, Device::Cpu)
                 .into_iter()
                 .map(|r| r.tokens)
                 .collect();
             fork_s = fork_s.min(started.elapsed().as_secs_f64());
             let started = Instant::now();
-            reencoded = reencode(&model, &prompts, &controls, &config, tok.close_summary);
+            reencoded = reencode(model, &prompts, controls, &config, tok.close_summary);
             reencode_s = reencode_s.min(started.elapsed().as_secs_f64());
         }
         let same = forked
@@ -120,17 +144,8 @@ fn parallel_rollouts() {
 
 /// A batch shaped as the demo's RL steps sample it: 16 prompts x 8 responses at temperature 1.0,
 /// Unseen, 2 paths of at most 64 tokens, 256 response tokens; the best of 3 seeds.
-fn rl_batch() {
-    let model = LoadedModel::load(&bench_model_dir(), Device::Cpu).expect("the benchmark's model");
-    let (tok, _) = PrlTokenizer::load(&bench_model_dir().join("tokenizer.json"), "<eos>").unwrap();
-    let controls = tok.controls().unwrap();
-    let prompts: Vec<Vec<i64>> = BuiltinSet::parse("builtin:hard-test")
-        .unwrap()
-        .tasks()
-        .iter()
-        .take(16)
-        .flat_map(|t| std::iter::repeat_n(tok.encode(&t.prompt).unwrap(), 8))
-        .collect();
+fn rl_batch(tiny: &Tiny) {
+    let prompts = tiny.prompts(16, 8);
     let config = RolloutConfig {
         attention: Attention::Unseen,
         mode: RolloutMode::Parallel,
@@ -143,12 +158,18 @@ fn rl_batch() {
             top_p: 1.0,
         },
     };
-    // Sampling draws differ with the seed, so each run reports its own rate.
+    // Each seed draws other responses, of other lengths: the fastest run is kept with its tokens.
     let best = (0..REPEATS as i64)
         .map(|seed| {
             tch::manual_seed(seed);
             let started = Instant::now();
-            let out = rollout(&model.model, &prompts, &controls, &config, Device::Cpu);
+            let out = rollout(
+                &tiny.model.model,
+                &prompts,
+                &tiny.controls,
+                &config,
+                Device::Cpu,
+            );
             let tokens: usize = out.iter().map(|r| r.tokens.len()).sum();
             (tokens as f64 / started.elapsed().as_secs_f64(), tokens)
         })

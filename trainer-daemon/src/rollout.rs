@@ -331,7 +331,7 @@ impl<'a> Engine<'a> {
 
     /// Feeds every active lane's `next` token; idle rows feed padding that nothing will see.
     fn decode_step(&mut self) -> Tensor {
-        let rows = self.rows();
+        let rows = self.cache.rows();
         let keys = self.width + 1;
         let mut ids = vec![self.c.pad; rows];
         let mut positions = vec![0i64; rows];
@@ -386,16 +386,12 @@ impl<'a> Engine<'a> {
         logits.select(1, 0)
     }
 
-    fn rows(&self) -> usize {
-        self.cache.rows()
-    }
-
     /// After a forward pass: what each active lane feeds next, and what its last token means.
     fn choose_next(&mut self, logits: &Tensor) {
         let tags = self.c.tags;
         // Rows that may not open a block now.
         let bans: Vec<f32> = {
-            let mut bans = vec![0f32; self.rows()];
+            let mut bans = vec![0f32; self.cache.rows()];
             for lane in self.lanes.iter().filter(|l| l.status == Status::Active) {
                 let request = &self.requests[lane.request];
                 let length = lane.seq.len() - request.prompt_len;

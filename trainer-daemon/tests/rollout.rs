@@ -252,6 +252,11 @@ fn a_model_that_closes_its_own_paths_and_ends_its_own_responses_is_followed_exac
     );
 }
 
+/// The blocks a response opened.
+fn blocks_in(tokens: &[i64]) -> usize {
+    tokens.iter().filter(|&&t| t == TAGS.open_parallel).count()
+}
+
 /// Checks every mode; returns the blocks opened per parallel configuration.
 fn check_against_recomputation(model: &LoadedModel) -> Vec<(Attention, usize, usize)> {
     let prompts = prompts();
@@ -271,11 +276,7 @@ fn check_against_recomputation(model: &LoadedModel) -> Vec<(Attention, usize, us
                     out.tokens, expected,
                     "{attention:?} {mode:?} x{paths} {prompt:?}"
                 );
-                blocks += out
-                    .tokens
-                    .iter()
-                    .filter(|&&t| t == TAGS.open_parallel)
-                    .count();
+                blocks += blocks_in(&out.tokens);
             }
             if mode == RolloutMode::Parallel {
                 opened.push((attention, paths, blocks));
@@ -313,11 +314,7 @@ fn a_large_batch_of_repeated_prompts_gives_each_prompt_its_own_rollout() {
                 expected[i % distinct.len()],
                 "{attention:?} x{paths} lane {i}"
             );
-            blocks += out
-                .tokens
-                .iter()
-                .filter(|&&t| t == TAGS.open_parallel)
-                .count();
+            blocks += blocks_in(&out.tokens);
         }
         assert!(
             blocks >= distinct.len(),
