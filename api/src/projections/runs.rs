@@ -27,6 +27,7 @@ pub struct Bulk {
     metric_step: Vec<i64>,
     metric_time: Vec<chrono::DateTime<chrono::Utc>>,
     metric_position: Vec<i64>,
+    metric_attempt: Vec<i32>,
     /// Per run: the last step reported and the newest value of each metric, in log order.
     latest: HashMap<Uuid, (i64, serde_json::Map<String, serde_json::Value>)>,
     checkpoints: Vec<RecordedEvent>,
@@ -37,7 +38,11 @@ pub struct Bulk {
 impl Bulk {
     pub fn add(&mut self, e: &RecordedEvent) {
         match &e.event {
-            Event::MetricsReported { step, values, .. } => {
+            Event::MetricsReported {
+                step,
+                values,
+                attempt,
+            } => {
                 let latest = self.latest.entry(e.stream_id).or_default();
                 latest.0 = *step as i64;
                 latest.1.extend(
@@ -49,6 +54,7 @@ impl Bulk {
                 self.metric_step.push(*step as i64);
                 self.metric_time.push(e.recorded_at);
                 self.metric_position.push(e.position);
+                self.metric_attempt.push(*attempt as i32);
             }
             Event::CheckpointSaved { .. } => self.checkpoints.push(e.clone()),
             Event::TrajectoriesRecorded { batch, attempt } => {
@@ -74,14 +80,39 @@ impl Bulk {
 
     pub async fn flush(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         if !self.metric_run.is_empty() {
+            // A newer attempt's step supersedes what an earlier attempt reported for it.
             sqlx::query(
-                "INSERT INTO run_metrics (run_id, step, recorded_at, position)
-                 SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::timestamptz[], $4::bigint[])",
+                "DELETE FROM run_metrics m
+                 USING UNNEST($1::uuid[], $2::bigint[], $3::int[]) AS n(run_id, step, attempt)
+                 WHERE m.run_id = n.run_id AND m.step = n.step AND m.attempt < n.attempt",
             )
             .bind(&self.metric_run)
             .bind(&self.metric_step)
-            .bind(&self.metric_time)
-            .bind(&self.metric_position)
+            .bind(&self.metric_attempt)
+            .execute(&mut *conn)
+            .await?;
+            let newest = super::newest_attempts(
+                self.metric_run
+                    .iter()
+                    .zip(&self.metric_step)
+                    .zip(&self.metric_attempt)
+                    .map(|((r, s), a)| (*r, *s, *a)),
+            );
+            let keep: Vec<bool> = (0..self.metric_run.len())
+                .map(|i| {
+                    newest[&(self.metric_run[i], self.metric_step[i])] == self.metric_attempt[i]
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO run_metrics (run_id, step, recorded_at, position, attempt)
+                 SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::timestamptz[], $4::bigint[],
+                                      $5::int[])",
+            )
+            .bind(kept(&self.metric_run, &keep))
+            .bind(kept(&self.metric_step, &keep))
+            .bind(kept(&self.metric_time, &keep))
+            .bind(kept(&self.metric_position, &keep))
+            .bind(kept(&self.metric_attempt, &keep))
             .execute(&mut *conn)
             .await?;
         }
@@ -210,4 +241,14 @@ impl Bulk {
         }
         Ok(())
     }
+}
+
+/// The entries of `column` whose `keep` is true.
+fn kept<T: Copy>(column: &[T], keep: &[bool]) -> Vec<T> {
+    column
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(v, _)| *v)
+        .collect()
 }
