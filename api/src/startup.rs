@@ -7,7 +7,7 @@ use crate::state::AppState;
 use crate::telemetry::Metrics;
 use actix_web::{App, HttpServer, dev::Server, web};
 use anyhow::{Context, Result};
-use prl_bus::Topology;
+use prl_bus::{Lane, Topology};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// Claims and heartbeats are small and few: their batches stay small so that they are written fast.
+const CONTROL_BATCH: usize = 256;
 
 pub struct Application {
     port: u16,
@@ -42,7 +45,7 @@ impl Application {
         let shutdown = CancellationToken::new();
         let lease = chrono::Duration::seconds(settings.jobs.lease_seconds as i64);
         let log_head = tokio::sync::watch::Sender::new(0);
-        let workers = vec![
+        let mut workers = vec![
             tokio::spawn(crate::routes::events::watch_log_head(
                 pool.clone(),
                 log_head.clone(),
@@ -58,29 +61,36 @@ impl Application {
                 }
                 .run(shutdown.clone()),
             ),
-            tokio::spawn(
-                Ingester {
-                    pool: pool.clone(),
-                    nats: nats.clone(),
-                    js: js.clone(),
-                    topology: topology.clone(),
-                    batch_size: settings.ingest.batch_size,
-                    lease,
-                    metrics: metrics.clone(),
-                    wake_relay: wake_relay.clone(),
-                }
-                .run(shutdown.clone()),
-            ),
-            tokio::spawn(
-                LeaseMonitor {
-                    pool: pool.clone(),
-                    period: Duration::from_millis(settings.jobs.lease_check_millis),
-                    metrics: metrics.clone(),
-                    wake_relay: wake_relay.clone(),
-                }
-                .run(shutdown.clone()),
-            ),
         ];
+        for (lane, batch_size) in [
+            (Lane::Data, settings.ingest.batch_size),
+            (Lane::Control, settings.ingest.batch_size.min(CONTROL_BATCH)),
+        ] {
+            let ingester = Ingester {
+                pool: pool.clone(),
+                nats: nats.clone(),
+                js: js.clone(),
+                topology: topology.clone(),
+                lane,
+                batch_size,
+                lease,
+                metrics: metrics.clone(),
+                wake_relay: wake_relay.clone(),
+            };
+            workers.push(tokio::spawn(ingester.run(shutdown.clone())));
+        }
+        workers.push(tokio::spawn(
+            LeaseMonitor {
+                pool: pool.clone(),
+                js: js.clone(),
+                topology: topology.clone(),
+                period: Duration::from_millis(settings.jobs.lease_check_millis),
+                lease: Duration::from_secs(settings.jobs.lease_seconds),
+                metrics: metrics.clone(),
+                wake_relay: wake_relay.clone(),
+            }
+            .run(shutdown.clone()),
+        ));
 
         let state = web::Data::new(AppState {
             pool: pool.clone(),

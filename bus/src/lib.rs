@@ -4,8 +4,11 @@
 //! may start first.
 
 use anyhow::{Context, Result};
+pub mod signals;
+
 use async_nats::jetstream::{self, consumer, stream};
 use prl_schema::ids::{JobId, RunId};
+use prl_schema::jobs::WorkerEvent;
 use prl_schema::spec::StageKind;
 use std::time::Duration;
 
@@ -14,10 +17,36 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How long a delivered job message may stay unacknowledged before it is delivered again. Daemons
 /// acknowledge as soon as their claim is decided, so this only covers a daemon that dies mid-claim.
 pub const JOB_ACK_WAIT: Duration = Duration::from_secs(30);
-/// Deliveries of one worker message before the ingester parks it instead of trying again.
-pub const INGEST_MAX_DELIVER: i64 = 10;
+/// How long the ingester may hold a worker message before JetStream delivers it again; while a
+/// write is retried through an outage it keeps the message with progress acknowledgements.
+pub const INGEST_ACK_WAIT: Duration = Duration::from_secs(30);
 
 pub type PullConsumer = consumer::Consumer<consumer::pull::Config>;
+
+/// The two ways worker messages travel into the log. Claims and heartbeats take the control lane,
+/// so that a backlog of trajectories never delays a lease; everything else takes the data lane,
+/// in the order each worker sent it (a `Finished` stays behind its attempt's trajectories).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Control,
+    Data,
+}
+
+impl Lane {
+    pub fn of(event: &WorkerEvent) -> Lane {
+        match event {
+            WorkerEvent::Claim { .. } | WorkerEvent::Heartbeat => Lane::Control,
+            _ => Lane::Data,
+        }
+    }
+
+    fn token(self) -> &'static str {
+        match self {
+            Lane::Control => "control",
+            Lane::Data => "events",
+        }
+    }
+}
 
 /// The names of one deployment's streams, consumers and subjects.
 #[derive(Clone, Debug)]
@@ -49,9 +78,11 @@ impl Topology {
         self.stream_name("JOBS")
     }
 
-    /// Worker events on their way into the log; subjects `<ns>.events.<run_id>.<event>`.
-    pub fn events_stream(&self) -> String {
-        self.stream_name("EVENTS")
+    /// Worker events on their way into the log: subjects `<ns>.events.<run_id>.<event>` for the
+    /// data lane (stream `<NS>_EVENTS`), `<ns>.control.<run_id>.<event>` for the control lane
+    /// (stream `<NS>_CONTROL`).
+    pub fn lane_stream(&self, lane: Lane) -> String {
+        self.stream_name(&lane.token().to_uppercase())
     }
 
     /// Worker messages that could not be decoded or ingested, kept for inspection.
@@ -68,8 +99,18 @@ impl Topology {
         format!("{}-trainers-{}", self.ns, kind.as_str())
     }
 
-    pub fn worker_event_subject(&self, run_id: RunId, event: &str) -> String {
-        format!("{}.events.{run_id}.{event}", self.ns)
+    /// The subject a worker publishes `event` on, in its lane.
+    pub fn worker_subject(&self, run_id: RunId, event: &WorkerEvent) -> String {
+        self.lane_subject(Lane::of(event), run_id, event.subject_suffix())
+    }
+
+    /// Every subject of one lane.
+    pub fn lane_subject_filter(&self, lane: Lane) -> String {
+        format!("{}.{}.>", self.ns, lane.token())
+    }
+
+    pub fn lane_subject(&self, lane: Lane, run_id: RunId, suffix: &str) -> String {
+        format!("{}.{}.{run_id}.{suffix}", self.ns, lane.token())
     }
 
     /// Plain NATS subject on which the API answers claims and heartbeats of a job's attempts.
@@ -81,8 +122,11 @@ impl Topology {
         format!("{}.dead.{original}", self.ns)
     }
 
-    fn ingest_consumer_name(&self) -> String {
-        format!("{}-ingester", self.ns)
+    fn ingest_consumer_name(&self, lane: Lane) -> String {
+        match lane {
+            Lane::Data => format!("{}-ingester", self.ns),
+            Lane::Control => format!("{}-ingester-control", self.ns),
+        }
     }
 
     /// Creates the streams and consumers if they do not exist yet.
@@ -94,8 +138,13 @@ impl Topology {
                 stream::RetentionPolicy::WorkQueue,
             ),
             (
-                self.events_stream(),
-                "events",
+                self.lane_stream(Lane::Data),
+                Lane::Data.token(),
+                stream::RetentionPolicy::WorkQueue,
+            ),
+            (
+                self.lane_stream(Lane::Control),
+                Lane::Control.token(),
                 stream::RetentionPolicy::WorkQueue,
             ),
             (
@@ -117,7 +166,9 @@ impl Topology {
         for kind in StageKind::ALL {
             self.job_consumer_for(js, kind).await?;
         }
-        self.ingest_consumer(js).await?;
+        for lane in [Lane::Data, Lane::Control] {
+            self.ingest_consumer(js, lane).await?;
+        }
         Ok(())
     }
 
@@ -148,27 +199,31 @@ impl Topology {
             .with_context(|| format!("creating the consumer {name}"))
     }
 
-    /// The API's pull consumer of worker events.
-    pub async fn ingest_consumer(&self, js: &jetstream::Context) -> Result<PullConsumer> {
+    /// The API's pull consumer of one lane. It delivers without limit: the ingester, not a
+    /// delivery count, decides when a message is at fault and parks it, so an outage of the
+    /// database can never drop a message. Created or updated, so that a deployment made with
+    /// other settings takes these.
+    pub async fn ingest_consumer(
+        &self,
+        js: &jetstream::Context,
+        lane: Lane,
+    ) -> Result<PullConsumer> {
         let stream = js
-            .get_stream(self.events_stream())
+            .get_stream(self.lane_stream(lane))
             .await
-            .context("opening the worker-events stream")?;
-        let name = self.ingest_consumer_name();
+            .context("opening a worker-events stream")?;
+        let name = self.ingest_consumer_name(lane);
         stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    max_deliver: INGEST_MAX_DELIVER,
-                    max_ack_pending: 100_000,
-                    ..Default::default()
-                },
-            )
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: INGEST_ACK_WAIT,
+                max_deliver: -1,
+                max_ack_pending: 100_000,
+                ..Default::default()
+            })
             .await
-            .context("creating the ingest consumer")
+            .with_context(|| format!("creating the consumer {name}"))
     }
 }
 
@@ -195,5 +250,12 @@ mod tests {
         assert_eq!(t.jobs_stream(), "T_1_JOBS");
         assert_eq!(t.job_subject(StageKind::Rl), "t-1.jobs.rl");
         assert!(Topology::new("a.b").is_err());
+        let run = RunId::new();
+        assert_eq!(
+            t.worker_subject(run, &WorkerEvent::Heartbeat),
+            format!("t-1.control.{run}.heartbeat")
+        );
+        assert_eq!(t.lane_stream(Lane::Control), "T_1_CONTROL");
+        assert_eq!(t.lane_stream(Lane::Data), "T_1_EVENTS");
     }
 }

@@ -157,9 +157,11 @@ async fn ingest(app: &TestApp, per_step: usize) -> Vec<Uuid> {
                 let body = WorkerEvent::Trajectories(batch(&mut rng, step, n));
                 let payload = serde_json::to_vec(&worker.message(body)).unwrap();
                 bytes += payload.len();
-                let subject = app
-                    .topology
-                    .worker_event_subject(worker.job.run_id, "trajectories");
+                let subject = app.topology.lane_subject(
+                    prl_bus::Lane::Data,
+                    worker.job.run_id,
+                    "trajectories",
+                );
                 messages.push((subject, payload));
             }
         }

@@ -94,7 +94,7 @@ async fn ingest(app: &TestApp, n: u64) {
 
     let subject = app
         .topology
-        .worker_event_subject(worker.job.run_id, "metrics");
+        .lane_subject(prl_bus::Lane::Data, worker.job.run_id, "metrics");
     let messages: Vec<(String, Vec<u8>)> = (1..=n)
         .map(|step| {
             let body = WorkerEvent::Metrics {

@@ -1,6 +1,6 @@
 //! `TestApp`: one API with its own database and NATS namespace, and helpers per endpoint.
 
-use crate::servers::servers;
+use crate::servers::{Servers, servers};
 use async_nats::jetstream;
 use prl_api::settings::Settings;
 use prl_api::startup::Application;
@@ -46,7 +46,11 @@ impl TestApp {
 
     /// Spawns an API whose settings `configure` may change.
     pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-        let servers = servers();
+        Self::spawn_on(servers(), configure).await
+    }
+
+    /// Spawns an API on the given servers, for tests that stop and start their own.
+    pub async fn spawn_on(servers: &Servers, configure: impl FnOnce(&mut Settings)) -> TestApp {
         let db_name = format!("prl_test_{}", Uuid::new_v4().simple());
         let mut admin =
             <sqlx::PgConnection as sqlx::Connection>::connect(&servers.admin_database_url)
@@ -346,13 +350,14 @@ impl FakeWorker {
         }
     }
 
-    /// Publishes raw bytes on this run's event subject, with the given `Nats-Msg-Id`.
+    /// Publishes raw bytes on this run's data-lane subject, with the given `Nats-Msg-Id`.
     pub async fn publish_raw(&self, app: &TestApp, suffix: &str, payload: Vec<u8>, msg_id: &str) {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", msg_id);
         app.js
             .publish_with_headers(
-                app.topology.worker_event_subject(self.job.run_id, suffix),
+                app.topology
+                    .lane_subject(prl_bus::Lane::Data, self.job.run_id, suffix),
                 headers,
                 payload.into(),
             )

@@ -102,7 +102,7 @@ async fn an_undecodable_message_is_parked_and_recorded_without_blocking_the_rest
     // Nothing is left unacknowledged on the events stream.
     let mut events = app
         .js
-        .get_stream(app.topology.events_stream())
+        .get_stream(app.topology.lane_stream(prl_bus::Lane::Data))
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -149,4 +149,68 @@ async fn two_workers_cannot_both_own_an_attempt() {
         .await
         .unwrap();
     assert_eq!(owner, "first");
+}
+
+#[tokio::test]
+async fn a_message_the_database_refuses_is_parked_alone_and_its_batch_is_written() {
+    let app = TestApp::spawn().await;
+    app.submit(&quick_spec("refused")).await;
+    let (worker, _) = FakeWorker::take(&app, StageKind::Sft, "fake").await;
+
+    // Decodable, but PostgreSQL cannot store a NUL in jsonb. Published in one flush with its
+    // neighbours, so that they share the ingester's batch.
+    let poison = WorkerEvent::Metrics {
+        step: 11,
+        values: BTreeMap::from([("loss\u{0}".to_owned(), 1.0)]),
+    };
+    let bodies = (1..=20).map(|step| {
+        if step == 11 {
+            poison.clone()
+        } else {
+            metrics(step)
+        }
+    });
+    let mut acks = Vec::new();
+    for body in bodies {
+        let message = worker.message(body);
+        let subject = app.topology.worker_subject(message.run_id, &message.body);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", message.event_id.to_string().as_str());
+        let payload = serde_json::to_vec(&message).unwrap();
+        acks.push(
+            app.js
+                .publish_with_headers(subject, headers, payload.into())
+                .await
+                .unwrap(),
+        );
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+
+    app.wait_for_count(
+        "SELECT count(*) FROM dead_letters",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM run_metrics",
+        19,
+        Duration::from_secs(10),
+    )
+    .await;
+    let steps: Vec<i64> = sqlx::query_scalar("SELECT step FROM run_metrics ORDER BY step")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    let healthy: Vec<i64> = (1..=20).filter(|&s| s != 11).collect();
+    assert_eq!(steps, healthy);
+    let reason: String = sqlx::query_scalar(
+        "SELECT payload->>'reason' FROM events WHERE event_type = 'WorkerMessageParked'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(reason.contains("refused"), "{reason}");
 }

@@ -1,11 +1,15 @@
-//! Publishes this attempt's events to the worker-events stream. Each message carries a fresh
+//! Publishes this attempt's events to the worker-events streams. Each message carries a fresh
 //! event id as its `Nats-Msg-Id`, so a publish retried after a lost PubAck is stored once.
 
 use anyhow::{Context, Result};
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use chrono::Utc;
-use prl_bus::Topology;
+use prl_bus::{Lane, Topology};
+use std::time::{Duration, Instant};
+
+/// How long a message of the data lane is retried before the attempt gives up.
+const DATA_PATIENCE: Duration = Duration::from_secs(600);
 use prl_schema::ids::{EventId, JobId, RunId};
 use prl_schema::jobs::{WorkerEvent, WorkerMessage};
 
@@ -30,13 +34,19 @@ impl Reporter {
             sent_at: Utc::now(),
             body,
         };
-        let subject = self
-            .topology
-            .worker_event_subject(self.run_id, message.body.subject_suffix());
+        let subject = self.topology.worker_subject(self.run_id, &message.body);
         let payload = serde_json::to_vec(&message)?;
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", message.event_id.to_string().as_str());
-        for attempt in 0..3 {
+        // A lost heartbeat is replaced by the next; anything else is part of the run and waits
+        // out a NATS restart (the API judges no lease while it cannot hear the control lane).
+        let patience = match Lane::of(&message.body) {
+            Lane::Control => Duration::ZERO,
+            Lane::Data => DATA_PATIENCE,
+        };
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(200);
+        loop {
             let sent = async {
                 self.js
                     .publish_with_headers(subject.clone(), headers.clone(), payload.clone().into())
@@ -45,10 +55,13 @@ impl Reporter {
             };
             match sent.await {
                 Ok(_) => return Ok(()),
-                Err(e) if attempt < 2 => tracing::warn!("publishing to {subject}: {e}; retrying"),
+                Err(e) if started.elapsed() < patience => {
+                    tracing::warn!("publishing to {subject}: {e}; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
                 Err(e) => return Err(e).with_context(|| format!("publishing to {subject}")),
             }
         }
-        unreachable!("the loop returns")
     }
 }

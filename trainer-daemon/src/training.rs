@@ -38,10 +38,15 @@ pub async fn on_thread(
     stop: &CancellationToken,
 ) -> Result<Outcome> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (job, data_dir, stop) = (job.clone(), data_dir.to_owned(), stop.clone());
-    let work = tokio::task::spawn_blocking(move || body(&job, &data_dir, &stop, &tx));
+    let (job, data_dir, thread_stop) = (job.clone(), data_dir.to_owned(), stop.clone());
+    let work = tokio::task::spawn_blocking(move || body(&job, &data_dir, &thread_stop, &tx));
     while let Some(event) = rx.recv().await {
-        reporter.send(event).await?;
+        if let Err(e) = reporter.send(event).await {
+            // Nothing more can be reported: stop the training thread rather than leave it running.
+            stop.cancel();
+            let _ = work.await;
+            return Err(e);
+        }
     }
     work.await.context("the training thread panicked")?
 }

@@ -1,16 +1,22 @@
-//! The ingester of worker events: it takes them from JetStream in batches and writes each batch in
-//! one log transaction, then acknowledges it. A redelivered message is recognised by its event id
-//! and written once; a message that cannot be decoded, or keeps failing, is parked in the
-//! dead-letter stream and recorded in the log, then acknowledged, so it never blocks the rest.
+//! The ingester of worker events: it takes them from one lane's JetStream consumer in batches and
+//! writes each batch in one log transaction, then acknowledges it. A redelivered message is
+//! recognised by its event id and written once.
+//!
+//! Failures are told apart by cause. When the database refuses what a message holds (a data
+//! exception, a constraint, a size limit), the batch is halved until the culprit stands alone; only
+//! it is parked in the dead-letter stream and recorded in the log, and its neighbours are written.
+//! Any other failure (the database or NATS out of reach, a server shutting down, a schema that does
+//! not match) is no message's fault: the batch is kept, with progress acknowledgements, and retried
+//! with backoff for as long as it lasts; nothing is parked or dropped for it.
 
 use crate::domain::job::{self, JobState};
-use crate::store::{Expected, LogTx, NewEvent, StreamAppend};
+use crate::store::{AppendError, Expected, LogTx, NewEvent, StreamAppend, derived_id};
 use crate::telemetry::Metrics;
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, AckKind, Message};
 use chrono::Utc;
 use futures::StreamExt;
-use prl_bus::{INGEST_MAX_DELIVER, Topology};
+use prl_bus::{Lane, Topology};
 use prl_schema::events::{Event, Metadata};
 use prl_schema::jobs::{LeaseDecision, LeaseVerdict, WorkerEvent, WorkerMessage};
 use sqlx::{PgPool, Row};
@@ -24,6 +30,7 @@ pub struct Ingester {
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
     pub topology: Topology,
+    pub lane: Lane,
     pub batch_size: usize,
     pub lease: chrono::Duration,
     pub metrics: Metrics,
@@ -36,6 +43,9 @@ const LINGER: Duration = Duration::from_millis(10);
 /// A batch stops growing past this many payload bytes: trajectory messages are large, and one
 /// huge transaction holds the log for seconds and risks outliving JetStream's ack wait.
 const MAX_BATCH_BYTES: usize = 64 << 20;
+
+/// The first and the longest wait before a batch is written again after an outage.
+const OUTAGE_RETRY: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(5));
 
 /// A message taken off the stream, decoded or with the reason it could not be.
 struct Incoming {
@@ -57,7 +67,7 @@ impl Ingester {
     }
 
     async fn consume(&self, shutdown: &CancellationToken) -> Result<()> {
-        let consumer = self.topology.ingest_consumer(&self.js).await?;
+        let consumer = self.topology.ingest_consumer(&self.js, self.lane).await?;
         let messages = consumer
             .stream()
             .max_messages_per_batch(self.batch_size)
@@ -92,59 +102,99 @@ impl Ingester {
                     .map_err(|e| format!("not a worker message: {e}"));
                 incoming.push(Incoming { message, decoded });
             }
-            self.ingest(incoming).await?;
+            self.ingest(incoming, shutdown).await?;
         }
     }
 
-    /// Writes one batch. On a database error every message is handed back for redelivery, except
-    /// those delivered too often already, which are parked.
-    async fn ingest(&self, mut batch: Vec<Incoming>) -> Result<()> {
-        for item in &mut batch {
-            let delivered = item.message.info().map(|i| i.delivered).unwrap_or(1);
-            if item.decoded.is_ok() && delivered >= INGEST_MAX_DELIVER {
-                item.decoded = Err(format!("could not be ingested in {delivered} deliveries"));
-            }
-        }
+    /// Writes one batch, waiting out any outage, then acknowledges it and answers its claims and
+    /// heartbeats. Returns early only on shutdown, leaving the batch to be delivered again.
+    async fn ingest(&self, mut batch: Vec<Incoming>, shutdown: &CancellationToken) -> Result<()> {
         let started = std::time::Instant::now();
-        let written = self.write(&batch).await;
-        match written {
-            Ok(verdicts) => {
-                self.wake_relay.notify_one();
-                tracing::debug!(messages = batch.len(), elapsed = ?started.elapsed(), "ingested a batch");
-                for item in &batch {
-                    item.message
-                        .ack()
-                        .await
-                        .map_err(|e| anyhow::anyhow!("acking: {e}"))?;
+        let mut wait = OUTAGE_RETRY.0;
+        let verdicts = loop {
+            match self.write_isolating(&mut batch).await {
+                Ok(verdicts) => break verdicts,
+                Err(e) => {
+                    tracing::warn!(
+                        "writing {} worker messages failed: {e:#}; retrying in {wait:?}",
+                        batch.len()
+                    );
+                    self.metrics
+                        .ingested
+                        .with_label_values(&["retried"])
+                        .inc_by(batch.len() as u64);
+                    // Still ours: JetStream must not hand them to another ingester meanwhile.
+                    for item in &batch {
+                        let _ = item.message.ack_with(AckKind::Progress).await;
+                    }
+                    if super::pause(shutdown, wait).await {
+                        return Ok(());
+                    }
+                    wait = (wait * 2).min(OUTAGE_RETRY.1);
                 }
-                for (subject, verdict) in verdicts {
-                    let payload = serde_json::to_vec(&verdict)?;
-                    self.nats.publish(subject, payload.into()).await?;
-                }
-                Ok(())
             }
-            Err(e) => {
-                tracing::warn!("writing {} worker messages failed: {e:#}", batch.len());
-                for item in &batch {
-                    let _ = item
-                        .message
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
-                }
-                Ok(())
-            }
+        };
+        self.wake_relay.notify_one();
+        tracing::debug!(messages = batch.len(), elapsed = ?started.elapsed(), "ingested a batch");
+        for item in &batch {
+            item.message
+                .ack()
+                .await
+                .map_err(|e| anyhow::anyhow!("acking: {e}"))?;
         }
+        for (subject, verdict) in verdicts {
+            let payload = serde_json::to_vec(&verdict)?;
+            self.nats.publish(subject, payload.into()).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes `batch` in order. A write that the database refuses because of what a message
+    /// holds is tried again on each half, until the messages at fault stand alone and are parked;
+    /// any other failure is returned, for the whole batch to be tried again (what was written
+    /// meanwhile is then recognised as written).
+    async fn write_isolating(&self, batch: &mut [Incoming]) -> Result<Vec<(String, LeaseVerdict)>> {
+        let mut verdicts = Vec::new();
+        // Ranges of the batch still to write, the next on top.
+        let mut todo = Vec::new();
+        todo.push(0..batch.len());
+        while let Some(range) = todo.pop() {
+            let error = match self.write(&batch[range.clone()]).await {
+                Ok(written) => {
+                    verdicts.extend(written);
+                    continue;
+                }
+                Err(e) => e,
+            };
+            if !blames_the_message(&error) {
+                return Err(error);
+            }
+            if range.len() > 1 {
+                let middle = range.start + range.len() / 2;
+                todo.push(middle..range.end);
+                todo.push(range.start..middle);
+                continue;
+            }
+            let item = &mut batch[range.start];
+            if item.decoded.is_err() {
+                return Err(error.context("recording a parked worker message"));
+            }
+            item.decoded = Err(format!("the log refused it: {error:#}"));
+            todo.push(range);
+        }
+        Ok(verdicts)
     }
 
     /// One transaction for the whole batch. Returns the verdicts to send once it has committed.
     async fn write(&self, batch: &[Incoming]) -> Result<Vec<(String, LeaseVerdict)>> {
-        let mut log = LogTx::begin(&self.pool).await?;
+        // Parking publishes to NATS: done before the log's lock is taken, never under it.
         let mut appends = Vec::new();
         for item in batch {
             if let Err(reason) = &item.decoded {
                 appends.push(self.park(&item.message, reason).await?);
             }
         }
+        let mut log = LogTx::begin(&self.pool).await?;
         let messages: Vec<&WorkerMessage> = batch
             .iter()
             .filter_map(|i| i.decoded.as_ref().ok())
@@ -233,12 +283,14 @@ impl Ingester {
         let subject = message.subject.to_string();
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Prl-Reason", reason.replace(['\r', '\n'], " ").as_str());
-        if let Ok(info) = message.info() {
-            // The original's stream sequence makes a re-park of the same message a duplicate.
-            headers.insert(
-                "Nats-Msg-Id",
-                format!("dead-{}", info.stream_sequence).as_str(),
-            );
+        // The original's place in its stream makes a re-park of the same message a duplicate,
+        // both in the dead-letter stream and in the log.
+        let place = message
+            .info()
+            .map(|info| format!("{}/{}", info.stream, info.stream_sequence))
+            .ok();
+        if let Some(place) = &place {
+            headers.insert("Nats-Msg-Id", format!("dead-{place}").as_str());
         }
         let ack = self
             .js
@@ -257,16 +309,20 @@ impl Ingester {
             dead_letter_sequence: ack.sequence,
             bytes: message.payload.len(),
         };
+        let id = place.map_or_else(Uuid::now_v7, |p| {
+            derived_id(&[b"prl parked ", p.as_bytes()])
+        });
         Ok(StreamAppend {
-            stream_id: Uuid::now_v7(),
+            stream_id: id,
             expected: Expected::NoStream,
-            events: vec![NewEvent::new(
+            events: vec![NewEvent {
+                event_id: id,
                 event,
-                Metadata {
+                metadata: Metadata {
                     actor: Some("ingester".into()),
                     ..Default::default()
                 },
-            )],
+            }],
         })
     }
 
@@ -279,6 +335,32 @@ impl Ingester {
         };
         (self.topology.lease_subject(msg.job_id), verdict)
     }
+}
+
+/// Whether a failed write was refused because of what its messages hold, rather than for a reason
+/// no message causes (an outage, a schema that does not match): only then can splitting the batch
+/// find a culprit.
+fn blames_the_message(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let database = match cause.downcast_ref::<AppendError>() {
+            Some(AppendError::Conflict { .. }) => return true,
+            Some(AppendError::Database(e)) => Some(e),
+            None => cause.downcast_ref::<sqlx::Error>(),
+        };
+        match database {
+            Some(sqlx::Error::Database(e)) => e.code().is_some_and(|code| refuses_the_data(&code)),
+            Some(sqlx::Error::Encode(_) | sqlx::Error::Decode(_)) => true,
+            _ => cause.is::<serde_json::Error>(),
+        }
+    })
+}
+
+/// SQLSTATEs that refuse the data written: data exceptions (a NUL byte, a number out of range),
+/// integrity constraint violations, and program limits (a value too large). Any other error, a
+/// lost connection, a shutdown or a schema that does not match, is no message's fault: the batch
+/// is retried until it goes through, never parked for it.
+fn refuses_the_data(code: &str) -> bool {
+    matches!(code.get(..2), Some("22" | "23" | "54"))
 }
 
 /// What a worker holding `state` would be told now; used to answer a redelivered claim.
@@ -325,4 +407,40 @@ async fn load_jobs(
             (r.get(0), state)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_are_not_blamed_on_the_messages() {
+        let outage = anyhow::Error::from(sqlx::Error::PoolTimedOut).context("writing");
+        assert!(!blames_the_message(&outage));
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!blames_the_message(&anyhow::Error::from(sqlx::Error::Io(
+            io
+        ))));
+        assert!(!blames_the_message(&anyhow::anyhow!("nats: timed out")));
+        for code in ["08006", "57P01", "40001", "42703", "53300"] {
+            assert!(!refuses_the_data(code), "{code}");
+        }
+        assert!(
+            refuses_the_data("22P05") && refuses_the_data("23505") && refuses_the_data("54000")
+        );
+    }
+
+    #[test]
+    fn a_conflict_or_undecodable_data_is_blamed_on_the_messages() {
+        let conflict = AppendError::Conflict {
+            stream_id: Uuid::nil(),
+            expected: Expected::Exact(3),
+            actual: 4,
+        };
+        assert!(blames_the_message(
+            &anyhow::Error::from(conflict).context("a worker event conflicted with the log")
+        ));
+        let json = serde_json::from_str::<u32>("x").unwrap_err();
+        assert!(blames_the_message(&anyhow::Error::from(json)));
+    }
 }

@@ -11,7 +11,6 @@ use prl_schema::datasets::{DatasetSplit, registered_reference};
 use prl_schema::events::{Event, Metadata};
 use prl_schema::spec::{ExperimentSpec, StageSpec};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -90,8 +89,7 @@ fn check(registration: &Registration) -> Result<(), ApiError> {
 
 /// A dataset's stream id: derived from its name, so every registration of it shares one stream.
 fn stream_id(name: &str) -> Uuid {
-    let digest = sha2::Sha256::digest(format!("prl dataset {name}"));
-    uuid::Builder::from_random_bytes(digest[..16].try_into().expect("16 bytes")).into_uuid()
+    crate::store::derived_id(&[b"prl dataset ", name.as_bytes()])
 }
 
 /// Registers a dataset, or a new version of it. Registering what is already the newest version

@@ -61,13 +61,9 @@ fn invalid(request: &ImportRequest, list: &str, e: DumpError) -> ApiError {
     }
 }
 
-/// A UUID (version 4 layout) from the import's digest and a label.
+/// A stream id from the import's digest and a label.
 fn derived_id(digest: &[u8], label: &str) -> Uuid {
-    let bytes = sha2::Sha256::new()
-        .chain_update(digest)
-        .chain_update(label)
-        .finalize();
-    uuid::Builder::from_random_bytes(bytes[..16].try_into().expect("16 bytes")).into_uuid()
+    crate::store::derived_id(&[digest, label.as_bytes()])
 }
 
 /// Imports a run of the reference code from its dumps.
