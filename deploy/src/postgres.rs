@@ -34,37 +34,34 @@ impl PrivatePostgres {
             }
         }
         let port = free_port()?;
-        let log = std::fs::File::create(data_dir.join("server.log"))?;
-        owner.take(&data_dir.join("server.log"))?;
-        let mut cmd = Command::new(find_binary("postgres", &bin_dir)?);
-        cmd.arg("-D").arg(&data_dir).arg("-p").arg(port.to_string());
-        // TCP only: a socket path inside a deep data directory can exceed the 107-byte limit.
-        cmd.args([
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "unix_socket_directories=",
-        ]);
-        cmd.args(["-c", "max_connections=200", "-c", "fsync=on"]);
-        // Trajectory ingest writes gigabytes: rarer checkpoints mean fewer full-page images.
-        cmd.args(["-c", "max_wal_size=4GB"]);
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        owner.apply(&mut cmd);
-        die_with_parent(&mut cmd, libc::SIGINT);
-        let child = cmd.spawn().context("starting postgres")?;
+        let child = spawn_server(&data_dir, port, &owner)?;
         let mut server = PrivatePostgres {
             child,
             port,
             data_dir,
         };
-        let log_path = server.data_dir.join("server.log");
-        wait_for_port(port, Duration::from_secs(60), || {
-            server.check_alive(&log_path)
-        })?;
-        server.wait_until_ready()?;
+        server.wait_until_up()?;
         Ok(server)
+    }
+
+    /// Starts the stopped cluster again on the port it had, so that its URLs stay valid. Call it
+    /// from a thread that outlives the server, as `start`.
+    pub fn restart(&mut self) -> Result<()> {
+        anyhow::ensure!(
+            self.child.try_wait()?.is_some(),
+            "postgres is still running"
+        );
+        let owner = ServerUser::for_current_process()?;
+        self.child = spawn_server(&self.data_dir, self.port, &owner)?;
+        self.wait_until_up()
+    }
+
+    fn wait_until_up(&mut self) -> Result<()> {
+        let log_path = self.data_dir.join("server.log");
+        wait_for_port(self.port, Duration::from_secs(60), || {
+            self.check_alive(&log_path)
+        })?;
+        self.wait_until_ready()
     }
 
     pub fn port(&self) -> u16 {
@@ -77,7 +74,7 @@ impl PrivatePostgres {
     }
 
     /// Fast shutdown: ends sessions, writes a checkpoint, exits.
-    pub fn stop(mut self) -> Result<()> {
+    pub fn stop(&mut self) -> Result<()> {
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.child.wait().context("waiting for postgres to stop")?;
@@ -105,6 +102,34 @@ impl PrivatePostgres {
         }
         bail!("postgres did not become ready within 60 s")
     }
+}
+
+/// Starts `postgres` on an initialised cluster; its log is the cluster's `server.log`.
+fn spawn_server(data_dir: &Path, port: u16, owner: &ServerUser) -> Result<Child> {
+    let log_path = data_dir.join("server.log");
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    owner.take(&log_path)?;
+    let mut cmd = Command::new(find_binary("postgres", &server_bin_dir())?);
+    cmd.arg("-D").arg(data_dir).arg("-p").arg(port.to_string());
+    // TCP only: a socket path inside a deep data directory can exceed the 107-byte limit.
+    cmd.args([
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "unix_socket_directories=",
+    ]);
+    cmd.args(["-c", "max_connections=200", "-c", "fsync=on"]);
+    // Trajectory ingest writes gigabytes: rarer checkpoints mean fewer full-page images.
+    cmd.args(["-c", "max_wal_size=4GB"]);
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    owner.apply(&mut cmd);
+    die_with_parent(&mut cmd, libc::SIGINT);
+    cmd.spawn().context("starting postgres")
 }
 
 /// Debian keeps the server binaries off PATH, in a versioned directory; newest first.

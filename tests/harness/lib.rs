@@ -8,6 +8,7 @@ mod test_app;
 mod verl_fixture;
 
 pub use publish::{Ingested, publish_until};
+pub use servers::Servers;
 pub use test_app::{Daemon, FakeWorker, TOKEN, TestApp, quick_spec};
 pub use verl_fixture::{VerlFixtureRow, write_verl_parquet};
 

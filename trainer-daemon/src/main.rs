@@ -81,10 +81,6 @@ async fn main() -> anyhow::Result<()> {
         executor: args.executor,
     };
     let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        on_signal.cancel();
-    });
+    prl_bus::signals::cancel_on_signal(shutdown.clone());
     run(config, shutdown).await
 }

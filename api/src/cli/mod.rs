@@ -323,10 +323,6 @@ async fn serve() -> Result<()> {
     let app = crate::startup::Application::build(settings).await?;
     tracing::info!("the API listens on port {}", app.port());
     let stop = tokio_util::sync::CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        on_signal.cancel();
-    });
+    prl_bus::signals::cancel_on_signal(stop.clone());
     app.run_until(stop).await
 }

@@ -1,6 +1,6 @@
 //! `prl up`: the whole stack on one machine. Without DATABASE_URL and NATS_URL it starts a private
-//! PostgreSQL cluster and nats-server under `.prl/` (data survives restarts), then the API and one
-//! trainer daemon. Ctrl-C stops everything in reverse order.
+//! PostgreSQL cluster and nats-server under `.prl/` (data survives restarts), then the API and the
+//! trainer daemons, which it restarts when they die. Ctrl-C stops everything in reverse order.
 
 use super::client::Client;
 use super::stack_file::StackFile;
@@ -11,6 +11,7 @@ use figment::providers::Serialized;
 use prl_local_stack::{PrivateNats, PrivatePostgres};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
@@ -89,20 +90,16 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
     let threads = (cores / trainers).max(1);
     // The daemons share one data directory: checkpoints are per run, so any of them resumes any
     // run's job.
-    let mut daemons = (0..trainers)
-        .map(|_| start_daemon(&nats_url, &namespace, &home.join("trainer"), threads))
-        .collect::<Result<Vec<_>>>()?;
+    let trainer_dir = home.join("trainer");
+    let start = move || start_daemon(&nats_url, &namespace, &trainer_dir, threads);
+    let daemons = (0..trainers).map(|_| start()).collect::<Result<Vec<_>>>()?;
     println!("web UI      {api_url}/");
     println!("API         {api_url}/api/v1  (docs at {api_url}/api/docs/)");
     println!("token       in {}", home.join("token").display());
     println!("Ctrl-C stops the stack.");
 
     let stop = CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        on_signal.cancel();
-    });
+    prl_bus::signals::cancel_on_signal(stop.clone());
     if let Some(suite) = suite {
         let client = Client::new(Some(api_url), Some(token));
         let stop = stop.clone();
@@ -115,7 +112,10 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
             }
         });
     }
-    app.run_until(stop).await?;
+    let supervisor = tokio::spawn(supervise(daemons, start, stop.clone()));
+    app.run_until(stop.clone()).await?;
+    stop.cancel();
+    let mut daemons = supervisor.await?;
 
     println!("stopping");
     for daemon in &mut daemons {
@@ -125,10 +125,10 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
     for daemon in &mut daemons {
         let _ = daemon.wait();
     }
-    if let Some(server) = nats {
+    if let Some(mut server) = nats {
         server.stop()?;
     }
-    if let Some(pg) = postgres {
+    if let Some(mut pg) = postgres {
         pg.stop()?;
     }
     StackFile::remove(&home);
@@ -170,6 +170,67 @@ fn token(home: &Path) -> Result<String> {
         .open(&path)?;
     std::io::Write::write_all(&mut file, token.as_bytes())?;
     Ok(token)
+}
+
+/// Keeps the trainer daemons running until `stop`: one that exits (a crash, `kill -9`, the OOM
+/// killer) is reaped and started again, after a pause that doubles, up to a minute, while it keeps
+/// dying within a minute of its start. Returns the running daemons.
+async fn supervise(
+    daemons: Vec<Child>,
+    start: impl Fn() -> Result<Child>,
+    stop: CancellationToken,
+) -> Vec<Child> {
+    struct Slot {
+        child: Option<Child>,
+        started: Instant,
+        pause: Duration,
+        restart_at: Instant,
+    }
+    let now = Instant::now();
+    let mut slots: Vec<Slot> = daemons
+        .into_iter()
+        .map(|child| Slot {
+            child: Some(child),
+            started: now,
+            pause: Duration::from_secs(1),
+            restart_at: now,
+        })
+        .collect();
+    while !crate::messaging::pause(&stop, Duration::from_millis(500)).await {
+        for (n, slot) in slots.iter_mut().enumerate() {
+            if let Some(child) = &mut slot.child {
+                let Ok(Some(status)) = child.try_wait() else {
+                    continue;
+                };
+                slot.child = None;
+                let ran = slot.started.elapsed();
+                slot.pause = if ran < Duration::from_secs(60) {
+                    (slot.pause * 2).min(Duration::from_secs(60))
+                } else {
+                    Duration::from_secs(1)
+                };
+                slot.restart_at = Instant::now() + slot.pause;
+                eprintln!(
+                    "trainer {n} exited ({status}) after {:.0} s; starting it again in {} s",
+                    ran.as_secs_f64(),
+                    slot.pause.as_secs()
+                );
+            } else if Instant::now() >= slot.restart_at {
+                match start() {
+                    Ok(child) => {
+                        eprintln!("trainer {n} started again (pid {})", child.id());
+                        slot.child = Some(child);
+                        slot.started = Instant::now();
+                    }
+                    Err(e) => {
+                        eprintln!("starting trainer {n} again: {e:#}");
+                        slot.restart_at = Instant::now() + slot.pause;
+                    }
+                }
+            }
+        }
+    }
+    slots.into_iter().filter_map(|slot| slot.child).collect()
 }
 
 /// Starts `prl-trainer` from beside this binary.

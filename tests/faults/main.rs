@@ -1,0 +1,135 @@
+//! Fault injection: a real RL job of the tiny model runs while a server it depends on is stopped
+//! and started again, then an audit checks that nothing was lost, nothing counted twice, and no
+//! attempt was burnt. Each scenario has its own PostgreSQL cluster and nats-server, so stopping
+//! them touches no other test.
+
+mod audit;
+
+use audit::{Audit, Tap};
+use prl_integration_tests::{Servers, TestApp, training_turn};
+use prl_local_stack::{PrivateNats, PrivatePostgres};
+use std::time::Duration;
+
+const STEPS: u64 = 30;
+const PROMPTS: u64 = 4;
+const GROUP: u64 = 4;
+const LEASE_SECONDS: u64 = 4;
+
+/// Servers of one scenario, started on the test's own thread: they die with the thread that
+/// started them, and the test stops and starts them from there.
+struct OwnServers {
+    postgres: PrivatePostgres,
+    nats: PrivateNats,
+    _dir: TempDir,
+}
+
+impl OwnServers {
+    fn start(name: &str) -> OwnServers {
+        let dir = TempDir::new(name);
+        OwnServers {
+            postgres: PrivatePostgres::start(&dir.0.join("postgres")).expect("starting postgres"),
+            nats: PrivateNats::start(&dir.0.join("nats")).expect("starting nats-server"),
+            _dir: dir,
+        }
+    }
+
+    fn servers(&self) -> Servers {
+        Servers {
+            admin_database_url: self.postgres.url("postgres"),
+            nats_url: self.nats.url(),
+        }
+    }
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("prl-faults-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An RL job long enough to be mid-way when a fault comes: the untrained tiny model, every group
+/// kept (no dynamic sampling), so each step records exactly `PROMPTS * GROUP` trajectories.
+fn rl_spec(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": name, "model": "tiny",
+        "stages": [{
+            "kind": "rl", "name": "rl", "dataset": "builtin:hard", "attention": "unseen",
+            "reward": "s2", "learning_rate": 1e-4, "steps": STEPS,
+            "prompts_per_step": PROMPTS, "group_size": GROUP, "mini_batch_size": PROMPTS * GROUP,
+            "dynamic_sampling": false, "max_response_tokens": 48, "max_path_tokens": 16,
+            "checkpoint_every": 4
+        }]
+    })
+}
+
+async fn spawn_app(own: &OwnServers) -> TestApp {
+    TestApp::spawn_on(&own.servers(), |s| {
+        s.jobs.lease_seconds = LEASE_SECONDS;
+    })
+    .await
+}
+
+/// Waits until the job has recorded `steps` steps, so that the fault comes mid-job.
+async fn wait_for_steps(app: &TestApp, steps: i64) {
+    app.wait_for_count(
+        "SELECT count(DISTINCT step) FROM trajectories",
+        steps,
+        Duration::from_secs(600),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_for_longer_than_the_lease_loses_nothing() {
+    let _turn = training_turn().await;
+    let mut own = OwnServers::start("postgres");
+    let app = spawn_app(&own).await;
+    let tap = Tap::start(&app).await;
+    let _trainer = app.start_trainer("trainer");
+    let id = app.submit(&rl_spec("postgres outage")).await;
+    wait_for_steps(&app, 2).await;
+
+    own.postgres.stop().unwrap();
+    let outage = Duration::from_secs(3 * LEASE_SECONDS);
+    tokio::time::sleep(outage).await;
+    own.postgres.restart().unwrap();
+    let before = tap.seen();
+
+    let audit = Audit::of(&app, &tap, id, STEPS, PROMPTS * GROUP).await;
+    audit.print(&format!("postgres stopped for {outage:?}"));
+    audit.assert_published_after(before);
+    audit.assert_clean(1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_stopped_for_longer_than_the_lease_loses_nothing() {
+    let _turn = training_turn().await;
+    let mut own = OwnServers::start("nats");
+    let app = spawn_app(&own).await;
+    let tap = Tap::start(&app).await;
+    let _trainer = app.start_trainer("trainer");
+    let id = app.submit(&rl_spec("nats outage")).await;
+    wait_for_steps(&app, 2).await;
+
+    own.nats.stop().unwrap();
+    let outage = Duration::from_secs(3 * LEASE_SECONDS);
+    tokio::time::sleep(outage).await;
+    own.nats.restart().unwrap();
+    let before = tap.seen();
+
+    let audit = Audit::of(&app, &tap, id, STEPS, PROMPTS * GROUP).await;
+    audit.print(&format!("nats-server stopped for {outage:?}"));
+    audit.assert_published_after(before);
+    audit.assert_clean(1);
+}
