@@ -201,8 +201,9 @@ impl Topology {
 
     /// The API's pull consumer of one lane. It delivers without limit: the ingester, not a
     /// delivery count, decides when a message is at fault and parks it, so an outage of the
-    /// database can never drop a message. Created or updated, so that a deployment made with
-    /// other settings takes these.
+    /// database can never drop a message. Created, or updated when it exists with other settings
+    /// (made by an earlier version); if the server refuses the update, it is made again, which
+    /// delivers the lane's unacknowledged messages anew (the ingester writes each once).
     pub async fn ingest_consumer(
         &self,
         js: &jetstream::Context,
@@ -213,17 +214,36 @@ impl Topology {
             .await
             .context("opening a worker-events stream")?;
         let name = self.ingest_consumer_name(lane);
-        stream
-            .create_consumer(consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: INGEST_ACK_WAIT,
-                max_deliver: -1,
-                max_ack_pending: 100_000,
-                ..Default::default()
-            })
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: INGEST_ACK_WAIT,
+            max_deliver: -1,
+            max_ack_pending: 100_000,
+            ..Default::default()
+        };
+        match stream.create_consumer(config.clone()).await {
+            Ok(consumer) => Ok(consumer),
+            Err(e) if stream.consumer_info(&name).await.is_ok() => {
+                tracing::warn!("the consumer {name} cannot be updated ({e}); making it again");
+                stream.delete_consumer(&name).await?;
+                Ok(stream.create_consumer(config).await?)
+            }
+            Err(e) => Err(e).with_context(|| format!("creating the consumer {name}")),
+        }
+    }
+
+    /// The ingest consumer of one lane as it is, for reading its state.
+    pub async fn lane_consumer(&self, js: &jetstream::Context, lane: Lane) -> Result<PullConsumer> {
+        let stream = js
+            .get_stream(self.lane_stream(lane))
             .await
-            .with_context(|| format!("creating the consumer {name}"))
+            .context("opening a worker-events stream")?;
+        let name = self.ingest_consumer_name(lane);
+        stream
+            .get_consumer(&name)
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the consumer {name}: {e}"))
     }
 }
 

@@ -4,10 +4,12 @@
 //! them touches no other test.
 
 mod audit;
+mod local_stack;
 
 use audit::{Audit, Tap};
 use prl_integration_tests::{Servers, TestApp, training_turn};
 use prl_local_stack::{PrivateNats, PrivatePostgres};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const STEPS: u64 = 30;
@@ -60,12 +62,12 @@ impl Drop for TempDir {
 
 /// An RL job long enough to be mid-way when a fault comes: the untrained tiny model, every group
 /// kept (no dynamic sampling), so each step records exactly `PROMPTS * GROUP` trajectories.
-fn rl_spec(name: &str) -> serde_json::Value {
+fn rl_spec(name: &str, steps: u64) -> serde_json::Value {
     serde_json::json!({
         "name": name, "model": "tiny",
         "stages": [{
             "kind": "rl", "name": "rl", "dataset": "builtin:hard", "attention": "unseen",
-            "reward": "s2", "learning_rate": 1e-4, "steps": STEPS,
+            "reward": "s2", "learning_rate": 1e-4, "steps": steps,
             "prompts_per_step": PROMPTS, "group_size": GROUP, "mini_batch_size": PROMPTS * GROUP,
             "dynamic_sampling": false, "max_response_tokens": 48, "max_path_tokens": 16,
             "checkpoint_every": 4
@@ -80,6 +82,56 @@ async fn spawn_app(own: &OwnServers) -> TestApp {
     .await
 }
 
+/// A trainer daemon in a process of its own, so that the test can kill it with SIGKILL.
+struct TrainerProcess(Child);
+
+impl TrainerProcess {
+    fn start(app: &TestApp, worker_id: &str) -> TrainerProcess {
+        let binary = local_stack::workspace_binary("prl-trainer");
+        let child = Command::new(binary)
+            .env("NATS_URL", &app.nats_url)
+            .env("PRL_NATS__NAMESPACE", &app.namespace)
+            .args([
+                "--worker-id",
+                worker_id,
+                "--threads",
+                "1",
+                "--heartbeat-ms",
+                "300",
+            ])
+            .arg("--data-dir")
+            .arg(&app.data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting prl-trainer");
+        TrainerProcess(child)
+    }
+
+    /// SIGKILL: no checkpoint, no goodbye, whatever it was doing.
+    fn kill_9(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for TrainerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until attempt `attempt` has recorded a step at or past `step`.
+async fn wait_for_attempt_step(app: &TestApp, attempt: i32, step: i64) {
+    app.wait_for_count(
+        &format!("SELECT coalesce(max(step), 0) FROM trajectories WHERE attempt = {attempt}"),
+        step,
+        Duration::from_secs(600),
+    )
+    .await;
+}
+
 /// Waits until the job has recorded `steps` steps, so that the fault comes mid-job.
 async fn wait_for_steps(app: &TestApp, steps: i64) {
     app.wait_for_count(
@@ -91,39 +143,43 @@ async fn wait_for_steps(app: &TestApp, steps: i64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_stopped_for_longer_than_the_lease_loses_nothing() {
+async fn postgres_stopped_for_ten_leases_loses_nothing_and_revokes_nobody() {
     let _turn = training_turn().await;
     let mut own = OwnServers::start("postgres");
     let app = spawn_app(&own).await;
     let tap = Tap::start(&app).await;
     let _trainer = app.start_trainer("trainer");
-    let id = app.submit(&rl_spec("postgres outage")).await;
+    // Training goes on while PostgreSQL is down (its events wait in NATS): enough steps that the
+    // job outlasts the outage.
+    let steps = 2 * STEPS;
+    let id = app.submit(&rl_spec("postgres outage", steps)).await;
     wait_for_steps(&app, 2).await;
 
     own.postgres.stop().unwrap();
-    let outage = Duration::from_secs(3 * LEASE_SECONDS);
+    // Past a connection's acquire timeout and JetStream's ack wait (5 s and 30 s), and ten leases.
+    let outage = Duration::from_secs(10 * LEASE_SECONDS);
     tokio::time::sleep(outage).await;
     own.postgres.restart().unwrap();
     let before = tap.seen();
 
-    let audit = Audit::of(&app, &tap, id, STEPS, PROMPTS * GROUP).await;
+    let audit = Audit::of(&app, &tap, id, steps, PROMPTS * GROUP).await;
     audit.print(&format!("postgres stopped for {outage:?}"));
     audit.assert_published_after(before);
     audit.assert_clean(1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_stopped_for_longer_than_the_lease_loses_nothing() {
+async fn nats_stopped_for_thirty_seconds_loses_nothing_and_revokes_nobody() {
     let _turn = training_turn().await;
     let mut own = OwnServers::start("nats");
     let app = spawn_app(&own).await;
     let tap = Tap::start(&app).await;
     let _trainer = app.start_trainer("trainer");
-    let id = app.submit(&rl_spec("nats outage")).await;
+    let id = app.submit(&rl_spec("nats outage", STEPS)).await;
     wait_for_steps(&app, 2).await;
 
     own.nats.stop().unwrap();
-    let outage = Duration::from_secs(3 * LEASE_SECONDS);
+    let outage = Duration::from_secs(30);
     tokio::time::sleep(outage).await;
     own.nats.restart().unwrap();
     let before = tap.seen();
@@ -132,4 +188,26 @@ async fn nats_stopped_for_longer_than_the_lease_loses_nothing() {
     audit.print(&format!("nats-server stopped for {outage:?}"));
     audit.assert_published_after(before);
     audit.assert_clean(1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trainer_killed_twice_with_sigkill_loses_nothing_and_counts_nothing_twice() {
+    let _turn = training_turn().await;
+    let own = OwnServers::start("sigkill");
+    let app = spawn_app(&own).await;
+    let tap = Tap::start(&app).await;
+    let id = app.submit(&rl_spec("killed twice", STEPS)).await;
+
+    // Each daemon dies two steps past a checkpoint, so its successor redoes those steps.
+    let first = TrainerProcess::start(&app, "first");
+    wait_for_attempt_step(&app, 1, 6).await;
+    first.kill_9();
+    let second = TrainerProcess::start(&app, "second");
+    wait_for_attempt_step(&app, 2, 14).await;
+    second.kill_9();
+    let _third = TrainerProcess::start(&app, "third");
+
+    let audit = Audit::of(&app, &tap, id, STEPS, PROMPTS * GROUP).await;
+    audit.print("prl-trainer killed with SIGKILL twice");
+    audit.assert_clean(3);
 }

@@ -318,6 +318,7 @@ impl FakeWorker {
             run_id: job.run_id,
             attempt: job.attempt,
             worker_id: worker_id.to_owned(),
+            shutdown: CancellationToken::new(),
         };
         let mut lease =
             prl_trainer::lease::Lease::listen(&app.nats, &app.topology, reporter.clone())

@@ -69,6 +69,9 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     Ok(())
 }
 
+/// How long a daemon waits for the verdict on its claim before it lets the job go.
+const CLAIM_VERDICT_WAIT: Duration = Duration::from_secs(120);
+
 struct Daemon {
     config: DaemonConfig,
     nats: async_nats::Client,
@@ -108,12 +111,22 @@ impl Daemon {
             run_id: job.run_id,
             attempt: job.attempt,
             worker_id: self.config.worker_id.clone(),
+            shutdown: shutdown.clone(),
         };
         let mut lease = Lease::listen(&self.nats, &self.topology, reporter.clone()).await?;
-        let decision = match lease
-            .claim(job.expected_version, Duration::from_secs(15))
-            .await
-        {
+        // A claim is decided when the API writes it, which waits out a database outage; until
+        // then the job message stays ours, so no other daemon claims it meanwhile.
+        let keep_message = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        };
+        let claimed = tokio::select! {
+            claimed = lease.claim(job.expected_version, CLAIM_VERDICT_WAIT) => claimed,
+            _ = keep_message => unreachable!("keeping the message never ends"),
+        };
+        let decision = match claimed {
             Ok(decision) => decision,
             Err(e) => {
                 // Let the message come back, to us or another daemon.

@@ -5,13 +5,16 @@ use anyhow::{Context, Result};
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use chrono::Utc;
-use prl_bus::{Lane, Topology};
-use std::time::{Duration, Instant};
-
-/// How long a message of the data lane is retried before the attempt gives up.
-const DATA_PATIENCE: Duration = Duration::from_secs(600);
+use prl_bus::Topology;
 use prl_schema::ids::{EventId, JobId, RunId};
 use prl_schema::jobs::{WorkerEvent, WorkerMessage};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How long a claim is retried: a little less than the daemon waits for its verdict.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(10);
+/// How long any other message but a heartbeat is retried before the attempt gives up.
+const DATA_PATIENCE: Duration = Duration::from_secs(600);
 
 #[derive(Clone)]
 pub struct Reporter {
@@ -21,6 +24,8 @@ pub struct Reporter {
     pub run_id: RunId,
     pub attempt: u32,
     pub worker_id: String,
+    /// Cancelled when the daemon shuts down: a publish then stops waiting out an outage.
+    pub shutdown: CancellationToken,
 }
 
 impl Reporter {
@@ -39,10 +44,11 @@ impl Reporter {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", message.event_id.to_string().as_str());
         // A lost heartbeat is replaced by the next; anything else is part of the run and waits
-        // out a NATS restart (the API judges no lease while it cannot hear the control lane).
-        let patience = match Lane::of(&message.body) {
-            Lane::Control => Duration::ZERO,
-            Lane::Data => DATA_PATIENCE,
+        // out a NATS restart (the API judges no lease on what it could not hear).
+        let patience = match &message.body {
+            WorkerEvent::Heartbeat => Duration::ZERO,
+            WorkerEvent::Claim { .. } => CLAIM_PATIENCE,
+            _ => DATA_PATIENCE,
         };
         let started = Instant::now();
         let mut wait = Duration::from_millis(200);
@@ -55,9 +61,12 @@ impl Reporter {
             };
             match sent.await {
                 Ok(_) => return Ok(()),
-                Err(e) if started.elapsed() < patience => {
+                Err(e) if started.elapsed() < patience && !self.shutdown.is_cancelled() => {
                     tracing::warn!("publishing to {subject}: {e}; retrying in {wait:?}");
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => return Err(e).with_context(|| format!("publishing to {subject}")),

@@ -112,10 +112,15 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
             }
         });
     }
-    let supervisor = tokio::spawn(supervise(daemons, start, stop.clone()));
-    app.run_until(stop.clone()).await?;
-    stop.cancel();
-    let mut daemons = supervisor.await?;
+    // Polled here, on the main thread, which outlives every daemon it starts (they die with the
+    // thread that started them).
+    let serve = async {
+        let served = app.run_until(stop.clone()).await;
+        stop.cancel();
+        served
+    };
+    let (served, mut daemons) = tokio::join!(serve, supervise(daemons, start, stop.clone()));
+    served?;
 
     println!("stopping");
     for daemon in &mut daemons {

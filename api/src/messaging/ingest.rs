@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+#[derive(Clone)]
 pub struct Ingester {
     pub pool: PgPool,
     pub nats: async_nats::Client,
@@ -187,14 +188,36 @@ impl Ingester {
 
     /// One transaction for the whole batch. Returns the verdicts to send once it has committed.
     async fn write(&self, batch: &[Incoming]) -> Result<Vec<(String, LeaseVerdict)>> {
-        // Parking publishes to NATS: done before the log's lock is taken, never under it.
+        // Parking publishes to NATS: done before the log's lock is taken, never under it, and
+        // only for messages not parked already (a redelivery, or a batch tried again).
+        let to_park: HashMap<Uuid, &Incoming> = batch
+            .iter()
+            .filter(|item| item.decoded.is_err())
+            .map(|item| (parked_id(&item.message), item))
+            .collect();
         let mut appends = Vec::new();
-        for item in batch {
-            if let Err(reason) = &item.decoded {
-                appends.push(self.park(&item.message, reason).await?);
+        if !to_park.is_empty() {
+            let ids: Vec<Uuid> = to_park.keys().copied().collect();
+            let parked: HashSet<Uuid> =
+                sqlx::query_scalar("SELECT event_id FROM events WHERE event_id = ANY($1)")
+                    .bind(&ids)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .collect();
+            for (id, item) in to_park.iter().filter(|(id, _)| !parked.contains(id)) {
+                let Err(reason) = &item.decoded else {
+                    unreachable!("filtered")
+                };
+                appends.push(self.park(&item.message, reason, *id).await?);
             }
         }
         let mut log = LogTx::begin(&self.pool).await?;
+        // Under the lock: recorded meanwhile by another ingester is recorded.
+        let recorded = log
+            .existing_event_ids(&appends.iter().map(|a| a.stream_id).collect::<Vec<_>>())
+            .await?;
+        appends.retain(|a| !recorded.contains(&a.stream_id));
         let messages: Vec<&WorkerMessage> = batch
             .iter()
             .filter_map(|i| i.decoded.as_ref().ok())
@@ -278,20 +301,14 @@ impl Ingester {
         Ok(verdicts)
     }
 
-    /// Copies a message to the dead-letter stream and returns the event that records it there.
-    async fn park(&self, message: &Message, reason: &str) -> Result<StreamAppend> {
+    /// Copies a message to the dead-letter stream and returns the event that records it there,
+    /// whose stream and event id is `id`.
+    async fn park(&self, message: &Message, reason: &str, id: Uuid) -> Result<StreamAppend> {
         let subject = message.subject.to_string();
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Prl-Reason", reason.replace(['\r', '\n'], " ").as_str());
-        // The original's place in its stream makes a re-park of the same message a duplicate,
-        // both in the dead-letter stream and in the log.
-        let place = message
-            .info()
-            .map(|info| format!("{}/{}", info.stream, info.stream_sequence))
-            .ok();
-        if let Some(place) = &place {
-            headers.insert("Nats-Msg-Id", format!("dead-{place}").as_str());
-        }
+        // A re-park of the same message within the duplicate window is stored once.
+        headers.insert("Nats-Msg-Id", format!("dead-{id}").as_str());
         let ack = self
             .js
             .publish_with_headers(
@@ -309,9 +326,6 @@ impl Ingester {
             dead_letter_sequence: ack.sequence,
             bytes: message.payload.len(),
         };
-        let id = place.map_or_else(Uuid::now_v7, |p| {
-            derived_id(&[b"prl parked ", p.as_bytes()])
-        });
         Ok(StreamAppend {
             stream_id: id,
             expected: Expected::NoStream,
@@ -337,6 +351,19 @@ impl Ingester {
     }
 }
 
+/// The id of the `WorkerMessageParked` event (and its stream) that records `message`: derived
+/// from its place in its stream, so that parking it again records nothing new.
+fn parked_id(message: &Message) -> Uuid {
+    match message.info() {
+        Ok(info) => derived_id(&[
+            b"prl parked ",
+            info.stream.as_bytes(),
+            &info.stream_sequence.to_be_bytes(),
+        ]),
+        Err(_) => Uuid::now_v7(),
+    }
+}
+
 /// Whether a failed write was refused because of what its messages hold, rather than for a reason
 /// no message causes (an outage, a schema that does not match): only then can splitting the batch
 /// find a culprit.
@@ -349,8 +376,8 @@ fn blames_the_message(error: &anyhow::Error) -> bool {
         };
         match database {
             Some(sqlx::Error::Database(e)) => e.code().is_some_and(|code| refuses_the_data(&code)),
-            Some(sqlx::Error::Encode(_) | sqlx::Error::Decode(_)) => true,
-            _ => cause.is::<serde_json::Error>(),
+            Some(sqlx::Error::Encode(_)) => true,
+            _ => false,
         }
     })
 }
@@ -431,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn a_conflict_or_undecodable_data_is_blamed_on_the_messages() {
+    fn a_conflict_is_blamed_on_the_messages_and_a_decoding_error_is_not() {
         let conflict = AppendError::Conflict {
             stream_id: Uuid::nil(),
             expected: Expected::Exact(3),
@@ -440,7 +467,8 @@ mod tests {
         assert!(blames_the_message(
             &anyhow::Error::from(conflict).context("a worker event conflicted with the log")
         ));
+        // Reading what the log holds back is the deployment's problem, not the message's.
         let json = serde_json::from_str::<u32>("x").unwrap_err();
-        assert!(blames_the_message(&anyhow::Error::from(json)));
+        assert!(!blames_the_message(&anyhow::Error::from(json)));
     }
 }

@@ -1,50 +1,62 @@
 //! The lease monitor: a job whose worker stopped heartbeating gets `JobLeaseExpired`, after which
 //! the process manager queues the next attempt or fails the job.
 //!
-//! Silence proves a worker dead only if its heartbeats could have been heard. So leases are judged
-//! only once the control lane has been reachable for a whole lease with nothing waiting in it:
-//! after an API start, a NATS outage, or while heartbeats wait out a database outage, no lease
-//! expires, and a worker that kept working keeps its attempt.
+//! Silence proves a worker dead only if what it sent has been read. So the monitor judges a lease
+//! only up to a time before which every worker message published, on both lanes, is in the log: it
+//! notes each lane's last stream sequence at a moment, and once each ingester's acknowledgement
+//! floor has passed it, leases that ran out before that moment may expire. A lease that ran out
+//! while NATS could not be reached gets a whole lease from the moment it can be again. So no
+//! outage of PostgreSQL or NATS, no API restart and no ingest backlog revokes a worker that kept
+//! working, nor one whose `Finished` still waits behind its trajectories.
 
 use crate::store::{Expected, LogTx, NewEvent, StreamAppend};
 use crate::telemetry::Metrics;
 use anyhow::Result;
 use async_nats::jetstream;
+use chrono::{DateTime, Utc};
 use prl_bus::{Lane, PullConsumer, Topology};
 use prl_schema::events::{Event, Metadata};
 use sqlx::{PgPool, Row};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+#[derive(Clone)]
 pub struct LeaseMonitor {
     pub pool: PgPool,
     pub js: jetstream::Context,
     pub topology: Topology,
     pub period: Duration,
-    pub lease: Duration,
+    pub lease: chrono::Duration,
     pub metrics: Metrics,
     pub wake_relay: std::sync::Arc<tokio::sync::Notify>,
 }
 
+/// Each lane's last stream sequence at a moment.
+struct Mark {
+    at: DateTime<Utc>,
+    sequences: [u64; 2],
+}
+
 impl LeaseMonitor {
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut control: Option<PullConsumer> = None;
-        // Since when the control lane has been reachable without a break.
-        let mut heard_since: Option<Instant> = None;
+        let mut lanes: Option<[PullConsumer; 2]> = None;
+        let mut mark: Option<Mark> = None;
+        // Since when NATS has been reachable without a break.
+        let mut reachable_since: Option<DateTime<Utc>> = None;
+        // Every worker message published before this time is in the log.
+        let mut read_until: Option<DateTime<Utc>> = None;
         while !super::pause(&shutdown, self.period).await {
-            match self.control_backlog(&mut control).await {
-                Ok(0) => {}
-                Ok(_) => continue,
+            match self.observe(&mut lanes, &mut mark).await {
+                Ok(passed) => read_until = passed.or(read_until),
                 Err(e) => {
-                    tracing::debug!("lease monitor: the control lane is out of reach: {e:#}");
-                    (control, heard_since) = (None, None);
+                    tracing::debug!("lease monitor: the worker lanes are out of reach: {e:#}");
+                    (lanes, mark, reachable_since) = (None, None, None);
                     continue;
                 }
             }
-            if heard_since.get_or_insert_with(Instant::now).elapsed() < self.lease {
-                continue;
-            }
-            match self.expire().await {
+            let since = *reachable_since.get_or_insert_with(Utc::now);
+            let Some(until) = read_until else { continue };
+            match self.expire(until, since + self.lease).await {
                 Ok(0) => {}
                 Ok(n) => {
                     self.metrics.leases_expired.inc_by(n);
@@ -55,27 +67,58 @@ impl LeaseMonitor {
         }
     }
 
-    /// Claims and heartbeats published but not yet written to the log.
-    async fn control_backlog(&self, control: &mut Option<PullConsumer>) -> Result<u64> {
-        let consumer = match control {
-            Some(consumer) => consumer,
-            None => control.insert(
-                self.topology
-                    .ingest_consumer(&self.js, Lane::Control)
-                    .await?,
-            ),
+    /// Notes a mark, or sees the last one passed by both ingesters and returns its time.
+    async fn observe(
+        &self,
+        lanes: &mut Option<[PullConsumer; 2]>,
+        mark: &mut Option<Mark>,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let lanes = match lanes {
+            Some(lanes) => lanes,
+            None => lanes.insert([
+                self.topology.lane_consumer(&self.js, Lane::Data).await?,
+                self.topology.lane_consumer(&self.js, Lane::Control).await?,
+            ]),
         };
-        let info = consumer.info().await?;
-        Ok(info.num_pending + info.num_ack_pending as u64)
+        // The time is taken first: whatever was published before it lies within the sequences.
+        let now = Utc::now();
+        let (mut acked, mut last) = ([0; 2], [0; 2]);
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            let info = lane.info().await?;
+            acked[i] = info.ack_floor.stream_sequence;
+            last[i] = info.delivered.stream_sequence + info.num_pending;
+        }
+        match mark {
+            Some(m) if acked[0] >= m.sequences[0] && acked[1] >= m.sequences[1] => {
+                let passed = m.at;
+                *mark = None;
+                Ok(Some(passed))
+            }
+            Some(_) => Ok(None),
+            None => {
+                *mark = Some(Mark {
+                    at: now,
+                    sequences: last,
+                });
+                Ok(None)
+            }
+        }
     }
 
-    /// Expires every lease that has run out; returns how many.
-    pub async fn expire(&self) -> Result<u64, sqlx::Error> {
+    /// Expires every lease that ran out before `until`, counting none as run out before
+    /// `not_before`; returns how many.
+    async fn expire(
+        &self,
+        until: DateTime<Utc>,
+        not_before: DateTime<Utc>,
+    ) -> Result<u64, sqlx::Error> {
         let mut log = LogTx::begin(&self.pool).await?;
         let rows = sqlx::query(
             "SELECT id, attempt, worker_id, version FROM jobs
-             WHERE status = 'running' AND lease_until < now()",
+             WHERE status = 'running' AND greatest(lease_until, $2) < $1",
         )
+        .bind(until)
+        .bind(not_before)
         .fetch_all(log.conn())
         .await?;
         if rows.is_empty() {
