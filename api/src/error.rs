@@ -26,12 +26,14 @@ pub enum ApiError {
     TooLarge { limit: usize },
     #[error("the service is unavailable: {0}")]
     Unavailable(String),
+    #[error("this Idempotency-Key was used before with another body")]
+    IdempotencyKeyReused,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// A stable code: `malformed`, `bad_parameter`, `invalid_spec`, `unauthorized`, `not_found`,
-    /// `invalid_request`, `conflict`, `too_large` or `unavailable`.
+    /// `invalid_request`, `conflict`, `too_large`, `unavailable` or `idempotency_key_reused`.
     pub error: &'static str,
     /// A sentence for people.
     pub message: String,
@@ -55,6 +57,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
         }
     }
 }
@@ -63,9 +66,9 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Malformed(_) | ApiError::BadParameter { .. } => StatusCode::BAD_REQUEST,
-            ApiError::InvalidSpec { .. } | ApiError::InvalidRequest { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::InvalidSpec { .. }
+            | ApiError::InvalidRequest { .. }
+            | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -82,6 +85,7 @@ impl ResponseError for ApiError {
         };
         let parameter = match self {
             ApiError::BadParameter { parameter, .. } => Some(parameter.clone()),
+            ApiError::IdempotencyKeyReused => Some("Idempotency-Key".into()),
             _ => None,
         };
         let mut response = HttpResponse::build(self.status_code());

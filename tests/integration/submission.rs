@@ -107,3 +107,40 @@ async fn a_retried_submission_with_the_same_idempotency_key_creates_one_experime
         1
     );
 }
+
+#[tokio::test]
+async fn an_idempotency_key_is_bound_to_its_body_and_cannot_name_another_event() {
+    let app = TestApp::spawn().await;
+    let submit = |key: String, name: &'static str| {
+        let app = &app;
+        async move {
+            let response = app
+                .http
+                .post(app.url("/api/v1/experiments"))
+                .bearer_auth(prl_integration_tests::TOKEN)
+                .header("Idempotency-Key", key)
+                .json(&quick_spec(name))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let key = uuid::Uuid::new_v4().to_string();
+    let (status, _) = submit(key.clone(), "first").await;
+    assert_eq!(status, 201);
+    let (status, error) = submit(key, "another spec").await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["error"], "idempotency_key_reused");
+    assert_eq!(error["parameter"], "Idempotency-Key");
+
+    // A key equal to an event already in the log is just a new key.
+    let event: uuid::Uuid = sqlx::query_scalar("SELECT event_id FROM events LIMIT 1")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let (status, created) = submit(event.to_string(), "second").await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(app.count("SELECT count(*) FROM experiments").await, 2);
+}

@@ -4,6 +4,7 @@
 
 use crate::auth::{ReadAccess, WriteAccess};
 use crate::error::ApiError;
+use crate::routes::body::{Text, parse_json, read_limited};
 use crate::state::AppState;
 use crate::store::{Expected, LogTx, NewEvent, StreamAppend};
 use actix_web::{HttpResponse, get, post, web};
@@ -104,10 +105,12 @@ fn stream_id(name: &str) -> Uuid {
 #[post("/datasets")]
 pub async fn register(
     _: WriteAccess,
+    req: actix_web::HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<Registration>,
+    body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let registration = body.into_inner();
+    let bytes = read_limited(body, &req, state.body_limit).await?;
+    let registration: Registration = parse_json(&bytes, Text::Plain)?;
     check(&registration)?;
     let id = stream_id(&registration.name);
     let mut log = LogTx::begin(&state.pool).await?;

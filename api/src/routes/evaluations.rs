@@ -2,7 +2,8 @@
 
 use crate::auth::{ReadAccess, WriteAccess};
 use crate::error::ApiError;
-use crate::routes::experiments::{Accepted, read_limited, record_submission};
+use crate::routes::body::{Text, check_text, read_limited};
+use crate::routes::experiments::{Accepted, record_submission};
 use crate::routes::results::BenchmarkResult;
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
@@ -56,9 +57,10 @@ pub async fn evaluate(
 ) -> Result<HttpResponse, ApiError> {
     let run = id.into_inner();
     let bytes = read_limited(body, &req, state.body_limit).await?;
-    let Value::Object(mut stage) = serde_json::from_slice::<Value>(&bytes)
-        .map_err(|e| ApiError::Malformed(format!("the body is not JSON: {e}")))?
-    else {
+    let value = serde_json::from_slice::<Value>(&bytes)
+        .map_err(|e| ApiError::Malformed(format!("the body is not JSON: {e}")))?;
+    check_text(&value, Text::Plain)?;
+    let Value::Object(mut stage) = value else {
         return Err(ApiError::Malformed("the body must be a JSON object".into()));
     };
     let step = match stage.remove("step") {

@@ -1,15 +1,15 @@
 //! Submitting, listing, reading and cancelling experiments.
 
+use super::body::{Text, check_text, parse_json, read_limited};
 use super::params::int_parameter;
 use crate::auth::{ReadAccess, WriteAccess};
 use crate::domain::experiment;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{Expected, LogTx, NewEvent, StreamAppend};
+use crate::store::{Expected, LogTx, NewEvent, StreamAppend, derived_id};
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use prl_schema::events::Metadata;
+use prl_schema::events::{Event, Metadata};
 use prl_schema::jobs::{LeaseDecision, LeaseVerdict};
 use prl_schema::spec::ExperimentSpec;
 use serde::{Deserialize, Serialize};
@@ -131,6 +131,15 @@ pub struct ExperimentDetail {
     pub runs: Vec<RunView>,
 }
 
+/// A spec's strings are names, references and settings: no control characters but layout. The
+/// error names the field as the spec's own errors do, so the web UI finds its line.
+fn check_spec_text(value: &serde_json::Value) -> Result<(), ApiError> {
+    check_text(value, Text::Plain).map_err(|e| match e {
+        ApiError::InvalidRequest { field, reason } => ApiError::InvalidSpec { field, reason },
+        other => other,
+    })
+}
+
 /// Submit an experiment spec.
 ///
 /// An `Idempotency-Key` header (a UUID) makes a retry return the first submission instead of
@@ -158,16 +167,25 @@ pub async fn submit(
     let spec = if is_toml(&req) {
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| ApiError::Malformed("the TOML spec is not UTF-8".into()))?;
+        if let Ok(value) = toml::from_str::<serde_json::Value>(text) {
+            check_spec_text(&value)?;
+        }
         ExperimentSpec::from_toml(text)?
     } else {
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            check_spec_text(&value)?;
+        }
         ExperimentSpec::from_json(&bytes)?
     };
+    // The key names the submission's event through a namespace of its own, so that no key can
+    // name another stream's event; a retry with another body is refused in record_submission.
     let event_id = match req.headers().get("Idempotency-Key") {
         None => Uuid::now_v7(),
         Some(v) => v
             .to_str()
             .ok()
             .and_then(|s| Uuid::parse_str(s.trim()).ok())
+            .map(|key| derived_id(&[b"prl idempotency key ", key.as_bytes()]))
             .ok_or(ApiError::bad_parameter(
                 "Idempotency-Key",
                 "the Idempotency-Key header must be a UUID",
@@ -197,6 +215,7 @@ pub async fn record_submission(
     let id = Uuid::now_v7();
     let mut log = LogTx::begin(&state.pool).await?;
     let datasets = super::datasets::resolve(log.conn(), &spec).await?;
+    let submitted = spec.clone();
     let event = NewEvent {
         event_id,
         event: experiment::submit(spec, state.max_attempts, datasets),
@@ -218,36 +237,17 @@ pub async fn record_submission(
     let first = recorded
         .first()
         .ok_or_else(|| ApiError::Unavailable("the append returned nothing".into()))?;
+    // An event id already in the log returns the first append: the same submission only if it
+    // carried the same spec.
+    match &first.event {
+        Event::ExperimentSubmitted { spec, .. } if *spec == submitted => {}
+        _ => return Err(ApiError::IdempotencyKeyReused),
+    }
     Ok(Accepted {
         id: first.stream_id,
         status: "queued".into(),
         version: first.version,
     })
-}
-
-/// Reads the body, refusing it as soon as it passes the limit.
-pub(crate) async fn read_limited(
-    mut body: web::Payload,
-    req: &HttpRequest,
-    limit: usize,
-) -> Result<Vec<u8>, ApiError> {
-    let declared = req
-        .headers()
-        .get("Content-Length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::TooLarge { limit });
-    }
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::Malformed(format!("reading the body: {e}")))?;
-        if bytes.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge { limit });
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -473,9 +473,15 @@ pub async fn cancel(
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
-    body: Option<web::Json<CancelRequest>>,
+    body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
+    let bytes = read_limited(body, &req, state.body_limit).await?;
+    let body: Option<CancelRequest> = if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(parse_json(&bytes, Text::Plain)?)
+    };
     let expected = match req.headers().get("If-Match") {
         None => Expected::Any,
         Some(v) => Expected::Exact(
@@ -490,7 +496,7 @@ pub async fn cancel(
         ),
     };
     let reason = body
-        .and_then(|b| b.into_inner().reason)
+        .and_then(|b| b.reason)
         .unwrap_or_else(|| "cancelled by a user".into());
     let mut log = LogTx::begin(&state.pool).await?;
     let row = sqlx::query("SELECT status, version FROM experiments WHERE id = $1")

@@ -3,7 +3,7 @@
 //! An import is one transaction, so a bad file leaves nothing behind; its ids are derived from
 //! its content, so sending the same import twice records it once.
 
-use super::experiments::read_limited;
+use super::body::{Text, check_text, read_limited};
 use crate::auth::WriteAccess;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -83,7 +83,11 @@ pub async fn import(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let bytes = read_limited(body, &req, state.import_limit).await?;
-    let request: ImportRequest = serde_json::from_slice(&bytes)
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::Malformed(format!("the import is not valid JSON: {e}")))?;
+    // The dumps hold model text, which may hold any character but NUL.
+    check_text(&value, Text::Free)?;
+    let request: ImportRequest = serde_json::from_value(value)
         .map_err(|e| ApiError::Malformed(format!("the import is not valid JSON: {e}")))?;
     let name = request.name.trim();
     if name.is_empty() || name.len() > 200 {
