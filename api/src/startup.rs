@@ -1,7 +1,7 @@
 //! Building and running the API: connections, migrations, NATS topology, the HTTP server and the
 //! background workers (outbox relay, ingester, lease monitor).
 
-use crate::messaging::{ingest::Ingester, leases::LeaseMonitor, relay::Relay};
+use crate::messaging::{ingest::Ingester, leases::LeaseMonitor, relay::Relay, supervisor::Tasks};
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::telemetry::Metrics;
@@ -45,26 +45,29 @@ impl Application {
         let shutdown = CancellationToken::new();
         let lease = chrono::Duration::seconds(settings.jobs.lease_seconds as i64);
         let log_head = tokio::sync::watch::Sender::new(0);
-        let mut workers = vec![
-            tokio::spawn(crate::routes::events::watch_log_head(
-                pool.clone(),
-                log_head.clone(),
-                shutdown.clone(),
-            )),
-            tokio::spawn(
-                Relay {
-                    pool: pool.clone(),
-                    js: js.clone(),
-                    topology: topology.clone(),
-                    wake: wake_relay.clone(),
-                    metrics: metrics.clone(),
-                }
-                .run(shutdown.clone()),
+        let tasks = Tasks::default();
+        let (pool_, head, stop) = (pool.clone(), log_head.clone(), shutdown.clone());
+        let mut workers = vec![tasks.spawn("log-head", shutdown.clone(), move || {
+            crate::routes::events::watch_log_head(pool_.clone(), head.clone(), stop.clone())
+        })];
+        let relay = Relay {
+            pool: pool.clone(),
+            js: js.clone(),
+            topology: topology.clone(),
+            wake: wake_relay.clone(),
+            metrics: metrics.clone(),
+        };
+        let stop = shutdown.clone();
+        workers.push(tasks.spawn("relay", shutdown.clone(), move || {
+            relay.clone().run(stop.clone())
+        }));
+        for (name, lane, batch_size) in [
+            ("ingester-data", Lane::Data, settings.ingest.batch_size),
+            (
+                "ingester-control",
+                Lane::Control,
+                settings.ingest.batch_size.min(CONTROL_BATCH),
             ),
-        ];
-        for (lane, batch_size) in [
-            (Lane::Data, settings.ingest.batch_size),
-            (Lane::Control, settings.ingest.batch_size.min(CONTROL_BATCH)),
         ] {
             let ingester = Ingester {
                 pool: pool.clone(),
@@ -77,20 +80,24 @@ impl Application {
                 metrics: metrics.clone(),
                 wake_relay: wake_relay.clone(),
             };
-            workers.push(tokio::spawn(ingester.run(shutdown.clone())));
+            let stop = shutdown.clone();
+            workers.push(tasks.spawn(name, shutdown.clone(), move || {
+                ingester.clone().run(stop.clone())
+            }));
         }
-        workers.push(tokio::spawn(
-            LeaseMonitor {
-                pool: pool.clone(),
-                js: js.clone(),
-                topology: topology.clone(),
-                period: Duration::from_millis(settings.jobs.lease_check_millis),
-                lease: Duration::from_secs(settings.jobs.lease_seconds),
-                metrics: metrics.clone(),
-                wake_relay: wake_relay.clone(),
-            }
-            .run(shutdown.clone()),
-        ));
+        let monitor = LeaseMonitor {
+            pool: pool.clone(),
+            js: js.clone(),
+            topology: topology.clone(),
+            period: Duration::from_millis(settings.jobs.lease_check_millis),
+            lease,
+            metrics: metrics.clone(),
+            wake_relay: wake_relay.clone(),
+        };
+        let stop = shutdown.clone();
+        workers.push(tasks.spawn("lease-monitor", shutdown.clone(), move || {
+            monitor.clone().run(stop.clone())
+        }));
 
         let state = web::Data::new(AppState {
             pool: pool.clone(),
@@ -105,6 +112,7 @@ impl Application {
             wake_relay,
             shutdown: shutdown.clone(),
             log_head,
+            tasks,
         });
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
             .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
@@ -170,7 +178,12 @@ async fn count_requests(
 /// Connects to PostgreSQL, waiting up to a minute for a server that is still starting.
 pub async fn connect_database(settings: &Settings) -> Result<PgPool> {
     let url = settings.database.url.expose_secret();
-    let options = PgPoolOptions::new().max_connections(settings.database.max_connections);
+    // A request or a write waits at most this long for a connection while the database is out of
+    // reach: well within JetStream's ack wait, so that the ingester's progress acknowledgements keep
+    // its messages, and an HTTP client gets its 503 soon.
+    let options = PgPoolOptions::new()
+        .max_connections(settings.database.max_connections)
+        .acquire_timeout(Duration::from_secs(5));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match options.clone().connect(url).await {

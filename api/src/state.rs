@@ -26,4 +26,6 @@ pub struct AppState {
     /// The log's newest settled position, kept by `routes::events::watch_log_head`; live streams
     /// subscribe to it.
     pub log_head: tokio::sync::watch::Sender<i64>,
+    /// The background tasks' health, for `/healthz`.
+    pub tasks: crate::messaging::supervisor::Tasks,
 }

@@ -144,6 +144,10 @@ pub enum Event {
         dead_letter_sequence: u64,
         bytes: usize,
     },
+    /// The parked message was published again on its subject, for the ingester to try anew.
+    DeadLetterRedriven {
+        by: String,
+    },
 }
 
 impl Event {
@@ -167,7 +171,7 @@ impl Event {
             | CheckpointSaved { .. }
             | TrajectoriesRecorded { .. }
             | EvaluationReported { .. } => StreamType::Run,
-            WorkerMessageParked { .. } => StreamType::DeadLetter,
+            WorkerMessageParked { .. } | DeadLetterRedriven { .. } => StreamType::DeadLetter,
             DatasetRegistered { .. } => StreamType::Dataset,
         }
     }

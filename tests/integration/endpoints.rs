@@ -3,13 +3,23 @@ use serde_json::Value;
 use std::time::Duration;
 
 #[tokio::test]
-async fn health_reports_both_connections() {
+async fn health_reports_both_connections_and_every_background_task() {
     let app = TestApp::spawn().await;
     let response = app.get("/healthz").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["database"], "ok");
     assert_eq!(body["nats"], "ok");
+    for task in [
+        "log-head",
+        "relay",
+        "ingester-data",
+        "ingester-control",
+        "lease-monitor",
+    ] {
+        assert_eq!(body["tasks"][task]["running"], true, "{body}");
+        assert_eq!(body["tasks"][task]["restarts"], 0, "{body}");
+    }
 }
 
 #[tokio::test]

@@ -214,3 +214,47 @@ async fn a_message_the_database_refuses_is_parked_alone_and_its_batch_is_written
     .unwrap();
     assert!(reason.contains("refused"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_dead_letter_is_redriven_through_the_ingester_and_parked_again_if_still_bad() {
+    let app = TestApp::spawn().await;
+    app.submit(&quick_spec("redrive")).await;
+    let (worker, _) = FakeWorker::take(&app, StageKind::Sft, "fake").await;
+    worker
+        .publish_raw(&app, "metrics", b"{still not json".to_vec(), "poison")
+        .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM dead_letters",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    let letters: serde_json::Value = app.get("/api/v1/dead-letters").await.json().await.unwrap();
+    let id = letters[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(letters[0]["redrives"], 0);
+
+    let redrive = |id: String| {
+        app.http
+            .post(app.url(&format!("/api/v1/dead-letters/{id}/redrive")))
+            .bearer_auth(prl_integration_tests::TOKEN)
+            .send()
+    };
+    let response = redrive(id.clone()).await.unwrap();
+    assert_eq!(response.status(), 202);
+    let redriven: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(redriven["redrives"], 1);
+    // Back through the ingester: still undecodable, so parked again with its own record.
+    app.wait_for_count(
+        "SELECT count(*) FROM dead_letters",
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
+    let payloads: Vec<i64> = sqlx::query_scalar("SELECT bytes FROM dead_letters")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(payloads, [15, 15]);
+    let unknown = redrive(uuid::Uuid::new_v4().to_string()).await.unwrap();
+    assert_eq!(unknown.status(), 404);
+}

@@ -188,6 +188,16 @@ impl Client {
             .await
     }
 
+    pub async fn dead_letters(&self) -> Result<Vec<crate::routes::dead_letters::DeadLetter>> {
+        self.send(self.authorised(self.http.get(self.url("/api/v1/dead-letters"))))
+            .await
+    }
+
+    pub async fn redrive(&self, id: Uuid) -> Result<crate::routes::dead_letters::DeadLetter> {
+        let url = self.url(&format!("/api/v1/dead-letters/{id}/redrive"));
+        self.send(self.authorised(self.http.post(url))).await
+    }
+
     pub async fn cancel(&self, id: Uuid, reason: Option<String>) -> Result<String> {
         let request = self
             .authorised(

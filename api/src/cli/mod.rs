@@ -123,6 +123,11 @@ enum Command {
         #[command(subcommand)]
         command: DatasetCommand,
     },
+    /// List worker messages the ingester parked, or publish one again for it to try anew.
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
     /// Print events of the log.
     Events {
         /// Start after this position.
@@ -140,6 +145,15 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// Each parked message: id, when, subject, size, why, and how often it was re-driven.
+    List,
+    /// Publish a parked message again on its subject; if it still cannot be written it is
+    /// parked again, as a new dead letter.
+    Redrive { id: uuid::Uuid },
 }
 
 #[derive(Subcommand)]
@@ -262,6 +276,31 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::DeadLetters { command } => match command {
+            DeadLetterCommand::List => {
+                let letters = client().dead_letters().await?;
+                if letters.is_empty() {
+                    println!("no parked messages");
+                }
+                for d in letters {
+                    println!(
+                        "{}  {}  {}  {} bytes  re-driven {}x\n    {}",
+                        d.id,
+                        d.recorded_at.format("%Y-%m-%d %H:%M:%S"),
+                        d.subject,
+                        d.bytes,
+                        d.redrives,
+                        d.reason
+                    );
+                }
+                Ok(())
+            }
+            DeadLetterCommand::Redrive { id } => {
+                let d = client().redrive(id).await?;
+                println!("re-drove {id} on {} ({} times now)", d.subject, d.redrives);
+                Ok(())
+            }
+        },
         Command::Dataset { command } => match command {
             DatasetCommand::Register {
                 name,

@@ -3,6 +3,7 @@
 pub mod ingest;
 pub mod leases;
 pub mod relay;
+pub mod supervisor;
 
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -24,6 +24,7 @@ const READER: &str = "outbox";
 const RELAY_LOCK: i64 = 0x0070_726c_5f72_656c; // "prl_rel"
 const BATCH: i64 = 500;
 
+#[derive(Clone)]
 pub struct Relay {
     pub pool: PgPool,
     pub js: jetstream::Context,

@@ -81,6 +81,15 @@ pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<
                 .execute(&mut *conn)
                 .await?;
             }
+            Event::DeadLetterRedriven { .. } => {
+                sqlx::query(
+                    "UPDATE dead_letters SET redrives = redrives + 1, redriven_at = $2 WHERE id = $1",
+                )
+                .bind(recorded.stream_id)
+                .bind(recorded.recorded_at)
+                .execute(&mut *conn)
+                .await?;
+            }
             _ => jobs::apply(conn, recorded).await?,
         }
     }

@@ -1,18 +1,22 @@
 //! Liveness of the API's connections, and Prometheus metrics.
 
+use crate::messaging::supervisor::TaskHealth;
 use crate::state::AppState;
 use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
-    /// `ok` when both connections work, `degraded` otherwise.
+    /// `ok` when both connections work and every background task runs, `degraded` otherwise.
     pub status: &'static str,
     pub database: String,
     pub nats: String,
+    /// The background tasks (relay, ingesters, lease monitor, log-head watch): whether each runs,
+    /// and how often it panicked and was started again.
+    pub tasks: std::collections::BTreeMap<&'static str, TaskHealth>,
 }
 
-/// Reports whether PostgreSQL and NATS answer. 503 when either does not.
+/// Reports whether PostgreSQL and NATS answer and the background tasks run. 503 when not.
 #[utoipa::path(responses((status = 200, body = Health), (status = 503, body = Health)))]
 #[get("/healthz")]
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
@@ -24,11 +28,13 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         async_nats::connection::State::Connected => "ok".to_owned(),
         other => format!("error: {other:?}"),
     };
-    let healthy = database == "ok" && nats == "ok";
+    let tasks = state.tasks.snapshot();
+    let healthy = database == "ok" && nats == "ok" && tasks.values().all(|t| t.running);
     let body = Health {
         status: if healthy { "ok" } else { "degraded" },
         database,
         nats,
+        tasks,
     };
     if healthy {
         HttpResponse::Ok().json(body)

@@ -1,7 +1,9 @@
 //! HTTP routes. Each module is one family of endpoints; `configure` mounts them all.
 
 pub mod analytics;
+pub mod body;
 pub mod datasets;
+pub mod dead_letters;
 pub mod evaluations;
 pub mod events;
 pub mod experiments;
@@ -45,6 +47,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, web_dir: &std::path::Path) {
             .service(imports::import)
             .service(datasets::register)
             .service(datasets::list)
+            .service(dead_letters::list)
+            .service(dead_letters::redrive)
             .default_service(web::to(unknown_endpoint)),
     )
     .service(health::healthz)

@@ -27,6 +27,8 @@ use utoipa_swagger_ui::SwaggerUi;
         super::imports::import,
         super::datasets::register,
         super::datasets::list,
+        super::dead_letters::list,
+        super::dead_letters::redrive,
         super::health::healthz,
         super::health::metrics,
     ),

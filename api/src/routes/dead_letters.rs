@@ -1,0 +1,111 @@
+//! Parked worker messages: listed from the read model, and re-driven, that is published again
+//! on their original subject from the dead-letter stream (where they are kept whole), so that the
+//! ingester tries them anew, for example after an upgrade that accepts what was refused.
+
+use crate::auth::{ReadAccess, WriteAccess};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{Expected, LogTx, NewEvent, StreamAppend};
+use actix_web::{HttpResponse, get, post, web};
+use prl_schema::events::{Event, Metadata};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Serialize, Deserialize, Debug, sqlx::FromRow, utoipa::ToSchema)]
+pub struct DeadLetter {
+    pub id: Uuid,
+    /// The subject the worker published on.
+    pub subject: String,
+    /// Why it was parked.
+    pub reason: String,
+    /// Its sequence in the dead-letter stream.
+    pub dead_letter_sequence: i64,
+    pub bytes: i64,
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+    /// How often it was re-driven, and when last.
+    pub redrives: i32,
+    pub redriven_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// List parked worker messages, oldest first.
+#[utoipa::path(context_path = "/api/v1", responses((status = 200, body = Vec<DeadLetter>)))]
+#[get("/dead-letters")]
+pub async fn list(_: ReadAccess, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let rows: Vec<DeadLetter> = sqlx::query_as(
+        "SELECT id, subject, reason, dead_letter_sequence, bytes, recorded_at, redrives, redriven_at
+         FROM dead_letters ORDER BY recorded_at, id",
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+/// Publish a parked message again on its subject, for the ingester to try anew. A message that
+/// still cannot be written is parked again, as a new dead letter.
+#[utoipa::path(context_path = "/api/v1",
+    responses((status = 202, body = DeadLetter), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[post("/dead-letters/{id}/redrive")]
+pub async fn redrive(
+    _: WriteAccess,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let find = || async {
+        sqlx::query_as::<_, DeadLetter>(
+            "SELECT id, subject, reason, dead_letter_sequence, bytes, recorded_at, redrives,
+                    redriven_at
+             FROM dead_letters WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("dead letter {id}")))
+    };
+    let letter = find().await?;
+    let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("NATS: {e}"));
+    let js = async_nats::jetstream::new(state.nats.clone());
+    let stream = js
+        .get_stream(state.topology.dead_letter_stream())
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let parked = stream
+        .get_raw_message(letter.dead_letter_sequence as u64)
+        .await
+        .map_err(|e| {
+            ApiError::NotFound(format!(
+                "message {} of the dead-letter stream ({e})",
+                letter.dead_letter_sequence
+            ))
+        })?;
+    // Publishing comes first: a retry after a failed record is the same publish, dropped by
+    // NATS as a duplicate within its window.
+    let mut headers = async_nats::HeaderMap::new();
+    let attempt = letter.redrives + 1;
+    headers.insert("Nats-Msg-Id", format!("redrive-{id}-{attempt}").as_str());
+    js.publish_with_headers(letter.subject.clone(), headers, parked.payload)
+        .await
+        .map_err(|e| unavailable(&e))?
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let version: i64 = sqlx::query_scalar("SELECT max(version) FROM events WHERE stream_id = $1")
+        .bind(id)
+        .fetch_one(&state.pool)
+        .await?;
+    let mut log = LogTx::begin(&state.pool).await?;
+    log.append_one(StreamAppend {
+        stream_id: id,
+        expected: Expected::Exact(version),
+        events: vec![NewEvent::new(
+            Event::DeadLetterRedriven { by: "api".into() },
+            Metadata {
+                actor: Some("api".into()),
+                ..Default::default()
+            },
+        )],
+    })
+    .await?;
+    log.commit().await?;
+    Ok(HttpResponse::Accepted().json(find().await?))
+}
