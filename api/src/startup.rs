@@ -120,6 +120,9 @@ impl Application {
         let web_dir = settings.web.dir.clone();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    crate::routes::params::refuse_nul_in_query,
+                ))
                 .wrap(actix_web::middleware::from_fn(count_requests))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())

@@ -224,12 +224,15 @@ impl Topology {
         };
         match stream.create_consumer(config.clone()).await {
             Ok(consumer) => Ok(consumer),
-            Err(e) if stream.consumer_info(&name).await.is_ok() => {
-                tracing::warn!("the consumer {name} cannot be updated ({e}); making it again");
-                stream.delete_consumer(&name).await?;
-                Ok(stream.create_consumer(config).await?)
-            }
-            Err(e) => Err(e).with_context(|| format!("creating the consumer {name}")),
+            Err(e) => match stream.consumer_info(&name).await {
+                // Only an earlier version's delivery limit is worth remaking the consumer for.
+                Ok(info) if info.config.max_deliver != -1 => {
+                    tracing::warn!("the consumer {name} cannot be updated ({e}); making it again");
+                    stream.delete_consumer(&name).await?;
+                    Ok(stream.create_consumer(config).await?)
+                }
+                _ => Err(e).with_context(|| format!("creating the consumer {name}")),
+            },
         }
     }
 

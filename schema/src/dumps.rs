@@ -60,6 +60,22 @@ struct Line {
     ground_truth: Option<String>,
 }
 
+impl Line {
+    /// The first text field holding a NUL, which PostgreSQL cannot store.
+    fn field_with_nul(&self) -> Option<&'static str> {
+        let optional = |s: &Option<String>| s.as_deref().unwrap_or_default().contains('\0');
+        [
+            ("input", self.input.contains('\0')),
+            ("output", self.output.contains('\0')),
+            ("pred", optional(&self.pred)),
+            ("data_source", optional(&self.data_source)),
+            ("ground_truth", optional(&self.ground_truth)),
+        ]
+        .into_iter()
+        .find_map(|(field, nul)| nul.then_some(field))
+    }
+}
+
 /// One rollout, read and checked.
 struct Rollout {
     step: u64,
@@ -92,6 +108,12 @@ fn read(files: &[DumpFile]) -> Result<Vec<Rollout>, DumpError> {
                 serde_json::from_str(text).map_err(|e| err(Some(i + 1), e.to_string()))?;
             if !line.score.is_finite() {
                 return Err(err(Some(i + 1), "`score` must be a finite number".into()));
+            }
+            if let Some(field) = line.field_with_nul() {
+                return Err(err(
+                    Some(i + 1),
+                    format!("`{field}` holds a NUL character (U+0000), which cannot be stored"),
+                ));
             }
             let step = line.step.or(stem_step).ok_or_else(|| {
                 err(

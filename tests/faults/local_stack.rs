@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A binary of the workspace, built beside the test binaries by `cargo test --workspace`.
@@ -71,6 +72,16 @@ fn prl_up_restarts_a_trainer_killed_with_sigkill_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting prl up");
+    // Read as it comes, on a thread of its own: a daemon that outlived prl up would hold the
+    // pipe open, and the test must fail on that rather than wait for the end of the pipe.
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let lines = BufReader::new(up.stderr.take().unwrap()).lines();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
     let first = wait_for_trainer(up.id(), None);
     Command::new("kill")
         .args(["-KILL", &first.to_string()])
@@ -91,18 +102,16 @@ fn prl_up_restarts_a_trainer_killed_with_sigkill_and_stops_on_sigterm() {
         assert!(Instant::now() < deadline, "prl up did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(100));
     };
-    let log: Vec<String> = BufReader::new(up.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .collect();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{second}")).exists() || command_of(second).is_empty(),
+        "the restarted trainer outlived prl up"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let log = log.lock().unwrap().clone();
     assert!(status.success(), "prl up exited with {status}: {log:#?}");
     assert!(
         log.iter()
             .any(|l| l.contains("trainer 0 exited") && l.contains("starting it again")),
         "{log:#?}"
-    );
-    assert!(
-        !std::path::Path::new(&format!("/proc/{second}")).exists() || command_of(second).is_empty(),
-        "the restarted trainer outlived prl up"
     );
 }

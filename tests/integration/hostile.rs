@@ -60,6 +60,22 @@ async fn a_nul_or_control_character_answers_422_naming_the_field_and_records_not
     let (status, error) = post(&app, "/api/v1/imports", &import).await;
     assert_eq!(status, 422, "{error}");
     assert_eq!(error["field"], "rollouts[0].content");
+    // Escaped in the line's own JSON: found when the line is read.
+    let escaped = json!({"name": "i", "rollouts": [{"name": "1.jsonl",
+        "content": "{\"input\": \"q\", \"output\": \"a\\u0000\", \"score\": 1.0}"}]});
+    let (status, error) = post(&app, "/api/v1/imports", &escaped).await;
+    assert_eq!(status, 422, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("`output` holds a NUL"),
+        "{error}"
+    );
+    let response = app.get("/api/v1/experiments?name=a%00b").await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["parameter"], "name", "{error}");
 
     assert_eq!(app.count("SELECT count(*) FROM events").await, events);
 }

@@ -48,6 +48,12 @@ const MAX_BATCH_BYTES: usize = 64 << 20;
 /// The first and the longest wait before a batch is written again after an outage.
 const OUTAGE_RETRY: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(5));
 
+/// The reason of a parked message whose first reason could not be recorded.
+const UNRECORDABLE: &str = "parked: the log refused it, and the record of why";
+
+/// How much of a reason is kept: decoding errors quote the input.
+const MAX_REASON_CHARS: usize = 2000;
+
 /// A message taken off the stream, decoded or with the reason it could not be.
 struct Incoming {
     message: Message,
@@ -176,11 +182,14 @@ impl Ingester {
                 todo.push(range.start..middle);
                 continue;
             }
+            // The culprit is parked; if even its record is refused, it is parked again with a
+            // reason that quotes nothing of it.
             let item = &mut batch[range.start];
-            if item.decoded.is_err() {
-                return Err(error.context("recording a parked worker message"));
+            match &item.decoded {
+                Ok(_) => item.decoded = Err(format!("the log refused it: {error:#}")),
+                Err(reason) if reason != UNRECORDABLE => item.decoded = Err(UNRECORDABLE.into()),
+                Err(_) => return Err(error.context("recording a parked worker message")),
             }
-            item.decoded = Err(format!("the log refused it: {error:#}"));
             todo.push(range);
         }
         Ok(verdicts)
@@ -304,9 +313,16 @@ impl Ingester {
     /// Copies a message to the dead-letter stream and returns the event that records it there,
     /// whose stream and event id is `id`.
     async fn park(&self, message: &Message, reason: &str, id: Uuid) -> Result<StreamAppend> {
-        let subject = message.subject.to_string();
+        // Both are recorded as text: control characters (a NUL in a quoted input) cannot be.
+        let printable = |s: &str| -> String {
+            s.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(MAX_REASON_CHARS)
+                .collect()
+        };
+        let (subject, reason) = (printable(&message.subject), printable(reason));
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Prl-Reason", reason.replace(['\r', '\n'], " ").as_str());
+        headers.insert("Prl-Reason", reason.as_str());
         // A re-park of the same message within the duplicate window is stored once.
         headers.insert("Nats-Msg-Id", format!("dead-{id}").as_str());
         let ack = self
@@ -322,7 +338,7 @@ impl Ingester {
         tracing::warn!(%subject, %reason, "parked a worker message");
         let event = Event::WorkerMessageParked {
             subject,
-            reason: reason.to_owned(),
+            reason,
             dead_letter_sequence: ack.sequence,
             bytes: message.payload.len(),
         };

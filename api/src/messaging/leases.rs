@@ -14,7 +14,7 @@ use crate::telemetry::Metrics;
 use anyhow::Result;
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
-use prl_bus::{Lane, PullConsumer, Topology};
+use prl_bus::{PullConsumer, Topology};
 use prl_schema::events::{Event, Metadata};
 use sqlx::{PgPool, Row};
 use std::time::Duration;
@@ -31,6 +31,12 @@ pub struct LeaseMonitor {
     pub wake_relay: std::sync::Arc<tokio::sync::Notify>,
 }
 
+/// A worker lane's stream and its ingester's consumer.
+struct Lane {
+    stream: jetstream::stream::Stream,
+    consumer: PullConsumer,
+}
+
 /// Each lane's last stream sequence at a moment.
 struct Mark {
     at: DateTime<Utc>,
@@ -39,7 +45,7 @@ struct Mark {
 
 impl LeaseMonitor {
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut lanes: Option<[PullConsumer; 2]> = None;
+        let mut lanes: Option<[Lane; 2]> = None;
         let mut mark: Option<Mark> = None;
         // Since when NATS has been reachable without a break.
         let mut reachable_since: Option<DateTime<Utc>> = None;
@@ -70,23 +76,22 @@ impl LeaseMonitor {
     /// Notes a mark, or sees the last one passed by both ingesters and returns its time.
     async fn observe(
         &self,
-        lanes: &mut Option<[PullConsumer; 2]>,
+        lanes: &mut Option<[Lane; 2]>,
         mark: &mut Option<Mark>,
     ) -> Result<Option<DateTime<Utc>>> {
         let lanes = match lanes {
             Some(lanes) => lanes,
             None => lanes.insert([
-                self.topology.lane_consumer(&self.js, Lane::Data).await?,
-                self.topology.lane_consumer(&self.js, Lane::Control).await?,
+                self.lane(prl_bus::Lane::Data).await?,
+                self.lane(prl_bus::Lane::Control).await?,
             ]),
         };
         // The time is taken first: whatever was published before it lies within the sequences.
         let now = Utc::now();
         let (mut acked, mut last) = ([0; 2], [0; 2]);
         for (i, lane) in lanes.iter_mut().enumerate() {
-            let info = lane.info().await?;
-            acked[i] = info.ack_floor.stream_sequence;
-            last[i] = info.delivered.stream_sequence + info.num_pending;
+            acked[i] = lane.consumer.info().await?.ack_floor.stream_sequence;
+            last[i] = lane.stream.info().await?.state.last_sequence;
         }
         match mark {
             Some(m) if acked[0] >= m.sequences[0] && acked[1] >= m.sequences[1] => {
@@ -103,6 +108,13 @@ impl LeaseMonitor {
                 Ok(None)
             }
         }
+    }
+
+    async fn lane(&self, lane: prl_bus::Lane) -> Result<Lane> {
+        Ok(Lane {
+            stream: self.js.get_stream(self.topology.lane_stream(lane)).await?,
+            consumer: self.topology.lane_consumer(&self.js, lane).await?,
+        })
     }
 
     /// Expires every lease that ran out before `until`, counting none as run out before

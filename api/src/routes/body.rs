@@ -88,10 +88,12 @@ fn first_bad_character(value: &Value, text: Text, path: &mut String) -> Option<(
             .enumerate()
             .find_map(|(i, item)| within(path, &format!("[{i}]"), item)),
         Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            // A bad key is named escaped, so the error itself carries no control character.
+            let shown = key.escape_debug();
             let step = if path.is_empty() {
-                key.clone()
+                shown.to_string()
             } else {
-                format!(".{key}")
+                format!(".{shown}")
             };
             match bad(key) {
                 Some(c) => Some((format!("{path}{step}"), c)),
@@ -124,7 +126,7 @@ mod tests {
         let key = json!({"tags": {"bad\u{1b}key": 1}});
         assert_eq!(
             field(key, Text::Plain).as_deref(),
-            Some("tags.bad\u{1b}key")
+            Some("tags.bad\\u{1b}key")
         );
     }
 

@@ -5,8 +5,9 @@
 use crate::auth::{ReadAccess, WriteAccess};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{Expected, LogTx, NewEvent, StreamAppend};
+use crate::store::{Expected, LogTx, NewEvent, StreamAppend, derived_id};
 use actix_web::{HttpResponse, get, post, web};
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use prl_schema::events::{Event, Metadata};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -73,11 +74,12 @@ pub async fn redrive(
     let parked = stream
         .get_raw_message(letter.dead_letter_sequence as u64)
         .await
-        .map_err(|e| {
-            ApiError::NotFound(format!(
-                "message {} of the dead-letter stream ({e})",
+        .map_err(|e| match e.kind() {
+            RawMessageErrorKind::NoMessageFound => ApiError::NotFound(format!(
+                "message {} of the dead-letter stream",
                 letter.dead_letter_sequence
-            ))
+            )),
+            _ => unavailable(&e),
         })?;
     // Publishing comes first: a retry after a failed record is the same publish, dropped by
     // NATS as a duplicate within its window.
@@ -89,21 +91,20 @@ pub async fn redrive(
         .map_err(|e| unavailable(&e))?
         .await
         .map_err(|e| unavailable(&e))?;
-    let version: i64 = sqlx::query_scalar("SELECT max(version) FROM events WHERE stream_id = $1")
-        .bind(id)
-        .fetch_one(&state.pool)
-        .await?;
+    // Named by the letter and the attempt: two requests racing for one redrive record it once.
+    let event_id = derived_id(&[b"prl redrive ", id.as_bytes(), &attempt.to_be_bytes()]);
     let mut log = LogTx::begin(&state.pool).await?;
     log.append_one(StreamAppend {
         stream_id: id,
-        expected: Expected::Exact(version),
-        events: vec![NewEvent::new(
-            Event::DeadLetterRedriven { by: "api".into() },
-            Metadata {
+        expected: Expected::Any,
+        events: vec![NewEvent {
+            event_id,
+            event: Event::DeadLetterRedriven { by: "api".into() },
+            metadata: Metadata {
                 actor: Some("api".into()),
                 ..Default::default()
             },
-        )],
+        }],
     })
     .await?;
     log.commit().await?;

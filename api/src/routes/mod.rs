@@ -10,7 +10,7 @@ pub mod experiments;
 pub mod health;
 pub mod imports;
 pub mod openapi;
-mod params;
+pub mod params;
 pub mod results;
 pub mod web_ui;
 

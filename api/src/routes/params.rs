@@ -74,3 +74,21 @@ pub fn id_list(name: &str, list: &str, max: usize) -> Result<Vec<Uuid>, ApiError
     }
     Ok(ids)
 }
+
+/// Middleware: refuses a request whose query string holds a NUL in a name or value, with a 400
+/// naming the parameter. PostgreSQL cannot compare text holding one, so a filter such as
+/// `?name=a%00b` would otherwise answer 503.
+pub async fn refuse_nul_in_query(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let query = req.query_string().as_bytes();
+    if let Some((name, _)) =
+        url::form_urlencoded::parse(query).find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        let name = name.escape_debug().to_string();
+        let reason = format!("{name} holds a NUL character (U+0000)");
+        return Err(ApiError::bad_parameter(&name, reason).into());
+    }
+    next.call(req).await
+}
