@@ -3,9 +3,9 @@
 //! can share one NATS server. Both the API and the trainer daemons call `ensure`, so either
 //! may start first.
 
-use anyhow::{Context, Result};
 pub mod signals;
 
+use anyhow::{Context, Result};
 use async_nats::jetstream::{self, consumer, stream};
 use prl_schema::ids::{JobId, RunId};
 use prl_schema::jobs::WorkerEvent;
@@ -209,10 +209,7 @@ impl Topology {
         js: &jetstream::Context,
         lane: Lane,
     ) -> Result<PullConsumer> {
-        let stream = js
-            .get_stream(self.lane_stream(lane))
-            .await
-            .context("opening a worker-events stream")?;
+        let stream = self.open_lane_stream(js, lane).await?;
         let name = self.ingest_consumer_name(lane);
         let config = consumer::pull::Config {
             durable_name: Some(name.clone()),
@@ -236,12 +233,21 @@ impl Topology {
         }
     }
 
+    /// The stream of one lane.
+    pub async fn open_lane_stream(
+        &self,
+        js: &jetstream::Context,
+        lane: Lane,
+    ) -> Result<stream::Stream> {
+        let name = self.lane_stream(lane);
+        js.get_stream(&name)
+            .await
+            .with_context(|| format!("opening the stream {name}"))
+    }
+
     /// The ingest consumer of one lane as it is, for reading its state.
     pub async fn lane_consumer(&self, js: &jetstream::Context, lane: Lane) -> Result<PullConsumer> {
-        let stream = js
-            .get_stream(self.lane_stream(lane))
-            .await
-            .context("opening a worker-events stream")?;
+        let stream = self.open_lane_stream(js, lane).await?;
         let name = self.ingest_consumer_name(lane);
         stream
             .get_consumer(&name)

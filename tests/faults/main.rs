@@ -142,52 +142,66 @@ async fn wait_for_steps(app: &TestApp, steps: i64) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_stopped_for_ten_leases_loses_nothing_and_revokes_nobody() {
+/// A server a scenario stops and starts again.
+#[derive(Clone, Copy, Debug)]
+enum Server {
+    Postgres,
+    Nats,
+}
+
+impl OwnServers {
+    fn stop(&mut self, server: Server) {
+        match server {
+            Server::Postgres => self.postgres.stop(),
+            Server::Nats => self.nats.stop(),
+        }
+        .unwrap()
+    }
+
+    fn restart(&mut self, server: Server) {
+        match server {
+            Server::Postgres => self.postgres.restart(),
+            Server::Nats => self.nats.restart(),
+        }
+        .unwrap()
+    }
+}
+
+/// An RL job of `steps` steps, with `server` down for `outage` from its second step; the job must
+/// still be publishing when the server is back, lose nothing and use one attempt.
+async fn an_outage_mid_job_loses_nothing(server: Server, outage: Duration, steps: u64) {
     let _turn = training_turn().await;
-    let mut own = OwnServers::start("postgres");
+    let mut own = OwnServers::start(&format!("{server:?}").to_lowercase());
     let app = spawn_app(&own).await;
     let tap = Tap::start(&app).await;
     let _trainer = app.start_trainer("trainer");
-    // Training goes on while PostgreSQL is down (its events wait in NATS): enough steps that the
-    // job outlasts the outage.
-    let steps = 2 * STEPS;
-    let id = app.submit(&rl_spec("postgres outage", steps)).await;
+    let id = app
+        .submit(&rl_spec(&format!("{server:?} outage"), steps))
+        .await;
     wait_for_steps(&app, 2).await;
 
-    own.postgres.stop().unwrap();
-    // Past a connection's acquire timeout and JetStream's ack wait (5 s and 30 s), and ten leases.
-    let outage = Duration::from_secs(10 * LEASE_SECONDS);
+    own.stop(server);
     tokio::time::sleep(outage).await;
-    own.postgres.restart().unwrap();
+    own.restart(server);
     let before = tap.seen();
 
     let audit = Audit::of(&app, &tap, id, steps, PROMPTS * GROUP).await;
-    audit.print(&format!("postgres stopped for {outage:?}"));
+    audit.print(&format!("{server:?} stopped for {outage:?}"));
     audit.assert_published_after(before);
     audit.assert_clean(1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_for_ten_leases_loses_nothing_and_revokes_nobody() {
+    // Past a connection's acquire timeout and JetStream's ack wait (5 s and 30 s). Training goes
+    // on meanwhile (its events wait in NATS): twice the steps, so that the job outlasts it.
+    let outage = Duration::from_secs(10 * LEASE_SECONDS);
+    an_outage_mid_job_loses_nothing(Server::Postgres, outage, 2 * STEPS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_stopped_for_thirty_seconds_loses_nothing_and_revokes_nobody() {
-    let _turn = training_turn().await;
-    let mut own = OwnServers::start("nats");
-    let app = spawn_app(&own).await;
-    let tap = Tap::start(&app).await;
-    let _trainer = app.start_trainer("trainer");
-    let id = app.submit(&rl_spec("nats outage", STEPS)).await;
-    wait_for_steps(&app, 2).await;
-
-    own.nats.stop().unwrap();
-    let outage = Duration::from_secs(30);
-    tokio::time::sleep(outage).await;
-    own.nats.restart().unwrap();
-    let before = tap.seen();
-
-    let audit = Audit::of(&app, &tap, id, STEPS, PROMPTS * GROUP).await;
-    audit.print(&format!("nats-server stopped for {outage:?}"));
-    audit.assert_published_after(before);
-    audit.assert_clean(1);
+    an_outage_mid_job_loses_nothing(Server::Nats, Duration::from_secs(30), STEPS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,49 +121,32 @@ async fn a_job_out_of_attempts_fails_the_experiment_with_a_clear_reason() {
 async fn a_step_redone_by_a_later_attempt_counts_once_in_its_metric_series() {
     let app = TestApp::spawn().await;
     app.submit(&quick_spec("redone")).await;
-    let report = |worker: &FakeWorker, step: u64, loss: f64| {
-        let message = worker.message(WorkerEvent::Metrics {
-            step,
-            values: [("loss".to_owned(), loss)].into(),
-        });
-        serde_json::to_vec(&message).unwrap()
-    };
-    let (first, _) = FakeWorker::take(&app, StageKind::Sft, "first").await;
-    for step in [1, 2] {
-        first
-            .publish_raw(
-                &app,
-                "metrics",
-                report(&first, step, 1.0),
-                &format!("a1-{step}"),
+    let report = |worker: FakeWorker, steps: [u64; 2], loss: f64| {
+        let app = &app;
+        async move {
+            for step in steps {
+                let message = worker.message(WorkerEvent::Metrics {
+                    step,
+                    values: [("loss".to_owned(), loss)].into(),
+                });
+                let id = format!("{}-{step}", worker.job.attempt);
+                let payload = serde_json::to_vec(&message).unwrap();
+                worker.publish_raw(app, "metrics", payload, &id).await;
+            }
+            app.wait_for_count(
+                &format!("SELECT count(*) FROM run_metrics WHERE step = {}", steps[1]),
+                1,
+                Duration::from_secs(10),
             )
             .await;
-    }
-    app.wait_for_count(
-        "SELECT count(*) FROM run_metrics",
-        2,
-        Duration::from_secs(10),
-    )
-    .await;
+        }
+    };
+    let (first, _) = FakeWorker::take(&app, StageKind::Sft, "first").await;
+    report(first, [1, 2], 1.0).await;
     // The first attempt dies after step 2; the second resumes from step 1's checkpoint.
     let (second, _) = FakeWorker::take(&app, StageKind::Sft, "second").await;
     assert_eq!(second.job.attempt, 2);
-    for step in [2, 3] {
-        second
-            .publish_raw(
-                &app,
-                "metrics",
-                report(&second, step, 0.5),
-                &format!("a2-{step}"),
-            )
-            .await;
-    }
-    app.wait_for_count(
-        "SELECT count(*) FROM run_metrics WHERE step = 3",
-        1,
-        Duration::from_secs(10),
-    )
-    .await;
+    report(second, [2, 3], 0.5).await;
     let series: Vec<(i64, i32, f64)> = sqlx::query_as(
         "SELECT m.step, m.attempt, (e.payload->'values'->>'loss')::float8
          FROM run_metrics m JOIN events e USING (position) ORDER BY m.step",

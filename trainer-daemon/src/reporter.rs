@@ -11,7 +11,7 @@ use prl_schema::jobs::{WorkerEvent, WorkerMessage};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// How long a claim is retried: a little less than the daemon waits for its verdict.
+/// How long a claim is retried; the daemon then waits longer for its verdict.
 const CLAIM_PATIENCE: Duration = Duration::from_secs(10);
 /// How long any other message but a heartbeat is retried before the attempt gives up.
 const DATA_PATIENCE: Duration = Duration::from_secs(600);

@@ -10,7 +10,9 @@
 //! with backoff for as long as it lasts; nothing is parked or dropped for it.
 
 use crate::domain::job::{self, JobState};
-use crate::store::{AppendError, Expected, LogTx, NewEvent, StreamAppend, derived_id};
+use crate::store::{
+    AppendError, Expected, LogTx, NewEvent, StreamAppend, derived_id, existing_event_ids,
+};
 use crate::telemetry::Metrics;
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, AckKind, Message};
@@ -199,26 +201,21 @@ impl Ingester {
     async fn write(&self, batch: &[Incoming]) -> Result<Vec<(String, LeaseVerdict)>> {
         // Parking publishes to NATS: done before the log's lock is taken, never under it, and
         // only for messages not parked already (a redelivery, or a batch tried again).
-        let to_park: HashMap<Uuid, &Incoming> = batch
+        let to_park: HashMap<Uuid, (&Message, &str)> = batch
             .iter()
-            .filter(|item| item.decoded.is_err())
-            .map(|item| (parked_id(&item.message), item))
+            .filter_map(|item| {
+                let reason = item.decoded.as_ref().err()?;
+                Some((parked_id(&item.message), (&item.message, reason.as_str())))
+            })
             .collect();
         let mut appends = Vec::new();
         if !to_park.is_empty() {
             let ids: Vec<Uuid> = to_park.keys().copied().collect();
-            let parked: HashSet<Uuid> =
-                sqlx::query_scalar("SELECT event_id FROM events WHERE event_id = ANY($1)")
-                    .bind(&ids)
-                    .fetch_all(&self.pool)
-                    .await?
-                    .into_iter()
-                    .collect();
-            for (id, item) in to_park.iter().filter(|(id, _)| !parked.contains(id)) {
-                let Err(reason) = &item.decoded else {
-                    unreachable!("filtered")
-                };
-                appends.push(self.park(&item.message, reason, *id).await?);
+            let parked = existing_event_ids(&self.pool, &ids).await?;
+            for (id, (message, reason)) in
+                to_park.into_iter().filter(|(id, _)| !parked.contains(id))
+            {
+                appends.push(self.park(message, reason, id).await?);
             }
         }
         let mut log = LogTx::begin(&self.pool).await?;

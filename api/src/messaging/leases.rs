@@ -112,7 +112,7 @@ impl LeaseMonitor {
 
     async fn lane(&self, lane: prl_bus::Lane) -> Result<Lane> {
         Ok(Lane {
-            stream: self.js.get_stream(self.topology.lane_stream(lane)).await?,
+            stream: self.topology.open_lane_stream(&self.js, lane).await?,
             consumer: self.topology.lane_consumer(&self.js, lane).await?,
         })
     }

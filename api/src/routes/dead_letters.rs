@@ -28,14 +28,17 @@ pub struct DeadLetter {
     pub redriven_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// The columns of `DeadLetter`, to be followed by a filter or an order.
+const SELECT_LETTERS: &str = "SELECT id, subject, reason, dead_letter_sequence, bytes, recorded_at,
+    redrives, redriven_at FROM dead_letters";
+
 /// List parked worker messages, oldest first.
 #[utoipa::path(context_path = "/api/v1", responses((status = 200, body = Vec<DeadLetter>)))]
 #[get("/dead-letters")]
 pub async fn list(_: ReadAccess, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let rows: Vec<DeadLetter> = sqlx::query_as(
-        "SELECT id, subject, reason, dead_letter_sequence, bytes, recorded_at, redrives, redriven_at
-         FROM dead_letters ORDER BY recorded_at, id",
-    )
+    let rows: Vec<DeadLetter> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT_LETTERS} ORDER BY recorded_at, id"
+    )))
     .fetch_all(&state.pool)
     .await?;
     Ok(HttpResponse::Ok().json(rows))
@@ -54,11 +57,9 @@ pub async fn redrive(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let find = || async {
-        sqlx::query_as::<_, DeadLetter>(
-            "SELECT id, subject, reason, dead_letter_sequence, bytes, recorded_at, redrives,
-                    redriven_at
-             FROM dead_letters WHERE id = $1",
-        )
+        sqlx::query_as::<_, DeadLetter>(sqlx::AssertSqlSafe(format!(
+            "{SELECT_LETTERS} WHERE id = $1"
+        )))
         .bind(id)
         .fetch_optional(&state.pool)
         .await?

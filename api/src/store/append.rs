@@ -59,6 +59,19 @@ pub enum AppendError {
     Database(#[from] sqlx::Error),
 }
 
+/// Which of `ids` are event ids in the log. Outside a `LogTx` the answer may be stale by the
+/// time it is used: an append's own check under the lock is the one that counts.
+pub async fn existing_event_ids(
+    conn: impl sqlx::PgExecutor<'_>,
+    ids: &[Uuid],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let rows = sqlx::query("SELECT event_id FROM events WHERE event_id = ANY($1)")
+        .bind(ids)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// A transaction on the log.
 pub struct LogTx {
     tx: Transaction<'static, Postgres>,
@@ -84,11 +97,7 @@ impl LogTx {
 
     /// The ids among `ids` that are already in the log.
     pub async fn existing_event_ids(&mut self, ids: &[Uuid]) -> Result<HashSet<Uuid>, sqlx::Error> {
-        let rows = sqlx::query("SELECT event_id FROM events WHERE event_id = ANY($1)")
-            .bind(ids)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        existing_event_ids(&mut *self.tx, ids).await
     }
 
     /// Appends one stream's events. If its first event id is already in the log this is a retry:
