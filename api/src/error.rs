@@ -89,8 +89,14 @@ impl ResponseError for ApiError {
             _ => None,
         };
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unauthorized) {
-            response.insert_header(("WWW-Authenticate", "Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::Unavailable(_) => {
+                response.insert_header(("Retry-After", "5"));
+            }
+            _ => {}
         }
         response.json(ErrorBody {
             error: self.code(),

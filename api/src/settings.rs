@@ -27,12 +27,16 @@ pub struct HttpSettings {
     pub body_limit_bytes: usize,
     /// The limit for imports, which carry whole dumps.
     pub import_limit_bytes: usize,
+    /// Live event streams (`/events/stream`) served at once; more answer 503.
+    pub max_live_streams: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct DatabaseSettings {
     pub url: SecretString,
     pub max_connections: u32,
+    /// The live event feed's own connections, apart from `max_connections`.
+    pub live_feed_connections: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -58,6 +62,8 @@ pub struct JobSettings {
     pub max_attempts: u32,
     /// How often expired leases are looked for, in milliseconds.
     pub lease_check_millis: u64,
+    /// A job queued this long whose message is no longer in NATS is published again.
+    pub requeue_after_seconds: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -96,8 +102,9 @@ impl Settings {
                 port: 8080,
                 body_limit_bytes: 256 * 1024,
                 import_limit_bytes: 1 << 30,
+                max_live_streams: 256,
             },
-            database: serde_json::json!({ "max_connections": 16 }),
+            database: serde_json::json!({ "max_connections": 16, "live_feed_connections": 2 }),
             nats: NatsSettings {
                 url: "nats://127.0.0.1:4222".into(),
                 namespace: "prl".into(),
@@ -107,6 +114,7 @@ impl Settings {
                 lease_seconds: 30,
                 max_attempts: 3,
                 lease_check_millis: 1000,
+                requeue_after_seconds: 300,
             },
             ingest: IngestSettings { batch_size: 2000 },
             web: WebSettings {

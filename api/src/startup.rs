@@ -1,7 +1,10 @@
 //! Building and running the API: connections, migrations, NATS topology, the HTTP server and the
 //! background workers (outbox relay, ingester, lease monitor).
 
-use crate::messaging::{ingest::Ingester, leases::LeaseMonitor, relay::Relay, supervisor::Tasks};
+use crate::live_feed::LiveFeed;
+use crate::messaging::{
+    ingest::Ingester, leases::LeaseMonitor, reconciler::Reconciler, relay::Relay, supervisor::Tasks,
+};
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::telemetry::Metrics;
@@ -44,11 +47,14 @@ impl Application {
         let wake_relay = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
         let lease = chrono::Duration::seconds(settings.jobs.lease_seconds as i64);
-        let log_head = tokio::sync::watch::Sender::new(0);
+        let live = LiveFeed::new(
+            connect_pool(&settings, settings.database.live_feed_connections).await?,
+            settings.http.max_live_streams,
+        );
         let tasks = Tasks::default();
-        let (pool_, head, stop) = (pool.clone(), log_head.clone(), shutdown.clone());
-        let mut workers = vec![tasks.spawn("log-head", shutdown.clone(), move || {
-            crate::routes::events::watch_log_head(pool_.clone(), head.clone(), stop.clone())
+        let (feed, stop) = (live.clone(), shutdown.clone());
+        let mut workers = vec![tasks.spawn("live-feed", shutdown.clone(), move || {
+            feed.clone().broadcast(stop.clone())
         })];
         let relay = Relay {
             pool: pool.clone(),
@@ -98,6 +104,17 @@ impl Application {
         workers.push(tasks.spawn("lease-monitor", shutdown.clone(), move || {
             monitor.clone().run(stop.clone())
         }));
+        let reconciler = Reconciler {
+            pool: pool.clone(),
+            js: js.clone(),
+            topology: topology.clone(),
+            requeue_after: Duration::from_secs(settings.jobs.requeue_after_seconds),
+            metrics: metrics.clone(),
+        };
+        let stop = shutdown.clone();
+        workers.push(tasks.spawn("job-reconciler", shutdown.clone(), move || {
+            reconciler.clone().run(stop.clone())
+        }));
 
         let state = web::Data::new(AppState {
             pool: pool.clone(),
@@ -111,7 +128,7 @@ impl Application {
             metrics: metrics.clone(),
             wake_relay,
             shutdown: shutdown.clone(),
-            log_head,
+            live,
             tasks,
         });
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
@@ -180,12 +197,17 @@ async fn count_requests(
 
 /// Connects to PostgreSQL, waiting up to a minute for a server that is still starting.
 pub async fn connect_database(settings: &Settings) -> Result<PgPool> {
+    connect_pool(settings, settings.database.max_connections).await
+}
+
+/// A pool of at most `connections` connections to the database.
+async fn connect_pool(settings: &Settings, connections: u32) -> Result<PgPool> {
     let url = settings.database.url.expose_secret();
     // A request or a write waits at most this long for a connection while the database is out of
     // reach: well within JetStream's ack wait, so that the ingester's progress acknowledgements keep
     // its messages, and an HTTP client gets its 503 soon.
     let options = PgPoolOptions::new()
-        .max_connections(settings.database.max_connections)
+        .max_connections(connections)
         .acquire_timeout(Duration::from_secs(5));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

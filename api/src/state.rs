@@ -23,9 +23,8 @@ pub struct AppState {
     pub wake_relay: Arc<Notify>,
     /// Cancelled when the server stops, so that endless responses (the live event stream) end.
     pub shutdown: CancellationToken,
-    /// The log's newest settled position, kept by `routes::events::watch_log_head`; live streams
-    /// subscribe to it.
-    pub log_head: tokio::sync::watch::Sender<i64>,
+    /// The live event feed that `/events/stream` serves, with its own pool and stream cap.
+    pub live: crate::live_feed::LiveFeed,
     /// The background tasks' health, for `/healthz`.
     pub tasks: crate::messaging::supervisor::Tasks,
 }

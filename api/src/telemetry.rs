@@ -21,6 +21,7 @@ pub struct Metrics {
     pub ingested: IntCounterVec,
     pub published: IntCounter,
     pub leases_expired: IntCounter,
+    pub jobs_republished: IntCounter,
 }
 
 impl Metrics {
@@ -45,12 +46,18 @@ impl Metrics {
             .expect("valid metric");
         let leases_expired = IntCounter::new("leases_expired_total", "Job leases that expired")
             .expect("valid metric");
+        let jobs_republished = IntCounter::new(
+            "jobs_republished_total",
+            "Queued jobs published again because their message was lost",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),
             Box::new(ingested.clone()),
             Box::new(published.clone()),
             Box::new(leases_expired.clone()),
+            Box::new(jobs_republished.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -61,6 +68,7 @@ impl Metrics {
             ingested,
             published,
             leases_expired,
+            jobs_republished,
         }
     }
 

@@ -90,6 +90,11 @@ impl Topology {
         self.stream_name("DEAD_LETTERS")
     }
 
+    /// Every job subject.
+    pub fn jobs_subject_filter(&self) -> String {
+        format!("{}.jobs.>", self.ns)
+    }
+
     pub fn job_subject(&self, kind: StageKind) -> String {
         format!("{}.jobs.{}", self.ns, kind.as_str())
     }
@@ -172,7 +177,9 @@ impl Topology {
         Ok(())
     }
 
-    /// The pull consumer of one job kind.
+    /// The pull consumer of one job kind. It delivers without limit: a job waits in the queue
+    /// until a daemon's claim is decided (claims are fenced by the job's version), and a job
+    /// message whose deliveries ran out would leave its job queued for good.
     pub async fn job_consumer_for(
         &self,
         js: &jetstream::Context,
@@ -183,54 +190,35 @@ impl Topology {
             .await
             .context("opening the jobs stream")?;
         let name = self.job_consumer(kind);
-        stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: self.job_subject(kind),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: JOB_ACK_WAIT,
-                    max_deliver: 20,
-                    ..Default::default()
-                },
-            )
-            .await
-            .with_context(|| format!("creating the consumer {name}"))
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: self.job_subject(kind),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: JOB_ACK_WAIT,
+            max_deliver: -1,
+            ..Default::default()
+        };
+        durable_consumer(&stream, config).await
     }
 
     /// The API's pull consumer of one lane. It delivers without limit: the ingester, not a
     /// delivery count, decides when a message is at fault and parks it, so an outage of the
-    /// database can never drop a message. Created, or updated when it exists with other settings
-    /// (made by an earlier version); if the server refuses the update, it is made again, which
-    /// delivers the lane's unacknowledged messages anew (the ingester writes each once).
+    /// database can never drop a message.
     pub async fn ingest_consumer(
         &self,
         js: &jetstream::Context,
         lane: Lane,
     ) -> Result<PullConsumer> {
         let stream = self.open_lane_stream(js, lane).await?;
-        let name = self.ingest_consumer_name(lane);
         let config = consumer::pull::Config {
-            durable_name: Some(name.clone()),
+            durable_name: Some(self.ingest_consumer_name(lane)),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: INGEST_ACK_WAIT,
             max_deliver: -1,
             max_ack_pending: 100_000,
             ..Default::default()
         };
-        match stream.create_consumer(config.clone()).await {
-            Ok(consumer) => Ok(consumer),
-            Err(e) => match stream.consumer_info(&name).await {
-                // Only an earlier version's delivery limit is worth remaking the consumer for.
-                Ok(info) if info.config.max_deliver != -1 => {
-                    tracing::warn!("the consumer {name} cannot be updated ({e}); making it again");
-                    stream.delete_consumer(&name).await?;
-                    Ok(stream.create_consumer(config).await?)
-                }
-                _ => Err(e).with_context(|| format!("creating the consumer {name}")),
-            },
-        }
+        durable_consumer(&stream, config).await
     }
 
     /// The stream of one lane.
@@ -253,6 +241,31 @@ impl Topology {
             .get_consumer(&name)
             .await
             .map_err(|e| anyhow::anyhow!("opening the consumer {name}: {e}"))
+    }
+}
+
+/// A durable consumer with `config`: created, or updated when it exists with other settings (made
+/// by an earlier version). If the server refuses the update and the consumer still has a delivery
+/// limit, it is made again; its stream keeps the messages (work queues delete only acknowledged
+/// ones), so they are delivered anew, and every reader of them is idempotent.
+async fn durable_consumer(
+    stream: &stream::Stream,
+    config: consumer::pull::Config,
+) -> Result<PullConsumer> {
+    let name = config
+        .durable_name
+        .clone()
+        .expect("a durable consumer has a name");
+    match stream.create_consumer(config.clone()).await {
+        Ok(consumer) => Ok(consumer),
+        Err(e) => match stream.consumer_info(&name).await {
+            Ok(info) if info.config.max_deliver != config.max_deliver => {
+                tracing::warn!("the consumer {name} cannot be updated ({e}); making it again");
+                stream.delete_consumer(&name).await?;
+                Ok(stream.create_consumer(config).await?)
+            }
+            _ => Err(e).with_context(|| format!("creating the consumer {name}")),
+        },
     }
 }
 

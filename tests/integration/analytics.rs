@@ -310,4 +310,25 @@ async fn prl_psql_reads_the_views_as_the_analyst_and_cannot_write() {
         assert!(!refused.status.success(), "{write} was allowed");
     }
     assert_eq!(app.count("SELECT count(*) FROM trajectories").await, 6);
+
+    // Nor can the analyst stall the service: no advisory locks (appends serialise on one), and
+    // its statements and idle transactions end.
+    for lock in [
+        "SELECT pg_advisory_lock(1)",
+        "SELECT pg_try_advisory_xact_lock(1)",
+        "SELECT pg_advisory_lock_shared(1, 2)",
+    ] {
+        let refused = run(lock);
+        assert!(!refused.status.success(), "{lock} was allowed");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("permission denied"),
+            "{refused:?}"
+        );
+    }
+    let limits = run("SHOW statement_timeout; SHOW idle_in_transaction_session_timeout");
+    assert_eq!(String::from_utf8_lossy(&limits.stdout).trim(), "5min\n1min");
+    // The service itself still takes the log's lock: an append goes through.
+    let _ = app
+        .submit(&prl_integration_tests::quick_spec("after the revoke"))
+        .await;
 }

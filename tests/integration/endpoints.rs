@@ -11,11 +11,12 @@ async fn health_reports_both_connections_and_every_background_task() {
     assert_eq!(body["database"], "ok");
     assert_eq!(body["nats"], "ok");
     for task in [
-        "log-head",
+        "live-feed",
         "relay",
         "ingester-data",
         "ingester-control",
         "lease-monitor",
+        "job-reconciler",
     ] {
         assert_eq!(body["tasks"][task]["running"], true, "{body}");
         assert_eq!(body["tasks"][task]["restarts"], 0, "{body}");
@@ -181,5 +182,142 @@ async fn the_event_feed_pages_through_the_log_in_order() {
         assert_eq!(response.status(), 400, "{query}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["parameter"], parameter, "{query}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn an_event_feed_page_stops_at_four_mebibytes_of_payload() {
+    use prl_integration_tests::FakeWorker;
+    use prl_integration_tests::seeds::{answered, trajectory};
+    use prl_schema::jobs::WorkerEvent;
+    use prl_schema::trajectory::{PromptRecord, TrajectoryBatch};
+
+    let app = TestApp::spawn().await;
+    app.submit(&serde_json::json!({
+        "name": "large trajectories", "model": "tiny",
+        "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
+                    "learning_rate": 1e-5, "steps": 8}]
+    }))
+    .await;
+    let (worker, _) = FakeWorker::take(&app, prl_schema::spec::StageKind::Rl, "big").await;
+    for step in 1..=8 {
+        let batch = TrajectoryBatch {
+            step,
+            benchmark: None,
+            prompts: vec![PromptRecord {
+                id: "p0".into(),
+                group: 0,
+                text: "What is half of 10?".into(),
+                tokens: Some(12),
+                truth: "5".into(),
+            }],
+            // About 0.7 MB each: eight of them are past one page's budget.
+            trajectories: vec![trajectory(
+                0,
+                answered(&"x".repeat(700_000), 5),
+                true,
+                vec![],
+            )],
+        };
+        worker
+            .reporter
+            .send(WorkerEvent::Trajectories(batch))
+            .await
+            .unwrap();
+    }
+    app.wait_for_count(
+        "SELECT count(*) FROM trajectories",
+        8,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // Only settled positions are served (see above): read until all eight came.
+    let (mut after, mut trajectory_events, mut pages) = (0, 0, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while trajectory_events < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{trajectory_events} of 8 served"
+        );
+        let page: Value = app
+            .get(&format!("/api/v1/events?after={after}&limit=1000"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let events = page["events"].as_array().unwrap();
+        if events.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let sizes: Vec<usize> = events
+            .iter()
+            .map(|e| e["payload"].to_string().len())
+            .collect();
+        let before_last: usize = sizes[..sizes.len() - 1].iter().sum();
+        assert!(
+            before_last < 4 << 20,
+            "a page went on past 4 MiB: {sizes:?}"
+        );
+        trajectory_events += events
+            .iter()
+            .filter(|e| e["event_type"] == "TrajectoriesRecorded")
+            .count();
+        pages += 1;
+        after = page["last_position"].as_i64().unwrap();
+    }
+    assert_eq!(trajectory_events, 8, "every event is served once");
+    assert!(pages >= 2, "5.6 MB of events came in {pages} page(s)");
+}
+
+#[tokio::test]
+async fn live_streams_are_capped_and_each_open_one_gets_every_notice() {
+    let app = TestApp::spawn_with(|s| s.http.max_live_streams = 3).await;
+    let open = || app.http.get(app.url("/api/v1/events/stream")).send();
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let response = open().await.unwrap();
+        assert_eq!(response.status(), 200);
+        streams.push(response);
+    }
+    let refused = open().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "unavailable", "{body}");
+
+    // A closed stream frees its place, at the latest when a keep-alive (every 15 s) or the one
+    // after finds the connection gone.
+    streams.pop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    let reopened = loop {
+        let response = open().await.unwrap();
+        if response.status() == 200 {
+            break response;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    streams.push(reopened);
+
+    // One broadcast serves them all: each sees the submission's notices.
+    let id = app
+        .submit(&prl_integration_tests::quick_spec("watched"))
+        .await;
+    for mut stream in streams {
+        let mut text = String::new();
+        while !text.contains("event: JobQueued") {
+            let chunk = tokio::time::timeout(Duration::from_secs(20), stream.chunk())
+                .await
+                .expect("a notice in time")
+                .unwrap()
+                .expect("the stream stays open");
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        assert!(text.contains(&format!("\"stream_id\":\"{id}\"")), "{text}");
     }
 }

@@ -1,7 +1,9 @@
-//! The API's NATS workers: the outbox relay, the worker-event ingester and the lease monitor.
+//! The API's NATS workers: the outbox relay, the worker-event ingester, the lease monitor and the
+//! job reconciler.
 
 pub mod ingest;
 pub mod leases;
+pub mod reconciler;
 pub mod relay;
 pub mod supervisor;
 

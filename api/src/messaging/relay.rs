@@ -1,6 +1,10 @@
 //! The outbox relay: the events table is the outbox. It tails committed `JobQueued` events and
 //! publishes each as a job message with `Nats-Msg-Id` = event id, so NATS drops a re-publish,
 //! and it moves its checkpoint only after every PubAck of a batch has arrived.
+//!
+//! The leader's lock, its reads and its checkpoint writes share one database session: when that
+//! session is lost (a database restart), so is the lock, and the next query fails before anything
+//! more is published, so two relays never publish side by side. The checkpoint only moves forward.
 
 use crate::telemetry::Metrics;
 use anyhow::{Context, Result};
@@ -11,7 +15,8 @@ use prl_schema::events::Event;
 use prl_schema::ids::{ExperimentId, JobId, RunId};
 use prl_schema::jobs::JobMessage;
 use prl_schema::spec::ExperimentSpec;
-use sqlx::{PgPool, Row};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -19,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pause;
 
-const READER: &str = "outbox";
+pub(super) const READER: &str = "outbox";
 /// Only one relay of a deployment publishes at a time: it holds this session lock.
 const RELAY_LOCK: i64 = 0x0070_726c_5f72_656c; // "prl_rel"
 const BATCH: i64 = 500;
@@ -60,7 +65,12 @@ impl Relay {
                 return Ok(());
             }
         }
-        let result = self.publish_loop(shutdown).await;
+        let result = self.publish_loop(&mut conn, shutdown).await;
+        if result.is_err() {
+            // The session may be broken: closing it is the one sure way to release the lock.
+            conn.detach();
+            return result;
+        }
         sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(RELAY_LOCK)
             .execute(&mut *conn)
@@ -68,9 +78,13 @@ impl Relay {
         result
     }
 
-    async fn publish_loop(&self, shutdown: &CancellationToken) -> Result<()> {
+    async fn publish_loop(
+        &self,
+        conn: &mut PgConnection,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
         loop {
-            let published = self.publish_batch().await?;
+            let published = self.publish_batch(conn).await?;
             if published < BATCH as usize {
                 tokio::select! {
                     _ = self.wake.notified() => {}
@@ -80,61 +94,77 @@ impl Relay {
         }
     }
 
-    /// Publishes the next batch; returns how many messages it sent.
-    pub async fn publish_batch(&self) -> Result<usize> {
+    /// Publishes the next batch on the leader's session; returns how many messages it sent.
+    async fn publish_batch(&self, conn: &mut PgConnection) -> Result<usize> {
         let checkpoint: i64 = sqlx::query_scalar(
             "SELECT coalesce(max(position), 0) FROM reader_checkpoints WHERE reader = $1",
         )
         .bind(READER)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await?;
-        let rows = sqlx::query(
-            "SELECT e.position, e.event_id, e.stream_id, e.version, e.payload, x.spec, x.datasets
+        // Built from constants only.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS}
              FROM events e JOIN experiments x ON x.id = (e.payload->>'experiment_id')::uuid
              WHERE e.event_type = 'JobQueued' AND e.position > $1
                AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
-             ORDER BY e.position LIMIT $2",
-        )
+             ORDER BY e.position LIMIT $2"
+        )))
         .bind(checkpoint)
         .bind(BATCH)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
         let Some(last) = rows.last() else {
             return Ok(0);
         };
         let last_position: i64 = last.get(0);
 
-        let mut acks = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let event_id: uuid::Uuid = row.get(1);
-            let (message, kind) = job_message(row)?;
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", event_id.to_string().as_str());
-            let payload = serde_json::to_vec(&message)?;
-            let ack = self
-                .js
-                .publish_with_headers(self.topology.job_subject(kind), headers, payload.into())
-                .await
-                .context("publishing a job")?;
-            acks.push(ack);
-        }
-        for ack in acks {
-            ack.await.context("waiting for a PubAck")?;
-        }
+        publish_jobs(&self.js, &self.topology, &rows, |event_id| event_id).await?;
         sqlx::query(
             "INSERT INTO reader_checkpoints (reader, position) VALUES ($1, $2)
-             ON CONFLICT (reader) DO UPDATE SET position = $2",
+             ON CONFLICT (reader) DO UPDATE
+             SET position = greatest(reader_checkpoints.position, $2)",
         )
         .bind(READER)
         .bind(last_position)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
         self.metrics.published.inc_by(rows.len() as u64);
         Ok(rows.len())
     }
 }
 
-fn job_message(row: &sqlx::postgres::PgRow) -> Result<(JobMessage, prl_schema::spec::StageKind)> {
+/// The columns `job_message` reads: `e` is a `JobQueued` event, `x` its experiment.
+pub(super) const JOB_COLUMNS: &str =
+    "e.position, e.event_id, e.stream_id, e.version, e.payload, x.spec, x.datasets";
+
+/// Publishes a job message for each row of `JOB_COLUMNS`, with the message id `msg_id` makes of
+/// the `JobQueued` event's id, and waits for every PubAck.
+pub(super) async fn publish_jobs(
+    js: &jetstream::Context,
+    topology: &Topology,
+    rows: &[PgRow],
+    msg_id: impl Fn(uuid::Uuid) -> uuid::Uuid,
+) -> Result<()> {
+    let mut acks = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (message, kind) = job_message(row)?;
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id(row.get(1)).to_string().as_str());
+        let payload = serde_json::to_vec(&message)?;
+        let ack = js
+            .publish_with_headers(topology.job_subject(kind), headers, payload.into())
+            .await
+            .context("publishing a job")?;
+        acks.push(ack);
+    }
+    for ack in acks {
+        ack.await.context("waiting for a PubAck")?;
+    }
+    Ok(())
+}
+
+fn job_message(row: &PgRow) -> Result<(JobMessage, prl_schema::spec::StageKind)> {
     let event = Event::from_parts("JobQueued", row.get(4)).context("decoding JobQueued")?;
     let Event::JobQueued {
         experiment_id,

@@ -1,6 +1,6 @@
-//! Supervision of the API's background tasks (relay, ingesters, lease monitor, log-head watch): a
-//! task that panics is logged, counted and started again after a pause, rather than ending
-//! silently while `/healthz` still says ok.
+//! Supervision of the API's background tasks (relay, ingesters, lease monitor, job reconciler,
+//! live feed): a task that panics is logged, counted and started again after a pause, rather than
+//! ending silently while `/healthz` still says ok.
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -15,7 +15,7 @@ pub async fn replay(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let mut position = 0;
     let mut applied = 0;
     loop {
-        let batch = read_after(log.conn(), position, 5_000, Visibility::Locked).await?;
+        let batch = read_after(log.conn(), position, 5_000, 64 << 20, Visibility::Locked).await?;
         let Some(last) = batch.last() else { break };
         position = last.position;
         applied += batch.len() as u64;

@@ -18,6 +18,9 @@ const MAX_RUNS: usize = 50;
 #[serde(deny_unknown_fields)]
 pub struct RunsQuery {
     /// Comma-separated run ids.
+    #[param(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(,[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})*$"
+    )]
     pub runs: String,
 }
 
@@ -72,8 +75,14 @@ pub async fn strategy(
 #[serde(deny_unknown_fields)]
 pub struct ComparisonQuery {
     /// Comma-separated run ids.
+    #[param(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(,[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})*$"
+    )]
     pub runs: Option<String>,
     /// Comma-separated experiment ids: every run of each.
+    #[param(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(,[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})*$"
+    )]
     pub experiments: Option<String>,
 }
 
@@ -141,26 +150,38 @@ pub async fn comparison(
 #[serde(deny_unknown_fields)]
 pub struct TrajectoryQuery {
     /// Comma-separated run ids (required).
+    #[param(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(,[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})*$"
+    )]
     pub runs: String,
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub step_min: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub step_max: Option<String>,
     /// `true` or `false`.
+    #[param(value_type = Option<bool>)]
     pub correct: Option<String>,
     /// `true`: with at least one block; `false`: without.
+    #[param(value_type = Option<bool>)]
     pub parallel: Option<String>,
     /// `exploration` or `verification`: with at least one block of that role.
+    #[param(pattern = r"^(exploration|verification)$")]
     pub role: Option<String>,
+    #[param(value_type = Option<f64>)]
     pub reward_min: Option<String>,
+    #[param(value_type = Option<f64>)]
     pub reward_max: Option<String>,
     /// Words that must all occur in the response (PostgreSQL full-text search, `simple` config).
     pub q: Option<String>,
     /// `rollout`: RL's rollouts only; `evaluation`: evaluations' generations only.
+    #[param(pattern = r"^(rollout|evaluation)$")]
     pub kind: Option<String>,
     /// An evaluation's benchmark, as its results name it (` (greedy)` for its greedy pass).
     pub benchmark: Option<String>,
     /// The `next` cursor of the previous page.
     pub after: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
 }
 
@@ -342,6 +363,7 @@ pub struct MetricsQuery {
     /// Comma-separated metric names (default: every metric the run reported).
     pub names: Option<String>,
     /// How many buckets to fold the steps into, 1 to 10000 (default 1000).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 10000)]
     pub buckets: Option<String>,
 }
 

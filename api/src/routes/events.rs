@@ -3,20 +3,30 @@
 use super::params::int_parameter;
 use crate::auth::ReadAccess;
 use crate::error::ApiError;
+use crate::live_feed::{EventNotice, LiveFeed, NoticeBatch};
 use crate::state::AppState;
 use crate::store::{Visibility, read_after};
 use actix_web::{HttpResponse, get, web};
 use prl_schema::events::RecordedEvent;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, broadcast};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct FeedQuery {
     /// Events after this position (default 0, the start of the log).
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub after: Option<String>,
-    /// At most this many, 1 to 1000 (default 100).
+    /// At most this many, 1 to 1000 (default 100); a page also stops before its payloads pass
+    /// 4 MiB (it always holds at least one event).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
 }
+
+/// The payload text one page of the feed carries at most, whatever its `limit`.
+const PAGE_BYTES: i64 = 4 << 20;
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FeedPage {
@@ -37,7 +47,7 @@ pub async fn feed(
     let after = int_parameter("after", query.after.as_deref(), 0, 0..=i64::MAX)?;
     let limit = int_parameter("limit", query.limit.as_deref(), 100, 1..=1000)?;
     let mut conn = state.pool.acquire().await?;
-    let events = read_after(&mut conn, after, limit, Visibility::Settled).await?;
+    let events = read_after(&mut conn, after, limit, PAGE_BYTES, Visibility::Settled).await?;
     let last_position = events.last().map(|e| e.position).unwrap_or(after);
     Ok(HttpResponse::Ok().json(FeedPage {
         events,
@@ -45,21 +55,12 @@ pub async fn feed(
     }))
 }
 
-/// One line of the live stream: which stream changed and how, without the payload.
-#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct EventNotice {
-    pub position: i64,
-    pub stream_type: String,
-    pub stream_id: uuid::Uuid,
-    pub event_type: String,
-    pub recorded_at: chrono::DateTime<chrono::Utc>,
-}
-
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
     /// Notices after this position; default: only events committed from now on. A reconnecting
     /// client's `Last-Event-ID` header takes precedence.
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub after: Option<String>,
 }
 
@@ -80,52 +81,33 @@ pub async fn stream(
         .headers()
         .get("Last-Event-ID")
         .and_then(|v| v.to_str().ok());
+    let permit = state.live.admit().ok_or_else(|| {
+        ApiError::Unavailable("every live stream is taken; try again later".into())
+    })?;
     let after = match resume.or(query.after.as_deref()) {
         Some(text) => int_parameter("after", Some(text), 0, 0..=i64::MAX)?,
-        None => {
-            sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
-                .fetch_one(&state.pool)
-                .await?
-        }
+        None => state.live.head().await?,
     };
-    let pool = state.pool.clone();
+    // Subscribed before the first read, so that no batch is missed between the two.
+    let follow = Follow {
+        live: state.live.clone(),
+        batches: state.live.subscribe(),
+        after,
+        catching_up: true,
+        last_sent: Instant::now(),
+        _permit: permit,
+    };
     let stop = state.shutdown.clone();
-    let head = state.log_head.subscribe();
     // A bare `id:` first: the client learns where the stream starts, so a reconnect before the
     // first notice resumes from there instead of from its own "now".
     let opening = bytes::Bytes::from(format!("id: {after}\n\n"));
     let opening = futures::stream::once(async move { Ok::<_, ApiError>(opening) });
-    // Each stream reads the log only when the shared head moved (or once after each chunk, to
-    // drain a burst longer than one read); an idle stream costs no queries.
-    let start = (after, std::time::Instant::now(), head);
-    let notices = futures::stream::unfold(start, move |(after, last_sent, mut head)| {
-        let (pool, stop) = (pool.clone(), stop.clone());
+    let notices = futures::stream::unfold(follow, move |mut follow| {
+        let stop = stop.clone();
         async move {
-            loop {
-                head.borrow_and_update();
-                let found = tokio::select! {
-                    _ = stop.cancelled() => return None,
-                    found = notices_after(&pool, after) => found,
-                };
-                match found {
-                    Ok(notices) if !notices.is_empty() => {
-                        let last = notices.last().map(|n| n.position).unwrap_or(after);
-                        let chunk = notices.iter().map(sse_message).collect::<String>();
-                        let sent = std::time::Instant::now();
-                        return Some((Ok(bytes::Bytes::from(chunk)), (last, sent, head)));
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Some((Err(e), (after, last_sent, head))),
-                }
-                let quiet = KEEPALIVE.saturating_sub(last_sent.elapsed());
-                tokio::select! {
-                    _ = stop.cancelled() => return None,
-                    changed = head.changed() => if changed.is_err() { return None },
-                    _ = tokio::time::sleep(quiet) => {
-                        let ping = bytes::Bytes::from_static(b": keepalive\n\n");
-                        return Some((Ok(ping), (after, std::time::Instant::now(), head)));
-                    }
-                }
+            tokio::select! {
+                _ = stop.cancelled() => None,
+                chunk = follow.next_chunk() => chunk.map(|chunk| (chunk, follow)),
             }
         }
     });
@@ -136,15 +118,62 @@ pub async fn stream(
         .streaming(futures::StreamExt::chain(opening, notices)))
 }
 
-async fn notices_after(pool: &sqlx::PgPool, after: i64) -> Result<Vec<EventNotice>, ApiError> {
-    Ok(sqlx::query_as(
-        "SELECT position, stream_type, stream_id, event_type, recorded_at FROM events
-         WHERE position > $1 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY position LIMIT 500",
-    )
-    .bind(after)
-    .fetch_all(pool)
-    .await?)
+/// One open stream: its position, and whether it reads the log itself or follows the broadcast.
+struct Follow {
+    live: LiveFeed,
+    batches: broadcast::Receiver<Arc<NoticeBatch>>,
+    after: i64,
+    catching_up: bool,
+    last_sent: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Follow {
+    /// The next chunk to send: notices, or a keep-alive after a quiet while; None ends the stream.
+    async fn next_chunk(&mut self) -> Option<Result<bytes::Bytes, ApiError>> {
+        loop {
+            if self.catching_up {
+                match self.live.notices_after(self.after).await {
+                    Ok(notices) if notices.is_empty() => self.catching_up = false,
+                    Ok(notices) => return Some(Ok(self.send(&notices))),
+                    Err(e) => return Some(Err(e)),
+                }
+                continue;
+            }
+            let quiet = KEEPALIVE.saturating_sub(self.last_sent.elapsed());
+            let batch = tokio::select! {
+                batch = self.batches.recv() => batch,
+                _ = tokio::time::sleep(quiet) => {
+                    self.last_sent = Instant::now();
+                    return Some(Ok(bytes::Bytes::from_static(b": keepalive\n\n")));
+                }
+            };
+            match batch {
+                // A batch that starts past this stream's position would leave a gap: read it.
+                Ok(batch) if batch.after > self.after => self.catching_up = true,
+                Ok(batch) => {
+                    let after = self.after;
+                    let new: Vec<EventNotice> = batch
+                        .notices
+                        .iter()
+                        .filter(|n| n.position > after)
+                        .cloned()
+                        .collect();
+                    if !new.is_empty() {
+                        return Some(Ok(self.send(&new)));
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    fn send(&mut self, notices: &[EventNotice]) -> bytes::Bytes {
+        self.after = notices.last().map_or(self.after, |n| n.position);
+        self.last_sent = Instant::now();
+        bytes::Bytes::from(notices.iter().map(sse_message).collect::<String>())
+    }
 }
 
 fn sse_message(notice: &EventNotice) -> String {
@@ -153,36 +182,4 @@ fn sse_message(notice: &EventNotice) -> String {
         "id: {}\nevent: {}\ndata: {data}\n\n",
         notice.position, notice.event_type
     )
-}
-
-/// The log's newest settled position, read once per process for all the open live streams (only
-/// while some are open), so that many idle viewers cost one cheap query per tick.
-pub async fn watch_log_head(
-    pool: sqlx::PgPool,
-    head: tokio::sync::watch::Sender<i64>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(400));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if head.receiver_count() == 0 {
-            continue;
-        }
-        let newest: Result<i64, sqlx::Error> = sqlx::query_scalar(
-            "SELECT coalesce(max(position), 0) FROM events
-             WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())",
-        )
-        .fetch_one(&pool)
-        .await;
-        match newest {
-            Ok(position) => {
-                head.send_if_modified(|known| std::mem::replace(known, position) != position);
-            }
-            Err(e) => tracing::warn!("reading the log's head for live streams: {e}"),
-        }
-    }
 }

@@ -254,6 +254,7 @@ pub async fn record_submission(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// One of queued, running, completed, failed, cancelled, imported.
+    #[param(pattern = r"^(queued|running|completed|failed|cancelled|imported)$")]
     pub status: Option<String>,
     /// Experiments carrying this tag.
     pub tag: Option<String>,
@@ -262,6 +263,7 @@ pub struct ListQuery {
     /// From `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
 }
 

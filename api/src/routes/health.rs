@@ -11,8 +11,8 @@ pub struct Health {
     pub status: &'static str,
     pub database: String,
     pub nats: String,
-    /// The background tasks (relay, ingesters, lease monitor, log-head watch): whether each runs,
-    /// and how often it panicked and was started again.
+    /// The background tasks (relay, ingesters, lease monitor, job reconciler, live feed):
+    /// whether each runs, and how often it panicked and was started again.
     pub tasks: std::collections::BTreeMap<&'static str, TaskHealth>,
 }
 

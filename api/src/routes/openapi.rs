@@ -32,7 +32,7 @@ use utoipa_swagger_ui::SwaggerUi;
         super::health::healthz,
         super::health::metrics,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &CommonResponses)
 )]
 pub struct ApiDoc;
 
@@ -45,6 +45,55 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// The answers every operation under `/api/v1` may give besides its own, documented once here
+/// rather than on each handler: 400 for a malformed path, query or body, 401 when a token is
+/// needed (writes always, reads when protected), 413 and 422 for a body over its limit or with
+/// a string that cannot be stored, and 503 while the database or NATS is out of reach.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/v1/") {
+                continue;
+            }
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                let mut answers = vec![
+                    (
+                        "400",
+                        "The path, a query parameter or the body is malformed.",
+                    ),
+                    ("401", "A bearer token is required."),
+                    ("503", "The database or NATS is out of reach; try again."),
+                ];
+                if operation.request_body.is_some() {
+                    answers.push(("413", "The body is over its limit."));
+                    answers.push(("422", "A field of the body is invalid."));
+                }
+                for (status, description) in answers {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+        }
     }
 }
 

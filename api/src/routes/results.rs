@@ -15,6 +15,9 @@ const MAX_EXPERIMENTS: usize = 100;
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct ResultsQuery {
     /// Comma-separated experiment ids, in the order of the rows.
+    #[param(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(,[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})*$"
+    )]
     pub experiments: String,
 }
 

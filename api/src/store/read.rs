@@ -16,7 +16,8 @@ pub enum Visibility {
     Locked,
 }
 
-/// Up to `limit` events after `position`, in log order.
+/// Up to `limit` events after `position`, in log order, and no more of them than fit in
+/// `max_bytes` of payload text (always at least one, however large).
 ///
 /// Appends hold the log lock until they commit, so positions become visible in order; reading
 /// below `pg_snapshot_xmin` additionally keeps out rows of transactions still in flight (a writer
@@ -25,6 +26,7 @@ pub async fn read_after(
     conn: &mut PgConnection,
     position: i64,
     limit: i64,
+    max_bytes: i64,
     visibility: Visibility,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
     let settled = match visibility {
@@ -32,14 +34,19 @@ pub async fn read_after(
         Visibility::Locked => "",
     };
     let sql = format!(
-        "SELECT {COLUMNS} FROM events
-         WHERE position > $1 {settled}
-         ORDER BY position LIMIT $2"
+        "SELECT {COLUMNS} FROM (
+             SELECT *, sum(octet_length(payload::text)) OVER (ORDER BY position) AS through
+             FROM (SELECT * FROM events WHERE position > $1 {settled}
+                   ORDER BY position LIMIT $2) page
+         ) sized
+         WHERE through - octet_length(payload::text) < $3
+         ORDER BY position"
     );
     // Built from constants only.
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(position)
         .bind(limit)
+        .bind(max_bytes)
         .fetch_all(conn)
         .await?;
     rows.iter().map(decode).collect()
