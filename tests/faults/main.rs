@@ -7,8 +7,10 @@ mod audit;
 mod local_stack;
 
 use audit::{Audit, Tap};
+use prl_api::settings::Settings;
 use prl_integration_tests::{Servers, TestApp, training_turn};
 use prl_local_stack::{PrivateNats, PrivatePostgres};
+use secrecy::ExposeSecret;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -122,6 +124,83 @@ impl Drop for TrainerProcess {
     }
 }
 
+/// The API as `prl serve` in a process of its own, so that the test can kill it.
+struct ApiProcess {
+    child: Child,
+    settings: Settings,
+}
+
+impl ApiProcess {
+    async fn start(app: &TestApp, settings: &Settings) -> ApiProcess {
+        let child = Command::new(local_stack::workspace_binary("prl"))
+            .arg("serve")
+            .env("DATABASE_URL", settings.database.url.expose_secret())
+            .env("NATS_URL", &settings.nats.url)
+            .env("PRL_NATS__NAMESPACE", &settings.nats.namespace)
+            .env("PRL_AUTH__TOKEN", settings.auth.token.expose_secret())
+            .env("PRL_HTTP__PORT", settings.http.port.to_string())
+            .env(
+                "PRL_JOBS__LEASE_SECONDS",
+                settings.jobs.lease_seconds.to_string(),
+            )
+            .env("PRL_JOBS__LEASE_CHECK_MILLIS", "200")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting prl serve");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !matches!(app.http.get(app.url("/healthz")).send().await, Ok(r) if r.status() == 200)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prl serve never became healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ApiProcess {
+            child,
+            settings: settings.clone(),
+        }
+    }
+
+    /// SIGKILL: whatever batch the ingesters were writing is cut off.
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, as a service manager stops it: it must drain and exit cleanly.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prl serve ignored SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    async fn restart(&mut self, app: &TestApp) {
+        let settings = self.settings.clone();
+        *self = ApiProcess::start(app, &settings).await;
+    }
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Waits until attempt `attempt` has recorded a step at or past `step`.
 async fn wait_for_attempt_step(app: &TestApp, attempt: i32, step: i64) {
     app.wait_for_count(
@@ -224,4 +303,39 @@ async fn a_trainer_killed_twice_with_sigkill_loses_nothing_and_counts_nothing_tw
     let audit = Audit::of(&app, &tap, id, STEPS, PROMPTS * GROUP).await;
     audit.print("prl-trainer killed with SIGKILL twice");
     audit.assert_clean(3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_killed_with_sigkill_and_stopped_with_sigterm_loses_nothing() {
+    let _turn = training_turn().await;
+    let own = OwnServers::start("api");
+    let (app, settings) = TestApp::without_api(&own.servers(), |s| {
+        s.jobs.lease_seconds = LEASE_SECONDS;
+    })
+    .await;
+    let mut api = ApiProcess::start(&app, &settings).await;
+    let tap = Tap::start(&app).await;
+    let _trainer = TrainerProcess::start(&app, "trainer");
+    let id = app.submit(&rl_spec("API killed", 2 * STEPS)).await;
+
+    // Killed mid-ingest and down for longer than a lease; the trainer keeps publishing.
+    wait_for_steps(&app, 3).await;
+    api.kill_9();
+    tokio::time::sleep(Duration::from_secs(2 * LEASE_SECONDS)).await;
+    api.restart(&app).await;
+    // Stopped as a service manager stops it, while the job still runs.
+    wait_for_steps(&app, 12).await;
+    let status = api.terminate();
+    assert!(
+        status.success(),
+        "prl serve exited with {status} on SIGTERM"
+    );
+    tokio::time::sleep(Duration::from_secs(2 * LEASE_SECONDS)).await;
+    api.restart(&app).await;
+    let before = tap.seen();
+
+    let audit = Audit::of(&app, &tap, id, 2 * STEPS, PROMPTS * GROUP).await;
+    audit.print("prl serve killed with SIGKILL, then stopped with SIGTERM");
+    audit.assert_published_after(before);
+    audit.assert_clean(1);
 }

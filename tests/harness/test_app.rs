@@ -51,6 +51,23 @@ impl TestApp {
 
     /// Spawns an API on the given servers, for tests that stop and start their own.
     pub async fn spawn_on(servers: &Servers, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let (mut test_app, mut settings) = Self::without_api(servers, configure).await;
+        settings.http.port = 0;
+        let app = Application::build(settings)
+            .await
+            .expect("building the app");
+        test_app.address = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until(test_app.stop.clone()));
+        test_app
+    }
+
+    /// A database and NATS namespace of its own, and the settings of an API that would serve
+    /// them on a free port, which the caller runs (as a process of its own, for one). Until
+    /// then requests find nothing listening.
+    pub async fn without_api(
+        servers: &Servers,
+        configure: impl FnOnce(&mut Settings),
+    ) -> (TestApp, Settings) {
         let db_name = format!("prl_test_{}", Uuid::new_v4().simple());
         let mut admin =
             <sqlx::PgConnection as sqlx::Connection>::connect(&servers.admin_database_url)
@@ -62,42 +79,47 @@ impl TestApp {
             .unwrap();
         let database_url = with_database(&servers.admin_database_url, &db_name);
         let namespace = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
         let mut settings: Settings = Settings::figment()
             .merge(("database.url", database_url.clone()))
             .merge(("database.max_connections", 8))
             .merge(("nats.url", servers.nats_url.clone()))
             .merge(("nats.namespace", namespace.clone()))
             .merge(("auth.token", TOKEN))
-            .merge(("http.port", 0))
+            .merge(("http.port", port))
             .merge(("http.body_limit_bytes", 64 * 1024))
             .merge(("jobs.lease_seconds", 2))
             .merge(("jobs.lease_check_millis", 200))
             .extract()
             .expect("test settings");
         configure(&mut settings);
-        let app = Application::build(settings)
-            .await
-            .expect("building the app");
-        let address = format!("http://127.0.0.1:{}", app.port());
-        let pool = app.pool.clone();
-        let stop = CancellationToken::new();
-        tokio::spawn(app.run_until(stop.clone()));
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_lazy(&database_url)
+            .expect("a database URL");
         let nats = prl_bus::connect(&servers.nats_url).await.unwrap();
         let js = jetstream::new(nats.clone());
+        // The topology exists before any API runs, so that taps and daemons can start first.
+        let topology = Topology::new(&namespace).unwrap();
+        topology.ensure(&js).await.unwrap();
         let data_dir = std::env::temp_dir().join(format!("prl-test-data-{namespace}"));
-        TestApp {
-            address,
+        let app = TestApp {
+            address: format!("http://127.0.0.1:{}", settings.http.port),
             pool,
             database_url,
             http: reqwest::Client::new(),
             nats,
             js,
-            topology: Topology::new(&namespace).unwrap(),
+            topology,
             namespace,
             nats_url: servers.nats_url.clone(),
             data_dir,
-            stop,
-        }
+            stop: CancellationToken::new(),
+        };
+        (app, settings)
     }
 
     /// Starts a dry-run daemon whose steps take `step`.
