@@ -245,9 +245,10 @@ impl Topology {
 }
 
 /// A durable consumer with `config`: created, or updated when it exists with other settings (made
-/// by an earlier version). If the server refuses the update and the consumer still has a delivery
-/// limit, it is made again; its stream keeps the messages (work queues delete only acknowledged
-/// ones), so they are delivered anew, and every reader of them is idempotent.
+/// by an earlier version). One with another delivery limit is made again instead: an update would
+/// leave the messages that ran out of deliveries in the stream, never delivered. Work queues
+/// delete only acknowledged messages, so the new consumer delivers every one still there, and
+/// every reader of them is idempotent.
 async fn durable_consumer(
     stream: &stream::Stream,
     config: consumer::pull::Config,
@@ -256,17 +257,17 @@ async fn durable_consumer(
         .durable_name
         .clone()
         .expect("a durable consumer has a name");
-    match stream.create_consumer(config.clone()).await {
-        Ok(consumer) => Ok(consumer),
-        Err(e) => match stream.consumer_info(&name).await {
-            Ok(info) if info.config.max_deliver != config.max_deliver => {
-                tracing::warn!("the consumer {name} cannot be updated ({e}); making it again");
-                stream.delete_consumer(&name).await?;
-                Ok(stream.create_consumer(config).await?)
-            }
-            _ => Err(e).with_context(|| format!("creating the consumer {name}")),
-        },
+    if let Ok(info) = stream.consumer_info(&name).await
+        && info.config.max_deliver != config.max_deliver
+    {
+        tracing::warn!("making the consumer {name} again, without its delivery limit");
+        // Another process starting beside this one may have deleted it first.
+        let _ = stream.delete_consumer(&name).await;
     }
+    stream
+        .create_consumer(config)
+        .await
+        .with_context(|| format!("creating the consumer {name}"))
 }
 
 /// Connects, retrying for a while: in the local stack the server may still be starting.

@@ -134,8 +134,8 @@ impl ApiProcess {
     async fn start(app: &TestApp, settings: &Settings) -> ApiProcess {
         let child = Command::new(local_stack::workspace_binary("prl"))
             .arg("serve")
-            .env("DATABASE_URL", settings.database.url.expose_secret())
-            .env("NATS_URL", &settings.nats.url)
+            .env("PRL_DATABASE__URL", settings.database.url.expose_secret())
+            .env("PRL_NATS__URL", &settings.nats.url)
             .env("PRL_NATS__NAMESPACE", &settings.nats.namespace)
             .env("PRL_AUTH__TOKEN", settings.auth.token.expose_secret())
             .env("PRL_HTTP__PORT", settings.http.port.to_string())

@@ -311,12 +311,16 @@ async fn prl_psql_reads_the_views_as_the_analyst_and_cannot_write() {
     }
     assert_eq!(app.count("SELECT count(*) FROM trajectories").await, 6);
 
-    // Nor can the analyst stall the service: no advisory locks (appends serialise on one), and
-    // its statements and idle transactions end.
+    // Nor can the analyst stall the service: no advisory locks (appends serialise on one), no
+    // transaction id (one held open would stop the relay and the feeds), and its statements and
+    // idle transactions end.
     for lock in [
         "SELECT pg_advisory_lock(1)",
         "SELECT pg_try_advisory_xact_lock(1)",
         "SELECT pg_advisory_lock_shared(1, 2)",
+        "SELECT txid_current()",
+        "SELECT pg_current_xact_id()",
+        "CREATE TEMP TABLE held (x int)",
     ] {
         let refused = run(lock);
         assert!(!refused.status.success(), "{lock} was allowed");

@@ -46,7 +46,7 @@ impl Reconciler {
         }
     }
 
-    /// One round; returns how many jobs it published again.
+    /// One round; returns how many jobs it published again (NATS dropping none as a duplicate).
     pub async fn reconcile(&self) -> Result<usize> {
         let waiting = self.queued_too_long().await?;
         if waiting.is_empty() {
@@ -55,19 +55,23 @@ impl Reconciler {
         let Some(in_stream) = self.job_messages_in_stream().await? else {
             return Ok(0);
         };
-        // Read again after the scan: a job claimed meanwhile took its message with it.
+        // Published before the scan began (so a missing message is gone, not yet to come), and
+        // still queued after it (a job claimed meanwhile took its message with it).
+        let published_before: HashSet<uuid::Uuid> = waiting.iter().map(|row| row.get(1)).collect();
         let lost: Vec<_> = self
             .queued_too_long()
             .await?
             .into_iter()
             .filter(|row| {
                 let event_id: uuid::Uuid = row.get(1);
-                !in_stream.contains(&event_id) && !in_stream.contains(&republished_id(event_id))
+                published_before.contains(&event_id)
+                    && !in_stream.contains(&event_id)
+                    && !in_stream.contains(&republished_id(event_id))
             })
             .collect();
-        publish_jobs(&self.js, &self.topology, &lost, republished_id).await?;
-        self.metrics.jobs_republished.inc_by(lost.len() as u64);
-        Ok(lost.len())
+        let stored = publish_jobs(&self.js, &self.topology, &lost, republished_id).await?;
+        self.metrics.jobs_republished.inc_by(stored as u64);
+        Ok(stored)
     }
 
     /// Queued jobs (their latest `JobQueued`, in `JOB_COLUMNS`) that have waited longer than

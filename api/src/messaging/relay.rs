@@ -3,8 +3,9 @@
 //! and it moves its checkpoint only after every PubAck of a batch has arrived.
 //!
 //! The leader's lock, its reads and its checkpoint writes share one database session: when that
-//! session is lost (a database restart), so is the lock, and the next query fails before anything
-//! more is published, so two relays never publish side by side. The checkpoint only moves forward.
+//! session is lost (a database restart), so is the lock, and the next query fails: a deposed relay
+//! publishes at most the batch it was sending (NATS drops its repeats by message id). The
+//! checkpoint only moves forward.
 
 use crate::telemetry::Metrics;
 use anyhow::{Context, Result};
@@ -119,7 +120,7 @@ impl Relay {
         };
         let last_position: i64 = last.get(0);
 
-        publish_jobs(&self.js, &self.topology, &rows, |event_id| event_id).await?;
+        let stored = publish_jobs(&self.js, &self.topology, &rows, |event_id| event_id).await?;
         sqlx::query(
             "INSERT INTO reader_checkpoints (reader, position) VALUES ($1, $2)
              ON CONFLICT (reader) DO UPDATE
@@ -129,7 +130,7 @@ impl Relay {
         .bind(last_position)
         .execute(&mut *conn)
         .await?;
-        self.metrics.published.inc_by(rows.len() as u64);
+        self.metrics.published.inc_by(stored as u64);
         Ok(rows.len())
     }
 }
@@ -139,13 +140,14 @@ pub(super) const JOB_COLUMNS: &str =
     "e.position, e.event_id, e.stream_id, e.version, e.payload, x.spec, x.datasets";
 
 /// Publishes a job message for each row of `JOB_COLUMNS`, with the message id `msg_id` makes of
-/// the `JobQueued` event's id, and waits for every PubAck.
+/// the `JobQueued` event's id, and waits for every PubAck. Returns how many the stream stored
+/// (the others it dropped as duplicates of a message id it had seen within its window).
 pub(super) async fn publish_jobs(
     js: &jetstream::Context,
     topology: &Topology,
     rows: &[PgRow],
     msg_id: impl Fn(uuid::Uuid) -> uuid::Uuid,
-) -> Result<()> {
+) -> Result<usize> {
     let mut acks = Vec::with_capacity(rows.len());
     for row in rows {
         let (message, kind) = job_message(row)?;
@@ -158,10 +160,11 @@ pub(super) async fn publish_jobs(
             .context("publishing a job")?;
         acks.push(ack);
     }
+    let mut stored = 0;
     for ack in acks {
-        ack.await.context("waiting for a PubAck")?;
+        stored += usize::from(!ack.await.context("waiting for a PubAck")?.duplicate);
     }
-    Ok(())
+    Ok(stored)
 }
 
 fn job_message(row: &PgRow) -> Result<(JobMessage, prl_schema::spec::StageKind)> {

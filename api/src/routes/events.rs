@@ -19,8 +19,8 @@ pub struct FeedQuery {
     /// Events after this position (default 0, the start of the log).
     #[param(value_type = Option<i64>, minimum = 0)]
     pub after: Option<String>,
-    /// At most this many, 1 to 1000 (default 100); a page also stops before its payloads pass
-    /// 4 MiB (it always holds at least one event).
+    /// At most this many, 1 to 1000 (default 100); a page also ends with the event whose
+    /// payload takes it to 4 MiB (so it always holds at least one event).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
 }
