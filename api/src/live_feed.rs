@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// One line of the live stream: which stream changed and how, without the payload.
@@ -24,7 +25,7 @@ pub struct EventNotice {
 }
 
 /// Notices of every settled event after `after`, in log order, up to the last one's position.
-pub struct NoticeBatch {
+struct NoticeBatch {
     pub after: i64,
     pub notices: Vec<EventNotice>,
 }
@@ -53,13 +54,17 @@ impl LiveFeed {
         }
     }
 
-    /// A place for one more stream, or None when all are taken.
-    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.streams.clone().try_acquire_owned().ok()
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<NoticeBatch>> {
-        self.batches.subscribe()
+    /// A follower of the log from `after`, or None when every place is taken. It subscribes
+    /// before its first read, so no batch is missed between the two.
+    pub fn follow(&self, after: i64) -> Option<Follower> {
+        let permit = self.streams.clone().try_acquire_owned().ok()?;
+        Some(Follower {
+            live: self.clone(),
+            batches: self.batches.subscribe(),
+            after,
+            catching_up: true,
+            _permit: permit,
+        })
     }
 
     /// The newest settled position.
@@ -73,7 +78,7 @@ impl LiveFeed {
     }
 
     /// Up to `READ` notices of settled events after `after`.
-    pub async fn notices_after(&self, after: i64) -> Result<Vec<EventNotice>, ApiError> {
+    async fn notices_after(&self, after: i64) -> Result<Vec<EventNotice>, ApiError> {
         Ok(sqlx::query_as(
             "SELECT position, stream_type, stream_id, event_type, recorded_at FROM events
              WHERE position > $1 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -127,5 +132,58 @@ impl LiveFeed {
                 return Ok(());
             }
         }
+    }
+}
+
+/// One open stream's place in the log: it reads the log itself while it catches up, then follows
+/// the broadcast. Dropping it frees its place.
+pub struct Follower {
+    live: LiveFeed,
+    batches: broadcast::Receiver<Arc<NoticeBatch>>,
+    after: i64,
+    catching_up: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Follower {
+    /// The next notices after the last ones returned; empty when `until` came first, None when
+    /// the feed has stopped.
+    pub async fn next(&mut self, until: Instant) -> Option<Result<Vec<EventNotice>, ApiError>> {
+        loop {
+            if self.catching_up {
+                match self.live.notices_after(self.after).await {
+                    Ok(notices) if notices.is_empty() => self.catching_up = false,
+                    Ok(notices) => return Some(Ok(self.advance(notices))),
+                    Err(e) => return Some(Err(e)),
+                }
+                continue;
+            }
+            let batch = tokio::select! {
+                batch = self.batches.recv() => batch,
+                _ = tokio::time::sleep_until(until) => return Some(Ok(Vec::new())),
+            };
+            match batch {
+                // A batch that starts past this stream's position would leave a gap: read it.
+                Ok(batch) if batch.after > self.after => self.catching_up = true,
+                Ok(batch) => {
+                    let new: Vec<EventNotice> = batch
+                        .notices
+                        .iter()
+                        .filter(|n| n.position > self.after)
+                        .cloned()
+                        .collect();
+                    if !new.is_empty() {
+                        return Some(Ok(self.advance(new)));
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    fn advance(&mut self, notices: Vec<EventNotice>) -> Vec<EventNotice> {
+        self.after = notices.last().map_or(self.after, |n| n.position);
+        notices
     }
 }

@@ -148,28 +148,19 @@ async fn the_event_feed_pages_through_the_log_in_order() {
         app.submit(&prl_integration_tests::quick_spec(&format!("feed {i}")))
             .await;
     }
-    // The feed serves only settled positions (below every open transaction of the cluster, which
-    // other tests share), so an empty page means "nothing settled yet": keep reading until all six
-    // arrive.
-    let mut after = 0;
-    let mut positions = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while positions.len() < 6 && std::time::Instant::now() < deadline {
-        let page: Value = app
-            .get(&format!("/api/v1/events?after={after}&limit=2"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        let events = page["events"].as_array().unwrap();
-        if events.is_empty() {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        }
-        assert!(events.len() <= 2, "a page holds at most `limit` events");
-        positions.extend(events.iter().map(|e| e["position"].as_i64().unwrap()));
-        after = page["last_position"].as_i64().unwrap();
-    }
+    let pages = feed_pages(&app, 2, |pages| {
+        pages.iter().map(Vec::len).sum::<usize>() >= 6
+    })
+    .await;
+    assert!(
+        pages.iter().all(|page| page.len() <= 2),
+        "a page holds at most `limit` events"
+    );
+    let positions: Vec<i64> = pages
+        .iter()
+        .flatten()
+        .map(|e| e["position"].as_i64().unwrap())
+        .collect();
     assert_eq!(positions.len(), 6);
     assert!(positions.windows(2).all(|w| w[0] < w[1]));
 
@@ -232,26 +223,16 @@ async fn an_event_feed_page_stops_at_four_mebibytes_of_payload() {
     )
     .await;
 
-    // Only settled positions are served (see above): read until all eight came.
-    let (mut after, mut trajectory_events, mut pages) = (0, 0, 0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while trajectory_events < 8 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{trajectory_events} of 8 served"
-        );
-        let page: Value = app
-            .get(&format!("/api/v1/events?after={after}&limit=1000"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        let events = page["events"].as_array().unwrap();
-        if events.is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
-        let sizes: Vec<usize> = events
+    let trajectory_events = |pages: &[Vec<Value>]| {
+        pages
+            .iter()
+            .flatten()
+            .filter(|e| e["event_type"] == "TrajectoriesRecorded")
+            .count()
+    };
+    let pages = feed_pages(&app, 1000, |pages| trajectory_events(pages) >= 8).await;
+    for page in &pages {
+        let sizes: Vec<usize> = page
             .iter()
             .map(|e| e["payload"].to_string().len())
             .collect();
@@ -260,13 +241,8 @@ async fn an_event_feed_page_stops_at_four_mebibytes_of_payload() {
             before_last < 4 << 20,
             "a page went on past 4 MiB: {sizes:?}"
         );
-        trajectory_events += events
-            .iter()
-            .filter(|e| e["event_type"] == "TrajectoriesRecorded")
-            .count();
-        pages += 1;
-        after = page["last_position"].as_i64().unwrap();
     }
+    let (trajectory_events, pages) = (trajectory_events(&pages), pages.len());
     assert_eq!(trajectory_events, 8, "every event is served once");
     assert!(pages >= 2, "5.6 MB of events came in {pages} page(s)");
 }
@@ -320,4 +296,36 @@ async fn live_streams_are_capped_and_each_open_one_gets_every_notice() {
         }
         assert!(text.contains(&format!("\"stream_id\":\"{id}\"")), "{text}");
     }
+}
+
+/// Pages of `GET /events` from the start, `limit` at a time, until `enough` says so. The feed
+/// serves only settled positions (below every open transaction of the cluster, which other tests
+/// share), so an empty page means "nothing settled yet", and reading goes on.
+async fn feed_pages(
+    app: &TestApp,
+    limit: usize,
+    enough: impl Fn(&[Vec<Value>]) -> bool,
+) -> Vec<Vec<Value>> {
+    let (mut after, mut pages) = (0, Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !enough(&pages) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the feed stopped short"
+        );
+        let page: Value = app
+            .get(&format!("/api/v1/events?after={after}&limit={limit}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let events = page["events"].as_array().unwrap().clone();
+        if events.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        after = page["last_position"].as_i64().unwrap();
+        pages.push(events);
+    }
+    pages
 }

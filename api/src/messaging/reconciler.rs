@@ -47,7 +47,7 @@ impl Reconciler {
     }
 
     /// One round; returns how many jobs it published again (NATS dropping none as a duplicate).
-    pub async fn reconcile(&self) -> Result<usize> {
+    async fn reconcile(&self) -> Result<usize> {
         let waiting = self.queued_too_long().await?;
         if waiting.is_empty() {
             return Ok(0);

@@ -3,15 +3,13 @@
 use super::params::int_parameter;
 use crate::auth::ReadAccess;
 use crate::error::ApiError;
-use crate::live_feed::{EventNotice, LiveFeed, NoticeBatch};
+use crate::live_feed::EventNotice;
 use crate::state::AppState;
 use crate::store::{Visibility, read_after};
 use actix_web::{HttpResponse, get, web};
 use prl_schema::events::RecordedEvent;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
-use std::time::Instant;
-use tokio::sync::{OwnedSemaphorePermit, broadcast};
+use tokio::time::Instant;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -81,34 +79,30 @@ pub async fn stream(
         .headers()
         .get("Last-Event-ID")
         .and_then(|v| v.to_str().ok());
-    let permit = state.live.admit().ok_or_else(|| {
-        ApiError::Unavailable("every live stream is taken; try again later".into())
-    })?;
     let after = match resume.or(query.after.as_deref()) {
         Some(text) => int_parameter("after", Some(text), 0, 0..=i64::MAX)?,
         None => state.live.head().await?,
     };
-    // Subscribed before the first read, so that no batch is missed between the two.
-    let follow = Follow {
-        live: state.live.clone(),
-        batches: state.live.subscribe(),
-        after,
-        catching_up: true,
-        last_sent: Instant::now(),
-        _permit: permit,
-    };
+    let follower = state.live.follow(after).ok_or_else(|| {
+        ApiError::Unavailable("every live stream is taken; try again later".into())
+    })?;
     let stop = state.shutdown.clone();
     // A bare `id:` first: the client learns where the stream starts, so a reconnect before the
     // first notice resumes from there instead of from its own "now".
     let opening = bytes::Bytes::from(format!("id: {after}\n\n"));
     let opening = futures::stream::once(async move { Ok::<_, ApiError>(opening) });
-    let notices = futures::stream::unfold(follow, move |mut follow| {
+    let notices = futures::stream::unfold(follower, move |mut follower| {
         let stop = stop.clone();
         async move {
-            tokio::select! {
-                _ = stop.cancelled() => None,
-                chunk = follow.next_chunk() => chunk.map(|chunk| (chunk, follow)),
-            }
+            let next = tokio::select! {
+                _ = stop.cancelled() => return None,
+                next = follower.next(Instant::now() + KEEPALIVE) => next?,
+            };
+            let chunk = next.map(|notices| match notices.as_slice() {
+                [] => bytes::Bytes::from_static(b": keepalive\n\n"),
+                notices => bytes::Bytes::from(notices.iter().map(sse_message).collect::<String>()),
+            });
+            Some((chunk, follower))
         }
     });
     Ok(HttpResponse::Ok()
@@ -116,64 +110,6 @@ pub async fn stream(
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(futures::StreamExt::chain(opening, notices)))
-}
-
-/// One open stream: its position, and whether it reads the log itself or follows the broadcast.
-struct Follow {
-    live: LiveFeed,
-    batches: broadcast::Receiver<Arc<NoticeBatch>>,
-    after: i64,
-    catching_up: bool,
-    last_sent: Instant,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Follow {
-    /// The next chunk to send: notices, or a keep-alive after a quiet while; None ends the stream.
-    async fn next_chunk(&mut self) -> Option<Result<bytes::Bytes, ApiError>> {
-        loop {
-            if self.catching_up {
-                match self.live.notices_after(self.after).await {
-                    Ok(notices) if notices.is_empty() => self.catching_up = false,
-                    Ok(notices) => return Some(Ok(self.send(&notices))),
-                    Err(e) => return Some(Err(e)),
-                }
-                continue;
-            }
-            let quiet = KEEPALIVE.saturating_sub(self.last_sent.elapsed());
-            let batch = tokio::select! {
-                batch = self.batches.recv() => batch,
-                _ = tokio::time::sleep(quiet) => {
-                    self.last_sent = Instant::now();
-                    return Some(Ok(bytes::Bytes::from_static(b": keepalive\n\n")));
-                }
-            };
-            match batch {
-                // A batch that starts past this stream's position would leave a gap: read it.
-                Ok(batch) if batch.after > self.after => self.catching_up = true,
-                Ok(batch) => {
-                    let after = self.after;
-                    let new: Vec<EventNotice> = batch
-                        .notices
-                        .iter()
-                        .filter(|n| n.position > after)
-                        .cloned()
-                        .collect();
-                    if !new.is_empty() {
-                        return Some(Ok(self.send(&new)));
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    }
-
-    fn send(&mut self, notices: &[EventNotice]) -> bytes::Bytes {
-        self.after = notices.last().map_or(self.after, |n| n.position);
-        self.last_sent = Instant::now();
-        bytes::Bytes::from(notices.iter().map(sse_message).collect::<String>())
-    }
 }
 
 fn sse_message(notice: &EventNotice) -> String {
