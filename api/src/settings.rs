@@ -39,11 +39,15 @@ pub struct DatabaseSettings {
     pub live_feed_connections: u32,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct NatsSettings {
-    pub url: String,
+    /// One URL or several separated by commas (a cluster's seeds); may carry a user and
+    /// password (`nats://user:password@host:4222`) or a token (`nats://token@host:4222`).
+    pub url: SecretString,
     /// Prefix of every stream and subject, so deployments can share a server.
     pub namespace: String,
+    /// Servers of a cluster that keep each stream (3 survives the loss of one); 1 on one server.
+    pub replicas: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -82,7 +86,7 @@ pub struct WebSettings {
 struct Defaults {
     http: HttpSettings,
     database: serde_json::Value,
-    nats: NatsSettings,
+    nats: serde_json::Value,
     auth: serde_json::Value,
     jobs: JobSettings,
     ingest: IngestSettings,
@@ -105,10 +109,7 @@ impl Settings {
                 max_live_streams: 256,
             },
             database: serde_json::json!({ "max_connections": 16, "live_feed_connections": 2 }),
-            nats: NatsSettings {
-                url: "nats://127.0.0.1:4222".into(),
-                namespace: "prl".into(),
-            },
+            nats: serde_json::json!({ "url": "nats://127.0.0.1:4222", "namespace": "prl", "replicas": 1 }),
             auth: serde_json::json!({ "protect_reads": false }),
             jobs: JobSettings {
                 lease_seconds: 30,

@@ -38,9 +38,10 @@ impl Application {
             .run(&pool)
             .await
             .context("running migrations")?;
-        let nats = prl_bus::connect(&settings.nats.url).await?;
+        let nats = prl_bus::connect(settings.nats.url.expose_secret()).await?;
         let js = async_nats::jetstream::new(nats.clone());
-        let topology = Topology::new(&settings.nats.namespace)?;
+        let topology =
+            Topology::new(&settings.nats.namespace)?.with_replicas(settings.nats.replicas)?;
         topology.ensure(&js).await?;
 
         let metrics = Metrics::new();

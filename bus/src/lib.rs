@@ -52,6 +52,7 @@ impl Lane {
 #[derive(Clone, Debug)]
 pub struct Topology {
     ns: String,
+    replicas: usize,
 }
 
 impl Topology {
@@ -66,7 +67,19 @@ impl Topology {
         );
         Ok(Topology {
             ns: namespace.to_owned(),
+            replicas: 1,
         })
+    }
+
+    /// Streams kept on `replicas` servers of a cluster (1 on a single server; 3 survives the
+    /// loss of any one server). Streams made with another count are changed to it.
+    pub fn with_replicas(mut self, replicas: usize) -> Result<Self> {
+        anyhow::ensure!(
+            (1..=5).contains(&replicas),
+            "stream replicas must be 1 to 5, not {replicas}"
+        );
+        self.replicas = replicas;
+        Ok(self)
     }
 
     fn stream_name(&self, what: &str) -> String {
@@ -158,15 +171,32 @@ impl Topology {
                 stream::RetentionPolicy::Limits,
             ),
         ] {
-            js.get_or_create_stream(stream::Config {
+            let config = stream::Config {
                 name: name.clone(),
                 subjects: vec![format!("{}.{subject}.>", self.ns)],
                 retention,
                 duplicate_window: DUPLICATE_WINDOW,
+                num_replicas: self.replicas,
                 ..Default::default()
-            })
-            .await
-            .with_context(|| format!("creating the stream {name}"))?;
+            };
+            let existing = js
+                .get_or_create_stream(config)
+                .await
+                .with_context(|| format!("creating the stream {name}"))?;
+            let current = &existing.cached_info().config;
+            if current.num_replicas != self.replicas {
+                tracing::info!(
+                    "{name}: {} replicas, now {}",
+                    current.num_replicas,
+                    self.replicas
+                );
+                js.update_stream(stream::Config {
+                    num_replicas: self.replicas,
+                    ..current.clone()
+                })
+                .await
+                .with_context(|| format!("setting the replicas of the stream {name}"))?;
+            }
         }
         for kind in StageKind::ALL {
             self.job_consumer_for(js, kind).await?;
@@ -270,17 +300,53 @@ async fn durable_consumer(
         .with_context(|| format!("creating the consumer {name}"))
 }
 
-/// Connects, retrying for a while: in the local stack the server may still be starting.
-pub async fn connect(url: &str) -> Result<async_nats::Client> {
+/// Connects to a server or a cluster, retrying for a while: in the local stack the server may still
+/// be starting. `urls` is one URL or several separated by commas (the seeds of a cluster; the
+/// others are learned from them). A user and password, or a token alone (`nats://TOKEN@host`), in
+/// any of them logs in; they are never printed.
+pub async fn connect(urls: &str) -> Result<async_nats::Client> {
+    let (servers, options) = parse_urls(urls)?;
     let mut last = None;
     for _ in 0..50 {
-        match async_nats::connect(url).await {
+        match options.clone().connect(servers.as_slice()).await {
             Ok(client) => return Ok(client),
             Err(e) => last = Some(e),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Err(last.expect("at least one attempt")).with_context(|| format!("connecting to NATS at {url}"))
+    let shown: Vec<&str> = servers.iter().map(|s| s.as_url_str()).collect();
+    Err(last.expect("at least one attempt"))
+        .with_context(|| format!("connecting to NATS at {}", shown.join(",")))
+}
+
+/// The servers named by `urls`, without credentials, and the options that log in with them.
+fn parse_urls(urls: &str) -> Result<(Vec<async_nats::ServerAddr>, async_nats::ConnectOptions)> {
+    let mut options = async_nats::ConnectOptions::new();
+    let mut servers = Vec::new();
+    for (n, text) in urls.split(',').map(str::trim).enumerate() {
+        let mut url = url::Url::parse(text)
+            .map_err(|e| anyhow::anyhow!("NATS URL {} is not a URL: {e}", n + 1))?;
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        if !url.username().is_empty() {
+            let user = decode(url.username());
+            options = match url.password() {
+                Some(password) => options.user_and_password(user, decode(password)),
+                None => options.token(user),
+            };
+        }
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        servers.push(
+            url.as_str()
+                .parse()
+                .with_context(|| format!("NATS URL {url} names no server"))?,
+        );
+    }
+    Ok((servers, options))
 }
 
 #[cfg(test)]
@@ -300,5 +366,15 @@ mod tests {
         );
         assert_eq!(t.lane_stream(Lane::Control), "T_1_CONTROL");
         assert_eq!(t.lane_stream(Lane::Data), "T_1_EVENTS");
+    }
+
+    #[test]
+    fn credentials_leave_the_urls_and_several_urls_name_a_cluster() {
+        let (servers, _) =
+            parse_urls("nats://prl:p%40ss@10.0.0.1:4222, nats://10.0.0.2:4223").unwrap();
+        let shown: Vec<&str> = servers.iter().map(|s| s.as_url_str()).collect();
+        assert_eq!(shown, ["nats://10.0.0.1:4222", "nats://10.0.0.2:4223"]);
+        let refused = parse_urls("nats://prl:secret@").unwrap_err().to_string();
+        assert!(!refused.contains("secret"), "{refused}");
     }
 }

@@ -4,8 +4,10 @@
 pub mod nats;
 pub mod postgres;
 mod process;
+mod secret;
 
 pub use process::die_with_parent;
+pub use secret::{redacted, secret_file};
 
 pub use nats::PrivateNats;
 pub use postgres::PrivatePostgres;

@@ -1,6 +1,9 @@
-//! A private nats-server with JetStream, storing its streams in a project-local directory.
+//! A private nats-server with JetStream, storing its streams in a project-local directory. Clients
+//! log in as user `prl` with a generated password, which the server's configuration
+//! (`<store_dir>.conf`) and the URL of `url` carry; the file is readable by this user only.
 
 use crate::process::{die_with_parent, find_binary, free_port, wait_for_port};
+use crate::secret::secret_file;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,6 +13,7 @@ pub struct PrivateNats {
     child: Child,
     port: u16,
     store_dir: PathBuf,
+    password: String,
 }
 
 impl PrivateNats {
@@ -18,11 +22,14 @@ impl PrivateNats {
     pub fn start(store_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(store_dir)
             .with_context(|| format!("creating {}", store_dir.display()))?;
+        let (password, _) = secret_file(&store_dir.with_extension("password"))?;
+        write_config(store_dir, &password)?;
         let port = free_port()?;
         let mut server = PrivateNats {
             child: spawn_server(store_dir, port)?,
             port,
             store_dir: store_dir.to_owned(),
+            password,
         };
         server.wait_until_up()?;
         Ok(server)
@@ -51,7 +58,7 @@ impl PrivateNats {
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{USER}:{}@127.0.0.1:{}", self.password, self.port)
     }
 
     pub fn stop(&mut self) -> Result<()> {
@@ -64,6 +71,25 @@ impl PrivateNats {
     }
 }
 
+/// The one user of a private server.
+const USER: &str = "prl";
+
+/// The server's configuration: only the login; everything else is on its command line.
+fn write_config(store_dir: &Path, password: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = store_dir.with_extension("conf");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let config = format!("authorization {{\n  user: \"{USER}\"\n  password: \"{password}\"\n}}\n");
+    std::io::Write::write_all(&mut file, config.as_bytes())?;
+    Ok(())
+}
+
 fn spawn_server(store_dir: &Path, port: u16) -> Result<Child> {
     let binary = find_binary("nats-server", &[PathBuf::from("/usr/sbin")])?;
     let log = std::fs::File::options()
@@ -71,6 +97,7 @@ fn spawn_server(store_dir: &Path, port: u16) -> Result<Child> {
         .append(true)
         .open(store_dir.join("server.log"))?;
     let mut cmd = Command::new(binary);
+    cmd.arg("-c").arg(store_dir.with_extension("conf"));
     cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(store_dir);
     cmd.stdin(Stdio::null())

@@ -1,6 +1,9 @@
 //! A private PostgreSQL cluster: initdb once into a data directory, then `postgres` as a child.
+//! Logins need the generated password of the `postgres` role, kept beside the data directory
+//! (`<data_dir>.password`, mode 0600); only TCP on the loopback interface is served.
 
 use crate::process::{die_with_parent, find_binary, free_port, wait_for_port};
+use crate::secret::secret_file;
 use anyhow::{Context, Result, bail};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,7 @@ pub struct PrivatePostgres {
     child: Child,
     port: u16,
     data_dir: PathBuf,
+    password: String,
 }
 
 impl PrivatePostgres {
@@ -23,22 +27,36 @@ impl PrivatePostgres {
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let data_dir = data_dir.canonicalize()?;
         owner.take(&data_dir)?;
-        if !data_dir.join("PG_VERSION").exists() {
+        let created = !data_dir.join("PG_VERSION").exists();
+        if created {
             let initdb = find_binary("initdb", &bin_dir)?;
             let mut cmd = Command::new(initdb);
             cmd.arg("-D").arg(&data_dir);
-            cmd.args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+            // Nobody can log in before pg_hba.conf is written below, password only.
+            cmd.args(["-U", "postgres", "--auth=reject", "-E", "UTF8", "--no-sync"]);
             let out = owner.apply(&mut cmd).output().context("running initdb")?;
             if !out.status.success() {
                 bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
             }
         }
+        // A cluster made before passwords were used gets one on its next start, as does a cluster
+        // whose password file was lost.
+        let password_file = data_dir.with_extension("password");
+        let (password, made) = secret_file(&password_file)?;
+        if created || made {
+            set_password(&data_dir, &password, &owner).inspect_err(|_| {
+                // Made again, and set, at the next start.
+                let _ = std::fs::remove_file(&password_file);
+            })?;
+        }
+        write_hba(&data_dir, &owner)?;
         let port = free_port()?;
         let child = spawn_server(&data_dir, port, &owner)?;
         let mut server = PrivatePostgres {
             child,
             port,
             data_dir,
+            password,
         };
         server.wait_until_up()?;
         Ok(server)
@@ -70,7 +88,10 @@ impl PrivatePostgres {
 
     /// The URL of database `db` on this cluster.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{db}",
+            self.password, self.port
+        )
     }
 
     /// Fast shutdown: ends sessions, writes a checkpoint, exits.
@@ -102,6 +123,47 @@ impl PrivatePostgres {
         }
         bail!("postgres did not become ready within 60 s")
     }
+}
+
+/// Sets the `postgres` role's password in single-user mode, before the server listens. The
+/// password travels on stdin, never on a command line.
+fn set_password(data_dir: &Path, password: &str, owner: &ServerUser) -> Result<()> {
+    let mut cmd = Command::new(find_binary("postgres", &server_bin_dir())?);
+    cmd.arg("--single").arg("-D").arg(data_dir);
+    cmd.args(["-c", "listen_addresses=", "-c", "unix_socket_directories="]);
+    cmd.args(["-c", "password_encryption=scram-sha-256", "postgres"]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = owner
+        .apply(&mut cmd)
+        .spawn()
+        .context("starting postgres --single")?;
+    let statement = format!("ALTER ROLE postgres PASSWORD '{password}';\n");
+    std::io::Write::write_all(
+        &mut child.stdin.take().expect("stdin is piped"),
+        statement.as_bytes(),
+    )?;
+    let out = child.wait_with_output()?;
+    let said = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || said.contains("ERROR") {
+        bail!("setting the postgres password failed: {said}");
+    }
+    Ok(())
+}
+
+/// Password (SCRAM) logins over TCP from this machine only; rewritten at every start, so a
+/// cluster made with `trust` by an earlier version is closed too.
+fn write_hba(data_dir: &Path, owner: &ServerUser) -> Result<()> {
+    let path = data_dir.join("pg_hba.conf");
+    std::fs::write(
+        &path,
+        "# Written by prl at every start.\n\
+         host all all 127.0.0.1/32 scram-sha-256\n\
+         host all all ::1/128 scram-sha-256\n",
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    owner.take(&path)
 }
 
 /// Starts `postgres` on an initialised cluster; its log is the cluster's `server.log`.
@@ -182,5 +244,43 @@ impl ServerUser {
             cmd.uid(uid).gid(gid);
         }
         cmd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answers(url: &str) -> bool {
+        Command::new("psql")
+            .args([url, "-XAtc", "SELECT 1"])
+            .env_remove("PGPASSWORD")
+            .env("PGPASSFILE", "/dev/null")
+            .output()
+            .is_ok_and(|out| out.status.success())
+    }
+
+    #[test]
+    fn only_the_generated_password_logs_in_and_a_lost_one_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("prl-pg-password-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut pg = PrivatePostgres::start(&dir.join("pg")).unwrap();
+        let url = pg.url("postgres");
+        assert!(answers(&url));
+        assert!(!answers(&url.replace(&format!(":{}@", pg.password), "@")));
+        assert!(!answers(&url.replace(&pg.password, "guess")));
+        pg.stop().unwrap();
+
+        // A cluster whose password file is gone (or that predates passwords) gets a new one.
+        std::fs::remove_file(dir.join("pg.password")).unwrap();
+        let mut again = PrivatePostgres::start(&dir.join("pg")).unwrap();
+        assert_ne!(again.password, pg.password);
+        assert!(answers(&again.url("postgres")));
+        assert!(!answers(
+            &url.replace(&pg.port.to_string(), &again.port.to_string())
+        ));
+        again.stop().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -6,6 +6,7 @@ use prl_api::settings::Settings;
 use prl_api::startup::Application;
 use prl_bus::Topology;
 use prl_trainer::daemon::DaemonConfig;
+use prl_trainer::file_access::FileAccess;
 use serde_json::Value;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
@@ -24,6 +25,8 @@ pub struct TestApp {
     pub topology: Topology,
     pub namespace: String,
     pub nats_url: String,
+    /// Servers of the NATS cluster that keep each stream (`nats.replicas`).
+    pub replicas: usize,
     pub data_dir: std::path::PathBuf,
     stop: CancellationToken,
 }
@@ -103,7 +106,11 @@ impl TestApp {
         let nats = prl_bus::connect(&servers.nats_url).await.unwrap();
         let js = jetstream::new(nats.clone());
         // The topology exists before any API runs, so that taps and daemons can start first.
-        let topology = Topology::new(&namespace).unwrap();
+        let replicas = settings.nats.replicas;
+        let topology = Topology::new(&namespace)
+            .unwrap()
+            .with_replicas(replicas)
+            .unwrap();
         topology.ensure(&js).await.unwrap();
         let data_dir = std::env::temp_dir().join(format!("prl-test-data-{namespace}"));
         let app = TestApp {
@@ -116,6 +123,7 @@ impl TestApp {
             topology,
             namespace,
             nats_url: servers.nats_url.clone(),
+            replicas,
             data_dir,
             stop: CancellationToken::new(),
         };
@@ -145,9 +153,21 @@ impl TestApp {
         let config = DaemonConfig {
             nats_url: self.nats_url.clone(),
             namespace: self.namespace.clone(),
+            replicas: self.replicas,
             worker_id: worker_id.to_owned(),
             kinds: prl_schema::spec::StageKind::ALL.to_vec(),
             data_dir: self.data_dir.clone(),
+            // Tests write their datasets to the temporary directory and read fixtures from the
+            // workspace.
+            files: FileAccess::new(
+                &[
+                    std::env::temp_dir(),
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/..").into(),
+                    prl_trainer::presets::cache_root(),
+                    self.data_dir.clone(),
+                ],
+                1 << 30,
+            ),
             heartbeat: Duration::from_millis(300),
             step_delay: step,
             executor,

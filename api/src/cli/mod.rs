@@ -332,7 +332,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         },
         Command::Psql { args } => {
             let url = database_url(stack.as_ref())?;
-            let status = psql::command(&url, &args)?.status().context(
+            let password = match std::env::var_os("DATABASE_URL") {
+                Some(_) => None,
+                None => stack.as_ref().and_then(|s| s.analyst_password.as_deref()),
+            };
+            let status = psql::command(&url, password, &args)?.status().context(
                 "running psql (install the PostgreSQL client, e.g. apt install postgresql-client)",
             )?;
             std::process::exit(status.code().unwrap_or(1));

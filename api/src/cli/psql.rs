@@ -8,8 +8,9 @@ use std::process::Command;
 pub const ANALYST_ROLE: &str = "prl_analyst";
 
 /// psql connected to `database_url`'s database as the analyst; `args` go to psql as they are
-/// (`-c`, `-f`, `--csv`, ...). A password for the analyst comes from PGPASSWORD or ~/.pgpass.
-pub fn command(database_url: &str, args: &[String]) -> Result<Command> {
+/// (`-c`, `-f`, `--csv`, ...). The analyst's password is `password` (the local stack's), else
+/// PGPASSWORD or ~/.pgpass.
+pub fn command(database_url: &str, password: Option<&str>, args: &[String]) -> Result<Command> {
     let mut url = url::Url::parse(database_url).context("the database URL is not a URL")?;
     url.set_username(ANALYST_ROLE)
         .and_then(|()| url.set_password(None))
@@ -19,5 +20,26 @@ pub fn command(database_url: &str, args: &[String]) -> Result<Command> {
     psql.arg(url.as_str())
         .args(args)
         .env("PGAPPNAME", "prl psql");
+    if let Some(password) = password {
+        // In the environment, which other users cannot read, rather than on the command line.
+        psql.env("PGPASSWORD", password);
+    }
     Ok(psql)
+}
+
+/// Gives the analyst role (made by the migrations) `password`, as a user of `database_url` that
+/// may alter roles.
+pub async fn set_analyst_password(database_url: &str, password: &str) -> Result<()> {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(database_url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    // ALTER ROLE takes no parameters; the literal is quoted.
+    let literal = password.replace('\'', "''");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER ROLE {ANALYST_ROLE} PASSWORD '{literal}'"
+    )))
+    .execute(&mut conn)
+    .await
+    .context("setting the analyst's password")?;
+    Ok(())
 }

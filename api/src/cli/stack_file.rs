@@ -9,6 +9,9 @@ pub struct StackFile {
     pub token: String,
     pub database_url: String,
     pub nats_url: String,
+    /// The analyst role's password, where the stack's PostgreSQL is its own.
+    #[serde(default)]
+    pub analyst_password: Option<String>,
 }
 
 impl StackFile {

@@ -8,7 +8,7 @@ use crate::settings::Settings;
 use crate::startup::Application;
 use anyhow::{Context, Result};
 use figment::providers::Serialized;
-use prl_local_stack::{PrivateNats, PrivatePostgres};
+use prl_local_stack::{PrivateNats, PrivatePostgres, redacted, secret_file};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -52,8 +52,10 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
             create_database(&pg.url("postgres"), "prl").await?;
             let url = pg.url("prl");
             println!(
-                "PostgreSQL  {url}  (data in {})",
-                home.join("postgres").display()
+                "PostgreSQL  {}  (data in {}; password in {})",
+                redacted(&url),
+                home.join("postgres").display(),
+                home.join("postgres.password").display()
             );
             (Some(pg), url)
         }
@@ -63,11 +65,15 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
         Err(_) => {
             let server = PrivateNats::start(&home.join("nats")).context("starting nats-server")?;
             let url = server.url();
-            println!("NATS        {url}");
+            println!(
+                "NATS        {}  (password in {})",
+                redacted(&url),
+                home.join("nats.password").display()
+            );
             (Some(server), url)
         }
     };
-    let token = token(&home)?;
+    let (token, _) = secret_file(&home.join("token"))?;
     let settings: Settings = Settings::figment()
         .merge(Serialized::default("database.url", &database_url))
         .merge(Serialized::default("nats.url", &nats_url))
@@ -77,12 +83,23 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
         .context("reading the settings")?;
     let namespace = settings.nats.namespace.clone();
     let app = Application::build(settings).await?;
+    // The analyst logs in with a password of its own, which `prl psql` reads from the stack file.
+    // On a server of one's own the administrator gives it one.
+    let analyst_password = match &postgres {
+        Some(_) => {
+            let (password, _) = secret_file(&home.join("analyst.password"))?;
+            super::psql::set_analyst_password(&database_url, &password).await?;
+            Some(password)
+        }
+        None => None,
+    };
     let api_url = format!("http://127.0.0.1:{}", app.port());
     StackFile {
         api_url: api_url.clone(),
         token: token.clone(),
         database_url,
         nats_url: nats_url.clone(),
+        analyst_password,
     }
     .write(&home)?;
     let trainers = args.trainers.max(1);
@@ -156,25 +173,6 @@ async fn create_database(admin_url: &str, name: &str) -> Result<()> {
             .await?;
     }
     Ok(())
-}
-
-/// The local stack's write token: made once, kept readable by this user only.
-fn token(home: &Path) -> Result<String> {
-    let path = home.join("token");
-    if let Ok(token) = std::fs::read_to_string(&path) {
-        return Ok(token.trim().to_owned());
-    }
-    use rand::Rng;
-    let bytes: [u8; 24] = rand::rng().random();
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
-    std::io::Write::write_all(&mut file, token.as_bytes())?;
-    Ok(token)
 }
 
 /// Keeps the trainer daemons running until `stop`: one that exits (a crash, `kill -9`, the OOM
