@@ -243,3 +243,44 @@ async fn registered_datasets_are_versioned_resolved_at_submission_and_checked_by
     let list: serde_json::Value = app.get("/api/v1/datasets").await.json().await.unwrap();
     assert_eq!(list[0]["splits"][1]["rows"], 1);
 }
+
+#[tokio::test]
+async fn files_outside_the_daemons_roots_fail_the_job_without_telling_whether_they_exist() {
+    let app = TestApp::spawn().await;
+    let _daemon = app.start_daemon("daemon", Duration::ZERO);
+    let eval = |name: &str, model: &str, dataset: &str| {
+        serde_json::json!({
+            "name": name, "model": model,
+            "stages": [{"kind": "eval", "name": "eval", "dataset": dataset, "k": 1}]
+        })
+    };
+    let mut reasons = vec![];
+    for (model, dataset) in [
+        ("tiny", "jsonl:/etc/hostname"),
+        ("tiny", "jsonl:/etc/no-such-file"),
+        ("tiny", "jsonl:/dev/zero"),
+        ("path:/etc", "builtin:test"),
+    ] {
+        let id = app.submit(&eval(dataset, model, dataset)).await;
+        let detail = app
+            .wait_for_status(id, "failed", Duration::from_secs(60))
+            .await;
+        reasons.push(
+            detail["jobs"][0]["failure_reason"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    for reason in &reasons {
+        assert!(
+            reason.contains("outside the daemon's data roots"),
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        reasons[0].replace("hostname", "X"),
+        reasons[1].replace("no-such-file", "X"),
+        "a file that exists and one that does not are refused alike"
+    );
+}

@@ -2,6 +2,7 @@
 //! the lease, report the outcome, and take the next.
 
 use crate::dry_run;
+use crate::file_access::FileAccess;
 use crate::lease::{Lease, Stop};
 use crate::reporter::Reporter;
 use crate::training::Outcome;
@@ -20,10 +21,14 @@ use tokio_util::sync::CancellationToken;
 pub struct DaemonConfig {
     pub nats_url: String,
     pub namespace: String,
+    /// Servers of a NATS cluster that keep each stream; the API's `nats.replicas`.
+    pub replicas: usize,
     pub worker_id: String,
     pub kinds: Vec<StageKind>,
     /// Where checkpoints are written.
     pub data_dir: PathBuf,
+    /// The files jobs may make the daemon read.
+    pub files: FileAccess,
     pub heartbeat: Duration,
     /// How long each dry-run step takes.
     pub step_delay: Duration,
@@ -42,7 +47,7 @@ pub enum Executor {
 pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()> {
     let nats = prl_bus::connect(&config.nats_url).await?;
     let js = jetstream::new(nats.clone());
-    let topology = Topology::new(&config.namespace)?;
+    let topology = Topology::new(&config.namespace)?.with_replicas(config.replicas)?;
     topology.ensure(&js).await?;
     let mut consumers = Vec::new();
     for kind in &config.kinds {
@@ -167,18 +172,9 @@ impl Daemon {
         let stop = shutdown.child_token();
         // Work and heartbeats share this task, so that nothing outlives the daemon when it dies.
         let work = async {
-            let data_dir = &self.config.data_dir;
-            let result = match (self.config.executor, job.kind()) {
-                (Executor::Train, StageKind::Sft) => {
-                    sft::run(&job, &reporter, data_dir, &stop).await
-                }
-                (Executor::Train, StageKind::Rl) => rl::run(&job, &reporter, data_dir, &stop).await,
-                (Executor::Train, StageKind::Eval) => {
-                    eval::run(&job, &reporter, data_dir, &stop).await
-                }
-                (Executor::DryRun, _) => {
-                    dry_run::run(&job, &reporter, data_dir, self.config.step_delay, &stop).await
-                }
+            let result = match self.config.files.admit(&job) {
+                Ok(()) => self.execute(&job, &reporter, &stop).await,
+                Err(refused) => Err(anyhow::Error::msg(refused)),
             };
             done.cancel();
             result
@@ -210,5 +206,22 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    async fn execute(
+        &self,
+        job: &JobMessage,
+        reporter: &Reporter,
+        stop: &CancellationToken,
+    ) -> Result<Outcome> {
+        let data_dir = &self.config.data_dir;
+        match (self.config.executor, job.kind()) {
+            (Executor::Train, StageKind::Sft) => sft::run(job, reporter, data_dir, stop).await,
+            (Executor::Train, StageKind::Rl) => rl::run(job, reporter, data_dir, stop).await,
+            (Executor::Train, StageKind::Eval) => eval::run(job, reporter, data_dir, stop).await,
+            (Executor::DryRun, _) => {
+                dry_run::run(job, reporter, data_dir, self.config.step_delay, stop).await
+            }
+        }
     }
 }

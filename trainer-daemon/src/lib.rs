@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod data;
 pub mod dry_run;
 pub mod eval;
+pub mod file_access;
 pub mod grpo;
 pub mod layout;
 pub mod lease;

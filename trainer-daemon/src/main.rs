@@ -1,6 +1,7 @@
 use clap::Parser;
 use prl_schema::spec::StageKind;
 use prl_trainer::daemon::{DaemonConfig, Executor, run};
+use prl_trainer::file_access::FileAccess;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +15,9 @@ struct Args {
     /// Prefix of the streams and subjects; must match the API's.
     #[arg(long, env = "PRL_NATS__NAMESPACE", default_value = "prl")]
     namespace: String,
+    /// Servers of a NATS cluster that keep each stream; must match the API's.
+    #[arg(long, env = "PRL_NATS__REPLICAS", default_value_t = 1)]
+    replicas: usize,
     /// This daemon's name in claims; defaults to host and process id.
     #[arg(long, env = "PRL_WORKER_ID")]
     worker_id: Option<String>,
@@ -23,6 +27,14 @@ struct Args {
     /// Where checkpoints are written.
     #[arg(long, env = "PRL_DATA_DIR", default_value = ".prl/trainer")]
     data_dir: PathBuf,
+    /// Directories under which jobs may name dataset files and model directories (repeatable);
+    /// the working directory and prl's cache (~/.cache/prl) when absent. The data directory is
+    /// always one.
+    #[arg(long = "data-root", value_name = "DIR")]
+    data_roots: Vec<PathBuf>,
+    /// The largest dataset file a job may make the daemon read.
+    #[arg(long, default_value_t = 1 << 30)]
+    max_dataset_bytes: u64,
     #[arg(long, default_value_t = 2000)]
     heartbeat_ms: u64,
     /// Duration of one dry-run step.
@@ -70,11 +82,18 @@ async fn main() -> anyhow::Result<()> {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "host".into());
         format!("{}-{}", host.trim(), std::process::id())
     });
+    let mut data_roots = match args.data_roots.is_empty() {
+        true => vec![PathBuf::from("."), prl_trainer::presets::cache_root()],
+        false => args.data_roots,
+    };
+    data_roots.push(args.data_dir.clone());
     let config = DaemonConfig {
         nats_url: args.nats_url,
         namespace: args.namespace,
+        replicas: args.replicas,
         worker_id,
         kinds: args.kinds,
+        files: FileAccess::new(&data_roots, args.max_dataset_bytes),
         data_dir: args.data_dir,
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         step_delay: Duration::from_millis(args.step_ms),

@@ -10,12 +10,16 @@ use tch::{Device, Kind, Tensor};
 
 /// Where converted models live (`scripts/setup_smollm2.sh` writes there).
 pub fn model_cache() -> PathBuf {
+    cache_root().join("models")
+}
+
+/// prl's cache on this machine: `PRL_CACHE`, else `~/.cache/prl`.
+pub fn cache_root() -> PathBuf {
     std::env::var("PRL_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
             PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".cache/prl")
         })
-        .join("models")
 }
 
 /// The `tiny` preset: a small Qwen3-style model (calibrated to learn the built-in task on 2 CPU

@@ -10,7 +10,7 @@ use crate::store::{Expected, LogTx, NewEvent, StreamAppend};
 use actix_web::{HttpResponse, get, post, web};
 use prl_schema::datasets::{DatasetSplit, registered_reference};
 use prl_schema::events::{Event, Metadata};
-use prl_schema::spec::{ExperimentSpec, StageSpec};
+use prl_schema::spec::ExperimentSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -171,14 +171,8 @@ pub async fn resolve(
 ) -> Result<BTreeMap<String, DatasetSplit>, ApiError> {
     let mut references = vec![];
     for (i, stage) in spec.stages.as_slice().iter().enumerate() {
-        let (dataset, eval) = match stage {
-            StageSpec::Sft(s) => (&s.dataset, None),
-            StageSpec::Rl(s) => (&s.dataset, s.eval_dataset.as_ref()),
-            StageSpec::Eval(s) => (&s.dataset, None),
-        };
-        references.push((format!("stages[{i}].dataset"), dataset.as_str()));
-        if let Some(eval) = eval {
-            references.push((format!("stages[{i}].eval_dataset"), eval.as_str()));
+        for (field, dataset) in stage.datasets() {
+            references.push((format!("stages[{i}].{field}"), dataset.as_str()));
         }
     }
     let mut resolved = BTreeMap::new();

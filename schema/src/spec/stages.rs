@@ -336,6 +336,17 @@ impl StageSpec {
         }
     }
 
+    /// The datasets the stage reads, each with its field's name.
+    pub fn datasets(&self) -> Vec<(&'static str, &DatasetRef)> {
+        match self {
+            StageSpec::Sft(s) => vec![("dataset", &s.dataset)],
+            StageSpec::Rl(s) => std::iter::once(("dataset", &s.dataset))
+                .chain(s.eval_dataset.as_ref().map(|d| ("eval_dataset", d)))
+                .collect(),
+            StageSpec::Eval(s) => vec![("dataset", &s.dataset)],
+        }
+    }
+
     pub fn init_from(&self) -> Option<&InitFrom> {
         match self {
             StageSpec::Sft(s) => s.init_from.as_ref(),
