@@ -253,12 +253,19 @@ async fn the_web_ui_works_against_a_seeded_stack() {
         "long": long,
         "expected": expected,
     });
+    let guarded = TestApp::spawn_with(|s| {
+        s.web.dir = web.join("dist");
+        s.auth.protect_reads = true;
+    })
+    .await;
+    guarded.submit(&quick_spec("behind the token")).await;
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let output = tokio::process::Command::new("node")
         .arg("e2e/ui.test.mjs")
         .current_dir(&web)
         .env("PRL_URL", &app.address)
+        .env("PRL_PROTECTED_URL", &guarded.address)
         .env("PRL_TOKEN", TOKEN)
         .env("PRL_SEED", seed.to_string())
         .env("PRL_SCREENSHOTS", &shots)

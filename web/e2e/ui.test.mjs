@@ -1,5 +1,6 @@
 // Browser tests of the web UI against a running, seeded prl (see tests/web/main.rs, which starts
-// the stack and passes PRL_URL, PRL_TOKEN, PRL_SEED and PRL_SCREENSHOTS). Playwright drives
+// the stack and passes PRL_URL, PRL_TOKEN, PRL_SEED and PRL_SCREENSHOTS, and PRL_PROTECTED_URL, a
+// second stack whose reads need the token). Playwright drives
 // Debian's Chromium (CHROMIUM overrides the path); every test saves a screenshot.
 
 import assert from "node:assert/strict";
@@ -23,7 +24,8 @@ page.on("console", (m) => m.type() === "error" && !/Failed to load resource/.tes
 page.on("dialog", (d) => d.accept());
 // Offline: every request the UI makes goes to prl itself.
 const foreign = new Set();
-page.on("request", (r) => !r.url().startsWith(base) && !r.url().startsWith("data:") && foreign.add(r.url()));
+const ours = [base, process.env.PRL_PROTECTED_URL, "data:"];
+page.on("request", (r) => !ours.some((prefix) => r.url().startsWith(prefix)) && foreign.add(r.url()));
 page.setDefaultTimeout(15000);
 
 const results = [];
@@ -325,6 +327,20 @@ await test("pages are labelled, keyboard-usable and legible", async () => {
   await page.keyboard.press("Enter");
   await page.waitForURL(/\/compare$/);
   await page.locator("#pick-filter").waitFor();
+});
+
+await test("where reads are protected, the UI asks for the token, then shows everything", async () => {
+  const guarded = process.env.PRL_PROTECTED_URL;
+  await page.goto(`${guarded}/`);
+  const error = page.locator("p.state.error");
+  await error.waitFor();
+  assert.match(await error.innerText(), /reads need the API token/);
+  await page.click("#token-button");
+  await page.fill("#token-input", process.env.PRL_TOKEN);
+  await page.press("#token-input", "Enter");
+  await page.locator("table.experiments tbody tr").first().waitFor();
+  assert.match(await page.locator("table.experiments tbody").innerText(), /behind the token/);
+  await page.waitForFunction(() => document.getElementById("live").textContent === "● live");
 });
 
 await test("everything the UI loaded came from prl", async () => {

@@ -263,7 +263,9 @@ async function request<T>(method: string, path: string, body?: BodyInit, content
     const e = (json ?? {}) as { error?: string; message?: string; field?: string; parameter?: string };
     const message =
       response.status === 401
-        ? "This action needs the API token: set it with the Token button."
+        ? method === "GET"
+          ? "This server's reads need the API token: set it with the Token button."
+          : "This action needs the API token: set it with the Token button."
         : (e.message ?? `${response.status} ${response.statusText}`);
     throw new ApiError(message, response.status, e.error ?? "http", e.field, e.parameter);
   }

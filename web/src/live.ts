@@ -34,6 +34,19 @@ function setState(s: typeof state): void {
   for (const fn of stateListeners) fn(s);
 }
 
+let wake: (value: unknown) => void = () => {};
+let unauthorised = false;
+
+/** Whether the server refused the stream for want of the token: it protects reads. */
+export function readsNeedToken(): boolean {
+  return unauthorised;
+}
+
+/** Ends the wait before the next reconnection (the token changed, say). */
+export function reconnectNow(): void {
+  wake(undefined);
+}
+
 /** Keeps one stream open for the page's life, resuming after the last notice seen. */
 export async function connect(): Promise<void> {
   let delay = 1000;
@@ -41,6 +54,7 @@ export async function connect(): Promise<void> {
     try {
       const url = `/api/v1/events/stream${last === null ? "" : `?after=${last}`}`;
       const response = await fetch(url, { headers: { Accept: "text/event-stream", ...authHeaders() } });
+      unauthorised = response.status === 401;
       if (!response.ok || !response.body) throw new Error(`${response.status}`);
       setState("live");
       delay = 1000;
@@ -49,7 +63,10 @@ export async function connect(): Promise<void> {
       // Reconnected below; the page keeps what it shows.
     }
     setState("offline");
-    await new Promise((r) => setTimeout(r, delay));
+    await new Promise((r) => {
+      wake = r;
+      setTimeout(r, delay);
+    });
     delay = Math.min(delay * 2, 15000);
   }
 }

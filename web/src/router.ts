@@ -33,6 +33,11 @@ export function start(container: HTMLElement): void {
   render();
 }
 
+/** Shows the current page again, with fresh data (after the token changed, say). */
+export function refresh(): void {
+  render();
+}
+
 function render(): void {
   if (cleanup) cleanup();
   sweepCharts();
