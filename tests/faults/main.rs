@@ -4,10 +4,13 @@
 //! them touches no other test.
 
 mod audit;
+mod cluster;
 mod local_stack;
 
 use audit::{Audit, Tap};
+use cluster::NatsCluster;
 use prl_api::settings::Settings;
+use prl_bus::Lane;
 use prl_integration_tests::{Servers, TestApp, training_turn};
 use prl_local_stack::{PrivateNats, PrivatePostgres};
 use secrecy::ExposeSecret;
@@ -93,6 +96,7 @@ impl TrainerProcess {
         let child = Command::new(binary)
             .env("NATS_URL", &app.nats_url)
             .env("PRL_NATS__NAMESPACE", &app.namespace)
+            .env("PRL_NATS__REPLICAS", app.replicas.to_string())
             .args([
                 "--worker-id",
                 worker_id,
@@ -135,8 +139,9 @@ impl ApiProcess {
         let child = Command::new(local_stack::workspace_binary("prl"))
             .arg("serve")
             .env("PRL_DATABASE__URL", settings.database.url.expose_secret())
-            .env("PRL_NATS__URL", &settings.nats.url)
+            .env("PRL_NATS__URL", settings.nats.url.expose_secret())
             .env("PRL_NATS__NAMESPACE", &settings.nats.namespace)
+            .env("PRL_NATS__REPLICAS", settings.nats.replicas.to_string())
             .env("PRL_AUTH__TOKEN", settings.auth.token.expose_secret())
             .env("PRL_HTTP__PORT", settings.http.port.to_string())
             .env(
@@ -336,6 +341,51 @@ async fn the_api_killed_with_sigkill_and_stopped_with_sigterm_loses_nothing() {
 
     let audit = Audit::of(&app, &tap, id, 2 * STEPS, PROMPTS * GROUP).await;
     audit.print("prl serve killed with SIGKILL, then stopped with SIGTERM");
+    audit.assert_published_after(before);
+    audit.assert_clean(1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_cluster_node_killed_mid_job_loses_nothing_with_three_replicas() {
+    let _turn = training_turn().await;
+    let dir = TempDir::new("cluster");
+    let postgres = PrivatePostgres::start(&dir.0.join("postgres")).expect("starting postgres");
+    let mut cluster = NatsCluster::start(&dir.0);
+    cluster.wait_until_ready().await;
+    let servers = Servers {
+        admin_database_url: postgres.url("postgres"),
+        nats_url: cluster.urls(),
+    };
+    let app = TestApp::spawn_on(&servers, |s| {
+        s.jobs.lease_seconds = LEASE_SECONDS;
+        s.nats.replicas = 3;
+    })
+    .await;
+    let tap = Tap::start(&app).await;
+    let _trainer = TrainerProcess::start(&app, "trainer");
+    let id = app.submit(&rl_spec("cluster node killed", STEPS)).await;
+    wait_for_steps(&app, 3).await;
+
+    // The node that leads the data lane's stream: its loss forces an election mid-ingest.
+    let stream = app
+        .js
+        .get_stream(app.topology.lane_stream(Lane::Data))
+        .await
+        .unwrap();
+    let info = stream.cached_info();
+    assert_eq!(info.config.num_replicas, 3);
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .unwrap();
+    cluster.kill_9(cluster.node_named(&leader));
+    let before = tap.seen();
+
+    let audit = Audit::of(&app, &tap, id, STEPS, PROMPTS * GROUP).await;
+    audit.print(&format!(
+        "NATS node {leader} (the data stream's leader) killed with SIGKILL"
+    ));
     audit.assert_published_after(before);
     audit.assert_clean(1);
 }
