@@ -20,6 +20,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0} was not found")]
     NotFound(String),
+    #[error("{path} does not answer {method}; it answers {}", allow.join(", "))]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: Vec<&'static str>,
+    },
     #[error("{0}")]
     Conflict(String),
     #[error("the request body exceeds the limit of {limit} bytes")]
@@ -33,7 +39,8 @@ pub enum ApiError {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// A stable code: `malformed`, `bad_parameter`, `invalid_spec`, `unauthorized`, `not_found`,
-    /// `invalid_request`, `conflict`, `too_large`, `unavailable` or `idempotency_key_reused`.
+    /// `method_not_allowed`, `invalid_request`, `conflict`, `too_large`, `unavailable` or
+    /// `idempotency_key_reused`.
     pub error: &'static str,
     /// A sentence for people.
     pub message: String,
@@ -54,6 +61,7 @@ impl ApiError {
             ApiError::InvalidRequest { .. } => "invalid_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::Unavailable(_) => "unavailable",
@@ -71,6 +79,7 @@ impl ResponseError for ApiError {
             | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -95,6 +104,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable(_) => {
                 response.insert_header(("Retry-After", "5"));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                response.insert_header(("Allow", allow.join(", ")));
             }
             _ => {}
         }

@@ -2,6 +2,8 @@
 //! transaction. Submission queues the first stage; a finished stage queues the next with the
 //! checkpoint it needs; an expired lease queues the next attempt; a cancel stops active jobs.
 
+use crate::domain::job::Job;
+use crate::domain::status::{ExperimentStatus, JobStatus};
 use crate::store::{Expected, NewEvent, StreamAppend};
 use prl_schema::events::{Event, Metadata, RecordedEvent};
 use prl_schema::ids::{ExperimentId, JobId, RunId};
@@ -41,26 +43,22 @@ pub async fn react(
                 ));
             }
             Event::JobFinished { .. } => {
-                let job = JobRow::load(conn, e.stream_id).await?;
-                let Some((status, spec)) = experiment(conn, job.experiment_id).await? else {
-                    continue;
+                let job = load_job(conn, e.stream_id).await?;
+                let experiment = experiment(conn, job.experiment_id).await?;
+                let spec = match after_finish(&job, experiment.as_ref()) {
+                    AfterFinish::Nothing => continue,
+                    AfterFinish::Complete => {
+                        let completed = caused(Event::ExperimentCompleted {});
+                        out.push(on_experiment(job.experiment_id, completed));
+                        continue;
+                    }
+                    AfterFinish::Queue(spec) => spec,
                 };
-                if status != "running" && status != "queued" {
-                    continue;
-                }
                 let next = job.stage + 1;
-                let stages = spec.stages.as_slice();
-                if next as usize >= stages.len() {
-                    out.push(on_experiment(
-                        job.experiment_id,
-                        caused(Event::ExperimentCompleted {}),
-                    ));
-                    continue;
-                }
-                match input_for(conn, job.experiment_id, &spec, next as usize).await? {
+                match input_for(conn, job.experiment_id, spec, next as usize).await? {
                     Ok(input) => out.push(queue_stage(
                         ExperimentId(job.experiment_id),
-                        &spec,
+                        spec,
                         next,
                         input,
                         job.max_attempts,
@@ -76,11 +74,9 @@ pub async fn react(
                 }
             }
             Event::JobFailed { reason, .. } => {
-                let job = JobRow::load(conn, e.stream_id).await?;
-                let Some((status, _)) = experiment(conn, job.experiment_id).await? else {
-                    continue;
-                };
-                if status == "running" || status == "queued" {
+                let job = load_job(conn, e.stream_id).await?;
+                let experiment = experiment(conn, job.experiment_id).await?;
+                if experiment.is_some_and(|(status, _)| status.is_active()) {
                     let failed = Event::ExperimentFailed {
                         stage: job.stage,
                         reason: reason.clone(),
@@ -88,39 +84,21 @@ pub async fn react(
                     out.push(on_experiment(job.experiment_id, caused(failed)));
                 }
             }
-            Event::JobLeaseExpired { attempt, .. } => {
-                let job = JobRow::load(conn, e.stream_id).await?;
-                let event = if *attempt < job.max_attempts {
-                    Event::JobQueued {
-                        experiment_id: ExperimentId(job.experiment_id),
-                        stage: job.stage,
-                        kind: job.kind,
-                        run_id: RunId(job.run_id),
-                        attempt: attempt + 1,
-                        max_attempts: job.max_attempts,
-                        input_checkpoint: job.input_checkpoint,
-                    }
-                } else {
-                    Event::JobFailed {
-                        attempt: *attempt,
-                        reason: format!(
-                            "the worker's lease expired on attempt {attempt} of {}; no attempts are left",
-                            job.max_attempts
-                        ),
-                    }
-                };
+            Event::JobLeaseExpired { .. } => {
+                let job = load_job(conn, e.stream_id).await?;
                 out.push(StreamAppend {
                     stream_id: e.stream_id,
                     expected: Expected::Exact(e.version),
-                    events: vec![caused(event)],
+                    events: vec![caused(after_expiry(&job))],
                 });
             }
             Event::ExperimentCancelled { .. } => {
                 let active = sqlx::query(
                     "SELECT id, attempt, version FROM jobs
-                     WHERE experiment_id = $1 AND status IN ('queued', 'running', 'lease_expired')",
+                     WHERE experiment_id = $1 AND status = ANY($2)",
                 )
                 .bind(e.stream_id)
+                .bind(JobStatus::ACTIVE.map(JobStatus::as_str).as_slice())
                 .fetch_all(&mut *conn)
                 .await?;
                 for row in active {
@@ -134,10 +112,83 @@ pub async fn react(
                     });
                 }
             }
-            _ => {}
+            // Nothing follows these.
+            Event::ExperimentCompleted {}
+            | Event::ExperimentFailed { .. }
+            | Event::ExperimentImported { .. }
+            | Event::JobQueued { .. }
+            | Event::JobClaimed { .. }
+            | Event::JobLeaseExtended { .. }
+            | Event::JobCancelled { .. }
+            | Event::RunImported { .. }
+            | Event::MetricsReported { .. }
+            | Event::CheckpointSaved { .. }
+            | Event::TrajectoriesRecorded { .. }
+            | Event::EvaluationReported { .. }
+            | Event::DatasetRegistered { .. }
+            | Event::WorkerMessageParked { .. }
+            | Event::DeadLetterRedriven { .. } => {}
         }
     }
     Ok(out)
+}
+
+/// What follows a job's success.
+#[derive(Debug, PartialEq)]
+enum AfterFinish<'a> {
+    /// The experiment ended meanwhile (cancelled, failed) or is an import.
+    Nothing,
+    /// It was the last stage.
+    Complete,
+    /// The next stage of this spec is queued.
+    Queue(&'a ExperimentSpec),
+}
+
+fn after_finish<'a>(
+    job: &Job,
+    experiment: Option<&'a (ExperimentStatus, ExperimentSpec)>,
+) -> AfterFinish<'a> {
+    match experiment {
+        Some((status, spec)) if status.is_active() => {
+            if job.stage as usize + 1 < spec.stages.as_slice().len() {
+                AfterFinish::Queue(spec)
+            } else {
+                AfterFinish::Complete
+            }
+        }
+        _ => AfterFinish::Nothing,
+    }
+}
+
+/// What follows a job's expired lease: its next attempt, or its failure when none is left.
+fn after_expiry(job: &Job) -> Event {
+    let attempt = job.attempt;
+    if attempt < job.max_attempts {
+        Event::JobQueued {
+            experiment_id: ExperimentId(job.experiment_id),
+            stage: job.stage,
+            kind: job.kind,
+            run_id: RunId(job.run_id),
+            attempt: attempt + 1,
+            max_attempts: job.max_attempts,
+            input_checkpoint: job.input_checkpoint.clone(),
+        }
+    } else {
+        Event::JobFailed {
+            attempt,
+            reason: format!(
+                "the worker's lease expired on attempt {attempt} of {}; no attempts are left",
+                job.max_attempts
+            ),
+        }
+    }
+}
+
+async fn load_job(conn: &mut PgConnection, id: Uuid) -> Result<Job, sqlx::Error> {
+    crate::projections::jobs::load(conn, &[id])
+        .await?
+        .remove(&id)
+        .ok_or(sqlx::Error::RowNotFound)
 }
 
 fn on_experiment(experiment_id: Uuid, event: NewEvent) -> StreamAppend {
@@ -218,45 +269,11 @@ async fn input_for(
     })
 }
 
-struct JobRow {
-    experiment_id: Uuid,
-    stage: u32,
-    kind: prl_schema::spec::StageKind,
-    run_id: Uuid,
-    max_attempts: u32,
-    input_checkpoint: Option<CheckpointRef>,
-}
-
-impl JobRow {
-    async fn load(conn: &mut PgConnection, id: Uuid) -> Result<Self, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT experiment_id, stage_idx, kind, run_id, max_attempts, input_checkpoint FROM jobs WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_one(&mut *conn)
-        .await?;
-        let kind: String = row.get(2);
-        let input: Option<serde_json::Value> = row.get(5);
-        Ok(JobRow {
-            experiment_id: row.get(0),
-            stage: row.get::<i32, _>(1) as u32,
-            kind: serde_json::from_value(serde_json::Value::String(kind))
-                .map_err(|e| sqlx::Error::Decode(e.into()))?,
-            run_id: row.get(3),
-            max_attempts: row.get::<i32, _>(4) as u32,
-            input_checkpoint: input
-                .map(serde_json::from_value)
-                .transpose()
-                .map_err(|e| sqlx::Error::Decode(e.into()))?,
-        })
-    }
-}
-
 /// The experiment's status and spec; None for an imported experiment, which has no spec.
 async fn experiment(
     conn: &mut PgConnection,
     id: Uuid,
-) -> Result<Option<(String, ExperimentSpec)>, sqlx::Error> {
+) -> Result<Option<(ExperimentStatus, ExperimentSpec)>, sqlx::Error> {
     let row =
         sqlx::query("SELECT status, spec FROM experiments WHERE id = $1 AND spec IS NOT NULL")
             .bind(id)
@@ -264,7 +281,90 @@ async fn experiment(
             .await?;
     row.map(|r| {
         let spec = serde_json::from_value(r.get(1)).map_err(|e| sqlx::Error::Decode(e.into()))?;
-        Ok((r.get(0), spec))
+        Ok((r.try_get(0)?, spec))
     })
     .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prl_schema::spec::StageKind;
+
+    fn job(stage: u32, attempt: u32) -> Job {
+        Job {
+            experiment_id: Uuid::now_v7(),
+            stage,
+            kind: StageKind::Rl,
+            run_id: Uuid::now_v7(),
+            status: JobStatus::LeaseExpired,
+            attempt,
+            max_attempts: 3,
+            input_checkpoint: Some(CheckpointRef {
+                uri: "file:///c".into(),
+                step: 4,
+                sha256: "00".into(),
+                size_bytes: 1,
+            }),
+            worker_id: None,
+            lease_until: None,
+            failure_reason: None,
+            version: 3,
+        }
+    }
+
+    fn two_stages() -> ExperimentSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "two", "model": "tiny",
+            "stages": [
+                {"kind": "sft", "name": "sft", "dataset": "builtin:easy", "learning_rate": 1e-3},
+                {"kind": "eval", "name": "eval", "dataset": "builtin:easy-test", "k": 1}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_expired_lease_queues_the_same_run_again_until_the_attempts_run_out() {
+        let given = job(0, 1);
+        let Event::JobQueued {
+            attempt,
+            run_id,
+            input_checkpoint,
+            ..
+        } = after_expiry(&given)
+        else {
+            panic!("a second attempt is queued")
+        };
+        assert_eq!((attempt, run_id.0), (2, given.run_id));
+        assert_eq!(input_checkpoint, given.input_checkpoint);
+
+        let last = job(0, 3);
+        let Event::JobFailed { attempt, reason } = after_expiry(&last) else {
+            panic!("the last attempt fails the job")
+        };
+        assert_eq!(attempt, 3);
+        assert!(reason.contains("no attempts are left"), "{reason}");
+    }
+
+    #[test]
+    fn a_finished_stage_queues_the_next_or_completes_the_experiment_while_it_is_active() {
+        let spec = two_stages();
+        let running = (ExperimentStatus::Running, spec.clone());
+        assert_eq!(
+            after_finish(&job(0, 1), Some(&running)),
+            AfterFinish::Queue(&spec)
+        );
+        assert_eq!(
+            after_finish(&job(1, 1), Some(&running)),
+            AfterFinish::Complete
+        );
+        let cancelled = (ExperimentStatus::Cancelled, spec.clone());
+        assert_eq!(
+            after_finish(&job(0, 1), Some(&cancelled)),
+            AfterFinish::Nothing
+        );
+        // An imported experiment has no spec, and nothing follows its jobs.
+        assert_eq!(after_finish(&job(0, 1), None), AfterFinish::Nothing);
+    }
 }

@@ -66,6 +66,28 @@ async fn the_openapi_document_describes_the_endpoints_and_the_docs_page_is_serve
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["error"], "not_found");
+    // A method an endpoint does not answer: 405, with the ones it does.
+    for (method, path, allow) in [
+        ("DELETE", "/api/v1/experiments", "GET, POST"),
+        (
+            "TRACE",
+            "/api/v1/experiments/0190c3d2-0000-7000-8000-000000000000",
+            "GET",
+        ),
+        ("PUT", "/api/v1/dead-letters/x/redrive", "POST"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let refused = app
+            .http
+            .request(method, app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 405, "{path}");
+        assert_eq!(refused.headers()["allow"], allow, "{path}");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"], "method_not_allowed");
+    }
 }
 
 #[tokio::test]

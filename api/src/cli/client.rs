@@ -1,5 +1,6 @@
 //! A small client of the REST API. Refusals are turned into sentences that name what is wrong.
 
+use crate::domain::status::ExperimentStatus;
 use crate::routes::analytics::StrategyPoint;
 use crate::routes::events::FeedPage;
 use crate::routes::experiments::{Accepted, ExperimentDetail, ExperimentPage};
@@ -83,7 +84,10 @@ impl Client {
 
     /// The newest experiment submitted with exactly this spec that has not failed or been
     /// cancelled, with its status: what lets a suite started again reuse what it ran before.
-    pub async fn find_submitted(&self, spec: &ExperimentSpec) -> Result<Option<(Uuid, String)>> {
+    pub async fn find_submitted(
+        &self,
+        spec: &ExperimentSpec,
+    ) -> Result<Option<(Uuid, ExperimentStatus)>> {
         let mut query = vec![("limit", "200"), ("name", spec.name.as_str())];
         // The last tag is the most specific (a suite's seed), so it narrows the search most.
         query.extend(spec.tags.last().map(|tag| ("tag", tag.as_str())));
@@ -91,7 +95,7 @@ impl Client {
             .send(self.authorised(self.http.get(self.url("/api/v1/experiments")).query(&query)))
             .await?;
         for found in page.items.into_iter().map(|x| x.summary) {
-            let alive = ["queued", "running", "completed"].contains(&found.status.as_str());
+            let alive = found.status.is_active() || found.status == ExperimentStatus::Completed;
             if alive
                 && found.name == spec.name.as_str()
                 && self.detail(found.id).await?.spec.as_ref() == Some(spec)
@@ -198,7 +202,7 @@ impl Client {
         self.send(self.authorised(self.http.post(url))).await
     }
 
-    pub async fn cancel(&self, id: Uuid, reason: Option<String>) -> Result<String> {
+    pub async fn cancel(&self, id: Uuid, reason: Option<String>) -> Result<ExperimentStatus> {
         let request = self
             .authorised(
                 self.http

@@ -20,6 +20,7 @@
 use super::client::Client;
 use super::findings::{self, Role, RowOutcome, SeedOutcome};
 use super::results::print_table;
+use crate::domain::status::ExperimentStatus;
 use anyhow::{Context, Result, bail};
 use prl_schema::spec::{ExperimentSpec, ModelRef, SpecError, StageSpec, Tag};
 use serde::Deserialize;
@@ -152,7 +153,7 @@ impl Suite {
         enum State {
             Waiting,
             Running(Uuid),
-            Done(Uuid, String),
+            Done(Uuid, ExperimentStatus),
             Skipped,
         }
         let rows = self.rows.len();
@@ -179,7 +180,7 @@ impl Suite {
                 });
                 let model = match from {
                     None => None,
-                    Some(State::Done(id, status)) if status == "completed" => {
+                    Some(State::Done(id, ExperimentStatus::Completed)) => {
                         Some(ModelRef::Path(final_checkpoint_dir(client, *id).await?))
                     }
                     Some(State::Done(_, status)) => {
@@ -221,7 +222,8 @@ impl Suite {
                         None => String::new(),
                     }
                 );
-                if let Some(status) = before.filter(|status| status == "completed") {
+                if let Some(status) = before.filter(|&status| status == ExperimentStatus::Completed)
+                {
                     states[s][r] = State::Done(id, status);
                     continue;
                 }
@@ -248,7 +250,7 @@ impl Suite {
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             for (s, r, id) in running {
                 let status = client.detail(id).await?.summary.status;
-                if ["completed", "failed", "cancelled"].contains(&status.as_str()) {
+                if !status.is_active() {
                     println!("{} (seed {}): {status}", self.rows[r].1.name, seeds[s]);
                     states[s][r] = State::Done(id, status);
                 }

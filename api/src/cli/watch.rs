@@ -1,15 +1,14 @@
 //! `prl watch`: a progress bar per stage, redrawn from the API until the experiment ends.
 
 use super::client::Client;
+use crate::domain::status::ExperimentStatus;
 use anyhow::Result;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::time::Duration;
 use uuid::Uuid;
 
-const FINAL: &[&str] = &["completed", "failed", "cancelled"];
-
 /// Returns the final status.
-pub async fn watch(client: &Client, id: Uuid) -> Result<String> {
+pub async fn watch(client: &Client, id: Uuid) -> Result<ExperimentStatus> {
     let detail = client.detail(id).await?;
     let bars = MultiProgress::new();
     let style = ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos}/{len} {msg}")
@@ -45,7 +44,7 @@ pub async fn watch(client: &Client, id: Uuid) -> Result<String> {
                 .unwrap_or_default();
             bar.set_message(format!("{}{attempt}", stage.status));
         }
-        if FINAL.contains(&detail.summary.status.as_str()) {
+        if !detail.summary.status.is_active() {
             for bar in &stage_bars {
                 bar.abandon();
             }

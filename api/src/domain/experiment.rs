@@ -1,5 +1,6 @@
 //! An experiment's commands from users: submit and cancel.
 
+use super::status::ExperimentStatus;
 use prl_schema::datasets::DatasetSplit;
 use prl_schema::events::Event;
 use prl_schema::spec::ExperimentSpec;
@@ -8,7 +9,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum CancelError {
     #[error("the experiment already {0}; there is nothing to cancel")]
-    AlreadyFinished(String),
+    AlreadyFinished(ExperimentStatus),
 }
 
 /// `datasets`: the registered datasets the spec names, resolved now.
@@ -25,11 +26,15 @@ pub fn submit(
 }
 
 /// Cancelling twice is the same as once: a cancelled experiment yields no new event.
-pub fn cancel(status: &str, reason: String) -> Result<Vec<Event>, CancelError> {
+pub fn cancel(status: ExperimentStatus, reason: String) -> Result<Vec<Event>, CancelError> {
     match status {
-        "cancelled" => Ok(vec![]),
-        "completed" | "failed" | "imported" => Err(CancelError::AlreadyFinished(status.to_owned())),
-        _ => Ok(vec![Event::ExperimentCancelled { reason }]),
+        ExperimentStatus::Cancelled => Ok(vec![]),
+        ExperimentStatus::Completed | ExperimentStatus::Failed | ExperimentStatus::Imported => {
+            Err(CancelError::AlreadyFinished(status))
+        }
+        ExperimentStatus::Queued | ExperimentStatus::Running => {
+            Ok(vec![Event::ExperimentCancelled { reason }])
+        }
     }
 }
 
@@ -39,8 +44,15 @@ mod tests {
 
     #[test]
     fn cancelling_a_cancelled_experiment_changes_nothing() {
-        assert_eq!(cancel("running", "x".into()).unwrap().len(), 1);
-        assert!(cancel("cancelled", "x".into()).unwrap().is_empty());
-        assert!(cancel("completed", "x".into()).is_err());
+        assert_eq!(
+            cancel(ExperimentStatus::Running, "x".into()).unwrap().len(),
+            1
+        );
+        assert!(
+            cancel(ExperimentStatus::Cancelled, "x".into())
+                .unwrap()
+                .is_empty()
+        );
+        assert!(cancel(ExperimentStatus::Completed, "x".into()).is_err());
     }
 }

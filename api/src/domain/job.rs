@@ -1,17 +1,131 @@
-//! A job's lease, decided from worker messages. The state is the job's projection row, read under
-//! the log lock, so it equals the fold of the job stream.
+//! A job: the fold of its stream (`Job::apply`, the one place its state machine is written), and
+//! the lease decisions taken from worker messages against it. The `jobs` row is the fold's
+//! snapshot, written by the projection in the appending transaction and read back under the log
+//! lock, so a decision sees exactly the state the log implies.
 
+use super::status::JobStatus;
 use chrono::{DateTime, Duration, Utc};
 use prl_schema::events::Event;
-use prl_schema::jobs::{LeaseDecision, WorkerEvent, WorkerMessage};
+use prl_schema::jobs::{CheckpointRef, LeaseDecision, WorkerEvent, WorkerMessage};
+use prl_schema::spec::StageKind;
+use uuid::Uuid;
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct JobState {
-    pub status: String,
+pub struct Job {
+    pub experiment_id: Uuid,
+    pub stage: u32,
+    pub kind: StageKind,
+    pub run_id: Uuid,
+    pub status: JobStatus,
     pub attempt: u32,
+    pub max_attempts: u32,
+    pub input_checkpoint: Option<CheckpointRef>,
     pub worker_id: Option<String>,
-    pub version: i64,
     pub lease_until: Option<DateTime<Utc>>,
+    pub failure_reason: Option<String>,
+    /// The stream's version: how many events have been folded.
+    pub version: i64,
+}
+
+impl Job {
+    /// The state before a job stream's first event, which must be `JobQueued`; None for any other.
+    pub fn before(first: &Event) -> Option<Job> {
+        let Event::JobQueued {
+            experiment_id,
+            stage,
+            kind,
+            run_id,
+            max_attempts,
+            input_checkpoint,
+            ..
+        } = first
+        else {
+            return None;
+        };
+        Some(Job {
+            experiment_id: experiment_id.0,
+            stage: *stage,
+            kind: *kind,
+            run_id: run_id.0,
+            status: JobStatus::Queued,
+            attempt: 0,
+            max_attempts: *max_attempts,
+            input_checkpoint: input_checkpoint.clone(),
+            worker_id: None,
+            lease_until: None,
+            failure_reason: None,
+            version: 0,
+        })
+    }
+
+    /// Folds the stream's next event. Every event kind is named here, so that a new one does not
+    /// compile until it says what it does to a job.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::JobQueued { attempt, .. } => {
+                self.status = JobStatus::Queued;
+                self.attempt = *attempt;
+                self.worker_id = None;
+                self.lease_until = None;
+            }
+            Event::JobClaimed {
+                worker_id,
+                lease_until,
+                ..
+            } => {
+                self.status = JobStatus::Running;
+                self.worker_id = Some(worker_id.clone());
+                self.lease_until = Some(*lease_until);
+            }
+            Event::JobLeaseExtended { lease_until, .. } => self.lease_until = Some(*lease_until),
+            Event::JobLeaseExpired { .. } => self.end(JobStatus::LeaseExpired),
+            Event::JobFinished { .. } => self.end(JobStatus::Completed),
+            Event::JobFailed { reason, .. } => {
+                self.end(JobStatus::Failed);
+                self.failure_reason = Some(reason.clone());
+            }
+            Event::JobCancelled { .. } => self.end(JobStatus::Cancelled),
+            // Other streams' events (the projections route by stream type, so none comes here).
+            Event::ExperimentSubmitted { .. }
+            | Event::ExperimentCancelled { .. }
+            | Event::ExperimentCompleted {}
+            | Event::ExperimentFailed { .. }
+            | Event::ExperimentImported { .. }
+            | Event::RunImported { .. }
+            | Event::MetricsReported { .. }
+            | Event::CheckpointSaved { .. }
+            | Event::TrajectoriesRecorded { .. }
+            | Event::EvaluationReported { .. }
+            | Event::DatasetRegistered { .. }
+            | Event::WorkerMessageParked { .. }
+            | Event::DeadLetterRedriven { .. } => return,
+        }
+        self.version += 1;
+    }
+
+    fn end(&mut self, status: JobStatus) {
+        self.status = status;
+        self.lease_until = None;
+    }
+
+    /// Whether `msg` comes from the worker holding the current attempt.
+    fn owned_by(&self, msg: &WorkerMessage) -> bool {
+        self.attempt == msg.attempt && self.worker_id.as_deref() == Some(msg.worker_id.as_str())
+    }
+
+    /// What the worker that sent `msg` would be told now; the answer to a redelivered claim or
+    /// heartbeat.
+    pub fn current_verdict(&self, msg: &WorkerMessage) -> LeaseDecision {
+        match (self.status, self.lease_until) {
+            (JobStatus::Cancelled, _) if self.owned_by(msg) => LeaseDecision::Cancelled,
+            (JobStatus::Running, Some(lease_until)) if self.owned_by(msg) => {
+                LeaseDecision::Granted { lease_until }
+            }
+            _ => LeaseDecision::Revoked {
+                reason: "the attempt is no longer held by this worker".into(),
+            },
+        }
+    }
 }
 
 /// What a worker message leads to.
@@ -53,16 +167,11 @@ fn revoked(reason: String) -> LeaseDecision {
     LeaseDecision::Revoked { reason }
 }
 
-pub fn decide(
-    state: &JobState,
-    msg: &WorkerMessage,
-    now: DateTime<Utc>,
-    lease: Duration,
-) -> Decision {
+pub fn decide(state: &Job, msg: &WorkerMessage, now: DateTime<Utc>, lease: Duration) -> Decision {
     let attempt = msg.attempt;
-    let owns =
-        state.attempt == attempt && state.worker_id.as_deref() == Some(msg.worker_id.as_str());
-    let cancelled = state.status == "cancelled";
+    let owns = state.owned_by(msg);
+    let cancelled = state.status == JobStatus::Cancelled;
+    let running = state.status == JobStatus::Running;
     let stale = || {
         revoked(format!(
             "attempt {attempt} by {} is not the job's current attempt ({} by {}, {})",
@@ -76,7 +185,7 @@ pub fn decide(
         WorkerEvent::Claim { expected_version } => {
             if cancelled {
                 Decision::refuse(LeaseDecision::Cancelled)
-            } else if state.status != "queued" || state.attempt != attempt {
+            } else if state.status != JobStatus::Queued || state.attempt != attempt {
                 Decision::refuse(stale())
             } else if state.version != *expected_version {
                 Decision::refuse(revoked(format!(
@@ -93,7 +202,7 @@ pub fn decide(
                 Decision::job(event, Some(LeaseDecision::Granted { lease_until }))
             }
         }
-        WorkerEvent::Heartbeat if owns && state.status == "running" => {
+        WorkerEvent::Heartbeat if owns && running => {
             let lease_until = now + lease;
             Decision::job(
                 Event::JobLeaseExtended {
@@ -104,41 +213,39 @@ pub fn decide(
             )
         }
         // A cancelled owner may still save what it has before it stops.
-        WorkerEvent::Metrics { step, values }
-            if owns && (state.status == "running" || cancelled) =>
-        {
+        WorkerEvent::Metrics { step, values } if owns && (running || cancelled) => {
             Decision::run(Event::MetricsReported {
                 attempt,
                 step: *step,
                 values: values.clone(),
             })
         }
-        WorkerEvent::Checkpoint(checkpoint) if owns && (state.status == "running" || cancelled) => {
+        WorkerEvent::Checkpoint(checkpoint) if owns && (running || cancelled) => {
             Decision::run(Event::CheckpointSaved {
                 attempt,
                 checkpoint: checkpoint.clone(),
             })
         }
-        WorkerEvent::Trajectories(batch) if owns && (state.status == "running" || cancelled) => {
+        WorkerEvent::Trajectories(batch) if owns && (running || cancelled) => {
             Decision::run(Event::TrajectoriesRecorded {
                 attempt,
                 batch: batch.clone(),
             })
         }
-        WorkerEvent::Evaluation(result) if owns && (state.status == "running" || cancelled) => {
+        WorkerEvent::Evaluation(result) if owns && (running || cancelled) => {
             Decision::run(Event::EvaluationReported {
                 attempt,
                 result: result.clone(),
             })
         }
-        WorkerEvent::Finished { checkpoint } if owns && state.status == "running" => Decision::job(
+        WorkerEvent::Finished { checkpoint } if owns && running => Decision::job(
             Event::JobFinished {
                 attempt,
                 checkpoint: checkpoint.clone(),
             },
             None,
         ),
-        WorkerEvent::Failed { reason } if owns && state.status == "running" => Decision::job(
+        WorkerEvent::Failed { reason } if owns && running => Decision::job(
             Event::JobFailed {
                 attempt,
                 reason: reason.clone(),
@@ -147,26 +254,6 @@ pub fn decide(
         ),
         _ if owns && cancelled => Decision::refuse(LeaseDecision::Cancelled),
         _ => Decision::refuse(stale()),
-    }
-}
-
-/// Folds a job event into the state, so later messages of the same batch see it.
-pub fn apply(state: &mut JobState, event: &Event) {
-    state.version += 1;
-    match event {
-        Event::JobClaimed {
-            worker_id,
-            lease_until,
-            ..
-        } => {
-            state.status = "running".into();
-            state.worker_id = Some(worker_id.clone());
-            state.lease_until = Some(*lease_until);
-        }
-        Event::JobLeaseExtended { lease_until, .. } => state.lease_until = Some(*lease_until),
-        Event::JobFinished { .. } => state.status = "completed".into(),
-        Event::JobFailed { .. } => state.status = "failed".into(),
-        _ => {}
     }
 }
 
@@ -187,20 +274,84 @@ mod tests {
         }
     }
 
-    fn queued() -> JobState {
-        JobState {
-            status: "queued".into(),
-            attempt: 1,
-            worker_id: None,
-            version: 1,
+    fn job(status: JobStatus, attempt: u32, worker: Option<&str>, version: i64) -> Job {
+        Job {
+            experiment_id: Uuid::nil(),
+            stage: 0,
+            kind: StageKind::Sft,
+            run_id: Uuid::nil(),
+            status,
+            attempt,
+            max_attempts: 3,
+            input_checkpoint: None,
+            worker_id: worker.map(str::to_owned),
             lease_until: None,
+            failure_reason: None,
+            version,
         }
+    }
+
+    #[test]
+    fn the_fold_of_a_job_stream_follows_its_attempts() {
+        use prl_schema::ids::ExperimentId;
+        let queued = |attempt| Event::JobQueued {
+            experiment_id: ExperimentId(Uuid::nil()),
+            stage: 1,
+            kind: StageKind::Rl,
+            run_id: RunId(Uuid::nil()),
+            attempt,
+            max_attempts: 3,
+            input_checkpoint: None,
+        };
+        assert_eq!(Job::before(&Event::JobCancelled { attempt: 1 }), None);
+        let mut job = Job::before(&queued(1)).unwrap();
+        let lease_until = Utc::now();
+        for event in [
+            queued(1),
+            Event::JobClaimed {
+                attempt: 1,
+                worker_id: "a".into(),
+                lease_until,
+            },
+            Event::JobLeaseExtended {
+                attempt: 1,
+                lease_until,
+            },
+        ] {
+            job.apply(&event);
+        }
+        assert_eq!(
+            (job.status, job.version, job.lease_until),
+            (JobStatus::Running, 3, Some(lease_until))
+        );
+        job.apply(&Event::JobLeaseExpired {
+            attempt: 1,
+            worker_id: Some("a".into()),
+        });
+        job.apply(&queued(2));
+        assert_eq!(
+            (
+                job.status,
+                job.attempt,
+                job.worker_id.as_deref(),
+                job.lease_until
+            ),
+            (JobStatus::Queued, 2, None, None)
+        );
+        job.apply(&Event::JobFailed {
+            attempt: 2,
+            reason: "out of memory".into(),
+        });
+        assert_eq!(job.status, JobStatus::Failed);
+        assert!(job.status.is_final());
+        assert_eq!(job.failure_reason.as_deref(), Some("out of memory"));
+        assert_eq!(job.version, 6);
     }
 
     #[test]
     fn a_claim_at_the_expected_version_is_granted_and_a_second_one_is_not() {
         let now = Utc::now();
-        let mut state = queued();
+        let mut state = job(JobStatus::Queued, 1, None, 1);
         let first = decide(
             &state,
             &msg(
@@ -214,7 +365,7 @@ mod tests {
             Duration::seconds(5),
         );
         assert!(matches!(first.verdict, Some(LeaseDecision::Granted { .. })));
-        apply(&mut state, &first.job_events[0]);
+        state.apply(&first.job_events[0]);
         let second = decide(
             &state,
             &msg(
@@ -236,13 +387,7 @@ mod tests {
 
     #[test]
     fn writes_from_a_stale_attempt_are_fenced() {
-        let state = JobState {
-            status: "running".into(),
-            attempt: 2,
-            worker_id: Some("b".into()),
-            version: 5,
-            lease_until: None,
-        };
+        let state = job(JobStatus::Running, 2, Some("b"), 5);
         let metrics = WorkerEvent::Metrics {
             step: 3,
             values: Default::default(),
@@ -265,13 +410,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_job_tells_its_owner_to_stop_but_keeps_its_checkpoint() {
-        let state = JobState {
-            status: "cancelled".into(),
-            attempt: 1,
-            worker_id: Some("a".into()),
-            version: 3,
-            lease_until: None,
-        };
+        let state = job(JobStatus::Cancelled, 1, Some("a"), 3);
         let beat = decide(
             &state,
             &msg("a", 1, WorkerEvent::Heartbeat),

@@ -2,3 +2,4 @@
 
 pub mod experiment;
 pub mod job;
+pub mod status;

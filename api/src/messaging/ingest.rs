@@ -9,7 +9,8 @@
 //! not match) is no message's fault: the batch is kept, with progress acknowledgements, and retried
 //! with backoff for as long as it lasts; nothing is parked or dropped for it.
 
-use crate::domain::job::{self, JobState};
+use crate::domain::job;
+use crate::projections;
 use crate::store::{
     AppendError, Expected, LogTx, NewEvent, StreamAppend, derived_id, existing_event_ids,
 };
@@ -21,7 +22,7 @@ use futures::StreamExt;
 use prl_bus::{Lane, Topology};
 use prl_schema::events::{Event, Metadata};
 use prl_schema::jobs::{LeaseDecision, LeaseVerdict, WorkerEvent, WorkerMessage};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -246,7 +247,7 @@ impl Ingester {
                 // A redelivery: written before, so only answer again what was answered then.
                 duplicates += 1;
                 if matches!(msg.body, WorkerEvent::Claim { .. } | WorkerEvent::Heartbeat) {
-                    verdicts.push(self.verdict(msg, current_verdict(state, msg)));
+                    verdicts.push(self.verdict(msg, state.current_verdict(msg)));
                 }
                 continue;
             }
@@ -273,7 +274,7 @@ impl Ingester {
             if !decision.job_events.is_empty() {
                 let expected = Expected::Exact(state.version);
                 for event in &decision.job_events {
-                    job::apply(state, event);
+                    state.apply(event);
                 }
                 let events = decision.job_events.into_iter().map(&mut wrap).collect();
                 appends.push(StreamAppend {
@@ -403,50 +404,18 @@ fn refuses_the_data(code: &str) -> bool {
     matches!(code.get(..2), Some("22" | "23" | "54"))
 }
 
-/// What a worker holding `state` would be told now; used to answer a redelivered claim.
-fn current_verdict(state: &JobState, msg: &WorkerMessage) -> LeaseDecision {
-    let owns =
-        state.attempt == msg.attempt && state.worker_id.as_deref() == Some(msg.worker_id.as_str());
-    match (&state.lease_until, state.status.as_str()) {
-        (_, "cancelled") if owns => LeaseDecision::Cancelled,
-        (Some(until), "running") if owns => LeaseDecision::Granted {
-            lease_until: *until,
-        },
-        _ => LeaseDecision::Revoked {
-            reason: "the attempt is no longer held by this worker".into(),
-        },
-    }
-}
-
+/// The jobs the messages name, as the log has them.
 async fn load_jobs(
     log: &mut LogTx,
     messages: &[&WorkerMessage],
-) -> Result<HashMap<Uuid, JobState>> {
+) -> Result<HashMap<Uuid, job::Job>> {
     let ids: Vec<Uuid> = messages
         .iter()
         .map(|m| m.job_id.0)
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let rows = sqlx::query(
-        "SELECT id, status, attempt, worker_id, version, lease_until FROM jobs WHERE id = ANY($1)",
-    )
-    .bind(&ids)
-    .fetch_all(log.conn())
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let state = JobState {
-                status: r.get(1),
-                attempt: r.get::<i32, _>(2) as u32,
-                worker_id: r.get(3),
-                version: r.get(4),
-                lease_until: r.get(5),
-            };
-            (r.get(0), state)
-        })
-        .collect())
+    Ok(projections::jobs::load(log.conn(), &ids).await?)
 }
 
 #[cfg(test)]

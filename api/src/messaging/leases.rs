@@ -125,6 +125,7 @@ impl LeaseMonitor {
         not_before: DateTime<Utc>,
     ) -> Result<u64, sqlx::Error> {
         let mut log = LogTx::begin(&self.pool).await?;
+        // A literal status, so that the partial index on running jobs' leases serves it.
         let rows = sqlx::query(
             "SELECT id, attempt, worker_id, version FROM jobs
              WHERE status = 'running' AND greatest(lease_until, $2) < $1",

@@ -9,6 +9,7 @@
 //! by the job's version, so the second daemon is refused before it trains.
 
 use super::relay::{JOB_COLUMNS, READER, publish_jobs};
+use crate::domain::status::JobStatus;
 use crate::store::derived_id;
 use crate::telemetry::Metrics;
 use anyhow::{Context, Result};
@@ -85,13 +86,14 @@ impl Reconciler {
                            WHERE stream_id = j.id AND event_type = 'JobQueued'
                            ORDER BY version DESC LIMIT 1) e ON true
              JOIN experiments x ON x.id = j.experiment_id
-             WHERE j.status = 'queued' AND j.updated_at < now() - make_interval(secs => $1)
+             WHERE j.status = $3 AND j.updated_at < now() - make_interval(secs => $1)
                AND e.position <= (SELECT coalesce(max(position), 0)
                                   FROM reader_checkpoints WHERE reader = $2)
              ORDER BY e.position LIMIT 1000"
         )))
         .bind(self.requeue_after.as_secs_f64())
         .bind(READER)
+        .bind(JobStatus::Queued)
         .fetch_all(&self.pool)
         .await?)
     }

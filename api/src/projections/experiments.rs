@@ -1,5 +1,6 @@
 //! The `experiments` and `stages` tables.
 
+use crate::domain::status::ExperimentStatus;
 use prl_schema::events::{Event, RecordedEvent};
 use sqlx::PgConnection;
 
@@ -12,7 +13,7 @@ pub async fn apply(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), sql
             sqlx::query(
                 "INSERT INTO experiments (id, name, tags, model, imported_from, status, version,
                                           submitted_at, updated_at, finished_at)
-                 VALUES ($1, $2, $3, 'imported', $4, 'imported', $5, $6, $6, $6)",
+                 VALUES ($1, $2, $3, 'imported', $4, $7, $5, $6, $6, $6)",
             )
             .bind(e.stream_id)
             .bind(name)
@@ -20,15 +21,19 @@ pub async fn apply(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), sql
             .bind(source)
             .bind(e.version)
             .bind(e.recorded_at)
+            .bind(ExperimentStatus::Imported)
             .execute(&mut *conn)
             .await?;
             return Ok(());
         }
-        Event::ExperimentCancelled { reason } => ("cancelled", Some(reason.clone())),
-        Event::ExperimentCompleted {} => ("completed", None),
-        Event::ExperimentFailed { stage, reason } => {
-            ("failed", Some(format!("stage {stage}: {reason}")))
+        Event::ExperimentCancelled { reason } => {
+            (ExperimentStatus::Cancelled, Some(reason.clone()))
         }
+        Event::ExperimentCompleted {} => (ExperimentStatus::Completed, None),
+        Event::ExperimentFailed { stage, reason } => (
+            ExperimentStatus::Failed,
+            Some(format!("stage {stage}: {reason}")),
+        ),
         _ => unreachable!("only experiment events are routed here"),
     };
     sqlx::query(
@@ -42,7 +47,7 @@ pub async fn apply(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), sql
     .bind(e.recorded_at)
     .execute(&mut *conn)
     .await?;
-    if status == "cancelled" {
+    if status == ExperimentStatus::Cancelled {
         sqlx::query(
             "UPDATE stages SET status = 'cancelled'
              WHERE experiment_id = $1 AND status IN ('pending', 'queued', 'running')",
@@ -63,7 +68,7 @@ async fn submitted(
     let tags: Vec<String> = spec.tags.iter().map(|t| t.to_string()).collect();
     sqlx::query(
         "INSERT INTO experiments (id, name, tags, model, spec, status, version, submitted_at, updated_at, datasets)
-         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $7, $8)",
+         VALUES ($1, $2, $3, $4, $5, $9, $6, $7, $7, $8)",
     )
     .bind(e.stream_id)
     .bind(spec.name.as_str())
@@ -73,6 +78,7 @@ async fn submitted(
     .bind(e.version)
     .bind(e.recorded_at)
     .bind(sqlx::types::Json(datasets))
+    .bind(ExperimentStatus::Queued)
     .execute(&mut *conn)
     .await?;
     let stages = spec.stages.as_slice();

@@ -3,7 +3,7 @@
 
 mod analytics;
 mod experiments;
-mod jobs;
+pub mod jobs;
 pub mod replay;
 mod runs;
 
@@ -90,7 +90,13 @@ pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<
                 .execute(&mut *conn)
                 .await?;
             }
-            _ => jobs::apply(conn, recorded).await?,
+            Event::JobQueued { .. }
+            | Event::JobClaimed { .. }
+            | Event::JobLeaseExtended { .. }
+            | Event::JobLeaseExpired { .. }
+            | Event::JobFinished { .. }
+            | Event::JobFailed { .. }
+            | Event::JobCancelled { .. } => jobs::apply(conn, recorded).await?,
         }
     }
     bulk.flush(conn).await?;

@@ -4,6 +4,7 @@ use super::body::{Text, check_text, parse_json, read_limited};
 use super::params::int_parameter;
 use crate::auth::{ReadAccess, WriteAccess};
 use crate::domain::experiment;
+use crate::domain::status::{ExperimentStatus, JobStatus};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{Expected, LogTx, NewEvent, StreamAppend, derived_id};
@@ -16,20 +17,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use uuid::Uuid;
 
-/// The statuses an experiment moves through.
-pub const STATUSES: &[&str] = &[
-    "queued",
-    "running",
-    "completed",
-    "failed",
-    "cancelled",
-    "imported",
-];
-
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Accepted {
     pub id: Uuid,
-    pub status: String,
+    pub status: ExperimentStatus,
     /// The experiment stream's version; send it as `If-Match` to make a cancel conditional.
     pub version: i64,
 }
@@ -40,7 +31,7 @@ pub struct ExperimentSummary {
     pub name: String,
     pub tags: Vec<String>,
     pub model: String,
-    pub status: String,
+    pub status: ExperimentStatus,
     pub status_reason: Option<String>,
     pub version: i64,
     pub submitted_at: DateTime<Utc>,
@@ -93,7 +84,7 @@ pub struct JobView {
     pub stage_idx: i32,
     pub kind: String,
     pub run_id: Uuid,
-    pub status: String,
+    pub status: JobStatus,
     pub attempt: i32,
     pub max_attempts: i32,
     pub worker_id: Option<String>,
@@ -245,7 +236,7 @@ pub async fn record_submission(
     }
     Ok(Accepted {
         id: first.stream_id,
-        status: "queued".into(),
+        status: ExperimentStatus::Queued,
         version: first.version,
     })
 }
@@ -278,13 +269,14 @@ pub async fn list(
     let q = query.into_inner();
     let limit = int_parameter("limit", q.limit.as_deref(), 50, 1..=200)?;
     if let Some(status) = &q.status
-        && !STATUSES.contains(&status.as_str())
+        && ExperimentStatus::parse(status).is_none()
     {
+        let known: Vec<&str> = ExperimentStatus::ALL.map(ExperimentStatus::as_str).into();
         return Err(ApiError::bad_parameter(
             "status",
             format!(
                 "unknown status {status:?}; expected one of {}",
-                STATUSES.join(", ")
+                known.join(", ")
             ),
         ));
     }
@@ -506,9 +498,9 @@ pub async fn cancel(
         .fetch_optional(log.conn())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("experiment {id}")))?;
-    let (status, version): (String, i64) = (row.get(0), row.get(1));
+    let (status, version): (ExperimentStatus, i64) = (row.try_get(0)?, row.get(1));
     let events =
-        experiment::cancel(&status, reason).map_err(|e| ApiError::Conflict(e.to_string()))?;
+        experiment::cancel(status, reason).map_err(|e| ApiError::Conflict(e.to_string()))?;
     if events.is_empty() {
         return Ok(HttpResponse::Ok().json(Accepted {
             id,
@@ -533,9 +525,10 @@ pub async fn cancel(
         })
         .await?;
     let stopped = sqlx::query(
-        "SELECT id, attempt, worker_id FROM jobs WHERE experiment_id = $1 AND status = 'cancelled' AND worker_id IS NOT NULL",
+        "SELECT id, attempt, worker_id FROM jobs WHERE experiment_id = $1 AND status = $2 AND worker_id IS NOT NULL",
     )
     .bind(id)
+    .bind(JobStatus::Cancelled)
     .fetch_all(log.conn())
     .await?;
     log.commit().await?;
@@ -560,7 +553,7 @@ pub async fn cancel(
     let version = recorded.last().map(|e| e.version).unwrap_or(version);
     Ok(HttpResponse::Ok().json(Accepted {
         id,
-        status: "cancelled".into(),
+        status: ExperimentStatus::Cancelled,
         version,
     }))
 }

@@ -58,15 +58,23 @@ pub fn configure(cfg: &mut web::ServiceConfig, web_dir: &std::path::Path) {
     .service(web_ui::service(web_dir));
 }
 
-/// A JSON 404 for a path under the API that no endpoint serves.
+/// A JSON 405 naming the methods a path under the API answers, or a 404 where it answers none.
 async fn unknown_endpoint(
     req: actix_web::HttpRequest,
 ) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!(
-        "the endpoint {} {}",
-        req.method(),
-        req.path()
-    )))
+    let allow = openapi::methods_of(req.path());
+    if allow.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "the endpoint {} {}",
+            req.method(),
+            req.path()
+        )));
+    }
+    Err(ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        path: req.path().to_owned(),
+        allow,
+    })
 }
 
 /// A 404 unless the run exists.

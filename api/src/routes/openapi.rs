@@ -97,6 +97,48 @@ impl Modify for CommonResponses {
     }
 }
 
+/// The methods the document lists for `path` (templates such as `/experiments/{id}` match any one
+/// segment in place of `{id}`), for the `Allow` header of a 405.
+pub fn methods_of(path: &str) -> Vec<&'static str> {
+    const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+    static TABLE: std::sync::LazyLock<Vec<(Vec<String>, Vec<&'static str>)>> =
+        std::sync::LazyLock::new(|| {
+            ApiDoc::openapi()
+                .paths
+                .paths
+                .into_iter()
+                .map(|(template, item)| {
+                    let served = [
+                        item.get.is_some(),
+                        item.post.is_some(),
+                        item.put.is_some(),
+                        item.patch.is_some(),
+                        item.delete.is_some(),
+                    ];
+                    let methods = METHODS.into_iter().zip(served);
+                    let segments = template.split('/').map(str::to_owned).collect();
+                    let allowed = methods.into_iter().filter(|m| m.1).map(|m| m.0).collect();
+                    (segments, allowed)
+                })
+                .collect()
+        });
+    let segments: Vec<&str> = path.split('/').collect();
+    let matching: Vec<&Vec<&'static str>> = TABLE
+        .iter()
+        .filter(|(template, _)| {
+            template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(t, s)| {
+                    t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty())
+                })
+        })
+        .map(|(_, methods)| methods)
+        .collect();
+    METHODS
+        .into_iter()
+        .filter(|m| matching.iter().any(|methods| methods.contains(m)))
+        .collect()
+}
+
 #[get("/api/openapi.json")]
 pub async fn document() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
