@@ -8,3 +8,5 @@ bash deploy/setup.sh
 # only the test harness of a package whose own tests do not need them.
 cargo build --locked --bin prl --bin prl-trainer
 cargo test --workspace --locked
+# Property-based requests against a private stack's OpenAPI document (scripts/schemathesis.sh).
+bash scripts/schemathesis.sh --max-examples 10 --exclude-checks positive_data_acceptance

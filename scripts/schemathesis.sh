@@ -5,20 +5,25 @@
 # says. It runs against a private local stack (`prl up --trainers 0` in a temporary home), so
 # nothing it submits lands anywhere else.
 #
-#   scripts/schemathesis.sh [--max-examples N] [--checks LIST]
+#   scripts/schemathesis.sh [--max-examples N] [--checks LIST] [--exclude-checks LIST]
 #
-# By default 50 examples per operation and every check. The test suite runs it with the checks
-# prl guarantees: no server error, and every answer's status, content type, headers and body as
-# documented. Needs target/debug/prl (cargo build --bin prl). Exits non-zero when a check fails.
+# By default 50 examples per operation and every check. deploy/test.sh runs it with 10 examples
+# and every check but positive_data_acceptance: no server error, every answer's status, content
+# type, headers and body as documented, invalid input refused, undeclared methods answered 405
+# with Allow. (Schema-valid bodies that the server's own rules refuse remain until the schemas
+# carry those rules.) Needs target/debug/prl (cargo build --bin prl). Exits non-zero when a
+# check fails.
 set -euo pipefail
 
 MAX_EXAMPLES=50
 CHECKS=all
+EXCLUDED=""
 while (($#)); do
   case "$1" in
     --max-examples) MAX_EXAMPLES="$2"; shift 2 ;;
     --checks) CHECKS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --exclude-checks) EXCLUDED="$2"; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "schemathesis.sh: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -50,6 +55,7 @@ done
 
 "$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/api/openapi.json" \
   --checks "$CHECKS" \
+  ${EXCLUDED:+--exclude-checks "$EXCLUDED"} \
   --max-examples "$MAX_EXAMPLES" \
   --header "Authorization: Bearer $(cat "$HOME_DIR/token")" \
   --seed 1 \

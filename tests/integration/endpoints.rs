@@ -75,6 +75,8 @@ async fn the_openapi_document_describes_the_endpoints_and_the_docs_page_is_serve
             "GET",
         ),
         ("PUT", "/api/v1/dead-letters/x/redrive", "POST"),
+        ("TRACE", "/healthz", "GET"),
+        ("POST", "/compare", "GET, HEAD"),
     ] {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let refused = app

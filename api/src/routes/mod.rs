@@ -15,7 +15,7 @@ pub mod results;
 pub mod web_ui;
 
 use crate::error::ApiError;
-use actix_web::web;
+use actix_web::{guard, web};
 
 /// Mounts every route; the web UI, served from `web_dir`, answers whatever the others do not.
 pub fn configure(cfg: &mut web::ServiceConfig, web_dir: &std::path::Path) {
@@ -55,14 +55,26 @@ pub fn configure(cfg: &mut web::ServiceConfig, web_dir: &std::path::Path) {
     .service(health::metrics)
     .service(openapi::document)
     .service(openapi::docs())
+    // The web UI's files answer GET and HEAD only; other methods get a 405 that says so.
+    .route(
+        "/{path:.*}",
+        web::route()
+            .guard(guard::Not(guard::Any(guard::Get()).or(guard::Head())))
+            .to(unknown_endpoint),
+    )
     .service(web_ui::service(web_dir));
 }
 
-/// A JSON 405 naming the methods a path under the API answers, or a 404 where it answers none.
+/// A JSON 405 naming the methods a path answers, or a 404 for an API path that answers none.
 async fn unknown_endpoint(
     req: actix_web::HttpRequest,
 ) -> Result<actix_web::HttpResponse, ApiError> {
-    let allow = openapi::methods_of(req.path());
+    let path = req.path();
+    let mut allow = openapi::methods_of(path);
+    if allow.is_empty() && !(path == "/api" || path.starts_with("/api/")) {
+        // The web UI's pages and files.
+        allow = vec!["GET", "HEAD"];
+    }
     if allow.is_empty() {
         return Err(ApiError::NotFound(format!(
             "the endpoint {} {}",
