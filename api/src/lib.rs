@@ -2,6 +2,7 @@ pub mod auth;
 pub mod cli;
 pub mod domain;
 pub mod error;
+pub mod event_log;
 pub mod live_feed;
 pub mod messaging;
 pub mod projections;

@@ -2,7 +2,7 @@
 //! worker events from NATS into PostgreSQL with projections on, and read-endpoint latency under
 //! concurrent load. Run with `cargo bench -p prl-integration-tests --bench foundation`.
 
-use prl_api::store::{Expected, LogTx, NewEvent, StreamAppend};
+use prl_api::store::{Expected, NewEvent, StreamAppend};
 use prl_integration_tests::{FakeWorker, TestApp, publish_until, quick_spec};
 use prl_schema::events::{Event, Metadata};
 use prl_schema::jobs::WorkerEvent;
@@ -58,7 +58,7 @@ async fn append_batched(app: &TestApp, batches: u64, size: u64) {
     let run = Uuid::now_v7();
     let started = Instant::now();
     for b in 0..batches {
-        let mut log = LogTx::begin(&app.pool).await.unwrap();
+        let mut log = prl_api::event_log::begin(&app.pool).await.unwrap();
         let events = (0..size).map(|i| metrics_event(b * size + i + 1)).collect();
         let append = StreamAppend {
             stream_id: run,

@@ -10,6 +10,7 @@
 //! with backoff for as long as it lasts; nothing is parked or dropped for it.
 
 use crate::domain::job;
+use crate::event_log;
 use crate::projections;
 use crate::store::{
     AppendError, Expected, LogTx, NewEvent, StreamAppend, derived_id, existing_event_ids,
@@ -219,7 +220,7 @@ impl Ingester {
                 appends.push(self.park(message, reason, id).await?);
             }
         }
-        let mut log = LogTx::begin(&self.pool).await?;
+        let mut log = event_log::begin(&self.pool).await?;
         // Under the lock: recorded meanwhile by another ingester is recorded.
         let recorded = log
             .existing_event_ids(&appends.iter().map(|a| a.stream_id).collect::<Vec<_>>())

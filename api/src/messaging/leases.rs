@@ -9,7 +9,8 @@
 //! outage of PostgreSQL or NATS, no API restart and no ingest backlog revokes a worker that kept
 //! working, nor one whose `Finished` still waits behind its trajectories.
 
-use crate::store::{Expected, LogTx, NewEvent, StreamAppend};
+use crate::event_log;
+use crate::store::{Expected, NewEvent, StreamAppend};
 use crate::telemetry::Metrics;
 use anyhow::Result;
 use async_nats::jetstream;
@@ -124,7 +125,7 @@ impl LeaseMonitor {
         until: DateTime<Utc>,
         not_before: DateTime<Utc>,
     ) -> Result<u64, sqlx::Error> {
-        let mut log = LogTx::begin(&self.pool).await?;
+        let mut log = event_log::begin(&self.pool).await?;
         // A literal status, so that the partial index on running jobs' leases serves it.
         let rows = sqlx::query(
             "SELECT id, attempt, worker_id, version FROM jobs

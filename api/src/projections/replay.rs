@@ -1,12 +1,13 @@
 //! Rebuilding every projection from the log.
 
-use crate::store::{LogTx, Visibility, read_after};
+use crate::event_log;
+use crate::store::{Visibility, read_after};
 use sqlx::PgPool;
 
 /// Empties the projections and re-applies the whole log, in one transaction that holds the log
 /// lock, so readers see either the old state or the rebuilt one. Returns the events applied.
 pub async fn replay(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let mut log = LogTx::begin(pool).await?;
+    let mut log = event_log::begin(pool).await?;
     // Table names are constants.
     let truncate = format!("TRUNCATE {} CASCADE", super::TABLES.join(", "));
     sqlx::query(sqlx::AssertSqlSafe(truncate))

@@ -4,9 +4,10 @@
 
 use crate::auth::{ReadAccess, WriteAccess};
 use crate::error::ApiError;
+use crate::event_log;
 use crate::routes::body::{Text, parse_json, read_limited};
 use crate::state::AppState;
-use crate::store::{Expected, LogTx, NewEvent, StreamAppend};
+use crate::store::{Expected, NewEvent, StreamAppend};
 use actix_web::{HttpResponse, get, post, web};
 use prl_schema::datasets::{DatasetSplit, registered_reference};
 use prl_schema::events::{Event, Metadata};
@@ -113,7 +114,7 @@ pub async fn register(
     let registration: Registration = parse_json(&bytes, Text::Plain)?;
     check(&registration)?;
     let id = stream_id(&registration.name);
-    let mut log = LogTx::begin(&state.pool).await?;
+    let mut log = event_log::begin(&state.pool).await?;
     let current: Option<(i64, sqlx::types::Json<Vec<DatasetSplit>>)> =
         sqlx::query_as("SELECT version, splits FROM datasets WHERE name = $1")
             .bind(&registration.name)

@@ -4,8 +4,9 @@
 
 use crate::auth::{ReadAccess, WriteAccess};
 use crate::error::ApiError;
+use crate::event_log;
 use crate::state::AppState;
-use crate::store::{Expected, LogTx, NewEvent, StreamAppend, derived_id};
+use crate::store::{Expected, NewEvent, StreamAppend, derived_id};
 use actix_web::{HttpResponse, get, post, web};
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use prl_schema::events::{Event, Metadata};
@@ -94,7 +95,7 @@ pub async fn redrive(
         .map_err(|e| unavailable(&e))?;
     // Named by the letter and the attempt: two requests racing for one redrive record it once.
     let event_id = derived_id(&[b"prl redrive ", id.as_bytes(), &attempt.to_be_bytes()]);
-    let mut log = LogTx::begin(&state.pool).await?;
+    let mut log = event_log::begin(&state.pool).await?;
     log.append_one(StreamAppend {
         stream_id: id,
         expected: Expected::Any,

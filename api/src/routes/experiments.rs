@@ -6,8 +6,9 @@ use crate::auth::{ReadAccess, WriteAccess};
 use crate::domain::experiment;
 use crate::domain::status::{ExperimentStatus, JobStatus};
 use crate::error::ApiError;
+use crate::event_log;
 use crate::state::AppState;
-use crate::store::{Expected, LogTx, NewEvent, StreamAppend, derived_id};
+use crate::store::{Expected, NewEvent, StreamAppend, derived_id};
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use prl_schema::events::{Event, Metadata};
@@ -204,7 +205,7 @@ pub async fn record_submission(
     event_id: Uuid,
 ) -> Result<Accepted, ApiError> {
     let id = Uuid::now_v7();
-    let mut log = LogTx::begin(&state.pool).await?;
+    let mut log = event_log::begin(&state.pool).await?;
     let datasets = super::datasets::resolve(log.conn(), &spec).await?;
     let submitted = spec.clone();
     let event = NewEvent {
@@ -492,7 +493,7 @@ pub async fn cancel(
     let reason = body
         .and_then(|b| b.reason)
         .unwrap_or_else(|| "cancelled by a user".into());
-    let mut log = LogTx::begin(&state.pool).await?;
+    let mut log = event_log::begin(&state.pool).await?;
     let row = sqlx::query("SELECT status, version FROM experiments WHERE id = $1")
         .bind(id)
         .fetch_optional(log.conn())

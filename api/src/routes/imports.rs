@@ -6,8 +6,9 @@
 use super::body::{Text, check_text, read_limited};
 use crate::auth::WriteAccess;
 use crate::error::ApiError;
+use crate::event_log;
 use crate::state::AppState;
-use crate::store::{Expected, LogTx, NewEvent, StreamAppend};
+use crate::store::{Expected, NewEvent, StreamAppend};
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use prl_schema::dumps::{DumpError, DumpFile, rollout_batches, validation_results};
 use prl_schema::events::{Event, Metadata};
@@ -159,7 +160,7 @@ pub async fn import(
             events: run_events,
         },
     ];
-    let mut log = LogTx::begin(&state.pool).await?;
+    let mut log = event_log::begin(&state.pool).await?;
     let results = log.append_many(appends).await?;
     if results.iter().any(Result::is_err) {
         // The experiment's stream exists: this import is in the log already. Nothing is written.

@@ -1,12 +1,12 @@
 //! Appending to the log. Every append runs inside a `LogTx`, which holds the log's advisory lock so
 //! that positions are committed in the order they were taken: a reader tailing by position can
-//! then never see position n+1 before n. In the same transaction the projections are updated and
-//! the process manager's follow-up events are appended.
+//! then never see position n+1 before n. In the same transaction the `Followers` the transaction
+//! was begun with bring the read models up to the new events and name the events that must
+//! follow them, which are appended too.
 
-use crate::projections;
-use crate::workflow;
+use futures::future::BoxFuture;
 use prl_schema::events::{Event, Metadata, RecordedEvent, SCHEMA_VERSION};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
@@ -72,19 +72,41 @@ pub async fn existing_event_ids(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// What an append does in its own transaction besides writing the events. Supplied by whoever
+/// begins the transaction (prl's are in `crate::event_log`), so the store knows nothing of them.
+pub trait Followers: Sync {
+    /// Brings the read models up to `events`, in log order.
+    fn project<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+
+    /// The appends that must follow `events`, which the read models already reflect.
+    fn react<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<Vec<StreamAppend>, sqlx::Error>>;
+}
+
 /// A transaction on the log.
 pub struct LogTx {
     tx: Transaction<'static, Postgres>,
+    followers: &'static dyn Followers,
 }
 
 impl LogTx {
-    pub async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
+    pub async fn begin(
+        pool: &PgPool,
+        followers: &'static dyn Followers,
+    ) -> Result<Self, sqlx::Error> {
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(LOG_LOCK)
             .execute(&mut *tx)
             .await?;
-        Ok(LogTx { tx })
+        Ok(LogTx { tx, followers })
     }
 
     pub fn conn(&mut self) -> &mut sqlx::PgConnection {
@@ -150,8 +172,8 @@ impl LogTx {
         }
 
         let recorded = rows.insert(&mut self.tx).await?;
-        projections::apply(&mut self.tx, &recorded).await?;
-        let follow_ups = workflow::react(&mut self.tx, &recorded).await?;
+        self.followers.project(&mut self.tx, &recorded).await?;
+        let follow_ups = self.followers.react(&mut self.tx, &recorded).await?;
         if !follow_ups.is_empty() {
             // Follow-ups target streams the reaction has just read under the lock: they cannot conflict.
             for result in Box::pin(self.append_many(follow_ups)).await? {

@@ -3,7 +3,9 @@
 mod append;
 mod read;
 
-pub use append::{AppendError, Expected, LogTx, NewEvent, StreamAppend, existing_event_ids};
+pub use append::{
+    AppendError, Expected, Followers, LogTx, NewEvent, StreamAppend, existing_event_ids,
+};
 pub use read::{Visibility, read_after, read_recorded};
 
 /// A stream or event id derived from content (the SHA-256 of `parts`, in a version 4 layout), so
