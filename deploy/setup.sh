@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what prl needs on a Debian machine that has a Rust toolchain: the PostgreSQL server
-# (for the private cluster `prl up` and the tests start), nats-server, and a C compiler.
+# (for the private cluster `prl up` and the tests start), nats-server, a C compiler, and the
+# tools the tests use.
 # It installs only what is missing, and does nothing on a machine that has it all.
 set -euo pipefail
 
@@ -10,6 +11,10 @@ command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(n
 command -v cc >/dev/null || missing+=(gcc libc6-dev)
 command -v c++ >/dev/null || missing+=(g++)
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
+# scripts/schemathesis.sh waits for the stack with curl; the NATS cluster fault test makes
+# network namespaces with ip.
+command -v curl >/dev/null || missing+=(curl)
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=(iproute2)
 
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
