@@ -7,7 +7,7 @@ mod process;
 mod secret;
 
 pub use process::die_with_parent;
-pub use secret::{redacted, secret_file};
+pub use secret::{redacted, secret_file, write_private};
 
 pub use nats::PrivateNats;
 pub use postgres::PrivatePostgres;

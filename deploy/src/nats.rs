@@ -3,7 +3,7 @@
 //! (`<store_dir>.conf`) and the URL of `url` carry; the file is readable by this user only.
 
 use crate::process::{die_with_parent, find_binary, free_port, wait_for_port};
-use crate::secret::secret_file;
+use crate::secret::{secret_file, write_private};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -76,18 +76,9 @@ const USER: &str = "prl";
 
 /// The server's configuration: only the login; everything else is on its command line.
 fn write_config(store_dir: &Path, password: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let path = store_dir.with_extension("conf");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
     let config = format!("authorization {{\n  user: \"{USER}\"\n  password: \"{password}\"\n}}\n");
-    std::io::Write::write_all(&mut file, config.as_bytes())?;
-    Ok(())
+    write_private(&path, config.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
 fn spawn_server(store_dir: &Path, port: u16) -> Result<Child> {

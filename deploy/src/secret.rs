@@ -26,6 +26,18 @@ pub fn secret_file(path: &Path) -> Result<(String, bool)> {
     Ok((secret, true))
 }
 
+/// Writes `contents` to `path`, replacing it, readable by this user only (a file made now gets
+/// mode 0600).
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(contents)
+}
+
 /// `urls` (one, or several separated by commas) with their passwords replaced by `***`, for
 /// messages and logs.
 pub fn redacted(urls: &str) -> String {

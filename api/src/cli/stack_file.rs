@@ -23,14 +23,8 @@ impl StackFile {
     }
 
     pub fn write(&self, home: &Path) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(home.join(Self::NAME))?;
-        std::io::Write::write_all(&mut file, serde_json::to_string_pretty(self)?.as_bytes())
+        let text = serde_json::to_string_pretty(self)?;
+        prl_local_stack::write_private(&home.join(Self::NAME), text.as_bytes())
     }
 
     pub fn remove(home: &Path) {
