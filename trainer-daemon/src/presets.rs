@@ -1,7 +1,7 @@
 //! From an experiment's model reference (or a checkpoint) to a model and its tokenizer.
 
 use crate::model::{LoadedModel, ModelConfig};
-use crate::tokenizer::{self, PrlTokenizer};
+use crate::tokenizer::PrlTokenizer;
 use anyhow::{Context, Result, bail};
 use prl_schema::jobs::{CheckpointRef, JobMessage};
 use prl_schema::spec::{ModelPreset, ModelRef, Precision};
@@ -113,7 +113,7 @@ fn load_weights(
 ) -> Result<(LoadedModel, PrlTokenizer)> {
     if let Some(checkpoint) = job.input_checkpoint.as_ref() {
         let dir = checkpoint_dir(checkpoint)?;
-        return load_dir(&dir, tokenizer::EOS, device);
+        return load_dir(&dir, device);
     }
     match &job.model {
         ModelRef::Preset(ModelPreset::Tiny) => {
@@ -124,17 +124,15 @@ fn load_weights(
                 tok,
             ))
         }
-        ModelRef::Preset(ModelPreset::TinyBase) => {
-            load_dir(&tiny_base_dir()?, tokenizer::EOS, device)
-        }
+        ModelRef::Preset(ModelPreset::TinyBase) => load_dir(&tiny_base_dir()?, device),
         ModelRef::Preset(ModelPreset::Smollm2_135m) => {
             let dir = model_cache().join("smollm2-135m");
             if !dir.join("model.safetensors").exists() {
                 bail!("{} is missing: run scripts/setup_smollm2.sh", dir.display());
             }
-            load_dir(&dir, "<|im_end|>", device)
+            load_dir(&dir, device)
         }
-        ModelRef::Path(dir) => load_dir(Path::new(dir), "</s>", device),
+        ModelRef::Path(dir) => load_dir(Path::new(dir), device),
     }
 }
 
@@ -174,18 +172,12 @@ pub fn checkpoint_dir(checkpoint: &CheckpointRef) -> Result<PathBuf> {
         .to_owned())
 }
 
-/// An HF directory: weights, and a tokenizer with the tags added (the vocabulary grows to fit).
-fn load_dir(dir: &Path, eos: &str, device: Device) -> Result<(LoadedModel, PrlTokenizer)> {
-    let mut model = LoadedModel::load(dir, device)?;
-    // Checkpoints prl wrote name their end-of-sequence token; other directories use the default.
-    let eos = match std::fs::read_to_string(dir.join(PRL_META)) {
-        Ok(text) => serde_json::from_str::<serde_json::Value>(&text)?["eos"]
-            .as_str()
-            .unwrap_or(eos)
-            .to_owned(),
-        Err(_) => eos.to_owned(),
-    };
-    let (tok, _) = PrlTokenizer::load(&dir.join("tokenizer.json"), &eos)
+/// A model directory (HF layout, or a checkpoint prl wrote): weights, and a tokenizer with the tags
+/// added (the vocabulary grows to fit) that ends sequences as the directory's files say.
+pub fn load_dir(dir: &Path, device: Device) -> Result<(LoadedModel, PrlTokenizer)> {
+    let mut model = LoadedModel::load(dir, device)
+        .with_context(|| format!("loading the model in {}", dir.display()))?;
+    let (tok, _) = PrlTokenizer::load_model_dir(dir)
         .with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
     let needed = tok.vocab_size() as i64;
     if needed > model.model.config.vocab_size {

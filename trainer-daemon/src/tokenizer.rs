@@ -27,8 +27,27 @@ impl PrlTokenizer {
     /// Loads `tokenizer.json` and adds whichever tags it lacks. Returns the tokenizer and how many
     /// tokens were added (the model's vocabulary must grow by as many).
     pub fn load(path: &Path, eos: &str) -> Result<(Self, usize)> {
-        let mut inner =
+        let inner =
             Tokenizer::from_file(path).map_err(|e| anyhow!("loading {}: {e}", path.display()))?;
+        Self::with_tags(inner, eos)
+    }
+
+    /// The `tokenizer.json` of a model directory, ending sequences with the token the
+    /// directory's own files name (see [`eos_of_dir`]).
+    pub fn load_model_dir(dir: &Path) -> Result<(Self, usize)> {
+        let path = dir.join("tokenizer.json");
+        let inner =
+            Tokenizer::from_file(&path).map_err(|e| anyhow!("loading {}: {e}", path.display()))?;
+        let eos = match eos_of_dir(dir)? {
+            Eos::Token(token) => token,
+            Eos::Id(id, file) => inner.id_to_token(id).with_context(|| {
+                format!("{file} names eos token id {id}, which tokenizer.json does not have")
+            })?,
+        };
+        Self::with_tags(inner, &eos)
+    }
+
+    fn with_tags(mut inner: Tokenizer, eos: &str) -> Result<(Self, usize)> {
         let added = inner.add_special_tokens(&TAGS.map(|t| AddedToken::from(t, true)));
         let pad = inner.token_to_id(PAD).map(|_| PAD).unwrap_or(eos);
         Ok((Self::wrap(inner, eos, pad)?, added))
@@ -198,6 +217,62 @@ impl PrlTokenizer {
             .save(path, true)
             .map_err(|e| anyhow!("writing {}: {e}", path.display()))
     }
+}
+
+/// An end-of-sequence token as a model directory names it.
+enum Eos {
+    Token(String),
+    /// An id, and the file that gave it.
+    Id(u32, &'static str),
+}
+
+/// The end-of-sequence token of a model directory: prl's note in directories it wrote, else the
+/// model's own `generation_config.json` (`eos_token_id`; the first of a list, as Qwen's chat models
+/// give two), `tokenizer_config.json` (`eos_token`) or `config.json` (`eos_token_id`).
+fn eos_of_dir(dir: &Path) -> Result<Eos> {
+    let read = |name: &str| -> Result<Option<serde_json::Value>> {
+        let path = dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .with_context(|| format!("{} is not JSON", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    };
+    let id = |value: &serde_json::Value| {
+        let first = value
+            .as_array()
+            .and_then(|ids| ids.first())
+            .unwrap_or(value);
+        first.as_u64().and_then(|id| u32::try_from(id).ok())
+    };
+    if let Some(token) = read(crate::presets::PRL_META)?
+        .as_ref()
+        .and_then(|meta| meta["eos"].as_str())
+    {
+        return Ok(Eos::Token(token.to_owned()));
+    }
+    const GENERATION: &str = "generation_config.json";
+    if let Some(found) = read(GENERATION)?.and_then(|c| id(&c["eos_token_id"])) {
+        return Ok(Eos::Id(found, GENERATION));
+    }
+    if let Some(config) = read("tokenizer_config.json")? {
+        let token = &config["eos_token"];
+        // Older files write the token as an AddedToken object.
+        if let Some(text) = token.as_str().or_else(|| token["content"].as_str()) {
+            return Ok(Eos::Token(text.to_owned()));
+        }
+    }
+    const CONFIG: &str = "config.json";
+    if let Some(found) = read(CONFIG)?.and_then(|c| id(&c["eos_token_id"])) {
+        return Ok(Eos::Id(found, CONFIG));
+    }
+    anyhow::bail!(
+        "{} names no end-of-sequence token: give generation_config.json an eos_token_id or \
+         tokenizer_config.json an eos_token",
+        dir.display()
+    )
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! `scripts/make_parity_fixtures.py`), and its own save/load and KV-cache consistency.
 
 use prl_trainer::model::{LoadedModel, ModelConfig};
+use prl_trainer::presets::load_dir;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
@@ -141,4 +142,111 @@ fn smollm2_135m_real_weights_match_transformers() {
         diff < 1e-4,
         "smollm2-135m logits differ from transformers by {diff}"
     );
+}
+
+/// A scratch copy of the `smollm2-135m` preset's files other than its weights.
+fn smollm2_copy(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("prl-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(smollm2_dir().join(file), dir.join(file)).unwrap();
+    }
+    dir
+}
+
+/// Writes `model.safetensors` split into `shards` files and their index, as transformers does.
+fn write_shards(source: &std::path::Path, dir: &std::path::Path, shards: usize) {
+    let mut tensors = Tensor::read_safetensors(source).unwrap();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let per_shard = tensors.len().div_ceil(shards);
+    let mut weight_map = serde_json::Map::new();
+    for (i, chunk) in tensors.chunks(per_shard).enumerate() {
+        let file = format!("model-{:05}-of-{shards:05}.safetensors", i + 1);
+        Tensor::write_safetensors(chunk, dir.join(&file)).unwrap();
+        for (name, _) in chunk {
+            weight_map.insert(name.clone(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+}
+
+fn logits(model: &LoadedModel) -> Tensor {
+    let want = expected(&fixtures().join("smollm2"));
+    let ids = &want["input_ids"];
+    let positions = Tensor::arange(ids.size()[1], (Kind::Int64, Device::Cpu)).unsqueeze(0);
+    tch::no_grad(|| model.model.forward(ids, &positions, None))
+}
+
+#[test]
+fn a_sharded_copy_of_smollm2_gives_the_same_logits_and_ends_where_its_configs_say() {
+    let (whole, whole_tok) = load_dir(&smollm2_dir(), Device::Cpu).unwrap();
+    assert_eq!(
+        whole_tok.eos_token, "<|im_end|>",
+        "from generation_config.json's id 2"
+    );
+
+    let dir = smollm2_copy("sharded");
+    write_shards(&smollm2_dir().join("model.safetensors"), &dir, 3);
+    // Qwen's chat models list two end tokens; the first is the one generation stops on.
+    std::fs::write(
+        dir.join("generation_config.json"),
+        r#"{"eos_token_id": [2, 0]}"#,
+    )
+    .unwrap();
+    let (sharded, tok) = load_dir(&dir, Device::Cpu).unwrap();
+    assert_eq!(max_diff(&logits(&whole), &logits(&sharded)), 0.0);
+    assert_eq!(tok.eos_token, "<|im_end|>");
+    assert_eq!(tok.eos, 2);
+
+    // Without a generation config, tokenizer_config.json's token (here in its object form).
+    std::fs::remove_file(dir.join("generation_config.json")).unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"eos_token": {"content": "<|endoftext|>", "special": true}}"#,
+    )
+    .unwrap();
+    let (_, tok) = load_dir(&dir, Device::Cpu).unwrap();
+    assert_eq!((tok.eos_token.as_str(), tok.eos), ("<|endoftext|>", 0));
+
+    // A shard the index names but that is gone is named in the error.
+    std::fs::remove_file(dir.join("model-00002-of-00003.safetensors")).unwrap();
+    let err = format!("{:#}", load_dir(&dir, Device::Cpu).err().unwrap());
+    assert!(err.contains("model-00002-of-00003.safetensors"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn model_directories_prl_cannot_run_are_refused_naming_the_field() {
+    let dir = smollm2_copy("refused");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let cases = [
+        ("hidden_act", serde_json::json!("gelu")),
+        ("mlp_bias", serde_json::json!(true)),
+        ("use_sliding_window", serde_json::json!(true)),
+        ("model_type", serde_json::json!("mistral")),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "yarn", "factor": 4.0}),
+        ),
+    ];
+    for (field, value) in cases {
+        let mut changed = config.clone();
+        changed[field] = value;
+        std::fs::write(dir.join("config.json"), changed.to_string()).unwrap();
+        let err = format!("{:#}", load_dir(&dir, Device::Cpu).err().unwrap());
+        assert!(err.contains(field), "{field}: {err}");
+    }
+    // Shards sit beside their index.
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::write(
+        dir.join("model.safetensors.index.json"),
+        r#"{"weight_map": {"model.norm.weight": "../elsewhere.safetensors"}}"#,
+    )
+    .unwrap();
+    let err = format!("{:#}", load_dir(&dir, Device::Cpu).err().unwrap());
+    assert!(err.contains("not a file in the same directory"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -38,6 +38,13 @@ pub struct ModelConfig {
     pub rope_scaling: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub architectures: Option<Vec<String>>,
+    // Read only to refuse what the architecture here does not implement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_act: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlp_bias: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_sliding_window: Option<bool>,
 }
 
 fn default_max_positions() -> i64 {
@@ -62,6 +69,17 @@ impl ModelConfig {
                 "model_type {:?} is not one of llama, qwen2, qwen3",
                 self.model_type
             );
+        }
+        if let Some(act) = self.hidden_act.as_deref()
+            && act != "silu"
+        {
+            bail!("hidden_act {act:?} is not supported (only \"silu\")");
+        }
+        if self.mlp_bias == Some(true) {
+            bail!("mlp_bias = true is not supported");
+        }
+        if self.use_sliding_window == Some(true) {
+            bail!("use_sliding_window = true is not supported");
         }
         if self.rope_scaling.as_ref().is_some_and(|s| !s.is_null()) {
             bail!("rope_scaling is not supported");

@@ -5,6 +5,7 @@
 mod attention;
 mod config;
 mod rope;
+pub mod weights;
 
 pub use attention::KvCache;
 pub use config::ModelConfig;
@@ -238,15 +239,12 @@ impl LoadedModel {
         LoadedModel { vs, model }
     }
 
-    /// Loads `config.json` and `model.safetensors` from `dir`.
+    /// Loads `config.json` and the weights (one file or shards) from `dir`.
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
-        let mut loaded = Self::random(config, device);
-        let weights = dir.join("model.safetensors");
-        loaded
-            .vs
-            .load(&weights)
-            .with_context(|| format!("loading {}", weights.display()))?;
+        let files = weights::files(dir)?;
+        let loaded = Self::random(config, device);
+        weights::load_into(loaded.vs.variables(), &files)?;
         Ok(loaded)
     }
 
@@ -254,7 +252,7 @@ impl LoadedModel {
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         self.model.config.save(&dir.join("config.json"))?;
-        let weights = dir.join("model.safetensors");
+        let weights = dir.join(weights::SINGLE_FILE);
         self.vs
             .save(&weights)
             .with_context(|| format!("writing {}", weights.display()))?;
