@@ -66,13 +66,144 @@ impl DatasetSplit {
 /// A reference to a registered dataset, `registered:<name>[:<split>][:sequential]`: its name,
 /// its split (`train` when left out) and whether it asks for the step-by-step prompt.
 pub fn registered_reference(reference: &str) -> Option<(&str, &str, bool)> {
-    let rest = reference.strip_prefix("registered:")?;
-    let (rest, sequential) = match rest.strip_suffix(":sequential") {
-        Some(rest) => (rest, true),
-        None => (rest, false),
-    };
-    let (name, split) = rest.split_once(':').unwrap_or((rest, "train"));
-    Some((name, split, sequential))
+    match DatasetSource::parse(reference) {
+        Ok(DatasetSource::Registered {
+            name,
+            split,
+            sequential,
+        }) => Some((name, split, sequential)),
+        _ => None,
+    }
+}
+
+/// What a dataset reference names, once its syntax is checked: what a spec may say in any
+/// `dataset` field. `:sequential` at the end of any of them asks for the step-by-step prompt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetSource<'a> {
+    /// `builtin:<easy|hard|mixed>[-test][:sequential]` or `builtin:pretrain`.
+    Builtin(BuiltinDataset),
+    /// `jsonl:<path>` or `verl:<path>`, a path on the daemon (relative to its working directory).
+    File {
+        format: Format,
+        path: &'a str,
+        sequential: bool,
+    },
+    /// `registered:<name>[:<split>]`, resolved to its files when the experiment is accepted.
+    Registered {
+        name: &'a str,
+        split: &'a str,
+        sequential: bool,
+    },
+}
+
+impl<'a> DatasetSource<'a> {
+    pub fn parse(reference: &'a str) -> Result<Self, String> {
+        let (rest, sequential) = match reference.strip_suffix(":sequential") {
+            Some(rest) => (rest, true),
+            None => (reference, false),
+        };
+        if let Some(name) = rest.strip_prefix("builtin:") {
+            return BuiltinDataset::parse(name, sequential).map(DatasetSource::Builtin);
+        }
+        if let Some((format, path)) = Format::of_reference(rest) {
+            if path.is_empty() {
+                return Err(format!("`{}` must be followed by a path", format.prefix()));
+            }
+            return Ok(DatasetSource::File {
+                format,
+                path,
+                sequential,
+            });
+        }
+        if let Some(rest) = rest.strip_prefix("registered:") {
+            let (name, split) = rest.split_once(':').unwrap_or((rest, "train"));
+            if name.is_empty() || split.is_empty() || split.contains(':') {
+                return Err("a registered dataset is named registered:<name>[:<split>]".into());
+            }
+            return Ok(DatasetSource::Registered {
+                name,
+                split,
+                sequential,
+            });
+        }
+        Err("a dataset is builtin:<name>, jsonl:<path>, verl:<path> or registered:<name>[:<split>], \
+             each optionally followed by :sequential"
+            .into())
+    }
+}
+
+/// One of the built-in task's sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuiltinDataset {
+    pub level: BuiltinLevel,
+    /// The held-out split (`-test`), disjoint from training's.
+    pub test: bool,
+    pub solutions: Solutions,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuiltinLevel {
+    Easy,
+    Hard,
+    /// Easy and hard problems, interleaved.
+    Mixed,
+}
+
+/// Which prompts and target solutions a built-in set pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Solutions {
+    /// The parallel prompt and the parallel solution.
+    Parallel,
+    /// The step-by-step prompt and the sequential solution (the baselines).
+    Sequential,
+    /// Untagged solutions (the parallel ones' reasoning as one plain thread) under either prompt,
+    /// alternating: the base model's pretraining text, so that it answers both prompts step by
+    /// step, checking its work and trying cases without tags, before any parallel SFT.
+    Pretrain,
+}
+
+/// The names after `builtin:`.
+pub const BUILTIN_NAMES: &str = "easy, hard, mixed, easy-test, hard-test, mixed-test or pretrain";
+
+impl BuiltinDataset {
+    fn parse(name: &str, sequential: bool) -> Result<Self, String> {
+        let (name, test) = match name.strip_suffix("-test") {
+            Some(level) => (level, true),
+            None => (name, false),
+        };
+        let level = match name {
+            "easy" => BuiltinLevel::Easy,
+            "hard" => BuiltinLevel::Hard,
+            "mixed" => BuiltinLevel::Mixed,
+            "pretrain" if !test && !sequential => {
+                return Ok(BuiltinDataset {
+                    level: BuiltinLevel::Mixed,
+                    test: false,
+                    solutions: Solutions::Pretrain,
+                });
+            }
+            _ => {
+                let full = if test {
+                    format!("{name}-test")
+                } else {
+                    name.to_owned()
+                };
+                return Err(format!(
+                    "unknown built-in dataset {full:?}: expected {BUILTIN_NAMES}"
+                ));
+            }
+        };
+        let solutions = if sequential {
+            Solutions::Sequential
+        } else {
+            Solutions::Parallel
+        };
+        Ok(BuiltinDataset {
+            level,
+            test,
+            solutions,
+        })
+    }
 }
 
 /// One problem of a dataset file.

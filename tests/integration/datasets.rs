@@ -259,7 +259,7 @@ async fn files_outside_the_daemons_roots_fail_the_job_without_telling_whether_th
         ("tiny", "jsonl:/etc/hostname"),
         ("tiny", "jsonl:/etc/no-such-file"),
         ("tiny", "jsonl:/dev/zero"),
-        ("path:/etc", "builtin:test"),
+        ("path:/etc", "builtin:easy-test"),
     ] {
         let id = app.submit(&eval(dataset, model, dataset)).await;
         let detail = app

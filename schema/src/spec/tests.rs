@@ -11,7 +11,7 @@ fn valid() -> Value {
              "attention": "unseen", "max_steps": 200, "checkpoint_every": 100},
             {"kind": "rl", "name": "rl", "dataset": "builtin:hard", "reward": "s2", "learning_rate": 1e-5,
              "steps": 50, "clip_high": 0.28, "init_from": {"stage": "cold-start", "step": 100}},
-            {"kind": "eval", "name": "test", "dataset": "builtin:test", "k": 4}
+            {"kind": "eval", "name": "test", "dataset": "builtin:easy-test", "k": 4}
         ]
     })
 }
@@ -132,7 +132,7 @@ fn periodic_evaluation_needs_a_dataset() {
     let mut spec = valid();
     spec["stages"][1]["eval_every"] = json!(5);
     assert_eq!(field_of(spec.clone()), "stages[1].eval_dataset");
-    spec["stages"][1]["eval_dataset"] = json!("builtin:test");
+    spec["stages"][1]["eval_dataset"] = json!("builtin:easy-test");
     assert!(ExperimentSpec::from_value(spec).is_ok());
 }
 
@@ -153,4 +153,40 @@ fn precision_defaults_to_float32_and_names_a_bad_value() {
     let mut fp16 = valid();
     fp16["stages"][2]["precision"] = json!("fp16");
     assert_eq!(field_of(fp16), "stages[2].precision");
+}
+
+#[test]
+fn dataset_references_are_checked_when_the_spec_is_read() {
+    for (dataset, why) in [
+        ("builtin:eazy", "unknown built-in dataset \"eazy\""),
+        (
+            "builtin:pretrain-test",
+            "unknown built-in dataset \"pretrain-test\"",
+        ),
+        ("jsonl:", "`jsonl:` must be followed by a path"),
+        ("registered:", "registered:<name>[:<split>]"),
+        ("registered:a:b:c", "registered:<name>[:<split>]"),
+        ("hf:gsm8k", "a dataset is builtin:<name>, jsonl:<path>"),
+    ] {
+        let mut v = valid();
+        v["stages"][2]["dataset"] = json!(dataset);
+        match ExperimentSpec::from_value(v) {
+            Err(SpecError::Invalid { field, reason }) => {
+                assert_eq!(field, "stages[2].dataset");
+                assert!(reason.contains(why), "{dataset}: {reason}");
+            }
+            other => panic!("{dataset}: expected an invalid spec, got {other:?}"),
+        }
+    }
+    for dataset in [
+        "builtin:mixed-test:sequential",
+        "builtin:pretrain",
+        "jsonl:data/x.jsonl:sequential",
+        "verl:/d/test.parquet",
+        "registered:gsm8k:test:sequential",
+    ] {
+        let mut v = valid();
+        v["stages"][2]["dataset"] = json!(dataset);
+        assert!(ExperimentSpec::from_value(v).is_ok(), "{dataset}");
+    }
 }

@@ -4,9 +4,10 @@ pub mod builtin;
 pub mod files;
 pub mod prompt;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use builtin::{Difficulty, Problem, Split};
-use prl_schema::datasets::{DatasetSplit, registered_reference};
+pub use prl_schema::datasets::Solutions;
+use prl_schema::datasets::{BuiltinLevel, DatasetSource, DatasetSplit, registered_reference};
 use prompt::PromptStyle;
 use sha2::Digest;
 use std::borrow::Cow;
@@ -104,19 +105,6 @@ pub struct BuiltinSet {
     pub solutions: Solutions,
 }
 
-/// Which prompts and target solutions a built-in set pairs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Solutions {
-    /// The parallel prompt and the parallel solution.
-    Parallel,
-    /// The step-by-step prompt and the sequential solution (the baselines).
-    Sequential,
-    /// Untagged solutions (the parallel ones' reasoning as one plain thread) under either prompt,
-    /// alternating: the base model's pretraining text, so that it answers both prompts step by
-    /// step, checking its work and trying cases without tags, before any parallel SFT.
-    Pretrain,
-}
-
 /// Problems per built-in split and difficulty.
 pub const BUILTIN_TRAIN_SIZE: usize = 8000;
 pub const BUILTIN_TEST_SIZE: usize = 512;
@@ -125,32 +113,19 @@ pub const BUILTIN_SEED: u64 = 20_250_910;
 
 impl BuiltinSet {
     pub fn parse(reference: &str) -> Result<Self> {
-        let Some(name) = reference.strip_prefix("builtin:") else {
-            bail!(
-                "dataset {reference:?} is neither built in (builtin:easy, builtin:hard, builtin:easy-test, ...) nor a file (jsonl:<path>, verl:<path>) nor registered (registered:<name>)"
-            )
-        };
-        let (name, solutions) = match name.strip_suffix(":sequential") {
-            Some(name) => (name, Solutions::Sequential),
-            None if name == "pretrain" => ("mixed", Solutions::Pretrain),
-            None => (name, Solutions::Parallel),
-        };
-        let (level, split) = match name.strip_suffix("-test") {
-            Some(level) => (level, Split::Test),
-            None => (name, Split::Train),
-        };
-        let difficulties = match level {
-            "easy" => vec![Difficulty::Easy],
-            "hard" => vec![Difficulty::Hard],
-            "mixed" => vec![Difficulty::Easy, Difficulty::Hard],
-            _ => bail!(
-                "unknown built-in dataset {name:?}: expected easy, hard, mixed, easy-test, hard-test, mixed-test or pretrain"
-            ),
+        let DatasetSource::Builtin(set) =
+            DatasetSource::parse(reference).map_err(|e| anyhow!(e))?
+        else {
+            bail!("dataset {reference:?} is not built in (builtin:<name>)");
         };
         Ok(BuiltinSet {
-            difficulties,
-            split,
-            solutions,
+            difficulties: match set.level {
+                BuiltinLevel::Easy => vec![Difficulty::Easy],
+                BuiltinLevel::Hard => vec![Difficulty::Hard],
+                BuiltinLevel::Mixed => vec![Difficulty::Easy, Difficulty::Hard],
+            },
+            split: if set.test { Split::Test } else { Split::Train },
+            solutions: set.solutions,
         })
     }
 
