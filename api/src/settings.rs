@@ -7,7 +7,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Deserialize)]
+/// `prl serve`'s settings; docs/reference/settings.md is generated from these types and defaults.
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 pub struct Settings {
     pub http: HttpSettings,
     pub database: DatabaseSettings,
@@ -18,8 +19,9 @@ pub struct Settings {
     pub web: WebSettings,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HttpSettings {
+    /// The address to listen on: `0.0.0.0` serves other hosts too.
     pub host: String,
     /// 0 binds a free port (tests).
     pub port: u16,
@@ -31,18 +33,23 @@ pub struct HttpSettings {
     pub max_live_streams: usize,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 pub struct DatabaseSettings {
+    /// The PostgreSQL database of the event log and read models
+    /// (`postgres://user:password@host:5432/prl`; `DATABASE_URL` works too). Required.
+    #[schemars(with = "String")]
     pub url: SecretString,
+    /// Connections of the API's pool.
     pub max_connections: u32,
     /// The live event feed's own connections, apart from `max_connections`.
     pub live_feed_connections: u32,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 pub struct NatsSettings {
-    /// One URL or several separated by commas (a cluster's seeds); may carry a user and
+    /// NATS with JetStream (`NATS_URL` works too): one URL or several separated by commas (a cluster's seeds); may carry a user and
     /// password (`nats://user:password@host:4222`) or a token (`nats://token@host:4222`).
+    #[schemars(with = "String")]
     pub url: SecretString,
     /// Prefix of every stream and subject, so deployments can share a server.
     pub namespace: String,
@@ -50,15 +57,16 @@ pub struct NatsSettings {
     pub replicas: usize,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 pub struct AuthSettings {
-    /// Bearer token required by write endpoints.
+    /// Bearer token required by write endpoints. Required.
+    #[schemars(with = "String")]
     pub token: SecretString,
     /// Whether read endpoints need the token too.
     pub protect_reads: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobSettings {
     /// How long a claim or heartbeat keeps a lease.
     pub lease_seconds: u64,
@@ -70,13 +78,13 @@ pub struct JobSettings {
     pub requeue_after_seconds: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IngestSettings {
     /// Worker messages written per transaction at most.
     pub batch_size: usize,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WebSettings {
     /// The built web UI (`npm run build` in `web/`), served at `/`.
     pub dir: std::path::PathBuf,
@@ -100,6 +108,21 @@ impl Settings {
 
     /// The layered sources; callers may merge more on top (the CLI does for `prl up`).
     pub fn figment() -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Self::defaults()));
+        if let Ok(path) = std::env::var("PRL_CONFIG") {
+            figment = figment.merge(Toml::file(path));
+        }
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            figment = figment.merge(("database.url", url));
+        }
+        if let Ok(url) = std::env::var("NATS_URL") {
+            figment = figment.merge(("nats.url", url));
+        }
+        figment.merge(Env::prefixed("PRL_").split("__"))
+    }
+
+    /// The built-in defaults; `database.url` and `auth.token` have none.
+    pub fn defaults() -> serde_json::Value {
         let defaults = Defaults {
             http: HttpSettings {
                 host: "127.0.0.1".into(),
@@ -122,16 +145,6 @@ impl Settings {
                 dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../web/dist").into(),
             },
         };
-        let mut figment = Figment::from(Serialized::defaults(defaults));
-        if let Ok(path) = std::env::var("PRL_CONFIG") {
-            figment = figment.merge(Toml::file(path));
-        }
-        if let Ok(url) = std::env::var("DATABASE_URL") {
-            figment = figment.merge(("database.url", url));
-        }
-        if let Ok(url) = std::env::var("NATS_URL") {
-            figment = figment.merge(("nats.url", url));
-        }
-        figment.merge(Env::prefixed("PRL_").split("__"))
+        serde_json::to_value(defaults).expect("the defaults are JSON")
     }
 }

@@ -1,5 +1,5 @@
 use prl_integration_tests::TestApp;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 #[tokio::test]
@@ -46,6 +46,31 @@ async fn the_openapi_document_describes_the_endpoints_and_the_docs_page_is_serve
         "/api/v1/events",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is missing");
+    }
+    // The spec's schemas come from the spec types, bounds and defaults included, and every
+    // reference in the document resolves.
+    let schemas = &doc["components"]["schemas"];
+    let rl = schemas["StageSpec"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["properties"]["kind"]["const"] == "rl")
+        .expect("an rl stage schema");
+    let group_size = &rl["properties"]["group_size"];
+    assert_eq!(
+        (
+            &group_size["minimum"],
+            &group_size["maximum"],
+            &group_size["default"]
+        ),
+        (&json!(2), &json!(1024), &json!(8))
+    );
+    assert_eq!(schemas["Stages"]["minItems"], 1);
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"").skip(1) {
+        let target = &reference[..reference.find('"').unwrap()];
+        let name = target.strip_prefix("#/components/schemas/").unwrap();
+        assert!(schemas[name].is_object(), "{target} does not resolve");
     }
     let page = app.get("/api/docs/").await;
     assert_eq!(page.status(), 200);

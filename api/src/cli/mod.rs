@@ -37,7 +37,7 @@ enum Command {
     /// Start the local stack: PostgreSQL and NATS (private ones unless DATABASE_URL and NATS_URL
     /// are set), the API and a trainer daemon. Ctrl-C stops it all.
     Up(up::UpArgs),
-    /// Run the API server alone, configured by PRL_* variables (see ARCHITECTURE.md).
+    /// Run the API server alone, configured by PRL_* variables (docs/reference/settings.md).
     Serve,
     /// Submit an experiment spec (.json or .toml).
     Submit {

@@ -139,12 +139,43 @@ pub fn methods_of(path: &str) -> Vec<&'static str> {
         .collect()
 }
 
-#[get("/api/openapi.json")]
-pub async fn document() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+/// The document as served: utoipa's, with the spec's schemas replaced by the ones generated from
+/// the spec types (`prl_schema::spec::json_schemas`), which carry their bounds and defaults, and
+/// the live stream's events described as SSE events.
+pub fn document_json() -> &'static serde_json::Value {
+    static DOCUMENT: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document is JSON");
+        let schemas = doc["components"]["schemas"]
+            .as_object_mut()
+            .expect("the document has schemas");
+        schemas.extend(prl_schema::spec::json_schemas());
+        // A Server-Sent Events response is described per event (`id`, `event`, `data`), the
+        // notice being the JSON inside `data`.
+        doc["paths"]["/api/v1/events/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+            ["schema"] = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "event": {"type": "string"},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"$ref": "#/components/schemas/EventNotice"}
+                }
+            }
+        });
+        doc
+    });
+    &DOCUMENT
 }
 
-/// Swagger UI at `/api/docs/`, served from assets built into the binary (no CDN).
+#[get("/api/openapi.json")]
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok().json(document_json())
+}
+
+/// Swagger UI at `/api/docs/`, served from assets built into the binary (no CDN), reading the
+/// document above.
 pub fn docs() -> SwaggerUi {
-    SwaggerUi::new("/api/docs/{_:.*}").url("/api/docs/openapi.json", ApiDoc::openapi())
+    SwaggerUi::new("/api/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/api/openapi.json"))
 }

@@ -31,7 +31,9 @@ impl SpecError {
 }
 
 /// A valid experiment: a name, tags, a model and at least one stage whose inputs can exist.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentSpec {
     pub name: ExperimentName,
@@ -47,16 +49,58 @@ pub struct ExperimentSpec {
     pub stages: Stages,
 }
 
+/// The JSON Schema of a spec (`ExperimentSpec`) and of each named type in it, keyed by name and
+/// referring to each other under `#/components/schemas/`: the OpenAPI document's spec schemas and
+/// docs/reference/spec.md are made from it, so bounds and defaults are stated once, in the types.
+pub fn json_schemas() -> serde_json::Map<String, Value> {
+    let generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "/components/schemas/".into())
+        .into_generator();
+    let mut root = generator
+        .into_root_schema_for::<ExperimentSpec>()
+        .to_value();
+    let mut schemas = match root
+        .get_mut("components")
+        .and_then(|c| c.get_mut("schemas"))
+        .map(Value::take)
+    {
+        Some(Value::Object(schemas)) => schemas,
+        _ => serde_json::Map::new(),
+    };
+    let root = root.as_object_mut().expect("a schema is an object");
+    for key in ["$schema", "components", "title"] {
+        root.remove(key);
+    }
+    schemas.insert("ExperimentSpec".into(), Value::Object(root.clone()));
+    schemas
+}
+
 pub(crate) fn default_seed() -> u64 {
     1
 }
 
 /// The ordered stages: never empty, names unique, every `init_from` pointing at a checkpoint that
 /// an earlier stage will save.
+// The document's schema of a spec is `json_schemas()`'s; utoipa only needs the name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "Vec<StageSpec>", into = "Vec<StageSpec>")]
-#[schema(value_type = Vec<StageSpec>)]
+#[schema(value_type = Vec<Object>)]
 pub struct Stages(Vec<StageSpec>);
+
+impl schemars::JsonSchema for Stages {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Stages".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let stage = generator.subschema_for::<StageSpec>();
+        schemars::json_schema!({
+            "description": "The stages, run in order: at least one, names unique.",
+            "type": "array",
+            "items": stage,
+            "minItems": 1
+        })
+    }
+}
 
 impl Stages {
     pub fn as_slice(&self) -> &[StageSpec] {

@@ -44,6 +44,22 @@ impl TryFrom<String> for ModelRef {
     }
 }
 
+impl schemars::JsonSchema for ModelRef {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ModelRef".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(tiny|tiny-base|smollm2-135m|path:.+)$",
+            "examples": ["tiny-base", "smollm2-135m", "path:/models/Qwen3-0.6B"]
+        })
+    }
+}
+
 impl fmt::Display for ModelRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -5,7 +5,18 @@ use super::values::*;
 use serde::{Deserialize, Serialize};
 
 /// How paths of one parallel block see each other (see the reference notes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Attention {
     /// Plain causal attention and ordinary positions.
@@ -16,7 +27,18 @@ pub enum Attention {
 }
 
 /// Whether rollouts fork into parallel paths or stay one sequence (the baselines).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RolloutMode {
     #[default]
@@ -26,7 +48,18 @@ pub enum RolloutMode {
 
 /// The numbers a stage computes in. `bf16` keeps the weights in bfloat16 and the optimiser's
 /// master weights and moments in float32 (meant for CUDA; on CPU it works, slowly).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]
@@ -35,7 +68,17 @@ pub enum Precision {
 }
 
 /// The reward an RL stage optimises.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum RewardSchedule {
     /// +1 correct, -1 wrong.
@@ -49,7 +92,7 @@ pub enum RewardSchedule {
 }
 
 /// Where a stage's weights come from, when not from the stage before it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitFrom {
     /// An earlier stage of the same spec that saves checkpoints.
@@ -128,35 +171,49 @@ fn k_one() -> EvalK {
 }
 
 /// Cold-start supervised fine-tuning on parallel-format (or sequential) solutions.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SftStage {
+    /// Unique within the spec; names the stage's run and its checkpoints.
     pub name: StageName,
+    /// The examples to imitate: a dataset reference (see Datasets below); rows need a `solution`.
     pub dataset: DatasetRef,
+    /// Starts from an earlier stage's checkpoint instead of the previous stage's final one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<InitFrom>,
+    /// How the paths of a parallel block see each other (`seen` or `unseen`; see Values).
     #[serde(default)]
     pub attention: Attention,
+    /// `fp32`, or `bf16` weights with float32 optimiser state (see Values).
     #[serde(default)]
     pub precision: Precision,
+    /// Not read by SFT, whose targets already hold their blocks; kept so that every stage kind takes it.
     #[serde(default = "two_paths")]
     pub paths: Paths,
+    /// AdamW's peak learning rate, after `warmup_ratio` of the steps, then cosine decay.
     pub learning_rate: LearningRate,
+    /// Passes over the dataset.
     #[serde(default = "one")]
     pub epochs: PositiveCount,
     /// Stops early after this many optimiser steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<PositiveCount>,
+    /// Examples per micro-batch.
     #[serde(default = "batch_32")]
     pub batch_size: PositiveCount,
+    /// Micro-batches per optimiser step.
     #[serde(default = "one")]
     pub grad_accum: PositiveCount,
+    /// Share of the steps over which the learning rate rises linearly from 0.
     #[serde(default = "warmup")]
     pub warmup_ratio: Fraction,
+    /// Gradients are clipped to this global norm.
     #[serde(default = "grad_clip")]
     pub grad_clip: Positive,
+    /// AdamW's decoupled weight decay, applied to matrices only.
     #[serde(default = "weight_decay")]
     pub weight_decay: NonNegative,
+    /// Tokens per example, prompt and response; longer ones are cut, and one with no response token left is skipped.
     #[serde(default = "max_length")]
     pub max_length: PositiveCount,
     /// Batches examples of similar length together (shuffled within windows of a few hundred),
@@ -171,31 +228,43 @@ pub struct SftStage {
 }
 
 /// GRPO/DAPO reinforcement learning with parallel (or sequential) rollouts.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RlStage {
+    /// Unique within the spec; names the stage's run and its checkpoints.
     pub name: StageName,
+    /// The prompts to roll out, with their answers: a dataset reference (see Datasets below).
     pub dataset: DatasetRef,
+    /// Starts from an earlier stage's checkpoint instead of the previous stage's final one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<InitFrom>,
+    /// How the paths of a parallel block see each other (`seen` or `unseen`; see Values).
     #[serde(default)]
     pub attention: Attention,
+    /// `fp32`, or `bf16` weights with float32 optimiser state (see Values).
     #[serde(default)]
     pub precision: Precision,
+    /// Paths a parallel block forks into.
     #[serde(default = "two_paths")]
     pub paths: Paths,
+    /// `parallel` rollouts fork at `<Parallel>`; `sequential` ones never do (the baselines).
     #[serde(default)]
     pub mode: RolloutMode,
+    /// What a rollout is rewarded for (see Values).
     pub reward: RewardSchedule,
+    /// Samples per prompt: GRPO's advantages compare them.
     #[serde(default = "group_8")]
     pub group_size: GroupSize,
+    /// Prompts (groups) trained on per step.
     #[serde(default = "prompts_16")]
     pub prompts_per_step: PositiveCount,
+    /// PPO's lower clip bound: the ratio may fall to 1 - `clip_low`.
     #[serde(default = "clip")]
     pub clip_low: ClipBound,
     /// The upper clip bound (clip-higher); at least `clip_low`.
     #[serde(default = "clip")]
     pub clip_high: ClipBound,
+    /// AdamW's learning rate, constant after `warmup_steps`.
     pub learning_rate: LearningRate,
     /// RL steps over which the learning rate rises linearly to `learning_rate` (0: none, as
     /// the reference).
@@ -204,6 +273,7 @@ pub struct RlStage {
     /// AdamW's decoupled weight decay, applied to matrices only (not to norms or biases).
     #[serde(default = "weight_decay")]
     pub weight_decay: NonNegative,
+    /// RL steps: each rolls out, rewards and updates once.
     pub steps: PositiveCount,
     /// Samples per optimiser update: a step's kept samples are shuffled and cut into
     /// mini-batches of this size (the last one may be smaller), one PPO epoch.
@@ -213,8 +283,10 @@ pub struct RlStage {
     /// same tempered (and top-p-truncated) distribution. Must be above 0.
     #[serde(default = "temperature")]
     pub temperature: NonNegative,
+    /// Nucleus sampling: tokens outside the top `top_p` of probability are never drawn.
     #[serde(default = "top_p")]
     pub top_p: Fraction,
+    /// Weight of the KL penalty to the stage's starting weights (0: none, as DAPO).
     #[serde(default = "zero")]
     pub kl_coef: NonNegative,
     /// DAPO dynamic sampling: groups whose rewards are all equal teach nothing and are dropped,
@@ -231,17 +303,22 @@ pub struct RlStage {
     /// Tokens one path may take, its tags included, before `</Path>` is forced.
     #[serde(default = "path_tokens")]
     pub max_path_tokens: PositiveCount,
+    /// Parallel blocks a response may open; later `<Parallel>` tokens are not sampled.
     #[serde(default = "max_blocks")]
     pub max_blocks: u32,
+    /// Gradients are clipped to this global norm.
     #[serde(default = "grad_clip")]
     pub grad_clip: Positive,
+    /// Saves a checkpoint every this many steps, besides the final one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_every: Option<PositiveCount>,
     /// Evaluates on `eval_dataset` every this many steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_every: Option<PositiveCount>,
+    /// The held-out set of periodic evaluation (needed with `eval_every`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_dataset: Option<DatasetRef>,
+    /// Samples per prompt in periodic evaluation (Mean@k, Pass@k).
     #[serde(default = "k_one")]
     pub eval_k: EvalK,
     /// Also decodes every evaluation prompt once greedily and reports that accuracy.
@@ -253,21 +330,29 @@ pub struct RlStage {
 }
 
 /// Evaluation: Mean@k and Pass@k on a benchmark split.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvalStage {
+    /// Unique within the spec; names the stage's run and its checkpoints.
     pub name: StageName,
+    /// The benchmark: a dataset reference (see Datasets below); rows need an answer.
     pub dataset: DatasetRef,
+    /// Starts from an earlier stage's checkpoint instead of the previous stage's final one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<InitFrom>,
+    /// How the paths of a parallel block see each other (`seen` or `unseen`; see Values).
     #[serde(default)]
     pub attention: Attention,
+    /// `fp32`, or `bf16` weights with float32 optimiser state (see Values).
     #[serde(default)]
     pub precision: Precision,
+    /// Paths a parallel block forks into.
     #[serde(default = "two_paths")]
     pub paths: Paths,
+    /// `parallel` decoding forks at `<Parallel>`; `sequential` never does.
     #[serde(default)]
     pub mode: RolloutMode,
+    /// Samples per prompt: Mean@k averages their accuracy, Pass@k counts a prompt solved by any.
     #[serde(default = "k_one")]
     pub k: EvalK,
     /// Also decodes every prompt once greedily and reports that accuracy beside Mean@k, as an
@@ -277,20 +362,25 @@ pub struct EvalStage {
     /// 0 decodes greedily.
     #[serde(default = "temperature")]
     pub temperature: NonNegative,
+    /// Nucleus sampling: tokens outside the top `top_p` of probability are never drawn.
     #[serde(default = "top_p")]
     pub top_p: Fraction,
+    /// The response's length budget: main text, paths and summaries together.
     #[serde(default = "response_tokens")]
     pub max_response_tokens: PositiveCount,
+    /// Tokens one path may take, its tags included, before `</Path>` is forced.
     #[serde(default = "path_tokens")]
     pub max_path_tokens: PositiveCount,
+    /// Parallel blocks a response may open; later `<Parallel>` tokens are not sampled.
     #[serde(default = "max_blocks")]
     pub max_blocks: u32,
+    /// Evaluates the first this many prompts; all of them when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_prompts: Option<PositiveCount>,
 }
 
 /// One stage of an experiment. Serialised flat, with `kind` naming the variant.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum StageSpec {
     Sft(SftStage),
