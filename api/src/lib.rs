@@ -1,5 +1,4 @@
 pub mod auth;
-pub mod cli;
 pub mod domain;
 pub mod error;
 pub mod event_log;
@@ -13,3 +12,6 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod workflow;
+
+/// The migrations of prl's PostgreSQL schema (`api/migrations/`), embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -1,5 +1,6 @@
-//! The shared contract of prl: SQL migrations, the experiment spec, events and job messages.
-//! It knows nothing about HTTP or NATS: subjects and routes live in the crates that speak them.
+//! The shared contract of prl: the experiment spec, events and job messages.
+//! It knows nothing about HTTP, NATS or the database: subjects, routes and migrations live in
+//! the crates that speak them.
 
 pub mod analysis;
 pub mod datasets;
@@ -13,6 +14,3 @@ pub mod reward;
 pub mod spec;
 pub mod trajectory;
 pub mod verl;
-
-/// The migrations of prl's PostgreSQL schema, embedded at compile time.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

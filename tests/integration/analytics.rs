@@ -288,11 +288,11 @@ async fn prl_psql_reads_the_views_as_the_analyst_and_cannot_write() {
     seeded_run(&app).await;
     // The test servers ask for passwords, as the local stack's do.
     let password = "analyst-password-of-this-test";
-    prl_api::cli::psql::set_analyst_password(&app.database_url, password)
+    prl_cli::psql::set_analyst_password(&app.database_url, password)
         .await
         .unwrap();
     let run = |sql: &str| {
-        prl_api::cli::psql::command(
+        prl_cli::psql::command(
             &app.database_url,
             Some(password),
             &["-XAtq".into(), "-c".into(), sql.into()],

@@ -155,7 +155,7 @@ async fn registered_datasets_are_versioned_resolved_at_submission_and_checked_by
         ("test".to_owned(), test.clone()),
     ];
     let registration =
-        prl_api::cli::dataset::registration("toy".into(), &splits, "tests".into()).unwrap();
+        prl_cli::dataset::registration("toy".into(), &splits, "tests".into()).unwrap();
     let register = |body: serde_json::Value| {
         let app = &app;
         async move {
@@ -237,7 +237,7 @@ async fn registered_datasets_are_versioned_resolved_at_submission_and_checked_by
     );
 
     // Registering the changed file makes version 2; listing shows it.
-    let again = prl_api::cli::dataset::registration("toy".into(), &splits, "tests".into()).unwrap();
+    let again = prl_cli::dataset::registration("toy".into(), &splits, "tests".into()).unwrap();
     let (status, view) = register(serde_json::to_value(&again).unwrap()).await;
     assert_eq!((status, &view["version"]), (201, &serde_json::json!(2)));
     let list: serde_json::Value = app.get("/api/v1/datasets").await.json().await.unwrap();

@@ -2,7 +2,7 @@
 //! experiment whose run is analysed like a native one; a bad file leaves nothing behind; the
 //! same import twice is recorded once.
 
-use prl_api::cli::import::Sources;
+use prl_cli::import::Sources;
 use prl_integration_tests::{TOKEN, TestApp, VerlFixtureRow, write_verl_parquet};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -74,8 +74,7 @@ fn request(dir: &Path, name: &str) -> Value {
         dataset: None,
     };
     let request =
-        prl_api::cli::import::request(name.into(), sources, None, vec!["reference".into()])
-            .unwrap();
+        prl_cli::import::request(name.into(), sources, None, vec!["reference".into()]).unwrap();
     serde_json::to_value(request).unwrap()
 }
 
@@ -163,7 +162,7 @@ async fn a_bad_line_names_its_file_and_line_and_nothing_is_recorded() {
     let (status, error) = post_import(&app, &json!({"name": "x", "rollout": []})).await;
     assert_eq!(status, 400, "{error}");
     assert!(error["message"].as_str().unwrap().contains("rollout"));
-    assert!(prl_api::cli::import::request("x".into(), Sources::default(), None, vec![]).is_err());
+    assert!(prl_cli::import::request("x".into(), Sources::default(), None, vec![]).is_err());
 }
 
 #[tokio::test]
@@ -190,7 +189,7 @@ async fn a_verl_cold_start_dataset_is_analysed_like_trajectories() {
         dataset: Some(path.clone()),
         ..Sources::default()
     };
-    let body = prl_api::cli::import::request("cold start".into(), sources, None, vec![]).unwrap();
+    let body = prl_cli::import::request("cold start".into(), sources, None, vec![]).unwrap();
     let (status, imported) = post_import(&app, &serde_json::to_value(body).unwrap()).await;
     assert_eq!(status, 201, "{imported}");
     assert_eq!(imported["trajectories"], 3);
@@ -219,7 +218,7 @@ async fn a_verl_cold_start_dataset_is_analysed_like_trajectories() {
         dataset: Some(path),
         ..Sources::default()
     };
-    let Err(err) = prl_api::cli::import::request("x".into(), sources, None, vec![]) else {
+    let Err(err) = prl_cli::import::request("x".into(), sources, None, vec![]) else {
         panic!("a row without a solution was accepted")
     };
     assert!(

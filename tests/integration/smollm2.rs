@@ -2,8 +2,8 @@
 //! with two steps of each stage and a handful of prompts: every row of the main table on a real
 //! pretrained model, its tags added to a byte-level vocabulary, in bf16.
 
-use prl_api::cli::client::Client;
-use prl_api::cli::suite::Suite;
+use prl_cli::client::Client;
+use prl_cli::suite::Suite;
 use prl_integration_tests::{TOKEN, TestApp, training_turn};
 use prl_schema::spec::{PositiveCount, StageSpec, Stages};
 use std::path::Path;

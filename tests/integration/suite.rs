@@ -4,8 +4,8 @@
 //! column group per benchmark, each under the protocol it was sampled with. Run again, the suite
 //! reuses what it ran.
 
-use prl_api::cli::client::Client;
-use prl_api::cli::suite::Suite;
+use prl_cli::client::Client;
+use prl_cli::suite::Suite;
 use prl_integration_tests::{TOKEN, TestApp, training_turn};
 use std::path::Path;
 
@@ -77,7 +77,7 @@ async fn the_ci_suite_runs_every_row_of_the_main_table() {
         .count("SELECT count(*) FROM trajectories WHERE benchmark IS NOT NULL")
         .await;
     assert!(generations >= 9 * 2 * 4 * 3, "{generations}");
-    let rendered = prl_api::cli::results::render(&table);
+    let rendered = prl_cli::results::render(&table);
     assert_eq!(
         rendered.lines().filter(|l| l.starts_with('|')).count(),
         2 + 9,

@@ -1,6 +1,7 @@
 pub mod adamw;
 pub mod batch;
 pub mod checkpoint;
+pub mod cli;
 pub mod daemon;
 pub mod data;
 pub mod dry_run;

@@ -1,70 +1,10 @@
 use clap::Parser;
-use prl_schema::spec::StageKind;
-use prl_trainer::daemon::{DaemonConfig, Executor, run};
+use prl_trainer::cli::Args;
+use prl_trainer::daemon::{DaemonConfig, run};
 use prl_trainer::file_access::FileAccess;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// The prl trainer daemon: takes jobs from NATS JetStream and reports events back.
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    /// Prefix of the streams and subjects; must match the API's.
-    #[arg(long, env = "PRL_NATS__NAMESPACE", default_value = "prl")]
-    namespace: String,
-    /// Servers of a NATS cluster that keep each stream; must match the API's.
-    #[arg(long, env = "PRL_NATS__REPLICAS", default_value_t = 1)]
-    replicas: usize,
-    /// This daemon's name in claims; defaults to host and process id.
-    #[arg(long, env = "PRL_WORKER_ID")]
-    worker_id: Option<String>,
-    /// Job kinds to take (sft, rl, eval).
-    #[arg(long, value_delimiter = ',', default_value = "sft,rl,eval", value_parser = parse_kind)]
-    kinds: Vec<StageKind>,
-    /// Where checkpoints are written.
-    #[arg(long, env = "PRL_DATA_DIR", default_value = ".prl/trainer")]
-    data_dir: PathBuf,
-    /// Directories under which jobs may name dataset files and model directories (repeatable);
-    /// the working directory and prl's cache (~/.cache/prl) when absent. The data directory is
-    /// always one.
-    #[arg(long = "data-root", value_name = "DIR")]
-    data_roots: Vec<PathBuf>,
-    /// The largest dataset file a job may make the daemon read.
-    #[arg(long, default_value_t = 1 << 30)]
-    max_dataset_bytes: u64,
-    #[arg(long, default_value_t = 2000)]
-    heartbeat_ms: u64,
-    /// Duration of one dry-run step.
-    #[arg(long, default_value_t = 200)]
-    step_ms: u64,
-    /// `train` runs every job for real; `dry-run` walks the job protocol without a model.
-    #[arg(long, default_value = "train", value_parser = parse_executor)]
-    executor: Executor,
-    /// libtorch's threads for this daemon's work; all cores when absent. Daemons sharing a
-    /// machine each take their share.
-    #[arg(long)]
-    threads: Option<usize>,
-}
-
-fn parse_executor(text: &str) -> Result<Executor, String> {
-    match text {
-        "train" => Ok(Executor::Train),
-        "dry-run" => Ok(Executor::DryRun),
-        other => Err(format!(
-            "unknown executor {other:?}; expected train or dry-run"
-        )),
-    }
-}
-
-fn parse_kind(text: &str) -> Result<StageKind, String> {
-    StageKind::ALL
-        .into_iter()
-        .find(|k| k.as_str() == text)
-        .ok_or_else(|| format!("unknown job kind {text:?}; expected sft, rl or eval"))
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -1,6 +1,6 @@
 //! REST over the analytics views: the strategy-evolution series, the run comparison, trajectory
 //! search with keyset pagination, and downsampled metric series. The SQL is the views'
-//! (`schema/migrations/0004_analytics.sql`); see docs/analytics.md.
+//! (`api/migrations/0004_analytics.sql`); see docs/analytics.md.
 
 use super::params::{bool_parameter, float_parameter, id_list, int_parameter};
 use crate::auth::ReadAccess;

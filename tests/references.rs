@@ -1,15 +1,15 @@
 //! The pages of docs/reference/ are generated from the code: the spec types' JSON Schema (bounds,
-//! defaults and doc comments), `Settings` with its defaults, and the CLI's clap definition. This
-//! test fails when a committed page differs from what the code generates now; run it with
-//! `PRL_WRITE_REFERENCES=1` to rewrite the pages.
+//! defaults and doc comments), `Settings` with its defaults, and the clap definitions of `prl` and
+//! `prl-trainer`. This test fails when a committed page differs from what the code generates now;
+//! run it with `PRL_WRITE_REFERENCES=1` to rewrite the pages.
 
 use clap::CommandFactory;
 use serde_json::{Map, Value};
 use std::fmt::Write;
 use std::path::PathBuf;
 
-const GENERATED: &str = "<!-- Generated from the code by api/tests/references.rs: do not edit. \
-Rewrite with `PRL_WRITE_REFERENCES=1 cargo test -p prl-api --test references`. -->\n\n";
+const GENERATED: &str = "<!-- Generated from the code by tests/references.rs: do not edit. \
+Rewrite with `PRL_WRITE_REFERENCES=1 cargo test -p prl-integration-tests --test references`. -->\n\n";
 
 #[test]
 fn the_generated_references_are_current() {
@@ -18,6 +18,7 @@ fn the_generated_references_are_current() {
         ("spec.md", spec_page()),
         ("settings.md", settings_page()),
         ("cli.md", cli_page()),
+        ("prl-trainer.md", trainer_page()),
     ];
     let write = std::env::var_os("PRL_WRITE_REFERENCES").is_some();
     let mut stale = vec![];
@@ -33,7 +34,8 @@ fn the_generated_references_are_current() {
     assert!(
         stale.is_empty(),
         "docs/reference/{{{}}} no longer match the code: run \
-         PRL_WRITE_REFERENCES=1 cargo test -p prl-api --test references, and commit the pages",
+         PRL_WRITE_REFERENCES=1 cargo test -p prl-integration-tests --test references, and \
+         commit the pages",
         stale.join(",")
     );
 }
@@ -239,7 +241,8 @@ fn settings_page() -> String {
         .into_root_schema_for::<prl_api::settings::Settings>()
         .to_value();
     let defaults = prl_api::settings::Settings::defaults();
-    let checkout = concat!(env!("CARGO_MANIFEST_DIR"), "/../");
+    // The web UI's default directory is the checkout's, wherever that is.
+    let checkout = concat!(env!("CARGO_MANIFEST_DIR"), "/../api/../");
     let mut page = String::from(GENERATED);
     page.push_str(
         "# `prl serve` settings\n\n\
@@ -288,9 +291,21 @@ fn settings_page() -> String {
 fn cli_page() -> String {
     let mut page = String::from(GENERATED);
     page.push_str("# The `prl` command\n");
-    let mut command = prl_api::cli::Cli::command();
+    let mut command = prl_cli::Cli::command();
     command.build();
     describe(&mut page, &command, "prl");
+    page
+}
+
+fn trainer_page() -> String {
+    let mut page = String::from(GENERATED);
+    page.push_str(
+        "# The `prl-trainer` daemon\n\n\
+         See [GPUs and several daemons](../gpus-and-daemons.md) for how to run several.\n",
+    );
+    let mut command = prl_trainer::cli::Args::command();
+    command.build();
+    describe(&mut page, &command, "prl-trainer");
     page
 }
 

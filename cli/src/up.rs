@@ -4,10 +4,10 @@
 
 use super::client::Client;
 use super::stack_file::StackFile;
-use crate::settings::Settings;
-use crate::startup::Application;
 use anyhow::{Context, Result};
 use figment::providers::Serialized;
+use prl_api::settings::Settings;
+use prl_api::startup::Application;
 use prl_local_stack::{PrivateNats, PrivatePostgres, redacted, secret_file};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -27,7 +27,7 @@ pub struct UpArgs {
     #[arg(long = "seed", requires = "demo")]
     seeds: Vec<u64>,
     /// Trainer daemons to start; the cores are shared out among them (libtorch threads), and the
-    /// demo runs as many experiments at a time.
+    /// demo runs as many experiments at a time. 0 starts none (daemons of one's own take jobs).
     #[arg(long, default_value_t = 1)]
     trainers: usize,
     /// The API's port.
@@ -36,6 +36,9 @@ pub struct UpArgs {
 }
 
 pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
+    if args.demo.is_some() && args.trainers == 0 {
+        anyhow::bail!("--demo needs at least one trainer daemon (--trainers 1 or more)");
+    }
     // Read before anything starts, so that a bad suite is reported at once.
     let suite = args
         .demo
@@ -79,6 +82,8 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
         .merge(Serialized::default("nats.url", &nats_url))
         .merge(Serialized::default("auth.token", &token))
         .merge(Serialized::default("http.port", args.port))
+        // The daemons it starts run here, in the same directory.
+        .merge(Serialized::default("files.shared_with_daemons", true))
         .extract()
         .context("reading the settings")?;
     let namespace = settings.nats.namespace.clone();
@@ -102,9 +107,9 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
         analyst_password,
     }
     .write(&home)?;
-    let trainers = args.trainers.max(1);
+    let trainers = args.trainers;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = (cores / trainers).max(1);
+    let threads = (cores / trainers.max(1)).max(1);
     // The daemons share one data directory: checkpoints are per run, so any of them resumes any
     // run's job.
     let trainer_dir = home.join("trainer");
@@ -140,13 +145,7 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
     served?;
 
     println!("stopping");
-    for daemon in &mut daemons {
-        // SAFETY: signalling our own child by pid. SIGINT is the daemon's graceful stop.
-        unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
-    }
-    for daemon in &mut daemons {
-        let _ = daemon.wait();
-    }
+    stop_daemons(&mut daemons);
     if let Some(mut server) = nats {
         server.stop()?;
     }
@@ -155,6 +154,32 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
     }
     StackFile::remove(&home);
     Ok(())
+}
+
+/// How long daemons get to stop on their own. A step of a large job can take longer; its job
+/// is then killed and resumes from its last checkpoint at the next start, as after `kill -9`.
+const GRACEFUL_STOP: Duration = Duration::from_secs(20);
+
+fn stop_daemons(daemons: &mut [Child]) {
+    for daemon in daemons.iter() {
+        // SAFETY: signalling our own child by pid. SIGINT is the daemon's graceful stop.
+        unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
+    }
+    let deadline = Instant::now() + GRACEFUL_STOP;
+    for daemon in daemons.iter_mut() {
+        while matches!(daemon.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if matches!(daemon.try_wait(), Ok(None)) {
+            eprintln!(
+                "trainer (pid {}) still busy after {} s: killing it",
+                daemon.id(),
+                GRACEFUL_STOP.as_secs()
+            );
+            let _ = daemon.kill();
+        }
+        let _ = daemon.wait();
+    }
 }
 
 async fn create_database(admin_url: &str, name: &str) -> Result<()> {
@@ -199,7 +224,7 @@ async fn supervise(
             restart_at: now,
         })
         .collect();
-    while !crate::messaging::pause(&stop, Duration::from_millis(500)).await {
+    while !prl_api::messaging::pause(&stop, Duration::from_millis(500)).await {
         for (n, slot) in slots.iter_mut().enumerate() {
             if let Some(child) = &mut slot.child {
                 let Ok(Some(status)) = child.try_wait() else {

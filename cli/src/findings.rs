@@ -6,8 +6,8 @@
 //! than two standard errors of the difference. Rows of a suite are evaluated on the same prompts,
 //! so that error is the paired one, over per-prompt differences (see `compare`).
 
-use crate::routes::analytics::StrategyPoint;
-use crate::routes::results::{BenchmarkResult, PromptScore, ResultRow};
+use prl_api::routes::analytics::StrategyPoint;
+use prl_api::routes::results::{BenchmarkResult, PromptScore, ResultRow};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;

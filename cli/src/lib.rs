@@ -346,7 +346,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let pool = sqlx::PgPool::connect(&url)
                 .await
                 .context("connecting to the database")?;
-            let applied = crate::projections::replay::replay(&pool).await?;
+            let applied = prl_api::projections::replay::replay(&pool).await?;
             println!("rebuilt the projections from {applied} events");
             Ok(())
         }
@@ -362,8 +362,8 @@ fn database_url(stack: Option<&stack_file::StackFile>) -> Result<String> {
 }
 
 async fn serve() -> Result<()> {
-    let settings = crate::settings::Settings::load().context("reading the settings")?;
-    let app = crate::startup::Application::build(settings).await?;
+    let settings = prl_api::settings::Settings::load().context("reading the settings")?;
+    let app = prl_api::startup::Application::build(settings).await?;
     tracing::info!("the API listens on port {}", app.port());
     let stop = tokio_util::sync::CancellationToken::new();
     prl_bus::signals::cancel_on_signal(stop.clone());

@@ -1,8 +1,8 @@
 //! `prl dataset`: register files as a named dataset (every row is read and checked here, and
 //! each file's sha256 recorded), and list what is registered.
 
-use crate::routes::datasets::Registration;
 use anyhow::{Context, Result, anyhow, bail};
+use prl_api::routes::datasets::Registration;
 use prl_schema::datasets::{DatasetSplit, Format, read};
 use sha2::Digest;
 use std::path::{Path, PathBuf};

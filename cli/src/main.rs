@@ -3,8 +3,8 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     prl_api::telemetry::init_logging();
-    let cli = prl_api::cli::Cli::parse();
-    if let Err(e) = prl_api::cli::run(cli).await {
+    let cli = prl_cli::Cli::parse();
+    if let Err(e) = prl_cli::run(cli).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -1,8 +1,8 @@
 //! `prl import`: reads dump folders and verl datasets into an import request; the API checks
 //! every line.
 
-use crate::routes::imports::ImportRequest;
 use anyhow::{Context, Result, bail};
+use prl_api::routes::imports::ImportRequest;
 use prl_schema::dumps::DumpFile;
 use std::path::{Path, PathBuf};
 

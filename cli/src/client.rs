@@ -1,11 +1,11 @@
 //! A small client of the REST API. Refusals are turned into sentences that name what is wrong.
 
-use crate::domain::status::ExperimentStatus;
-use crate::routes::analytics::StrategyPoint;
-use crate::routes::events::FeedPage;
-use crate::routes::experiments::{Accepted, ExperimentDetail, ExperimentPage};
-use crate::routes::results::ResultsTable;
 use anyhow::{Context, Result, bail};
+use prl_api::domain::status::ExperimentStatus;
+use prl_api::routes::analytics::StrategyPoint;
+use prl_api::routes::events::FeedPage;
+use prl_api::routes::experiments::{Accepted, ExperimentDetail, ExperimentPage};
+use prl_api::routes::results::ResultsTable;
 use prl_schema::spec::ExperimentSpec;
 use std::path::Path;
 use std::time::Duration;
@@ -124,7 +124,7 @@ impl Client {
     pub async fn prompt_scores(
         &self,
         ids: &[Uuid],
-    ) -> Result<Vec<crate::routes::results::PromptScores>> {
+    ) -> Result<Vec<prl_api::routes::results::PromptScores>> {
         self.of_experiments("/api/v1/results/prompts", ids).await
     }
 
@@ -169,8 +169,8 @@ impl Client {
 
     pub async fn import(
         &self,
-        request: &crate::routes::imports::ImportRequest,
-    ) -> Result<crate::routes::imports::Imported> {
+        request: &prl_api::routes::imports::ImportRequest,
+    ) -> Result<prl_api::routes::imports::Imported> {
         let request = self
             .authorised(self.http.post(self.url("/api/v1/imports")))
             .json(request);
@@ -179,25 +179,25 @@ impl Client {
 
     pub async fn register_dataset(
         &self,
-        registration: &crate::routes::datasets::Registration,
-    ) -> Result<crate::routes::datasets::DatasetView> {
+        registration: &prl_api::routes::datasets::Registration,
+    ) -> Result<prl_api::routes::datasets::DatasetView> {
         let request = self
             .authorised(self.http.post(self.url("/api/v1/datasets")))
             .json(registration);
         self.send(request).await
     }
 
-    pub async fn datasets(&self) -> Result<Vec<crate::routes::datasets::DatasetView>> {
+    pub async fn datasets(&self) -> Result<Vec<prl_api::routes::datasets::DatasetView>> {
         self.send(self.authorised(self.http.get(self.url("/api/v1/datasets"))))
             .await
     }
 
-    pub async fn dead_letters(&self) -> Result<Vec<crate::routes::dead_letters::DeadLetter>> {
+    pub async fn dead_letters(&self) -> Result<Vec<prl_api::routes::dead_letters::DeadLetter>> {
         self.send(self.authorised(self.http.get(self.url("/api/v1/dead-letters"))))
             .await
     }
 
-    pub async fn redrive(&self, id: Uuid) -> Result<crate::routes::dead_letters::DeadLetter> {
+    pub async fn redrive(&self, id: Uuid) -> Result<prl_api::routes::dead_letters::DeadLetter> {
         let url = self.url(&format!("/api/v1/dead-letters/{id}/redrive"));
         self.send(self.authorised(self.http.post(url))).await
     }

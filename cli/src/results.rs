@@ -1,7 +1,7 @@
 //! The comparison table printed as Markdown, shaped like the paper's main table: the parallel
 //! ratio, Mean@k and Pass@k per benchmark and their average, the best of each column in bold.
 
-use crate::routes::results::{BenchmarkResult, ResultsTable};
+use prl_api::routes::results::{BenchmarkResult, ResultsTable};
 
 pub fn print_table(table: &ResultsTable) {
     print!("{}", render(table));
@@ -121,7 +121,7 @@ fn protocols(table: &ResultsTable) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::results::{BenchmarkResult, ResultRow};
+    use prl_api::routes::results::{BenchmarkResult, ResultRow};
     use std::collections::BTreeMap;
 
     fn result(benchmark: &str, k: i32, mean: f64, pass: f64) -> BenchmarkResult {

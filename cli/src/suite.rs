@@ -20,8 +20,8 @@
 use super::client::Client;
 use super::findings::{self, Role, RowOutcome, SeedOutcome};
 use super::results::print_table;
-use crate::domain::status::ExperimentStatus;
 use anyhow::{Context, Result, bail};
+use prl_api::domain::status::ExperimentStatus;
 use prl_schema::spec::{ExperimentSpec, ModelRef, SpecError, StageSpec, Tag};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};

@@ -1,9 +1,9 @@
 //! `prl watch`: a progress bar per stage, redrawn from the API until the experiment ends.
 
 use super::client::Client;
-use crate::domain::status::ExperimentStatus;
 use anyhow::Result;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use prl_api::domain::status::ExperimentStatus;
 use std::time::Duration;
 use uuid::Uuid;
 

@@ -1,0 +1,74 @@
+//! `prl-trainer`'s command line (docs/reference/prl-trainer.md is generated from it).
+
+use crate::daemon::Executor;
+use clap::Parser;
+use prl_schema::spec::StageKind;
+use std::path::PathBuf;
+
+/// The prl trainer daemon: takes jobs from NATS JetStream and reports events back.
+#[derive(Parser)]
+#[command(version)]
+pub struct Args {
+    /// NATS with JetStream: one URL or a cluster's seeds separated by commas, with
+    /// `user:password@` or `token@` before the host.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        hide_env_values = true,
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Prefix of the streams and subjects; must match the API's.
+    #[arg(long, env = "PRL_NATS__NAMESPACE", default_value = "prl")]
+    pub namespace: String,
+    /// Servers of a NATS cluster that keep each stream; must match the API's.
+    #[arg(long, env = "PRL_NATS__REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
+    /// This daemon's name in claims; defaults to host and process id.
+    #[arg(long, env = "PRL_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Job kinds to take (sft, rl, eval).
+    #[arg(long, value_delimiter = ',', default_value = "sft,rl,eval", value_parser = parse_kind)]
+    pub kinds: Vec<StageKind>,
+    /// Where checkpoints are written.
+    #[arg(long, env = "PRL_DATA_DIR", default_value = ".prl/trainer")]
+    pub data_dir: PathBuf,
+    /// Directories under which jobs may name dataset files and model directories (repeatable);
+    /// the working directory and prl's cache (~/.cache/prl) when absent. The data directory is
+    /// always one.
+    #[arg(long = "data-root", value_name = "DIR")]
+    pub data_roots: Vec<PathBuf>,
+    /// The largest dataset file a job may make the daemon read.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub max_dataset_bytes: u64,
+    /// How often a running job's lease is renewed, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub heartbeat_ms: u64,
+    /// Duration of one dry-run step, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub step_ms: u64,
+    /// `train` runs every job for real; `dry-run` walks the job protocol without a model.
+    #[arg(long, default_value = "train", value_parser = parse_executor)]
+    pub executor: Executor,
+    /// libtorch's threads for this daemon's work; all cores when absent. Daemons sharing a
+    /// machine each take their share.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+fn parse_executor(text: &str) -> Result<Executor, String> {
+    match text {
+        "train" => Ok(Executor::Train),
+        "dry-run" => Ok(Executor::DryRun),
+        other => Err(format!(
+            "unknown executor {other:?}; expected train or dry-run"
+        )),
+    }
+}
+
+fn parse_kind(text: &str) -> Result<StageKind, String> {
+    StageKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == text)
+        .ok_or_else(|| format!("unknown job kind {text:?}; expected sft, rl or eval"))
+}
