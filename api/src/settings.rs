@@ -17,6 +17,7 @@ pub struct Settings {
     pub jobs: JobSettings,
     pub ingest: IngestSettings,
     pub web: WebSettings,
+    pub files: FileSettings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -90,6 +91,15 @@ pub struct WebSettings {
     pub dir: std::path::PathBuf,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FileSettings {
+    /// Whether the trainer daemons see the API's files at the same paths (one host, as under
+    /// `prl up`, or a shared filesystem). Then a submission naming a `jsonl:`/`verl:` file or a
+    /// `path:` model directory that is not there is refused with 422 naming the field, rather
+    /// than failing in its job.
+    pub shared_with_daemons: bool,
+}
+
 #[derive(Serialize)]
 struct Defaults {
     http: HttpSettings,
@@ -99,6 +109,7 @@ struct Defaults {
     jobs: JobSettings,
     ingest: IngestSettings,
     web: WebSettings,
+    files: FileSettings,
 }
 
 impl Settings {
@@ -143,6 +154,9 @@ impl Settings {
             ingest: IngestSettings { batch_size: 2000 },
             web: WebSettings {
                 dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../web/dist").into(),
+            },
+            files: FileSettings {
+                shared_with_daemons: false,
             },
         };
         serde_json::to_value(defaults).expect("the defaults are JSON")

@@ -34,7 +34,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self> {
         let pool = connect_database(&settings).await?;
-        prl_schema::MIGRATOR
+        crate::MIGRATOR
             .run(&pool)
             .await
             .context("running migrations")?;
@@ -126,6 +126,7 @@ impl Application {
             body_limit: settings.http.body_limit_bytes,
             import_limit: settings.http.import_limit_bytes,
             max_attempts: settings.jobs.max_attempts,
+            files_shared: settings.files.shared_with_daemons,
             metrics: metrics.clone(),
             wake_relay,
             shutdown: shutdown.clone(),

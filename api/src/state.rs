@@ -18,6 +18,8 @@ pub struct AppState {
     pub body_limit: usize,
     pub import_limit: usize,
     pub max_attempts: u32,
+    /// Whether submissions' files are checked here (`files.shared_with_daemons`).
+    pub files_shared: bool,
     pub metrics: Metrics,
     /// Tells the outbox relay that new events wait.
     pub wake_relay: Arc<Notify>,

@@ -54,6 +54,14 @@ async fn each_kind_of_bad_spec_answers_422_naming_the_field() {
         ),
         ("model", Box::new(|s| s["model"] = json!("gpt-9"))),
         (
+            "stages[0].dataset",
+            Box::new(|s| s["stages"][0]["dataset"] = json!("builtin:eazy")),
+        ),
+        (
+            "stages[2].dataset",
+            Box::new(|s| s["stages"][2]["dataset"] = json!("hf:gsm8k")),
+        ),
+        (
             "name",
             Box::new(|s| {
                 s.as_object_mut()
@@ -99,4 +107,35 @@ async fn malformed_json_answers_400_and_an_oversized_body_413() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "too_large");
     assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
+}
+
+#[tokio::test]
+async fn where_the_daemons_share_the_apis_files_a_missing_file_is_refused_at_the_door() {
+    let app = TestApp::spawn_with(|s| s.files.shared_with_daemons = true).await;
+    let dir = std::env::temp_dir().join(format!("prl-shared-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("train.jsonl");
+    std::fs::write(&data, "{\"question\": \"1 + 1?\", \"answer\": \"2\"}\n").unwrap();
+    let missing = dir.join("nothing.jsonl");
+    let cases: Vec<(&str, Change)> = vec![
+        (
+            "stages[2].dataset",
+            Box::new(move |s| {
+                s["stages"][2]["dataset"] = json!(format!("jsonl:{}", missing.display()))
+            }),
+        ),
+        (
+            "model",
+            Box::new(|s| s["model"] = json!("path:/no/such/model")),
+        ),
+    ];
+    for (field, change) in cases {
+        let (status, body) = submit_changed(&app, change).await;
+        assert_eq!(status, 422, "{field}: {body}");
+        assert_eq!(body["field"], field, "{body}");
+    }
+    let present = format!("jsonl:{}", data.display());
+    let (status, body) = submit_changed(&app, |s| s["stages"][2]["dataset"] = json!(present)).await;
+    assert_eq!(status, 201, "{body}");
+    std::fs::remove_dir_all(dir).unwrap();
 }

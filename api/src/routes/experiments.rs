@@ -183,10 +183,43 @@ pub async fn submit(
                 "the Idempotency-Key header must be a UUID",
             ))?,
     };
+    if state.files_shared {
+        check_files(&spec)?;
+    }
     let accepted = record_submission(&state, spec, event_id).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/experiments/{}", accepted.id)))
         .json(accepted))
+}
+
+/// Where the daemons share the API's files: every dataset file and model directory the spec
+/// names is there (relative paths resolve against the API's working directory, as the daemons'
+/// of one host do).
+fn check_files(spec: &ExperimentSpec) -> Result<(), ApiError> {
+    use prl_schema::datasets::DatasetSource;
+    use prl_schema::spec::ModelRef;
+    let missing = |field: String, reason: String| ApiError::InvalidSpec { field, reason };
+    if let ModelRef::Path(dir) = &spec.model
+        && !std::path::Path::new(dir).join("config.json").is_file()
+    {
+        return Err(missing(
+            "model".into(),
+            format!("{dir} is not a model directory (it has no config.json)"),
+        ));
+    }
+    for (i, stage) in spec.stages.as_slice().iter().enumerate() {
+        for (field, dataset) in stage.datasets() {
+            if let DatasetSource::File { path, .. } = dataset.source()
+                && !std::path::Path::new(path).is_file()
+            {
+                return Err(missing(
+                    format!("stages[{i}].{field}"),
+                    format!("there is no file {path}"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A spec sent as `application/toml` (the format of spec files) rather than JSON.
