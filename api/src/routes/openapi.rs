@@ -148,7 +148,11 @@ pub fn document_json() -> &'static serde_json::Value {
         let schemas = doc["components"]["schemas"]
             .as_object_mut()
             .expect("the document has schemas");
-        schemas.extend(prl_schema::spec::json_schemas());
+        let spec = prl_schema::spec::json_schemas();
+        let evaluation = evaluation_request(&spec);
+        schemas.extend(spec);
+        doc["paths"]["/api/v1/runs/{id}/evaluations"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"] = evaluation;
         // A Server-Sent Events response is described per event (`id`, `event`, `data`), the
         // notice being the JSON inside `data`.
         doc["paths"]["/api/v1/events/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]
@@ -167,6 +171,45 @@ pub fn document_json() -> &'static serde_json::Value {
         doc
     });
     &DOCUMENT
+}
+
+/// `POST /runs/{id}/evaluations`'s body: an eval stage without its `kind`, whose `name` may be left
+/// out, plus the checkpoint's `step`.
+fn evaluation_request(spec: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+    let mut stage = spec["StageSpec"]["oneOf"]
+        .as_array()
+        .and_then(|stages| {
+            stages
+                .iter()
+                .find(|s| s["properties"]["kind"]["const"] == "eval")
+        })
+        .cloned()
+        .expect("the spec has an eval stage");
+    let properties = stage["properties"]
+        .as_object_mut()
+        .expect("an object schema");
+    properties.remove("kind");
+    // They default to the run's own, not the stage's usual.
+    for field in ["attention", "mode"] {
+        if let Some(property) = properties.get_mut(field).and_then(|p| p.as_object_mut()) {
+            property.remove("default");
+        }
+    }
+    properties.insert(
+        "step".into(),
+        serde_json::json!({
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "description": "The checkpoint's step; the run's newest when left out."
+        }),
+    );
+    if let Some(required) = stage["required"].as_array_mut() {
+        required.retain(|field| field != "kind" && field != "name");
+    }
+    stage["description"] = "An eval stage (its `name` may be left out; `attention` and `mode` \
+                            default to the run's own), plus the checkpoint's `step`."
+        .into();
+    stage
 }
 
 #[get("/api/openapi.json")]
