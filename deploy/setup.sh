@@ -23,6 +23,10 @@ if ((${#missing[@]})); then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# deploy/test.sh checks the formatting; a minimal rustup profile has no rustfmt.
+if ! cargo fmt --version >/dev/null 2>&1 && command -v rustup >/dev/null; then
+  rustup component add rustfmt
+fi
 bash "$(dirname "$0")/libtorch.sh"
 bash "$(dirname "$0")/../scripts/setup_smollm2.sh"
 bash "$(dirname "$0")/web.sh"
