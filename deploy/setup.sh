@@ -23,9 +23,10 @@ if ((${#missing[@]})); then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# deploy/test.sh checks the formatting; a minimal rustup profile has no rustfmt.
-if ! cargo fmt --version >/dev/null 2>&1 && command -v rustup >/dev/null; then
-  rustup component add rustfmt
+# deploy/test.sh checks formatting and lints; a minimal rustup profile has neither tool.
+if command -v rustup >/dev/null; then
+  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+  cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 fi
 bash "$(dirname "$0")/libtorch.sh"
 bash "$(dirname "$0")/../scripts/setup_smollm2.sh"

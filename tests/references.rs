@@ -242,7 +242,10 @@ fn settings_page() -> String {
         .to_value();
     let defaults = prl_api::settings::Settings::defaults();
     // The web UI's default directory is the checkout's, wherever that is.
-    let checkout = concat!(env!("CARGO_MANIFEST_DIR"), "/../api/../");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let checkout = format!("{}/api/../", root.display());
     let mut page = String::from(GENERATED);
     page.push_str(
         "# `prl serve` settings\n\n\
@@ -264,7 +267,7 @@ fn settings_page() -> String {
         for (key, property) in section_schema["properties"].as_object().unwrap() {
             let default = match &defaults[section][key] {
                 Value::Null => "required".to_owned(),
-                Value::String(text) if text.starts_with(checkout) => {
+                Value::String(text) if text.starts_with(&checkout) => {
                     format!("`{}` in the checkout", &text[checkout.len()..])
                 }
                 value => format!("`{value}`"),
