@@ -1,35 +1,81 @@
-//! The quick start runs as written: the `sh` blocks of docs/quickstart.md after its first (which
-//! sets up the reader's shell), in order, as one bash script in a fresh directory, with this
-//! build's `prl` and `prl-trainer` first on the PATH.
+//! The examples of docs/ run as written: each page's `sh` blocks, in order, as one bash script in
+//! a fresh directory, with this build's `prl` and `prl-trainer` first on the PATH. A block that
+//! cannot run here is marked on the line before it with `<!-- not run by tests/docs.rs: why -->`.
+//! Pages other than the quick start assume a running local stack, which the test starts first.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
-fn sh_blocks(markdown: &str) -> Vec<String> {
+const SKIP: &str = "<!-- not run by tests/docs.rs:";
+
+/// Every page's stack listens on the default port, so the pages run one at a time.
+static ONE_STACK: Mutex<()> = Mutex::new(());
+
+struct Block {
+    code: String,
+    /// Why it is not run, for a marked block.
+    skipped: Option<String>,
+}
+
+fn sh_blocks(markdown: &str) -> Vec<Block> {
     let mut blocks = vec![];
-    let mut current: Option<String> = None;
+    let mut current: Option<Block> = None;
+    let mut previous = "";
     for line in markdown.lines() {
-        match (&mut current, line.trim_end()) {
-            (None, "```sh") => current = Some(String::new()),
-            (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
-                current = None;
+        let line = line.trim_end();
+        match (&mut current, line) {
+            (None, "```sh") => {
+                let skipped = previous
+                    .strip_prefix(SKIP)
+                    .map(|why| why.trim_end_matches("-->").trim().to_owned());
+                current = Some(Block {
+                    code: String::new(),
+                    skipped,
+                });
             }
+            (Some(_), "```") => blocks.extend(current.take()),
             (Some(block), line) => {
-                block.push_str(line);
-                block.push('\n');
+                block.code.push_str(line);
+                block.code.push('\n');
             }
             (None, _) => {}
+        }
+        if !line.is_empty() {
+            previous = line;
         }
     }
     blocks
 }
 
-#[test]
-fn the_quick_start_runs_command_by_command() {
-    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/quickstart.md");
-    let blocks = sh_blocks(&std::fs::read_to_string(docs).unwrap());
-    assert!(blocks.len() > 3, "the quick start has its blocks");
+fn docs_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs")
+}
+
+/// The page's blocks that run, joined; the reasons of those that do not are printed.
+fn runnable(page: &str) -> String {
+    let text = std::fs::read_to_string(docs_dir().join(page)).unwrap();
+    let blocks = sh_blocks(&text);
+    assert!(!blocks.is_empty(), "{page} has no sh blocks");
+    let mut script = String::new();
+    for block in blocks {
+        match block.skipped {
+            Some(why) => {
+                assert!(!why.is_empty(), "{page}: a skipped block says why");
+                println!("{page}: not run: {why}");
+            }
+            None => script.push_str(&block.code),
+        }
+    }
+    script
+}
+
+const START_STACK: &str = "until prl list > /dev/null 2>&1; do sleep 1; done\n";
+
+/// Runs `script` in a fresh directory under bash with job control (the pages use `%1` and `&`)
+/// and returns stdout and stderr together; every background job is stopped at the end.
+fn run_script(name: &str, script: &str) -> String {
+    let _stack = ONE_STACK.lock().unwrap_or_else(|e| e.into_inner());
     let bin = std::env::current_exe()
         .unwrap()
         .parent()
@@ -41,17 +87,16 @@ fn the_quick_start_runs_command_by_command() {
         bin.join("prl").exists() && bin.join("prl-trainer").exists(),
         "build the binaries first: cargo build --bin prl --bin prl-trainer"
     );
-    let dir = std::env::temp_dir().join(format!("prl-quickstart-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("prl-docs-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    // Job control (`%1`) as in an interactive shell; the stack is killed whatever happens.
     let script = format!(
-        "set -euo pipefail\nset -m\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{}",
-        blocks[1..].join("")
+        "set -euo pipefail\nset -m\n\
+         trap 'kill $(jobs -p) 2>/dev/null || true; wait || true' EXIT\n{script}"
     );
     let path = std::env::var("PATH").unwrap_or_default();
     let output = Command::new("timeout")
-        .args(["600", "bash", "-c", &script])
+        .args(["900", "bash", "-c", &script])
         .current_dir(&dir)
         .env("PATH", format!("{}:{path}", bin.display()))
         .env_remove("DATABASE_URL")
@@ -60,26 +105,117 @@ fn the_quick_start_runs_command_by_command() {
         .env_remove("PRL_TOKEN")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let log = std::fs::read_to_string(dir.join("prl-up.log")).unwrap_or_default();
-    assert!(
-        output.status.success(),
-        "the quick start failed ({}):\n{stdout}\n{}\nprl up:\n{log}",
-        output.status,
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the examples of {name} failed ({}):\n{text}\nprl up:\n{}",
+        output.status,
+        std::fs::read_to_string(dir.join("prl-up.log")).unwrap_or_default()
+    );
+    println!("{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    text
+}
+
+/// `page`'s examples against a stack started with `prl up --trainers N`.
+fn run_with_stack(page: &str, trainers: usize) -> String {
+    let start = format!("prl up --trainers {trainers} > prl-up.log 2>&1 &\n{START_STACK}");
+    run_script(page, &format!("{start}{}", runnable(page)))
+}
+
+#[test]
+fn the_quick_start_runs_command_by_command() {
+    let out = run_script("quickstart.md", &runnable("quickstart.md"));
     // What the reader is told to expect: the table row and the recorded trajectories.
-    assert!(stdout.contains("first evaluation"), "{stdout}");
-    let trajectories = stdout
+    assert!(out.contains("first evaluation"), "{out}");
+    let trajectories = out
         .lines()
         .skip_while(|l| !l.contains("trajectories"))
         .nth(2)
         .and_then(|l| l.trim().parse::<u64>().ok());
-    assert_eq!(
-        trajectories,
-        Some(32),
-        "16 prompts, 2 samples each:\n{stdout}"
+    assert_eq!(trajectories, Some(32), "16 prompts, 2 samples each:\n{out}");
+}
+
+#[test]
+fn your_own_model_is_evaluated_and_a_missing_one_refused() {
+    let out = run_with_stack("own-model.md", 1);
+    assert!(out.contains("model.safetensors"), "the copied directory");
+    assert!(out.contains("completed"), "{out}");
+    assert!(
+        out.contains("no-such-model") && out.contains("refused, as it should be"),
+        "{out}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn your_own_data_is_registered_trained_on_and_evaluated_per_source() {
+    let out = run_with_stack("own-data.md", 1);
+    assert!(
+        out.contains("train: 4 rows") && out.contains("test: 2 rows"),
+        "{out}"
+    );
+    assert!(
+        out.contains("test#sums") && out.contains("test#differences"),
+        "{out}"
+    );
+    assert!(
+        out.contains("stages[1].dataset") && out.contains("refused, as it should be"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_daemon_that_only_evaluates_never_trains() {
+    let out = run_with_stack("gpus-and-daemons.md", 0);
+    let sft = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("sft") && l.contains('|'))
+        .unwrap_or_else(|| panic!("the jobs table: {out}"));
+    assert!(sft.contains("box1-a") && sft.contains("completed"), "{sft}");
+}
+
+#[test]
+fn operations_a_replica_a_backup_restored_and_replayed() {
+    // The page's stack holds the quick start's evaluation: its blocks but the last (which stops
+    // the stack).
+    let quickstart = runnable("quickstart.md");
+    let holding = quickstart
+        .trim_end()
+        .rsplit_once('\n')
+        .map(|(before, last)| {
+            assert!(last.starts_with("kill %1"), "{last}");
+            before
+        })
+        .unwrap();
+    let out = run_script(
+        "operations.md",
+        &format!("{holding}\n{}", runnable("operations.md")),
+    );
+    assert!(out.contains("rebuilt the projections from"), "{out}");
+    // Listed through the replica, read back from the restored copy, besides the quick start's
+    // own table.
+    assert!(out.matches("first evaluation").count() >= 3, "{out}");
+    assert!(out.contains("no parked messages"), "{out}");
+}
+
+#[test]
+fn every_page_with_examples_is_run_here() {
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs.rs")).unwrap();
+    for entry in std::fs::read_dir(docs_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let has_examples = sh_blocks(&text).iter().any(|b| b.skipped.is_none());
+        assert!(
+            !has_examples || source.contains(&format!("\"{name}\"")),
+            "docs/{name} has sh examples that no test here runs"
+        );
+    }
 }

@@ -137,6 +137,9 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Print the running local stack's addresses and token as shell exports (PRL_API_URL,
+    /// PRL_TOKEN, DATABASE_URL, NATS_URL), for tools outside prl: `eval "$(prl env)"`.
+    Env,
     /// Rebuild every projection from the event log (uses DATABASE_URL or the local stack's).
     Replay,
     /// Open psql on prl's database (DATABASE_URL or the local stack's), logged in as the
@@ -332,14 +335,21 @@ pub async fn run(cli: Cli) -> Result<()> {
         },
         Command::Psql { args } => {
             let url = database_url(stack.as_ref())?;
-            let password = match std::env::var_os("DATABASE_URL") {
-                Some(_) => None,
-                None => stack.as_ref().and_then(|s| s.analyst_password.as_deref()),
-            };
+            // The stack's analyst password, unless DATABASE_URL names another database.
+            let password = stack
+                .as_ref()
+                .filter(|s| s.database_url == url)
+                .and_then(|s| s.analyst_password.as_deref());
             let status = psql::command(&url, password, &args)?.status().context(
                 "running psql (install the PostgreSQL client, e.g. apt install postgresql-client)",
             )?;
             std::process::exit(status.code().unwrap_or(1));
+        }
+        Command::Env => {
+            let stack =
+                stack.context("no local stack is running here (start one with `prl up`)")?;
+            print!("{}", stack.exports());
+            Ok(())
         }
         Command::Replay => {
             let url = database_url(stack.as_ref())?;

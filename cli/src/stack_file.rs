@@ -27,6 +27,19 @@ impl StackFile {
         prl_local_stack::write_private(&home.join(Self::NAME), text.as_bytes())
     }
 
+    /// `export NAME='value'` lines for a POSIX shell.
+    pub fn exports(&self) -> String {
+        [
+            ("PRL_API_URL", &self.api_url),
+            ("PRL_TOKEN", &self.token),
+            ("DATABASE_URL", &self.database_url),
+            ("NATS_URL", &self.nats_url),
+        ]
+        .iter()
+        .map(|(name, value)| format!("export {name}='{}'\n", value.replace('\'', r"'\''")))
+        .collect()
+    }
+
     pub fn remove(home: &Path) {
         let _ = std::fs::remove_file(home.join(Self::NAME));
     }
