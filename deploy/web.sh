@@ -27,7 +27,8 @@ if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM:-}" ]; then
 fi
 
 stamp=dist/.built-from
-source_hash=$(cat package.json package-lock.json index.html vite.config.ts tsconfig.json $(find src -type f | sort) | sha256sum | cut -d' ' -f1)
+source_hash=$(cat package.json package-lock.json index.html vite.config.ts tsconfig.json openapi.json \
+  $(find src -type f -not -path 'src/generated/*' | sort) | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$source_hash" ] && [ -d node_modules ]; then
   echo "web: up to date"
   exit 0

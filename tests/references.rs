@@ -1,7 +1,8 @@
 //! The pages of docs/reference/ are generated from the code: the spec types' JSON Schema (bounds,
 //! defaults and doc comments), `Settings` with its defaults, and the clap definitions of `prl` and
-//! `prl-trainer`. This test fails when a committed page differs from what the code generates now;
-//! run it with `PRL_WRITE_REFERENCES=1` to rewrite the pages.
+//! `prl-trainer`; so is web/openapi.json, the API's OpenAPI document that the web UI's types are
+//! generated from. This test fails when a committed file differs from what the code generates
+//! now; run it with `PRL_WRITE_REFERENCES=1` to rewrite them.
 
 use clap::CommandFactory;
 use serde_json::{Map, Value};
@@ -13,19 +14,20 @@ Rewrite with `PRL_WRITE_REFERENCES=1 cargo test -p prl-integration-tests --test 
 
 #[test]
 fn the_generated_references_are_current() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/reference");
     let pages = [
-        ("spec.md", spec_page()),
-        ("settings.md", settings_page()),
-        ("cli.md", cli_page()),
-        ("prl-trainer.md", trainer_page()),
+        ("docs/reference/spec.md", spec_page()),
+        ("docs/reference/settings.md", settings_page()),
+        ("docs/reference/cli.md", cli_page()),
+        ("docs/reference/prl-trainer.md", trainer_page()),
+        // The web UI's types are generated from it when the UI is built (web/package.json).
+        ("web/openapi.json", openapi_document()),
     ];
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let write = std::env::var_os("PRL_WRITE_REFERENCES").is_some();
     let mut stale = vec![];
     for (name, text) in pages {
-        let path = dir.join(name);
+        let path = root.join(name);
         if write {
-            std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(&path, &text).unwrap();
         } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
             stale.push(name);
@@ -33,11 +35,17 @@ fn the_generated_references_are_current() {
     }
     assert!(
         stale.is_empty(),
-        "docs/reference/{{{}}} no longer match the code: run \
+        "{} no longer match the code: run \
          PRL_WRITE_REFERENCES=1 cargo test -p prl-integration-tests --test references, and \
-         commit the pages",
-        stale.join(",")
+         commit them",
+        stale.join(", ")
     );
+}
+
+fn openapi_document() -> String {
+    let mut text = serde_json::to_string_pretty(prl_api::routes::openapi::document_json()).unwrap();
+    text.push('\n');
+    text
 }
 
 // ---- the spec ----

@@ -13,6 +13,7 @@
 use crate::parallel::{ParsedResponse, parse};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
+use utoipa::openapi::schema::{SchemaType, Type};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -42,21 +43,54 @@ impl Role {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BlockShape {
     /// From `<Parallel>` to the end of `</Parallel>`, in characters.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = char_range)]
     pub chars: Range<usize>,
     /// Characters of each path's text.
     pub path_chars: Vec<usize>,
     /// Characters of the summary's text, when the block has one.
     pub summary_chars: Option<usize>,
     /// Where each path's text is, in characters (for showing the paths side by side).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(schema_with = char_ranges)]
     pub path_ranges: Vec<Range<usize>>,
     /// Where the summary's text is, in characters.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = optional_char_range)]
     pub summary_range: Option<Range<usize>>,
     /// The number each path concludes, normalised.
     pub conclusions: Vec<Option<String>>,
     pub role: Role,
+}
+
+// OpenAPI schemas of `Range<usize>` as serde writes it, `{"start": s, "end": e}`: utoipa has
+// none of its own.
+fn char_range() -> utoipa::openapi::schema::Object {
+    range_object(Type::Object)
+}
+
+fn char_ranges() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(char_range())
+        .build()
+}
+
+fn optional_char_range() -> utoipa::openapi::schema::Object {
+    range_object(SchemaType::from_iter([Type::Object, Type::Null]))
+}
+
+fn range_object(kind: impl Into<SchemaType>) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::ObjectBuilder;
+    let offset = || {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+    };
+    ObjectBuilder::new()
+        .schema_type(kind)
+        .property("start", offset())
+        .required("start")
+        .property("end", offset())
+        .required("end")
+        .description(Some("Characters `start` up to `end` of the response."))
+        .build()
 }
 
 /// A parsed response with its blocks' shapes and roles.

@@ -23,7 +23,7 @@ pub const TAGS: [&str; 6] = [
     "</Summary>",
 ];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Tag {
     OpenParallel,
@@ -61,7 +61,7 @@ pub struct Block {
 }
 
 /// What is wrong with a response's format, and where (a byte offset).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "issue", rename_all = "snake_case")]
 pub enum FormatIssue {
     /// A tag was opened and never closed.

@@ -1,218 +1,33 @@
 // Typed access to the prl REST API. Every failure becomes an ApiError carrying the server's message.
 
-export interface StageProgress {
-  idx: number;
-  name: string;
-  kind: string;
-  status: string;
-  last_step: number | null;
-  steps: number | null;
-}
+// The API's types, generated from its OpenAPI document (web/openapi.json, which the Rust tests
+// keep current) when the UI is built: `npm run generate`.
+import type { components } from "./generated/openapi";
 
-export interface ExperimentSummary {
-  id: string;
-  name: string;
-  tags: string[];
-  model: string;
-  status: string;
-  status_reason: string | null;
-  version: number;
-  submitted_at: string;
-  updated_at: string;
-  finished_at: string | null;
-}
+export type Schemas = components["schemas"];
 
-export interface ListedExperiment extends ExperimentSummary {
-  stages: StageProgress[];
-}
-
-export interface ExperimentPage {
-  items: ListedExperiment[];
-  next_cursor: string | null;
-}
-
-export interface StageView {
-  idx: number;
-  name: string;
-  kind: string;
-  status: string;
-  job_id: string | null;
-  run_id: string | null;
-}
-
-export interface RunView {
-  id: string;
-  job_id: string | null;
-  stage_idx: number;
-  status: string;
-  attempt: number;
-  worker_id: string | null;
-  last_step: number | null;
-  latest_metrics: Record<string, number>;
-  started_at: string | null;
-  finished_at: string | null;
-}
-
-export interface ExperimentDetail extends ExperimentSummary {
-  spec: { stages?: Record<string, unknown>[] } | null;
-  imported_from: string | null;
-  stages: StageView[];
-  runs: RunView[];
-}
-
-export interface MetricBucket {
-  name: string;
-  first_step: number;
-  last_step: number;
-  count: number;
-  min: number;
-  max: number;
-  last: number;
-  time: string;
-  /** Seconds since the run's first value, worked out by the UI. */
-  elapsed_s?: number;
-}
-
-export interface StrategyPoint {
-  run_id: string;
-  step: number;
-  trajectories: number;
-  mean_reward: number;
-  accuracy: number;
-  parallel_ratio: number;
-  mean_blocks: number;
-  mean_block_share: number;
-  accuracy_parallel: number | null;
-  accuracy_sequential: number | null;
-  format_valid_ratio: number;
-  blocks: number;
-  rel_position_mean: number | null;
-  rel_position_q1: number | null;
-  rel_position_median: number | null;
-  rel_position_q3: number | null;
-  exploration_share: number | null;
-  verification_share: number | null;
-}
-
-export interface BenchmarkResult {
-  benchmark: string;
-  k: number;
-  prompts: number;
-  step: number;
-  mean_at_k: number;
-  pass_at_k: number;
-  parallel_ratio: number;
-  format_valid_ratio: number;
-  mean_response_tokens: number | null;
-  mean_at_k_se: number | null;
-  pass_at_k_se: number | null;
-  greedy: number | null;
-  temperature: number | null;
-  top_p: number | null;
-  max_response_tokens: number | null;
-}
-
-export interface ResultRow {
-  experiment_id: string;
-  method: string;
-  status: string;
-  parallel_ratio: number | null;
-  average: number | null;
-  results: Record<string, BenchmarkResult>;
-}
-
-export interface ResultsTable {
-  benchmarks: string[];
-  rows: ResultRow[];
-}
-
-export interface RunComparison {
-  experiment_id: string;
-  experiment: string;
-  stage_idx: number;
-  stage: string | null;
-  run_id: string;
-  steps: number;
-  last_step: number;
-  trajectories: number;
-  mean_reward: number;
-  accuracy: number;
-  parallel_ratio: number;
-  mean_blocks: number;
-  accuracy_parallel: number | null;
-  accuracy_sequential: number | null;
-  format_valid_ratio: number;
-  mean_response_tokens: number | null;
-  rel_position_mean: number | null;
-  exploration_share: number | null;
-  verification_share: number | null;
-}
-
-export interface Evaluation extends BenchmarkResult {
-  recorded_at?: string;
-}
-
-export interface Checkpoint {
-  step: number;
-  uri: string;
-  sha256: string;
-  size_bytes: number;
-  recorded_at: string;
-}
-
-export interface CharRange {
-  start: number;
-  end: number;
-}
-
-export interface BlockShape {
-  chars: CharRange;
-  /** Each path's text, in characters, as the server's parser found it. */
-  path_ranges: CharRange[];
-  summary_range: CharRange | null;
-  path_chars: number[];
-  summary_chars: number | null;
-  conclusions: (string | null)[];
-  role: "exploration" | "verification";
-}
-
-export interface FormatIssue {
-  issue: string;
-  tag?: string;
-  at: number;
-  block?: number;
-  paths?: number;
-}
-
-export interface TrajectoryView {
-  id: string;
-  run_id: string;
-  step: number;
-  benchmark: string | null;
-  prompt_id: string;
-  sample: number;
-  reward: number;
-  correct: boolean;
-  answer: string | null;
-  truth: string;
-  response_tokens: number | null;
-  format_valid: boolean;
-  response: string;
-  prompt: string;
-  blocks: BlockShape[];
-  format_issues: FormatIssue[];
-}
-
-export interface TrajectoryPage {
-  items: TrajectoryView[];
-  next: string | null;
-}
-
-export interface Accepted {
-  id: string;
-  status: string;
-  version: number;
-}
+export type StageProgress = Schemas["StageProgress"];
+export type ExperimentSummary = Schemas["ExperimentSummary"];
+export type ListedExperiment = Schemas["ListedExperiment"];
+export type ExperimentPage = Schemas["ExperimentPage"];
+export type StageView = Schemas["StageView"];
+export type RunView = Schemas["RunView"];
+export type ExperimentDetail = Schemas["ExperimentDetail"];
+/** A bucket of a metric's values, with the seconds since the run's first value (the UI's own). */
+export type MetricBucket = Schemas["MetricBucket"] & { elapsed_s?: number };
+export type StrategyPoint = Schemas["StrategyPoint"];
+export type BenchmarkResult = Schemas["BenchmarkResult"];
+export type ResultRow = Schemas["ResultRow"];
+export type ResultsTable = Schemas["ResultsTable"];
+export type RunComparison = Schemas["RunComparison"];
+export type Checkpoint = Schemas["CheckpointView"];
+export type BlockShape = Schemas["BlockShape"];
+export type CharRange = BlockShape["chars"];
+export type FormatIssue = Schemas["FormatIssue"];
+export type TrajectoryView = Schemas["TrajectoryView"];
+export type TrajectoryPage = Schemas["TrajectoryPage"];
+export type Accepted = Schemas["Accepted"];
+type ErrorBody = Schemas["ErrorBody"];
 
 /** An error answer of the API (or of the network), with what it names. */
 export class ApiError extends Error {
@@ -260,14 +75,14 @@ async function request<T>(method: string, path: string, body?: BodyInit, content
     // A non-JSON answer (a proxy's error page): reported below with its status.
   }
   if (!response.ok) {
-    const e = (json ?? {}) as { error?: string; message?: string; field?: string; parameter?: string };
+    const e = (json ?? {}) as Partial<ErrorBody>;
     const message =
       response.status === 401
         ? method === "GET"
           ? "This server's reads need the API token: set it with the Token button."
           : "This action needs the API token: set it with the Token button."
         : (e.message ?? `${response.status} ${response.statusText}`);
-    throw new ApiError(message, response.status, e.error ?? "http", e.field, e.parameter);
+    throw new ApiError(message, response.status, e.error ?? "http", e.field ?? undefined, e.parameter ?? undefined);
   }
   return json as T;
 }
@@ -289,7 +104,7 @@ export const api = {
     request<Accepted>("POST", `/experiments/${encodeURIComponent(id)}/cancel`, JSON.stringify({ reason: "cancelled in the web UI" }), "application/json"),
   metrics: (run: string, names: string[] | null, buckets: number) =>
     request<MetricBucket[]>("GET", `/runs/${run}/metrics${q({ names: names?.join(","), buckets })}`),
-  evaluations: (run: string) => request<Evaluation[]>("GET", `/runs/${run}/evaluations`),
+  evaluations: (run: string) => request<BenchmarkResult[]>("GET", `/runs/${run}/evaluations`),
   checkpoints: (run: string) => request<Checkpoint[]>("GET", `/runs/${run}/checkpoints`),
   strategy: (runs: string[]) => request<StrategyPoint[]>("GET", `/analytics/strategy${q({ runs: runs.join(",") })}`),
   comparison: (by: "runs" | "experiments", ids: string[]) =>

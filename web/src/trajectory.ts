@@ -1,10 +1,12 @@
 // One trajectory as a reader wants it: the main thread as text, each parallel block's paths side
 // by side as columns with the summary under them, and format problems marked where they occur.
 
-import { FormatIssue, TrajectoryView } from "./api";
+import { FormatIssue, Schemas, TrajectoryView } from "./api";
 import { fmt, h, shortId } from "./dom";
 
-const TAGS: Record<string, string> = {
+type Tag = Schemas["Tag"];
+
+const TAGS: Record<Tag, string> = {
   open_parallel: "<Parallel>",
   close_parallel: "</Parallel>",
   open_path: "<Path>",
@@ -19,22 +21,19 @@ const CLOSE_SUMMARY = "</Summary>";
 
 /** What a format issue means, in words. */
 export function describeIssue(issue: FormatIssue): string {
-  const tag = issue.tag ? TAGS[issue.tag] ?? issue.tag : "";
   switch (issue.issue) {
     case "unclosed":
-      return `${tag} is never closed`;
+      return `${TAGS[issue.tag]} is never closed`;
     case "unexpected":
-      return `${tag} is out of place`;
+      return `${TAGS[issue.tag]} is out of place`;
     case "nested":
-      return `${tag} is nested inside a path or summary`;
+      return `${TAGS[issue.tag]} is nested inside a path or summary`;
     case "too_few_paths":
-      return `block ${(issue.block ?? 0) + 1} has ${issue.paths} path(s); at least 2 are needed`;
+      return `block ${issue.block + 1} has ${issue.paths} path(s); at least 2 are needed`;
     case "text_outside_paths":
-      return `block ${(issue.block ?? 0) + 1} has text outside its paths`;
+      return `block ${issue.block + 1} has text outside its paths`;
     case "missing_summary":
-      return `block ${(issue.block ?? 0) + 1} has no <Summary>`;
-    default:
-      return issue.issue.replace(/_/g, " ");
+      return `block ${issue.block + 1} has no <Summary>`;
   }
 }
 

@@ -206,7 +206,6 @@ pub struct TrajectoryView {
     /// The prompt, from the recorded batch.
     pub prompt: String,
     pub blocks: Vec<BlockShape>,
-    #[schema(value_type = Vec<Object>)]
     pub format_issues: Vec<FormatIssue>,
 }
 

@@ -104,7 +104,11 @@ pub struct RunView {
     pub attempt: i32,
     pub worker_id: Option<String>,
     pub last_step: Option<i64>,
+    /// Each metric's newest value.
+    #[schema(value_type = std::collections::HashMap<String, f64>)]
     pub latest_metrics: serde_json::Value,
+    /// The checkpoint the run finished with.
+    #[schema(value_type = Option<prl_schema::jobs::CheckpointRef>)]
     pub checkpoint: Option<serde_json::Value>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,

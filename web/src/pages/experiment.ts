@@ -1,7 +1,7 @@
 // One experiment: its stages and runs with live status, metric curves of every run overlaid,
 // the strategy-evolution charts, evaluation results and checkpoints.
 
-import { api, Checkpoint, Evaluation, ExperimentDetail, RunView } from "../api";
+import { api, BenchmarkResult, Checkpoint, ExperimentDetail, RunView } from "../api";
 import { positionChart, roleChart, StrategySeries } from "../charts";
 import { empty, errorBox, fmt, h, keepingFocus, loading, pct, replace, Requests, serialized, shortId, statusBadge, throttle, when } from "../dom";
 import { subscribe } from "../live";
@@ -173,12 +173,12 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
         const s: StrategySeries = {
           label: stageName(d, run),
           steps: mine.map((p) => p.step),
-          q1: mine.map((p) => p.rel_position_q1),
-          median: mine.map((p) => p.rel_position_median),
-          q3: mine.map((p) => p.rel_position_q3),
-          mean: mine.map((p) => p.rel_position_mean),
-          exploration: mine.map((p) => p.exploration_share),
-          verification: mine.map((p) => p.verification_share),
+          q1: mine.map((p) => p.rel_position_q1 ?? null),
+          median: mine.map((p) => p.rel_position_median ?? null),
+          q3: mine.map((p) => p.rel_position_q3 ?? null),
+          mean: mine.map((p) => p.rel_position_mean ?? null),
+          exploration: mine.map((p) => p.exploration_share ?? null),
+          verification: mine.map((p) => p.verification_share ?? null),
         };
         const position = h("div", { class: "chart", "data-chart": "position" });
         const roles = h("div", { class: "chart", "data-chart": "roles" });
@@ -261,7 +261,7 @@ function stageSteps(d: ExperimentDetail, idx: number): number | null {
 const EVAL_COLUMNS = ["Stage", "Benchmark", "Step", "k", "Temperature", "Prompts", "Mean@k", "Pass@k", "Greedy", "Parallel %", "Format-valid %", "Tokens"];
 const CHECKPOINT_COLUMNS = ["Stage", "Step", "Location", "Size", "sha256", "Saved"];
 
-const evalRow = (stage: string, e: Evaluation): HTMLElement =>
+const evalRow = (stage: string, e: BenchmarkResult): HTMLElement =>
   h(
     "tr",
     {},
