@@ -37,37 +37,37 @@ pub async fn apply(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), sql
         // Only the lease moved.
         Event::JobLeaseExtended { .. } => Ok(()),
         Event::JobClaimed { .. } => {
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE runs SET worker_id = $2, started_at = coalesce(started_at, $3)
                  WHERE job_id = $1",
+                e.stream_id,
+                job.worker_id.as_deref(),
+                e.recorded_at,
             )
-            .bind(e.stream_id)
-            .bind(&job.worker_id)
-            .bind(e.recorded_at)
             .execute(&mut *conn)
             .await?;
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE experiments SET status = $3, updated_at = $2
                  WHERE id = $1 AND status = $4",
+                job.experiment_id,
+                e.recorded_at,
+                ExperimentStatus::Running.as_str(),
+                ExperimentStatus::Queued.as_str(),
             )
-            .bind(job.experiment_id)
-            .bind(e.recorded_at)
-            .bind(ExperimentStatus::Running)
-            .bind(ExperimentStatus::Queued)
             .execute(&mut *conn)
             .await?;
             follow(conn, e, &job).await
         }
         Event::JobFinished { checkpoint, .. } => {
-            sqlx::query("UPDATE runs SET checkpoint = $2 WHERE job_id = $1")
-                .bind(e.stream_id)
-                .bind(
-                    checkpoint
-                        .as_ref()
-                        .map(|c| serde_json::to_value(c).expect("JSON")),
-                )
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query!(
+                "UPDATE runs SET checkpoint = $2 WHERE job_id = $1",
+                e.stream_id,
+                checkpoint
+                    .as_ref()
+                    .map(|c| serde_json::to_value(c).expect("JSON")),
+            )
+            .execute(&mut *conn)
+            .await?;
             follow(conn, e, &job).await
         }
         _ => follow(conn, e, &job).await,
@@ -76,52 +76,54 @@ pub async fn apply(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), sql
 
 /// The run and the stage take the job's status; a stage whose lease expired waits again.
 async fn follow(conn: &mut PgConnection, e: &RecordedEvent, job: &Job) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE runs SET status = $2, attempt = $3, finished_at = CASE WHEN $4 THEN $5 END
+    sqlx::query!(
+        "UPDATE runs SET status = $2, attempt = $3, finished_at = CASE WHEN $4 THEN $5::timestamptz END
          WHERE job_id = $1",
+        e.stream_id,
+        job.status.as_str(),
+        job.attempt as i32,
+        job.status.is_final(),
+        e.recorded_at,
     )
-    .bind(e.stream_id)
-    .bind(job.status)
-    .bind(job.attempt as i32)
-    .bind(job.status.is_final())
-    .bind(e.recorded_at)
     .execute(&mut *conn)
     .await?;
     let stage = match job.status {
         JobStatus::LeaseExpired => JobStatus::Queued,
         status => status,
     };
-    sqlx::query("UPDATE stages SET status = $3 WHERE experiment_id = $1 AND idx = $2")
-        .bind(job.experiment_id)
-        .bind(job.stage as i32)
-        .bind(stage)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE stages SET status = $3 WHERE experiment_id = $1 AND idx = $2",
+        job.experiment_id,
+        job.stage as i32,
+        stage.as_str(),
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
 /// A new attempt's run row (made on the first) and its stage.
 async fn queued(conn: &mut PgConnection, id: Uuid, job: &Job) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO runs (id, job_id, experiment_id, stage_idx, status, attempt)
          VALUES ($1, $2, $3, $4, 'queued', $5)
          ON CONFLICT (id) DO UPDATE SET status = 'queued', attempt = $5, worker_id = NULL",
+        job.run_id,
+        id,
+        job.experiment_id,
+        job.stage as i32,
+        job.attempt as i32,
     )
-    .bind(job.run_id)
-    .bind(id)
-    .bind(job.experiment_id)
-    .bind(job.stage as i32)
-    .bind(job.attempt as i32)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE stages SET status = 'queued', job_id = $3, run_id = $4
          WHERE experiment_id = $1 AND idx = $2",
+        job.experiment_id,
+        job.stage as i32,
+        id,
+        job.run_id,
     )
-    .bind(job.experiment_id)
-    .bind(job.stage as i32)
-    .bind(id)
-    .bind(job.run_id)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -134,31 +136,27 @@ async fn save(
     job: &Job,
     e: &RecordedEvent,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO jobs (id, experiment_id, stage_idx, kind, run_id, status, attempt, max_attempts,
                            input_checkpoint, worker_id, lease_until, failure_reason, version, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          ON CONFLICT (id) DO UPDATE SET status = $6, attempt = $7, worker_id = $10,
              lease_until = $11, failure_reason = $12, version = $13, updated_at = $14",
+        id,
+        job.experiment_id,
+        job.stage as i32,
+        job.kind.as_str(),
+        job.run_id,
+        job.status.as_str(),
+        job.attempt as i32,
+        job.max_attempts as i32,
+        job.input_checkpoint  .as_ref()  .map(|c| serde_json::to_value(c).expect("JSON")),
+        job.worker_id.as_deref(),
+        job.lease_until,
+        job.failure_reason.as_deref(),
+        job.version,
+        e.recorded_at,
     )
-    .bind(id)
-    .bind(job.experiment_id)
-    .bind(job.stage as i32)
-    .bind(job.kind.as_str())
-    .bind(job.run_id)
-    .bind(job.status)
-    .bind(job.attempt as i32)
-    .bind(job.max_attempts as i32)
-    .bind(
-        job.input_checkpoint
-            .as_ref()
-            .map(|c| serde_json::to_value(c).expect("JSON")),
-    )
-    .bind(&job.worker_id)
-    .bind(job.lease_until)
-    .bind(&job.failure_reason)
-    .bind(job.version)
-    .bind(e.recorded_at)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -32,13 +32,13 @@ pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<
             | Event::ExperimentFailed { .. }
             | Event::ExperimentImported { .. } => experiments::apply(conn, recorded).await?,
             Event::RunImported { experiment_id } => {
-                sqlx::query(
+                sqlx::query!(
                     "INSERT INTO runs (id, experiment_id, stage_idx, status, attempt, started_at, finished_at)
                      VALUES ($1, $2, 0, 'imported', 1, $3, $3)",
+                    recorded.stream_id,
+                    experiment_id.0,
+                    recorded.recorded_at,
                 )
-                .bind(recorded.stream_id)
-                .bind(experiment_id.0)
-                .bind(recorded.recorded_at)
                 .execute(&mut *conn)
                 .await?;
             }
@@ -47,18 +47,18 @@ pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<
                 source,
                 splits,
             } => {
-                sqlx::query(
+                sqlx::query!(
                     "INSERT INTO datasets (name, stream_id, version, source, splits, registered_at)
                      VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (name) DO UPDATE
                      SET version = $3, source = $4, splits = $5, registered_at = $6",
+                    name,
+                    recorded.stream_id,
+                    recorded.version,
+                    source,
+                    sqlx::types::Json(splits) as _,
+                    recorded.recorded_at,
                 )
-                .bind(name)
-                .bind(recorded.stream_id)
-                .bind(recorded.version)
-                .bind(source)
-                .bind(sqlx::types::Json(splits))
-                .bind(recorded.recorded_at)
                 .execute(&mut *conn)
                 .await?;
             }
@@ -68,25 +68,25 @@ pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<
                 dead_letter_sequence,
                 bytes,
             } => {
-                sqlx::query(
+                sqlx::query!(
                     "INSERT INTO dead_letters (id, subject, reason, dead_letter_sequence, bytes, recorded_at)
                      VALUES ($1, $2, $3, $4, $5, $6)",
+                    recorded.stream_id,
+                    subject,
+                    reason,
+                    *dead_letter_sequence as i64,
+                    *bytes as i64,
+                    recorded.recorded_at,
                 )
-                .bind(recorded.stream_id)
-                .bind(subject)
-                .bind(reason)
-                .bind(*dead_letter_sequence as i64)
-                .bind(*bytes as i64)
-                .bind(recorded.recorded_at)
                 .execute(&mut *conn)
                 .await?;
             }
             Event::DeadLetterRedriven { .. } => {
-                sqlx::query(
+                sqlx::query!(
                     "UPDATE dead_letters SET redrives = redrives + 1, redriven_at = $2 WHERE id = $1",
+                    recorded.stream_id,
+                    recorded.recorded_at,
                 )
-                .bind(recorded.stream_id)
-                .bind(recorded.recorded_at)
                 .execute(&mut *conn)
                 .await?;
             }

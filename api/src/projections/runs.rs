@@ -81,14 +81,14 @@ impl Bulk {
     pub async fn flush(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         if !self.metric_run.is_empty() {
             // A newer attempt's step supersedes what an earlier attempt reported for it.
-            sqlx::query(
+            sqlx::query!(
                 "DELETE FROM run_metrics m
                  USING UNNEST($1::uuid[], $2::bigint[], $3::int[]) AS n(run_id, step, attempt)
                  WHERE m.run_id = n.run_id AND m.step = n.step AND m.attempt < n.attempt",
+                &self.metric_run,
+                &self.metric_step,
+                &self.metric_attempt,
             )
-            .bind(&self.metric_run)
-            .bind(&self.metric_step)
-            .bind(&self.metric_attempt)
             .execute(&mut *conn)
             .await?;
             let newest = super::newest_attempts(
@@ -103,16 +103,16 @@ impl Bulk {
                     newest[&(self.metric_run[i], self.metric_step[i])] == self.metric_attempt[i]
                 })
                 .collect();
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO run_metrics (run_id, step, recorded_at, position, attempt)
                  SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::timestamptz[], $4::bigint[],
                                       $5::int[])",
+                &kept(&self.metric_run, &keep),
+                &kept(&self.metric_step, &keep),
+                &kept(&self.metric_time, &keep),
+                &kept(&self.metric_position, &keep),
+                &kept(&self.metric_attempt, &keep),
             )
-            .bind(kept(&self.metric_run, &keep))
-            .bind(kept(&self.metric_step, &keep))
-            .bind(kept(&self.metric_time, &keep))
-            .bind(kept(&self.metric_position, &keep))
-            .bind(kept(&self.metric_attempt, &keep))
             .execute(&mut *conn)
             .await?;
         }
@@ -122,14 +122,14 @@ impl Bulk {
                 .into_iter()
                 .map(|(s, m)| (s, serde_json::Value::Object(m)))
                 .unzip();
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE runs r SET last_step = u.step, latest_metrics = r.latest_metrics || u.metrics
                  FROM UNNEST($1::uuid[], $2::bigint[], $3::jsonb[]) AS u(id, step, metrics)
                  WHERE r.id = u.id",
+                &ids,
+                &steps,
+                &values,
             )
-            .bind(&ids)
-            .bind(&steps)
-            .bind(&values)
             .execute(&mut *conn)
             .await?;
         }
@@ -147,32 +147,32 @@ impl Bulk {
             let runs: Vec<Uuid> = rows.iter().map(|r| r.run).collect();
             let times: Vec<_> = rows.iter().map(|r| r.recorded_at).collect();
             // A newer attempt's step supersedes what an earlier attempt recorded for it.
-            sqlx::query(
+            sqlx::query!(
                 "DELETE FROM trajectory_batches t
                  USING UNNEST($1::uuid[], $2::bigint[], $3::int[]) AS n(run_id, step, attempt)
                  WHERE t.run_id = n.run_id AND t.step = n.step AND t.attempt < n.attempt",
+                &runs,
+                &column(|r| r.step),
+                &small(|r| r.attempt),
             )
-            .bind(&runs)
-            .bind(column(|r| r.step))
-            .bind(small(|r| r.attempt))
             .execute(&mut *conn)
             .await?;
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO trajectory_batches
                    (position, run_id, step, attempt, trajectories, correct, parallel, recorded_at,
                     benchmark)
                  SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::bigint[], $4::int[], $5::int[],
                                       $6::int[], $7::int[], $8::timestamptz[], $9::text[])",
+                &column(|r| r.position),
+                &runs,
+                &column(|r| r.step),
+                &small(|r| r.attempt),
+                &small(|r| r.count),
+                &small(|r| r.correct),
+                &small(|r| r.parallel),
+                &times,
+                rows.iter().map(|r| r.benchmark.clone()).collect::<Vec<_>>() as _,
             )
-            .bind(column(|r| r.position))
-            .bind(&runs)
-            .bind(column(|r| r.step))
-            .bind(small(|r| r.attempt))
-            .bind(small(|r| r.count))
-            .bind(small(|r| r.correct))
-            .bind(small(|r| r.parallel))
-            .bind(&times)
-            .bind(rows.iter().map(|r| r.benchmark.clone()).collect::<Vec<_>>())
             .execute(&mut *conn)
             .await?;
         }
@@ -180,43 +180,43 @@ impl Bulk {
             let Event::EvaluationReported { result: r, attempt } = &e.event else {
                 unreachable!()
             };
-            sqlx::query(
+            sqlx::query!(
                 "DELETE FROM evaluations
                  WHERE run_id = $1 AND step = $2 AND benchmark = $3 AND attempt < $4",
+                e.stream_id,
+                r.step as i64,
+                &r.benchmark,
+                *attempt as i32,
             )
-            .bind(e.stream_id)
-            .bind(r.step as i64)
-            .bind(&r.benchmark)
-            .bind(*attempt as i32)
             .execute(&mut *conn)
             .await?;
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO evaluations (position, run_id, step, attempt, benchmark, k, prompts,
                    mean_at_k, pass_at_k, parallel_ratio, format_valid_ratio, mean_response_tokens,
                    recorded_at, mean_at_k_se, pass_at_k_se, greedy, temperature, top_p,
                    max_response_tokens)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                          $17, $18, $19)",
+                e.position,
+                e.stream_id,
+                r.step as i64,
+                *attempt as i32,
+                &r.benchmark,
+                r.k as i32,
+                r.prompts as i32,
+                r.mean_at_k,
+                r.pass_at_k,
+                r.parallel_ratio,
+                r.format_valid_ratio,
+                r.mean_response_tokens,
+                e.recorded_at,
+                r.mean_at_k_se,
+                r.pass_at_k_se,
+                r.greedy,
+                r.sampling.as_ref().map(|s| s.temperature),
+                r.sampling.as_ref().map(|s| s.top_p),
+                r.sampling.as_ref().map(|s| s.max_response_tokens as i32),
             )
-            .bind(e.position)
-            .bind(e.stream_id)
-            .bind(r.step as i64)
-            .bind(*attempt as i32)
-            .bind(&r.benchmark)
-            .bind(r.k as i32)
-            .bind(r.prompts as i32)
-            .bind(r.mean_at_k)
-            .bind(r.pass_at_k)
-            .bind(r.parallel_ratio)
-            .bind(r.format_valid_ratio)
-            .bind(r.mean_response_tokens)
-            .bind(e.recorded_at)
-            .bind(r.mean_at_k_se)
-            .bind(r.pass_at_k_se)
-            .bind(r.greedy)
-            .bind(r.sampling.as_ref().map(|s| s.temperature))
-            .bind(r.sampling.as_ref().map(|s| s.top_p))
-            .bind(r.sampling.as_ref().map(|s| s.max_response_tokens as i32))
             .execute(&mut *conn)
             .await?;
         }
@@ -224,18 +224,18 @@ impl Bulk {
             let Event::CheckpointSaved { checkpoint, .. } = &e.event else {
                 unreachable!()
             };
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO checkpoints (run_id, step, uri, sha256, size_bytes, recorded_at)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (run_id, step) DO UPDATE
                  SET uri = $3, sha256 = $4, size_bytes = $5, recorded_at = $6",
+                e.stream_id,
+                checkpoint.step as i64,
+                &checkpoint.uri,
+                &checkpoint.sha256,
+                checkpoint.size_bytes as i64,
+                e.recorded_at,
             )
-            .bind(e.stream_id)
-            .bind(checkpoint.step as i64)
-            .bind(&checkpoint.uri)
-            .bind(&checkpoint.sha256)
-            .bind(checkpoint.size_bytes as i64)
-            .bind(e.recorded_at)
             .execute(&mut *conn)
             .await?;
         }

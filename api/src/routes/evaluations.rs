@@ -71,12 +71,12 @@ pub async fn evaluate(
         })?),
     };
     let trained = run_stage(&state, run).await?;
-    let (checkpoint_step, uri): (i64, String) = sqlx::query_as(
+    let checkpoint = sqlx::query!(
         "SELECT step, uri FROM checkpoints WHERE run_id = $1 AND ($2::bigint IS NULL OR step = $2)
          ORDER BY step DESC LIMIT 1",
+        run,
+        step.map(|s| s as i64),
     )
-    .bind(run)
-    .bind(step.map(|s| s as i64))
     .fetch_optional(&state.pool)
     .await?
     .ok_or_else(|| {
@@ -85,6 +85,7 @@ pub async fn evaluate(
             None => format!("a checkpoint of run {run}"),
         })
     })?;
+    let (checkpoint_step, uri) = (checkpoint.step, checkpoint.uri);
     let Some(file) = uri.strip_prefix("file://") else {
         return Err(ApiError::InvalidSpec {
             field: "step".into(),
@@ -132,20 +133,20 @@ pub async fn evaluate(
 
 /// The stage a run belongs to, from its experiment's spec.
 async fn run_stage(state: &AppState, run: Uuid) -> Result<StageSpec, ApiError> {
-    let (spec, idx): (Option<Value>, i32) = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT e.spec, r.stage_idx FROM runs r JOIN experiments e ON e.id = r.experiment_id
          WHERE r.id = $1",
+        run,
     )
-    .bind(run)
     .fetch_optional(&state.pool)
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("run {run}")))?;
-    let Some(spec) = spec else {
+    let Some(spec) = row.spec else {
         return Err(ApiError::NotFound(format!(
             "checkpoints of run {run}: it was imported, with trajectories and evaluations only"
         )));
     };
     let spec: ExperimentSpec = serde_json::from_value(spec)
         .map_err(|e| ApiError::Unavailable(format!("a stored spec does not decode: {e}")))?;
-    Ok(spec.stages.as_slice()[idx as usize].clone())
+    Ok(spec.stages.as_slice()[row.stage_idx as usize].clone())
 }
