@@ -121,13 +121,13 @@ impl Relay {
         let last_position: i64 = last.get(0);
 
         let stored = publish_jobs(&self.js, &self.topology, &rows, |event_id| event_id).await?;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO reader_checkpoints (reader, position) VALUES ($1, $2)
              ON CONFLICT (reader) DO UPDATE
              SET position = greatest(reader_checkpoints.position, $2)",
+            READER,
+            last_position,
         )
-        .bind(READER)
-        .bind(last_position)
         .execute(&mut *conn)
         .await?;
         self.metrics.published.inc_by(stored as u64);

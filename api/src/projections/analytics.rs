@@ -227,7 +227,7 @@ impl Rows {
 
     async fn insert(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         let t = self.t;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO trajectories
                (position, idx, run_id, experiment_id, step, attempt, prompt_id, group_idx, sample,
                 reward, correct, answer, truth, prompt_tokens, response_tokens, response_chars,
@@ -247,38 +247,38 @@ impl Rows {
                        format_valid, clipped, blocks, paths, exploration, verification,
                        block_share, response, benchmark)
              JOIN runs r ON r.id = u.run_id",
+            &t.position,
+            &t.idx,
+            &t.run,
+            &t.step,
+            &t.attempt,
+            &t.prompt_id,
+            &t.group,
+            &t.sample,
+            &t.reward,
+            &t.correct,
+            &t.answer as _,
+            &t.truth,
+            &t.prompt_tokens as _,
+            &t.response_tokens as _,
+            &t.response_chars,
+            &t.format_valid,
+            &t.clipped,
+            &t.blocks,
+            &t.paths,
+            &t.exploration,
+            &t.verification,
+            &t.block_share,
+            &t.response,
+            &t.benchmark as _,
         )
-        .bind(t.position)
-        .bind(t.idx)
-        .bind(t.run)
-        .bind(t.step)
-        .bind(t.attempt)
-        .bind(t.prompt_id)
-        .bind(t.group)
-        .bind(t.sample)
-        .bind(t.reward)
-        .bind(t.correct)
-        .bind(t.answer)
-        .bind(t.truth)
-        .bind(t.prompt_tokens)
-        .bind(t.response_tokens)
-        .bind(t.response_chars)
-        .bind(t.format_valid)
-        .bind(t.clipped)
-        .bind(t.blocks)
-        .bind(t.paths)
-        .bind(t.exploration)
-        .bind(t.verification)
-        .bind(t.block_share)
-        .bind(t.response)
-        .bind(t.benchmark)
         .execute(&mut *conn)
         .await?;
         let b = self.b;
         if b.position.is_empty() {
             return Ok(());
         }
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO trajectory_blocks
                (position, idx, block_idx, run_id, step, attempt, start_token, end_token, start_char,
                 end_char, rel_position, paths, path_tokens, path_chars, summary_tokens,
@@ -293,25 +293,25 @@ impl Rows {
                   AS u(position, idx, block_idx, run_id, step, attempt, start_token, end_token,
                        start_char, end_char, rel_position, paths, path_tokens, path_chars,
                        summary_tokens, summary_chars, role, benchmark)",
+            &b.position,
+            &b.idx,
+            &b.block,
+            &b.run,
+            &b.step,
+            &b.attempt,
+            &b.start_token as _,
+            &b.end_token as _,
+            &b.start_char,
+            &b.end_char,
+            &b.rel_position,
+            &b.paths,
+            &b.path_tokens as _,
+            &b.path_chars,
+            &b.summary_tokens as _,
+            &b.summary_chars as _,
+            &b.role as _,
+            &b.benchmark as _,
         )
-        .bind(b.position)
-        .bind(b.idx)
-        .bind(b.block)
-        .bind(b.run)
-        .bind(b.step)
-        .bind(b.attempt)
-        .bind(b.start_token)
-        .bind(b.end_token)
-        .bind(b.start_char)
-        .bind(b.end_char)
-        .bind(b.rel_position)
-        .bind(b.paths)
-        .bind(b.path_tokens)
-        .bind(b.path_chars)
-        .bind(b.summary_tokens)
-        .bind(b.summary_chars)
-        .bind(b.role)
-        .bind(b.benchmark)
         .execute(&mut *conn)
         .await?;
         Ok(())
