@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/setup.sh
 cargo fmt --all --check
-cargo clippy --locked --all-targets -- -D warnings
 # The query macros' recorded descriptions (api/.sqlx/) still match the queries and migrations.
 bash scripts/sqlx_prepare.sh --check
+cargo clippy --locked --all-targets -- -D warnings
 # The fault tests run the prl and prl-trainer binaries as a user would; cargo test builds
 # only the test harness of a package whose own tests do not need them.
 cargo build --locked --bin prl --bin prl-trainer

@@ -20,7 +20,8 @@ esac
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PGBIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
-[ -x "$PGBIN/initdb" ] || { echo "sqlx_prepare.sh: no PostgreSQL server (bash deploy/setup.sh installs it)" >&2; exit 2; }
+[ -x "$PGBIN/initdb" ] || PGBIN="$(dirname "$(command -v initdb 2>/dev/null || echo /none/initdb)")"
+[ -x "$PGBIN/initdb" ] || { echo "sqlx_prepare.sh: no PostgreSQL server binaries (initdb) found" >&2; exit 2; }
 
 WORK="$(mktemp -d)"
 chmod 755 "$WORK"
@@ -35,11 +36,17 @@ stop() {
 trap stop EXIT
 mkdir "$WORK/data" "$WORK/queries"
 [ "$(id -u)" -ne 0 ] || chown nobody "$WORK/data"
-as_owner "$PGBIN/initdb" -D "$WORK/data" -U postgres --auth=trust --no-sync -E UTF8 >/dev/null
+# A password, not trust: other local users could reach the cluster while it runs.
+PASSWORD="$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+(umask 077; echo "$PASSWORD" > "$WORK/password")
+[ "$(id -u)" -ne 0 ] || chown nobody "$WORK/password"
+as_owner "$PGBIN/initdb" -D "$WORK/data" -U postgres --auth=scram-sha-256 --pwfile="$WORK/password" \
+  --no-sync -E UTF8 >/dev/null
+rm "$WORK/password"
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 as_owner "$PGBIN/pg_ctl" -D "$WORK/data" -l "$WORK/data/server.log" -w \
   -o "-p $PORT -k $WORK/data -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
-URL="postgres://postgres@127.0.0.1:$PORT/postgres"
+URL="postgres://postgres:$PASSWORD@127.0.0.1:$PORT/postgres"
 for migration in api/migrations/*.sql; do
   psql -q -X -1 -v ON_ERROR_STOP=1 "$URL" -f "$migration" >/dev/null
 done

@@ -42,7 +42,7 @@ enum Command {
     /// Submit an experiment spec (.json or .toml).
     Submit {
         file: PathBuf,
-        /// Follow the experiment until it ends.
+        /// Follow the experiment until it ends; exits non-zero unless it completed.
         #[arg(long)]
         watch: bool,
     },
@@ -57,7 +57,8 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
-    /// Follow an experiment with a progress bar per stage until it ends.
+    /// Follow an experiment with a progress bar per stage until it ends; exits non-zero unless
+    /// it completed.
     Watch { id: uuid::Uuid },
     /// Cancel an experiment.
     Cancel {
@@ -95,7 +96,7 @@ enum Command {
         /// 0 decodes greedily.
         #[arg(long)]
         temperature: Option<f64>,
-        /// Follow the evaluation until it ends.
+        /// Follow the evaluation until it ends; exits non-zero unless it completed.
         #[arg(long)]
         watch: bool,
     },
@@ -196,7 +197,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let id = client.submit_file(&file).await?;
             println!("submitted experiment {id}");
             if watch {
-                watch::watch(&client, id).await?;
+                watch::until_completed(&client, id).await?;
             }
             Ok(())
         }
@@ -206,7 +207,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             name,
             limit,
         } => client().print_list(status, tag, name, limit).await,
-        Command::Watch { id } => watch::watch(&client(), id).await.map(drop),
+        Command::Watch { id } => watch::until_completed(&client(), id).await,
         Command::Cancel { id, reason } => {
             let status = client().cancel(id, reason).await?;
             println!("experiment {id} is {status}");
@@ -244,7 +245,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let id = client.evaluate(run, &request).await?;
             println!("submitted experiment {id}");
             if watch {
-                watch::watch(&client, id).await?;
+                watch::until_completed(&client, id).await?;
                 results::print_table(&client.results(&[id]).await?);
             }
             Ok(())

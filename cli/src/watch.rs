@@ -7,6 +7,15 @@ use prl_api::domain::status::ExperimentStatus;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// Follows the experiment, then fails unless it completed, so that scripts stop on a failed or
+/// cancelled one.
+pub async fn until_completed(client: &Client, id: Uuid) -> Result<()> {
+    match watch(client, id).await? {
+        ExperimentStatus::Completed => Ok(()),
+        status => anyhow::bail!("experiment {id} ended {status}, not completed"),
+    }
+}
+
 /// Returns the final status.
 pub async fn watch(client: &Client, id: Uuid) -> Result<ExperimentStatus> {
     let detail = client.detail(id).await?;
