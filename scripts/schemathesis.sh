@@ -29,15 +29,7 @@ while (($#)); do
 done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PRL_CACHE="${PRL_CACHE:-$HOME/.cache/prl}"
-VENV="$PRL_CACHE/schemathesis-venv"
-REQUIREMENTS="$ROOT/scripts/requirements-schemathesis.txt"
-if ! cmp -s "$REQUIREMENTS" "$VENV/requirements.txt" 2>/dev/null; then
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q -r "$REQUIREMENTS"
-  cp "$REQUIREMENTS" "$VENV/requirements.txt"
-fi
+VENV="$(bash "$ROOT/scripts/python_venv.sh" schemathesis)"
 
 PRL="$ROOT/target/debug/prl"
 [ -x "$PRL" ] || { echo "schemathesis.sh: build $PRL first (cargo build --bin prl)" >&2; exit 2; }

@@ -40,11 +40,20 @@ fn check(req: &HttpRequest, required: bool) -> Result<(), ApiError> {
     }
 }
 
+/// Checks the token for a write (always) or a read (when the deployment protects reads).
+pub fn authorize(req: &HttpRequest, write: bool) -> Result<(), ApiError> {
+    let protect_reads = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.protect_reads)
+        .unwrap_or(true);
+    check(req, write || protect_reads)
+}
+
 impl FromRequest for WriteAccess {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(check(req, true).map(|_| WriteAccess))
+        ready(authorize(req, true).map(|_| WriteAccess))
     }
 }
 
@@ -52,10 +61,6 @@ impl FromRequest for ReadAccess {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let protect = req
-            .app_data::<web::Data<AppState>>()
-            .map(|s| s.protect_reads)
-            .unwrap_or(true);
-        ready(check(req, protect).map(|_| ReadAccess))
+        ready(authorize(req, false).map(|_| ReadAccess))
     }
 }

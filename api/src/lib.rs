@@ -4,6 +4,7 @@ pub mod error;
 pub mod event_log;
 pub mod live_feed;
 pub mod messaging;
+pub mod mlflow;
 pub mod projections;
 pub mod routes;
 pub mod settings;

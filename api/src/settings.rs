@@ -98,6 +98,10 @@ pub struct FileSettings {
     /// `path:` model directory that is not there is refused with 422 naming the field, rather
     /// than failing in its job.
     pub shared_with_daemons: bool,
+    /// Where artifacts uploaded through the MLflow protocol are stored (a directory per run).
+    pub artifact_dir: std::path::PathBuf,
+    /// The largest artifact one upload may store.
+    pub max_artifact_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -157,6 +161,8 @@ impl Settings {
             },
             files: FileSettings {
                 shared_with_daemons: false,
+                artifact_dir: "prl-artifacts".into(),
+                max_artifact_bytes: 4 << 30,
             },
         };
         serde_json::to_value(defaults).expect("the defaults are JSON")

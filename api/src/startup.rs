@@ -127,6 +127,8 @@ impl Application {
             import_limit: settings.http.import_limit_bytes,
             max_attempts: settings.jobs.max_attempts,
             files_shared: settings.files.shared_with_daemons,
+            artifact_dir: settings.files.artifact_dir.clone(),
+            max_artifact_bytes: settings.files.max_artifact_bytes,
             metrics: metrics.clone(),
             wake_relay,
             shutdown: shutdown.clone(),

@@ -20,6 +20,9 @@ pub struct AppState {
     pub max_attempts: u32,
     /// Whether submissions' files are checked here (`files.shared_with_daemons`).
     pub files_shared: bool,
+    /// Where uploaded artifacts are stored (`files.artifact_dir`), and the largest one.
+    pub artifact_dir: std::path::PathBuf,
+    pub max_artifact_bytes: u64,
     pub metrics: Metrics,
     /// Tells the outbox relay that new events wait.
     pub wake_relay: Arc<Notify>,

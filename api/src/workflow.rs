@@ -127,6 +127,20 @@ pub async fn react(
             | Event::EvaluationReported { .. }
             | Event::DatasetRegistered { .. }
             | Event::WorkerMessageParked { .. }
+            | Event::ExperimentTracked { .. }
+            | Event::TrackedRunUpdated { .. }
+            | Event::ParamsLogged { .. }
+            | Event::TagsSet { .. }
+            | Event::TagDeleted { .. }
+            | Event::InputsLogged { .. }
+            | Event::TrackedRunDeleted {}
+            | Event::TrackedRunRestored {}
+            | Event::ArtifactStored { .. }
+            | Event::MlflowExperimentCreated { .. }
+            | Event::MlflowExperimentRenamed { .. }
+            | Event::MlflowExperimentTagSet { .. }
+            | Event::MlflowExperimentDeleted {}
+            | Event::MlflowExperimentRestored {}
             | Event::DeadLetterRedriven { .. } => {}
         }
     }

@@ -84,6 +84,10 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
         .merge(Serialized::default("http.port", args.port))
         // The daemons it starts run here, in the same directory.
         .merge(Serialized::default("files.shared_with_daemons", true))
+        .merge(Serialized::default(
+            "files.artifact_dir",
+            home.join("artifacts"),
+        ))
         .extract()
         .context("reading the settings")?;
     let namespace = settings.nats.namespace.clone();

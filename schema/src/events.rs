@@ -5,6 +5,7 @@ use crate::datasets::DatasetSplit;
 use crate::ids::{ExperimentId, JobId, RunId};
 use crate::jobs::CheckpointRef;
 use crate::spec::{ExperimentSpec, StageKind};
+use crate::tracking::TrackedStatus;
 use crate::trajectory::{EvaluationResult, TrajectoryBatch};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,7 @@ pub enum StreamType {
     Run,
     DeadLetter,
     Dataset,
+    MlflowExperiment,
 }
 
 impl StreamType {
@@ -33,6 +35,7 @@ impl StreamType {
             StreamType::Run => "run",
             StreamType::DeadLetter => "dead_letter",
             StreamType::Dataset => "dataset",
+            StreamType::MlflowExperiment => "mlflow_experiment",
         }
     }
 }
@@ -65,8 +68,48 @@ pub enum Event {
         tags: Vec<String>,
         source: String,
     },
-
-    // --- job stream ---
+    /// A run of another tool logged while it runs (an MLflow client, a followed verl run, the
+    /// Python client): an experiment with one run, `run_id`, and no jobs. Its metrics,
+    /// trajectories and artifacts follow on the run's stream; its params and tags on this one.
+    ExperimentTracked {
+        name: String,
+        tags: Vec<String>,
+        /// The tool it comes from (`mlflow`, `verl`, `client`).
+        source: String,
+        run_id: RunId,
+        /// The MLflow experiment it was logged into (that stream's id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<Uuid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        started_at: DateTime<Utc>,
+    },
+    /// The tracked run's name, status or end changed (absent fields did not).
+    TrackedRunUpdated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<TrackedStatus>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ended_at: Option<DateTime<Utc>>,
+    },
+    /// Hyperparameters of a tracked run; once logged, a parameter keeps its value.
+    ParamsLogged {
+        params: BTreeMap<String, String>,
+    },
+    TagsSet {
+        tags: BTreeMap<String, String>,
+    },
+    TagDeleted {
+        key: String,
+    },
+    /// The datasets a tracked run read, as its tool describes them.
+    InputsLogged {
+        #[schema(value_type = Vec<Object>)]
+        datasets: Vec<serde_json::Value>,
+    },
+    TrackedRunDeleted {},
+    TrackedRunRestored {},
     /// An attempt of a stage's job is on the work queue.
     JobQueued {
         experiment_id: ExperimentId,
@@ -110,7 +153,13 @@ pub enum Event {
     MetricsReported {
         attempt: u32,
         step: u64,
+        #[serde(with = "crate::tracking::metric_values")]
+        #[schema(value_type = BTreeMap<String, f64>)]
         values: BTreeMap<String, f64>,
+        /// When the tool that logged them measured the values, where it says (MLflow clients
+        /// do); otherwise the event's own time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time: Option<DateTime<Utc>>,
     },
     CheckpointSaved {
         attempt: u32,
@@ -126,6 +175,12 @@ pub enum Event {
         attempt: u32,
         #[serde(flatten)]
         result: EvaluationResult,
+    },
+    /// A file stored under the run's artifacts (`path` relative to them).
+    ArtifactStored {
+        path: String,
+        size_bytes: u64,
+        sha256: String,
     },
 
     // --- dataset stream ---
@@ -148,6 +203,21 @@ pub enum Event {
     DeadLetterRedriven {
         by: String,
     },
+
+    // --- MLflow experiment stream: the groups MLflow clients log runs into ---
+    MlflowExperimentCreated {
+        name: String,
+        tags: BTreeMap<String, String>,
+    },
+    MlflowExperimentRenamed {
+        name: String,
+    },
+    MlflowExperimentTagSet {
+        key: String,
+        value: String,
+    },
+    MlflowExperimentDeleted {},
+    MlflowExperimentRestored {},
 }
 
 impl Event {
@@ -158,7 +228,15 @@ impl Event {
             | ExperimentCancelled { .. }
             | ExperimentCompleted {}
             | ExperimentFailed { .. }
-            | ExperimentImported { .. } => StreamType::Experiment,
+            | ExperimentImported { .. }
+            | ExperimentTracked { .. }
+            | TrackedRunUpdated { .. }
+            | ParamsLogged { .. }
+            | TagsSet { .. }
+            | TagDeleted { .. }
+            | InputsLogged { .. }
+            | TrackedRunDeleted {}
+            | TrackedRunRestored {} => StreamType::Experiment,
             JobQueued { .. }
             | JobClaimed { .. }
             | JobLeaseExtended { .. }
@@ -170,9 +248,15 @@ impl Event {
             | MetricsReported { .. }
             | CheckpointSaved { .. }
             | TrajectoriesRecorded { .. }
-            | EvaluationReported { .. } => StreamType::Run,
+            | EvaluationReported { .. }
+            | ArtifactStored { .. } => StreamType::Run,
             WorkerMessageParked { .. } | DeadLetterRedriven { .. } => StreamType::DeadLetter,
             DatasetRegistered { .. } => StreamType::Dataset,
+            MlflowExperimentCreated { .. }
+            | MlflowExperimentRenamed { .. }
+            | MlflowExperimentTagSet { .. }
+            | MlflowExperimentDeleted {}
+            | MlflowExperimentRestored {} => StreamType::MlflowExperiment,
         }
     }
 

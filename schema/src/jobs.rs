@@ -80,6 +80,7 @@ pub enum WorkerEvent {
     /// Metric values at a training step.
     Metrics {
         step: u64,
+        #[serde(with = "crate::tracking::metric_values")]
         values: BTreeMap<String, f64>,
     },
     Checkpoint(CheckpointRef),

@@ -12,5 +12,6 @@ pub mod jobs;
 pub mod parallel;
 pub mod reward;
 pub mod spec;
+pub mod tracking;
 pub mod trajectory;
 pub mod verl;

@@ -49,6 +49,7 @@ fn metrics_event(step: u64) -> NewEvent {
             attempt: 1,
             step,
             values: values(step),
+            time: None,
         },
         Metadata::default(),
     )

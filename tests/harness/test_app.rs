@@ -96,6 +96,10 @@ impl TestApp {
             .merge(("http.body_limit_bytes", 64 * 1024))
             .merge(("jobs.lease_seconds", 2))
             .merge(("jobs.lease_check_millis", 200))
+            .merge((
+                "files.artifact_dir",
+                std::env::temp_dir().join(format!("prl-test-artifacts-{namespace}")),
+            ))
             .extract()
             .expect("test settings");
         configure(&mut settings);

@@ -3,7 +3,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 /// Every projection table as JSON, in a stable order.
-async fn snapshot(app: &TestApp) -> Vec<(String, Value)> {
+pub(crate) async fn snapshot(app: &TestApp) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for table in prl_api::projections::TABLES {
         let sql = format!(

@@ -98,6 +98,20 @@ impl Job {
             | Event::EvaluationReported { .. }
             | Event::DatasetRegistered { .. }
             | Event::WorkerMessageParked { .. }
+            | Event::ExperimentTracked { .. }
+            | Event::TrackedRunUpdated { .. }
+            | Event::ParamsLogged { .. }
+            | Event::TagsSet { .. }
+            | Event::TagDeleted { .. }
+            | Event::InputsLogged { .. }
+            | Event::TrackedRunDeleted {}
+            | Event::TrackedRunRestored {}
+            | Event::ArtifactStored { .. }
+            | Event::MlflowExperimentCreated { .. }
+            | Event::MlflowExperimentRenamed { .. }
+            | Event::MlflowExperimentTagSet { .. }
+            | Event::MlflowExperimentDeleted {}
+            | Event::MlflowExperimentRestored {}
             | Event::DeadLetterRedriven { .. } => return,
         }
         self.version += 1;
@@ -218,6 +232,7 @@ pub fn decide(state: &Job, msg: &WorkerMessage, now: DateTime<Utc>, lease: Durat
                 attempt,
                 step: *step,
                 values: values.clone(),
+                time: None,
             })
         }
         WorkerEvent::Checkpoint(checkpoint) if owns && (running || cancelled) => {

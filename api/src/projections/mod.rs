@@ -6,6 +6,7 @@ mod experiments;
 pub mod jobs;
 pub mod replay;
 mod runs;
+mod tracked;
 
 use prl_schema::events::{Event, RecordedEvent};
 use sqlx::PgConnection;
@@ -31,6 +32,20 @@ pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<
             | Event::ExperimentCompleted {}
             | Event::ExperimentFailed { .. }
             | Event::ExperimentImported { .. } => experiments::apply(conn, recorded).await?,
+            Event::ExperimentTracked { .. }
+            | Event::TrackedRunUpdated { .. }
+            | Event::ParamsLogged { .. }
+            | Event::TagsSet { .. }
+            | Event::TagDeleted { .. }
+            | Event::InputsLogged { .. }
+            | Event::TrackedRunDeleted {}
+            | Event::TrackedRunRestored {}
+            | Event::ArtifactStored { .. }
+            | Event::MlflowExperimentCreated { .. }
+            | Event::MlflowExperimentRenamed { .. }
+            | Event::MlflowExperimentTagSet { .. }
+            | Event::MlflowExperimentDeleted {}
+            | Event::MlflowExperimentRestored {} => tracked::apply(conn, recorded).await?,
             Event::RunImported { experiment_id } => {
                 sqlx::query!(
                     "INSERT INTO runs (id, experiment_id, stage_idx, status, attempt, started_at, finished_at)
@@ -128,4 +143,7 @@ pub const TABLES: &[&str] = &[
     "trajectories",
     "trajectory_blocks",
     "datasets",
+    "tracked_runs",
+    "mlflow_experiments",
+    "artifacts",
 ];

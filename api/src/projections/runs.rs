@@ -3,6 +3,7 @@
 //! statement per table per batch.
 
 use prl_schema::events::{Event, RecordedEvent};
+use prl_schema::tracking::MetricValue;
 use prl_schema::trajectory::Trajectory;
 use sqlx::PgConnection;
 use std::collections::HashMap;
@@ -42,17 +43,18 @@ impl Bulk {
                 step,
                 values,
                 attempt,
+                time,
             } => {
                 let latest = self.latest.entry(e.stream_id).or_default();
-                latest.0 = *step as i64;
+                latest.0 = latest.0.max(*step as i64);
                 latest.1.extend(
                     values
                         .iter()
-                        .map(|(k, v)| (k.clone(), serde_json::json!(v))),
+                        .map(|(k, v)| (k.clone(), serde_json::json!(MetricValue(*v)))),
                 );
                 self.metric_run.push(e.stream_id);
                 self.metric_step.push(*step as i64);
-                self.metric_time.push(e.recorded_at);
+                self.metric_time.push(time.unwrap_or(e.recorded_at));
                 self.metric_position.push(e.position);
                 self.metric_attempt.push(*attempt as i32);
             }
@@ -123,7 +125,7 @@ impl Bulk {
                 .map(|(s, m)| (s, serde_json::Value::Object(m)))
                 .unzip();
             sqlx::query!(
-                "UPDATE runs r SET last_step = u.step, latest_metrics = r.latest_metrics || u.metrics
+                "UPDATE runs r SET last_step = greatest(r.last_step, u.step), latest_metrics = r.latest_metrics || u.metrics
                  FROM UNNEST($1::uuid[], $2::bigint[], $3::jsonb[]) AS u(id, step, metrics)
                  WHERE r.id = u.id",
                 &ids,

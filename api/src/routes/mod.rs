@@ -51,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, web_dir: &std::path::Path) {
             .service(dead_letters::redrive)
             .default_service(web::to(unknown_endpoint)),
     )
+    .service(crate::mlflow::service())
     .service(health::healthz)
     .service(health::metrics)
     .service(openapi::document)
