@@ -200,6 +200,21 @@ fn a_daemon_that_only_evaluates_never_trains() {
 }
 
 #[test]
+fn an_mlflow_client_logs_a_run_that_prl_lists_and_queries() {
+    let out = run_with_stack("mlflow.md", 0);
+    let row = out
+        .lines()
+        .find(|l| l.contains("lr-1e-5") && l.contains('|'))
+        .unwrap_or_else(|| panic!("the query's row: {out}"));
+    assert!(row.contains("1e-05") && row.contains("0.01") && row.contains("notes.txt"), "{row}");
+    let listed = out
+        .lines()
+        .find(|l| l.contains("lr-1e-5") && !l.contains('|'))
+        .unwrap_or_else(|| panic!("prl list's line: {out}"));
+    assert!(listed.contains("completed") && listed.contains("mlflow"), "{listed}");
+}
+
+#[test]
 fn operations_a_replica_a_backup_restored_and_replayed() {
     // The page's stack holds the quick start's evaluation: its blocks but the last (which stops
     // the stack).

@@ -1,5 +1,6 @@
-// One experiment: its stages and runs with live status, metric curves of every run overlaid,
-// the strategy-evolution charts, evaluation results and checkpoints.
+// One experiment: its stages and runs with live status (or, for a run logged by another tool,
+// its params, tags and artifacts), metric curves of every run overlaid, the strategy-evolution
+// charts, evaluation results and checkpoints.
 
 import { api, BenchmarkResult, Checkpoint, ExperimentDetail, RunView } from "../api";
 import { positionChart, roleChart, StrategySeries } from "../charts";
@@ -32,6 +33,7 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
   let pending = new Set<Part>(ALL);
   const TOUCHES: Record<string, Part[]> = {
     MetricsReported: ["metrics"],
+    ArtifactStored: [],
     TrajectoriesRecorded: ["strategy"],
     EvaluationReported: ["evaluations"],
     CheckpointSaved: ["checkpoints"],
@@ -55,7 +57,8 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
     d.stages.forEach((s) => s.job_id && watched.add(s.job_id));
     keepingFocus(() => {
       renderHead(d);
-      renderStages(d);
+      if (d.tracked) renderTracked(d.tracked);
+      else renderStages(d);
     });
     const labelled = d.runs.map((r) => ({ id: r.id, label: stageName(d, r) }));
     const key = labelled.map((r) => r.id).join();
@@ -107,6 +110,7 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
         d.finished_at ? [h("dt", {}, "finished"), h("dd", {}, when(d.finished_at))] : null,
         d.status_reason ? [h("dt", {}, "reason"), h("dd", {}, d.status_reason)] : null,
         d.imported_from ? [h("dt", {}, "imported from"), h("dd", { class: "mono" }, d.imported_from)] : null,
+        d.tracked ? [h("dt", {}, "logged by"), h("dd", {}, d.tracked.source, d.tracked.group ? ` into “${d.tracked.group}”` : "", d.tracked.user_id ? ` as ${d.tracked.user_id}` : "")] : null,
         d.tags.length ? [h("dt", {}, "tags"), h("dd", {}, d.tags.map((t) => h("span", { class: "tag" }, t)))] : null,
       ),
       h(
@@ -155,6 +159,37 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
           }),
         ),
       ),
+    );
+  }
+
+  /** A run logged by another tool (an MLflow client): what it logged besides metrics. */
+  function renderTracked(t: NonNullable<ExperimentDetail["tracked"]>): void {
+    const pairs = (label: string, values: Record<string, string>) => {
+      const keys = Object.keys(values).sort();
+      return keys.length
+        ? h(
+            "table",
+            { "aria-label": label },
+            h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Key"), h("th", { scope: "col" }, "Value"))),
+            h("tbody", {}, keys.map((k) => h("tr", {}, h("td", { class: "mono" }, k), h("td", {}, values[k])))),
+          )
+        : empty(`No ${label.toLowerCase()}.`);
+    };
+    replace(
+      stages,
+      h("h2", { id: "stages-title" }, "Logged run"),
+      h("h3", {}, "Params"),
+      pairs("Params", t.params),
+      h("h3", {}, "Tags"),
+      pairs("Tags", Object.fromEntries(Object.entries(t.tags).filter(([k]) => !k.startsWith("mlflow.source")))),
+      h("h3", {}, "Artifacts"),
+      t.artifacts.length
+        ? h(
+            "ul",
+            { "aria-label": "Artifacts" },
+            t.artifacts.map((a) => h("li", {}, h("a", { href: a.url, class: "mono" }, a.path), ` ${fmt(a.size_bytes / 1024)} KiB`)),
+          )
+        : empty("No artifacts."),
     );
   }
 
