@@ -206,12 +206,15 @@ fn an_mlflow_client_logs_a_run_that_prl_lists_and_queries() {
         .lines()
         .find(|l| l.contains("lr-1e-5") && l.contains('|'))
         .unwrap_or_else(|| panic!("the query's row: {out}"));
-    assert!(row.contains("1e-05") && row.contains("0.01") && row.contains("notes.txt"), "{row}");
+    assert!(
+        row.contains("1e-05") && row.contains("0.01") && row.contains("notes.txt"),
+        "{row}"
+    );
     let listed = out
         .lines()
-        .find(|l| l.contains("lr-1e-5") && !l.contains('|'))
+        .find(|l| l.contains("lr-1e-5") && l.contains("completed"))
         .unwrap_or_else(|| panic!("prl list's line: {out}"));
-    assert!(listed.contains("completed") && listed.contains("mlflow"), "{listed}");
+    assert!(listed.contains("mlflow:gsm8k sweep"), "{listed}");
 }
 
 #[test]

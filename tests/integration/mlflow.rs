@@ -130,6 +130,20 @@ async fn an_mlflow_client_session_is_recorded_like_a_native_run() {
             .unwrap()
             .contains(&serde_json::json!("mlflow:parallel-r1 sweep"))
     );
+    let tracked = &detail["tracked"];
+    assert_eq!(tracked["source"], "mlflow");
+    assert_eq!(tracked["group"], "parallel-r1 sweep");
+    assert_eq!(tracked["params"]["lr"], "1e-5");
+    assert_eq!(tracked["tags"]["stage"], "rl");
+    let artifact = &tracked["artifacts"][0];
+    assert_eq!(artifact["path"], "rollouts/samples.txt");
+    let downloaded = app
+        .get(artifact["url"].as_str().unwrap())
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(downloaded, "<Parallel><Path>2+2=4</Path></Parallel>\n");
     let run = &detail["runs"][0];
     assert_eq!(run["status"], "finished");
     assert_eq!(run["latest_metrics"]["loss"], 0.001);

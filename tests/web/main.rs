@@ -78,6 +78,70 @@ fn evaluation(step: u64, benchmark: &str, mean: f64, pass: f64, parallel: f64) -
     })
 }
 
+/// A finished run logged through prl's MLflow protocol (params, a tag, 20 steps of metrics, an
+/// artifact), sent as an MLflow client sends it; the prl experiment's id.
+async fn seed_mlflow_run(app: &TestApp) -> Uuid {
+    let call = |route: &str, body: Value| {
+        app.http
+            .post(format!("{}/mlflow/api/2.0/mlflow/{route}", app.address))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+    };
+    let created: Value = call("experiments/create", json!({"name": "web sweep"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let experiment = created["experiment_id"].as_str().unwrap().to_owned();
+    let run: Value = call(
+        "runs/create",
+        json!({"experiment_id": experiment, "run_name": "logged by mlflow",
+               "start_time": 1_700_000_000_000i64}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_owned();
+    let metrics: Vec<Value> = (0..20)
+        .flat_map(|step| {
+            [("loss", 1.0 / (1.0 + step as f64)), ("reward", step as f64 / 20.0)]
+                .map(|(key, value)| json!({"key": key, "value": value, "timestamp": 1_700_000_000_000i64 + step, "step": step}))
+        })
+        .collect();
+    let logged = call(
+        "runs/log-batch",
+        json!({"run_id": run_id, "metrics": metrics, "params": [{"key": "lr", "value": "1e-5"}],
+               "tags": [{"key": "method", "value": "parallel-r1"}]}),
+    )
+    .await
+    .unwrap();
+    assert!(logged.status().is_success());
+    let uploaded = app
+        .http
+        .put(format!(
+            "{}/mlflow/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run_id}/artifacts/notes.txt",
+            app.address
+        ))
+        .bearer_auth(TOKEN)
+        .body("S1 reward\n")
+        .send()
+        .await
+        .unwrap();
+    assert!(uploaded.status().is_success());
+    let finished = call(
+        "runs/update",
+        json!({"run_id": run_id, "status": "FINISHED", "end_time": 1_700_000_100_000i64}),
+    )
+    .await
+    .unwrap();
+    assert!(finished.status().is_success());
+    run_id.parse().unwrap()
+}
+
 /// An RL experiment that trained 60 steps, logged trajectories and evaluations, and finished.
 async fn seed_finished(app: &TestApp, name: &str, results: &[Reported]) -> Value {
     let id = app
@@ -233,6 +297,7 @@ async fn the_web_ui_works_against_a_seeded_stack() {
     )
     .await;
     let long = seed_long_run(&app).await;
+    let mlflow = seed_mlflow_run(&app).await;
     let (live, feeder) = start_live_run(&app).await;
     let queued = app.submit(&quick_spec("to cancel in the list")).await;
     let watched = app.submit(&quick_spec("cancelled elsewhere")).await;
@@ -251,6 +316,7 @@ async fn the_web_ui_works_against_a_seeded_stack() {
         "watched": watched,
         "live": live,
         "long": long,
+        "mlflow": mlflow,
         "expected": expected,
     });
     let guarded = TestApp::spawn_with(|s| {

@@ -61,7 +61,7 @@ await test("experiments list shows status and stage progress", async () => {
   await page.goto(`${base}/`);
   const rows = page.locator("table.experiments tbody tr");
   await rows.first().waitFor();
-  assert.equal(await rows.count(), 6);
+  assert.equal(await rows.count(), 7);
   const done = page.locator(`tr[data-id="${first.id}"]`);
   assert.equal(await done.locator(".badge").innerText(), "completed");
   assert.equal(await done.locator("progress").getAttribute("value"), "60");
@@ -102,6 +102,23 @@ await test("compare table shows the seeded numbers with the best marked", async 
   const legend = await page.locator(".metrics .chart").first().innerText();
   assert.match(legend, /Parallel-R1-Unseen \(S1\) · rl/);
   assert.match(legend, /GRPO baseline · rl/);
+});
+
+await test("a run logged by an MLflow client shows its params, tags, artifacts and curves", async () => {
+  await page.goto(`${base}/experiments/${seed.mlflow}`);
+  const params = page.locator('table[aria-label="Params"]');
+  await params.waitFor();
+  assert.match(await params.innerText(), /lr\s+1e-5/);
+  assert.match(await page.locator('table[aria-label="Tags"]').innerText(), /method\s+parallel-r1/);
+  assert.match(await page.locator(".facts").innerText(), /logged by\s+mlflow into “web sweep”/);
+  assert.equal(await page.locator("h1 .badge").innerText(), "completed");
+  const link = page.locator('ul[aria-label="Artifacts"] a');
+  assert.equal(await link.innerText(), "notes.txt");
+  const text = await page.evaluate(async (href) => (await fetch(href)).text(), await link.getAttribute("href"));
+  assert.equal(text, "S1 reward\n");
+  await page.locator(".metrics .chart canvas").first().waitFor();
+  assert.ok((await paintedPixels(".metrics .chart canvas")) > 500, "the logged curves are drawn");
+  assert.match(await page.locator(".metrics").innerText(), /loss/);
 });
 
 await test("runs compare by their trajectories", async () => {

@@ -94,6 +94,29 @@ async fn unknown(req: HttpRequest) -> Result<actix_web::HttpResponse, MlflowErro
     })
 }
 
+/// Where a run's artifact downloads: its `mlflow-artifacts` route, each path part escaped.
+pub fn artifact_url(group: Option<Uuid>, run: Uuid, path: &str) -> String {
+    let escaped: Vec<String> = path
+        .split('/')
+        .map(|part| {
+            part.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        })
+        .collect();
+    format!(
+        "/mlflow/api/2.0/mlflow-artifacts/artifacts/{}/{}/artifacts/{}",
+        protocol::experiment_id_text(group.unwrap_or(protocol::DEFAULT_EXPERIMENT)),
+        run.hyphenated(),
+        escaped.join("/")
+    )
+}
+
 /// Events written for MLflow clients name the MLflow run they concern.
 fn metadata(run: Uuid) -> Metadata {
     Metadata {

@@ -125,6 +125,34 @@ pub struct ExperimentDetail {
     pub stages: Vec<StageView>,
     pub jobs: Vec<JobView>,
     pub runs: Vec<RunView>,
+    /// What a run logged by another tool (an MLflow client) logged besides metrics; absent for
+    /// experiments prl ran or imported.
+    pub tracked: Option<TrackedView>,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TrackedView {
+    /// The tool it comes from (`mlflow`).
+    pub source: String,
+    /// The MLflow experiment it was logged into.
+    pub group: Option<String>,
+    pub user_id: Option<String>,
+    /// The run's status as its tool names it: scheduled, running, finished, failed or killed.
+    pub status: String,
+    pub params: std::collections::BTreeMap<String, String>,
+    pub tags: std::collections::BTreeMap<String, String>,
+    pub artifacts: Vec<ArtifactView>,
+}
+
+#[derive(Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ArtifactView {
+    /// Relative to the run's artifacts.
+    pub path: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+    /// Where it downloads (the MLflow artifact route).
+    #[sqlx(skip)]
+    pub url: String,
 }
 
 /// A spec's strings are names, references and settings: no control characters but layout. The
@@ -469,6 +497,7 @@ pub async fn load_detail(
     .bind(id)
     .fetch_all(&mut *conn)
     .await?;
+    let tracked = load_tracked(&mut conn, id).await?;
     Ok(Some(ExperimentDetail {
         summary,
         spec,
@@ -476,6 +505,52 @@ pub async fn load_detail(
         stages,
         jobs,
         runs,
+        tracked,
+    }))
+}
+
+async fn load_tracked(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> Result<Option<TrackedView>, ApiError> {
+    type Row = (
+        Uuid,
+        Option<Uuid>,
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+        sqlx::types::Json<std::collections::BTreeMap<String, String>>,
+        sqlx::types::Json<std::collections::BTreeMap<String, String>>,
+    );
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT t.run_id, t.mlflow_experiment, t.source, m.name, t.user_id, t.status, t.params, t.tags
+         FROM tracked_runs t LEFT JOIN mlflow_experiments m ON m.id = t.mlflow_experiment
+         WHERE t.experiment_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((run, group_id, source, group, user_id, status, params, tags)) = row else {
+        return Ok(None);
+    };
+    let mut artifacts: Vec<ArtifactView> = sqlx::query_as(
+        "SELECT path, size_bytes, sha256 FROM artifacts WHERE run_id = $1 ORDER BY path",
+    )
+    .bind(run)
+    .fetch_all(&mut *conn)
+    .await?;
+    for a in &mut artifacts {
+        a.url = crate::mlflow::artifact_url(group_id, id, &a.path);
+    }
+    Ok(Some(TrackedView {
+        source,
+        group,
+        user_id,
+        status,
+        params: params.0,
+        tags: tags.0,
+        artifacts,
     }))
 }
 

@@ -285,7 +285,8 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
 const rlRuns = (d: ExperimentDetail): RunView[] => d.runs.filter((r) => !["sft", "eval"].includes(d.stages[r.stage_idx]?.kind ?? ""));
 
 function stageName(d: ExperimentDetail, run: RunView): string {
-  return d.stages[run.stage_idx]?.name ?? `stage ${run.stage_idx}`;
+  // A logged run (no stages) is named by the experiment.
+  return d.stages[run.stage_idx]?.name ?? (d.tracked ? d.name : `stage ${run.stage_idx}`);
 }
 
 function stageSteps(d: ExperimentDetail, idx: number): number | null {
