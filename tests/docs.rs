@@ -1,5 +1,6 @@
 //! The examples of docs/ run as written: each page's `sh` (or `bash`, `shell`) blocks, in order, as one bash script in
-//! a fresh directory, with this build's `prl` and `prl-trainer` first on the PATH. A block that
+//! a fresh directory, with this build's `prl` and `prl-trainer` first on the PATH and
+//! `PRL_CHECKOUT` naming the checkout (for pages that use its files). A block that
 //! cannot run here is marked on the line before it with `<!-- not run by tests/docs.rs: why -->`.
 //! Pages other than the quick start assume a running local stack, which the test starts first.
 
@@ -122,6 +123,10 @@ fn run_script(name: &str, script: &str) -> String {
             command.env_remove(&*name);
         }
     }
+    command.env(
+        "PRL_CHECKOUT",
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap(),
+    );
     let output = command.output().unwrap();
     let text = format!(
         "{}\n{}",
@@ -215,6 +220,26 @@ fn an_mlflow_client_logs_a_run_that_prl_lists_and_queries() {
         .find(|l| l.contains("lr-1e-5") && l.contains("completed"))
         .unwrap_or_else(|| panic!("prl list's line: {out}"));
     assert!(listed.contains("mlflow:gsm8k sweep"), "{listed}");
+}
+
+#[test]
+fn a_custom_loop_logs_through_the_python_client() {
+    let out = run_with_stack("python-client.md", 0);
+    let listed = out
+        .lines()
+        .find(|l| l.contains("my-grpo"))
+        .unwrap_or_else(|| panic!("prl list's line: {out}"));
+    assert!(listed.contains("completed"), "{listed}");
+    // The first steps of the strategy view: one trajectory each, all correct.
+    let rows: Vec<Vec<String>> = out
+        .lines()
+        .filter(|l| l.contains('|') && l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| l.split('|').map(|c| c.trim().to_owned()).collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    for row in rows {
+        assert_eq!((row[1].as_str(), row[2].as_str()), ("1", "1"), "{out}");
+    }
 }
 
 #[test]

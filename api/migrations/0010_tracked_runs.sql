@@ -27,6 +27,8 @@ CREATE TABLE tracked_runs (
     params            JSONB       NOT NULL DEFAULT '{}',
     tags              JSONB       NOT NULL DEFAULT '{}',
     inputs            JSONB       NOT NULL DEFAULT '[]',
+    -- Where a live client (a follower) was at its last recorded batch.
+    cursor            JSONB,
     updated_at        TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX tracked_runs_group_idx ON tracked_runs (mlflow_experiment, started_at DESC);

@@ -135,6 +135,7 @@ pub async fn react(
             | Event::InputsLogged { .. }
             | Event::TrackedRunDeleted {}
             | Event::TrackedRunRestored {}
+            | Event::LiveBatchRecorded { .. }
             | Event::ArtifactStored { .. }
             | Event::MlflowExperimentCreated { .. }
             | Event::MlflowExperimentRenamed { .. }

@@ -56,7 +56,9 @@ struct Line {
     acc: Option<Flag>,
     pred: Option<String>,
     data_source: Option<String>,
-    /// The ground truth, when the dump kept it (verl's `reward_model.ground_truth`).
+    /// The ground truth, when the dump kept it (verl's `reward_model.ground_truth`; current
+    /// verl writes it as `gts`).
+    #[serde(default, alias = "gts", deserialize_with = "text_of_any")]
     ground_truth: Option<String>,
 }
 
@@ -74,6 +76,15 @@ impl Line {
         .into_iter()
         .find_map(|(field, nul)| nul.then_some(field))
     }
+}
+
+/// A JSON string as it is, any other value (a number, a list) as its JSON text.
+fn text_of_any<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(other) => Some(other.to_string()),
+    })
 }
 
 /// One rollout, read and checked.

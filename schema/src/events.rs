@@ -110,6 +110,15 @@ pub enum Event {
     },
     TrackedRunDeleted {},
     TrackedRunRestored {},
+    /// A batch a live client sent was recorded (its events follow, on the run's stream), and
+    /// where the client was then: a follower reads `cursor` back to resume after a restart.
+    LiveBatchRecorded {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<Object>)]
+        cursor: Option<serde_json::Value>,
+    },
     /// An attempt of a stage's job is on the work queue.
     JobQueued {
         experiment_id: ExperimentId,
@@ -236,7 +245,8 @@ impl Event {
             | TagDeleted { .. }
             | InputsLogged { .. }
             | TrackedRunDeleted {}
-            | TrackedRunRestored {} => StreamType::Experiment,
+            | TrackedRunRestored {}
+            | LiveBatchRecorded { .. } => StreamType::Experiment,
             JobQueued { .. }
             | JobClaimed { .. }
             | JobLeaseExtended { .. }

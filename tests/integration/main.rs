@@ -12,6 +12,7 @@ mod imports;
 mod ingest;
 mod leases;
 mod listing;
+mod live_runs;
 mod mlflow;
 mod outbox;
 mod replay;

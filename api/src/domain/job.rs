@@ -106,6 +106,7 @@ impl Job {
             | Event::InputsLogged { .. }
             | Event::TrackedRunDeleted {}
             | Event::TrackedRunRestored {}
+            | Event::LiveBatchRecorded { .. }
             | Event::ArtifactStored { .. }
             | Event::MlflowExperimentCreated { .. }
             | Event::MlflowExperimentRenamed { .. }

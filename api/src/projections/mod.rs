@@ -40,6 +40,7 @@ pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<
             | Event::InputsLogged { .. }
             | Event::TrackedRunDeleted {}
             | Event::TrackedRunRestored {}
+            | Event::LiveBatchRecorded { .. }
             | Event::ArtifactStored { .. }
             | Event::MlflowExperimentCreated { .. }
             | Event::MlflowExperimentRenamed { .. }

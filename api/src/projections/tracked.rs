@@ -167,6 +167,17 @@ pub async fn apply(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), sql
             .execute(&mut *conn)
             .await?;
         }
+        Event::LiveBatchRecorded { cursor, .. } => {
+            sqlx::query!(
+                "UPDATE tracked_runs SET cursor = coalesce($2, cursor), updated_at = $3
+                 WHERE experiment_id = $1",
+                id,
+                cursor.as_ref(),
+                at,
+            )
+            .execute(&mut *conn)
+            .await?;
+        }
         Event::TrackedRunDeleted {} | Event::TrackedRunRestored {} => {
             let deleted = matches!(e.event, Event::TrackedRunDeleted {});
             sqlx::query!(

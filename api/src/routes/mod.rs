@@ -9,6 +9,7 @@ pub mod events;
 pub mod experiments;
 pub mod health;
 pub mod imports;
+pub mod live_runs;
 pub mod openapi;
 pub mod params;
 pub mod results;
@@ -45,6 +46,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, web_dir: &std::path::Path) {
             .service(analytics::metrics)
             .service(analytics::checkpoints)
             .service(imports::import)
+            .service(live_runs::start)
+            .service(live_runs::get)
+            .service(live_runs::record)
+            .service(live_runs::finish)
             .service(datasets::register)
             .service(datasets::list)
             .service(dead_letters::list)
