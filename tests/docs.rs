@@ -243,6 +243,24 @@ fn a_custom_loop_logs_through_the_python_client() {
 }
 
 #[test]
+fn a_verl_runs_files_are_followed_into_trajectories_evaluations_and_metrics() {
+    let out = run_with_stack("verl.md", 0);
+    assert!(
+        out.contains("experiment") && out.contains("finished"),
+        "{out}"
+    );
+    let rows: Vec<Vec<String>> = out
+        .lines()
+        .filter(|l| l.contains('|') && l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| l.split('|').map(|c| c.trim().to_owned()).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for row in &rows {
+        assert_eq!((row[1].as_str(), row[2].as_str()), ("3", "1"), "{out}");
+    }
+}
+
+#[test]
 fn operations_a_replica_a_backup_restored_and_replayed() {
     // The page's stack holds the quick start's evaluation: its blocks but the last (which stops
     // the stack).

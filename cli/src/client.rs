@@ -11,6 +11,22 @@ use std::path::Path;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// The API refused a request (4xx): the request itself is wrong, and sending it again will not
+/// help. Other failures (unreachable, 5xx) may pass.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: reqwest::StatusCode,
+    pub message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the API refused it ({}): {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -60,12 +76,57 @@ impl Client {
         }
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         let message = body["message"].as_str().unwrap_or("no explanation given");
-        match body["field"].as_str() {
-            Some(field) if !field.is_empty() => {
-                bail!("the API refused it ({status}): {field}: {message}")
-            }
-            _ => bail!("the API refused it ({status}): {message}"),
+        let message = match body["field"].as_str() {
+            Some(field) if !field.is_empty() => format!("{field}: {message}"),
+            _ => message.to_owned(),
+        };
+        if status.is_client_error() {
+            return Err(Refused { status, message }.into());
         }
+        bail!("the API answered {status}: {message}")
+    }
+
+    /// Starts a live run, or finds the one its `key` started (`POST /api/v1/live-runs`).
+    pub async fn live_start(
+        &self,
+        request: &serde_json::Value,
+    ) -> Result<prl_api::routes::live_runs::LiveRun> {
+        self.send(
+            self.authorised(self.http.post(self.url("/api/v1/live-runs")))
+                .json(request),
+        )
+        .await
+    }
+
+    /// Records a batch of a live run; what was recorded.
+    pub async fn live_batch(
+        &self,
+        id: Uuid,
+        batch: &serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        self.send(
+            self.authorised(
+                self.http
+                    .post(self.url(&format!("/api/v1/live-runs/{id}/batches"))),
+            )
+            .json(batch),
+        )
+        .await
+    }
+
+    pub async fn live_finish(
+        &self,
+        id: Uuid,
+        request: &serde_json::Value,
+    ) -> Result<prl_api::routes::live_runs::LiveRun> {
+        self.send(
+            self.authorised(
+                self.http
+                    .post(self.url(&format!("/api/v1/live-runs/{id}/finish"))),
+            )
+            .json(request),
+        )
+        .await
     }
 
     /// Parses the file here first, so that a bad spec is reported with its file name.

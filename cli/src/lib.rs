@@ -3,6 +3,7 @@
 pub mod client;
 pub mod dataset;
 pub mod findings;
+mod follow;
 pub mod import;
 pub mod psql;
 pub mod results;
@@ -99,6 +100,41 @@ enum Command {
         /// Follow the evaluation until it ends; exits non-zero unless it completed.
         #[arg(long)]
         watch: bool,
+    },
+    /// Record a verl run from the files it writes, while it writes them: rollout and validation
+    /// dumps (`{step}.jsonl`) and the `file` logger's JSONL. Started again with the same name,
+    /// it resumes where the log says it stopped. With a command after `--`, it runs it, follows
+    /// until it exits, marks the run finished or failed, and exits with its status.
+    Follow {
+        /// The experiment's name; with `--key`, what finds the run again after a restart.
+        #[arg(long)]
+        name: String,
+        /// `trainer.rollout_data_dir`.
+        #[arg(long)]
+        rollouts: Option<PathBuf>,
+        /// `trainer.validation_data_dir`.
+        #[arg(long)]
+        validation: Option<PathBuf>,
+        /// The `file` logger's JSONL.
+        #[arg(long)]
+        metrics: Option<PathBuf>,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Names the run across restarts (default `follow:<name>`).
+        #[arg(long)]
+        key: Option<String>,
+        /// How often the files are read, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        poll_ms: u64,
+        /// Record what the files hold now, then stop.
+        #[arg(long)]
+        once: bool,
+        /// Mark the run finished when stopping (when no command is watched).
+        #[arg(long)]
+        finish: bool,
+        /// The training command to run and watch.
+        #[arg(last = true)]
+        command: Vec<String>,
     },
     /// Import a run of the reference code from its dumps: a folder of rollout `{step}.jsonl`
     /// files and/or a folder of validation dumps, or a verl parquet dataset whose answers are
@@ -251,6 +287,35 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Events { after, follow } => client().print_events(after, follow).await,
+        Command::Follow {
+            name,
+            rollouts,
+            validation,
+            metrics,
+            tags,
+            key,
+            poll_ms,
+            once,
+            finish,
+            command,
+        } => {
+            if rollouts.is_none() && validation.is_none() && metrics.is_none() {
+                anyhow::bail!("name what to follow: --rollouts, --validation and/or --metrics");
+            }
+            let args = follow::Follow {
+                name,
+                tags,
+                key,
+                rollouts,
+                validation,
+                metrics,
+                poll: std::time::Duration::from_millis(poll_ms.max(10)),
+                once,
+                finish,
+                command,
+            };
+            follow::run(&client(), args).await
+        }
         Command::Import {
             name,
             rollouts,

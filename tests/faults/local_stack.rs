@@ -1,24 +1,13 @@
 //! `prl up` as a user runs it: a trainer daemon killed with SIGKILL is started again, SIGTERM
 //! stops the whole stack, and its servers let in only who holds the secrets it generated.
 
+use prl_integration_tests::workspace_binary;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A binary of the workspace, built beside the test binaries by `cargo test --workspace`.
-pub fn workspace_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let binary = exe.parent().unwrap().with_file_name(name);
-    assert!(
-        binary.exists(),
-        "{} is missing: build it with `cargo build --bins`",
-        binary.display()
-    );
-    binary
-}
 
 /// The pids of `pid`'s children, from /proc.
 fn children(pid: u32) -> Vec<u32> {

@@ -92,7 +92,7 @@ struct TrainerProcess(Child);
 
 impl TrainerProcess {
     fn start(app: &TestApp, worker_id: &str) -> TrainerProcess {
-        let binary = local_stack::workspace_binary("prl-trainer");
+        let binary = prl_integration_tests::workspace_binary("prl-trainer");
         let child = Command::new(binary)
             .env("NATS_URL", &app.nats_url)
             .env("PRL_NATS__NAMESPACE", &app.namespace)
@@ -136,7 +136,7 @@ struct ApiProcess {
 
 impl ApiProcess {
     async fn start(app: &TestApp, settings: &Settings) -> ApiProcess {
-        let child = Command::new(local_stack::workspace_binary("prl"))
+        let child = Command::new(prl_integration_tests::workspace_binary("prl"))
             .arg("serve")
             .env("PRL_DATABASE__URL", settings.database.url.expose_secret())
             .env("PRL_NATS__URL", settings.nats.url.expose_secret())

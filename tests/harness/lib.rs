@@ -12,6 +12,18 @@ pub use servers::Servers;
 pub use test_app::{Daemon, FakeWorker, TOKEN, TestApp, quick_spec};
 pub use verl_fixture::{VerlFixtureRow, write_verl_parquet};
 
+/// A binary of the workspace, built beside the test binaries by `cargo test --workspace`.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe.parent().unwrap().with_file_name(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build --bins`",
+        binary.display()
+    );
+    binary
+}
+
 /// Held by every test that trains a model: two trainings at once on a small machine each run
 /// several times slower, so they take turns.
 pub async fn training_turn() -> tokio::sync::MutexGuard<'static, ()> {

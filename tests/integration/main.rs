@@ -7,6 +7,7 @@ mod cancel;
 mod datasets;
 mod endpoints;
 mod evaluation;
+mod follow;
 mod hostile;
 mod imports;
 mod ingest;
