@@ -261,6 +261,19 @@ fn a_verl_runs_files_are_followed_into_trajectories_evaluations_and_metrics() {
 }
 
 #[test]
+fn a_trl_completions_table_becomes_trajectories() {
+    let out = run_with_stack("trl.md", 0);
+    let row: Vec<String> = out
+        .lines()
+        .find(|l| l.contains('|') && l.trim_start().starts_with("10"))
+        .unwrap_or_else(|| panic!("the strategy row: {out}"))
+        .split('|')
+        .map(|c| c.trim().to_owned())
+        .collect();
+    assert_eq!(row[1..], ["6", "0.5", "1"], "{out}");
+}
+
+#[test]
 fn operations_a_replica_a_backup_restored_and_replayed() {
     // The page's stack holds the quick start's evaluation: its blocks but the last (which stops
     // the stack).

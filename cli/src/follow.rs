@@ -5,6 +5,8 @@
 //! in the log (each batch's cursor: a byte offset per file), so a restarted follower neither
 //! records a line twice nor skips one. Only whole lines are read; a dump file is sent once its
 //! size has held for one poll (verl writes a step's file at once), so a step is one batch.
+//! TRL's GRPO completions tables (`<output_dir>/completions/completions_<step>.parquet`) are
+//! followed the same way, each file recorded whole (`prl_schema::trl`).
 
 use crate::client::{Client, Refused};
 use anyhow::{Context, Result, bail};
@@ -24,6 +26,8 @@ pub struct Follow {
     pub rollouts: Option<PathBuf>,
     pub validation: Option<PathBuf>,
     pub metrics: Option<PathBuf>,
+    /// TRL's `<output_dir>/completions`.
+    pub trl: Option<PathBuf>,
     pub poll: Duration,
     /// Record what is there now, then stop.
     pub once: bool,
@@ -48,6 +52,8 @@ enum Kind {
     Rollouts,
     Validation,
     Metrics,
+    /// A TRL completions table, recorded whole: its cursor entry is its size.
+    Trl,
 }
 
 fn sources(args: &Follow) -> Result<Vec<Source>> {
@@ -55,6 +61,7 @@ fn sources(args: &Follow) -> Result<Vec<Source>> {
     for (dir, kind, prefix) in [
         (&args.rollouts, Kind::Rollouts, "rollouts"),
         (&args.validation, Kind::Validation, "validation"),
+        (&args.trl, Kind::Trl, "trl"),
     ] {
         let Some(dir) = dir else { continue };
         let entries = match std::fs::read_dir(dir) {
@@ -69,7 +76,13 @@ fn sources(args: &Follow) -> Result<Vec<Source>> {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if let Some(step) = name.strip_suffix(".jsonl") {
+            let step = match kind {
+                Kind::Trl => name
+                    .strip_prefix("completions_")
+                    .and_then(|n| n.strip_suffix(".parquet")),
+                _ => name.strip_suffix(".jsonl"),
+            };
+            if let Some(step) = step {
                 files.push((step.parse().unwrap_or(u64::MAX), name.to_owned(), path));
             }
         }
@@ -131,6 +144,22 @@ fn read_batch(
             more = true;
             break;
         }
+        if source.kind == Kind::Trl {
+            let rows =
+                prl_schema::trl::read_completions(&source.path).map_err(anyhow::Error::msg)?;
+            let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+            bytes += text.len() as u64;
+            lines += rows.len();
+            next.insert(source.key.clone(), size);
+            let name = source
+                .key
+                .rsplit('/')
+                .next()
+                .unwrap_or(&source.key)
+                .to_owned();
+            rollouts.push(json!({"name": name, "content": text}));
+            continue;
+        }
         let text = read_whole_lines(&source.path, from, BATCH_BYTES - bytes)?;
         if text.is_empty() {
             // A line longer than the budget, or a partial last line that waits.
@@ -150,6 +179,7 @@ fn read_batch(
             Kind::Rollouts => rollouts.push(json!({"name": name, "content": text})),
             Kind::Validation => validation.push(json!({"name": name, "content": text})),
             Kind::Metrics => metrics.extend(metric_points(&source.path, from, &text)?),
+            Kind::Trl => unreachable!("TRL tables are read whole above"),
         }
     }
     if lines == 0 {

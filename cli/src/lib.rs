@@ -118,6 +118,9 @@ enum Command {
         /// The `file` logger's JSONL.
         #[arg(long)]
         metrics: Option<PathBuf>,
+        /// TRL's `<output_dir>/completions` (GRPO with `log_completions=True`).
+        #[arg(long)]
+        trl: Option<PathBuf>,
         #[arg(long = "tag")]
         tags: Vec<String>,
         /// Names the run across restarts (default `follow:<name>`).
@@ -292,6 +295,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             rollouts,
             validation,
             metrics,
+            trl,
             tags,
             key,
             poll_ms,
@@ -299,8 +303,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             finish,
             command,
         } => {
-            if rollouts.is_none() && validation.is_none() && metrics.is_none() {
-                anyhow::bail!("name what to follow: --rollouts, --validation and/or --metrics");
+            if rollouts.is_none() && validation.is_none() && metrics.is_none() && trl.is_none() {
+                anyhow::bail!(
+                    "name what to follow: --rollouts, --validation, --metrics and/or --trl"
+                );
             }
             let args = follow::Follow {
                 name,
@@ -309,6 +315,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 rollouts,
                 validation,
                 metrics,
+                trl,
                 poll: std::time::Duration::from_millis(poll_ms.max(10)),
                 once,
                 finish,

@@ -14,4 +14,5 @@ pub mod reward;
 pub mod spec;
 pub mod tracking;
 pub mod trajectory;
+pub mod trl;
 pub mod verl;

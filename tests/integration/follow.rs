@@ -261,3 +261,84 @@ async fn the_training_commands_exit_ends_the_run_and_is_the_followers() {
     assert!(!bare.status.success());
     assert!(String::from_utf8_lossy(&bare.stderr).contains("--rollouts"));
 }
+
+#[tokio::test]
+async fn trl_completion_tables_become_trajectories() {
+    let app = TestApp::spawn().await;
+    let root = std::env::temp_dir().join(format!("prl-trl-{}", app.namespace));
+    let _ = std::fs::remove_dir_all(&root);
+    // TRL's table format, written with the pandas call TRL uses (the pinned MLflow venv has
+    // pandas and pyarrow).
+    let venv = std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/python_venv.sh"
+        ))
+        .arg("mlflow")
+        .output()
+        .unwrap();
+    assert!(
+        venv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&venv.stderr)
+    );
+    let python = PathBuf::from(String::from_utf8(venv.stdout).unwrap().trim()).join("bin/python");
+    let written = std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/python/trl_completions.py"
+        ))
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+
+    let out = Command::new(workspace_binary("prl"))
+        .args([
+            "follow", "--name", "trl-grpo", "--once", "--finish", "--trl",
+        ])
+        .arg(root.join("completions"))
+        .env("PRL_API_URL", &app.address)
+        .env("PRL_TOKEN", TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let per_step: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT step, count(*), count(*) FILTER (WHERE correct) FROM trajectories
+         GROUP BY step ORDER BY step",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(per_step, vec![(5, 4, 2), (10, 4, 2)]);
+    // The score is the sum of the reward columns; the conversational prompt is its user message.
+    let rewards: Vec<f64> =
+        sqlx::query_scalar("SELECT DISTINCT reward FROM trajectories ORDER BY 1")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(rewards, vec![0.5, 1.5]);
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM events, jsonb_array_elements(payload->'prompts') p
+             WHERE event_type = 'TrajectoriesRecorded' AND (payload->>'step')::int = 10
+               AND p->>'text' LIKE 'What is %'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM trajectory_blocks WHERE paths = 2")
+            .await,
+        8
+    );
+}
