@@ -2,9 +2,13 @@
 //! validation dumps (`trainer.rollout_data_dir`, `trainer.validation_data_dir`: `{step}.jsonl`)
 //! and the `file` logger's JSONL (`{"step": ..., "data": {...}}` per log call) are read from
 //! where the last recorded batch left them and sent as batches of a live run. Where it is lives
-//! in the log (each batch's cursor: a byte offset per file), so a restarted follower neither
-//! records a line twice nor skips one. Only whole lines are read; a dump file is sent once its
-//! size has held for one poll (verl writes a step's file at once), so a step is one batch.
+//! in the log (each batch's cursor: a byte offset per file, with a hash of the file's head to
+//! tell a rewritten file), so a restarted follower neither records a line twice nor skips one;
+//! a batch that does not start where the log says the run is (a second follower) is refused.
+//! Only whole lines are read; a dump file is sent whole once its size has held for one poll
+//! (verl writes a step's file at once), so a step is never split. A dump file verl writes again
+//! (it redoes the steps after the checkpoint it resumes from) is recorded again under the next
+//! attempt, which supersedes the earlier rows of its steps, as a resumed prl job's do.
 //! TRL's GRPO completions tables (`<output_dir>/completions/completions_<step>.parquet`) are
 //! followed the same way, each file recorded whole (`prl_schema::trl`).
 
@@ -37,8 +41,41 @@ pub struct Follow {
     pub command: Vec<String>,
 }
 
-/// Byte offsets already recorded, by file (`rollouts/3.jsonl`, `validation/3.jsonl`, `metrics`).
-type Cursor = BTreeMap<String, u64>;
+/// What is recorded of each file (`rollouts/3.jsonl`, `validation/3.jsonl`, `metrics`,
+/// `trl/...`), and the attempt batches are recorded under.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    files: BTreeMap<String, Recorded>,
+    /// 1, plus one for every file found rewritten.
+    #[serde(default = "first_attempt")]
+    attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Recorded {
+    /// Bytes recorded from the start of the file.
+    offset: u64,
+    /// SHA-256 of the file's first `min(offset, HEAD_BYTES)` bytes, as they were recorded.
+    head: String,
+}
+
+/// How much of a file's start identifies it.
+const HEAD_BYTES: u64 = 64 << 10;
+
+fn head_hash(path: &Path, offset: u64) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .take(offset.min(HEAD_BYTES))
+        .read_to_end(&mut bytes)?;
+    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
+}
 
 /// A file the follower reads, under the name its cursor entry has.
 struct Source {
@@ -108,12 +145,31 @@ struct Batch {
     body: Value,
     cursor: Cursor,
     lines: usize,
-    /// More whole lines wait beyond this batch's byte budget.
+    /// More waits beyond this batch's byte budget.
     more: bool,
 }
 
+/// Where to read `source` from: the recorded offset, or 0 for a file not recorded yet or
+/// rewritten since (then the cursor's attempt moves on).
+fn start_of(source: &Source, size: u64, cursor: &mut Cursor) -> Result<u64> {
+    let Some(recorded) = cursor.files.get(&source.key) else {
+        return Ok(0);
+    };
+    if size >= recorded.offset && head_hash(&source.path, recorded.offset)? == recorded.head {
+        return Ok(recorded.offset);
+    }
+    eprintln!(
+        "{} was written again; recording it anew as attempt {}",
+        source.path.display(),
+        cursor.attempt + 1
+    );
+    cursor.attempt += 1;
+    Ok(0)
+}
+
 /// Reads what the cursor has not recorded. Unless `settle` is false (the last read), a dump
-/// file whose size changed since the previous poll waits for the next one.
+/// file whose size changed since the previous poll waits for the next one. Dump files go whole;
+/// the metrics file's lines may be split across batches.
 fn read_batch(
     args: &Follow,
     cursor: &Cursor,
@@ -129,75 +185,97 @@ fn read_batch(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).with_context(|| format!("reading {}", source.path.display())),
         };
-        let from = cursor.get(&source.key).copied().unwrap_or(0);
-        if size < from {
-            bail!(
-                "{} is shorter ({size} bytes) than what was recorded of it ({from} bytes): was it replaced?",
-                source.path.display()
-            );
-        }
         let changed = sizes.insert(source.path.clone(), size) != Some(size);
-        if size == from || (settle && changed && source.kind != Kind::Metrics) {
+        let whole_file = source.kind != Kind::Metrics;
+        if settle && changed && whole_file {
             continue;
         }
-        if bytes >= BATCH_BYTES {
-            more = true;
-            break;
-        }
-        if source.kind == Kind::Trl {
-            let rows =
-                prl_schema::trl::read_completions(&source.path).map_err(anyhow::Error::msg)?;
-            let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-            bytes += text.len() as u64;
-            lines += rows.len();
-            next.insert(source.key.clone(), size);
-            let name = source
-                .key
-                .rsplit('/')
-                .next()
-                .unwrap_or(&source.key)
-                .to_owned();
-            rollouts.push(json!({"name": name, "content": text}));
+        let before = next.clone();
+        let from = start_of(&source, size, &mut next)?;
+        if from == size {
             continue;
         }
-        let text = read_whole_lines(&source.path, from, BATCH_BYTES - bytes)?;
-        if text.is_empty() {
-            // A line longer than the budget, or a partial last line that waits.
-            more |= bytes > 0 && size - from > BATCH_BYTES - bytes;
-            continue;
-        }
-        bytes += text.len() as u64;
-        lines += text.lines().filter(|l| !l.trim().is_empty()).count();
-        next.insert(source.key.clone(), from + text.len() as u64);
+        // The first file of a batch goes whatever its size; later ones only within the budget.
+        let budget = if bytes == 0 {
+            u64::MAX
+        } else {
+            BATCH_BYTES - bytes
+        };
         let name = source
             .key
             .rsplit('/')
             .next()
             .unwrap_or(&source.key)
             .to_owned();
+        let (text, end) = if source.kind == Kind::Trl {
+            let rows =
+                prl_schema::trl::read_completions(&source.path).map_err(anyhow::Error::msg)?;
+            let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+            (text, size)
+        } else {
+            let text = read_whole_lines(&source.path, from, u64::MAX)?;
+            let end = from + text.len() as u64;
+            (text, end)
+        };
+        if text.is_empty() {
+            // A partial last line waits for the rest of it.
+            next = before;
+            continue;
+        }
+        let (text, end) = if text.len() as u64 > budget {
+            if whole_file {
+                next = before;
+                more = true;
+                break;
+            }
+            // Metric lines may be split: as many whole ones as fit.
+            let cut = text[..budget as usize].rfind('\n').map_or(0, |i| i + 1);
+            if cut == 0 {
+                next = before;
+                more = true;
+                break;
+            }
+            more = true;
+            (text[..cut].to_owned(), from + cut as u64)
+        } else {
+            (text, end)
+        };
+        bytes += text.len() as u64;
+        lines += text.lines().filter(|l| !l.trim().is_empty()).count();
+        next.files.insert(
+            source.key.clone(),
+            Recorded {
+                offset: end,
+                head: head_hash(&source.path, end)?,
+            },
+        );
         match source.kind {
-            Kind::Rollouts => rollouts.push(json!({"name": name, "content": text})),
+            Kind::Rollouts | Kind::Trl => rollouts.push(json!({"name": name, "content": text})),
             Kind::Validation => validation.push(json!({"name": name, "content": text})),
             Kind::Metrics => metrics.extend(metric_points(&source.path, from, &text)?),
-            Kind::Trl => unreachable!("TRL tables are read whole above"),
+        }
+        if more || bytes >= BATCH_BYTES {
+            more = true;
+            break;
         }
     }
     if lines == 0 {
         return Ok(None);
     }
     // The batch's name is where it ends: a resend after a lost answer is recognised as recorded.
+    let body_cursor = serde_json::to_value(&next).expect("a cursor is JSON");
     let name = {
         use sha2::Digest;
-        let text = serde_json::to_string(&next).expect("a cursor is JSON");
-        hex::encode(&sha2::Sha256::digest(text.as_bytes())[..16])
+        hex::encode(&sha2::Sha256::digest(body_cursor.to_string().as_bytes())[..16])
     };
     Ok(Some(Batch {
         body: json!({
             "batch": name,
+            "attempt": next.attempt,
             "metrics": metrics,
             "rollouts": rollouts,
             "validation": validation,
-            "cursor": {"files": next},
+            "cursor": body_cursor,
         }),
         cursor: next,
         lines,
@@ -296,9 +374,13 @@ fn python_json(line: &str) -> String {
     out
 }
 
-/// Retries what failed for want of the API (unreachable, 5xx) with pauses up to 10 s; a refusal
-/// (4xx) is final.
-async fn retrying<T, F, Fut>(what: &str, mut call: F) -> Result<T>
+/// Retries what failed for want of the API (unreachable, 5xx) with pauses up to 10 s, until
+/// `stop`; a refusal (4xx) is final.
+async fn retrying<T, F, Fut>(
+    what: &str,
+    stop: &tokio_util::sync::CancellationToken,
+    mut call: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -308,9 +390,15 @@ where
         match call().await {
             Ok(v) => return Ok(v),
             Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(e),
+            Err(e) if stop.is_cancelled() => {
+                return Err(e.context(format!("{what}: stopped while waiting for the API")));
+            }
             Err(e) => {
                 eprintln!("{what}: {e:#}; trying again in {pause:?}");
-                tokio::time::sleep(pause).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => {}
+                }
                 pause = (pause * 2).min(Duration::from_secs(10));
             }
         }
@@ -318,27 +406,14 @@ where
 }
 
 pub async fn run(client: &Client, args: Follow) -> Result<()> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    prl_bus::signals::cancel_on_signal(stop.clone());
     let key = args
         .key
         .clone()
         .unwrap_or_else(|| format!("follow:{}", args.name));
     let start = json!({"name": args.name, "tags": args.tags, "source": "verl", "key": key});
-    let run: LiveRun = retrying("starting the run", || client.live_start(&start)).await?;
-    let mut cursor: Cursor = run
-        .cursor
-        .as_ref()
-        .and_then(|c| serde_json::from_value(c["files"].clone()).ok())
-        .unwrap_or_default();
-    println!(
-        "following into experiment {} (run {}){}",
-        run.experiment_id,
-        run.run_id,
-        if cursor.is_empty() {
-            String::new()
-        } else {
-            format!(", resuming after {} recorded files", cursor.len())
-        }
-    );
+    let run: LiveRun = retrying("starting the run", &stop, || client.live_start(&start)).await?;
     if !matches!(run.status.as_str(), "running" | "scheduled") {
         bail!(
             "experiment {} has {} already",
@@ -346,31 +421,108 @@ pub async fn run(client: &Client, args: Follow) -> Result<()> {
             run.status
         );
     }
+    let cursor: Cursor = match &run.cursor {
+        Some(c) => serde_json::from_value(c.clone()).context(
+            "the run's recorded cursor is not a follower's (was it logged by another client?)",
+        )?,
+        None => Cursor {
+            files: BTreeMap::new(),
+            attempt: 1,
+        },
+    };
+    println!(
+        "following into experiment {} (run {}){}",
+        run.experiment_id,
+        run.run_id,
+        if cursor.files.is_empty() {
+            String::new()
+        } else {
+            format!(", resuming after {} recorded files", cursor.files.len())
+        }
+    );
     let mut child = match args.command.split_first() {
         Some((program, rest)) => Some(
             tokio::process::Command::new(program)
                 .args(rest)
+                .kill_on_drop(true)
                 .spawn()
                 .with_context(|| format!("starting {program}"))?,
         ),
         None => None,
     };
-    let stop = tokio_util::sync::CancellationToken::new();
-    prl_bus::signals::cancel_on_signal(stop.clone());
+    let followed = follow_until_done(client, &args, &run, cursor, &mut child, &stop).await;
+    let exit = match (followed, &mut child) {
+        (Ok(exit), _) => exit,
+        (Err(e), Some(c)) => {
+            // The training goes on without a follower; its files stay, for one started again.
+            eprintln!(
+                "error: {e:#}\nthe training command goes on; waiting for it to end (the run stays \
+                 open: prl follow started again with the same name records the rest)"
+            );
+            let status = c.wait().await?;
+            return Err(e.context(format!("the training command ended with {status}")));
+        }
+        (Err(e), None) => return Err(e),
+    };
+    let status = match exit {
+        Some(code) if code.success() => Some("finished"),
+        Some(_) => Some("failed"),
+        None if args.finish => Some("finished"),
+        None => None,
+    };
+    if let Some(status) = status {
+        let body = json!({ "status": status });
+        retrying("finishing the run", &stop, || {
+            client.live_finish(run.experiment_id, &body)
+        })
+        .await?;
+        println!("experiment {} {status}", run.experiment_id);
+    }
+    if let Some(code) = exit
+        && !code.success()
+    {
+        // The training command's failure is this command's.
+        std::process::exit(code.code().unwrap_or(1));
+    }
+    Ok(())
+}
+
+/// Records batches until the watched command exits (its status), or, without one, until
+/// stopped or, with `--once`, at once (`None`). A stop signal is passed on to the command,
+/// whose end is still waited for and recorded.
+async fn follow_until_done(
+    client: &Client,
+    args: &Follow,
+    run: &LiveRun,
+    mut cursor: Cursor,
+    child: &mut Option<tokio::process::Child>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<Option<std::process::ExitStatus>> {
+    let mut after = run.cursor.clone().unwrap_or_else(|| json!({}));
     let mut sizes = HashMap::new();
     let mut exit = None;
+    let mut passed_on = false;
     loop {
-        if let Some(c) = &mut child {
+        if let Some(c) = child.as_mut() {
             exit = c.try_wait()?;
+            if stop.is_cancelled() && exit.is_none() && !passed_on {
+                if let Some(pid) = c.id() {
+                    // SAFETY: kill(2) on our own child's pid.
+                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                }
+                passed_on = true;
+            }
         }
-        let last = exit.is_some() || args.once || stop.is_cancelled();
-        let batch = read_batch(&args, &cursor, &mut sizes, !last)?;
+        let last = exit.is_some() || args.once || (child.is_none() && stop.is_cancelled());
+        let batch = read_batch(args, &cursor, &mut sizes, !last)?;
         let more = batch.as_ref().is_some_and(|b| b.more);
-        if let Some(batch) = batch {
-            let recorded: Value = retrying("recording a batch", || {
+        if let Some(mut batch) = batch {
+            batch.body["after"] = after.clone();
+            let recorded: Value = retrying("recording a batch", stop, || {
                 client.live_batch(run.experiment_id, &batch.body)
             })
             .await?;
+            after = batch.body["cursor"].clone();
             cursor = batch.cursor;
             println!(
                 "recorded {} lines: {} metric steps, {} trajectories, {} evaluations{}",
@@ -389,34 +541,13 @@ pub async fn run(client: &Client, args: Follow) -> Result<()> {
             continue;
         }
         if last {
-            break;
+            return Ok(exit);
         }
         tokio::select! {
             _ = tokio::time::sleep(args.poll) => {}
-            _ = stop.cancelled() => {}
+            _ = stop.cancelled(), if !passed_on => {}
         }
     }
-    let status = match exit {
-        Some(code) if code.success() => Some("finished"),
-        Some(_) => Some("failed"),
-        None if args.finish => Some("finished"),
-        None => None,
-    };
-    if let Some(status) = status {
-        let body = json!({ "status": status });
-        retrying("finishing the run", || {
-            client.live_finish(run.experiment_id, &body)
-        })
-        .await?;
-        println!("experiment {} {status}", run.experiment_id);
-    }
-    if let Some(code) = exit
-        && !code.success()
-    {
-        // The training command's failure is this command's.
-        std::process::exit(code.code().unwrap_or(1));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -149,6 +149,19 @@ async fn a_verl_run_is_followed_through_a_kill_and_a_restart_each_line_once() {
     wait_for(&app, "SELECT count(*) FROM trajectories", 6 * per_step).await;
     wait_for(&app, "SELECT count(*) FROM evaluations", 4).await;
     wait_for(&app, "SELECT count(*) FROM run_metrics", 6).await;
+    // verl resumed from step 4's checkpoint writes step 5 again, every answer right this time:
+    // recorded again under attempt 2, it replaces the first one's rows.
+    let redone: String = (0..PROMPTS)
+        .flat_map(|p| (0..SAMPLES).map(move |s| rollout_line(5, p, s) + "\n"))
+        .map(|line| line.replace("\"acc\":false", "\"acc\":true"))
+        .collect();
+    std::fs::write(files.rollouts.join("5.jsonl"), redone).unwrap();
+    wait_for(
+        &app,
+        "SELECT count(*) FROM trajectories WHERE step = 5 AND attempt = 2",
+        per_step,
+    )
+    .await;
     // Stopped, the run stays open; `--once --finish` records what is left and closes it.
     let pid = follower.id().unwrap() as i32;
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -180,6 +193,12 @@ async fn a_verl_run_is_followed_through_a_kill_and_a_restart_each_line_once() {
     assert_eq!(
         per_step_counts,
         (1..=6).map(|s| (s, per_step)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM trajectories WHERE step = 5 AND correct")
+            .await,
+        per_step,
+        "step 5 as written again"
     );
     let (truths, answers): (i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE truth <> ''), count(*) FILTER (WHERE answer IS NOT NULL)

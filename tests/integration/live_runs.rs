@@ -167,6 +167,41 @@ async fn a_named_batch_is_recorded_once_and_its_cursor_read_back() {
     );
     assert_eq!(app.count("SELECT count(*) FROM events").await, events);
 
+    // A batch must start where the run's cursor is: a second follower is refused.
+    let (status, other) = post(
+        &app,
+        &path,
+        json!({"after": {"1.jsonl": 1}, "metrics": [{"step": 2, "values": {"x": 1}}]}),
+    )
+    .await;
+    assert_eq!(status, 409, "{other}");
+    assert!(
+        other["message"]
+            .as_str()
+            .unwrap()
+            .contains("another client"),
+        "{other}"
+    );
+    let (status, _) = post(&app, &path, json!({"attempt": 0, "metrics": []})).await;
+    assert_eq!(status, 422);
+    let (status, next) = post(
+        &app,
+        &path,
+        json!({"after": {"1.jsonl": 2}, "cursor": {"1.jsonl": 3}, "attempt": 2,
+               "metrics": [{"step": 1, "values": {"loss": 0.25}}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{next}");
+    // Step 1 again under attempt 2 supersedes its first report.
+    let loss: Vec<f64> = sqlx::query_scalar(
+        "SELECT (e.payload->'values'->>'loss')::float8 FROM run_metrics m
+         JOIN events e ON e.position = m.position WHERE m.step = 1",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(loss, vec![0.25]);
+
     // Finished, it takes no more batches; finishing again changes nothing.
     let (status, finished) = post(
         &app,

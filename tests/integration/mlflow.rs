@@ -137,12 +137,13 @@ async fn an_mlflow_client_session_is_recorded_like_a_native_run() {
     assert_eq!(tracked["tags"]["stage"], "rl");
     let artifact = &tracked["artifacts"][0];
     assert_eq!(artifact["path"], "rollouts/samples.txt");
-    let downloaded = app
-        .get(artifact["url"].as_str().unwrap())
-        .await
-        .text()
-        .await
-        .unwrap();
+    let download = app.get(artifact["url"].as_str().unwrap()).await;
+    // Served as a download, never rendered in the web UI's origin.
+    let header = |name: &str| download.headers()[name].to_str().unwrap().to_owned();
+    assert!(header("content-disposition").starts_with("attachment"));
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("content-security-policy"), "sandbox");
+    let downloaded = download.text().await.unwrap();
     assert_eq!(downloaded, "<Parallel><Path>2+2=4</Path></Parallel>\n");
     let run = &detail["runs"][0];
     assert_eq!(run["status"], "finished");
@@ -291,6 +292,14 @@ async fn mlflow_routes_refuse_bad_input_in_mlflows_words() {
             "No Experiment",
         ),
         (
+            "runs/create",
+            serde_json::json!({"experiment_id": "0", "start_time": -300_000_000_000_000i64})
+                .to_string(),
+            400,
+            "INVALID_PARAMETER_VALUE",
+            "between the years 1 and 9999",
+        ),
+        (
             "model-versions/create",
             "{}".to_owned(),
             404,
@@ -307,6 +316,10 @@ async fn mlflow_routes_refuse_bad_input_in_mlflows_words() {
             "{route}: {answer}"
         );
     }
+
+    // prl's cancel does not apply to a run an MLflow client ends.
+    let cancel = app.cancel(run.parse().unwrap(), None).await;
+    assert_eq!(cancel.status(), 409);
 
     // Without the token, a write is refused in MLflow's words.
     let anonymous = app

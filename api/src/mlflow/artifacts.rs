@@ -6,6 +6,7 @@
 use super::protocol::{self as p, authorize, state};
 use super::{MlflowError, begin};
 use crate::store::{Expected, NewEvent, StreamAppend};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
 use prl_schema::events::Event;
@@ -212,7 +213,30 @@ pub async fn download(
         actix_files::NamedFile::open_async(stored_at(&state.artifact_dir, run, &address.path))
             .await
             .map_err(|e| MlflowError::not_found(format!("artifact '{}': {e}", address.path)))?;
-    Ok(file.into_response(&req))
+    // Uploaded files are anyone's content: served as downloads, never rendered in the web UI's
+    // origin (an HTML or SVG artifact could otherwise run script beside the stored token).
+    let name = address
+        .path
+        .rsplit('/')
+        .next()
+        .unwrap_or("artifact")
+        .to_owned();
+    let mut response = file
+        .set_content_disposition(header::ContentDisposition {
+            disposition: header::DispositionType::Attachment,
+            parameters: vec![header::DispositionParam::Filename(name)],
+        })
+        .into_response(&req);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("sandbox"),
+    );
+    Ok(response)
 }
 
 #[derive(Deserialize)]

@@ -111,9 +111,16 @@ pub fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
+/// A client's time in milliseconds since 1970, within the years 1 to 9999 (PostgreSQL cannot
+/// store every time chrono can).
 pub fn from_millis(ms: i64, field: &str) -> Result<DateTime<Utc>, MlflowError> {
     DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| MlflowError::invalid(format!("{field}: {ms} is not a time in milliseconds")))
+        .filter(|t| crate::routes::params::storable_time(*t))
+        .ok_or_else(|| {
+            MlflowError::invalid(format!(
+                "{field}: {ms} is not a time in milliseconds between the years 1 and 9999"
+            ))
+        })
 }
 
 pub fn parse_status(name: &str) -> Result<TrackedStatus, MlflowError> {

@@ -612,6 +612,18 @@ pub async fn cancel(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("experiment {id}")))?;
     let (status, version): (ExperimentStatus, i64) = (row.try_get(0)?, row.get(1));
+    // A run another tool logs ends when that tool says so; a cancel here would not stop it.
+    let source: Option<String> =
+        sqlx::query_scalar("SELECT source FROM tracked_runs WHERE experiment_id = $1")
+            .bind(id)
+            .fetch_optional(log.conn())
+            .await?;
+    if let Some(source) = source {
+        return Err(ApiError::Conflict(format!(
+            "experiment {id} is a run logged by {source}, which prl does not run: it ends when \
+             {source} ends it (an MLflow client's runs/update, or the live run's finish)"
+        )));
+    }
     let events =
         experiment::cancel(status, reason).map_err(|e| ApiError::Conflict(e.to_string()))?;
     if events.is_empty() {

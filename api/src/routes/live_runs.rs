@@ -210,6 +210,15 @@ pub struct LiveBatch {
     /// Any JSON the client wants back after a restart (`GET /live-runs/{id}`).
     #[schema(value_type = Option<Object>)]
     pub cursor: Option<serde_json::Value>,
+    /// The cursor this batch starts from (`{}` before the first): a batch that does not start
+    /// where the run's recorded cursor is answers 409, so two followers of one run cannot both
+    /// record its lines.
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<serde_json::Value>,
+    /// The attempt its steps belong to (1 by default): a step recorded again under a higher
+    /// attempt (a run that redid steps after resuming) supersedes its earlier rows.
+    #[schema(minimum = 1)]
+    pub attempt: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
@@ -252,6 +261,16 @@ pub async fn record(
     let bytes = read_limited(body, &req, state.import_limit).await?;
     // Rollouts hold model text, which may hold any character but NUL.
     let batch: LiveBatch = parse(&bytes, Text::Free)?;
+    if let Some(i) = batch
+        .metrics
+        .iter()
+        .position(|p| p.time.is_some_and(|t| !super::params::storable_time(t)))
+    {
+        return Err(ApiError::InvalidRequest {
+            field: format!("metrics[{i}].time"),
+            reason: "a time between the years 1 and 9999".into(),
+        });
+    }
     let trajectories = rollout_batches(&batch.rollouts)
         .map_err(|e| invalid_file("rollouts", &batch.rollouts, e))?;
     let evaluations = validation_results(
@@ -265,6 +284,13 @@ pub async fn record(
         evaluations: evaluations.len(),
         already_recorded: false,
     };
+    let attempt = batch.attempt.unwrap_or(1);
+    if attempt == 0 {
+        return Err(ApiError::InvalidRequest {
+            field: "attempt".into(),
+            reason: "attempts count from 1".into(),
+        });
+    }
     let run = existing(&state.pool, id).await?;
     let marker = batch
         .batch
@@ -280,9 +306,9 @@ pub async fn record(
             ..summary
         }));
     }
-    // Read under the log's lock: a finish cannot slip in between.
-    let status: String =
-        sqlx::query_scalar("SELECT status FROM tracked_runs WHERE experiment_id = $1")
+    // Read under the log's lock: a finish or another client's batch cannot slip in between.
+    let (status, recorded): (String, Option<serde_json::Value>) =
+        sqlx::query_as("SELECT status, cursor FROM tracked_runs WHERE experiment_id = $1")
             .bind(id)
             .fetch_one(log.conn())
             .await?;
@@ -290,6 +316,15 @@ pub async fn record(
         return Err(ApiError::Conflict(format!(
             "live run {id} has {status}; it takes no more batches"
         )));
+    }
+    if let Some(after) = &batch.after {
+        let recorded = recorded.unwrap_or_else(|| serde_json::json!({}));
+        if *after != recorded {
+            return Err(ApiError::Conflict(format!(
+                "this batch starts after {after}, but live run {id} has recorded up to {recorded}: \
+                 another client records this run (a second follower?)"
+            )));
+        }
     }
     let meta = metadata(id, "live");
     let mut marker_event = NewEvent::new(
@@ -306,7 +341,7 @@ pub async fn record(
         .metrics
         .into_iter()
         .map(|p| Event::MetricsReported {
-            attempt: 1,
+            attempt,
             step: p.step,
             values: p.values,
             time: p.time,
@@ -315,12 +350,12 @@ pub async fn record(
     run_events.extend(
         trajectories
             .into_iter()
-            .map(|batch| Event::TrajectoriesRecorded { attempt: 1, batch }),
+            .map(|batch| Event::TrajectoriesRecorded { attempt, batch }),
     );
     run_events.extend(
         evaluations
             .into_iter()
-            .map(|result| Event::EvaluationReported { attempt: 1, result }),
+            .map(|result| Event::EvaluationReported { attempt, result }),
     );
     let mut appends = vec![StreamAppend {
         stream_id: id,

@@ -3,6 +3,12 @@
 use crate::error::ApiError;
 use uuid::Uuid;
 
+/// Whether PostgreSQL can store the time: prl takes the years 1 to 9999 from clients.
+pub fn storable_time(t: chrono::DateTime<chrono::Utc>) -> bool {
+    use chrono::Datelike;
+    (1..=9999).contains(&t.year())
+}
+
 /// Parses an integer query parameter within `range`, naming the parameter when it is wrong.
 pub fn int_parameter(
     name: &str,

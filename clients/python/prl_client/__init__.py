@@ -60,14 +60,15 @@ class Run:
         body = {"name": name, "tags": list(tags or []), "source": source,
                 # As Python writes them (str(1e-05) is "1e-05"), like MLflow's params.
                 "params": {str(k): str(v) for k, v in (params or {}).items()}}
-        if key is not None:
-            body["key"] = key
+        # A key makes the start safe to send again: a lost answer's retry finds the same run.
+        body["key"] = key if key is not None else uuid.uuid4().hex
         started = self._send("POST", "/api/v1/live-runs", body)
         self.id = started["experiment_id"]
         self.run_id = started["run_id"]
         self._lock = threading.Lock()
         self._metrics = []
         self._lines = []
+        self._unsent = None
         self._error = None
         self._finished = False
         self._wake = threading.Event()
@@ -102,7 +103,7 @@ class Run:
                 line["pred"] = str(r["answer"])
             if r.get("data_source") is not None:
                 line["data_source"] = str(r["data_source"])
-            lines.append(line)
+            lines.append(json.dumps(line))
         self._add(lambda: self._lines.extend(lines))
 
     def finish(self, status="finished"):
@@ -119,7 +120,7 @@ class Run:
         """Waits until everything logged so far is recorded."""
         self._wake.set()
         with self._idle:
-            while (self._metrics or self._lines or self._sending) and self._error is None:
+            while (self._metrics or self._lines or self._unsent or self._sending) and self._error is None:
                 self._idle.wait(0.1)
                 self._wake.set()
         self._raise_error()
@@ -146,22 +147,31 @@ class Run:
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
             with self._lock:
-                metrics, self._metrics = self._metrics[: self.max_points], self._metrics[self.max_points:]
-                lines, self._lines = self._lines[: self.max_trajectories], self._lines[self.max_trajectories:]
+                batch, self._unsent = self._unsent, None
+                if batch is None:
+                    metrics, self._metrics = self._metrics[: self.max_points], self._metrics[self.max_points:]
+                    lines, self._lines = self._lines[: self.max_trajectories], self._lines[self.max_trajectories:]
+                    if metrics or lines:
+                        batch = {"batch": uuid.uuid4().hex, "metrics": metrics}
+                        if lines:
+                            batch["rollouts"] = [{"name": "client", "content": "\n".join(lines)}]
                 finished = self._finished
-                self._sending = bool(metrics or lines)
-            if metrics or lines:
-                batch = {"batch": uuid.uuid4().hex, "metrics": metrics}
-                if lines:
-                    batch["rollouts"] = [{"name": "client", "content": "\n".join(json.dumps(l) for l in lines)}]
+                self._sending = batch is not None
+            if batch is not None:
                 try:
                     self._send("POST", f"/api/v1/live-runs/{self.id}/batches", batch)
-                except Exception as e:  # kept for the caller's next call
-                    self._error = e
-                with self._idle:
-                    self._sending = False
-                    self._idle.notify_all()
-                if self._metrics or self._lines:
+                except Exception as e:  # raised by the caller's next call
+                    with self._lock:
+                        if not isinstance(e, PrlError):
+                            # prl could not be reached for retry_for_seconds: the batch is sent
+                            # again, under its name, at the next flush; nothing is dropped.
+                            self._unsent = batch
+                        self._error = e
+                finally:
+                    with self._idle:
+                        self._sending = False
+                        self._idle.notify_all()
+                if self._error is None and (self._metrics or self._lines or self._unsent):
                     self._wake.set()
                 continue
             if finished:
