@@ -142,6 +142,61 @@ async fn seed_mlflow_run(app: &TestApp) -> Uuid {
     run_id.parse().unwrap()
 }
 
+/// A verl run's files (two steps of rollouts with parallel blocks, a validation step, the
+/// file logger's metrics) recorded by `prl follow`, the real binary; the experiment's id.
+async fn seed_followed_run(app: &TestApp) -> Uuid {
+    let root = std::env::temp_dir().join(format!("prl-web-follow-{}", app.namespace));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("rollouts")).unwrap();
+    std::fs::create_dir_all(root.join("validation")).unwrap();
+    let mut metrics = String::new();
+    for step in 1..=2 {
+        let lines: String = (0..4)
+            .map(|p| {
+                json!({"input": format!("What is {p} + 1?"),
+                       "output": format!("<Parallel><Path>{p} + 1 = {}</Path><Path>1 + {p} = {}</Path></Parallel><Summary>Same.</Summary> Final Answer: {}", p + 1, p + 1, p + 1),
+                       "gts": p + 1, "score": 1.0, "step": step, "acc": true})
+                .to_string()
+                    + "\n"
+            })
+            .collect();
+        std::fs::write(root.join(format!("rollouts/{step}.jsonl")), lines).unwrap();
+        metrics += &format!(
+            "{{\"step\": {step}, \"data\": {{\"actor/pg_loss\": {}}}}}\n",
+            1.0 / step as f64
+        );
+    }
+    std::fs::write(root.join("metrics.jsonl"), metrics).unwrap();
+    let out = tokio::process::Command::new(prl_integration_tests::workspace_binary("prl"))
+        .args([
+            "follow",
+            "--name",
+            "followed verl run",
+            "--once",
+            "--finish",
+        ])
+        .arg("--rollouts")
+        .arg(root.join("rollouts"))
+        .arg("--validation")
+        .arg(root.join("validation"))
+        .arg("--metrics")
+        .arg(root.join("metrics.jsonl"))
+        .env("PRL_API_URL", &app.address)
+        .env("PRL_TOKEN", TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sqlx::query_scalar("SELECT experiment_id FROM tracked_runs WHERE source = 'verl'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
 /// An RL experiment that trained 60 steps, logged trajectories and evaluations, and finished.
 async fn seed_finished(app: &TestApp, name: &str, results: &[Reported]) -> Value {
     let id = app
@@ -298,6 +353,7 @@ async fn the_web_ui_works_against_a_seeded_stack() {
     .await;
     let long = seed_long_run(&app).await;
     let mlflow = seed_mlflow_run(&app).await;
+    let followed = seed_followed_run(&app).await;
     let (live, feeder) = start_live_run(&app).await;
     let queued = app.submit(&quick_spec("to cancel in the list")).await;
     let watched = app.submit(&quick_spec("cancelled elsewhere")).await;
@@ -317,6 +373,7 @@ async fn the_web_ui_works_against_a_seeded_stack() {
         "live": live,
         "long": long,
         "mlflow": mlflow,
+        "followed": followed,
         "expected": expected,
     });
     let guarded = TestApp::spawn_with(|s| {
@@ -325,6 +382,7 @@ async fn the_web_ui_works_against_a_seeded_stack() {
     })
     .await;
     guarded.submit(&quick_spec("behind the token")).await;
+    let guarded_mlflow = seed_mlflow_run(&guarded).await;
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let output = tokio::process::Command::new("node")
@@ -334,6 +392,7 @@ async fn the_web_ui_works_against_a_seeded_stack() {
         .env("PRL_PROTECTED_URL", &guarded.address)
         .env("PRL_TOKEN", TOKEN)
         .env("PRL_SEED", seed.to_string())
+        .env("PRL_PROTECTED_MLFLOW", guarded_mlflow.to_string())
         .env("PRL_SCREENSHOTS", &shots)
         .output()
         .await

@@ -4,6 +4,7 @@
 // Debian's Chromium (CHROMIUM overrides the path); every test saves a screenshot.
 
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -61,7 +62,7 @@ await test("experiments list shows status and stage progress", async () => {
   await page.goto(`${base}/`);
   const rows = page.locator("table.experiments tbody tr");
   await rows.first().waitFor();
-  assert.equal(await rows.count(), 7);
+  assert.equal(await rows.count(), 8);
   const done = page.locator(`tr[data-id="${first.id}"]`);
   assert.equal(await done.locator(".badge").innerText(), "completed");
   assert.equal(await done.locator("progress").getAttribute("value"), "60");
@@ -119,6 +120,17 @@ await test("a run logged by an MLflow client shows its params, tags, artifacts a
   await page.locator(".metrics .chart canvas").first().waitFor();
   assert.ok((await paintedPixels(".metrics .chart canvas")) > 500, "the logged curves are drawn");
   assert.match(await page.locator(".metrics").innerText(), /loss/);
+});
+
+await test("a verl run recorded by prl follow shows its curves and strategy charts", async () => {
+  await page.goto(`${base}/experiments/${seed.followed}`);
+  await page.locator("#stages-title", { hasText: "Logged run" }).waitFor();
+  assert.match(await page.locator(".facts").innerText(), /logged by\s+verl/);
+  assert.equal(await page.locator("h1 .badge").innerText(), "completed");
+  await page.locator(".metrics .chart canvas").first().waitFor();
+  assert.match(await page.locator(".metrics").innerText(), /actor\/pg_loss/);
+  await page.locator("section[aria-labelledby=strategy-title] canvas").first().waitFor();
+  assert.ok((await paintedPixels("section[aria-labelledby=strategy-title] canvas")) > 500, "the strategy charts are drawn");
 });
 
 await test("runs compare by their trajectories", async () => {
@@ -179,7 +191,7 @@ await test("trajectory browser offers the runs that logged trajectories", async 
   await page.goto(`${base}/trajectories`);
   const choices = page.locator(".run-chooser li");
   await choices.first().waitFor();
-  assert.equal(await choices.count(), 2, "the two seeded RL runs, not the SFT or the live one");
+  assert.equal(await choices.count(), 3, "the two seeded RL runs and the followed verl run, not the SFT or the live one");
   await page.getByLabel(/GRPO baseline · rl/).check();
   await page.getByRole("button", { name: "Show their trajectories" }).click();
   await page.locator("article.trajectory").first().waitFor();
@@ -358,6 +370,13 @@ await test("where reads are protected, the UI asks for the token, then shows eve
   await page.locator("table.experiments tbody tr").first().waitFor();
   assert.match(await page.locator("table.experiments tbody").innerText(), /behind the token/);
   await page.waitForFunction(() => document.getElementById("live").textContent === "● live");
+  // An artifact downloads with the token too.
+  await page.goto(`${guarded}/experiments/${process.env.PRL_PROTECTED_MLFLOW}`);
+  const link = page.locator('ul[aria-label="Artifacts"] a');
+  await link.waitFor();
+  const [download] = await Promise.all([page.waitForEvent("download"), link.click()]);
+  const saved = await download.path();
+  assert.equal(readFileSync(saved, "utf8"), "S1 reward\n");
 });
 
 await test("everything the UI loaded came from prl", async () => {

@@ -2,7 +2,7 @@
 // its params, tags and artifacts), metric curves of every run overlaid, the strategy-evolution
 // charts, evaluation results and checkpoints.
 
-import { api, BenchmarkResult, Checkpoint, ExperimentDetail, RunView } from "../api";
+import { api, authHeaders, BenchmarkResult, Checkpoint, ExperimentDetail, RunView, token } from "../api";
 import { positionChart, roleChart, StrategySeries } from "../charts";
 import { empty, errorBox, fmt, h, keepingFocus, loading, pct, replace, Requests, serialized, shortId, statusBadge, throttle, when } from "../dom";
 import { subscribe } from "../live";
@@ -187,7 +187,7 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
         ? h(
             "ul",
             { "aria-label": "Artifacts" },
-            t.artifacts.map((a) => h("li", {}, h("a", { href: a.url, class: "mono" }, a.path), ` ${fmt(a.size_bytes / 1024)} KiB`)),
+            t.artifacts.map((a) => h("li", {}, artifactLink(a.url, a.path), ` ${fmt(a.size_bytes / 1024)} KiB`)),
           )
         : empty("No artifacts."),
     );
@@ -283,6 +283,26 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
 
 /** The runs that log trajectories: RL stages, and imported runs. */
 const rlRuns = (d: ExperimentDetail): RunView[] => d.runs.filter((r) => !["sft", "eval"].includes(d.stages[r.stage_idx]?.kind ?? ""));
+
+/** A download link; where a token is stored (reads may need it) the file is fetched with it. */
+function artifactLink(url: string, path: string): HTMLElement {
+  const name = path.split("/").pop() ?? path;
+  const link = h("a", { href: url, class: "mono", download: name }, path);
+  link.addEventListener("click", async (event) => {
+    if (!token()) return;
+    event.preventDefault();
+    const response = await fetch(url, { headers: authHeaders() });
+    if (!response.ok) {
+      link.title = `download failed: ${response.status}`;
+      return;
+    }
+    const blob = URL.createObjectURL(await response.blob());
+    const save = h("a", { href: blob, download: name });
+    save.click();
+    URL.revokeObjectURL(blob);
+  });
+  return link;
+}
 
 function stageName(d: ExperimentDetail, run: RunView): string {
   // A logged run (no stages) is named by the experiment.
