@@ -142,6 +142,40 @@ async fn seed_mlflow_run(app: &TestApp) -> Uuid {
     run_id.parse().unwrap()
 }
 
+/// A session of the real MLflow client (tests/python/mlflow_session.py, pinned mlflow in its
+/// venv) against the stack; the run's id.
+async fn real_mlflow_session(app: &TestApp) -> Uuid {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let venv = tokio::process::Command::new("bash")
+        .arg(format!("{root}/scripts/python_venv.sh"))
+        .arg("mlflow")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        venv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&venv.stderr)
+    );
+    let python = PathBuf::from(String::from_utf8(venv.stdout).unwrap().trim()).join("bin/python");
+    let out = tokio::process::Command::new(python)
+        .arg(format!("{root}/tests/python/mlflow_session.py"))
+        .arg("browser sweep")
+        .env("MLFLOW_TRACKING_URI", format!("{}/mlflow", app.address))
+        .env("MLFLOW_TRACKING_TOKEN", TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    seen["run_id"].as_str().unwrap().parse().unwrap()
+}
+
 /// A verl run's files (two steps of rollouts with parallel blocks, a validation step, the
 /// file logger's metrics) recorded by `prl follow`, the real binary; the experiment's id.
 async fn seed_followed_run(app: &TestApp) -> Uuid {
@@ -354,6 +388,7 @@ async fn the_web_ui_works_against_a_seeded_stack() {
     let long = seed_long_run(&app).await;
     let mlflow = seed_mlflow_run(&app).await;
     let followed = seed_followed_run(&app).await;
+    let mlflow_client = real_mlflow_session(&app).await;
     let (live, feeder) = start_live_run(&app).await;
     let queued = app.submit(&quick_spec("to cancel in the list")).await;
     let watched = app.submit(&quick_spec("cancelled elsewhere")).await;
@@ -374,6 +409,7 @@ async fn the_web_ui_works_against_a_seeded_stack() {
         "long": long,
         "mlflow": mlflow,
         "followed": followed,
+        "mlflow_client": mlflow_client,
         "expected": expected,
     });
     let guarded = TestApp::spawn_with(|s| {

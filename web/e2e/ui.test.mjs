@@ -62,7 +62,7 @@ await test("experiments list shows status and stage progress", async () => {
   await page.goto(`${base}/`);
   const rows = page.locator("table.experiments tbody tr");
   await rows.first().waitFor();
-  assert.equal(await rows.count(), 8);
+  assert.equal(await rows.count(), 9);
   const done = page.locator(`tr[data-id="${first.id}"]`);
   assert.equal(await done.locator(".badge").innerText(), "completed");
   assert.equal(await done.locator("progress").getAttribute("value"), "60");
@@ -78,7 +78,7 @@ await test("experiments list shows status and stage progress", async () => {
   const before = Number(await bar.getAttribute("value"));
   await page.waitForFunction(([id, v]) => Number(document.querySelector(`tr[data-id="${id}"] progress`)?.getAttribute("value")) >= v + 3, [seed.live, before]);
   await page.selectOption("#f-status", "");
-  await page.fill("#f-name", "GRPO");
+  await page.fill("#f-name", "GRPO base");
   await page.waitForFunction(() => document.querySelectorAll("table.experiments tbody tr").length === 1);
   assert.equal(await rows.first().locator("a").innerText(), "GRPO baseline");
 });
@@ -120,6 +120,18 @@ await test("a run logged by an MLflow client shows its params, tags, artifacts a
   await page.locator(".metrics .chart canvas").first().waitFor();
   assert.ok((await paintedPixels(".metrics .chart canvas")) > 500, "the logged curves are drawn");
   assert.match(await page.locator(".metrics").innerText(), /loss/);
+});
+
+await test("a session of the real MLflow client shows its params, artifact and curves", async () => {
+  await page.goto(`${base}/experiments/${seed.mlflow_client}`);
+  const params = page.locator('table[aria-label="Params"]');
+  await params.waitFor();
+  assert.match(await params.innerText(), /rollout_n\s+8/);
+  assert.match(await page.locator(".facts").innerText(), /logged by\s+mlflow into “browser sweep”/);
+  assert.equal(await page.locator('ul[aria-label="Artifacts"] a').innerText(), "rollouts/samples.txt");
+  await page.locator(".metrics .chart canvas").first().waitFor();
+  assert.ok((await paintedPixels(".metrics .chart canvas")) > 500, "the logged curves are drawn");
+  assert.match(await page.locator(".metrics").innerText(), /parallel_ratio/);
 });
 
 await test("a verl run recorded by prl follow shows its curves and strategy charts", async () => {
