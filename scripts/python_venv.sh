@@ -9,6 +9,10 @@ REQUIREMENTS="$ROOT/scripts/requirements-$NAME.txt"
 [ -f "$REQUIREMENTS" ] || { echo "python_venv.sh: no $REQUIREMENTS" >&2; exit 2; }
 PRL_CACHE="${PRL_CACHE:-$HOME/.cache/prl}"
 VENV="$PRL_CACHE/$NAME-venv"
+# Tests running at once may ask for the same venv: one makes it, the others wait.
+mkdir -p "$PRL_CACHE"
+exec 9>"$VENV.lock"
+flock 9
 if ! cmp -s "$REQUIREMENTS" "$VENV/requirements.txt" 2>/dev/null; then
   rm -rf "$VENV"
   python3 -m venv "$VENV" >&2
