@@ -9,7 +9,6 @@
 //! the reward columns (TRL's weights are not in the table); a response is correct when a reward
 //! column named like `accuracy` or `correct` is positive, else when the score is.
 
-use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -54,26 +53,14 @@ fn content_text(content: &Value) -> Option<String> {
 /// Every row of a completions file as a verl dump line; a bad row is an error naming the
 /// file, the row (from 1) and the column.
 pub fn read_completions(path: &Path) -> Result<Vec<Value>, String> {
-    let file = path.display();
-    let handle = std::fs::File::open(path).map_err(|e| format!("{file}: {e}"))?;
-    let reader = SerializedFileReader::new(handle)
-        .map_err(|e| format!("{file}: not a readable parquet file: {e}"))?;
-    let rows = reader
-        .get_row_iter(None)
-        .map_err(|e| format!("{file}: {e}"))?;
-    let mut lines = Vec::new();
-    for (i, row) in rows.enumerate() {
-        let at = |message: &str| format!("{file} row {}: {message}", i + 1);
-        let row = row.map_err(|e| at(&e.to_string()))?.to_json_value();
+    crate::verl::parquet_rows(path, |_, row| {
         let step = row["step"]
             .as_u64()
-            .ok_or_else(|| at("`step` is not a whole number ≥ 0"))?;
+            .ok_or("`step` is not a whole number ≥ 0")?;
         let input = conversation_text(&row["prompt"], "user", true)
-            .ok_or_else(|| at("`prompt` is neither text nor a conversation with a user message"))?;
-        let output =
-            conversation_text(&row["completion"], "assistant", false).ok_or_else(|| {
-                at("`completion` is neither text nor a conversation with an assistant message")
-            })?;
+            .ok_or("`prompt` is neither text nor a conversation with a user message")?;
+        let output = conversation_text(&row["completion"], "assistant", false)
+            .ok_or("`completion` is neither text nor a conversation with an assistant message")?;
         let rewards: Vec<(&String, f64)> = row
             .as_object()
             .into_iter()
@@ -88,13 +75,12 @@ pub fn read_completions(path: &Path) -> Result<Vec<Value>, String> {
             name.contains("accuracy") || name.contains("correct")
         });
         let correct = accuracy.map_or(score > 0.0, |(_, v)| *v > 0.0);
-        lines.push(json!({
+        Ok(json!({
             "input": input,
             "output": output,
             "score": score,
             "step": step,
             "acc": correct,
-        }));
-    }
-    Ok(lines)
+        }))
+    })
 }

@@ -56,23 +56,12 @@ fn text(value: &serde_json::Value) -> Option<String> {
 
 /// Every row of the file; a bad one is an error naming the file, the row (from 1) and the field.
 pub fn read(path: &Path) -> Result<Vec<VerlRow>, String> {
-    let file = path.display();
-    let handle = std::fs::File::open(path).map_err(|e| format!("{file}: {e}"))?;
-    let reader = SerializedFileReader::new(handle)
-        .map_err(|e| format!("{file}: not a readable parquet file: {e}"))?;
-    let rows = reader
-        .get_row_iter(None)
-        .map_err(|e| format!("{file}: {e}"))?;
-    let mut out = Vec::new();
-    for (i, row) in rows.enumerate() {
-        let number = i + 1;
-        let at = |message: String| format!("{file} row {number}: {message}");
-        let json = row.map_err(|e| at(e.to_string()))?.to_json_value();
+    parquet_rows(path, |number, json| {
         let raw: Raw = serde_path_to_error::deserialize(json).map_err(|e| {
-            at(match e.path().to_string().as_str() {
+            match e.path().to_string().as_str() {
                 "." => e.inner().to_string(),
                 field => format!("{field}: {}", e.inner()),
-            })
+            }
         })?;
         let question = raw
             .prompt
@@ -81,12 +70,12 @@ pub fn read(path: &Path) -> Result<Vec<VerlRow>, String> {
             .find(|m| m.role == "user")
             .map(|m| m.content.clone())
             .filter(|q| !q.trim().is_empty())
-            .ok_or_else(|| at("prompt: no user message with content".into()))?;
+            .ok_or("prompt: no user message with content")?;
         let ground_truth = text(&raw.reward_model.ground_truth)
             .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| at("reward_model.ground_truth: empty or not text".into()))?;
+            .ok_or("reward_model.ground_truth: empty or not text")?;
         let extra = raw.extra_info.unwrap_or_default();
-        out.push(VerlRow {
+        Ok(VerlRow {
             id: extra
                 .get("index")
                 .and_then(text)
@@ -98,7 +87,28 @@ pub fn read(path: &Path) -> Result<Vec<VerlRow>, String> {
                 .find_map(|k| extra.get(*k).and_then(text))
                 .filter(|s| !s.trim().is_empty()),
             data_source: raw.data_source,
-        });
-    }
-    Ok(out)
+        })
+    })
+}
+
+/// Every row of a parquet file as JSON, turned by `row` (given the row's number, from 1) into
+/// what the caller keeps; an error names the file and the row.
+pub(crate) fn parquet_rows<T>(
+    path: &Path,
+    mut row: impl FnMut(usize, serde_json::Value) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    let file = path.display();
+    let handle = std::fs::File::open(path).map_err(|e| format!("{file}: {e}"))?;
+    let reader = SerializedFileReader::new(handle)
+        .map_err(|e| format!("{file}: not a readable parquet file: {e}"))?;
+    let rows = reader
+        .get_row_iter(None)
+        .map_err(|e| format!("{file}: {e}"))?;
+    rows.enumerate()
+        .map(|(i, r)| {
+            let at = |message: String| format!("{file} row {}: {message}", i + 1);
+            let json = r.map_err(|e| at(e.to_string()))?.to_json_value();
+            row(i + 1, json).map_err(at)
+        })
+        .collect()
 }

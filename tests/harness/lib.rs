@@ -24,6 +24,25 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     binary
 }
 
+/// The Python of a pinned venv (`scripts/python_venv.sh NAME`, made on first use): the real
+/// clients and tools prl is tested against.
+pub fn python_of(venv: &str) -> std::path::PathBuf {
+    let out = std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/python_venv.sh"
+        ))
+        .arg(venv)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "making the {venv} venv: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::path::Path::new(String::from_utf8(out.stdout).unwrap().trim()).join("bin/python")
+}
+
 /// Held by every test that trains a model: two trainings at once on a small machine each run
 /// several times slower, so they take turns.
 pub async fn training_turn() -> tokio::sync::MutexGuard<'static, ()> {

@@ -288,20 +288,7 @@ async fn trl_completion_tables_become_trajectories() {
     let _ = std::fs::remove_dir_all(&root);
     // TRL's table format, written with the pandas call TRL uses (the pinned MLflow venv has
     // pandas and pyarrow).
-    let venv = std::process::Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../scripts/python_venv.sh"
-        ))
-        .arg("mlflow")
-        .output()
-        .unwrap();
-    assert!(
-        venv.status.success(),
-        "{}",
-        String::from_utf8_lossy(&venv.stderr)
-    );
-    let python = PathBuf::from(String::from_utf8(venv.stdout).unwrap().trim()).join("bin/python");
+    let python = prl_integration_tests::python_of("mlflow");
     let written = std::process::Command::new(python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

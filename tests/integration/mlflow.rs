@@ -4,30 +4,16 @@
 use prl_integration_tests::TestApp;
 use serde_json::Value;
 use sha2::Digest;
-use std::path::Path;
 use std::process::Command;
 use uuid::Uuid;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
-/// The Python of the pinned MLflow client's venv, made on first use.
-fn mlflow_python() -> std::path::PathBuf {
-    let out = Command::new("bash")
-        .arg(format!("{ROOT}/scripts/python_venv.sh"))
-        .arg("mlflow")
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "making the mlflow venv: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Path::new(String::from_utf8(out.stdout).unwrap().trim()).join("bin/python")
-}
-
 /// Runs the session script against the app; what it saw, as JSON.
 async fn client_session(app: &TestApp, experiment: &str) -> Value {
-    let python = mlflow_python();
+    let python = tokio::task::spawn_blocking(|| prl_integration_tests::python_of("mlflow"))
+        .await
+        .unwrap();
     let uri = format!("{}/mlflow", app.address);
     let experiment = experiment.to_owned();
     let out = tokio::task::spawn_blocking(move || {

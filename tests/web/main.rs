@@ -146,18 +146,9 @@ async fn seed_mlflow_run(app: &TestApp) -> Uuid {
 /// venv) against the stack; the run's id.
 async fn real_mlflow_session(app: &TestApp) -> Uuid {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let venv = tokio::process::Command::new("bash")
-        .arg(format!("{root}/scripts/python_venv.sh"))
-        .arg("mlflow")
-        .output()
+    let python = tokio::task::spawn_blocking(|| prl_integration_tests::python_of("mlflow"))
         .await
         .unwrap();
-    assert!(
-        venv.status.success(),
-        "{}",
-        String::from_utf8_lossy(&venv.stderr)
-    );
-    let python = PathBuf::from(String::from_utf8(venv.stdout).unwrap().trim()).join("bin/python");
     let out = tokio::process::Command::new(python)
         .arg(format!("{root}/tests/python/mlflow_session.py"))
         .arg("browser sweep")

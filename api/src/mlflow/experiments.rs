@@ -5,7 +5,7 @@ use super::protocol::{
     self as p, DEFAULT_EXPERIMENT, DEFAULT_EXPERIMENT_NAME, Experiment, KeyValue,
     MAX_EXPERIMENT_NAME_LENGTH, check_key, check_length, read_body, read_query, state,
 };
-use super::search::{self, Clause, Entity, Value};
+use super::search::{self, Entity};
 use super::{MlflowError, append, begin};
 use crate::store::{Expected, LogTx};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -251,82 +251,29 @@ pub async fn search_experiments(
     // A search is a read, though MLflow sends it as a POST.
     p::authorize(&req, false)?;
     let request: SearchRequest = p::read_json(&req, body).await?;
-    let limit = request.max_results.unwrap_or(1000);
-    if !(1..=50_000).contains(&limit) {
-        return Err(MlflowError::invalid(format!(
-            "max_results: {limit} is not between 1 and 50000"
-        )));
-    }
-    let offset = p::page_offset(request.page_token.as_deref())?;
-    let clauses = search::parse_filter(request.filter.as_deref().unwrap_or(""))?;
-    let order = search::parse_order(&request.order_by)?;
+    let page = p::Page::new(
+        request.max_results,
+        1000,
+        50_000,
+        request.page_token.as_deref(),
+    )?;
     let mut q = QueryBuilder::new(format!("SELECT x.* FROM {EXPERIMENTS} WHERE "));
     q.push(view_condition(request.view_type.as_deref())?);
-    for clause in &clauses {
-        q.push(" AND ");
-        push_condition(&mut q, clause, push_experiment_field)?;
-    }
-    q.push(" ORDER BY ");
-    for o in &order {
-        push_experiment_field(&mut q, o.entity, &o.key)?;
-        q.push(if o.descending {
-            " DESC NULLS LAST, "
-        } else {
-            " ASC NULLS LAST, "
-        });
-    }
-    q.push("x.created_at DESC, x.id LIMIT ")
-        .push_bind(limit + 1)
-        .push(" OFFSET ")
-        .push_bind(offset);
-    let mut rows: Vec<Row> = q.build_query_as().fetch_all(&state(&req).pool).await?;
-    let next = (rows.len() as i64 > limit).then(|| (offset + limit).to_string());
-    rows.truncate(limit as usize);
+    search::push_search(
+        &mut q,
+        request.filter.as_deref(),
+        &request.order_by,
+        push_experiment_field,
+        "x.created_at DESC, x.id",
+        &page,
+    )?;
+    let rows: Vec<Row> = q.build_query_as().fetch_all(&state(&req).pool).await?;
+    let (rows, next) = page.split(rows);
     let experiments: Vec<Experiment> = rows.into_iter().map(Row::view).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "experiments": experiments,
         "next_page_token": next,
     })))
-}
-
-/// `field op value` in SQL, the field written by `field`.
-pub fn push_condition(
-    q: &mut QueryBuilder<Postgres>,
-    clause: &Clause,
-    field: impl Fn(&mut QueryBuilder<Postgres>, Entity, &str) -> Result<bool, MlflowError>,
-) -> Result<(), MlflowError> {
-    q.push("(");
-    let numeric = field(q, clause.entity, &clause.key)?;
-    match (&clause.value, clause.op) {
-        (Value::Null, "IS") => {
-            q.push(" IS NULL");
-        }
-        (Value::Null, _) => {
-            q.push(" IS NOT NULL");
-        }
-        (Value::List(items), "IN") if !numeric => {
-            q.push(" = ANY(").push_bind(items.clone()).push(")");
-        }
-        (Value::List(items), _) if !numeric => {
-            q.push(" <> ALL(").push_bind(items.clone()).push(")");
-        }
-        (Value::Number(n), op) if numeric && !matches!(op, "LIKE" | "ILIKE") => {
-            q.push(format!(" {op} ")).push_bind(*n);
-        }
-        (Value::Text(t), op) if !numeric => {
-            q.push(format!(" {op} ")).push_bind(t.clone());
-        }
-        _ => {
-            return Err(MlflowError::invalid(format!(
-                "'{}' {} needs a {}",
-                clause.key,
-                clause.op,
-                if numeric { "number" } else { "quoted string" }
-            )));
-        }
-    }
-    q.push(")");
-    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -287,15 +287,45 @@ pub fn pairs(object: &serde_json::Value) -> Vec<KeyValue> {
         .unwrap_or_default()
 }
 
-/// `page_token`: the offset of the next page, as this server wrote it.
-pub fn page_offset(token: Option<&str>) -> Result<i64, MlflowError> {
-    match token {
-        None | Some("") => Ok(0),
-        Some(t) => {
-            t.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                MlflowError::invalid(format!("page_token: `{t}` is not a page token"))
-            })
+/// A page of results: at most `limit` rows from `offset`. MLflow's `page_token` is the offset
+/// of the next page, as this server wrote it.
+pub struct Page {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Page {
+    pub fn new(
+        max_results: Option<i64>,
+        default: i64,
+        max: i64,
+        page_token: Option<&str>,
+    ) -> Result<Page, MlflowError> {
+        let limit = max_results.unwrap_or(default);
+        if !(1..=max).contains(&limit) {
+            return Err(MlflowError::invalid(format!(
+                "max_results: {limit} is not between 1 and {max}"
+            )));
         }
+        let offset = match page_token {
+            None | Some("") => 0,
+            Some(t) => t.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                MlflowError::invalid(format!("page_token: `{t}` is not a page token"))
+            })?,
+        };
+        Ok(Page { limit, offset })
+    }
+
+    /// What to fetch: one row more than the page, to know whether another follows.
+    pub fn fetch(&self) -> i64 {
+        self.limit + 1
+    }
+
+    /// The page's rows of those fetched, and the next page's token when there is one.
+    pub fn split<T>(&self, mut rows: Vec<T>) -> (Vec<T>, Option<String>) {
+        let next = (rows.len() as i64 > self.limit).then(|| (self.offset + self.limit).to_string());
+        rows.truncate(self.limit as usize);
+        (rows, next)
     }
 }
 

@@ -3,7 +3,7 @@
 //! step and client timestamp) to the run's, so charts, comparisons and `prl psql` read them like
 //! native runs. The run id MLflow clients see is the prl experiment's id.
 
-use super::experiments::{self, ensure_default, push_condition, view_condition};
+use super::experiments::{self, ensure_default, view_condition};
 use super::protocol::{
     self as p, KeyValue, Metric, MetricView, Run, RunData, RunInfo, RunInputs, check_key,
     check_length, read_body, read_query, state,
@@ -628,13 +628,12 @@ pub async fn metric_history(req: HttpRequest) -> Result<HttpResponse, MlflowErro
     let key = request.metric_key.ok_or_else(|| {
         MlflowError::invalid("Missing value for required parameter 'metric_key'.")
     })?;
-    let limit = request.max_results.unwrap_or(25_000);
-    if !(1..=1_000_000).contains(&limit) {
-        return Err(MlflowError::invalid(format!(
-            "max_results: {limit} is not between 1 and 1000000"
-        )));
-    }
-    let offset = p::page_offset(request.page_token.as_deref())?;
+    let page = p::Page::new(
+        request.max_results,
+        25_000,
+        1_000_000,
+        request.page_token.as_deref(),
+    )?;
     let mut conn = state(&req).pool.acquire().await?;
     let run = load(
         &mut conn,
@@ -650,14 +649,13 @@ pub async fn metric_history(req: HttpRequest) -> Result<HttpResponse, MlflowErro
     )
     .bind(run.run_id)
     .bind(&key)
-    .bind(limit + 1)
-    .bind(offset)
+    .bind(page.fetch())
+    .bind(page.offset)
     .fetch_all(&mut *conn)
     .await?;
-    let next = (rows.len() as i64 > limit).then(|| (offset + limit).to_string());
+    let (rows, next) = page.split(rows);
     let metrics: Vec<MetricView> = rows
         .into_iter()
-        .take(limit as usize)
         .filter_map(|(value, step, time)| {
             Some(MetricView {
                 key: key.clone(),
@@ -747,20 +745,17 @@ pub async fn search_runs(
 ) -> Result<HttpResponse, MlflowError> {
     p::authorize(&req, false)?;
     let request: SearchRequest = p::read_json(&req, body).await?;
-    let limit = request.max_results.unwrap_or(1000);
-    if !(1..=50_000).contains(&limit) {
-        return Err(MlflowError::invalid(format!(
-            "max_results: {limit} is not between 1 and 50000"
-        )));
-    }
-    let offset = p::page_offset(request.page_token.as_deref())?;
+    let page = p::Page::new(
+        request.max_results,
+        1000,
+        50_000,
+        request.page_token.as_deref(),
+    )?;
     let experiments = request
         .experiment_ids
         .iter()
         .map(|id| p::parse_experiment_id(id))
         .collect::<Result<Vec<Uuid>, _>>()?;
-    let clauses = search::parse_filter(request.filter.as_deref().unwrap_or(""))?;
-    let order = search::parse_order(&request.order_by)?;
     let mut q = QueryBuilder::new(TRACKED);
     q.push(
         " WHERE coalesce(t.mlflow_experiment, '00000000-0000-0000-0000-000000000000'::uuid) = ANY(",
@@ -768,26 +763,16 @@ pub async fn search_runs(
     .push_bind(experiments)
     .push(") AND ")
     .push(view_condition(request.run_view_type.as_deref())?.replace("deleted", "t.deleted"));
-    for clause in &clauses {
-        q.push(" AND ");
-        push_condition(&mut q, clause, push_run_field)?;
-    }
-    q.push(" ORDER BY ");
-    for o in &order {
-        push_run_field(&mut q, o.entity, &o.key)?;
-        q.push(if o.descending {
-            " DESC NULLS LAST, "
-        } else {
-            " ASC NULLS LAST, "
-        });
-    }
-    q.push("t.started_at DESC, t.experiment_id LIMIT ")
-        .push_bind(limit + 1)
-        .push(" OFFSET ")
-        .push_bind(offset);
-    let mut rows: Vec<Tracked> = q.build_query_as().fetch_all(&state(&req).pool).await?;
-    let next = (rows.len() as i64 > limit).then(|| (offset + limit).to_string());
-    rows.truncate(limit as usize);
+    search::push_search(
+        &mut q,
+        request.filter.as_deref(),
+        &request.order_by,
+        push_run_field,
+        "t.started_at DESC, t.experiment_id",
+        &page,
+    )?;
+    let rows: Vec<Tracked> = q.build_query_as().fetch_all(&state(&req).pool).await?;
+    let (rows, next) = page.split(rows);
     let runs: Vec<Run> = rows.iter().map(|r| r.view(r.latest())).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "runs": runs, "next_page_token": next })))
 }

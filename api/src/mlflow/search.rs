@@ -3,6 +3,8 @@
 //! "quoted". Parsed into clauses that the searches turn into SQL with bound values.
 
 use super::MlflowError;
+use super::protocol::Page;
+use sqlx::{Postgres, QueryBuilder};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entity {
@@ -320,6 +322,80 @@ pub fn parse_order(items: &[String]) -> Result<Vec<Order>, MlflowError> {
             })
         })
         .collect()
+}
+
+/// How a search writes a field (an entity's key) as SQL; true when it is a number.
+pub type Field = fn(&mut QueryBuilder<Postgres>, Entity, &str) -> Result<bool, MlflowError>;
+
+/// A search's filter (` AND `-joined after what `q` holds), its order (then `tiebreak`) and
+/// its page, in SQL with bound values.
+pub fn push_search(
+    q: &mut QueryBuilder<Postgres>,
+    filter: Option<&str>,
+    order_by: &[String],
+    field: Field,
+    tiebreak: &str,
+    page: &Page,
+) -> Result<(), MlflowError> {
+    for clause in &parse_filter(filter.unwrap_or(""))? {
+        q.push(" AND ");
+        push_condition(q, clause, field)?;
+    }
+    q.push(" ORDER BY ");
+    for o in &parse_order(order_by)? {
+        field(q, o.entity, &o.key)?;
+        q.push(if o.descending {
+            " DESC NULLS LAST, "
+        } else {
+            " ASC NULLS LAST, "
+        });
+    }
+    q.push(tiebreak)
+        .push(" LIMIT ")
+        .push_bind(page.fetch())
+        .push(" OFFSET ")
+        .push_bind(page.offset);
+    Ok(())
+}
+
+/// `field op value` in SQL, the field written by `field`.
+fn push_condition(
+    q: &mut QueryBuilder<Postgres>,
+    clause: &Clause,
+    field: Field,
+) -> Result<(), MlflowError> {
+    q.push("(");
+    let numeric = field(q, clause.entity, &clause.key)?;
+    match (&clause.value, clause.op) {
+        (Value::Null, "IS") => {
+            q.push(" IS NULL");
+        }
+        (Value::Null, _) => {
+            q.push(" IS NOT NULL");
+        }
+        (Value::List(items), "IN") if !numeric => {
+            q.push(" = ANY(").push_bind(items.clone()).push(")");
+        }
+        (Value::List(items), _) if !numeric => {
+            q.push(" <> ALL(").push_bind(items.clone()).push(")");
+        }
+        (Value::Number(n), op) if numeric && !matches!(op, "LIKE" | "ILIKE") => {
+            q.push(format!(" {op} ")).push_bind(*n);
+        }
+        (Value::Text(t), op) if !numeric => {
+            q.push(format!(" {op} ")).push_bind(t.clone());
+        }
+        _ => {
+            return Err(MlflowError::invalid(format!(
+                "'{}' {} needs a {}",
+                clause.key,
+                clause.op,
+                if numeric { "number" } else { "quoted string" }
+            )));
+        }
+    }
+    q.push(")");
+    Ok(())
 }
 
 #[cfg(test)]
