@@ -11,6 +11,8 @@ cargo clippy --locked --all-targets -- -D warnings
 # The fault tests run the prl and prl-trainer binaries as a user would; cargo test builds
 # only the test harness of a package whose own tests do not need them.
 cargo build --locked --bin prl --bin prl-trainer
+# The artifact store's tests talk to a real S3-compatible server, built once from crates.io.
+bash scripts/s3_server.sh >/dev/null
 cargo test --workspace --locked
 # Property-based requests against a private stack's OpenAPI document (scripts/schemathesis.sh).
 bash scripts/schemathesis.sh --max-examples 10 --exclude-checks positive_data_acceptance

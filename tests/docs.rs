@@ -193,7 +193,7 @@ fn your_own_data_is_registered_trained_on_and_evaluated_per_source() {
 }
 
 #[test]
-fn a_daemon_that_only_evaluates_never_trains() {
+fn jobs_go_to_the_daemons_that_take_and_fit_them() {
     let out = run_with_stack("gpus-and-daemons.md", 0);
     let sft = out
         .lines()
@@ -202,6 +202,14 @@ fn a_daemon_that_only_evaluates_never_trains() {
     assert!(sft.contains("box1-a") && sft.contains("completed"), "{sft}");
     // Both daemons outlived the page's experiment.
     assert!(out.contains("both daemons still run"), "{out}");
+    // The stage that asks for zone b ran on the one daemon there.
+    let lines: Vec<&str> = out.lines().collect();
+    let header = lines.iter().rposition(|l| l.trim() == "worker_id");
+    let zone_b = header
+        .and_then(|h| lines.get(h + 2))
+        .unwrap_or_else(|| panic!("the zone b job: {out}"));
+    assert_eq!(zone_b.trim(), "box2", "{out}");
+    assert!(out.contains("no active daemon fits"), "{out}");
 }
 
 #[test]

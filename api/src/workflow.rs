@@ -86,10 +86,11 @@ pub async fn react(
             }
             Event::JobLeaseExpired { .. } => {
                 let job = load_job(conn, e.stream_id).await?;
+                let newest = newest_checkpoint(conn, job.run_id).await?;
                 out.push(StreamAppend {
                     stream_id: e.stream_id,
                     expected: Expected::Exact(e.version),
-                    events: vec![caused(after_expiry(&job))],
+                    events: vec![caused(after_expiry(&job, newest))],
                 });
             }
             Event::ExperimentCancelled { .. } => {
@@ -175,8 +176,9 @@ fn after_finish<'a>(
     }
 }
 
-/// What follows a job's expired lease: its next attempt, or its failure when none is left.
-fn after_expiry(job: &Job) -> Event {
+/// What follows a job's expired lease: its next attempt, which goes on from the newest checkpoint
+/// the run recorded, or its failure when none is left.
+fn after_expiry(job: &Job, newest: Option<CheckpointRef>) -> Event {
     let attempt = job.attempt;
     if attempt < job.max_attempts {
         Event::JobQueued {
@@ -187,6 +189,7 @@ fn after_expiry(job: &Job) -> Event {
             attempt: attempt + 1,
             max_attempts: job.max_attempts,
             input_checkpoint: job.input_checkpoint.clone(),
+            resume_from: newest,
         }
     } else {
         Event::JobFailed {
@@ -197,6 +200,27 @@ fn after_expiry(job: &Job) -> Event {
             ),
         }
     }
+}
+
+/// The run's newest recorded checkpoint. Once a lease has expired its worker's writes are
+/// refused, so this is the newest one any attempt can have reported.
+async fn newest_checkpoint(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+) -> Result<Option<CheckpointRef>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT uri, step, sha256, size_bytes FROM checkpoints
+         WHERE run_id = $1 ORDER BY step DESC LIMIT 1",
+    )
+    .bind(run_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|row| CheckpointRef {
+        uri: row.get(0),
+        step: row.get::<i64, _>(1) as u64,
+        sha256: row.get(2),
+        size_bytes: row.get::<i64, _>(3) as u64,
+    }))
 }
 
 async fn load_job(conn: &mut PgConnection, id: Uuid) -> Result<Job, sqlx::Error> {
@@ -234,6 +258,7 @@ fn queue_stage(
             attempt: 1,
             max_attempts,
             input_checkpoint,
+            resume_from: None,
         })],
     }
 }
@@ -315,16 +340,20 @@ mod tests {
             status: JobStatus::LeaseExpired,
             attempt,
             max_attempts: 3,
-            input_checkpoint: Some(CheckpointRef {
-                uri: "file:///c".into(),
-                step: 4,
-                sha256: "00".into(),
-                size_bytes: 1,
-            }),
+            input_checkpoint: Some(checkpoint(4)),
             worker_id: None,
             lease_until: None,
             failure_reason: None,
             version: 3,
+        }
+    }
+
+    fn checkpoint(step: u64) -> CheckpointRef {
+        CheckpointRef {
+            uri: format!("file:///c/step-{step}/"),
+            step,
+            sha256: "00".into(),
+            size_bytes: 1,
         }
     }
 
@@ -346,16 +375,18 @@ mod tests {
             attempt,
             run_id,
             input_checkpoint,
+            resume_from,
             ..
-        } = after_expiry(&given)
+        } = after_expiry(&given, Some(checkpoint(9)))
         else {
             panic!("a second attempt is queued")
         };
         assert_eq!((attempt, run_id.0), (2, given.run_id));
         assert_eq!(input_checkpoint, given.input_checkpoint);
+        assert_eq!(resume_from, Some(checkpoint(9)));
 
         let last = job(0, 3);
-        let Event::JobFailed { attempt, reason } = after_expiry(&last) else {
+        let Event::JobFailed { attempt, reason } = after_expiry(&last, None) else {
             panic!("the last attempt fails the job")
         };
         assert_eq!(attempt, 3);

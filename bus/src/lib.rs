@@ -4,12 +4,13 @@
 //! may start first.
 
 pub mod signals;
+pub mod workers;
 
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, consumer, stream};
 use prl_schema::ids::{JobId, RunId};
 use prl_schema::jobs::WorkerEvent;
-use prl_schema::spec::StageKind;
+use prl_schema::spec::{DeviceKind, StageKind};
 use std::time::Duration;
 
 /// How long NATS remembers a `Nats-Msg-Id` to drop a duplicate publish.
@@ -82,7 +83,7 @@ impl Topology {
         Ok(self)
     }
 
-    fn stream_name(&self, what: &str) -> String {
+    pub(crate) fn stream_name(&self, what: &str) -> String {
         format!("{}_{what}", self.ns.to_uppercase().replace('-', "_"))
     }
 
@@ -108,13 +109,21 @@ impl Topology {
         format!("{}.jobs.>", self.ns)
     }
 
-    pub fn job_subject(&self, kind: StageKind) -> String {
-        format!("{}.jobs.{}", self.ns, kind.as_str())
+    /// Jobs of `kind` for any daemon travel on `<ns>.jobs.<kind>`; those that need a device
+    /// kind on `<ns>.jobs.<kind>.<device>`, which only daemons with such a device read.
+    pub fn job_subject(&self, kind: StageKind, device: Option<DeviceKind>) -> String {
+        match device {
+            None => format!("{}.jobs.{}", self.ns, kind.as_str()),
+            Some(d) => format!("{}.jobs.{}.{}", self.ns, kind.as_str(), d.as_str()),
+        }
     }
 
-    /// The durable consumer from which daemons take jobs of `kind`.
-    pub fn job_consumer(&self, kind: StageKind) -> String {
-        format!("{}-trainers-{}", self.ns, kind.as_str())
+    /// The durable consumer from which daemons take jobs of `kind` (for `device`).
+    pub fn job_consumer(&self, kind: StageKind, device: Option<DeviceKind>) -> String {
+        match device {
+            None => format!("{}-trainers-{}", self.ns, kind.as_str()),
+            Some(d) => format!("{}-trainers-{}-{}", self.ns, kind.as_str(), d.as_str()),
+        }
     }
 
     /// The subject a worker publishes `event` on, in its lane.
@@ -199,7 +208,9 @@ impl Topology {
             }
         }
         for kind in StageKind::ALL {
-            self.job_consumer_for(js, kind).await?;
+            for device in [None, Some(DeviceKind::Cpu), Some(DeviceKind::Cuda)] {
+                self.job_consumer_for(js, kind, device).await?;
+            }
         }
         for lane in [Lane::Data, Lane::Control] {
             self.ingest_consumer(js, lane).await?;
@@ -207,22 +218,23 @@ impl Topology {
         Ok(())
     }
 
-    /// The pull consumer of one job kind. It delivers without limit: a job waits in the queue
+    /// The pull consumer of one job kind (for one device kind). It delivers without limit: a job waits in the queue
     /// until a daemon's claim is decided (claims are fenced by the job's version), and a job
     /// message whose deliveries ran out would leave its job queued for good.
     pub async fn job_consumer_for(
         &self,
         js: &jetstream::Context,
         kind: StageKind,
+        device: Option<DeviceKind>,
     ) -> Result<PullConsumer> {
         let stream = js
             .get_stream(self.jobs_stream())
             .await
             .context("opening the jobs stream")?;
-        let name = self.job_consumer(kind);
+        let name = self.job_consumer(kind, device);
         let config = consumer::pull::Config {
             durable_name: Some(name.clone()),
-            filter_subject: self.job_subject(kind),
+            filter_subject: self.job_subject(kind, device),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: JOB_ACK_WAIT,
             max_deliver: -1,
@@ -357,7 +369,11 @@ mod tests {
     fn names_live_under_the_namespace() {
         let t = Topology::new("t-1").unwrap();
         assert_eq!(t.jobs_stream(), "T_1_JOBS");
-        assert_eq!(t.job_subject(StageKind::Rl), "t-1.jobs.rl");
+        assert_eq!(t.job_subject(StageKind::Rl, None), "t-1.jobs.rl");
+        assert_eq!(
+            t.job_subject(StageKind::Rl, Some(DeviceKind::Cuda)),
+            "t-1.jobs.rl.cuda"
+        );
         assert!(Topology::new("a.b").is_err());
         let run = RunId::new();
         assert_eq!(

@@ -258,6 +258,11 @@ impl Client {
             .await
     }
 
+    pub async fn workers(&self) -> Result<Vec<prl_api::routes::workers::WorkerView>> {
+        self.send(self.authorised(self.http.get(self.url("/api/v1/workers"))))
+            .await
+    }
+
     pub async fn redrive(&self, id: Uuid) -> Result<prl_api::routes::dead_letters::DeadLetter> {
         let url = self.url(&format!("/api/v1/dead-letters/{id}/redrive"));
         self.send(self.authorised(self.http.post(url))).await

@@ -163,6 +163,8 @@ enum Command {
         #[command(subcommand)]
         command: DatasetCommand,
     },
+    /// List the trainer daemons heard from in the last day: host, device, labels, job, last seen.
+    Workers,
     /// List worker messages the ingester parked, or publish one again for it to try anew.
     DeadLetters {
         #[command(subcommand)]
@@ -348,6 +350,40 @@ pub async fn run(cli: Cli) -> Result<()> {
                     imported.steps,
                     imported.trajectories,
                     imported.evaluations
+                );
+            }
+            Ok(())
+        }
+        Command::Workers => {
+            let workers = client().workers().await?;
+            if workers.is_empty() {
+                println!("no daemon has announced itself");
+            }
+            for w in workers {
+                let info = &w.info;
+                let memory = info
+                    .gpu_memory_gb
+                    .map(|m| format!(" {m:.0} GB"))
+                    .unwrap_or_default();
+                let labels: Vec<String> = info
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let kinds: Vec<&str> = info.kinds.iter().map(|k| k.as_str()).collect();
+                let job = match &info.job {
+                    Some(j) => format!("run {} attempt {}", j.run_id, j.attempt),
+                    None => "idle".into(),
+                };
+                println!(
+                    "{}  {}  {}  {}{memory}  [{}]  {}  {job}  seen {:.0} s ago",
+                    info.worker_id,
+                    w.status,
+                    info.host,
+                    info.device,
+                    labels.join(" "),
+                    kinds.join(","),
+                    w.seconds_since_seen
                 );
             }
             Ok(())

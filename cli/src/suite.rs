@@ -22,6 +22,7 @@ use super::findings::{self, Role, RowOutcome, SeedOutcome};
 use super::results::print_table;
 use anyhow::{Context, Result, bail};
 use prl_api::domain::status::ExperimentStatus;
+use prl_schema::jobs::CheckpointRef;
 use prl_schema::spec::{ExperimentSpec, ModelRef, SpecError, StageSpec, Tag};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -359,26 +360,19 @@ fn seed_tag(seed: u64) -> String {
 /// The directory of the last checkpoint an experiment's runs saved.
 async fn final_checkpoint_dir(client: &Client, id: Uuid) -> Result<String> {
     let detail = client.detail(id).await?;
-    let uri = detail
+    let checkpoint: CheckpointRef = detail
         .runs
         .iter()
         .rev()
-        .find_map(|r| {
-            r.checkpoint
-                .as_ref()?
-                .get("uri")?
-                .as_str()
-                .map(str::to_owned)
-        })
+        .find_map(|r| serde_json::from_value(r.checkpoint.clone()?).ok())
         .with_context(|| format!("experiment {id} saved no checkpoint"))?;
-    let file = uri
-        .strip_prefix("file://")
-        .with_context(|| format!("{uri} is not a local checkpoint"))?;
-    Ok(Path::new(file)
-        .parent()
-        .context("a checkpoint file has a directory")?
-        .display()
-        .to_string())
+    let dir = checkpoint.local_dir().with_context(|| {
+        format!(
+            "{} is in an object store; rows start from a checkpoint in a file:// store",
+            checkpoint.uri
+        )
+    })?;
+    Ok(dir.display().to_string())
 }
 
 /// Parses a spec file, naming the file in any error.

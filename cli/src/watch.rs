@@ -51,7 +51,14 @@ pub async fn watch(client: &Client, id: Uuid) -> Result<ExperimentStatus> {
                 .filter(|r| r.attempt > 1)
                 .map(|r| format!(" (attempt {})", r.attempt))
                 .unwrap_or_default();
-            bar.set_message(format!("{}{attempt}", stage.status));
+            let waiting = detail
+                .jobs
+                .iter()
+                .find(|j| Some(j.id) == stage.job_id)
+                .and_then(|j| j.waiting.as_ref())
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default();
+            bar.set_message(format!("{}{attempt}{waiting}", stage.status));
         }
         if !detail.summary.status.is_active() {
             for bar in &stage_bars {

@@ -6,7 +6,7 @@ pub mod postgres;
 mod process;
 mod secret;
 
-pub use process::die_with_parent;
+pub use process::{die_with_parent, free_port};
 pub use secret::{redacted, secret_file, write_private};
 
 pub use nats::PrivateNats;

@@ -128,6 +128,9 @@ pub enum Event {
         attempt: u32,
         max_attempts: u32,
         input_checkpoint: Option<CheckpointRef>,
+        /// Where a later attempt goes on from: the newest checkpoint the earlier ones recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_from: Option<CheckpointRef>,
     },
     JobClaimed {
         attempt: u32,

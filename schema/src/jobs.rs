@@ -24,6 +24,10 @@ pub struct JobMessage {
     pub seed: u64,
     /// The checkpoint to start from; the model itself when absent.
     pub input_checkpoint: Option<CheckpointRef>,
+    /// The newest checkpoint an earlier attempt of this job recorded: a resumed attempt goes on
+    /// from it, on whichever host takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_from: Option<CheckpointRef>,
     /// The registered datasets the stage may name, as resolved when the experiment was accepted.
     #[serde(default)]
     pub datasets: std::collections::BTreeMap<String, crate::datasets::DatasetSplit>,
@@ -45,13 +49,28 @@ impl JobMessage {
     }
 }
 
-/// A checkpoint file a run saved.
+/// A checkpoint a run saved: a directory in the artifact store (`uri` ends in `/`) whose
+/// `manifest.json` has `sha256` and lists every file's hash; `size_bytes` counts its files.
+/// Checkpoints recorded before the store are a `file://` URI of the `model.safetensors` file,
+/// whose own sha256 it is.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckpointRef {
     pub uri: String,
     pub step: u64,
     pub sha256: String,
     pub size_bytes: u64,
+}
+
+impl CheckpointRef {
+    /// The checkpoint's directory when it is on a filesystem (a `file://` store, or a checkpoint
+    /// recorded before the store, whose URI is its `model.safetensors`); None in an S3 store.
+    pub fn local_dir(&self) -> Option<std::path::PathBuf> {
+        let path = std::path::Path::new(self.uri.strip_prefix("file://")?);
+        match self.uri.ends_with('/') {
+            true => Some(path.to_owned()),
+            false => path.parent().map(std::path::Path::to_owned),
+        }
+    }
 }
 
 /// What a worker says about the attempt it holds. Every message names its attempt, so that the
@@ -132,4 +151,33 @@ pub enum LeaseDecision {
     },
     /// The experiment was cancelled; save what is worth saving and stop.
     Cancelled,
+}
+
+/// A trainer daemon as it announces itself: what it is, what it takes, what it is doing. Daemons
+/// write it again every few seconds, busy or idle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkerInfo {
+    pub worker_id: String,
+    /// The host name it runs on.
+    pub host: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// The GPU's memory, for a `cuda` device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_gb: Option<f64>,
+    pub labels: BTreeMap<String, String>,
+    pub kinds: Vec<crate::spec::StageKind>,
+    /// The job attempt it holds, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<WorkerJob>,
+    pub started_at: DateTime<Utc>,
+    /// When it last wrote this.
+    pub seen_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkerJob {
+    pub job_id: JobId,
+    pub run_id: RunId,
+    pub attempt: u32,
 }

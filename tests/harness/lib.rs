@@ -2,12 +2,14 @@
 //! NATS_URL are given), a fresh database and NATS namespace per test, and the API on a free port.
 
 mod publish;
+mod s3;
 pub mod seeds;
 mod servers;
 mod test_app;
 mod verl_fixture;
 
 pub use publish::{Ingested, publish_until};
+pub use s3::{S3Server, s3_server_binary};
 pub use servers::Servers;
 pub use test_app::{Daemon, FakeWorker, TOKEN, TestApp, quick_spec};
 pub use verl_fixture::{VerlFixtureRow, write_verl_parquet};

@@ -136,31 +136,49 @@ impl TestApp {
 
     /// Starts a dry-run daemon whose steps take `step`.
     pub fn start_daemon(&self, worker_id: &str, step: Duration) -> Daemon {
-        self.start_daemon_with(worker_id, step, prl_trainer::daemon::Executor::DryRun)
+        let executor = prl_trainer::daemon::Executor::DryRun;
+        self.start_configured(DaemonConfig {
+            step_delay: step,
+            ..self.daemon_config(worker_id, executor)
+        })
     }
 
     /// Starts a daemon that trains SFT jobs for real.
     pub fn start_trainer(&self, worker_id: &str) -> Daemon {
-        self.start_daemon_with(
-            worker_id,
-            Duration::ZERO,
-            prl_trainer::daemon::Executor::Train,
-        )
+        self.start_trainer_with(worker_id, self.checkpoints())
     }
 
-    fn start_daemon_with(
+    /// Starts a daemon that trains for real and keeps its checkpoints as `checkpoints` says (a
+    /// data directory of its own stands for another host).
+    pub fn start_trainer_with(
         &self,
         worker_id: &str,
-        step: Duration,
-        executor: prl_trainer::daemon::Executor,
+        checkpoints: prl_trainer::checkpoint::Checkpoints,
     ) -> Daemon {
-        let config = DaemonConfig {
+        let executor = prl_trainer::daemon::Executor::Train;
+        self.start_configured(DaemonConfig {
+            checkpoints,
+            ..self.daemon_config(worker_id, executor)
+        })
+    }
+
+    /// A daemon's configuration for this app: a CPU on `test-host`, taking every kind of job.
+    pub fn daemon_config(
+        &self,
+        worker_id: &str,
+        executor: prl_trainer::daemon::Executor,
+    ) -> DaemonConfig {
+        DaemonConfig {
             nats_url: self.nats_url.clone(),
             namespace: self.namespace.clone(),
             replicas: self.replicas,
             worker_id: worker_id.to_owned(),
+            host: "test-host".into(),
+            device: "cpu".into(),
+            gpu_memory_gb: None,
+            labels: Default::default(),
             kinds: prl_schema::spec::StageKind::ALL.to_vec(),
-            data_dir: self.data_dir.clone(),
+            checkpoints: self.checkpoints(),
             // Tests write their datasets to the temporary directory and read fixtures from the
             // workspace.
             files: FileAccess::new(
@@ -173,11 +191,25 @@ impl TestApp {
                 1 << 30,
             ),
             heartbeat: Duration::from_millis(300),
-            step_delay: step,
+            step_delay: Duration::ZERO,
             executor,
-        };
+        }
+    }
+
+    pub fn start_configured(&self, config: DaemonConfig) -> Daemon {
         Daemon {
             task: tokio::spawn(prl_trainer::daemon::run(config, CancellationToken::new())),
+        }
+    }
+
+    /// Where this app's daemons keep checkpoints: its data directory, and a store beside it.
+    pub fn checkpoints(&self) -> prl_trainer::checkpoint::Checkpoints {
+        std::fs::create_dir_all(&self.data_dir).unwrap();
+        let data_dir = self.data_dir.canonicalize().unwrap();
+        let store = format!("file://{}", data_dir.join("store").display());
+        prl_trainer::checkpoint::Checkpoints {
+            store: prl_artifacts::ArtifactStore::open(&store, &Default::default()).unwrap(),
+            data_dir,
         }
     }
 
@@ -272,6 +304,19 @@ impl TestApp {
         }
     }
 
+    /// Waits until `n` daemons are active in `GET /api/v1/workers`; returns the list.
+    pub async fn wait_for_workers(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let listed: Vec<Value> = self.get("/api/v1/workers").await.json().await.unwrap();
+            if listed.iter().filter(|w| w["status"] == "active").count() == n {
+                return listed;
+            }
+            assert!(Instant::now() < deadline, "{listed:#?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
             .fetch_one(&self.pool)
@@ -340,7 +385,11 @@ impl FakeWorker {
         worker_id: &str,
     ) -> (FakeWorker, prl_schema::jobs::LeaseDecision) {
         use futures::StreamExt;
-        let consumer = app.topology.job_consumer_for(&app.js, kind).await.unwrap();
+        let consumer = app
+            .topology
+            .job_consumer_for(&app.js, kind, None)
+            .await
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let message = loop {
             let mut batch = consumer
@@ -365,6 +414,8 @@ impl FakeWorker {
             attempt: job.attempt,
             worker_id: worker_id.to_owned(),
             shutdown: CancellationToken::new(),
+            checkpoints: app.checkpoints(),
+            uploaded: Default::default(),
         };
         let mut lease =
             prl_trainer::lease::Lease::listen(&app.nats, &app.topology, reporter.clone())

@@ -2,6 +2,7 @@
 //! own database and NATS namespace.
 
 mod analytics;
+mod artifacts;
 mod auth;
 mod cancel;
 mod datasets;
@@ -23,3 +24,4 @@ mod smollm2;
 mod specs;
 mod submission;
 mod suite;
+mod workers;

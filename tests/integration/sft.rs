@@ -1,6 +1,8 @@
-use prl_integration_tests::{TestApp, training_turn};
+use prl_artifacts::ArtifactStore;
+use prl_integration_tests::{S3Server, TestApp, training_turn};
 use prl_schema::jobs::CheckpointRef;
 use prl_schema::spec::{Attention, RolloutMode};
+use prl_trainer::checkpoint::Checkpoints;
 use prl_trainer::data::BuiltinSet;
 use prl_trainer::eval::{Protocol, evaluate};
 use prl_trainer::model::LoadedModel;
@@ -51,15 +53,29 @@ async fn an_sft_job_teaches_the_tiny_model_the_parallel_format() {
         "one at step 75, one at the end"
     );
 
-    // The recorded checkpoint is the file on disk.
+    // The recorded checkpoint is the directory in the store: its manifest has the recorded
+    // hash, and lists the files with the bytes recorded.
     let checkpoint: CheckpointRef = serde_json::from_value(run["checkpoint"].clone()).unwrap();
-    let path = checkpoint.uri.strip_prefix("file://").unwrap();
-    let bytes = std::fs::read(path).unwrap();
-    assert_eq!(hex::encode(Sha256::digest(&bytes)), checkpoint.sha256);
-    assert_eq!(bytes.len() as u64, checkpoint.size_bytes);
+    let store = app.checkpoints().store;
+    assert!(
+        checkpoint.uri.starts_with(store.url()),
+        "{}",
+        checkpoint.uri
+    );
+    let dir = checkpoint.local_dir().unwrap();
+    let manifest = std::fs::read(dir.join("manifest.json")).unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&manifest)), checkpoint.sha256);
+    prl_artifacts::verify_local(&dir, &checkpoint.sha256).unwrap();
+    let files: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() != "manifest.json")
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert_eq!(files, checkpoint.size_bytes);
 
     // Greedy responses to held-out prompts are in the parallel format.
-    let dir = std::path::Path::new(path).parent().unwrap();
+    let dir = dir.as_path();
     let model = LoadedModel::load(dir, tch::Device::Cpu).unwrap();
     let (tok, added) = PrlTokenizer::load(&dir.join("tokenizer.json"), "<eos>").unwrap();
     assert_eq!(added, 0, "the checkpoint's tokenizer already has the tags");
@@ -105,10 +121,20 @@ async fn an_sft_job_teaches_the_tiny_model_the_parallel_format() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_sft_job_resumes_from_its_last_checkpoint_on_another_daemon() {
+async fn a_killed_sft_job_resumes_on_another_host_from_the_checkpoint_in_an_s3_store() {
     let _turn = training_turn().await;
     let app = TestApp::spawn_with(|s| s.jobs.lease_seconds = 3).await;
-    let doomed = app.start_trainer("doomed");
+    // Two hosts: a data directory each, one S3-compatible store between them.
+    let s3 = S3Server::start(&app.data_dir.join("s3"));
+    let host = |name: &str| {
+        let data_dir = app.data_dir.join(name);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        Checkpoints {
+            store: ArtifactStore::open(&s3.store_url("runs"), &s3.options()).unwrap(),
+            data_dir: data_dir.canonicalize().unwrap(),
+        }
+    };
+    let doomed = app.start_trainer_with("doomed", host("host-a"));
     let spec = serde_json::json!({
         "name": "resumed sft", "model": "tiny",
         "stages": [{"kind": "sft", "name": "sft", "dataset": "builtin:easy", "learning_rate": 1e-3,
@@ -122,29 +148,58 @@ async fn a_killed_sft_job_resumes_from_its_last_checkpoint_on_another_daemon() {
     )
     .await;
     doomed.kill();
-    let saved: i64 = sqlx::query_scalar("SELECT max(step) FROM checkpoints")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
 
-    let _rescuer = app.start_trainer("rescuer");
+    let rescuer = host("host-b");
+    let _rescuer = app.start_trainer_with("rescuer", rescuer.clone());
     let detail = app
         .wait_for_status(id, "completed", Duration::from_secs(600))
         .await;
     assert_eq!(detail["jobs"][0]["attempt"], 2);
     assert_eq!(detail["runs"][0]["last_step"], 30);
-    // The second attempt's first step is the one after the newest checkpoint it found.
+    // The second attempt was told to go on from the newest checkpoint the log had, in the store,
+    // and its first step is the one after it.
+    let resumed: CheckpointRef = serde_json::from_value(
+        sqlx::query_scalar(
+            "SELECT payload->'resume_from' FROM events
+             WHERE event_type = 'JobQueued' AND (payload->>'attempt')::int = 2",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        resumed.uri.starts_with("s3://prl/runs/checkpoints/"),
+        "{}",
+        resumed.uri
+    );
     let first: i64 = sqlx::query_scalar(
         "SELECT min((payload->>'step')::bigint) FROM events WHERE event_type = 'MetricsReported' AND (payload->>'attempt')::int = 2",
     )
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    // (The dying attempt may have written one more checkpoint file before it noticed.)
-    assert!(
-        first > saved && (first - 1) % 10 == 0,
-        "attempt 2 started at step {first}; checkpoints every 10, newest recorded {saved}"
-    );
+    assert_eq!(first as u64, resumed.step + 1);
+    // Host B fetched it into its own directory, checked against the recorded hash.
+    let key = resumed.uri.strip_prefix("s3://prl/runs/").unwrap();
+    prl_artifacts::verify_local(&rescuer.data_dir.join(key), &resumed.sha256).unwrap();
+    // Every checkpoint the run recorded is in the bucket, whichever host wrote it.
+    let uris: Vec<String> = sqlx::query_scalar("SELECT uri FROM checkpoints ORDER BY step")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert!(uris.len() >= 2, "{uris:?}");
+    for uri in uris {
+        let key = uri.strip_prefix("s3://prl/runs/").unwrap();
+        assert!(
+            app.data_dir
+                .join("s3/prl/runs")
+                .join(key)
+                .join("manifest.json")
+                .exists(),
+            "{uri}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,8 +255,6 @@ async fn cancelling_a_training_sft_job_saves_a_loadable_checkpoint_and_stops_it(
         "the next stage is never queued"
     );
     // The saved weights load.
-    let dir = std::path::Path::new(uri.strip_prefix("file://").unwrap())
-        .parent()
-        .unwrap();
+    let dir = std::path::Path::new(uri.strip_prefix("file://").unwrap());
     LoadedModel::load(dir, tch::Device::Cpu).unwrap();
 }

@@ -9,6 +9,7 @@ use prl_schema::spec::StageKind;
 use prl_schema::trajectory::{
     EvaluationResult, PromptRecord, Sampling, Trajectory, TrajectoryBatch,
 };
+use prl_trainer::daemon::{DaemonConfig, Executor};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -381,6 +382,16 @@ async fn the_web_ui_works_against_a_seeded_stack() {
     let followed = seed_followed_run(&app).await;
     let mlflow_client = real_mlflow_session(&app).await;
     let (live, feeder) = start_live_run(&app).await;
+    // A daemon that only evaluates: the seeded SFT jobs stay queued, and say why.
+    let _evaluator = app.start_configured(DaemonConfig {
+        host: "rack-7".into(),
+        device: "cuda:0".into(),
+        gpu_memory_gb: Some(141.0),
+        labels: [("gpu".to_owned(), "h200".to_owned())].into(),
+        kinds: vec![StageKind::Eval],
+        ..app.daemon_config("gpu-node-1", Executor::DryRun)
+    });
+    app.wait_for_workers(1).await;
     let queued = app.submit(&quick_spec("to cancel in the list")).await;
     let watched = app.submit(&quick_spec("cancelled elsewhere")).await;
 

@@ -1,56 +1,128 @@
-//! Checkpoint files: written under the daemon's data directory and described by URI, sha256 and
-//! size, so that whoever loads one can check it is the file that was recorded.
+//! Checkpoints: a directory per saved step, written under the daemon's data directory, described
+//! by a manifest of every file's sha256 (the directory's hash is the manifest's), uploaded to the
+//! artifact store and reported by its URL there. The data directory mirrors the store's keys
+//! (`checkpoints/<run>/step-<N>/`), so a checkpoint this host wrote or fetched before is used
+//! from disk once its files match the recorded hash, and one from another host is fetched.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use prl_artifacts::ArtifactStore;
 use prl_schema::ids::RunId;
-use prl_schema::jobs::CheckpointRef;
-use sha2::{Digest, Sha256};
+use prl_schema::jobs::{CheckpointRef, JobMessage};
 use std::path::{Path, PathBuf};
 
-pub fn run_dir(data_dir: &Path, run_id: RunId) -> PathBuf {
-    data_dir.join("checkpoints").join(run_id.to_string())
-}
-
-/// Writes `bytes` as the checkpoint of `step`, atomically (write, then rename).
-pub fn save(data_dir: &Path, run_id: RunId, step: u64, bytes: &[u8]) -> Result<CheckpointRef> {
-    let dir = run_dir(data_dir, run_id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("step-{step:08}.ckpt"));
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path)?;
-    describe(&path, step)
-}
-
-pub fn describe(path: &Path, step: u64) -> Result<CheckpointRef> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let path = path.canonicalize()?;
-    Ok(CheckpointRef {
-        uri: format!("file://{}", path.display()),
-        step,
-        sha256: hex::encode(Sha256::digest(&bytes)),
-        size_bytes: bytes.len() as u64,
-    })
-}
-
-/// The newest checkpoint (a `step-N` file or directory) a run left in this data directory.
-pub fn latest(data_dir: &Path, run_id: RunId) -> Option<(u64, PathBuf)> {
-    std::fs::read_dir(run_dir(data_dir, run_id))
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let rest = name.strip_prefix("step-")?;
-            let (digits, extension) = rest.split_once('.').unwrap_or((rest, ""));
-            if !matches!(extension, "" | "ckpt") {
-                return None; // half-written
-            }
-            Some((digits.parse().ok()?, e.path()))
-        })
-        .max_by_key(|(step, _)| *step)
+/// The store key of a run's checkpoint at `step`.
+pub fn key(run_id: RunId, step: u64) -> String {
+    format!("checkpoints/{run_id}/step-{step:08}")
 }
 
 /// The directory for the checkpoint of `step`.
 pub fn step_dir(data_dir: &Path, run_id: RunId, step: u64) -> PathBuf {
-    run_dir(data_dir, run_id).join(format!("step-{step:08}"))
+    data_dir.join(key(run_id, step))
+}
+
+/// Writes the checkpoint of `step`: `write` fills a fresh directory, which is described by its
+/// manifest and moved into place. Returns it as a local checkpoint (`file://` URI of the
+/// directory), which the reporter uploads before it is reported.
+pub fn save(
+    data_dir: &Path,
+    run_id: RunId,
+    step: u64,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<CheckpointRef> {
+    let dir = step_dir(data_dir, run_id, step);
+    let tmp = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    write(&tmp)?;
+    let (sha256, size_bytes) = prl_artifacts::write_manifest(&tmp)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir)?;
+    let dir = dir.canonicalize()?;
+    Ok(CheckpointRef {
+        uri: format!("file://{}/", dir.display()),
+        step,
+        sha256,
+        size_bytes,
+    })
+}
+
+/// The directory of a checkpoint on this host's disk, after checking it is the one recorded.
+pub fn local_dir(checkpoint: &CheckpointRef) -> Result<PathBuf> {
+    let dir = checkpoint
+        .local_dir()
+        .with_context(|| format!("{} is not on this host; fetch it first", checkpoint.uri))?;
+    if checkpoint.uri.ends_with('/') {
+        prl_artifacts::verify_local(&dir, &checkpoint.sha256)
+            .with_context(|| format!("checking {}", checkpoint.uri))?;
+        return Ok(dir);
+    }
+    // Recorded before the store: the URI names the weights file, whose hash it is.
+    let path = checkpoint.uri.trim_start_matches("file://");
+    let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+    let found = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    if found != checkpoint.sha256 {
+        bail!(
+            "{path} has sha256 {found}, not the recorded {}",
+            checkpoint.sha256
+        );
+    }
+    Ok(dir)
+}
+
+/// Where a job's checkpoints go and come from on this host.
+#[derive(Clone, Debug)]
+pub struct Checkpoints {
+    pub store: ArtifactStore,
+    /// The data directory: the store's local mirror.
+    pub data_dir: PathBuf,
+}
+
+impl Checkpoints {
+    /// The job with its input and resume checkpoints on this host's disk (fetched from the store
+    /// unless a matching copy is there), each named by its local directory. Checkpoints recorded
+    /// before the store keep their file URIs, which the daemon's data roots must admit.
+    pub async fn localize(&self, job: &JobMessage) -> Result<JobMessage> {
+        let mut job = job.clone();
+        for (what, slot) in [
+            ("input checkpoint", &mut job.input_checkpoint),
+            ("checkpoint to resume from", &mut job.resume_from),
+        ] {
+            let Some(checkpoint) = slot.as_mut() else {
+                continue;
+            };
+            if !checkpoint.uri.ends_with('/') {
+                continue;
+            }
+            let dir = self
+                .store
+                .fetch_dir(&checkpoint.uri, &checkpoint.sha256, &self.data_dir)
+                .await
+                .with_context(|| format!("fetching the {what} {}", checkpoint.uri))?;
+            checkpoint.uri = format!("file://{}/", dir.canonicalize()?.display());
+        }
+        Ok(job)
+    }
+
+    /// Uploads a checkpoint saved under the data directory and returns it as recorded: by its
+    /// URL in the store, with the same hash. One already in the store is returned as it is.
+    pub async fn upload(&self, local: &CheckpointRef) -> Result<CheckpointRef> {
+        let Some(dir) = local.local_dir().filter(|_| local.uri.ends_with('/')) else {
+            return Ok(local.clone());
+        };
+        let root = self.data_dir.canonicalize()?;
+        let Ok(key) = dir.strip_prefix(&root) else {
+            return Ok(local.clone()); // not a checkpoint of ours: already recorded somewhere
+        };
+        let key = key
+            .to_str()
+            .context("a checkpoint path that is not UTF-8")?;
+        let stored = self.store.put_dir(key, &dir).await?;
+        if stored.sha256 != local.sha256 {
+            bail!("{} changed after it was saved", dir.display());
+        }
+        Ok(CheckpointRef {
+            uri: stored.uri,
+            ..local.clone()
+        })
+    }
 }

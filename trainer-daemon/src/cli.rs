@@ -30,9 +30,15 @@ pub struct Args {
     /// Job kinds to take (sft, rl, eval).
     #[arg(long, value_delimiter = ',', default_value = "sft,rl,eval", value_parser = parse_kind)]
     pub kinds: Vec<StageKind>,
-    /// Where checkpoints are written.
+    /// Where checkpoints are written, and fetched ones kept (a local mirror of the store).
     #[arg(long, env = "PRL_DATA_DIR", default_value = ".prl/trainer")]
     pub data_dir: PathBuf,
+    /// The artifact store every host reads checkpoints from: `file:///shared/dir` or
+    /// `s3://bucket/prefix`; `<data-dir>/store` when absent (this host alone). An S3-compatible
+    /// server's address and credentials come from AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ALLOW_HTTP.
+    #[arg(long, env = "PRL_STORE__URL")]
+    pub store: Option<String>,
     /// Directories under which jobs may name dataset files and model directories (repeatable);
     /// the working directory and prl's cache (~/.cache/prl) when absent. The data directory is
     /// always one.
@@ -50,10 +56,30 @@ pub struct Args {
     /// `train` runs every job for real; `dry-run` walks the job protocol without a model.
     #[arg(long, default_value = "train", value_parser = parse_executor)]
     pub executor: Executor,
+    /// The device jobs train on: `cpu`, `cuda:N` (run one daemon per GPU), or `auto` (the first
+    /// GPU when CUDA is available, else the CPU).
+    #[arg(long, env = "PRL_DEVICE", default_value = "auto", value_parser = crate::device::parse)]
+    pub device: tch::Device,
+    /// The GPU's memory in GB, which stages' `resources.min_gpu_memory_gb` is compared with;
+    /// read from nvidia-smi when absent.
+    #[arg(long)]
+    pub gpu_memory_gb: Option<f64>,
+    /// A label stages' `resources.labels` can ask for, as KEY=VALUE (repeatable), e.g.
+    /// `--label gpu=h100 --label zone=a`.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// libtorch's threads for this daemon's work; all cores when absent. Daemons sharing a
     /// machine each take their share.
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("a label is KEY=VALUE, not {text:?}"))?;
+    let check = |part: &str| prl_schema::spec::Label::try_from(part.to_owned()).map(String::from);
+    Ok((check(key)?, check(value)?))
 }
 
 fn parse_executor(text: &str) -> Result<Executor, String> {

@@ -1,6 +1,7 @@
 //! The daemon loop: take a job attempt from the work queue, claim it, work on it while holding
 //! the lease, report the outcome, and take the next.
 
+use crate::checkpoint::Checkpoints;
 use crate::dry_run;
 use crate::file_access::FileAccess;
 use crate::lease::{Lease, Stop};
@@ -11,9 +12,10 @@ use anyhow::Result;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use prl_bus::{PullConsumer, Topology};
-use prl_schema::jobs::{JobMessage, LeaseDecision, WorkerEvent};
-use prl_schema::spec::StageKind;
-use std::path::PathBuf;
+use prl_schema::jobs::{JobMessage, LeaseDecision, WorkerEvent, WorkerInfo, WorkerJob};
+use prl_schema::spec::{DeviceKind, StageKind};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -24,9 +26,15 @@ pub struct DaemonConfig {
     /// Servers of a NATS cluster that keep each stream; the API's `nats.replicas`.
     pub replicas: usize,
     pub worker_id: String,
+    /// The host name it announces.
+    pub host: String,
+    /// `cpu` or `cuda:N`, as announced (jobs train on `device::current()`).
+    pub device: String,
+    pub gpu_memory_gb: Option<f64>,
+    pub labels: BTreeMap<String, String>,
     pub kinds: Vec<StageKind>,
-    /// Where checkpoints are written.
-    pub data_dir: PathBuf,
+    /// Where checkpoints are written (the data directory) and kept for every host (the store).
+    pub checkpoints: Checkpoints,
     /// The files jobs may make the daemon read.
     pub files: FileAccess,
     pub heartbeat: Duration,
@@ -49,9 +57,13 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     let js = jetstream::new(nats.clone());
     let topology = Topology::new(&config.namespace)?.with_replicas(config.replicas)?;
     topology.ensure(&js).await?;
+    // Jobs for any daemon, and jobs for this daemon's kind of device.
+    let device = DeviceKind::of(&config.device);
     let mut consumers = Vec::new();
     for kind in &config.kinds {
-        consumers.push(topology.job_consumer_for(&js, *kind).await?);
+        for device in [None, Some(device)] {
+            consumers.push(topology.job_consumer_for(&js, *kind, device).await?);
+        }
     }
     tracing::info!(worker = %config.worker_id, kinds = ?config.kinds, "daemon ready");
     let daemon = Daemon {
@@ -59,20 +71,68 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         nats,
         js,
         topology,
+        current_job: Default::default(),
     };
-    while !shutdown.is_cancelled() {
-        for consumer in &consumers {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            if let Err(e) = daemon.take_one(consumer, &shutdown).await {
-                tracing::warn!("daemon: {e:#}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+    // Presence and jobs share this future, so that nothing of the daemon outlives it.
+    let presence = announce(
+        daemon.presence(),
+        daemon.js.clone(),
+        daemon.topology.clone(),
+        daemon.current_job.clone(),
+        shutdown.clone(),
+    );
+    let jobs = async {
+        while !shutdown.is_cancelled() {
+            for consumer in &consumers {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                if let Err(e) = daemon.take_one(consumer, &shutdown).await {
+                    tracing::warn!("daemon: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
         }
-    }
+    };
+    tokio::join!(presence, jobs);
     Ok(())
 }
+
+/// Writes this daemon's presence every `PRESENCE_PERIOD` until shutdown, then takes it away. A
+/// write that fails (NATS away) is tried again at the next period.
+async fn announce(
+    mut info: WorkerInfo,
+    js: jetstream::Context,
+    topology: Topology,
+    current_job: Arc<Mutex<Option<WorkerJob>>>,
+    shutdown: CancellationToken,
+) {
+    let key = prl_bus::workers::key(&info.worker_id);
+    let mut bucket = None;
+    loop {
+        if bucket.is_none() {
+            bucket = topology.workers(&js).await.ok();
+        }
+        if let Some(store) = &bucket {
+            info.job = current_job.lock().expect("not poisoned").clone();
+            info.seen_at = chrono::Utc::now();
+            let bytes = serde_json::to_vec(&info).expect("serialises");
+            if let Err(e) = store.put(&key, bytes.into()).await {
+                tracing::warn!("announcing this daemon: {e}");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(prl_bus::workers::PRESENCE_PERIOD) => {}
+        }
+    }
+    if let Some(store) = bucket {
+        let _ = store.delete(&key).await;
+    }
+}
+
+/// When a job a daemon did not fit is delivered again (to any daemon that reads its subject).
+const MISFIT_REDELIVERY: Duration = Duration::from_secs(2);
 
 /// How long a daemon waits for the verdict on its claim before it lets the job go.
 const CLAIM_VERDICT_WAIT: Duration = Duration::from_secs(120);
@@ -82,9 +142,27 @@ struct Daemon {
     nats: async_nats::Client,
     js: jetstream::Context,
     topology: Topology,
+    /// The attempt it holds, for its presence.
+    current_job: Arc<Mutex<Option<WorkerJob>>>,
 }
 
 impl Daemon {
+    fn presence(&self) -> WorkerInfo {
+        let config = &self.config;
+        let now = chrono::Utc::now();
+        WorkerInfo {
+            worker_id: config.worker_id.clone(),
+            host: config.host.clone(),
+            device: config.device.clone(),
+            gpu_memory_gb: config.gpu_memory_gb,
+            labels: config.labels.clone(),
+            kinds: config.kinds.clone(),
+            job: None,
+            started_at: now,
+            seen_at: now,
+        }
+    }
+
     /// Waits briefly for one job message and handles it.
     async fn take_one(&self, consumer: &PullConsumer, shutdown: &CancellationToken) -> Result<()> {
         let mut batch = consumer
@@ -109,6 +187,16 @@ impl Daemon {
                 return Ok(());
             }
         };
+        // Labels and memory are not in the subject: a daemon that does not fit lets the job go
+        // back to the queue, for another daemon, without claiming it.
+        if let Err(lacks) = job.stage.resources().fits(&self.presence()) {
+            tracing::debug!(job = %job.job_id, "leaving a job this daemon does not fit: {lacks}");
+            message
+                .ack_with(AckKind::Nak(Some(MISFIT_REDELIVERY)))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            return Ok(());
+        }
         let reporter = Reporter {
             js: self.js.clone(),
             topology: self.topology.clone(),
@@ -117,6 +205,8 @@ impl Daemon {
             attempt: job.attempt,
             worker_id: self.config.worker_id.clone(),
             shutdown: shutdown.clone(),
+            checkpoints: self.config.checkpoints.clone(),
+            uploaded: Default::default(),
         };
         let mut lease = Lease::listen(&self.nats, &self.topology, reporter.clone()).await?;
         // A claim is decided when the API writes it, which waits out a database outage; until
@@ -168,14 +258,22 @@ impl Daemon {
         shutdown: &CancellationToken,
     ) -> Result<()> {
         tracing::info!(job = %job.job_id, attempt = job.attempt, kind = ?job.kind(), "working");
+        let holding = WorkerJob {
+            job_id: job.job_id,
+            run_id: job.run_id,
+            attempt: job.attempt,
+        };
+        *self.current_job.lock().expect("not poisoned") = Some(holding);
         let done = CancellationToken::new();
         let stop = shutdown.child_token();
         // Work and heartbeats share this task, so that nothing outlives the daemon when it dies.
         let work = async {
-            let result = match self.config.files.admit(&job) {
-                Ok(()) => self.execute(&job, &reporter, &stop).await,
-                Err(refused) => Err(anyhow::Error::msg(refused)),
-            };
+            let result = async {
+                let job = self.config.checkpoints.localize(&job).await?;
+                self.config.files.admit(&job).map_err(anyhow::Error::msg)?;
+                self.execute(&job, &reporter, &stop).await
+            }
+            .await;
             done.cancel();
             result
         };
@@ -183,6 +281,7 @@ impl Daemon {
             work,
             lease.keep(self.config.heartbeat, done.clone(), stop.clone())
         );
+        *self.current_job.lock().expect("not poisoned") = None;
         match (result, why_stopped) {
             (_, Some(Stop::Revoked(reason))) => {
                 tracing::warn!(job = %job.job_id, "lost the lease: {reason}");
@@ -214,7 +313,7 @@ impl Daemon {
         reporter: &Reporter,
         stop: &CancellationToken,
     ) -> Result<Outcome> {
-        let data_dir = &self.config.data_dir;
+        let data_dir = &self.config.checkpoints.data_dir;
         match (self.config.executor, job.kind()) {
             (Executor::Train, StageKind::Sft) => sft::run(job, reporter, data_dir, stop).await,
             (Executor::Train, StageKind::Rl) => rl::run(job, reporter, data_dir, stop).await,

@@ -34,13 +34,13 @@ pub async fn run(
 ) -> Result<Outcome> {
     let total = planned_steps(&job.stage);
     let saves = job.stage.saves_checkpoints();
-    // Resume after the newest checkpoint an earlier attempt of this run left.
-    let start = checkpoint::latest(data_dir, job.run_id)
-        .map(|(step, _)| step)
-        .unwrap_or(0);
+    // Resume after the checkpoint an earlier attempt of this run recorded.
+    let start = job.resume_from.as_ref().map_or(0, |c| c.step);
     let save = |step: u64| -> Result<CheckpointRef> {
-        let manifest = serde_json::json!({ "run_id": job.run_id, "step": step, "dry_run": true });
-        checkpoint::save(data_dir, job.run_id, step, manifest.to_string().as_bytes())
+        let trace = serde_json::json!({ "run_id": job.run_id, "step": step, "dry_run": true });
+        checkpoint::save(data_dir, job.run_id, step, |dir| {
+            Ok(std::fs::write(dir.join("dry_run.json"), trace.to_string())?)
+        })
     };
     for step in start + 1..=total {
         tokio::select! {

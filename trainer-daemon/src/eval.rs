@@ -289,7 +289,7 @@ fn eval_job(
     let StageSpec::Eval(stage) = &job.stage else {
         bail!("not an eval job")
     };
-    let device = Device::cuda_if_available();
+    let device = crate::device::current();
     let max = stage.max_prompts.map(|m| m.get() as usize);
     let tasks = crate::data::tasks(stage.dataset.as_str(), max, &job.datasets)?;
     let corpus: Vec<&str> = tasks.iter().map(|t| t.prompt.as_str()).collect();

@@ -64,11 +64,23 @@ impl FileAccess {
             self.check(Path::new(dir), Kind::ModelDir)
                 .map_err(|e| format!("model: {e}"))?;
         }
-        if let Some(checkpoint) = &job.input_checkpoint
-            && let Some(path) = checkpoint.uri.strip_prefix("file://")
-        {
-            self.check(Path::new(path), Kind::Checkpoint)
-                .map_err(|e| format!("input checkpoint: {e}"))?;
+        for (what, checkpoint) in [
+            ("input checkpoint", &job.input_checkpoint),
+            ("checkpoint to resume from", &job.resume_from),
+        ] {
+            let Some(path) = checkpoint
+                .as_ref()
+                .and_then(|c| c.uri.strip_prefix("file://"))
+            else {
+                continue;
+            };
+            // A directory from the store; before it, the weights file.
+            let kind = match path.ends_with('/') {
+                true => Kind::ModelDir,
+                false => Kind::Checkpoint,
+            };
+            self.check(Path::new(path), kind)
+                .map_err(|e| format!("{what}: {e}"))?;
         }
         Ok(())
     }

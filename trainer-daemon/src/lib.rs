@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod daemon;
 pub mod data;
+pub mod device;
 pub mod dry_run;
 pub mod eval;
 pub mod file_access;

@@ -1,4 +1,6 @@
 use clap::Parser;
+use prl_artifacts::{ArtifactStore, S3Options};
+use prl_trainer::checkpoint::Checkpoints;
 use prl_trainer::cli::Args;
 use prl_trainer::daemon::{DaemonConfig, run};
 use prl_trainer::file_access::FileAccess;
@@ -18,23 +20,42 @@ async fn main() -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         tch::set_num_threads(threads.max(1) as i32);
     }
-    let worker_id = args.worker_id.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "host".into());
-        format!("{}-{}", host.trim(), std::process::id())
-    });
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "host".into());
+    let host = host.trim().to_owned();
+    let worker_id = args
+        .worker_id
+        .unwrap_or_else(|| format!("{host}-{}", std::process::id()));
+    prl_trainer::device::set(args.device);
+    let gpu_memory_gb = match args.device {
+        tch::Device::Cuda(n) => args
+            .gpu_memory_gb
+            .or_else(|| prl_trainer::device::gpu_memory_gb(n)),
+        _ => None,
+    };
     let mut data_roots = match args.data_roots.is_empty() {
         true => vec![PathBuf::from("."), prl_trainer::presets::cache_root()],
         false => args.data_roots,
     };
     data_roots.push(args.data_dir.clone());
+    std::fs::create_dir_all(&args.data_dir)?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let store_url = match args.store {
+        Some(url) => url,
+        None => format!("file://{}", data_dir.join("store").display()),
+    };
+    let store = ArtifactStore::open(&store_url, &S3Options::default())?;
     let config = DaemonConfig {
         nats_url: args.nats_url,
         namespace: args.namespace,
         replicas: args.replicas,
         worker_id,
+        host,
+        device: prl_trainer::device::name(args.device),
+        gpu_memory_gb,
+        labels: args.labels.into_iter().collect(),
         kinds: args.kinds,
         files: FileAccess::new(&data_roots, args.max_dataset_bytes),
-        data_dir: args.data_dir,
+        checkpoints: Checkpoints { store, data_dir },
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         step_delay: Duration::from_millis(args.step_ms),
         executor: args.executor,

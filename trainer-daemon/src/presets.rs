@@ -112,7 +112,7 @@ fn load_weights(
     device: Device,
 ) -> Result<(LoadedModel, PrlTokenizer)> {
     if let Some(checkpoint) = job.input_checkpoint.as_ref() {
-        let dir = checkpoint_dir(checkpoint)?;
+        let dir = crate::checkpoint::local_dir(checkpoint)?;
         return load_dir(&dir, device);
     }
     match &job.model {
@@ -150,26 +150,6 @@ pub fn starting_step(model: &ModelRef, checkpoint: Option<&CheckpointRef>) -> u6
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
         .and_then(|meta| meta["step"].as_u64())
         .unwrap_or(0)
-}
-
-/// The directory of a checkpoint's `model.safetensors`, after checking the file is the one recorded.
-pub fn checkpoint_dir(checkpoint: &CheckpointRef) -> Result<PathBuf> {
-    let path = checkpoint
-        .uri
-        .strip_prefix("file://")
-        .context("only file:// checkpoints can be loaded")?;
-    let described = crate::checkpoint::describe(Path::new(path), checkpoint.step)?;
-    if described.sha256 != checkpoint.sha256 {
-        bail!(
-            "{path} has sha256 {}, not the recorded {}",
-            described.sha256,
-            checkpoint.sha256
-        );
-    }
-    Ok(Path::new(path)
-        .parent()
-        .context("a checkpoint file has a directory")?
-        .to_owned())
 }
 
 /// A model directory (HF layout, or a checkpoint prl wrote): weights, and a tokenizer with the tags

@@ -1,13 +1,18 @@
 //! Publishes this attempt's events to the worker-events streams. Each message carries a fresh
-//! event id as its `Nats-Msg-Id`, so a publish retried after a lost PubAck is stored once.
+//! event id as its `Nats-Msg-Id`, so a publish retried after a lost PubAck is stored once. A
+//! checkpoint is uploaded to the artifact store before it is reported, so whatever the log
+//! records can be fetched by any host.
 
+use crate::checkpoint::Checkpoints;
 use anyhow::{Context, Result};
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use chrono::Utc;
 use prl_bus::Topology;
 use prl_schema::ids::{EventId, JobId, RunId};
-use prl_schema::jobs::{WorkerEvent, WorkerMessage};
+use prl_schema::jobs::{CheckpointRef, WorkerEvent, WorkerMessage};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -26,10 +31,23 @@ pub struct Reporter {
     pub worker_id: String,
     /// Cancelled when the daemon shuts down: a publish then stops waiting out an outage.
     pub shutdown: CancellationToken,
+    pub checkpoints: Checkpoints,
+    /// Checkpoints already uploaded, by local URI: the final one is reported twice (saved, then
+    /// as the attempt's result).
+    pub uploaded: Arc<Mutex<HashMap<String, CheckpointRef>>>,
 }
 
 impl Reporter {
     pub async fn send(&self, body: WorkerEvent) -> Result<()> {
+        let body = match body {
+            WorkerEvent::Checkpoint(local) => WorkerEvent::Checkpoint(self.stored(&local).await?),
+            WorkerEvent::Finished {
+                checkpoint: Some(local),
+            } => WorkerEvent::Finished {
+                checkpoint: Some(self.stored(&local).await?),
+            },
+            other => other,
+        };
         let message = WorkerMessage {
             event_id: EventId::new(),
             job_id: self.job_id,
@@ -72,5 +90,28 @@ impl Reporter {
                 Err(e) => return Err(e).with_context(|| format!("publishing to {subject}")),
             }
         }
+    }
+
+    /// The checkpoint as the store holds it, uploaded the first time it is reported.
+    async fn stored(&self, local: &CheckpointRef) -> Result<CheckpointRef> {
+        let known = self
+            .uploaded
+            .lock()
+            .expect("not poisoned")
+            .get(&local.uri)
+            .cloned();
+        if let Some(stored) = known.filter(|s| s.sha256 == local.sha256) {
+            return Ok(stored);
+        }
+        let stored = self
+            .checkpoints
+            .upload(local)
+            .await
+            .with_context(|| format!("uploading the checkpoint of step {}", local.step))?;
+        self.uploaded
+            .lock()
+            .expect("not poisoned")
+            .insert(local.uri.clone(), stored.clone());
+        Ok(stored)
     }
 }

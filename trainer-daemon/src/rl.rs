@@ -61,7 +61,7 @@ pub fn train(
     let StageSpec::Rl(stage) = &job.stage else {
         bail!("not an RL job")
     };
-    let device = Device::cuda_if_available();
+    let device = crate::device::current();
     let tasks = data::tasks(stage.dataset.as_str(), None, &job.datasets)?;
     let eval_tasks = match &stage.eval_dataset {
         Some(set) => data::tasks(
@@ -83,7 +83,7 @@ pub fn train(
         .transpose()?
         .map(|(m, _)| m);
     let mut optimizer = AdamW::new(&model.vs, stage.weight_decay.get());
-    let start = training::resume(&mut model, &mut optimizer, data_dir, job)?;
+    let start = training::resume(&mut model, &mut optimizer, job)?;
     let total = stage.steps.get();
     let config = RolloutConfig::for_stage(&job.stage).expect("an RL stage decodes");
     let mut step_run = Step {
@@ -793,6 +793,7 @@ mod tests {
             ),
             seed: 1,
             input_checkpoint: None,
+            resume_from: None,
             datasets: Default::default(),
         };
         let (events, _received) = tokio::sync::mpsc::unbounded_channel();
@@ -800,7 +801,7 @@ mod tests {
             let Outcome::Finished(Some(saved)) = outcome else {
                 panic!("{outcome:?}")
             };
-            let dir = presets::checkpoint_dir(&saved).unwrap();
+            let dir = crate::checkpoint::local_dir(&saved).unwrap();
             let state = Tensor::read_safetensors(dir.join("optimizer.safetensors")).unwrap();
             let step = state.iter().find(|(name, _)| name == "step").unwrap();
             (dir, step.1.int64_value(&[]))

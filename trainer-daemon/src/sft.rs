@@ -18,7 +18,6 @@ use prl_schema::spec::StageSpec;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
-use tch::Device;
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(
@@ -40,7 +39,7 @@ pub fn train(
     let StageSpec::Sft(stage) = &job.stage else {
         bail!("not an SFT job")
     };
-    let device = Device::cuda_if_available();
+    let device = crate::device::current();
     let texts = crate::data::examples(stage.dataset.as_str(), &job.datasets)?;
     let corpus: Vec<&str> = texts
         .iter()
@@ -73,7 +72,7 @@ pub fn train(
         .unwrap_or(stage.epochs.get() * per_epoch);
     let warmup = (stage.warmup_ratio.get() * total as f64).round() as i64;
     let mut optimizer = AdamW::new(&model.vs, stage.weight_decay.get());
-    let mut done = training::resume(&mut model, &mut optimizer, data_dir, job)?;
+    let mut done = training::resume(&mut model, &mut optimizer, job)?;
     let lengths = stage
         .group_by_length
         .then(|| examples.iter().map(|e| e.tokens.len()).collect());

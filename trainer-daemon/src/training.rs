@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use prl_schema::jobs::{CheckpointRef, JobMessage, WorkerEvent};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -51,16 +51,13 @@ pub async fn on_thread(
     work.await.context("the training thread panicked")?
 }
 
-/// Loads the newest checkpoint this run left, if any; returns its step (0 without one).
-pub fn resume(
-    model: &mut LoadedModel,
-    optimizer: &mut AdamW,
-    data_dir: &Path,
-    job: &JobMessage,
-) -> Result<u64> {
-    let Some((step, dir)) = checkpoint::latest(data_dir, job.run_id) else {
+/// Loads the checkpoint an earlier attempt recorded, if the job names one (on this host's disk:
+/// the daemon fetched it); returns its step (0 without one).
+pub fn resume(model: &mut LoadedModel, optimizer: &mut AdamW, job: &JobMessage) -> Result<u64> {
+    let Some(checkpoint) = &job.resume_from else {
         return Ok(0);
     };
+    let dir = checkpoint::local_dir(checkpoint)?;
     model
         .vs
         .load(dir.join("model.safetensors"))
@@ -68,8 +65,8 @@ pub fn resume(
     optimizer
         .load(&dir.join("optimizer.safetensors"))
         .context("resuming the optimiser")?;
-    tracing::info!(step, "resuming from a checkpoint");
-    Ok(step)
+    tracing::info!(step = checkpoint.step, "resuming from a checkpoint");
+    Ok(checkpoint.step)
 }
 
 /// Saves a checkpoint directory (HF weights, config and tokenizer, plus the optimiser state) and
@@ -83,19 +80,16 @@ pub fn save(
     step: u64,
     events: &Events,
 ) -> Result<CheckpointRef> {
-    let dir = checkpoint::step_dir(data_dir, job.run_id, step);
-    let tmp: PathBuf = dir.with_extension("tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    model.save(&tmp)?;
-    tok.save(&tmp.join("tokenizer.json"))?;
-    optimizer.save(&tmp.join("optimizer.safetensors"))?;
-    std::fs::write(
-        tmp.join(PRL_META),
-        serde_json::json!({ "eos": tok.eos_token, "step": step }).to_string(),
-    )?;
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir)?;
-    let saved = checkpoint::describe(&dir.join("model.safetensors"), step)?;
+    let saved = checkpoint::save(data_dir, job.run_id, step, |dir| {
+        model.save(dir)?;
+        tok.save(&dir.join("tokenizer.json"))?;
+        optimizer.save(&dir.join("optimizer.safetensors"))?;
+        std::fs::write(
+            dir.join(PRL_META),
+            serde_json::json!({ "eos": tok.eos_token, "step": step }).to_string(),
+        )?;
+        Ok(())
+    })?;
     let _ = events.send(WorkerEvent::Checkpoint(saved.clone()));
     Ok(saved)
 }

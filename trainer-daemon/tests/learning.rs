@@ -39,6 +39,7 @@ fn rl_raises_held_out_accuracy_over_its_sft_start() {
         stage: StageSpec::Rl(stage),
         seed: 1,
         input_checkpoint: None,
+        resume_from: None,
         datasets: Default::default(),
     };
     let data_dir = std::env::temp_dir().join(format!("prl-learning-{}", std::process::id()));

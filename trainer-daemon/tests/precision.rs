@@ -33,6 +33,7 @@ fn train(precision: Precision) -> (Vec<f64>, AdamW, prl_trainer::model::LoadedMo
         stage: StageSpec::Sft(stage),
         seed: 1,
         input_checkpoint: None,
+        resume_from: None,
         datasets: Default::default(),
     };
     let (model, tok) = presets::load(&job, &corpus, Device::Cpu).unwrap();

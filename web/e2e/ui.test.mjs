@@ -272,6 +272,19 @@ await test("a bad spec shows the error beside the field it names", async () => {
   await page.getByRole("link", { name: "from the form" }).waitFor();
 });
 
+await test("the workers page lists each daemon, and a job no daemon takes says why it waits", async () => {
+  await page.goto(`${base}/workers`);
+  const row = page.locator('tr[data-worker="gpu-node-1"]');
+  await row.waitFor();
+  const text = await row.innerText();
+  for (const shown of ["active", "rack-7", "cuda:0", "141 GB", "gpu=h200", "eval", "idle"]) assert.ok(text.includes(shown), `${shown} in ${text}`);
+  assert.match(await page.locator("main p[role=status]").innerText(), /1 active, 0 lost/);
+  // The seeded daemon only evaluates: the queued SFT job waits, and the experiment says why.
+  await page.goto(`${base}/experiments/${seed.watched}`);
+  await page.locator(".waiting").waitFor();
+  assert.equal(await page.locator(".waiting").innerText(), "waiting: no active daemon takes sft jobs (1 active)");
+});
+
 await test("cancel changes the status", async () => {
   await page.goto(`${base}/`);
   const row = page.locator(`tr[data-id="${seed.queued}"]`);
@@ -316,7 +329,7 @@ await test("an API error shows its message", async () => {
 });
 
 await test("pages are labelled, keyboard-usable and legible", async () => {
-  for (const path of ["/", `/experiments/${first.id}`, `/compare?experiments=${first.id},${second.id}`, `/trajectories?runs=${first.run}`]) {
+  for (const path of ["/", `/experiments/${first.id}`, `/compare?experiments=${first.id},${second.id}`, `/trajectories?runs=${first.run}`, "/workers"]) {
     await page.goto(`${base}${path}`);
     // Everything loaded (the live stream keeps the network busy, so no "network idle").
     await page.waitForFunction(() => document.querySelector("main h1") && !document.querySelector(".state.loading"));

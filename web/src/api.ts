@@ -27,6 +27,7 @@ export type FormatIssue = Schemas["FormatIssue"];
 export type TrajectoryView = Schemas["TrajectoryView"];
 export type TrajectoryPage = Schemas["TrajectoryPage"];
 export type Accepted = Schemas["Accepted"];
+export type Worker = Schemas["WorkerView"];
 type ErrorBody = Schemas["ErrorBody"];
 
 /** An error answer of the API (or of the network), with what it names. */
@@ -113,4 +114,5 @@ export const api = {
     request<ResultsTable>("GET", `/results${q({ experiments: experiments.join(",") })}`),
   trajectories: (params: Record<string, string | number | undefined>) =>
     request<TrajectoryPage>("GET", `/trajectories${q(params)}`),
+  workers: () => request<Worker[]>("GET", "/workers"),
 };

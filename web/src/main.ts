@@ -5,12 +5,14 @@ import { comparePage } from "./pages/compare";
 import { experimentPage } from "./pages/experiment";
 import { experimentsPage } from "./pages/experiments";
 import { trajectoriesPage } from "./pages/trajectories";
+import { workersPage } from "./pages/workers";
 import { refresh, route, start } from "./router";
 
 route(/^\/$/, experimentsPage);
 route(/^\/experiments\/[0-9a-f-]{36}$/, experimentPage);
 route(/^\/compare$/, comparePage);
 route(/^\/trajectories$/, trajectoriesPage);
+route(/^\/workers$/, workersPage);
 
 const indicator = document.getElementById("live")!;
 onState((s) => {

@@ -318,6 +318,7 @@ mod tests {
             attempt,
             max_attempts: 3,
             input_checkpoint: None,
+            resume_from: None,
         };
         assert_eq!(Job::before(&Event::JobCancelled { attempt: 1 }), None);
         let mut job = Job::before(&queued(1)).unwrap();

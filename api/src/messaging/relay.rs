@@ -151,11 +151,12 @@ pub(super) async fn publish_jobs(
     let mut acks = Vec::with_capacity(rows.len());
     for row in rows {
         let (message, kind) = job_message(row)?;
+        let subject = topology.job_subject(kind, message.stage.resources().device_kind());
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", msg_id(row.get(1)).to_string().as_str());
         let payload = serde_json::to_vec(&message)?;
         let ack = js
-            .publish_with_headers(topology.job_subject(kind), headers, payload.into())
+            .publish_with_headers(subject, headers, payload.into())
             .await
             .context("publishing a job")?;
         acks.push(ack);
@@ -176,6 +177,7 @@ fn job_message(row: &PgRow) -> Result<(JobMessage, prl_schema::spec::StageKind)>
         run_id,
         attempt,
         input_checkpoint,
+        resume_from,
         ..
     } = event
     else {
@@ -192,6 +194,7 @@ fn job_message(row: &PgRow) -> Result<(JobMessage, prl_schema::spec::StageKind)>
         stage: spec.stages.as_slice()[stage as usize].clone(),
         seed: spec.seed,
         input_checkpoint,
+        resume_from,
         datasets: serde_json::from_value(row.get(6)).context("decoding resolved datasets")?,
     };
     Ok((message, kind))

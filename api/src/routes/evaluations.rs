@@ -7,6 +7,7 @@ use crate::routes::experiments::{Accepted, record_submission};
 use crate::routes::results::BenchmarkResult;
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use prl_schema::jobs::CheckpointRef;
 use prl_schema::spec::{ExperimentSpec, SpecError, StageSpec};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -86,16 +87,22 @@ pub async fn evaluate(
         })
     })?;
     let (checkpoint_step, uri) = (checkpoint.step, checkpoint.uri);
-    let Some(file) = uri.strip_prefix("file://") else {
+    let located = CheckpointRef {
+        uri: uri.clone(),
+        step: checkpoint_step as u64,
+        sha256: String::new(),
+        size_bytes: 0,
+    };
+    let Some(dir) = located.local_dir() else {
         return Err(ApiError::InvalidSpec {
             field: "step".into(),
-            reason: format!("checkpoint {uri} is not a local file, which evaluation needs"),
+            reason: format!(
+                "checkpoint {uri} is in an object store; evaluation on demand needs a \
+                 file:// store that the daemons share"
+            ),
         });
     };
-    let dir = std::path::Path::new(file)
-        .parent()
-        .map(|d| d.display().to_string())
-        .unwrap_or_default();
+    let dir = dir.display().to_string();
     stage.insert("kind".into(), json!("eval"));
     stage.entry("name").or_insert(json!("evaluate"));
     // Decode the way the run was trained, unless told otherwise.

@@ -92,6 +92,11 @@ pub struct JobView {
     pub lease_until: Option<DateTime<Utc>>,
     pub failure_reason: Option<String>,
     pub version: i64,
+    /// Why a queued job waits when no active daemon can take it: none takes its kind, or none
+    /// has what its stage's `resources` ask; absent when one could (it may be busy).
+    #[sqlx(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -447,12 +452,72 @@ pub async fn get(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let detail = load_detail(&state.pool, id)
+    let mut detail = load_detail(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("experiment {id}")))?;
+    explain_waiting(&state, &mut detail).await;
     Ok(HttpResponse::Ok()
         .insert_header(("ETag", format!("\"{}\"", detail.summary.version)))
         .json(detail))
+}
+
+/// Fills in why each queued job waits, from the daemons' presence. Best effort: without NATS the
+/// detail is served without it.
+async fn explain_waiting(state: &AppState, detail: &mut ExperimentDetail) {
+    let Some(spec) = &detail.spec else { return };
+    if !detail.jobs.iter().any(|j| j.status == JobStatus::Queued) {
+        return;
+    }
+    let js = async_nats::jetstream::new(state.nats.clone());
+    let workers = match state.topology.workers(&js).await {
+        Ok(bucket) => prl_bus::workers::list(&bucket).await,
+        Err(e) => Err(e),
+    };
+    let Ok(workers) = workers else { return };
+    let now = Utc::now();
+    let active: Vec<_> = workers
+        .iter()
+        .filter(|w| {
+            (now - w.seen_at).as_seconds_f64() <= prl_bus::workers::LOST_AFTER.as_secs_f64()
+        })
+        .collect();
+    for job in detail
+        .jobs
+        .iter_mut()
+        .filter(|j| j.status == JobStatus::Queued)
+    {
+        let Some(stage) = spec.stages.as_slice().get(job.stage_idx as usize) else {
+            continue;
+        };
+        let takers: Vec<_> = active
+            .iter()
+            .filter(|w| w.kinds.contains(&stage.kind()))
+            .collect();
+        if takers.is_empty() {
+            job.waiting = Some(format!(
+                "no active daemon takes {} jobs ({} active)",
+                stage.kind().as_str(),
+                active.len()
+            ));
+            continue;
+        }
+        let needs = stage.resources();
+        let misfits: Vec<String> = takers
+            .iter()
+            .filter_map(|w| {
+                needs
+                    .fits(w)
+                    .err()
+                    .map(|why| format!("{}: {why}", w.worker_id))
+            })
+            .collect();
+        if misfits.len() == takers.len() {
+            job.waiting = Some(format!(
+                "no active daemon fits: the stage needs {needs}; {}",
+                misfits.join("; ")
+            ));
+        }
+    }
 }
 
 pub async fn load_detail(

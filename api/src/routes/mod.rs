@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod params;
 pub mod results;
 pub mod web_ui;
+pub mod workers;
 
 use crate::error::ApiError;
 use actix_web::{guard, web};
@@ -52,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, web_dir: &std::path::Path) {
             .service(live_runs::finish)
             .service(datasets::register)
             .service(datasets::list)
+            .service(workers::list)
             .service(dead_letters::list)
             .service(dead_letters::redrive)
             .default_service(web::to(unknown_endpoint)),

@@ -33,6 +33,7 @@ use utoipa_swagger_ui::SwaggerUi;
         super::datasets::list,
         super::dead_letters::list,
         super::dead_letters::redrive,
+        super::workers::list,
         super::health::healthz,
         super::health::metrics,
     ),

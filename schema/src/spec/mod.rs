@@ -2,10 +2,12 @@
 //! and `from_toml` are the only ways in from outside, and a spec that parses is valid.
 
 mod model;
+mod resources;
 mod stages;
 mod values;
 
 pub use model::{ModelPreset, ModelRef};
+pub use resources::{DeviceKind, Resources};
 pub use stages::*;
 pub use values::*;
 

@@ -1,6 +1,7 @@
 //! The three kinds of stage and their hyperparameters, with the defaults a user gets by leaving a
 //! field out. Unknown fields are errors: a typo must not silently fall back to a default.
 
+use super::resources::Resources;
 use super::values::*;
 use serde::{Deserialize, Serialize};
 
@@ -187,6 +188,10 @@ pub struct SftStage {
     /// `fp32`, or `bf16` weights with float32 optimiser state (see Values).
     #[serde(default)]
     pub precision: Precision,
+    /// What the daemon that runs this stage must have (device, GPU memory, labels); any daemon
+    /// when left out.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
     /// Not read by SFT, whose targets already hold their blocks; kept so that every stage kind takes it.
     #[serde(default = "two_paths")]
     pub paths: Paths,
@@ -244,6 +249,10 @@ pub struct RlStage {
     /// `fp32`, or `bf16` weights with float32 optimiser state (see Values).
     #[serde(default)]
     pub precision: Precision,
+    /// What the daemon that runs this stage must have (device, GPU memory, labels); any daemon
+    /// when left out.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
     /// Paths a parallel block forks into.
     #[serde(default = "two_paths")]
     pub paths: Paths,
@@ -346,6 +355,10 @@ pub struct EvalStage {
     /// `fp32`, or `bf16` weights with float32 optimiser state (see Values).
     #[serde(default)]
     pub precision: Precision,
+    /// What the daemon that runs this stage must have (device, GPU memory, labels); any daemon
+    /// when left out.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
     /// Paths a parallel block forks into.
     #[serde(default = "two_paths")]
     pub paths: Paths,
@@ -442,6 +455,14 @@ impl StageSpec {
             StageSpec::Sft(s) => s.init_from.as_ref(),
             StageSpec::Rl(s) => s.init_from.as_ref(),
             StageSpec::Eval(s) => s.init_from.as_ref(),
+        }
+    }
+
+    pub fn resources(&self) -> &Resources {
+        match self {
+            StageSpec::Sft(s) => &s.resources,
+            StageSpec::Rl(s) => &s.resources,
+            StageSpec::Eval(s) => &s.resources,
         }
     }
 

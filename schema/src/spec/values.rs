@@ -101,7 +101,7 @@ constrained!(
 macro_rules! checked_string {
     ($(#[$doc:meta])* $name:ident, |$v:ident| $check:expr, $schema:tt) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(try_from = "String", into = "String")]
         #[schema(value_type = String)]
         pub struct $name(String);
@@ -178,6 +178,18 @@ checked_string!(
         "a stage name has 1 to 64 lowercase letters, digits, '-', '_' or '.'"
     ),
     {"type": "string", "pattern": "^[a-z0-9._-]{1,64}$"}
+);
+checked_string!(
+    /// A label's key or value (`--label gpu=h100` on a daemon, `resources.labels` in a stage):
+    /// 1 to 64 letters, digits, '-', '_', '.' or '/'.
+    Label,
+    |v| require(
+        !v.is_empty()
+            && v.len() <= 64
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/')),
+        "a label key or value has 1 to 64 letters, digits, '-', '_', '.' or '/'"
+    ),
+    {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,64}$"}
 );
 checked_string!(
     /// A tag: lowercase letters, digits, '-', '_' and '.'.

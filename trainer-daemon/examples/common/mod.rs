@@ -37,6 +37,7 @@ pub fn train_sft(
         stage: StageSpec::Sft(serde_json::from_value(stage)?),
         seed: 1,
         input_checkpoint: None,
+        resume_from: None,
         datasets: Default::default(),
     };
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();

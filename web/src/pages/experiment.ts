@@ -125,6 +125,8 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
   }
 
   function renderStages(d: ExperimentDetail): void {
+    // Why a queued stage's job waits when no daemon can take it (from the daemons' presence).
+    const waiting = (job: string | null | undefined) => d.jobs.find((j) => j.id === job)?.waiting ?? null;
     replace(
       stages,
       h("h2", { id: "stages-title" }, "Stages"),
@@ -154,7 +156,7 @@ export function experimentPage(root: HTMLElement, url: URL): () => void {
               ),
               h("td", { class: "mono" }, run ? [shortId(run.id), " ", h("a", { href: `/compare?runs=${run.id}`, "aria-label": `Compare run ${shortId(run.id)} with others` }, "compare")] : "–"),
               h("td", {}, run ? run.attempt : "–"),
-              h("td", {}, run?.worker_id ?? "–"),
+              h("td", {}, run?.worker_id ?? (waiting(s.job_id) ? h("span", { class: "waiting" }, "waiting: ", waiting(s.job_id)) : "–")),
             );
           }),
         ),

@@ -1,0 +1,439 @@
+//! The artifact store: where checkpoints (and the files they are made of) live so that any host
+//! can read what another wrote. A store is named by URL: `file:///shared/dir` or
+//! `s3://bucket/prefix` on AWS or any S3-compatible server (endpoint, region and credentials from
+//! [`S3Options`], else from the standard `AWS_*` variables), through `object_store`.
+//!
+//! A stored directory is its files plus a `manifest.json` naming each file's sha256 and size,
+//! written last: a directory whose manifest is there is complete. The directory's hash is the
+//! manifest's, so one hash checks every byte. Readers keep a local mirror of the store's keys
+//! (a host's data directory): what is already there and matches the hash is not fetched again.
+
+use anyhow::{Context, Result, bail, ensure};
+use futures::StreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The file that lists a stored directory's files.
+pub const MANIFEST: &str = "manifest.json";
+
+/// How to reach an S3-compatible server. Unset fields fall back to the `AWS_*` variables
+/// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_ALLOW_HTTP`).
+#[derive(Clone, Default, Deserialize, Serialize)]
+pub struct S3Options {
+    /// The server's URL, for S3-compatible servers (`http://10.0.0.5:9000`); AWS when unset.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Allows an `http://` endpoint (clear text).
+    pub allow_http: Option<bool>,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "…"),
+            )
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+/// A directory written to the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredDir {
+    /// The store's URL of the directory, ending in `/`.
+    pub uri: String,
+    /// sha256 of its manifest.
+    pub sha256: String,
+    /// Bytes of its files, the manifest left out.
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct Manifest {
+    files: BTreeMap<String, FileEntry>,
+}
+
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+struct FileEntry {
+    sha256: String,
+    size: u64,
+}
+
+/// Files this big or more go up in parts (S3 takes at most 5 GiB in one request).
+const MULTIPART_FROM: u64 = 64 << 20;
+const PART: usize = 16 << 20;
+
+#[derive(Clone, Debug)]
+pub struct ArtifactStore {
+    store: Arc<dyn ObjectStore>,
+    /// The store's URL, ending in `/`.
+    base: String,
+    /// Where keys start inside `store`.
+    root: StorePath,
+}
+
+impl ArtifactStore {
+    /// Opens the store at `url` (`file://` or `s3://`). A `file://` store's directory is made if
+    /// missing.
+    pub fn open(url: &str, s3: &S3Options) -> Result<ArtifactStore> {
+        let parsed = url::Url::parse(url)
+            .with_context(|| format!("the artifact store {url:?} is not a URL"))?;
+        let (store, root): (Arc<dyn ObjectStore>, StorePath) = match parsed.scheme() {
+            "file" => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|()| anyhow::anyhow!("{url} names no local directory"))?;
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("making the artifact store {}", dir.display()))?;
+                let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .with_context(|| format!("opening the artifact store {}", dir.display()))?;
+                (Arc::new(local), StorePath::default())
+            }
+            "s3" => {
+                let bucket = parsed
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .with_context(|| format!("{url} names no bucket"))?;
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    // S3-compatible servers name the bucket in the path, not the host name.
+                    .with_virtual_hosted_style_request(false);
+                if let Some(endpoint) = &s3.endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                if let Some(region) = &s3.region {
+                    builder = builder.with_region(region);
+                }
+                if let Some(key) = &s3.access_key_id {
+                    builder = builder.with_access_key_id(key);
+                }
+                if let Some(secret) = &s3.secret_access_key {
+                    builder = builder.with_secret_access_key(secret);
+                }
+                if let Some(allow) = s3.allow_http {
+                    builder = builder.with_allow_http(allow);
+                }
+                let store = builder
+                    .build()
+                    .with_context(|| format!("opening the artifact store {url}"))?;
+                let prefix = parsed.path().trim_matches('/');
+                (Arc::new(store), StorePath::parse(prefix)?)
+            }
+            other => bail!("artifact stores are file:// or s3:// URLs, not {other}://"),
+        };
+        Ok(ArtifactStore {
+            store,
+            base: format!("{}/", url.trim_end_matches('/')),
+            root,
+        })
+    }
+
+    /// The store's URL, ending in `/`.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn location(&self, key: &str) -> Result<StorePath> {
+        let mut path = self.root.clone();
+        for part in key.split('/').filter(|p| !p.is_empty()) {
+            ensure!(part != "." && part != "..", "{key:?} is not a store key");
+            path = path.clone().join(part);
+        }
+        Ok(path)
+    }
+
+    /// The key of `uri` in this store, or an error naming both when it lies elsewhere.
+    pub fn key_of<'a>(&self, uri: &'a str) -> Result<&'a str> {
+        uri.strip_prefix(&self.base).with_context(|| {
+            format!(
+                "{uri} is not in this host's artifact store {}; give it the same store",
+                self.base
+            )
+        })
+    }
+
+    /// Uploads a directory that [`write_manifest`] described under `key`: each file its manifest
+    /// lists, checked against it on the way, then the manifest.
+    pub async fn put_dir(&self, key: &str, dir: &Path) -> Result<StoredDir> {
+        let key = key.trim_matches('/');
+        let bytes = std::fs::read(dir.join(MANIFEST))
+            .with_context(|| format!("{} has no {MANIFEST}", dir.display()))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)?;
+        for (name, entry) in &manifest.files {
+            let path = dir.join(name);
+            let sent = self
+                .put_file(&self.location(&format!("{key}/{name}"))?, &path)
+                .await
+                .with_context(|| format!("uploading {}", path.display()))?;
+            ensure!(
+                sent == *entry,
+                "{} changed while it was uploaded",
+                path.display()
+            );
+        }
+        self.store
+            .put(
+                &self.location(&format!("{key}/{MANIFEST}"))?,
+                PutPayload::from(bytes.clone()),
+            )
+            .await
+            .with_context(|| format!("uploading the manifest of {key}"))?;
+        Ok(StoredDir {
+            uri: format!("{}{key}/", self.base),
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            size_bytes: manifest.files.values().map(|f| f.size).sum(),
+        })
+    }
+
+    /// Streams one file up (in parts when large), hashing it on the way.
+    async fn put_file(&self, location: &StorePath, path: &Path) -> Result<FileEntry> {
+        let mut file = std::fs::File::open(path)?;
+        let size = file.metadata()?.len();
+        let mut hash = Sha256::new();
+        if size < MULTIPART_FROM {
+            let mut bytes = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut bytes)?;
+            hash.update(&bytes);
+            self.store.put(location, PutPayload::from(bytes)).await?;
+        } else {
+            let mut upload = WriteMultipart::new_with_chunk_size(
+                self.store.put_multipart(location).await?,
+                PART,
+            );
+            let mut buf = vec![0u8; PART];
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hash.update(&buf[..n]);
+                upload.wait_for_capacity(4).await?;
+                upload.write(&buf[..n]);
+            }
+            upload.finish().await?;
+        }
+        Ok(FileEntry {
+            sha256: hex::encode(hash.finalize()),
+            size,
+        })
+    }
+
+    /// The directory `uri` names, under `mirror` at its key, checked against the manifest
+    /// whose sha256 is `sha256`. A copy already there that matches is used as it is; otherwise
+    /// it is fetched, checked, and moved into place.
+    pub async fn fetch_dir(&self, uri: &str, sha256: &str, mirror: &Path) -> Result<PathBuf> {
+        let key = self.key_of(uri)?.trim_matches('/');
+        self.location(key)?; // refuses `..`
+        let local = mirror.join(key);
+        if let Ok(()) = verify_local(&local, sha256) {
+            return Ok(local);
+        }
+        let manifest_bytes = self
+            .store
+            .get(&self.location(&format!("{key}/{MANIFEST}"))?)
+            .await
+            .with_context(|| format!("reading the manifest of {uri}"))?
+            .bytes()
+            .await?;
+        let found = hex::encode(Sha256::digest(&manifest_bytes));
+        ensure!(
+            found == sha256,
+            "the manifest of {uri} has sha256 {found}, not the recorded {sha256}"
+        );
+        let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+            .with_context(|| format!("the manifest of {uri} does not decode"))?;
+        let tmp = local.with_extension(format!("fetch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).with_context(|| format!("making {}", tmp.display()))?;
+        for (name, entry) in &manifest.files {
+            ensure!(
+                !name.contains('/') && name != "." && name != "..",
+                "the manifest of {uri} names {name:?}, which is not a file name"
+            );
+            self.fetch_file(
+                &self.location(&format!("{key}/{name}"))?,
+                &tmp.join(name),
+                entry,
+            )
+            .await
+            .with_context(|| format!("fetching {name} of {uri}"))?;
+        }
+        std::fs::write(tmp.join(MANIFEST), &manifest_bytes)?;
+        let _ = std::fs::remove_dir_all(&local);
+        std::fs::rename(&tmp, &local)
+            .with_context(|| format!("moving {} into place", local.display()))?;
+        tracing::info!(%uri, dir = %local.display(), "fetched from the artifact store");
+        Ok(local)
+    }
+
+    async fn fetch_file(&self, location: &StorePath, path: &Path, entry: &FileEntry) -> Result<()> {
+        let mut stream = self.store.get(location).await?.into_stream();
+        let mut file = std::fs::File::create(path)?;
+        let (mut hash, mut size) = (Sha256::new(), 0u64);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            hash.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk)?;
+        }
+        file.sync_all()?;
+        let found = hex::encode(hash.finalize());
+        ensure!(
+            found == entry.sha256 && size == entry.size,
+            "it has sha256 {found} and {size} bytes, not the recorded {} and {}",
+            entry.sha256,
+            entry.size
+        );
+        Ok(())
+    }
+}
+
+/// Describes the files of `dir` (not its subdirectories) in its `manifest.json`; returns the
+/// manifest's sha256, the directory's hash, and the files' bytes.
+pub fn write_manifest(dir: &Path) -> Result<(String, u64)> {
+    let mut manifest = Manifest::default();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            bail!("{} holds a file whose name is not UTF-8", dir.display());
+        };
+        if name != MANIFEST && entry.file_type()?.is_file() {
+            manifest.files.insert(name, hash_file(&entry.path())?);
+        }
+    }
+    let bytes = serde_json::to_vec_pretty(&manifest)?;
+    std::fs::write(dir.join(MANIFEST), &bytes)?;
+    Ok((
+        hex::encode(Sha256::digest(&bytes)),
+        manifest.files.values().map(|f| f.size).sum(),
+    ))
+}
+
+/// Checks a local copy of a stored directory: its manifest has `sha256`, and every file it
+/// lists has the recorded hash and size.
+pub fn verify_local(dir: &Path, sha256: &str) -> Result<()> {
+    let bytes = std::fs::read(dir.join(MANIFEST))?;
+    ensure!(
+        hex::encode(Sha256::digest(&bytes)) == sha256,
+        "{} holds another manifest",
+        dir.display()
+    );
+    let manifest: Manifest = serde_json::from_slice(&bytes)?;
+    for (name, entry) in &manifest.files {
+        let found = hash_file(&dir.join(name))?;
+        ensure!(found == *entry, "{name} in {} differs", dir.display());
+    }
+    Ok(())
+}
+
+fn hash_file(path: &Path) -> Result<FileEntry> {
+    let mut file = std::fs::File::open(path)?;
+    let (mut hash, mut size, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 20]);
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(FileEntry {
+        sha256: hex::encode(hash.finalize()),
+        size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_in(dir: &Path) -> ArtifactStore {
+        ArtifactStore::open(&format!("file://{}", dir.display()), &S3Options::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_directory_comes_back_whole_on_another_host_and_a_changed_byte_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (shared, writer, reader) = (
+            tmp.path().join("shared"),
+            tmp.path().join("a"),
+            tmp.path().join("b"),
+        );
+        let src = writer.join("checkpoints/r/step-2");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("model.safetensors"), vec![7u8; 70 << 20]).unwrap();
+        std::fs::write(src.join("config.json"), b"{}").unwrap();
+        let (sha256, size) = write_manifest(&src).unwrap();
+        let store = store_in(&shared);
+        let stored = store.put_dir("checkpoints/r/step-2", &src).await.unwrap();
+        assert_eq!(
+            (stored.sha256.as_str(), stored.size_bytes),
+            (sha256.as_str(), size)
+        );
+        assert_eq!(
+            stored.uri,
+            format!("file://{}/checkpoints/r/step-2/", shared.display())
+        );
+        assert_eq!(stored.size_bytes, (70 << 20) + 2);
+        // The writer's own copy is its mirror: nothing to fetch.
+        let here = store
+            .fetch_dir(&stored.uri, &stored.sha256, &writer)
+            .await
+            .unwrap();
+        assert_eq!(here, src);
+        // Another host fetches it.
+        let there = store
+            .fetch_dir(&stored.uri, &stored.sha256, &reader)
+            .await
+            .unwrap();
+        assert_eq!(there, reader.join("checkpoints/r/step-2"));
+        assert_eq!(std::fs::read(there.join("config.json")).unwrap(), b"{}");
+        verify_local(&there, &stored.sha256).unwrap();
+        // A wrong hash is refused; so is a stored file that changed.
+        let wrong = "0".repeat(64);
+        let refused = store
+            .fetch_dir(&stored.uri, &wrong, &tmp.path().join("c"))
+            .await;
+        assert!(
+            refused
+                .unwrap_err()
+                .to_string()
+                .contains("not the recorded")
+        );
+        std::fs::write(shared.join("checkpoints/r/step-2/config.json"), b"{ }").unwrap();
+        let refused = store
+            .fetch_dir(&stored.uri, &stored.sha256, &tmp.path().join("d"))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("config.json"),
+            "{refused:#}"
+        );
+        // A changed local copy is fetched again rather than used.
+        std::fs::write(there.join("config.json"), b"[]").unwrap();
+        assert!(verify_local(&there, &stored.sha256).is_err());
+    }
+
+    #[test]
+    fn keys_stay_inside_the_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store_in(tmp.path());
+        assert!(store.location("a/../b").is_err());
+        assert!(store.key_of("file:///elsewhere/x/").is_err());
+        assert!(ArtifactStore::open("ftp://x/y", &S3Options::default()).is_err());
+    }
+}
