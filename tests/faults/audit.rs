@@ -68,7 +68,8 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Waits for the experiment to end and the streams to drain, then takes the figures.
+    /// Waits for the experiment to end and the streams to drain, then takes the figures of its
+    /// first stage's run.
     pub async fn of(
         app: &TestApp,
         tap: &Tap,
@@ -76,13 +77,27 @@ impl Audit {
         steps: u64,
         per_step: u64,
     ) -> Audit {
+        Audit::of_stage(app, tap, experiment, 0, steps, per_step).await
+    }
+
+    /// The same, of the run of stage `stage`.
+    pub async fn of_stage(
+        app: &TestApp,
+        tap: &Tap,
+        experiment: Uuid,
+        stage: i32,
+        steps: u64,
+        per_step: u64,
+    ) -> Audit {
         let status = wait_until_ended(app, experiment).await;
         let left_in_streams = wait_until_drained(app).await;
-        let run: Uuid = sqlx::query_scalar("SELECT id FROM runs WHERE experiment_id = $1")
-            .bind(experiment)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+        let run: Uuid =
+            sqlx::query_scalar("SELECT id FROM runs WHERE experiment_id = $1 AND stage_idx = $2")
+                .bind(experiment)
+                .bind(stage)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
         let published = tap.ids();
         let in_log: i64 =
             sqlx::query_scalar("SELECT count(*) FROM events WHERE event_id = ANY($1)")

@@ -1,89 +1,30 @@
-//! A three-node NATS cluster whose nodes are hosts of their own: each nats-server runs in a
-//! network namespace that the test makes, joined to the others and to this machine's own
-//! namespace (where the API, the trainer and the test run) through a bridge in a hub namespace.
-//! Killing a node is losing a host; nothing leaves this machine. Needs root (`ip netns`).
+//! A three-node NATS cluster whose nodes are hosts of their own (`network.rs`): killing a node is
+//! losing a host. The API, the trainer and the test run in this machine's own namespace.
 
+use crate::network::Network;
 use prl_local_stack::die_with_parent;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const NODES: usize = 3;
 
 pub struct NatsCluster {
-    /// Prefix of the namespaces and interfaces this cluster made (interface names are at most
-    /// 15 bytes).
-    tag: String,
-    subnet: String,
+    network: Network,
     dir: PathBuf,
     nodes: Vec<Option<Child>>,
 }
 
-/// Runs `ip` with `args`, failing the test on an error.
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl NatsCluster {
-    /// Makes the namespaces and starts a node in each, storing under `dir`. Call it from a thread
+    /// Makes the hosts and starts a node on each, storing under `dir`. Call it from a thread
     /// that outlives the nodes (they die with it).
     pub fn start(dir: &Path) -> NatsCluster {
-        let pid = std::process::id();
-        let tag = format!("prl{}", pid % 10_000_000);
-        let subnet = format!("10.213.{}", pid % 250);
-        let cluster = NatsCluster {
-            tag: tag.clone(),
-            subnet: subnet.clone(),
+        let mut cluster = NatsCluster {
+            network: Network::new(NODES),
             dir: dir.to_owned(),
             nodes: Vec::new(),
         };
-        let hub = format!("{tag}-hub");
-        ip(&["netns", "add", &hub]);
-        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"]);
-        ip(&["-n", &hub, "link", "set", "br0", "up"]);
-        // This machine's side: an address on the cluster's network.
-        let host_side = format!("{tag}h");
-        ip(&[
-            "link", "add", &host_side, "type", "veth", "peer", "name", "up0", "netns", &hub,
-        ]);
-        ip(&[
-            "addr",
-            "add",
-            &format!("{subnet}.254/24"),
-            "dev",
-            &host_side,
-        ]);
-        ip(&["link", "set", &host_side, "up"]);
-        ip(&["-n", &hub, "link", "set", "up0", "master", "br0", "up"]);
-        for n in 1..=NODES {
-            let ns = cluster.namespace(n);
-            let port = format!("{tag}x{n}");
-            ip(&["netns", "add", &ns]);
-            ip(&["-n", &ns, "link", "set", "lo", "up"]);
-            ip(&[
-                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-            ]);
-            ip(&["link", "set", &port, "netns", &hub]);
-            ip(&["-n", &hub, "link", "set", &port, "master", "br0", "up"]);
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{subnet}.{n}/24"),
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-        }
-        let mut cluster = cluster;
         cluster.nodes = (1..=NODES).map(|n| Some(cluster.spawn(n))).collect();
         for n in 1..=NODES {
             cluster.wait_for_port(n);
@@ -91,12 +32,8 @@ impl NatsCluster {
         cluster
     }
 
-    fn namespace(&self, n: usize) -> String {
-        format!("{}-n{n}", self.tag)
-    }
-
     fn address(&self, n: usize) -> String {
-        format!("{}.{n}", self.subnet)
+        self.network.address(n)
     }
 
     /// The client URLs of every node, as a client's seed list.
@@ -123,8 +60,8 @@ impl NatsCluster {
             .map(|m| format!("nats://{}:6222", self.address(m)))
             .collect();
         let address = self.address(n);
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.namespace(n), "nats-server", "-js"])
+        let mut cmd = self.network.command_on(n, Path::new("nats-server"));
+        cmd.arg("-js")
             .arg("-sd")
             .arg(&store)
             .args(["-n", &format!("node{n}"), "-a", &address, "-p", "4222"])
@@ -134,7 +71,6 @@ impl NatsCluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        // `ip netns exec` execs nats-server in place, so the signal reaches the server itself.
         die_with_parent(&mut cmd, libc::SIGKILL);
         cmd.spawn().expect("starting nats-server in its namespace")
     }
@@ -197,18 +133,5 @@ impl Drop for NatsCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // The veths go with their namespaces.
-        for n in 1..=NODES {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.namespace(n)])
-                .status();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &format!("{}-hub", self.tag)])
-            .status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &format!("{}h", self.tag)])
-            .stderr(Stdio::null())
-            .status();
     }
 }

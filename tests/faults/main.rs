@@ -5,7 +5,9 @@
 
 mod audit;
 mod cluster;
+mod hosts;
 mod local_stack;
+mod network;
 
 use audit::{Audit, Tap};
 use cluster::NatsCluster;
