@@ -15,7 +15,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ pub const MANIFEST: &str = "manifest.json";
 /// How to reach an S3-compatible server. Unset fields fall back to the `AWS_*` variables
 /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_ALLOW_HTTP`).
-#[derive(Clone, Default, Deserialize, Serialize)]
+#[derive(Clone, Default)]
 pub struct S3Options {
     /// The server's URL, for S3-compatible servers (`http://10.0.0.5:9000`); AWS when unset.
     pub endpoint: Option<String>,
@@ -201,12 +201,13 @@ impl ArtifactStore {
 
     /// Streams one file up (in parts when large), hashing it on the way.
     async fn put_file(&self, location: &StorePath, path: &Path) -> Result<FileEntry> {
-        let mut file = std::fs::File::open(path)?;
-        let size = file.metadata()?.len();
+        use tokio::io::AsyncReadExt;
+        let mut file = tokio::fs::File::open(path).await?;
+        let size = file.metadata().await?.len();
         let mut hash = Sha256::new();
         if size < MULTIPART_FROM {
             let mut bytes = Vec::with_capacity(size as usize);
-            file.read_to_end(&mut bytes)?;
+            file.read_to_end(&mut bytes).await?;
             hash.update(&bytes);
             self.store.put(location, PutPayload::from(bytes)).await?;
         } else {
@@ -216,7 +217,7 @@ impl ArtifactStore {
             );
             let mut buf = vec![0u8; PART];
             loop {
-                let n = file.read(&mut buf)?;
+                let n = file.read(&mut buf).await?;
                 if n == 0 {
                     break;
                 }
@@ -234,12 +235,22 @@ impl ArtifactStore {
 
     /// The directory `uri` names, under `mirror` at its key, checked against the manifest
     /// whose sha256 is `sha256`. A copy already there that matches is used as it is; otherwise
-    /// it is fetched, checked, and moved into place.
+    /// it is fetched into a directory of its own, checked, and moved into place. Fetches of one
+    /// key on one host take turns (a lock file beside it), so daemons sharing a mirror neither
+    /// fetch twice nor remove a copy another is reading.
     pub async fn fetch_dir(&self, uri: &str, sha256: &str, mirror: &Path) -> Result<PathBuf> {
         let key = self.key_of(uri)?.trim_matches('/');
+        ensure!(
+            !key.is_empty(),
+            "{uri} names the whole store, not a directory in it"
+        );
         self.location(key)?; // refuses `..`
         let local = mirror.join(key);
-        if let Ok(()) = verify_local(&local, sha256) {
+        let parent = local.parent().context("a key has a parent")?.to_owned();
+        std::fs::create_dir_all(&parent).with_context(|| format!("making {}", parent.display()))?;
+        let lock = std::fs::File::create(local.with_extension("lock"))?;
+        let _turn = blocking(move || lock.lock().map(|()| lock)).await?;
+        if verified(&local, sha256).await {
             return Ok(local);
         }
         let manifest_bytes = self
@@ -256,9 +267,10 @@ impl ArtifactStore {
         );
         let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
             .with_context(|| format!("the manifest of {uri} does not decode"))?;
-        let tmp = local.with_extension(format!("fetch-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).with_context(|| format!("making {}", tmp.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".fetch-")
+            .tempdir_in(&parent)
+            .with_context(|| format!("making a directory in {}", parent.display()))?;
         for (name, entry) in &manifest.files {
             ensure!(
                 !name.contains('/') && name != "." && name != "..",
@@ -266,31 +278,33 @@ impl ArtifactStore {
             );
             self.fetch_file(
                 &self.location(&format!("{key}/{name}"))?,
-                &tmp.join(name),
+                &tmp.path().join(name),
                 entry,
             )
             .await
             .with_context(|| format!("fetching {name} of {uri}"))?;
         }
-        std::fs::write(tmp.join(MANIFEST), &manifest_bytes)?;
+        std::fs::write(tmp.path().join(MANIFEST), &manifest_bytes)?;
+        // What is in the way failed its check (under the lock, nobody else uses it).
         let _ = std::fs::remove_dir_all(&local);
-        std::fs::rename(&tmp, &local)
+        std::fs::rename(tmp.keep(), &local)
             .with_context(|| format!("moving {} into place", local.display()))?;
         tracing::info!(%uri, dir = %local.display(), "fetched from the artifact store");
         Ok(local)
     }
 
     async fn fetch_file(&self, location: &StorePath, path: &Path, entry: &FileEntry) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
         let mut stream = self.store.get(location).await?.into_stream();
-        let mut file = std::fs::File::create(path)?;
+        let mut file = tokio::fs::File::create(path).await?;
         let (mut hash, mut size) = (Sha256::new(), 0u64);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             hash.update(&chunk);
             size += chunk.len() as u64;
-            file.write_all(&chunk)?;
+            file.write_all(&chunk).await?;
         }
-        file.sync_all()?;
+        file.sync_all().await?;
         let found = hex::encode(hash.finalize());
         ensure!(
             found == entry.sha256 && size == entry.size,
@@ -300,6 +314,22 @@ impl ArtifactStore {
         );
         Ok(())
     }
+}
+
+/// Runs blocking work (hashing, locking) off the async threads, so that a daemon's heartbeats
+/// go on meanwhile.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    Ok(tokio::task::spawn_blocking(work).await??)
+}
+
+/// Whether `dir` is a checked copy of the directory whose manifest has `sha256`.
+async fn verified(dir: &Path, sha256: &str) -> bool {
+    let (dir, sha256) = (dir.to_owned(), sha256.to_owned());
+    tokio::task::spawn_blocking(move || verify_local(&dir, &sha256).is_ok())
+        .await
+        .unwrap_or(false)
 }
 
 /// Describes the files of `dir` (not its subdirectories) in its `manifest.json`; returns the
@@ -312,7 +342,7 @@ pub fn write_manifest(dir: &Path) -> Result<(String, u64)> {
             bail!("{} holds a file whose name is not UTF-8", dir.display());
         };
         if name != MANIFEST && entry.file_type()?.is_file() {
-            manifest.files.insert(name, hash_file(&entry.path())?);
+            manifest.files.insert(name, file_entry(&entry.path())?);
         }
     }
     let bytes = serde_json::to_vec_pretty(&manifest)?;
@@ -321,6 +351,12 @@ pub fn write_manifest(dir: &Path) -> Result<(String, u64)> {
         hex::encode(Sha256::digest(&bytes)),
         manifest.files.values().map(|f| f.size).sum(),
     ))
+}
+
+/// The sha256 and size of a file, read in chunks.
+pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let entry = file_entry(path)?;
+    Ok((entry.sha256, entry.size))
 }
 
 /// Checks a local copy of a stored directory: its manifest has `sha256`, and every file it
@@ -334,13 +370,13 @@ pub fn verify_local(dir: &Path, sha256: &str) -> Result<()> {
     );
     let manifest: Manifest = serde_json::from_slice(&bytes)?;
     for (name, entry) in &manifest.files {
-        let found = hash_file(&dir.join(name))?;
+        let found = file_entry(&dir.join(name))?;
         ensure!(found == *entry, "{name} in {} differs", dir.display());
     }
     Ok(())
 }
 
-fn hash_file(path: &Path) -> Result<FileEntry> {
+fn file_entry(path: &Path) -> std::io::Result<FileEntry> {
     let mut file = std::fs::File::open(path)?;
     let (mut hash, mut size, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 20]);
     loop {

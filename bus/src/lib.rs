@@ -238,6 +238,9 @@ impl Topology {
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: JOB_ACK_WAIT,
             max_deliver: -1,
+            // Jobs no daemon can take yet wait unacknowledged (each daemon that cannot take one
+            // hands it back with a delay); they must not block the jobs behind them.
+            max_ack_pending: 100_000,
             ..Default::default()
         };
         durable_consumer(&stream, config).await

@@ -155,6 +155,10 @@ async fn a_job_no_daemon_takes_says_so_and_bad_resources_are_refused() {
             "stages[0].resources.min_gpu_memory_gb",
         ),
         (json!({"cores": 4}), "stages[0].resources"),
+        (
+            json!({"device": "cpu", "min_gpu_memory_gb": 8}),
+            "stages[0].resources.min_gpu_memory_gb",
+        ),
     ] {
         let response = app.post_experiment(&spec("bad", resources.clone())).await;
         assert_eq!(response.status(), 422, "{resources}");

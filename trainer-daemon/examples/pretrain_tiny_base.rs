@@ -83,7 +83,7 @@ fn main() -> Result<()> {
         0x0007_ba5e_0000 + u128::from(args.seed),
     ));
     let job = common::train_sft(&init, stage, run_id, &args.work, 250)?;
-    let trained = checkpoint::step_dir(&args.work, job.run_id, args.steps);
+    let trained = checkpoint::step_dir(&args.work, &job, args.steps);
     let mut base = LoadedModel::load(&trained, Device::Cpu)?;
     forget_tags(&mut base, &tok)?;
 

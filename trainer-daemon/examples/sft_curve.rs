@@ -107,9 +107,9 @@ fn main() -> Result<()> {
     // Checkpoints are evaluated once training is done, so that timings stay the SFT's own.
     let job = common::train_sft(&args.from, stage, RunId::new(), &args.work, args.every)?;
     for step in (args.every..args.steps).step_by(args.every as usize) {
-        let dir = checkpoint::step_dir(&args.work, job.run_id, step);
+        let dir = checkpoint::step_dir(&args.work, &job, step);
         report(step, &dir, &[RolloutMode::Parallel])?;
     }
-    let last = checkpoint::step_dir(&args.work, job.run_id, args.steps);
+    let last = checkpoint::step_dir(&args.work, &job, args.steps);
     report(args.steps, &last, &both)
 }

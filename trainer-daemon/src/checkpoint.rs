@@ -1,23 +1,44 @@
 //! Checkpoints: a directory per saved step, written under the daemon's data directory, described
 //! by a manifest of every file's sha256 (the directory's hash is the manifest's), uploaded to the
 //! artifact store and reported by its URL there. The data directory mirrors the store's keys
-//! (`checkpoints/<run>/step-<N>/`), so a checkpoint this host wrote or fetched before is used
-//! from disk once its files match the recorded hash, and one from another host is fetched.
+//! (`checkpoints/<run>/attempt-<A>/step-<N>/`: an attempt writes only under its own keys, so one
+//! whose lease was taken away cannot overwrite what its successor recorded), so a checkpoint this
+//! host wrote or fetched before is used from disk once its files match the recorded hash, and
+//! one from another host is fetched.
 
 use anyhow::{Context, Result, bail};
 use prl_artifacts::ArtifactStore;
-use prl_schema::ids::RunId;
 use prl_schema::jobs::{CheckpointRef, JobMessage};
 use std::path::{Path, PathBuf};
 
-/// The store key of a run's checkpoint at `step`.
-pub fn key(run_id: RunId, step: u64) -> String {
-    format!("checkpoints/{run_id}/step-{step:08}")
+/// The store key of the checkpoint a job's attempt saves at `step`.
+pub fn key(job: &JobMessage, step: u64) -> String {
+    format!(
+        "checkpoints/{}/attempt-{}/step-{step:08}",
+        job.run_id, job.attempt
+    )
 }
 
-/// The directory for the checkpoint of `step`.
-pub fn step_dir(data_dir: &Path, run_id: RunId, step: u64) -> PathBuf {
-    data_dir.join(key(run_id, step))
+/// Whether `key` is one that [`key`] makes: nothing else is fetched into a data directory.
+fn is_checkpoint_key(key: &str) -> bool {
+    let parts: Vec<&str> = key.trim_matches('/').split('/').collect();
+    let number = |text: Option<&str>, digits: Option<usize>| {
+        text.is_some_and(|t| {
+            !t.is_empty()
+                && t.bytes().all(|b| b.is_ascii_digit())
+                && digits.is_none_or(|d| t.len() == d)
+        })
+    };
+    parts.len() == 4
+        && parts[0] == "checkpoints"
+        && uuid::Uuid::parse_str(parts[1]).is_ok()
+        && number(parts[2].strip_prefix("attempt-"), None)
+        && number(parts[3].strip_prefix("step-"), Some(8))
+}
+
+/// The directory for the checkpoint a job's attempt saves at `step`.
+pub fn step_dir(data_dir: &Path, job: &JobMessage, step: u64) -> PathBuf {
+    data_dir.join(key(job, step))
 }
 
 /// Writes the checkpoint of `step`: `write` fills a fresh directory, which is described by its
@@ -25,11 +46,11 @@ pub fn step_dir(data_dir: &Path, run_id: RunId, step: u64) -> PathBuf {
 /// directory), which the reporter uploads before it is reported.
 pub fn save(
     data_dir: &Path,
-    run_id: RunId,
+    job: &JobMessage,
     step: u64,
     write: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<CheckpointRef> {
-    let dir = step_dir(data_dir, run_id, step);
+    let dir = step_dir(data_dir, job, step);
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -58,8 +79,8 @@ pub fn local_dir(checkpoint: &CheckpointRef) -> Result<PathBuf> {
     }
     // Recorded before the store: the URI names the weights file, whose hash it is.
     let path = checkpoint.uri.trim_start_matches("file://");
-    let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-    let found = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    let (found, _) =
+        prl_artifacts::hash_file(Path::new(path)).with_context(|| format!("reading {path}"))?;
     if found != checkpoint.sha256 {
         bail!(
             "{path} has sha256 {found}, not the recorded {}",
@@ -78,11 +99,37 @@ pub struct Checkpoints {
 }
 
 impl Checkpoints {
+    /// Why this host cannot read a checkpoint the job names, if it cannot: one in another
+    /// store, or a URI that is no checkpoint's. Asked before a claim, so such a job is left to
+    /// daemons that can.
+    pub fn unreadable(&self, job: &JobMessage) -> Option<String> {
+        [&job.input_checkpoint, &job.resume_from]
+            .into_iter()
+            .flatten()
+            .filter(|c| c.uri.ends_with('/'))
+            .find_map(|c| match self.store.key_of(&c.uri) {
+                Err(e) => Some(e.to_string()),
+                Ok(key) if !is_checkpoint_key(key) => Some(format!("{} is no checkpoint", c.uri)),
+                Ok(_) => None,
+            })
+    }
+
     /// The job with its input and resume checkpoints on this host's disk (fetched from the store
     /// unless a matching copy is there), each named by its local directory. Checkpoints recorded
-    /// before the store keep their file URIs, which the daemon's data roots must admit.
+    /// before the store keep their file URIs, which the daemon's data roots must admit; one to
+    /// resume from that is not on this host is dropped (the attempt starts over, as it did then).
     pub async fn localize(&self, job: &JobMessage) -> Result<JobMessage> {
+        if let Some(why) = self.unreadable(job) {
+            bail!(why);
+        }
         let mut job = job.clone();
+        if let Some(old) = &job.resume_from
+            && !old.uri.ends_with('/')
+            && local_dir(old).is_err()
+        {
+            tracing::warn!(uri = %old.uri, "the checkpoint to resume from is not here: starting over");
+            job.resume_from = None;
+        }
         for (what, slot) in [
             ("input checkpoint", &mut job.input_checkpoint),
             ("checkpoint to resume from", &mut job.resume_from),
@@ -124,5 +171,29 @@ impl Checkpoints {
             uri: stored.uri,
             ..local.clone()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_checkpoint_keys_are_fetched() {
+        let run = uuid::Uuid::now_v7();
+        assert!(is_checkpoint_key(&format!(
+            "checkpoints/{run}/attempt-2/step-00000010"
+        )));
+        for bad in [
+            String::new(),
+            "checkpoints".into(),
+            format!("checkpoints/{run}"),
+            format!("checkpoints/{run}/attempt-2/step-10"),
+            format!("checkpoints/{run}/attempt-/step-00000010"),
+            format!("datasets/{run}/attempt-1/step-00000010"),
+            "checkpoints/x/attempt-1/step-00000010".into(),
+        ] {
+            assert!(!is_checkpoint_key(&bad), "{bad}");
+        }
     }
 }

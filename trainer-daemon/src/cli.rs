@@ -60,7 +60,7 @@ pub struct Args {
     /// GPU when CUDA is available, else the CPU).
     #[arg(long, env = "PRL_DEVICE", default_value = "auto", value_parser = crate::device::parse)]
     pub device: tch::Device,
-    /// The GPU's memory in GB, which stages' `resources.min_gpu_memory_gb` is compared with;
+    /// The GPU's memory in GB (10^9 bytes), which stages' `resources.min_gpu_memory_gb` is compared with;
     /// read from nvidia-smi when absent.
     #[arg(long)]
     pub gpu_memory_gb: Option<f64>,

@@ -111,7 +111,11 @@ async fn announce(
     let mut bucket = None;
     loop {
         if bucket.is_none() {
-            bucket = topology.workers(&js).await.ok();
+            bucket = topology
+                .workers(&js)
+                .await
+                .inspect_err(|e| tracing::warn!("opening the workers bucket: {e:#}"))
+                .ok();
         }
         if let Some(store) = &bucket {
             info.job = current_job.lock().expect("not poisoned").clone();
@@ -131,7 +135,8 @@ async fn announce(
     }
 }
 
-/// When a job a daemon did not fit is delivered again (to any daemon that reads its subject).
+/// When a job a daemon could not take is delivered again (to any daemon that reads its
+/// subject), times how often it was delivered, up to five.
 const MISFIT_REDELIVERY: Duration = Duration::from_secs(2);
 
 /// How long a daemon waits for the verdict on its claim before it lets the job go.
@@ -187,12 +192,20 @@ impl Daemon {
                 return Ok(());
             }
         };
-        // Labels and memory are not in the subject: a daemon that does not fit lets the job go
-        // back to the queue, for another daemon, without claiming it.
-        if let Err(lacks) = job.stage.resources().fits(&self.presence()) {
-            tracing::debug!(job = %job.job_id, "leaving a job this daemon does not fit: {lacks}");
+        // Labels and memory are not in the subject, nor where its checkpoints are: a daemon
+        // that does not fit, or cannot read them, lets the job go back to the queue for another
+        // daemon without claiming it, offered again later the more often it came back.
+        let misfit = job
+            .stage
+            .resources()
+            .fits(&self.presence())
+            .err()
+            .or_else(|| self.config.checkpoints.unreadable(&job));
+        if let Some(why) = misfit {
+            tracing::debug!(job = %job.job_id, "leaving a job this daemon cannot take: {why}");
+            let delivered = message.info().map_or(1, |i| i.delivered.clamp(1, 5)) as u32;
             message
-                .ack_with(AckKind::Nak(Some(MISFIT_REDELIVERY)))
+                .ack_with(AckKind::Nak(Some(MISFIT_REDELIVERY * delivered)))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             return Ok(());

@@ -38,7 +38,7 @@ pub fn current() -> Device {
     *DEVICE.get_or_init(Device::cuda_if_available)
 }
 
-/// The memory of GPU `n` in GB as `nvidia-smi` reports it, when it can.
+/// The memory of GPU `n` in GB (10^9 bytes) from `nvidia-smi`'s MiB, when it can.
 pub fn gpu_memory_gb(n: usize) -> Option<f64> {
     let out = std::process::Command::new("nvidia-smi")
         .args(["--query-gpu=memory.total", "--format=csv,noheader,nounits"])
@@ -46,7 +46,7 @@ pub fn gpu_memory_gb(n: usize) -> Option<f64> {
         .output()
         .ok()?;
     let mib: f64 = String::from_utf8(out.stdout).ok()?.trim().parse().ok()?;
-    Some(mib / 1024.0)
+    Some(mib * 1_048_576.0 / 1e9)
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ pub async fn run(
     let start = job.resume_from.as_ref().map_or(0, |c| c.step);
     let save = |step: u64| -> Result<CheckpointRef> {
         let trace = serde_json::json!({ "run_id": job.run_id, "step": step, "dry_run": true });
-        checkpoint::save(data_dir, job.run_id, step, |dir| {
+        checkpoint::save(data_dir, job, step, |dir| {
             Ok(std::fs::write(dir.join("dry_run.json"), trace.to_string())?)
         })
     };

@@ -80,7 +80,7 @@ pub fn save(
     step: u64,
     events: &Events,
 ) -> Result<CheckpointRef> {
-    let saved = checkpoint::save(data_dir, job.run_id, step, |dir| {
+    let saved = checkpoint::save(data_dir, job, step, |dir| {
         model.save(dir)?;
         tok.save(&dir.join("tokenizer.json"))?;
         optimizer.save(&dir.join("optimizer.safetensors"))?;

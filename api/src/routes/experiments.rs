@@ -469,17 +469,19 @@ async fn explain_waiting(state: &AppState, detail: &mut ExperimentDetail) {
         return;
     }
     let js = async_nats::jetstream::new(state.nats.clone());
-    let workers = match state.topology.workers(&js).await {
-        Ok(bucket) => prl_bus::workers::list(&bucket).await,
-        Err(e) => Err(e),
+    let read = async {
+        let bucket = state.topology.workers(&js).await?;
+        prl_bus::workers::list(&bucket).await
     };
-    let Ok(workers) = workers else { return };
+    // Never holds the page up for long: NATS may be away.
+    let Ok(Ok(workers)) = tokio::time::timeout(std::time::Duration::from_millis(500), read).await
+    else {
+        return;
+    };
     let now = Utc::now();
     let active: Vec<_> = workers
         .iter()
-        .filter(|w| {
-            (now - w.seen_at).as_seconds_f64() <= prl_bus::workers::LOST_AFTER.as_secs_f64()
-        })
+        .filter(|w| !prl_bus::workers::is_lost(w, now))
         .collect();
     for job in detail
         .jobs

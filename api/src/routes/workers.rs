@@ -32,7 +32,7 @@ pub async fn list(_: ReadAccess, state: web::Data<AppState>) -> Result<HttpRespo
         .into_iter()
         .map(|info| {
             let since = (now - info.seen_at).as_seconds_f64().max(0.0);
-            let lost = since > prl_bus::workers::LOST_AFTER.as_secs_f64();
+            let lost = prl_bus::workers::is_lost(&info, now);
             WorkerView {
                 info,
                 status: if lost { "lost" } else { "active" }.into(),

@@ -125,6 +125,13 @@ impl Stages {
                     format!("another stage is already named '{}'", stage.name()),
                 ));
             }
+            let resources = stage.resources();
+            if resources.device == Some(DeviceKind::Cpu) && resources.min_gpu_memory_gb.is_some() {
+                return Err(SpecError::invalid(
+                    format!("stages[{i}].resources.min_gpu_memory_gb"),
+                    "GPU memory needs a cuda device, and `device` is cpu",
+                ));
+            }
             if let StageSpec::Rl(rl) = stage
                 && rl.clip_high.get() < rl.clip_low.get()
             {

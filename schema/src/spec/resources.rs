@@ -38,7 +38,8 @@ pub struct Resources {
     /// `cpu` or `cuda`; any device when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<DeviceKind>,
-    /// The least GPU memory, in GB, the daemon's device must have (a `cuda` device).
+    /// The least GPU memory, in GB (10^9 bytes; an "80 GB" H100 has 85.5), the daemon's device
+    /// must have; implies a `cuda` device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_gpu_memory_gb: Option<Positive>,
     /// Labels the daemon must carry (`prl-trainer --label KEY=VALUE`), each with this value.
@@ -72,7 +73,12 @@ impl Resources {
         if let Some(min) = self.min_gpu_memory_gb {
             match worker.gpu_memory_gb {
                 Some(has) if has >= min.get() => {}
-                Some(has) => return Err(format!("its GPU has {has:.0} GB, not {} GB", min.get())),
+                Some(has) => {
+                    return Err(format!(
+                        "its GPU has {has:.1} GB, less than {} GB",
+                        min.get()
+                    ));
+                }
                 None => return Err("its GPU memory is unknown (--gpu-memory-gb)".into()),
             }
         }
@@ -130,7 +136,7 @@ mod tests {
     #[test]
     fn a_daemon_fits_when_it_has_the_device_the_memory_and_every_label() {
         let needs: Resources = serde_json::from_value(serde_json::json!({
-            "min_gpu_memory_gb": 80, "labels": {"gpu": "h100"}
+            "min_gpu_memory_gb": 40, "labels": {"gpu": "h100"}
         }))
         .unwrap();
         assert_eq!(needs.device_kind(), Some(DeviceKind::Cuda));
@@ -139,13 +145,18 @@ mod tests {
         let cpu = worker("cpu", None, &[("gpu", "h100")]);
         assert!(needs.fits(&cpu).unwrap_err().contains("not cuda"));
         let small = worker("cuda:0", Some(24.0), &[("gpu", "h100")]);
-        assert!(needs.fits(&small).unwrap_err().contains("24 GB"));
+        assert!(
+            needs
+                .fits(&small)
+                .unwrap_err()
+                .contains("24.0 GB, less than 40 GB")
+        );
         let other = worker("cuda:0", Some(141.0), &[("gpu", "h200")]);
         assert!(needs.fits(&other).unwrap_err().contains("h200"));
         assert_eq!(Resources::default().fits(&cpu), Ok(()));
         assert_eq!(
             needs.to_string(),
-            "a cuda device, at least 80 GB of GPU memory, label gpu=h100"
+            "a cuda device, at least 40 GB of GPU memory, label gpu=h100"
         );
         let bad = serde_json::from_value::<Resources>(serde_json::json!({"labels": {"a b": "c"}}));
         assert!(bad.is_err());
