@@ -65,10 +65,12 @@ impl CheckpointRef {
     /// The checkpoint's directory when it is on a filesystem (a `file://` store, or a checkpoint
     /// recorded before the store, whose URI is its `model.safetensors`); None in an S3 store.
     pub fn local_dir(&self) -> Option<std::path::PathBuf> {
-        let path = std::path::Path::new(self.uri.strip_prefix("file://")?);
-        match self.uri.ends_with('/') {
-            true => Some(path.to_owned()),
-            false => path.parent().map(std::path::Path::to_owned),
+        let path = self.uri.strip_prefix("file://")?;
+        match path.strip_suffix('/') {
+            Some(dir) => Some(dir.into()),
+            None => std::path::Path::new(path)
+                .parent()
+                .map(std::path::Path::to_owned),
         }
     }
 }
