@@ -170,28 +170,9 @@ async fn an_sft_daemon_killed_on_one_host_is_resumed_on_another_from_the_bucket(
     rl.assert_clean(1);
 
     // Attempt 2 went on from the newest checkpoint the log had, in the bucket.
-    let resumed: CheckpointRef = serde_json::from_value(
-        sqlx::query_scalar(
-            "SELECT payload->'resume_from' FROM events
-             WHERE event_type = 'JobQueued' AND (payload->>'attempt')::int = 2",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap(),
-    )
-    .unwrap();
-    assert!(
-        resumed.uri.starts_with("s3://prl/runs/checkpoints/"),
-        "{resumed:?}"
-    );
-    let first_step: i64 = sqlx::query_scalar(
-        "SELECT min((payload->>'step')::bigint) FROM events
-         WHERE event_type = 'MetricsReported' AND (payload->>'attempt')::int = 2",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(first_step as u64, resumed.step + 1);
+    let resumed = app
+        .second_attempt_resumed_from("s3://prl/runs/checkpoints/")
+        .await;
     let detail = app.experiment(id).await;
     let worker = |stage: i64| {
         detail["jobs"]

@@ -5,6 +5,7 @@ use async_nats::jetstream;
 use prl_api::settings::Settings;
 use prl_api::startup::Application;
 use prl_bus::Topology;
+use prl_schema::jobs::CheckpointRef;
 use prl_trainer::daemon::DaemonConfig;
 use prl_trainer::file_access::FileAccess;
 use serde_json::Value;
@@ -302,6 +303,31 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The checkpoint attempt 2 was queued to resume from, after checking that the attempt's
+    /// first step is the one after it and that it lies in the store at `store_url`.
+    pub async fn second_attempt_resumed_from(&self, store_url: &str) -> CheckpointRef {
+        let resumed: CheckpointRef = serde_json::from_value(
+            sqlx::query_scalar(
+                "SELECT payload->'resume_from' FROM events
+                 WHERE event_type = 'JobQueued' AND (payload->>'attempt')::int = 2",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(resumed.uri.starts_with(store_url), "{resumed:?}");
+        let first: i64 = sqlx::query_scalar(
+            "SELECT min((payload->>'step')::bigint) FROM events
+             WHERE event_type = 'MetricsReported' AND (payload->>'attempt')::int = 2",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        assert_eq!(first as u64, resumed.step + 1);
+        resumed
     }
 
     /// Waits until `n` daemons are active in `GET /api/v1/workers`; returns the list.

@@ -158,28 +158,9 @@ async fn a_killed_sft_job_resumes_on_another_host_from_the_checkpoint_in_an_s3_s
     assert_eq!(detail["runs"][0]["last_step"], 30);
     // The second attempt was told to go on from the newest checkpoint the log had, in the store,
     // and its first step is the one after it.
-    let resumed: CheckpointRef = serde_json::from_value(
-        sqlx::query_scalar(
-            "SELECT payload->'resume_from' FROM events
-             WHERE event_type = 'JobQueued' AND (payload->>'attempt')::int = 2",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap(),
-    )
-    .unwrap();
-    assert!(
-        resumed.uri.starts_with("s3://prl/runs/checkpoints/"),
-        "{}",
-        resumed.uri
-    );
-    let first: i64 = sqlx::query_scalar(
-        "SELECT min((payload->>'step')::bigint) FROM events WHERE event_type = 'MetricsReported' AND (payload->>'attempt')::int = 2",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(first as u64, resumed.step + 1);
+    let resumed = app
+        .second_attempt_resumed_from("s3://prl/runs/checkpoints/")
+        .await;
     // Host B fetched it into its own directory, checked against the recorded hash.
     let key = resumed.uri.strip_prefix("s3://prl/runs/").unwrap();
     prl_artifacts::verify_local(&rescuer.data_dir.join(key), &resumed.sha256).unwrap();
