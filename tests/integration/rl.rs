@@ -20,8 +20,11 @@ async fn a_parallel_r1_recipe_records_every_trajectory_and_its_evaluations() {
     let _turn = training_turn().await;
     let app = TestApp::spawn_with(|s| s.jobs.lease_seconds = 120).await;
     let _trainer = app.start_trainer("trainer");
+    // From the pretrained tiny base, as the paper starts from a base model: after 100 SFT steps
+    // from random weights sampled responses are seldom well-formed, and whether any is depends
+    // on the CPU's rounding, which left the structure checks below nothing to check.
     let spec = serde_json::json!({
-        "name": "parallel-r1 unseen s2 (tiny)", "model": "tiny",
+        "name": "parallel-r1 unseen s2 (tiny)", "model": "tiny-base",
         "stages": [
             {"kind": "sft", "name": "cold-start", "dataset": "builtin:easy", "attention": "unseen",
              "learning_rate": 1e-3, "max_steps": 100, "batch_size": 32},
