@@ -273,7 +273,11 @@ fn settings_page() -> String {
         write!(page, "\n## `[{section}]`\n\n").unwrap();
         page.push_str("| key | environment | type | default | meaning |\n|---|---|---|---|---|\n");
         for (key, property) in section_schema["properties"].as_object().unwrap() {
+            let optional = !section_schema["required"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|k| k == key));
             let default = match &defaults[section][key] {
+                Value::Null if optional => "none".to_owned(),
                 Value::Null => "required".to_owned(),
                 Value::String(text) if text.starts_with(&checkout) => {
                     format!("`{}` in the checkout", &text[checkout.len()..])

@@ -1,6 +1,7 @@
 //! Typed settings in layers: built-in defaults, then an optional TOML file (`PRL_CONFIG`), then
-//! `PRL_...` environment variables (`PRL_DATABASE__URL`, `PRL_AUTH__TOKEN`, ...). `DATABASE_URL`
-//! and `NATS_URL` are honoured too, as the usual names for shared deployments.
+//! `PRL_...` environment variables (`PRL_DATABASE__URL`, `PRL_AUTH__TOKEN`, ...). `DATABASE_URL`,
+//! `PRL_ANALYTICS_DATABASE_URL` and `NATS_URL` are honoured too, as the usual names for shared
+//! deployments.
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -44,6 +45,13 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// The live event feed's own connections, apart from `max_connections`.
     pub live_feed_connections: u32,
+    /// A read replica of `url` that the analytics REST (strategy, comparison, trajectory
+    /// search, metric series, checkpoints, the results table) reads, so that heavy queries stay
+    /// off the primary (`PRL_ANALYTICS_DATABASE_URL` works too; `prl psql` uses it as well).
+    /// Its answers lag the primary by the replica's replay delay. Without it they read `url`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub analytics_url: Option<SecretString>,
 }
 
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
@@ -129,6 +137,9 @@ impl Settings {
         }
         if let Ok(url) = std::env::var("DATABASE_URL") {
             figment = figment.merge(("database.url", url));
+        }
+        if let Ok(url) = std::env::var("PRL_ANALYTICS_DATABASE_URL") {
+            figment = figment.merge(("database.analytics_url", url));
         }
         if let Ok(url) = std::env::var("NATS_URL") {
             figment = figment.merge(("nats.url", url));

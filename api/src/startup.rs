@@ -117,8 +117,16 @@ impl Application {
             reconciler.clone().run(stop.clone())
         }));
 
+        // Connected on first use: a replica that is down costs its endpoints a 503, not the start.
+        let analytics = match &settings.database.analytics_url {
+            Some(url) => pool_options(settings.database.max_connections)
+                .connect_lazy(url.expose_secret())
+                .context("the analytics database URL")?,
+            None => pool.clone(),
+        };
         let state = web::Data::new(AppState {
             pool: pool.clone(),
+            analytics,
             nats,
             topology,
             token: settings.auth.token.clone(),
@@ -207,12 +215,7 @@ pub async fn connect_database(settings: &Settings) -> Result<PgPool> {
 /// A pool of at most `connections` connections to the database.
 async fn connect_pool(settings: &Settings, connections: u32) -> Result<PgPool> {
     let url = settings.database.url.expose_secret();
-    // A request or a write waits at most this long for a connection while the database is out of
-    // reach: well within JetStream's ack wait, so that the ingester's progress acknowledgements keep
-    // its messages, and an HTTP client gets its 503 soon.
-    let options = PgPoolOptions::new()
-        .max_connections(connections)
-        .acquire_timeout(Duration::from_secs(5));
+    let options = pool_options(connections);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match options.clone().connect(url).await {
@@ -224,4 +227,13 @@ async fn connect_pool(settings: &Settings, connections: u32) -> Result<PgPool> {
             Err(e) => return Err(e).context("connecting to the database"),
         }
     }
+}
+
+/// A pool of at most `connections` connections. A request or a write waits at most 5 s for one
+/// while the database is out of reach: well within JetStream's ack wait, so that the ingester's
+/// progress acknowledgements keep its messages, and an HTTP client gets its 503 soon.
+fn pool_options(connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(5))
 }

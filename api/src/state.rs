@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// Where analytics reads go: the read replica (`database.analytics_url`), else `pool`.
+    pub analytics: PgPool,
     pub nats: async_nats::Client,
     pub topology: Topology,
     pub token: SecretString,

@@ -184,8 +184,9 @@ enum Command {
     Env,
     /// Rebuild every projection from the event log (uses DATABASE_URL or the local stack's).
     Replay,
-    /// Open psql on prl's database (DATABASE_URL or the local stack's), logged in as the
-    /// read-only analyst role; arguments after `--` go to psql, e.g. `prl psql -- -c 'TABLE main_table'`.
+    /// Open psql on prl's database (its read replica PRL_ANALYTICS_DATABASE_URL, else DATABASE_URL
+    /// or the local stack's), logged in as the read-only analyst role; arguments after `--` go to
+    /// psql, e.g. `prl psql -- -c 'TABLE main_table'`.
     Psql {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -443,8 +444,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Psql { args } => {
-            let url = database_url(stack.as_ref())?;
-            // The stack's analyst password, unless DATABASE_URL names another database.
+            // Analytics sessions go to the read replica where there is one.
+            let url = match std::env::var("PRL_ANALYTICS_DATABASE_URL") {
+                Ok(replica) => replica,
+                Err(_) => database_url(stack.as_ref())?,
+            };
+            // The stack's analyst password, unless the URL names another database.
             let password = stack
                 .as_ref()
                 .filter(|s| s.database_url == url)

@@ -1,6 +1,7 @@
 //! A private PostgreSQL cluster: initdb once into a data directory, then `postgres` as a child.
 //! Logins need the generated password of the `postgres` role, kept beside the data directory
-//! (`<data_dir>.password`, mode 0600); only TCP on the loopback interface is served.
+//! (`<data_dir>.password`, mode 0600); only TCP on the loopback interface is served. A streaming
+//! replica of one (a hot standby, as a cluster's analytics would read) is made the same way.
 
 use crate::process::{die_with_parent, find_binary, free_port, wait_for_port};
 use crate::secret::secret_file;
@@ -57,6 +58,55 @@ impl PrivatePostgres {
             port,
             data_dir,
             password,
+        };
+        server.wait_until_up()?;
+        Ok(server)
+    }
+
+    /// Starts a hot standby of `primary` in `data_dir` (which must not exist yet): a base
+    /// backup of it, then `postgres` replaying its WAL as it streams in. Logins are the
+    /// primary's, since the roles are replicated. Call it from a thread that outlives the
+    /// server, as `start`.
+    pub fn start_replica(primary: &PrivatePostgres, data_dir: &Path) -> Result<Self> {
+        let owner = ServerUser::for_current_process()?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let data_dir = data_dir.canonicalize()?;
+        owner.take(&data_dir)?;
+        let mut cmd = Command::new(find_binary("pg_basebackup", &server_bin_dir())?);
+        // -R writes standby.signal and the primary's address; the password travels in the
+        // environment, which other users cannot read.
+        cmd.arg("-D").arg(&data_dir);
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &primary.port.to_string(),
+            "-U",
+            "postgres",
+        ]);
+        cmd.args(["-R", "-X", "stream", "--no-sync", "-w"]);
+        cmd.env("PGPASSWORD", &primary.password);
+        let out = owner
+            .apply(&mut cmd)
+            .output()
+            .context("running pg_basebackup")?;
+        if !out.status.success() {
+            bail!(
+                "pg_basebackup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // The standby's own log, not a copy of the primary's.
+        let _ = std::fs::remove_file(data_dir.join("server.log"));
+        write_hba(&data_dir, &owner)?;
+        let port = free_port()?;
+        let child = spawn_server(&data_dir, port, &owner)?;
+        let mut server = PrivatePostgres {
+            child,
+            port,
+            data_dir,
+            password: primary.password.clone(),
         };
         server.wait_until_up()?;
         Ok(server)
@@ -160,7 +210,8 @@ fn write_hba(data_dir: &Path, owner: &ServerUser) -> Result<()> {
         &path,
         "# Written by prl at every start.\n\
          host all all 127.0.0.1/32 scram-sha-256\n\
-         host all all ::1/128 scram-sha-256\n",
+         host all all ::1/128 scram-sha-256\n\
+         host replication postgres 127.0.0.1/32 scram-sha-256\n",
     )
     .with_context(|| format!("writing {}", path.display()))?;
     owner.take(&path)

@@ -10,7 +10,7 @@ mod verl_fixture;
 
 pub use publish::{Ingested, publish_until};
 pub use s3::{S3Server, s3_server_binary};
-pub use servers::Servers;
+pub use servers::{Servers, servers};
 pub use test_app::{Daemon, FakeWorker, TOKEN, TestApp, quick_spec};
 pub use verl_fixture::{VerlFixtureRow, write_verl_parquet};
 

@@ -342,3 +342,144 @@ async fn prl_psql_reads_the_views_as_the_analyst_and_cannot_write() {
         .submit(&prl_integration_tests::quick_spec("after the revoke"))
         .await;
 }
+
+/// A primary and a hot standby streaming from it, owned by a thread that lives as long as the
+/// test binary (the servers die with the thread that started them). Returns their admin URLs.
+fn primary_and_replica() -> (String, String) {
+    use prl_local_stack::PrivatePostgres;
+    // Beside the test binary's own servers, so that a later run removes it.
+    let dir = std::env::temp_dir()
+        .join(format!("prl-test-stack-{}", std::process::id()))
+        .join(format!("replica-{}", Uuid::new_v4().simple()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let primary = PrivatePostgres::start(&dir.join("primary")).expect("starting the primary");
+        let replica = PrivatePostgres::start_replica(&primary, &dir.join("replica"))
+            .expect("starting the replica");
+        tx.send((primary.url("postgres"), replica.url("postgres")))
+            .unwrap();
+        let _servers = (primary, replica);
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_reads_go_to_the_read_replica_and_prl_psql_too() {
+    // The shared servers first: starting them clears the directory the replica's go into.
+    let nats_url = prl_integration_tests::servers().nats_url.clone();
+    let (primary, replica) = primary_and_replica();
+    let servers = prl_integration_tests::Servers {
+        admin_database_url: primary.clone(),
+        nats_url,
+    };
+    let port = |url: &str| url::Url::parse(url).unwrap().port().unwrap();
+    let to_replica = |url: &str| {
+        url.replace(
+            &format!(":{}/", port(&primary)),
+            &format!(":{}/", port(&replica)),
+        )
+    };
+    let app = TestApp::spawn_on(&servers, |s| {
+        use secrecy::ExposeSecret;
+        s.database.analytics_url = Some(to_replica(s.database.url.expose_secret()).into());
+    })
+    .await;
+    let replica_db = to_replica(&app.database_url);
+    app.submit(&json!({
+        "name": "on a replica", "model": "tiny",
+        "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
+                    "learning_rate": 1e-5, "steps": 3}]
+    }))
+    .await;
+    let (worker, _) = FakeWorker::take(&app, StageKind::Rl, "seeder").await;
+    let run = worker.job.run_id.0;
+    let mut steps = seeded_steps();
+    let mut third = steps[1].clone();
+    third.step = 3;
+    for batch in steps.drain(..) {
+        worker
+            .reporter
+            .send(WorkerEvent::Trajectories(batch))
+            .await
+            .unwrap();
+    }
+    let strategy = || async {
+        let path = format!("/api/v1/analytics/strategy?runs={run}");
+        json_ok(&app, &path).await.as_array().unwrap().len()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while strategy().await < 2 {
+        assert!(std::time::Instant::now() < deadline, "the replica lags");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // With the replica's replay paused, what the primary records is not what analytics reads.
+    let mut standby = <sqlx::PgConnection as sqlx::Connection>::connect(&replica_db)
+        .await
+        .unwrap();
+    let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&mut standby)
+        .await
+        .unwrap();
+    assert!(in_recovery, "the analytics database is a standby");
+    sqlx::query("SELECT pg_wal_replay_pause()")
+        .execute(&mut standby)
+        .await
+        .unwrap();
+    worker
+        .reporter
+        .send(WorkerEvent::Trajectories(third))
+        .await
+        .unwrap();
+    app.wait_for_count(
+        "SELECT count(*) FROM trajectories",
+        8,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(strategy().await, 2, "read from the paused replica");
+    sqlx::query("SELECT pg_wal_replay_resume()")
+        .execute(&mut standby)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while strategy().await < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // prl psql goes to PRL_ANALYTICS_DATABASE_URL, as the analyst (whose password the primary
+    // set and the replica replayed).
+    let password = "analyst-password-of-the-replica-test";
+    prl_cli::psql::set_analyst_password(&app.database_url, password)
+        .await
+        .unwrap();
+    let sql = "SELECT pg_is_in_recovery(), current_user, count(*) FROM strategy_evolution";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = std::process::Command::new(prl_integration_tests::workspace_binary("prl"))
+            .args(["psql", "--", "-XAtc", sql])
+            .env("PRL_ANALYTICS_DATABASE_URL", &replica_db)
+            .env("DATABASE_URL", &app.database_url)
+            .env("PGPASSWORD", password)
+            .env("PRL_HOME", std::env::temp_dir().join("prl-test-no-stack"))
+            .output()
+            .unwrap();
+        // Until the replica has replayed the new password, the login is refused.
+        if out.status.success() {
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "t|prl_analyst|3"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{out:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -66,7 +66,7 @@ pub async fn strategy(
          FROM strategy_evolution WHERE run_id = ANY($1) ORDER BY run_id, step",
     )
     .bind(&runs)
-    .fetch_all(&state.pool)
+    .fetch_all(&state.analytics)
     .await?;
     Ok(HttpResponse::Ok().json(points))
 }
@@ -141,7 +141,7 @@ pub async fn comparison(
     );
     let rows: Vec<RunComparison> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(&ids)
-        .fetch_all(&state.pool)
+        .fetch_all(&state.analytics)
         .await?;
     Ok(HttpResponse::Ok().json(rows))
 }
@@ -324,7 +324,7 @@ pub async fn search(
     .bind(limit + 1)
     .bind(evaluation)
     .bind(q.benchmark.filter(|b| !b.is_empty()))
-    .fetch_all(&state.pool)
+    .fetch_all(&state.analytics)
     .await?;
     let more = rows.len() as i64 > limit;
     let items: Vec<TrajectoryView> = rows
@@ -399,7 +399,7 @@ pub async fn metrics(
             .filter(|s| !s.is_empty())
             .collect()
     });
-    super::require_run(&state.pool, run).await?;
+    super::require_run(&state.analytics, run).await?;
     // Buckets split the reported step range evenly; within one, rows are in log order, so the
     // last value is the newest report of the bucket's last step.
     let points: Vec<MetricBucket> = sqlx::query_as(
@@ -425,7 +425,7 @@ pub async fn metrics(
     .bind(run)
     .bind(names)
     .bind(buckets)
-    .fetch_all(&state.pool)
+    .fetch_all(&state.analytics)
     .await?;
     Ok(HttpResponse::Ok().json(points))
 }
@@ -449,12 +449,12 @@ pub async fn checkpoints(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let run = path.into_inner();
-    super::require_run(&state.pool, run).await?;
+    super::require_run(&state.analytics, run).await?;
     let rows: Vec<CheckpointView> = sqlx::query_as(
         "SELECT step, uri, sha256, size_bytes, recorded_at FROM checkpoints WHERE run_id = $1 ORDER BY step",
     )
     .bind(run)
-    .fetch_all(&state.pool)
+    .fetch_all(&state.analytics)
     .await?;
     Ok(HttpResponse::Ok().json(rows))
 }

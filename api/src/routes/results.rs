@@ -102,7 +102,7 @@ pub async fn table(
     let found: Vec<(Uuid, String, String)> =
         sqlx::query_as("SELECT id, name, status FROM experiments WHERE id = ANY($1)")
             .bind(&ids)
-            .fetch_all(&state.pool)
+            .fetch_all(&state.analytics)
             .await?;
     if let Some(missing) = ids.iter().find(|id| !found.iter().any(|f| f.0 == **id)) {
         return Err(ApiError::NotFound(format!("experiment {missing}")));
@@ -117,7 +117,7 @@ pub async fn table(
          FROM experiment_results WHERE experiment_id = ANY($1)",
     )
     .bind(&ids)
-    .fetch_all(&state.pool)
+    .fetch_all(&state.analytics)
     .await?;
     // A benchmark evaluated under several protocols gets a column per protocol.
     let mut protocols: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -204,7 +204,7 @@ pub async fn prompt_scores(
          ORDER BY 1, 2, 3",
     )
     .bind(&ids)
-    .fetch_all(&state.pool)
+    .fetch_all(&state.analytics)
     .await?;
     let mut out: Vec<PromptScores> = Vec::new();
     for (experiment_id, benchmark, prompt_id, samples, correct, parallel) in rows {
