@@ -31,13 +31,16 @@ pub async fn react(
         };
         match &e.event {
             Event::ExperimentSubmitted {
-                spec, max_attempts, ..
+                spec,
+                max_attempts,
+                start_from,
+                ..
             } => {
                 out.push(queue_stage(
                     ExperimentId(e.stream_id),
                     spec,
                     0,
-                    None,
+                    start_from.clone(),
                     *max_attempts,
                     caused,
                 ));
@@ -264,7 +267,8 @@ fn queue_stage(
 }
 
 /// The checkpoint stage `idx` starts from: the one its `init_from` names, else the final one of
-/// the nearest earlier training stage, else none (the base model).
+/// the nearest earlier training stage, else the model's (a `checkpoint:` model's; none for the
+/// others, which daemons load themselves).
 async fn input_for(
     conn: &mut PgConnection,
     experiment_id: Uuid,
@@ -282,7 +286,7 @@ async fn input_for(
         }
         None => match stages[..idx].iter().rposition(StageSpec::saves_checkpoints) {
             Some(source) => (source, None),
-            None => return Ok(Ok(None)),
+            None => return Ok(Ok(model_checkpoint(conn, experiment_id).await?)),
         },
     };
     let row = sqlx::query(
@@ -307,6 +311,22 @@ async fn input_for(
             None => format!("stage '{name}' finished without a checkpoint"),
         }),
     })
+}
+
+/// The checkpoint the experiment's `checkpoint:` model named when it was accepted.
+async fn model_checkpoint(
+    conn: &mut PgConnection,
+    experiment_id: Uuid,
+) -> Result<Option<CheckpointRef>, sqlx::Error> {
+    let found: Option<serde_json::Value> = sqlx::query_scalar(
+        "SELECT payload->'start_from' FROM events
+         WHERE stream_id = $1 AND event_type = 'ExperimentSubmitted'",
+    )
+    .bind(experiment_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .flatten();
+    Ok(found.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 /// The experiment's status and spec; None for an imported experiment, which has no spec.

@@ -182,7 +182,7 @@ impl Suite {
                 let model = match from {
                     None => None,
                     Some(State::Done(id, ExperimentStatus::Completed)) => {
-                        Some(ModelRef::Path(final_checkpoint_dir(client, *id).await?))
+                        Some(final_checkpoint(client, *id).await?)
                     }
                     Some(State::Done(_, status)) => {
                         println!(
@@ -357,22 +357,22 @@ fn seed_tag(seed: u64) -> String {
     format!("seed-{seed}")
 }
 
-/// The directory of the last checkpoint an experiment's runs saved.
-async fn final_checkpoint_dir(client: &Client, id: Uuid) -> Result<String> {
+/// The last checkpoint an experiment's runs saved, as a model to start from (in whatever store
+/// it lies: the daemons fetch it).
+async fn final_checkpoint(client: &Client, id: Uuid) -> Result<ModelRef> {
     let detail = client.detail(id).await?;
-    let checkpoint: CheckpointRef = detail
+    detail
         .runs
         .iter()
         .rev()
-        .find_map(|r| serde_json::from_value(r.checkpoint.clone()?).ok())
-        .with_context(|| format!("experiment {id} saved no checkpoint"))?;
-    let dir = checkpoint.local_dir().with_context(|| {
-        format!(
-            "{} is in an object store; rows start from a checkpoint in a file:// store",
-            checkpoint.uri
-        )
-    })?;
-    Ok(dir.display().to_string())
+        .find_map(|r| {
+            let checkpoint: CheckpointRef = serde_json::from_value(r.checkpoint.clone()?).ok()?;
+            Some(ModelRef::Checkpoint {
+                run: r.id,
+                step: checkpoint.step,
+            })
+        })
+        .with_context(|| format!("experiment {id} saved no checkpoint"))
 }
 
 /// Parses a spec file, naming the file in any error.

@@ -52,6 +52,10 @@ pub enum Event {
         /// when it was accepted: later registrations do not change what it trains on.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         datasets: BTreeMap<String, DatasetSplit>,
+        /// The checkpoint a `checkpoint:` model names, as recorded when the spec was accepted:
+        /// what stages that start from the model start from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start_from: Option<crate::jobs::CheckpointRef>,
     },
     ExperimentCancelled {
         reason: String,

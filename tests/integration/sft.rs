@@ -1,5 +1,5 @@
 use prl_artifacts::ArtifactStore;
-use prl_integration_tests::{S3Server, TestApp, training_turn};
+use prl_integration_tests::{S3Server, TOKEN, TestApp, training_turn};
 use prl_schema::jobs::CheckpointRef;
 use prl_schema::spec::{Attention, RolloutMode};
 use prl_trainer::checkpoint::Checkpoints;
@@ -181,6 +181,48 @@ async fn a_killed_sft_job_resumes_on_another_host_from_the_checkpoint_in_an_s3_s
             "{uri}"
         );
     }
+
+    // Any of them can be evaluated on demand, on any host: host B evaluates the one host A
+    // wrote at step 10, fetching it from the bucket.
+    let run = detail["runs"][0]["id"].as_str().unwrap();
+    let path = format!("/api/v1/runs/{run}/evaluations");
+    let body = serde_json::json!({"dataset": "builtin:easy-test", "k": 1, "step": 10,
+                                  "max_prompts": 2, "max_response_tokens": 32});
+    let accepted = app.post_raw(&path, body.to_string(), Some(TOKEN)).await;
+    assert_eq!(accepted.status(), 201);
+    let accepted: serde_json::Value = accepted.json().await.unwrap();
+    let evaluation = accepted["id"].as_str().unwrap().parse().unwrap();
+    let detail = app
+        .wait_for_status(evaluation, "completed", Duration::from_secs(300))
+        .await;
+    let evaluated = detail["runs"][0]["id"].as_str().unwrap();
+    let reported: Vec<serde_json::Value> = app
+        .get(&format!("/api/v1/runs/{evaluated}/evaluations"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reported[0]["step"], 10, "the evaluated checkpoint's step");
+    assert!(
+        rescuer
+            .data_dir
+            .join(format!(
+                "checkpoints/{run}/attempt-1/step-00000010/manifest.json"
+            ))
+            .exists(),
+        "host B holds host A's checkpoint, from the bucket"
+    );
+    // A checkpoint no run recorded is refused at the door, naming the field.
+    let spec = serde_json::json!({
+        "name": "from nowhere", "model": format!("checkpoint:{run}@7"),
+        "stages": [{"kind": "eval", "name": "e", "dataset": "builtin:easy-test", "k": 1}]
+    });
+    let refused = app
+        .post_raw("/api/v1/experiments", spec.to_string(), Some(TOKEN))
+        .await;
+    assert_eq!(refused.status(), 422);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["field"], "model", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

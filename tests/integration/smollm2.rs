@@ -22,10 +22,12 @@ async fn the_smollm2_suite_runs_two_steps_of_each_stage() {
         let mut stages: Vec<StageSpec> = spec.stages.clone().into();
         for stage in &mut stages {
             match stage {
+                // bf16 matrix products are emulated on CPUs without AVX-512 BF16 (a step of
+                // 2 × 192 tokens took 80 s on an EPYC with AVX2 only): one short example a step.
                 StageSpec::Sft(s) => {
                     s.max_steps = Some(count(2));
-                    s.batch_size = count(2);
-                    s.max_length = count(192);
+                    s.batch_size = count(1);
+                    s.max_length = count(96);
                 }
                 StageSpec::Rl(s) => {
                     s.steps = count(2);

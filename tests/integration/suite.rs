@@ -59,12 +59,13 @@ async fn the_ci_suite_runs_every_row_of_the_main_table() {
     // The base and the sequential baseline never open a block.
     assert_eq!(table.rows[0].parallel_ratio, Some(0.0));
     assert_eq!(table.rows[4].parallel_ratio, Some(0.0));
-    // The control and the RL rows start from an earlier row's final checkpoint, under the seed.
+    // The control and the RL rows start from an earlier row's final checkpoint (a `checkpoint:`
+    // model, fetched from the store), under the seed.
     for (i, id) in ids.iter().enumerate() {
         let detail = client.detail(*id).await.unwrap();
         let from_a_row = [3, 5, 6, 7, 8].contains(&i);
         assert_eq!(
-            detail.summary.model.starts_with("path:"),
+            detail.summary.model.starts_with("checkpoint:"),
             from_a_row,
             "{}",
             detail.summary.model

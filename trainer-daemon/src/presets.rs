@@ -133,6 +133,9 @@ fn load_weights(
             load_dir(&dir, device)
         }
         ModelRef::Path(dir) => load_dir(Path::new(dir), device),
+        ModelRef::Checkpoint { run, step } => {
+            bail!("checkpoint:{run}@{step} came without its checkpoint in the job")
+        }
     }
 }
 

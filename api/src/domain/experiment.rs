@@ -3,6 +3,7 @@
 use super::status::ExperimentStatus;
 use prl_schema::datasets::DatasetSplit;
 use prl_schema::events::Event;
+use prl_schema::jobs::CheckpointRef;
 use prl_schema::spec::ExperimentSpec;
 use std::collections::BTreeMap;
 
@@ -12,16 +13,19 @@ pub enum CancelError {
     AlreadyFinished(ExperimentStatus),
 }
 
-/// `datasets`: the registered datasets the spec names, resolved now.
+/// `datasets`: the registered datasets the spec names, resolved now; `start_from`: the
+/// checkpoint a `checkpoint:` model names, resolved now.
 pub fn submit(
     spec: ExperimentSpec,
     max_attempts: u32,
     datasets: BTreeMap<String, DatasetSplit>,
+    start_from: Option<CheckpointRef>,
 ) -> Event {
     Event::ExperimentSubmitted {
         spec,
         max_attempts,
         datasets,
+        start_from,
     }
 }
 

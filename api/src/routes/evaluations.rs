@@ -7,7 +7,6 @@ use crate::routes::experiments::{Accepted, record_submission};
 use crate::routes::results::BenchmarkResult;
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
-use prl_schema::jobs::CheckpointRef;
 use prl_schema::spec::{ExperimentSpec, SpecError, StageSpec};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -72,8 +71,8 @@ pub async fn evaluate(
         })?),
     };
     let trained = run_stage(&state, run).await?;
-    let checkpoint = sqlx::query!(
-        "SELECT step, uri FROM checkpoints WHERE run_id = $1 AND ($2::bigint IS NULL OR step = $2)
+    let checkpoint_step = sqlx::query_scalar!(
+        "SELECT step FROM checkpoints WHERE run_id = $1 AND ($2::bigint IS NULL OR step = $2)
          ORDER BY step DESC LIMIT 1",
         run,
         step.map(|s| s as i64),
@@ -86,23 +85,6 @@ pub async fn evaluate(
             None => format!("a checkpoint of run {run}"),
         })
     })?;
-    let (checkpoint_step, uri) = (checkpoint.step, checkpoint.uri);
-    let located = CheckpointRef {
-        uri: uri.clone(),
-        step: checkpoint_step as u64,
-        sha256: String::new(),
-        size_bytes: 0,
-    };
-    let Some(dir) = located.local_dir() else {
-        return Err(ApiError::InvalidSpec {
-            field: "step".into(),
-            reason: format!(
-                "checkpoint {uri} is in an object store; evaluation on demand needs a \
-                 file:// store that the daemons share"
-            ),
-        });
-    };
-    let dir = dir.display().to_string();
     stage.insert("kind".into(), json!("eval"));
     stage.entry("name").or_insert(json!("evaluate"));
     // Decode the way the run was trained, unless told otherwise.
@@ -118,7 +100,7 @@ pub async fn evaluate(
     let spec = json!({
         "name": format!("evaluation of run {run} at step {checkpoint_step}"),
         "tags": ["evaluation"],
-        "model": format!("path:{dir}"),
+        "model": format!("checkpoint:{run}@{checkpoint_step}"),
         "stages": [Value::Object(stage)],
     });
     let spec = ExperimentSpec::from_value(spec).map_err(|e| match e {

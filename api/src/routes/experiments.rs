@@ -12,8 +12,8 @@ use crate::store::{Expected, NewEvent, StreamAppend, derived_id};
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use prl_schema::events::{Event, Metadata};
-use prl_schema::jobs::{LeaseDecision, LeaseVerdict};
-use prl_schema::spec::ExperimentSpec;
+use prl_schema::jobs::{CheckpointRef, LeaseDecision, LeaseVerdict};
+use prl_schema::spec::{ExperimentSpec, ModelRef};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use uuid::Uuid;
@@ -234,7 +234,6 @@ pub async fn submit(
 /// of one host do).
 fn check_files(spec: &ExperimentSpec) -> Result<(), ApiError> {
     use prl_schema::datasets::DatasetSource;
-    use prl_schema::spec::ModelRef;
     let missing = |field: String, reason: String| ApiError::InvalidSpec { field, reason };
     if let ModelRef::Path(dir) = &spec.model
         && !std::path::Path::new(dir).join("config.json").is_file()
@@ -277,10 +276,11 @@ pub async fn record_submission(
     let id = Uuid::now_v7();
     let mut log = event_log::begin(&state.pool).await?;
     let datasets = super::datasets::resolve(log.conn(), &spec).await?;
+    let start_from = start_from(log.conn(), &spec.model).await?;
     let submitted = spec.clone();
     let event = NewEvent {
         event_id,
-        event: experiment::submit(spec, state.max_attempts, datasets),
+        event: experiment::submit(spec, state.max_attempts, datasets, start_from),
         metadata: Metadata {
             correlation_id: Some(id),
             causation_id: None,
@@ -310,6 +310,33 @@ pub async fn record_submission(
         status: ExperimentStatus::Queued,
         version: first.version,
     })
+}
+
+/// The checkpoint a `checkpoint:<run>@<step>` model names, as the log recorded it.
+async fn start_from(
+    conn: &mut sqlx::PgConnection,
+    model: &ModelRef,
+) -> Result<Option<CheckpointRef>, ApiError> {
+    let ModelRef::Checkpoint { run, step } = model else {
+        return Ok(None);
+    };
+    let row: Option<(String, String, i64)> = sqlx::query_as(
+        "SELECT uri, sha256, size_bytes FROM checkpoints WHERE run_id = $1 AND step = $2",
+    )
+    .bind(run)
+    .bind(*step as i64)
+    .fetch_optional(conn)
+    .await?;
+    let (uri, sha256, size_bytes) = row.ok_or_else(|| ApiError::InvalidSpec {
+        field: "model".into(),
+        reason: format!("run {run} recorded no checkpoint at step {step}"),
+    })?;
+    Ok(Some(CheckpointRef {
+        uri,
+        step: *step,
+        sha256,
+        size_bytes: size_bytes as u64,
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

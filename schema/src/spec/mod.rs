@@ -41,7 +41,7 @@ pub struct ExperimentSpec {
     pub name: ExperimentName,
     #[serde(default)]
     pub tags: Vec<Tag>,
-    /// `tiny`, `tiny-base`, `smollm2-135m` or `path:<dir>`.
+    /// `tiny`, `tiny-base`, `smollm2-135m`, `path:<dir>` or `checkpoint:<run id>@<step>`.
     #[schema(value_type = String, example = "tiny")]
     pub model: ModelRef,
     /// Seeds every random choice of every stage (initialisation, data order, sampling): the same

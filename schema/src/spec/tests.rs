@@ -190,3 +190,24 @@ fn dataset_references_are_checked_when_the_spec_is_read() {
         assert!(ExperimentSpec::from_value(v).is_ok(), "{dataset}");
     }
 }
+
+#[test]
+fn a_checkpoint_model_names_a_run_and_a_step() {
+    let run = uuid::Uuid::now_v7();
+    let model: ModelRef = serde_json::from_value(json!(format!("checkpoint:{run}@40"))).unwrap();
+    assert_eq!(model, ModelRef::Checkpoint { run, step: 40 });
+    assert_eq!(model.to_string(), format!("checkpoint:{run}@40"));
+    for bad in [
+        "checkpoint:".to_owned(),
+        format!("checkpoint:{run}"),
+        format!("checkpoint:{run}@"),
+        format!("checkpoint:{run}@-1"),
+        "checkpoint:not-a-run@3".to_owned(),
+    ] {
+        let refused = serde_json::from_value::<ModelRef>(json!(bad)).unwrap_err();
+        assert!(
+            refused.to_string().contains("checkpoint:<run id>@<step>"),
+            "{refused}"
+        );
+    }
+}
