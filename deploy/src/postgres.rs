@@ -50,17 +50,7 @@ impl PrivatePostgres {
                 let _ = std::fs::remove_file(&password_file);
             })?;
         }
-        write_hba(&data_dir, &owner)?;
-        let port = free_port()?;
-        let child = spawn_server(&data_dir, port, &owner)?;
-        let mut server = PrivatePostgres {
-            child,
-            port,
-            data_dir,
-            password,
-        };
-        server.wait_until_up()?;
-        Ok(server)
+        Self::serve(data_dir, password, &owner)
     }
 
     /// Starts a hot standby of `primary` in `data_dir` (which must not exist yet): a base
@@ -99,14 +89,19 @@ impl PrivatePostgres {
         }
         // The standby's own log, not a copy of the primary's.
         let _ = std::fs::remove_file(data_dir.join("server.log"));
-        write_hba(&data_dir, &owner)?;
+        Self::serve(data_dir, primary.password.clone(), &owner)
+    }
+
+    /// Serves a cluster's data directory on a free port, password logins only, once it is up.
+    fn serve(data_dir: PathBuf, password: String, owner: &ServerUser) -> Result<Self> {
+        write_hba(&data_dir, owner)?;
         let port = free_port()?;
-        let child = spawn_server(&data_dir, port, &owner)?;
+        let child = spawn_server(&data_dir, port, owner)?;
         let mut server = PrivatePostgres {
             child,
             port,
             data_dir,
-            password: primary.password.clone(),
+            password,
         };
         server.wait_until_up()?;
         Ok(server)

@@ -330,6 +330,25 @@ impl TestApp {
         resumed
     }
 
+    /// Evaluates one of `run`'s checkpoints on demand (`body` as `POST /runs/{id}/evaluations`
+    /// takes it), waits for that experiment to complete and returns the evaluations it reported.
+    pub async fn evaluate_on_demand(&self, run: &str, body: Value) -> Vec<Value> {
+        let path = format!("/api/v1/runs/{run}/evaluations");
+        let accepted = self.post_raw(&path, body.to_string(), Some(TOKEN)).await;
+        assert_eq!(accepted.status(), 201);
+        let accepted: Value = accepted.json().await.unwrap();
+        let id = accepted["id"].as_str().unwrap().parse().unwrap();
+        let detail = self
+            .wait_for_status(id, "completed", Duration::from_secs(300))
+            .await;
+        let evaluated = detail["runs"][0]["id"].as_str().unwrap();
+        self.get(&format!("/api/v1/runs/{evaluated}/evaluations"))
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Waits until `n` daemons are active in `GET /api/v1/workers`; returns the list.
     pub async fn wait_for_workers(&self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(20);

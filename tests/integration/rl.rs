@@ -178,27 +178,11 @@ async fn a_parallel_r1_recipe_records_every_trajectory_and_its_evaluations() {
     assert_eq!(body["field"], "k", "{body}");
     let missing = post(serde_json::json!({"dataset": "builtin:easy-test", "step": 7})).await;
     assert_eq!(missing.status(), 404);
-    let accepted = post(serde_json::json!({
+    let body = serde_json::json!({
         "dataset": "builtin:easy-test", "k": 2, "step": 2, "max_prompts": 4,
         "max_response_tokens": 64
-    }))
-    .await;
-    assert_eq!(accepted.status(), 201);
-    let id = accepted.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let detail = app
-        .wait_for_status(id, "completed", Duration::from_secs(300))
-        .await;
-    let run = detail["runs"][0]["id"].as_str().unwrap();
-    let reported: Vec<serde_json::Value> = app
-        .get(&format!("/api/v1/runs/{run}/evaluations"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    });
+    let reported = app.evaluate_on_demand(&rl_run, body).await;
     assert_eq!(reported.len(), 1);
     assert_eq!(reported[0]["step"], 2, "the evaluated checkpoint's step");
     assert_eq!(reported[0]["k"], 2);

@@ -185,23 +185,9 @@ async fn a_killed_sft_job_resumes_on_another_host_from_the_checkpoint_in_an_s3_s
     // Any of them can be evaluated on demand, on any host: host B evaluates the one host A
     // wrote at step 10, fetching it from the bucket.
     let run = detail["runs"][0]["id"].as_str().unwrap();
-    let path = format!("/api/v1/runs/{run}/evaluations");
     let body = serde_json::json!({"dataset": "builtin:easy-test", "k": 1, "step": 10,
                                   "max_prompts": 2, "max_response_tokens": 32});
-    let accepted = app.post_raw(&path, body.to_string(), Some(TOKEN)).await;
-    assert_eq!(accepted.status(), 201);
-    let accepted: serde_json::Value = accepted.json().await.unwrap();
-    let evaluation = accepted["id"].as_str().unwrap().parse().unwrap();
-    let detail = app
-        .wait_for_status(evaluation, "completed", Duration::from_secs(300))
-        .await;
-    let evaluated = detail["runs"][0]["id"].as_str().unwrap();
-    let reported: Vec<serde_json::Value> = app
-        .get(&format!("/api/v1/runs/{evaluated}/evaluations"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let reported = app.evaluate_on_demand(run, body).await;
     assert_eq!(reported[0]["step"], 10, "the evaluated checkpoint's step");
     assert!(
         rescuer
