@@ -191,3 +191,18 @@ fn the_trainer_unit_starts_one_daemon_per_gpu_with_flags_it_knows() {
     assert!(env["PRL_STORE__URL"].starts_with("s3://"));
     prl_artifacts::ArtifactStore::open(&env["PRL_STORE__URL"], &Default::default()).unwrap();
 }
+
+#[test]
+fn the_verl_bridge_unit_starts_a_bridge_to_the_local_ray_head() {
+    let env = env_file("trainer");
+    let args = exec_start("prl-verl-bridge.service", &env);
+    let parsed =
+        prl_trainer::cli::Args::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert_eq!(parsed.ray_address.as_deref(), Some("http://127.0.0.1:8265"));
+    assert_eq!(parsed.worker_id.as_deref(), Some("gpu-node-1-verl"));
+    assert_eq!(
+        parsed.verl_run_dir.as_deref(),
+        Some(Path::new("/var/lib/prl/verl-runs"))
+    );
+    assert_eq!(parsed.verl_command, "python3 -m verl.trainer.main_ppo");
+}

@@ -73,6 +73,13 @@ fn spec_page() -> String {
     }
     page.push_str("\n## `init_from`\n\n");
     page.push_str(&fields_table(&schemas["InitFrom"], &schemas));
+    page.push_str("\n## `resources`\n\n");
+    page.push_str(&fields_table(&schemas["Resources"], &schemas));
+    page.push_str(
+        "\n## `verl`\n\nAn RL stage with `backend = \"verl\"` runs as a verl job on a Ray \
+         cluster ([verl](../verl.md)); this table says what prl's own fields do not.\n\n",
+    );
+    page.push_str(&fields_table(&schemas["VerlSettings"], &schemas));
     write!(
         page,
         "\n## Datasets\n\n\
@@ -86,8 +93,9 @@ fn spec_page() -> String {
          parallel one (the baselines). Formats, the answer convention and the tag grammar: \
          [your own data](../own-data.md).\n\n\
          ## Models\n\n\
-         `model` is a preset (`tiny`, `tiny-base`, `smollm2-135m`) or `path:<dir>`, a Hugging \
-         Face directory on the daemon: [your own model](../own-model.md).\n",
+         `model` is a preset (`tiny`, `tiny-base`, `smollm2-135m`), `path:<dir>`, a Hugging \
+         Face directory on the daemon, or `checkpoint:<run id>@<step>`, a checkpoint a run \
+         recorded: [your own model](../own-model.md).\n",
         prl_schema::datasets::BUILTIN_NAMES
     )
     .unwrap();

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use async_nats::jetstream::{self, consumer, stream};
 use prl_schema::ids::{JobId, RunId};
 use prl_schema::jobs::WorkerEvent;
-use prl_schema::spec::{DeviceKind, StageKind};
+use prl_schema::spec::{JobRoute, StageKind};
 use std::time::Duration;
 
 /// How long NATS remembers a `Nats-Msg-Id` to drop a duplicate publish.
@@ -110,19 +110,20 @@ impl Topology {
     }
 
     /// Jobs of `kind` for any daemon travel on `<ns>.jobs.<kind>`; those that need a device
-    /// kind on `<ns>.jobs.<kind>.<device>`, which only daemons with such a device read.
-    pub fn job_subject(&self, kind: StageKind, device: Option<DeviceKind>) -> String {
-        match device {
+    /// kind on `<ns>.jobs.<kind>.<device>`, which only daemons with such a device read, and
+    /// verl stages on `<ns>.jobs.<kind>.verl`, which only verl bridges read.
+    pub fn job_subject(&self, kind: StageKind, route: JobRoute) -> String {
+        match route.token() {
             None => format!("{}.jobs.{}", self.ns, kind.as_str()),
-            Some(d) => format!("{}.jobs.{}.{}", self.ns, kind.as_str(), d.as_str()),
+            Some(t) => format!("{}.jobs.{}.{t}", self.ns, kind.as_str()),
         }
     }
 
-    /// The durable consumer from which daemons take jobs of `kind` (for `device`).
-    pub fn job_consumer(&self, kind: StageKind, device: Option<DeviceKind>) -> String {
-        match device {
+    /// The durable consumer from which daemons take jobs of `kind` on `route`.
+    pub fn job_consumer(&self, kind: StageKind, route: JobRoute) -> String {
+        match route.token() {
             None => format!("{}-trainers-{}", self.ns, kind.as_str()),
-            Some(d) => format!("{}-trainers-{}-{}", self.ns, kind.as_str(), d.as_str()),
+            Some(t) => format!("{}-trainers-{}-{t}", self.ns, kind.as_str()),
         }
     }
 
@@ -208,8 +209,8 @@ impl Topology {
             }
         }
         for kind in StageKind::ALL {
-            for device in [None, Some(DeviceKind::Cpu), Some(DeviceKind::Cuda)] {
-                self.job_consumer_for(js, kind, device).await?;
+            for route in JobRoute::ALL {
+                self.job_consumer_for(js, kind, route).await?;
             }
         }
         for lane in [Lane::Data, Lane::Control] {
@@ -218,23 +219,23 @@ impl Topology {
         Ok(())
     }
 
-    /// The pull consumer of one job kind (for one device kind). It delivers without limit: a job waits in the queue
+    /// The pull consumer of one job kind on one route. It delivers without limit: a job waits in the queue
     /// until a daemon's claim is decided (claims are fenced by the job's version), and a job
     /// message whose deliveries ran out would leave its job queued for good.
     pub async fn job_consumer_for(
         &self,
         js: &jetstream::Context,
         kind: StageKind,
-        device: Option<DeviceKind>,
+        route: JobRoute,
     ) -> Result<PullConsumer> {
         let stream = js
             .get_stream(self.jobs_stream())
             .await
             .context("opening the jobs stream")?;
-        let name = self.job_consumer(kind, device);
+        let name = self.job_consumer(kind, route);
         let config = consumer::pull::Config {
             durable_name: Some(name.clone()),
-            filter_subject: self.job_subject(kind, device),
+            filter_subject: self.job_subject(kind, route),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: JOB_ACK_WAIT,
             max_deliver: -1,
@@ -367,14 +368,19 @@ fn parse_urls(urls: &str) -> Result<(Vec<async_nats::ServerAddr>, async_nats::Co
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prl_schema::spec::DeviceKind;
 
     #[test]
     fn names_live_under_the_namespace() {
         let t = Topology::new("t-1").unwrap();
         assert_eq!(t.jobs_stream(), "T_1_JOBS");
-        assert_eq!(t.job_subject(StageKind::Rl, None), "t-1.jobs.rl");
+        assert_eq!(t.job_subject(StageKind::Rl, JobRoute::Any), "t-1.jobs.rl");
         assert_eq!(
-            t.job_subject(StageKind::Rl, Some(DeviceKind::Cuda)),
+            t.job_subject(StageKind::Rl, JobRoute::Verl),
+            "t-1.jobs.rl.verl"
+        );
+        assert_eq!(
+            t.job_subject(StageKind::Rl, JobRoute::Device(DeviceKind::Cuda)),
             "t-1.jobs.rl.cuda"
         );
         assert!(Topology::new("a.b").is_err());

@@ -308,70 +308,24 @@ fn metric_points(path: &Path, from: u64, text: &str) -> Result<Vec<Value>> {
     for line in text.split_inclusive('\n') {
         let at = offset;
         offset += line.len() as u64;
-        if line.trim().is_empty() {
+        let parsed = prl_schema::dumps::metrics_line(line)
+            .map_err(|why| anyhow::anyhow!("{} at byte {at}: {why}", path.display()))?;
+        let Some((step, values)) = parsed.filter(|(_, values)| !values.is_empty()) else {
             continue;
-        }
-        let parsed: Value = serde_json::from_str(line)
-            .or_else(|_| serde_json::from_str(&python_json(line)))
-            .with_context(|| {
-                format!(
-                    "{} at byte {at}: not a JSON line of the file logger",
-                    path.display()
-                )
-            })?;
-        let (Some(step), Some(data)) = (parsed["step"].as_u64(), parsed["data"].as_object()) else {
-            bail!(
-                "{} at byte {at}: a line of the file logger has a `step` (a whole number ≥ 0) and `data`",
-                path.display()
-            );
         };
-        let values: serde_json::Map<String, Value> = data
-            .iter()
-            .filter(|(_, v)| {
-                v.is_number() || matches!(v.as_str(), Some("NaN" | "Infinity" | "-Infinity"))
+        let values: serde_json::Map<String, Value> = values
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match prl_schema::tracking::non_finite_name(v) {
+                    Some(name) => json!(name),
+                    None => json!(v),
+                };
+                (k, v)
             })
-            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        if !values.is_empty() {
-            points.push(json!({"step": step, "values": values}));
-        }
+        points.push(json!({"step": step, "values": values}));
     }
     Ok(points)
-}
-
-/// Python's `json.dumps` writes NaN and the infinities bare; prl reads them as named strings.
-/// Outside JSON strings, those tokens are quoted.
-fn python_json(line: &str) -> String {
-    let mut out = String::with_capacity(line.len() + 16);
-    let (mut in_string, mut escaped) = (false, false);
-    let mut rest = line;
-    while let Some(c) = rest.chars().next() {
-        if in_string {
-            out.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            rest = &rest[c.len_utf8()..];
-            continue;
-        }
-        if let Some(token) = ["-Infinity", "Infinity", "NaN"]
-            .into_iter()
-            .find(|t| rest.starts_with(t))
-        {
-            out.push('"');
-            out.push_str(token);
-            out.push('"');
-            rest = &rest[token.len()..];
-            continue;
-        }
-        in_string = c == '"';
-        out.push(c);
-        rest = &rest[c.len_utf8()..];
-    }
-    out
 }
 
 /// Retries what failed for want of the API (unreachable, 5xx) with pauses up to 10 s, until

@@ -282,6 +282,74 @@ pub fn validation_results(
     Ok(results)
 }
 
+/// Metric values by name.
+pub type MetricValues = BTreeMap<String, f64>;
+
+/// One line of verl's `file` logger (`{"step": n, "data": {...}}`, with Python's bare `NaN` and
+/// infinities): its step and its numeric values, anything else left out; None for a blank line.
+pub fn metrics_line(line: &str) -> Result<Option<(u64, MetricValues)>, String> {
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let parsed: serde_json::Value = serde_json::from_str(line)
+        .or_else(|_| serde_json::from_str(&python_json(line)))
+        .map_err(|_| "not a JSON line of the file logger".to_owned())?;
+    let (Some(step), Some(data)) = (parsed["step"].as_u64(), parsed["data"].as_object()) else {
+        return Err(
+            "a line of the file logger has a `step` (a whole number ≥ 0) and `data`".to_owned(),
+        );
+    };
+    let values = data
+        .iter()
+        .filter_map(|(k, v)| {
+            let v = match v.as_str() {
+                Some("NaN") => f64::NAN,
+                Some("Infinity") => f64::INFINITY,
+                Some("-Infinity") => f64::NEG_INFINITY,
+                Some(_) => return None,
+                None => v.as_f64()?,
+            };
+            Some((k.clone(), v))
+        })
+        .collect();
+    Ok(Some((step, values)))
+}
+
+/// Python's `json.dumps` writes NaN and the infinities bare; prl reads them as named strings.
+/// Outside JSON strings, those tokens are quoted.
+fn python_json(line: &str) -> String {
+    let mut out = String::with_capacity(line.len() + 16);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = line;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        if let Some(token) = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|t| rest.starts_with(t))
+        {
+            out.push('"');
+            out.push_str(token);
+            out.push('"');
+            rest = &rest[token.len()..];
+            continue;
+        }
+        in_string = c == '"';
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,6 +169,9 @@ pub struct WorkerInfo {
     pub gpu_memory_gb: Option<f64>,
     pub labels: BTreeMap<String, String>,
     pub kinds: Vec<crate::spec::StageKind>,
+    /// `tch` for a trainer, `verl` for a bridge to a Ray cluster.
+    #[serde(default)]
+    pub backend: crate::spec::Backend,
     /// The job attempt it holds, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<WorkerJob>,

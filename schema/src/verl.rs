@@ -112,3 +112,108 @@ pub(crate) fn parquet_rows<T>(
         })
         .collect()
 }
+
+/// One row as prl writes it for verl (`write`): the chat as (role, content), the answer to check,
+/// the solution text, the row's index, the reward function verl's `default_compute_score`
+/// routes to (`extra_info.reward_method`, as the Parallel-R1 reference code reads it), and the
+/// `data_source`. `None` writes a null.
+pub struct WriteRow<'a> {
+    pub chat: Vec<(&'a str, &'a str)>,
+    pub ground_truth: Option<&'a str>,
+    pub answer: Option<&'a str>,
+    pub index: i64,
+    pub reward_method: Option<&'a str>,
+    pub data_source: Option<&'a str>,
+}
+
+const WRITE_SCHEMA: &str = "message schema {
+  optional group prompt (LIST) {
+    repeated group list {
+      optional group element {
+        optional binary content (STRING);
+        optional binary role (STRING);
+      }
+    }
+  }
+  optional group reward_model {
+    optional binary ground_truth (STRING);
+  }
+  optional group extra_info {
+    optional binary answer (STRING);
+    optional int64 index;
+    optional binary reward_method (STRING);
+  }
+  optional binary data_source (STRING);
+}";
+
+/// Writes `rows` as a snappy-compressed verl dataset, laid out as pyarrow lays it out.
+pub fn write(path: &Path, rows: &[WriteRow]) -> parquet::errors::Result<()> {
+    use parquet::basic::Compression;
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use std::sync::Arc;
+    let bytes = |s: &str| ByteArray::from(s.as_bytes().to_vec());
+    let schema = Arc::new(parquet::schema::parser::parse_message_type(WRITE_SCHEMA)?);
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build(),
+    );
+    let mut writer = SerializedFileWriter::new(std::fs::File::create(path)?, schema, props)?;
+    let mut group = writer.next_row_group()?;
+    let mut column = 0;
+    while let Some(mut col) = group.next_column()? {
+        // A string inside one optional group: null is definition level 1, a value 2.
+        let nested = |field: &dyn Fn(&WriteRow<'_>) -> Option<String>| {
+            let field: Vec<Option<String>> = rows.iter().map(field).collect();
+            let values: Vec<ByteArray> = field.iter().flatten().map(|s| bytes(s)).collect();
+            let def: Vec<i16> = field.iter().map(|f| 1 + i16::from(f.is_some())).collect();
+            (values, def)
+        };
+        match column {
+            // prompt.list.element.content and .role: definition 4, repetition 0 or 1.
+            0 | 1 => {
+                let (mut values, mut def, mut rep) = (vec![], vec![], vec![]);
+                for row in rows {
+                    for (i, (role, content)) in row.chat.iter().enumerate() {
+                        values.push(bytes(if column == 0 { content } else { role }));
+                        def.push(4);
+                        rep.push(i16::from(i > 0));
+                    }
+                }
+                col.typed::<ByteArrayType>()
+                    .write_batch(&values, Some(&def), Some(&rep))?;
+            }
+            2 | 3 | 5 => {
+                let (values, def) = nested(&|r| {
+                    match column {
+                        2 => r.ground_truth,
+                        3 => r.answer,
+                        _ => r.reward_method,
+                    }
+                    .map(str::to_owned)
+                });
+                col.typed::<ByteArrayType>()
+                    .write_batch(&values, Some(&def), None)?;
+            }
+            4 => {
+                let values: Vec<i64> = rows.iter().map(|r| r.index).collect();
+                col.typed::<Int64Type>()
+                    .write_batch(&values, Some(&vec![2; rows.len()]), None)?;
+            }
+            _ => {
+                let field: Vec<Option<&str>> = rows.iter().map(|r| r.data_source).collect();
+                let values: Vec<ByteArray> = field.iter().flatten().map(|s| bytes(s)).collect();
+                let def: Vec<i16> = field.iter().map(|f| i16::from(f.is_some())).collect();
+                col.typed::<ByteArrayType>()
+                    .write_batch(&values, Some(&def), None)?;
+            }
+        }
+        col.close()?;
+        column += 1;
+    }
+    group.close()?;
+    writer.close()?;
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! NATS_URL are given), a fresh database and NATS namespace per test, and the API on a free port.
 
 mod publish;
+mod ray;
 mod s3;
 pub mod seeds;
 mod servers;
@@ -9,6 +10,7 @@ mod test_app;
 mod verl_fixture;
 
 pub use publish::{Ingested, publish_until};
+pub use ray::RayHead;
 pub use s3::{S3Server, s3_server_binary};
 pub use servers::{Servers, servers};
 pub use test_app::{Daemon, FakeWorker, TOKEN, TestApp, quick_spec};

@@ -432,7 +432,7 @@ impl FakeWorker {
         use futures::StreamExt;
         let consumer = app
             .topology
-            .job_consumer_for(&app.js, kind, None)
+            .job_consumer_for(&app.js, kind, prl_schema::spec::JobRoute::Any)
             .await
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -24,4 +24,5 @@ mod smollm2;
 mod specs;
 mod submission;
 mod suite;
+mod verl;
 mod workers;

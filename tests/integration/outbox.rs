@@ -42,7 +42,7 @@ async fn the_outbox_publishes_every_job_once_even_when_its_checkpoint_is_lost() 
 
     let consumer = app
         .topology
-        .job_consumer_for(&app.js, StageKind::Sft, None)
+        .job_consumer_for(&app.js, StageKind::Sft, prl_schema::spec::JobRoute::Any)
         .await
         .unwrap();
     let mut received = Vec::new();

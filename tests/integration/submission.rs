@@ -13,7 +13,11 @@ async fn a_submitted_experiment_is_queued_claimed_reported_and_completed() {
     );
     let mut consumer = app
         .topology
-        .job_consumer_for(&app.js, prl_schema::spec::StageKind::Sft, None)
+        .job_consumer_for(
+            &app.js,
+            prl_schema::spec::StageKind::Sft,
+            prl_schema::spec::JobRoute::Any,
+        )
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -98,6 +98,23 @@ async fn jobs_go_to_the_daemon_that_fits_and_wait_visibly_when_none_does() {
         "{why}"
     );
 
+    // A verl stage goes to no trainer, which says so: only a verl bridge takes it.
+    let verl = app
+        .submit(&json!({
+            "name": "on verl", "model": "path:/models/m",
+            "stages": [{"kind": "rl", "name": "rl", "backend": "verl", "dataset": "builtin:easy",
+                        "reward": "s1", "learning_rate": 1e-6, "steps": 2,
+                        "dynamic_sampling": false}]
+        }))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let detail = app.experiment(verl).await;
+    let job = &detail["jobs"][0];
+    assert_eq!(job["status"], "queued", "{detail:#}");
+    let why = job["waiting"].as_str().unwrap();
+    assert!(why.contains("the stage needs a verl bridge"), "{why}");
+    assert!(why.contains("cpu-a: it runs tch stages, not verl"), "{why}");
+
     // One that fits starts: the job runs there.
     let a100 = announcing(&app, "gpu-c", "cuda:0", Some(40.0), &[("gpu", "a100")]);
     let detail = app

@@ -323,6 +323,7 @@ async fn start_live_run(app: &TestApp) -> (Uuid, CancellationToken) {
         Duration::from_millis(500),
         done.clone(),
         CancellationToken::new(),
+        CancellationToken::new(),
     ));
     let stop = done.clone();
     tokio::spawn(async move {

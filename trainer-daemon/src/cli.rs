@@ -72,6 +72,21 @@ pub struct Args {
     /// machine each take their share.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Makes this daemon a verl bridge: it takes only RL stages with `backend = "verl"` and runs
+    /// them on the Ray cluster whose dashboard (Jobs API) is at this address, such as
+    /// `http://head:8265` (docs/verl.md).
+    #[arg(long, env = "RAY_ADDRESS")]
+    pub ray_address: Option<String>,
+    /// A bridge's command that verl's overrides follow in the Ray job's entrypoint.
+    #[arg(long, default_value = "python3 -m verl.trainer.main_ppo")]
+    pub verl_command: String,
+    /// Where a bridge makes each verl job's directory (data, dumps, metrics, checkpoints): the
+    /// same path on the Ray head node, which runs entrypoints; `<data-dir>/verl` when absent.
+    #[arg(long)]
+    pub verl_run_dir: Option<PathBuf>,
+    /// How often a bridge reads the job's files and status, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub verl_poll_ms: u64,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {

@@ -7,13 +7,14 @@ use crate::file_access::FileAccess;
 use crate::lease::{Lease, Stop};
 use crate::reporter::Reporter;
 use crate::training::Outcome;
+use crate::verl::{self, VerlBridge};
 use crate::{eval, rl, sft};
 use anyhow::Result;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use prl_bus::{PullConsumer, Topology};
 use prl_schema::jobs::{JobMessage, LeaseDecision, WorkerEvent, WorkerInfo, WorkerJob};
-use prl_schema::spec::{DeviceKind, StageKind};
+use prl_schema::spec::{Backend, DeviceKind, JobRoute, StageKind};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,12 +45,23 @@ pub struct DaemonConfig {
 }
 
 /// What the daemon does with a job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Executor {
     /// Walks every job's steps without training: the protocol alone.
     DryRun,
     /// Trains and evaluates for real.
     Train,
+    /// Hands verl stages to a Ray cluster and follows them (`crate::verl`).
+    Verl(VerlBridge),
+}
+
+impl Executor {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Executor::Verl(_) => Backend::Verl,
+            Executor::DryRun | Executor::Train => Backend::Tch,
+        }
+    }
 }
 
 pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()> {
@@ -57,12 +69,18 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     let js = jetstream::new(nats.clone());
     let topology = Topology::new(&config.namespace)?.with_replicas(config.replicas)?;
     topology.ensure(&js).await?;
-    // Jobs for any daemon, and jobs for this daemon's kind of device.
-    let device = DeviceKind::of(&config.device);
+    // A trainer reads jobs for any daemon and jobs for its kind of device; a bridge, verl's.
+    let routes = match config.executor.backend() {
+        Backend::Tch => vec![
+            JobRoute::Any,
+            JobRoute::Device(DeviceKind::of(&config.device)),
+        ],
+        Backend::Verl => vec![JobRoute::Verl],
+    };
     let mut consumers = Vec::new();
     for kind in &config.kinds {
-        for device in [None, Some(device)] {
-            consumers.push(topology.job_consumer_for(&js, *kind, device).await?);
+        for route in &routes {
+            consumers.push(topology.job_consumer_for(&js, *kind, *route).await?);
         }
     }
     tracing::info!(worker = %config.worker_id, kinds = ?config.kinds, "daemon ready");
@@ -162,6 +180,7 @@ impl Daemon {
             gpu_memory_gb: config.gpu_memory_gb,
             labels: config.labels.clone(),
             kinds: config.kinds.clone(),
+            backend: config.executor.backend(),
             job: None,
             started_at: now,
             seen_at: now,
@@ -197,7 +216,6 @@ impl Daemon {
         // daemon without claiming it, offered again later the more often it came back.
         let misfit = job
             .stage
-            .resources()
             .fits(&self.presence())
             .err()
             .or_else(|| self.config.checkpoints.unreadable(&job));
@@ -279,12 +297,13 @@ impl Daemon {
         *self.current_job.lock().expect("not poisoned") = Some(holding);
         let done = CancellationToken::new();
         let stop = shutdown.child_token();
+        let cancelled = CancellationToken::new();
         // Work and heartbeats share this task, so that nothing outlives the daemon when it dies.
         let work = async {
             let result = async {
                 let job = self.config.checkpoints.localize(&job).await?;
                 self.config.files.admit(&job).map_err(anyhow::Error::msg)?;
-                self.execute(&job, &reporter, &stop).await
+                self.execute(&job, &reporter, &stop, &cancelled).await
             }
             .await;
             done.cancel();
@@ -292,7 +311,12 @@ impl Daemon {
         };
         let (result, why_stopped) = tokio::join!(
             work,
-            lease.keep(self.config.heartbeat, done.clone(), stop.clone())
+            lease.keep(
+                self.config.heartbeat,
+                done.clone(),
+                stop.clone(),
+                cancelled.clone()
+            )
         );
         *self.current_job.lock().expect("not poisoned") = None;
         match (result, why_stopped) {
@@ -325,9 +349,14 @@ impl Daemon {
         job: &JobMessage,
         reporter: &Reporter,
         stop: &CancellationToken,
+        cancelled: &CancellationToken,
     ) -> Result<Outcome> {
         let data_dir = &self.config.checkpoints.data_dir;
-        match (self.config.executor, job.kind()) {
+        match (&self.config.executor, job.kind()) {
+            (Executor::Verl(bridge), _) => {
+                let stops = verl::Stops { stop, cancelled };
+                verl::run(job, reporter, bridge, data_dir, stops).await
+            }
             (Executor::Train, StageKind::Sft) => sft::run(job, reporter, data_dir, stop).await,
             (Executor::Train, StageKind::Rl) => rl::run(job, reporter, data_dir, stop).await,
             (Executor::Train, StageKind::Eval) => eval::run(job, reporter, data_dir, stop).await,

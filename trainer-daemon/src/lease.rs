@@ -67,12 +67,13 @@ impl Lease {
     }
 
     /// Heartbeats every `period` until `done` is cancelled. Cancels `stop` and returns why as soon
-    /// as the API refuses the lease.
+    /// as the API refuses the lease; cancels `cancelled` too when the experiment was cancelled.
     pub async fn keep(
         mut self,
         period: Duration,
         done: CancellationToken,
         stop: CancellationToken,
+        cancelled: CancellationToken,
     ) -> Option<Stop> {
         let mut ticker = tokio::time::interval(period);
         loop {
@@ -90,6 +91,9 @@ impl Lease {
                         Some(LeaseDecision::Revoked { reason }) => Stop::Revoked(reason),
                         None => Stop::Revoked("the verdict subscription ended".into()),
                     };
+                    if why == Stop::Cancelled {
+                        cancelled.cancel();
+                    }
                     stop.cancel();
                     return Some(why);
                 }

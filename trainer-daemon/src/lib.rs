@@ -21,3 +21,4 @@ pub mod sft;
 pub mod tokenizer;
 pub mod training;
 pub mod trajectories;
+pub mod verl;

@@ -1,9 +1,12 @@
 use clap::Parser;
 use prl_artifacts::{ArtifactStore, S3Options};
+use prl_schema::spec::StageKind;
 use prl_trainer::checkpoint::Checkpoints;
 use prl_trainer::cli::Args;
-use prl_trainer::daemon::{DaemonConfig, run};
+use prl_trainer::daemon::{DaemonConfig, Executor, run};
 use prl_trainer::file_access::FileAccess;
+use prl_trainer::verl::VerlBridge;
+use prl_trainer::verl::ray_jobs::RayJobs;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -44,21 +47,44 @@ async fn main() -> anyhow::Result<()> {
         None => format!("file://{}", data_dir.join("store").display()),
     };
     let store = ArtifactStore::open(&store_url, &S3Options::default())?;
+    // A bridge takes verl's RL stages and nothing else.
+    let (executor, kinds, device) = match &args.ray_address {
+        Some(address) => {
+            let run_root = args.verl_run_dir.unwrap_or_else(|| data_dir.join("verl"));
+            std::fs::create_dir_all(&run_root)?;
+            let bridge = VerlBridge {
+                ray: RayJobs::new(address)?,
+                program: args.verl_command,
+                run_root: run_root.canonicalize()?,
+                poll: Duration::from_millis(args.verl_poll_ms),
+            };
+            (
+                Executor::Verl(bridge),
+                vec![StageKind::Rl],
+                "ray".to_owned(),
+            )
+        }
+        None => (
+            args.executor,
+            args.kinds,
+            prl_trainer::device::name(args.device),
+        ),
+    };
     let config = DaemonConfig {
         nats_url: args.nats_url,
         namespace: args.namespace,
         replicas: args.replicas,
         worker_id,
         host,
-        device: prl_trainer::device::name(args.device),
+        device,
         gpu_memory_gb,
         labels: args.labels.into_iter().collect(),
-        kinds: args.kinds,
+        kinds,
         files: FileAccess::new(&data_roots, args.max_dataset_bytes),
         checkpoints: Checkpoints { store, data_dir },
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         step_delay: Duration::from_millis(args.step_ms),
-        executor: args.executor,
+        executor,
     };
     let shutdown = CancellationToken::new();
     prl_bus::signals::cancel_on_signal(shutdown.clone());

@@ -151,7 +151,7 @@ pub(super) async fn publish_jobs(
     let mut acks = Vec::with_capacity(rows.len());
     for row in rows {
         let (message, kind) = job_message(row)?;
-        let subject = topology.job_subject(kind, message.stage.resources().device_kind());
+        let subject = topology.job_subject(kind, message.stage.route());
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", msg_id(row.get(1)).to_string().as_str());
         let payload = serde_json::to_vec(&message)?;

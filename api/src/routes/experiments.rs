@@ -13,7 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use prl_schema::events::{Event, Metadata};
 use prl_schema::jobs::{CheckpointRef, LeaseDecision, LeaseVerdict};
-use prl_schema::spec::{ExperimentSpec, ModelRef};
+use prl_schema::spec::{Backend, ExperimentSpec, ModelRef};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use uuid::Uuid;
@@ -530,11 +530,14 @@ async fn explain_waiting(state: &AppState, detail: &mut ExperimentDetail) {
             ));
             continue;
         }
-        let needs = stage.resources();
+        let needs = match stage.backend() {
+            Backend::Tch => stage.resources().to_string(),
+            Backend::Verl => "a verl bridge (prl-trainer --ray-address)".into(),
+        };
         let misfits: Vec<String> = takers
             .iter()
             .filter_map(|w| {
-                needs
+                stage
                     .fits(w)
                     .err()
                     .map(|why| format!("{}: {why}", w.worker_id))

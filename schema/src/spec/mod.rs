@@ -5,11 +5,13 @@ mod model;
 mod resources;
 mod stages;
 mod values;
+mod verl;
 
 pub use model::{ModelPreset, ModelRef};
-pub use resources::{DeviceKind, Resources};
+pub use resources::{DeviceKind, JobRoute, Resources};
 pub use stages::*;
 pub use values::*;
+pub use verl::{Backend, RolloutEngine, VerlOverride, VerlSettings};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -157,6 +159,9 @@ impl Stages {
                     "eval_every needs an eval_dataset to evaluate on",
                 ));
             }
+            if let StageSpec::Rl(rl) = stage {
+                check_verl(i, rl)?;
+            }
             if let Some(init) = stage.init_from() {
                 let Some(source) = earlier.iter().find(|s| *s.name() == init.stage) else {
                     return Err(SpecError::invalid(
@@ -182,6 +187,55 @@ impl Stages {
         }
         Ok(Stages(stages))
     }
+}
+
+/// What a verl stage cannot ask for: a device of the bridge (the GPUs are the Ray cluster's),
+/// dynamic sampling or a second, greedy validation pass (`main_ppo` has neither); and its
+/// mini-batches count prompts, not samples.
+fn check_verl(i: usize, rl: &RlStage) -> Result<(), SpecError> {
+    let at = |field: &str| format!("stages[{i}].{field}");
+    if rl.backend != Backend::Verl {
+        return match rl.verl {
+            Some(_) => Err(SpecError::invalid(
+                at("verl"),
+                "verl settings need backend = \"verl\"",
+            )),
+            None => Ok(()),
+        };
+    }
+    if rl.resources.device_kind().is_some() {
+        return Err(SpecError::invalid(
+            at("resources"),
+            "a verl stage runs on its Ray cluster's GPUs (verl.n_gpus_per_node, verl.nnodes); \
+             pick the bridge with resources.labels",
+        ));
+    }
+    if rl.dynamic_sampling {
+        return Err(SpecError::invalid(
+            at("dynamic_sampling"),
+            "verl's main_ppo has no dynamic sampling: set dynamic_sampling = false",
+        ));
+    }
+    if rl.eval_greedy {
+        return Err(SpecError::invalid(
+            at("eval_greedy"),
+            "verl validates with one sampling setting: eval_greedy is for the tch backend",
+        ));
+    }
+    if !rl
+        .mini_batch_size
+        .get()
+        .is_multiple_of(u64::from(rl.group_size.get()))
+    {
+        return Err(SpecError::invalid(
+            at("mini_batch_size"),
+            format!(
+                "verl updates on whole groups: mini_batch_size must be a multiple of group_size ({})",
+                rl.group_size.get()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl TryFrom<Vec<StageSpec>> for Stages {

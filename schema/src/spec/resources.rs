@@ -30,6 +30,34 @@ impl DeviceKind {
     }
 }
 
+/// Which daemons a job's subject reaches: any trainer, those with a kind of device, or the
+/// bridges that hand stages to verl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobRoute {
+    Any,
+    Device(DeviceKind),
+    Verl,
+}
+
+impl JobRoute {
+    /// Every route a job can take.
+    pub const ALL: [JobRoute; 4] = [
+        JobRoute::Any,
+        JobRoute::Device(DeviceKind::Cpu),
+        JobRoute::Device(DeviceKind::Cuda),
+        JobRoute::Verl,
+    ];
+
+    /// The subject token after the job kind; none for `Any`.
+    pub fn token(self) -> Option<&'static str> {
+        match self {
+            JobRoute::Any => None,
+            JobRoute::Device(d) => Some(d.as_str()),
+            JobRoute::Verl => Some("verl"),
+        }
+    }
+}
+
 /// What a stage needs of its daemon. A job goes only to a daemon that fits; until one does it
 /// waits, and its experiment says why.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -118,6 +146,7 @@ mod tests {
 
     fn worker(device: &str, memory: Option<f64>, labels: &[(&str, &str)]) -> WorkerInfo {
         WorkerInfo {
+            backend: Default::default(),
             worker_id: "w".into(),
             host: "h".into(),
             device: device.into(),

@@ -1,8 +1,9 @@
 //! The three kinds of stage and their hyperparameters, with the defaults a user gets by leaving a
 //! field out. Unknown fields are errors: a typo must not silently fall back to a default.
 
-use super::resources::Resources;
+use super::resources::{JobRoute, Resources};
 use super::values::*;
+use super::verl::{Backend, VerlSettings};
 use serde::{Deserialize, Serialize};
 
 /// How paths of one parallel block see each other (see the reference notes).
@@ -253,6 +254,14 @@ pub struct RlStage {
     /// when left out.
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
+    /// `tch`, prl's own trainer daemons, or `verl`: verl's `main_ppo` on a Ray cluster, through
+    /// a bridge daemon (docs/verl.md).
+    #[serde(default)]
+    pub backend: Backend,
+    /// The verl job's cluster shape and engine settings (only with `backend = "verl"`; the
+    /// reference scripts' values when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verl: Option<Box<VerlSettings>>,
     /// Paths a parallel block forks into.
     #[serde(default = "two_paths")]
     pub paths: Paths,
@@ -463,6 +472,35 @@ impl StageSpec {
             StageSpec::Sft(s) => &s.resources,
             StageSpec::Rl(s) => &s.resources,
             StageSpec::Eval(s) => &s.resources,
+        }
+    }
+
+    /// The daemons its jobs go to: verl bridges, or trainers with the device it needs.
+    pub fn route(&self) -> JobRoute {
+        match (self.backend(), self.resources().device_kind()) {
+            (Backend::Verl, _) => JobRoute::Verl,
+            (Backend::Tch, Some(device)) => JobRoute::Device(device),
+            (Backend::Tch, None) => JobRoute::Any,
+        }
+    }
+
+    /// Whether `worker` can run this stage; if not, what it lacks.
+    pub fn fits(&self, worker: &crate::jobs::WorkerInfo) -> Result<(), String> {
+        if worker.backend != self.backend() {
+            return Err(format!(
+                "it runs {} stages, not {}",
+                worker.backend.as_str(),
+                self.backend().as_str()
+            ));
+        }
+        self.resources().fits(worker)
+    }
+
+    /// Who runs the stage: only RL stages can go to verl.
+    pub fn backend(&self) -> Backend {
+        match self {
+            StageSpec::Rl(s) => s.backend,
+            StageSpec::Sft(_) | StageSpec::Eval(_) => Backend::Tch,
         }
     }
 

@@ -211,3 +211,60 @@ fn a_checkpoint_model_names_a_run_and_a_step() {
         );
     }
 }
+
+#[test]
+fn verl_stages_say_what_main_ppo_cannot_do() {
+    let spec = |extra: serde_json::Value| {
+        let mut stage = serde_json::json!({
+            "kind": "rl", "name": "rl", "backend": "verl", "dataset": "builtin:easy",
+            "reward": "s2", "learning_rate": 1e-6, "steps": 10, "dynamic_sampling": false,
+            "group_size": 8, "mini_batch_size": 64
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            stage[k] = v.clone();
+        }
+        ExperimentSpec::from_value(
+            serde_json::json!({"name": "v", "model": "path:/m", "stages": [stage]}),
+        )
+    };
+    let ok = spec(
+        serde_json::json!({"verl": {"n_gpus_per_node": 4, "overrides": ["trainer.save_freq=5"]}}),
+    )
+    .unwrap();
+    let StageSpec::Rl(rl) = &ok.stages.as_slice()[0] else {
+        unreachable!()
+    };
+    assert_eq!(rl.verl.as_ref().unwrap().n_gpus_per_node.get(), 4);
+    assert_eq!(rl.verl.as_ref().unwrap().nnodes.get(), 1);
+    for (extra, field) in [
+        (
+            serde_json::json!({"dynamic_sampling": true}),
+            "stages[0].dynamic_sampling",
+        ),
+        (
+            serde_json::json!({"eval_greedy": true}),
+            "stages[0].eval_greedy",
+        ),
+        (
+            serde_json::json!({"mini_batch_size": 12}),
+            "stages[0].mini_batch_size",
+        ),
+        (
+            serde_json::json!({"resources": {"device": "cuda"}}),
+            "stages[0].resources",
+        ),
+        (
+            serde_json::json!({"backend": "tch", "verl": {}}),
+            "stages[0].verl",
+        ),
+        (
+            serde_json::json!({"verl": {"overrides": ["no equals sign"]}}),
+            "stages[0].verl.overrides[0]",
+        ),
+    ] {
+        match spec(extra.clone()) {
+            Err(SpecError::Invalid { field: f, .. }) => assert_eq!(f, field, "{extra}"),
+            other => panic!("{extra}: {other:?}"),
+        }
+    }
+}

@@ -55,7 +55,7 @@ export function workersPage(root: HTMLElement): () => void {
               h("td", { class: "mono" }, w.device),
               h("td", {}, w.gpu_memory_gb == null ? "–" : `${fmt(w.gpu_memory_gb, 0)} GB`),
               h("td", { class: "mono" }, Object.entries(w.labels).map(([k, v]) => `${k}=${v}`).join(" ") || "–"),
-              h("td", {}, w.kinds.join(", ")),
+              h("td", {}, w.kinds.join(", ") + (w.backend === "verl" ? " (verl on Ray)" : "")),
               h("td", { class: "mono" }, w.job ? `run ${shortId(w.job.run_id)} · attempt ${w.job.attempt}` : "idle"),
               h("td", {}, `${fmt(w.seconds_since_seen, 0)} s ago`),
             ),

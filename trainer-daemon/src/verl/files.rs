@@ -1,0 +1,175 @@
+//! Reads what a verl job writes, as it writes it, into worker events: every rollout dump
+//! (`{step}.jsonl`) as the step's trajectories, every validation dump as evaluations per
+//! `data_source`, the `file` logger's lines as metrics, and each checkpoint verl finishes
+//! (`latest_checkpointed_iteration.txt`) as its Hugging Face directory. A dump file is taken
+//! whole once its size has held for one poll (verl writes a step's file at once); the metrics
+//! file is read up to its last whole line. Steps at or before `after` (what an earlier attempt
+//! recorded up to its newest checkpoint) are skipped; later ones are recorded again under this
+//! attempt, whose rows supersede the earlier attempt's.
+
+use super::command::RunFiles;
+use anyhow::{Context, Result};
+use prl_schema::dumps::{DumpFile, metrics_line, rollout_batches, validation_results};
+use prl_schema::jobs::WorkerEvent;
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+pub struct Follower {
+    files: RunFiles,
+    after: u64,
+    /// The name validation lines without a `data_source` are recorded under.
+    benchmark: String,
+    /// Each dump file's size at the last poll.
+    sizes: HashMap<PathBuf, u64>,
+    rollouts_done: BTreeSet<u64>,
+    validation_done: BTreeSet<u64>,
+    metrics_offset: u64,
+    checkpoint_done: u64,
+}
+
+/// What one poll found.
+#[derive(Default)]
+pub struct Found {
+    pub events: Vec<WorkerEvent>,
+    /// Checkpoints verl finished: step and the Hugging Face directory of its weights.
+    pub checkpoints: Vec<(u64, PathBuf)>,
+}
+
+impl Follower {
+    pub fn new(files: RunFiles, after: u64, benchmark: String) -> Follower {
+        Follower {
+            files,
+            after,
+            benchmark,
+            sizes: HashMap::new(),
+            rollouts_done: BTreeSet::new(),
+            validation_done: BTreeSet::new(),
+            metrics_offset: 0,
+            checkpoint_done: after,
+        }
+    }
+
+    /// What is new since the last poll. `last` takes every dump file as complete: the job has
+    /// ended, so nothing is still being written.
+    pub fn poll(&mut self, last: bool) -> Result<Found> {
+        let mut found = Found::default();
+        found.events.extend(self.metrics()?);
+        for (step, file) in self.complete_dumps(&self.files.rollouts(), last, true)? {
+            let batches = rollout_batches(&[file]).map_err(anyhow::Error::msg)?;
+            found
+                .events
+                .extend(batches.into_iter().map(WorkerEvent::Trajectories));
+            self.rollouts_done.insert(step);
+        }
+        for (step, file) in self.complete_dumps(&self.files.validation(), last, false)? {
+            let results =
+                validation_results(&[file], &self.benchmark).map_err(anyhow::Error::msg)?;
+            found
+                .events
+                .extend(results.into_iter().map(WorkerEvent::Evaluation));
+            self.validation_done.insert(step);
+        }
+        if let Some(step) = self.newest_checkpoint()?
+            && step > self.checkpoint_done
+        {
+            let dir = self
+                .files
+                .checkpoints()
+                .join(format!("global_step_{step}/actor/huggingface"));
+            found.checkpoints.push((step, dir));
+            self.checkpoint_done = step;
+        }
+        Ok(found)
+    }
+
+    /// Dump files of steps not yet recorded whose size held since the last poll (or all, when
+    /// `last`), in step order.
+    fn complete_dumps(
+        &mut self,
+        dir: &Path,
+        last: bool,
+        rollouts: bool,
+    ) -> Result<Vec<(u64, DumpFile)>> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        let done = if rollouts {
+            &self.rollouts_done
+        } else {
+            &self.validation_done
+        };
+        let mut ready = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            let Some(step) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".jsonl"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if step <= self.after || done.contains(&step) {
+                continue;
+            }
+            let size = std::fs::metadata(&path)?.len();
+            let held = self.sizes.insert(path.clone(), size) == Some(size);
+            if size > 0 && (held || last) {
+                let content = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let name = path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into();
+                ready.push((step, DumpFile { name, content }));
+            }
+        }
+        ready.sort_by_key(|(step, _)| *step);
+        Ok(ready)
+    }
+
+    /// The metric lines appended since the last poll, up to the last whole line.
+    fn metrics(&mut self) -> Result<Vec<WorkerEvent>> {
+        let path = self.files.metrics();
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        };
+        file.seek(SeekFrom::Start(self.metrics_offset))?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        let whole = text.rfind('\n').map_or(0, |i| i + 1);
+        let mut events = Vec::new();
+        for line in text[..whole].split_inclusive('\n') {
+            let at = self.metrics_offset;
+            self.metrics_offset += line.len() as u64;
+            let parsed = metrics_line(line)
+                .map_err(|why| anyhow::anyhow!("{} at byte {at}: {why}", path.display()))?;
+            if let Some((step, values)) = parsed
+                && step > self.after
+                && !values.is_empty()
+            {
+                events.push(WorkerEvent::Metrics { step, values });
+            }
+        }
+        Ok(events)
+    }
+
+    /// The step of the newest checkpoint verl has finished writing, if any.
+    fn newest_checkpoint(&self) -> Result<Option<u64>> {
+        let path = self
+            .files
+            .checkpoints()
+            .join("latest_checkpointed_iteration.txt");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text.trim().parse().ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
