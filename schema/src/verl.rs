@@ -217,3 +217,54 @@ pub fn write(path: &Path, rows: &[WriteRow]) -> parquet::errors::Result<()> {
     writer.close()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_rows_read_back_with_their_reward_routing() {
+        let path = std::env::temp_dir().join(format!("prl-verl-{}.parquet", std::process::id()));
+        let rows = [
+            WriteRow {
+                chat: vec![("user", "What is 2 + 2?")],
+                ground_truth: Some("4"),
+                answer: None,
+                index: 0,
+                reward_method: Some("accuracy_parallel_interv_reward"),
+                data_source: Some("math_dapo"),
+            },
+            WriteRow {
+                chat: vec![("system", "Think."), ("user", "What is 3 * 3?")],
+                ground_truth: Some("9"),
+                answer: Some("3 * 3 = 9"),
+                index: 1,
+                reward_method: None,
+                data_source: None,
+            },
+        ];
+        write(&path, &rows).unwrap();
+        let read_back = read(&path).unwrap();
+        assert_eq!(read_back.len(), 2);
+        assert_eq!(read_back[0].question, "What is 2 + 2?");
+        assert_eq!(read_back[0].ground_truth, "4");
+        assert_eq!(read_back[0].data_source.as_deref(), Some("math_dapo"));
+        assert_eq!(read_back[1].question, "What is 3 * 3?");
+        assert_eq!(read_back[1].solution.as_deref(), Some("3 * 3 = 9"));
+        assert_eq!(read_back[1].data_source, None);
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let methods: Vec<serde_json::Value> = reader
+            .get_row_iter(None)
+            .unwrap()
+            .map(|row| row.unwrap().to_json_value()["extra_info"]["reward_method"].clone())
+            .collect();
+        assert_eq!(
+            methods,
+            [
+                serde_json::json!("accuracy_parallel_interv_reward"),
+                serde_json::Value::Null
+            ]
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+}

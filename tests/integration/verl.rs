@@ -3,7 +3,7 @@
 //! verl's trainer, which needs GPUs) writes verl's files step by step; the bridge records them
 //! as the run's events while they are written. The bridge is killed mid-run and another one
 //! follows the same Ray job on; the stage's final checkpoint is evaluated by a tch daemon; a
-//! cancelled verl stage stops its Ray job.
+//! verl job that crashes fails its stage with its error; a cancelled verl stage stops its Ray job.
 
 use prl_integration_tests::{RayHead, TestApp, training_turn};
 use prl_schema::spec::StageKind;
@@ -34,14 +34,15 @@ fn bridge(app: &TestApp, ray: &RayHead, id: &str) -> DaemonConfig {
     }
 }
 
-fn verl_stage(steps: u64, seconds_per_step: f64) -> Value {
+fn verl_stage(steps: u64, seconds_per_step: f64, more: &[&str]) -> Value {
+    let mut overrides = vec![format!("+prl_test.step_seconds={seconds_per_step}")];
+    overrides.extend(more.iter().map(|o| o.to_string()));
     json!({
         "kind": "rl", "name": "rl", "backend": "verl", "dataset": "builtin:easy", "reward": "s2",
         "learning_rate": 1e-6, "steps": steps, "prompts_per_step": 2, "group_size": 4,
         "mini_batch_size": 8, "dynamic_sampling": false, "clip_high": 0.28,
         "checkpoint_every": 3, "eval_every": 2, "eval_dataset": "builtin:easy-test",
-        "verl": {"n_gpus_per_node": 1,
-                 "overrides": [format!("+prl_test.step_seconds={seconds_per_step}")]}
+        "verl": {"n_gpus_per_node": 1, "overrides": overrides}
     })
 }
 
@@ -71,7 +72,7 @@ async fn a_verl_stage_runs_as_a_ray_job_recorded_live_across_a_bridge_restart_an
     let id = app
         .submit(&json!({
             "name": "verl s2", "model": model,
-            "stages": [verl_stage(6, 1.0),
+            "stages": [verl_stage(6, 1.0, &[]),
                        {"kind": "eval", "name": "eval", "dataset": "builtin:easy-test",
                         "max_prompts": 4, "max_response_tokens": 32}]
         }))
@@ -191,10 +192,34 @@ async fn a_verl_stage_runs_as_a_ray_job_recorded_live_across_a_bridge_restart_an
         "the tch daemon evaluated verl's final checkpoint"
     );
 
+    // A verl job that crashes fails the stage, saying why, with what it recorded kept.
+    let id = app
+        .submit(&json!({"name": "verl crashes", "model": model,
+                        "stages": [verl_stage(6, 0.2, &["+prl_test.fail_at=3"])]}))
+        .await;
+    let failed = app
+        .wait_for_status(id, "failed", Duration::from_secs(120))
+        .await;
+    let reason = failed["jobs"][0]["failure_reason"].as_str().unwrap();
+    assert!(reason.contains("the verl job prl-"), "{reason}");
+    assert!(reason.contains("CUDA out of memory at step 3"), "{reason}");
+    let run: Uuid = failed["jobs"][0]["run_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let kept = rows(
+        &app,
+        "SELECT step, count(*) FROM trajectories WHERE run_id = $1 GROUP BY step ORDER BY step",
+        run,
+    )
+    .await;
+    assert_eq!(kept, vec![(1, 8), (2, 8)]);
+
     // A cancelled verl stage stops its Ray job.
     let id = app
         .submit(&json!({"name": "verl cancelled", "model": model,
-                        "stages": [verl_stage(1000, 0.5)]}))
+                        "stages": [verl_stage(1000, 0.5, &[])]}))
         .await;
     let detail = app.experiment(id).await;
     let job = detail["jobs"][0]["id"].as_str().unwrap().to_owned();

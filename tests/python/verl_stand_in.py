@@ -5,7 +5,8 @@ generates and writes, step by step, the files verl writes with them: the rollout
 dumps every `trainer.test_freq` steps, and checkpoints every `trainer.save_freq` steps (the Hugging
 Face weights under `global_step_N/actor/huggingface`, copied from the model directory, then
 `latest_checkpointed_iteration.txt`). Like verl with `resume_mode=auto`, it goes on after the
-newest checkpoint it finds. `+prl_test.step_seconds` sets the pause per step.
+newest checkpoint it finds. `+prl_test.step_seconds` sets the pause per step; `+prl_test.fail_at`
+makes it fail at that step, as a crashed trainer would.
 """
 
 import json
@@ -44,6 +45,7 @@ def main():
     validation = need("trainer.validation_data_dir")
     checkpoints = need("trainer.default_local_dir")
     pause = float(overrides.get("prl_test.step_seconds", "0.2"))
+    fail_at = int(overrides.get("prl_test.fail_at", "0"))
     metrics = os.environ["VERL_FILE_LOGGER_PATH"]
     for d in (rollouts, validation, checkpoints):
         os.makedirs(d, exist_ok=True)
@@ -52,6 +54,8 @@ def main():
     start = int(open(latest).read()) + 1 if os.path.exists(latest) else 1
     for step in range(start, steps + 1):
         time.sleep(pause)
+        if step == fail_at:
+            raise RuntimeError(f"CUDA out of memory at step {step} (the stand-in's failure)")
         lines = []
         for p in range(prompts):
             a = step + p
