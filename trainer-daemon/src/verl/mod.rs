@@ -66,7 +66,10 @@ pub async fn run(
         dir: bridge.run_root.join(job.job_id.to_string()),
     };
     let id = format!("prl-{}", job.job_id);
-    match bridge.ray.get(&id).await? {
+    let Some(found) = first_look(bridge, &id, stops.stop).await? else {
+        return Ok(Outcome::Stopped(None));
+    };
+    match found {
         Some(found) => {
             tracing::info!(job = %job.job_id, status = ?found.status, "following the Ray job {id} an earlier attempt submitted")
         }
@@ -78,7 +81,8 @@ pub async fn run(
         .as_ref()
         .map_or_else(|| stage.dataset.to_string(), ToString::to_string);
     let mut follower = files::Follower::new(files, after, benchmark);
-    let mut newest: Option<CheckpointRef> = None;
+    // The stage's newest checkpoint, should verl save none after the one resumed from.
+    let mut newest: Option<CheckpointRef> = job.resume_from.clone();
     let mut reachable_since = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -137,6 +141,27 @@ pub async fn run(
                 ended.message.as_deref().unwrap_or("no message")
             ),
         };
+    }
+}
+
+/// Whether Ray already has the job `id` (an earlier attempt submitted it), asked until Ray
+/// answers, for as long as `RAY_UNREACHABLE_FOR`; None when `stop` comes first.
+async fn first_look(
+    bridge: &VerlBridge,
+    id: &str,
+    stop: &CancellationToken,
+) -> Result<Option<Option<ray_jobs::RayJob>>> {
+    let since = tokio::time::Instant::now();
+    loop {
+        match bridge.ray.get(id).await {
+            Ok(found) => return Ok(Some(found)),
+            Err(e) if since.elapsed() < RAY_UNREACHABLE_FOR => tracing::warn!("{e:#}"),
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
     }
 }
 
