@@ -75,7 +75,9 @@ pub struct Args {
     /// Makes this daemon a verl bridge: it takes only RL stages with `backend = "verl"` and runs
     /// them on the Ray cluster whose dashboard (Jobs API) is at this address, such as
     /// `http://head:8265` (docs/verl.md).
-    #[arg(long, env = "RAY_ADDRESS")]
+    /// (Not Ray's own RAY_ADDRESS, which often names a cluster for `ray job submit` and would
+    /// turn every trainer started beside it into a bridge.)
+    #[arg(long, env = "PRL_RAY_ADDRESS")]
     pub ray_address: Option<String>,
     /// A bridge's command that verl's overrides follow in the Ray job's entrypoint.
     #[arg(long, default_value = "python3 -m verl.trainer.main_ppo")]

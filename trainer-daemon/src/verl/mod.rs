@@ -59,6 +59,25 @@ pub async fn run(
     data_dir: &Path,
     stops: Stops<'_>,
 ) -> Result<Outcome> {
+    let outcome = follow(job, reporter, bridge, data_dir, stops).await;
+    if outcome.is_err() {
+        // The attempt fails for good: nobody would follow the Ray job, so it must not go on
+        // holding the cluster (one that has ended already refuses the stop, which is fine).
+        let id = format!("prl-{}", job.job_id);
+        if let Err(e) = bridge.ray.stop(&id).await {
+            tracing::warn!("stopping the Ray job {id} of a failed attempt: {e:#}");
+        }
+    }
+    outcome
+}
+
+async fn follow(
+    job: &JobMessage,
+    reporter: &Reporter,
+    bridge: &VerlBridge,
+    data_dir: &Path,
+    stops: Stops<'_>,
+) -> Result<Outcome> {
     let StageSpec::Rl(stage) = &job.stage else {
         bail!("a verl bridge runs RL stages only");
     };
