@@ -63,7 +63,7 @@ pub async fn run(
     if outcome.is_err() {
         // The attempt fails for good: nobody would follow the Ray job, so it must not go on
         // holding the cluster (one that has ended already refuses the stop, which is fine).
-        let id = format!("prl-{}", job.job_id);
+        let id = submission_id(job);
         if let Err(e) = bridge.ray.stop(&id).await {
             tracing::warn!("stopping the Ray job {id} of a failed attempt: {e:#}");
         }
@@ -84,7 +84,7 @@ async fn follow(
     let files = RunFiles {
         dir: bridge.run_root.join(job.job_id.to_string()),
     };
-    let id = format!("prl-{}", job.job_id);
+    let id = submission_id(job);
     let Some(found) = first_look(bridge, &id, stops.stop).await? else {
         return Ok(Outcome::Stopped(None));
     };
@@ -161,6 +161,11 @@ async fn follow(
             ),
         };
     }
+}
+
+/// The Ray job of a prl job, the same for every attempt, so a later one finds it.
+fn submission_id(job: &JobMessage) -> String {
+    format!("prl-{}", job.job_id)
 }
 
 /// Whether Ray already has the job `id` (an earlier attempt submitted it), asked until Ray

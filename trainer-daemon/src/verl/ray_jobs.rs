@@ -39,8 +39,6 @@ pub struct RayJob {
     pub status: RayStatus,
     #[serde(default)]
     pub message: Option<String>,
-    #[serde(default)]
-    pub entrypoint: String,
 }
 
 impl RayJobs {
