@@ -128,9 +128,10 @@ fn the_api_unit_starts_prl_serve_with_settings_it_knows() {
         panic!("{args:?}: {e}");
     }
     assert_eq!(args[1..], ["serve"]);
-    // Every PRL_A__B variable is a setting (a path in the settings' schema).
+    // Every PRL_A__B variable is a setting (a path in the settings' schema); AWS_* are read by
+    // the store's S3 client.
     let schema = serde_json::to_value(schemars::schema_for!(prl_api::settings::Settings)).unwrap();
-    for key in env.keys() {
+    for key in env.keys().filter(|key| !key.starts_with("AWS_")) {
         let path: Vec<String> = key
             .strip_prefix("PRL_")
             .unwrap_or_else(|| panic!("{key} is not a prl setting"))
@@ -151,6 +152,11 @@ fn the_api_unit_starts_prl_serve_with_settings_it_knows() {
         3,
         "seeds of all three nodes"
     );
+    // Uploads go to the store the daemons read.
+    let trainer = env_file("trainer");
+    for key in ["PRL_STORE__URL", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"] {
+        assert_eq!(env[key], trainer[key], "{key}");
+    }
 }
 
 /// `node`, or what its `$ref` points to.

@@ -19,6 +19,8 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub web: WebSettings,
     pub files: FileSettings,
+    #[serde(default)]
+    pub store: StoreSettings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -106,10 +108,23 @@ pub struct FileSettings {
     /// `path:` model directory that is not there is refused with 422 naming the field, rather
     /// than failing in its job.
     pub shared_with_daemons: bool,
-    /// Where artifacts uploaded through the MLflow protocol are stored (a directory per run).
+    /// The API's own directory: uploads wait here while they are checked and hashed, and the
+    /// store is here when `store.url` is absent. (Artifacts logged before the store existed
+    /// stay here too, a directory per run, and are served from here.)
     pub artifact_dir: std::path::PathBuf,
     /// The largest artifact one upload may store.
     pub max_artifact_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StoreSettings {
+    /// The artifact store that the trainer daemons use (`file:///shared/dir` or
+    /// `s3://bucket/prefix`; `PRL_STORE__URL`, as for the daemons): uploaded dataset files and
+    /// artifacts logged through MLflow go there, so every host reads them. An S3-compatible
+    /// server's address and credentials come from AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ALLOW_HTTP. When absent,
+    /// `file://<files.artifact_dir>/store`, which only daemons on this host can read.
+    pub url: Option<String>,
 }
 
 #[derive(Serialize)]

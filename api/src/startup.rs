@@ -124,6 +124,7 @@ impl Application {
                 .context("the analytics database URL")?,
             None => pool.clone(),
         };
+        let store = open_store(&settings)?;
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             analytics,
@@ -136,6 +137,7 @@ impl Application {
             max_attempts: settings.jobs.max_attempts,
             files_shared: settings.files.shared_with_daemons,
             artifact_dir: settings.files.artifact_dir.clone(),
+            store,
             max_artifact_bytes: settings.files.max_artifact_bytes,
             metrics: metrics.clone(),
             wake_relay,
@@ -236,4 +238,17 @@ fn pool_options(connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(connections)
         .acquire_timeout(Duration::from_secs(5))
+}
+
+/// The artifact store of `store.url`, else a directory of the API's own.
+fn open_store(settings: &Settings) -> Result<prl_artifacts::ArtifactStore> {
+    let url = match &settings.store.url {
+        Some(url) => url.clone(),
+        None => {
+            let dir = settings.files.artifact_dir.join("store");
+            std::fs::create_dir_all(&dir).with_context(|| format!("making {}", dir.display()))?;
+            format!("file://{}", dir.canonicalize()?.display())
+        }
+    };
+    prl_artifacts::ArtifactStore::open(&url, &Default::default())
 }

@@ -22,8 +22,11 @@ pub struct AppState {
     pub max_attempts: u32,
     /// Whether submissions' files are checked here (`files.shared_with_daemons`).
     pub files_shared: bool,
-    /// Where uploaded artifacts are stored (`files.artifact_dir`), and the largest one.
+    /// The API's directory (`files.artifact_dir`): uploads wait here while they are hashed.
     pub artifact_dir: std::path::PathBuf,
+    /// Where uploaded files go (`store.url`): the store the daemons read.
+    pub store: prl_artifacts::ArtifactStore,
+    /// The largest artifact one upload may store.
     pub max_artifact_bytes: u64,
     pub metrics: Metrics,
     /// Tells the outbox relay that new events wait.

@@ -51,6 +51,15 @@ impl std::fmt::Debug for S3Options {
     }
 }
 
+/// A file written to the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredFile {
+    /// The store's URL of the file.
+    pub uri: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+}
+
 /// A directory written to the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredDir {
@@ -176,7 +185,7 @@ impl ArtifactStore {
         for (name, entry) in &manifest.files {
             let path = dir.join(name);
             let sent = self
-                .put_file(&self.location(&format!("{key}/{name}"))?, &path)
+                .upload(&self.location(&format!("{key}/{name}"))?, &path)
                 .await
                 .with_context(|| format!("uploading {}", path.display()))?;
             ensure!(
@@ -199,8 +208,51 @@ impl ArtifactStore {
         })
     }
 
+    /// Uploads one file under `key`, which should name its content (a file stored under a key is
+    /// never replaced by other bytes, so nothing needs to lock it): `datasets/<sha256>.jsonl`,
+    /// say. Returns its URL in the store.
+    pub async fn put_file(&self, key: &str, path: &Path) -> Result<StoredFile> {
+        let key = key.trim_matches('/');
+        let sent = self
+            .upload(&self.location(key)?, path)
+            .await
+            .with_context(|| format!("uploading {}", path.display()))?;
+        Ok(StoredFile {
+            uri: format!("{}{key}", self.base),
+            sha256: sent.sha256,
+            size_bytes: sent.size,
+        })
+    }
+
+    /// Whether the store holds the object `uri` names, and its size if so.
+    pub async fn size_of(&self, uri: &str) -> Result<Option<u64>> {
+        let location = self.location(self.key_of(uri)?)?;
+        match self.store.head(&location).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up {uri}")),
+        }
+    }
+
+    /// The bytes of the object `uri` names, as a stream, and its size.
+    pub async fn read(
+        &self,
+        uri: &str,
+    ) -> Result<(
+        u64,
+        futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+    )> {
+        let location = self.location(self.key_of(uri)?)?;
+        let found = self
+            .store
+            .get(&location)
+            .await
+            .with_context(|| format!("reading {uri}"))?;
+        Ok((found.meta.size, found.into_stream()))
+    }
+
     /// Streams one file up (in parts when large), hashing it on the way.
-    async fn put_file(&self, location: &StorePath, path: &Path) -> Result<FileEntry> {
+    async fn upload(&self, location: &StorePath, path: &Path) -> Result<FileEntry> {
         use tokio::io::AsyncReadExt;
         let mut file = tokio::fs::File::open(path).await?;
         let size = file.metadata().await?.len();
@@ -247,10 +299,9 @@ impl ArtifactStore {
         self.location(key)?; // refuses `..`
         let local = mirror.join(key);
         let parent = local.parent().context("a key has a parent")?.to_owned();
-        std::fs::create_dir_all(&parent).with_context(|| format!("making {}", parent.display()))?;
-        let lock = std::fs::File::create(local.with_extension("lock"))?;
-        let _turn = blocking(move || lock.lock().map(|()| lock)).await?;
-        if verified(&local, sha256).await {
+        let _turn = take_turn(&local).await?;
+        let (dir, sha) = (local.clone(), sha256.to_owned());
+        if blocking(move || Ok(verify_local(&dir, &sha).is_ok())).await? {
             return Ok(local);
         }
         let manifest_bytes = self
@@ -276,13 +327,21 @@ impl ArtifactStore {
                 !name.contains('/') && name != "." && name != "..",
                 "the manifest of {uri} names {name:?}, which is not a file name"
             );
-            self.fetch_file(
-                &self.location(&format!("{key}/{name}"))?,
-                &tmp.path().join(name),
-                entry,
-            )
-            .await
-            .with_context(|| format!("fetching {name} of {uri}"))?;
+            let found = self
+                .download(
+                    &self.location(&format!("{key}/{name}"))?,
+                    &tmp.path().join(name),
+                )
+                .await
+                .with_context(|| format!("fetching {name} of {uri}"))?;
+            ensure!(
+                found == *entry,
+                "{name} of {uri} has sha256 {} and {} bytes, not the recorded {} and {}",
+                found.sha256,
+                found.size,
+                entry.sha256,
+                entry.size
+            );
         }
         std::fs::write(tmp.path().join(MANIFEST), &manifest_bytes)?;
         // What is in the way failed its check (under the lock, nobody else uses it).
@@ -293,7 +352,43 @@ impl ArtifactStore {
         Ok(local)
     }
 
-    async fn fetch_file(&self, location: &StorePath, path: &Path, entry: &FileEntry) -> Result<()> {
+    /// The file `uri` names (one [`put_file`](Self::put_file) stored), under `mirror` at its key,
+    /// checked to have `sha256`. A copy already there that matches is used as it is; fetches of
+    /// one key on one host take turns, as for directories.
+    pub async fn fetch_file(&self, uri: &str, sha256: &str, mirror: &Path) -> Result<PathBuf> {
+        let key = self.key_of(uri)?.trim_matches('/');
+        let location = self.location(key)?;
+        let local = mirror.join(key);
+        let parent = local.parent().context("a key has a parent")?.to_owned();
+        let _turn = take_turn(&local).await?;
+        let path = local.clone();
+        if blocking(move || Ok(file_entry(&path).ok()))
+            .await?
+            .is_some_and(|f| f.sha256 == sha256)
+        {
+            return Ok(local);
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".fetch-")
+            .tempfile_in(&parent)
+            .with_context(|| format!("making a file in {}", parent.display()))?;
+        let found = self
+            .download(&location, tmp.path())
+            .await
+            .with_context(|| format!("fetching {uri}"))?;
+        ensure!(
+            found.sha256 == sha256,
+            "{uri} has sha256 {}, not the recorded {sha256}",
+            found.sha256
+        );
+        tmp.persist(&local)
+            .with_context(|| format!("moving {} into place", local.display()))?;
+        tracing::info!(%uri, file = %local.display(), "fetched from the artifact store");
+        Ok(local)
+    }
+
+    /// Streams one object down into `path`, hashing it on the way.
+    async fn download(&self, location: &StorePath, path: &Path) -> Result<FileEntry> {
         use tokio::io::AsyncWriteExt;
         let mut stream = self.store.get(location).await?.into_stream();
         let mut file = tokio::fs::File::create(path).await?;
@@ -305,15 +400,22 @@ impl ArtifactStore {
             file.write_all(&chunk).await?;
         }
         file.sync_all().await?;
-        let found = hex::encode(hash.finalize());
-        ensure!(
-            found == entry.sha256 && size == entry.size,
-            "it has sha256 {found} and {size} bytes, not the recorded {} and {}",
-            entry.sha256,
-            entry.size
-        );
-        Ok(())
+        Ok(FileEntry {
+            sha256: hex::encode(hash.finalize()),
+            size,
+        })
     }
+}
+
+/// Holds the lock file beside `local` (made with its parent if missing), so that fetches of one
+/// key on one host take turns and none removes a copy another is reading.
+async fn take_turn(local: &Path) -> Result<std::fs::File> {
+    let parent = local.parent().context("a key has a parent")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("making {}", parent.display()))?;
+    let mut name = local.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = std::fs::File::create(PathBuf::from(name))?;
+    blocking(move || lock.lock().map(|()| lock)).await
 }
 
 /// Runs blocking work (hashing, locking) off the async threads, so that a daemon's heartbeats
@@ -322,14 +424,6 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<T> {
     Ok(tokio::task::spawn_blocking(work).await??)
-}
-
-/// Whether `dir` is a checked copy of the directory whose manifest has `sha256`.
-async fn verified(dir: &Path, sha256: &str) -> bool {
-    let (dir, sha256) = (dir.to_owned(), sha256.to_owned());
-    tokio::task::spawn_blocking(move || verify_local(&dir, &sha256).is_ok())
-        .await
-        .unwrap_or(false)
 }
 
 /// Describes the files of `dir` (not its subdirectories) in its `manifest.json`; returns the
@@ -462,6 +556,47 @@ mod tests {
         // A changed local copy is fetched again rather than used.
         std::fs::write(there.join("config.json"), b"[]").unwrap();
         assert!(verify_local(&there, &stored.sha256).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_file_comes_back_on_another_host_checked_by_its_hash() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store_in(&tmp.path().join("shared"));
+        let src = tmp.path().join("train.jsonl");
+        std::fs::write(&src, b"{\"question\": \"1+1?\", \"answer\": 2}\n").unwrap();
+        let (sha256, size) = hash_file(&src).unwrap();
+        let key = format!("datasets/{sha256}.jsonl");
+        let stored = store.put_file(&key, &src).await.unwrap();
+        assert_eq!(stored.uri, format!("{}{key}", store.url()));
+        assert_eq!(
+            (stored.sha256.as_str(), stored.size_bytes),
+            (sha256.as_str(), size)
+        );
+        assert_eq!(store.size_of(&stored.uri).await.unwrap(), Some(size));
+        let missing = format!("{}datasets/none.jsonl", store.url());
+        assert_eq!(store.size_of(&missing).await.unwrap(), None);
+
+        let host = tmp.path().join("b");
+        let fetched = store.fetch_file(&stored.uri, &sha256, &host).await.unwrap();
+        assert_eq!(fetched, host.join(&key));
+        assert_eq!(
+            std::fs::read(&fetched).unwrap(),
+            std::fs::read(&src).unwrap()
+        );
+        // A changed local copy is fetched again; a wrong hash is refused, leaving nothing.
+        std::fs::write(&fetched, b"changed").unwrap();
+        let again = store.fetch_file(&stored.uri, &sha256, &host).await.unwrap();
+        assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&src).unwrap());
+        let other = tmp.path().join("c");
+        let refused = store
+            .fetch_file(&stored.uri, &"0".repeat(64), &other)
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("not the recorded"),
+            "{refused}"
+        );
+        assert!(!other.join(&key).exists());
     }
 
     #[test]

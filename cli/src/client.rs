@@ -248,6 +248,31 @@ impl Client {
         self.send(request).await
     }
 
+    /// Streams a dataset file to the API, which checks it and puts it in the artifact store.
+    pub async fn upload_dataset_file(
+        &self,
+        path: &Path,
+        format: prl_schema::datasets::Format,
+    ) -> Result<prl_api::routes::datasets::StoredDatasetFile> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        let size = file.metadata().await?.len();
+        let format = match format {
+            prl_schema::datasets::Format::Jsonl => "jsonl",
+            prl_schema::datasets::Format::Verl => "verl",
+        };
+        let request = self
+            .authorised(self.http.post(self.url("/api/v1/datasets/files")))
+            .query(&[("format", format)])
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(reqwest::Body::from(file));
+        self.send(request)
+            .await
+            .with_context(|| format!("uploading {}", path.display()))
+    }
+
     pub async fn datasets(&self) -> Result<Vec<prl_api::routes::datasets::DatasetView>> {
         self.send(self.authorised(self.http.get(self.url("/api/v1/datasets"))))
             .await

@@ -1,6 +1,9 @@
-//! `prl dataset`: register files as a named dataset (every row is read and checked here, and
-//! each file's sha256 recorded), and list what is registered.
+//! `prl dataset`: register files as a named dataset (every row is read and checked, and each
+//! file's sha256 recorded), and list what is registered. Files stay where they are (a path every
+//! daemon must share), or are uploaded into the artifact store, from which daemons on any host
+//! fetch them.
 
+use crate::client::Client;
 use anyhow::{Context, Result, anyhow, bail};
 use prl_api::routes::datasets::Registration;
 use prl_schema::datasets::{DatasetSplit, Format, read};
@@ -15,13 +18,17 @@ pub fn split_argument(text: &str) -> Result<(String, PathBuf), String> {
     Ok((name.to_owned(), PathBuf::from(path)))
 }
 
-fn split(name: &str, path: &Path) -> Result<DatasetSplit> {
-    let format = Format::of_path(path).ok_or_else(|| {
+fn format_of(path: &Path) -> Result<Format> {
+    Format::of_path(path).ok_or_else(|| {
         anyhow!(
             "{}: a dataset file is .jsonl or .parquet (verl-style)",
             path.display()
         )
-    })?;
+    })
+}
+
+fn split(name: &str, path: &Path) -> Result<DatasetSplit> {
+    let format = format_of(path)?;
     let rows = read(path, format).map_err(|e| anyhow!(e))?;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let uri = std::fs::canonicalize(path)
@@ -52,5 +59,33 @@ pub fn registration(
             .iter()
             .map(|(name, path)| split(name, path))
             .collect::<Result<_>>()?,
+    })
+}
+
+/// A registration whose files are uploaded into the artifact store first (the API checks each).
+pub async fn uploaded_registration(
+    client: &Client,
+    name: String,
+    splits: &[(String, PathBuf)],
+    source: String,
+) -> Result<Registration> {
+    if splits.is_empty() {
+        bail!("give at least one --split NAME=FILE");
+    }
+    let mut uploaded = vec![];
+    for (split, path) in splits {
+        let stored = client.upload_dataset_file(path, format_of(path)?).await?;
+        uploaded.push(DatasetSplit {
+            name: split.clone(),
+            format: stored.format,
+            uri: stored.uri,
+            rows: stored.rows,
+            sha256: stored.sha256,
+        });
+    }
+    Ok(Registration {
+        name,
+        source,
+        splits: uploaded,
     })
 }

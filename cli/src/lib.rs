@@ -214,6 +214,10 @@ enum DatasetCommand {
         /// Where the data came from.
         #[arg(long, default_value = "")]
         source: String,
+        /// Upload the files into the artifact store (the API checks them), so that daemons on
+        /// any host fetch them; without it, every daemon must see them at their paths here.
+        #[arg(long)]
+        upload: bool,
     },
     /// The registered datasets, newest version of each.
     List,
@@ -419,8 +423,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                 name,
                 splits,
                 source,
+                upload,
             } => {
-                let registration = dataset::registration(name, &splits, source)?;
+                let registration = match upload {
+                    true => {
+                        dataset::uploaded_registration(&client(), name, &splits, source).await?
+                    }
+                    false => dataset::registration(name, &splits, source)?,
+                };
                 let view = client().register_dataset(&registration).await?;
                 println!("dataset {} version {}:", view.name, view.version);
                 for split in view.splits.iter() {

@@ -77,6 +77,14 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
         }
     };
     let (token, _) = secret_file(&home.join("token"))?;
+    // The daemons it starts share one data directory, and the API and they one artifact store:
+    // the configured one (`PRL_STORE__URL`), else a directory beside theirs.
+    let trainer_dir = home.join("trainer");
+    std::fs::create_dir_all(trainer_dir.join("store"))?;
+    let local_store = format!(
+        "file://{}",
+        trainer_dir.canonicalize()?.join("store").display()
+    );
     let settings: Settings = Settings::figment()
         .merge(Serialized::default("database.url", &database_url))
         .merge(Serialized::default("nats.url", &nats_url))
@@ -88,9 +96,11 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
             "files.artifact_dir",
             home.join("artifacts"),
         ))
+        .join(Serialized::default("store.url", &local_store))
         .extract()
         .context("reading the settings")?;
     let namespace = settings.nats.namespace.clone();
+    let store_url = settings.store.url.clone().unwrap_or(local_store);
     let app = Application::build(settings).await?;
     // The analyst logs in with a password of its own, which `prl psql` reads from the stack file.
     // On a server of one's own the administrator gives it one.
@@ -116,8 +126,7 @@ pub async fn run(args: UpArgs, home: &Path) -> Result<()> {
     let threads = (cores / trainers.max(1)).max(1);
     // The daemons share one data directory: checkpoints are per run, so any of them resumes any
     // run's job.
-    let trainer_dir = home.join("trainer");
-    let start = move || start_daemon(&nats_url, &namespace, &trainer_dir, threads);
+    let start = move || start_daemon(&nats_url, &namespace, &trainer_dir, &store_url, threads);
     let daemons = (0..trainers).map(|_| start()).collect::<Result<Vec<_>>>()?;
     println!("web UI      {api_url}/");
     println!("API         {api_url}/api/v1  (docs at {api_url}/api/docs/)");
@@ -266,7 +275,13 @@ async fn supervise(
 }
 
 /// Starts `prl-trainer` from beside this binary.
-fn start_daemon(nats_url: &str, namespace: &str, data_dir: &Path, threads: usize) -> Result<Child> {
+fn start_daemon(
+    nats_url: &str,
+    namespace: &str,
+    data_dir: &Path,
+    store_url: &str,
+    threads: usize,
+) -> Result<Child> {
     let exe = std::env::current_exe()?;
     let binary: PathBuf = exe.with_file_name("prl-trainer");
     let mut cmd = Command::new(&binary);
@@ -274,6 +289,7 @@ fn start_daemon(nats_url: &str, namespace: &str, data_dir: &Path, threads: usize
         .env("PRL_NATS__NAMESPACE", namespace)
         .arg("--data-dir")
         .arg(data_dir)
+        .args(["--store", store_url])
         .arg("--threads")
         .arg(threads.to_string());
     prl_local_stack::die_with_parent(&mut cmd, libc::SIGINT);

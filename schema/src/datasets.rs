@@ -34,6 +34,14 @@ impl Format {
             .find_map(|f| reference.strip_prefix(f.prefix()).map(|rest| (f, rest)))
     }
 
+    /// The extension of its files: `jsonl` or `parquet`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Verl => "parquet",
+        }
+    }
+
     /// By the file's extension: `.jsonl` or `.parquet`.
     pub fn of_path(path: &Path) -> Option<Format> {
         match path.extension()?.to_str()? {
@@ -50,13 +58,24 @@ impl Format {
 pub struct DatasetSplit {
     pub name: String,
     pub format: Format,
-    /// The file's absolute path, where the trainer daemons can read it.
+    /// The file's absolute path, where the trainer daemons can read it, or its URL in the
+    /// artifact store (uploaded, under [`DatasetSplit::store_key`]), which daemons fetch.
     pub uri: String,
     pub rows: u64,
     pub sha256: String,
 }
 
 impl DatasetSplit {
+    /// The key an uploaded file has in the artifact store: named by its content.
+    pub fn store_key(sha256: &str, format: Format) -> String {
+        format!("datasets/{sha256}.{}", format.extension())
+    }
+
+    /// Whether the file is in the artifact store rather than at a path.
+    pub fn is_stored(&self) -> bool {
+        self.uri.contains("://")
+    }
+
     /// The file reference the split stands for.
     pub fn reference(&self) -> String {
         format!("{}{}", self.format.prefix(), self.uri)

@@ -197,6 +197,10 @@ pub enum Event {
         path: String,
         size_bytes: u64,
         sha256: String,
+        /// Its URL in the artifact store; absent for files stored before the store, which lie
+        /// under the API's `files.artifact_dir/<run>/<path>`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uri: Option<String>,
     },
 
     // --- dataset stream ---

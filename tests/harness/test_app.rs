@@ -87,6 +87,13 @@ impl TestApp {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        // Daemons' data directory; the API puts uploads in their store.
+        let data_dir = std::env::temp_dir().join(format!("prl-test-data-{namespace}"));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let store_url = format!(
+            "file://{}",
+            data_dir.canonicalize().unwrap().join("store").display()
+        );
         let mut settings: Settings = Settings::figment()
             .merge(("database.url", database_url.clone()))
             .merge(("database.max_connections", 8))
@@ -101,6 +108,7 @@ impl TestApp {
                 "files.artifact_dir",
                 std::env::temp_dir().join(format!("prl-test-artifacts-{namespace}")),
             ))
+            .merge(("store.url", store_url))
             .extract()
             .expect("test settings");
         configure(&mut settings);
@@ -117,7 +125,6 @@ impl TestApp {
             .with_replicas(replicas)
             .unwrap();
         topology.ensure(&js).await.unwrap();
-        let data_dir = std::env::temp_dir().join(format!("prl-test-data-{namespace}"));
         let app = TestApp {
             address: format!("http://127.0.0.1:{}", settings.http.port),
             pool,

@@ -82,5 +82,27 @@ async fn a_checkpoint_directory_travels_through_an_s3_server_and_is_checked() {
             .to_string()
             .contains("not in this host's artifact store")
     );
+
+    // A single file (an uploaded dataset's) goes up under its key and comes back checked.
+    let dataset = tmp.join("host-a/train.jsonl");
+    std::fs::write(&dataset, b"{\"question\": \"1+1?\", \"answer\": 2}\n").unwrap();
+    let (sha256, size) = prl_artifacts::hash_file(&dataset).unwrap();
+    let key = format!("datasets/{sha256}.jsonl");
+    let file = store.put_file(&key, &dataset).await.unwrap();
+    assert_eq!(file.uri, format!("s3://prl/team/prl/{key}"));
+    assert_eq!(store.size_of(&file.uri).await.unwrap(), Some(size));
+    let absent = "s3://prl/team/prl/datasets/absent.jsonl";
+    assert_eq!(store.size_of(absent).await.unwrap(), None);
+    let fetched = store.fetch_file(&file.uri, &sha256, &host_b).await.unwrap();
+    assert_eq!(
+        std::fs::read(fetched).unwrap(),
+        std::fs::read(&dataset).unwrap()
+    );
+    let (streamed, mut bytes) = store.read(&file.uri).await.unwrap();
+    let mut read = vec![];
+    while let Some(chunk) = futures::StreamExt::next(&mut bytes).await {
+        read.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!((streamed, read), (size, std::fs::read(&dataset).unwrap()));
     let _ = std::fs::remove_dir_all(&tmp);
 }

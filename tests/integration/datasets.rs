@@ -244,6 +244,132 @@ async fn registered_datasets_are_versioned_resolved_at_submission_and_checked_by
     assert_eq!(list[0]["splits"][1]["rows"], 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_datasets_are_checked_stored_once_by_hash_and_fetched_by_the_daemon() {
+    let _turn = training_turn().await;
+    let app = TestApp::spawn().await;
+    let _trainer = app.start_trainer("trainer");
+    // The files are written where no daemon looks, and removed once uploaded.
+    let elsewhere = std::env::temp_dir().join(format!("prl-upload-{}", app.namespace));
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let test = elsewhere.join("test.jsonl");
+    let rows = "{\"question\": \"Mia has 2 apples and finds 3 more. How many now?\", \"answer\": 5}\n\
+                {\"question\": \"Leo has 4 cards and gives away 1. How many now?\", \"answer\": 3}\n";
+    std::fs::write(&test, rows).unwrap();
+    let upload = |body: &str, format: &str| {
+        let request = app
+            .http
+            .post(app.url(&format!("/api/v1/datasets/files?format={format}")))
+            .bearer_auth(TOKEN)
+            .body(body.to_owned());
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    // A bad row is refused, naming its line; so is a format prl does not read.
+    let (status, error) = upload(
+        "{\"question\": \"q\", \"answer\": 1}\n{\"answer\": 2}\n",
+        "jsonl",
+    )
+    .await;
+    assert_eq!(
+        (status, &error["field"]),
+        (422, &serde_json::json!("body")),
+        "{error}"
+    );
+    assert!(
+        error["message"].as_str().unwrap().contains("line 2"),
+        "{error}"
+    );
+    assert!(
+        !error["message"].as_str().unwrap().contains(".upload-"),
+        "{error}"
+    );
+    let (status, error) = upload(rows, "csv").await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("format"),
+        "{error}"
+    );
+    let (status, error) = upload("PAR1 not really", "verl").await;
+    assert_eq!(status, 422, "{error}");
+
+    let client = prl_cli::client::Client::new(Some(app.address.clone()), Some(TOKEN.into()));
+    let splits = [("test".to_owned(), test.clone())];
+    let registration =
+        prl_cli::dataset::uploaded_registration(&client, "up".into(), &splits, "tests".into())
+            .await
+            .unwrap();
+    let split = &registration.splits[0];
+    let store = app.checkpoints().store;
+    let key = format!("datasets/{}.jsonl", split.sha256);
+    assert_eq!(split.uri, format!("{}{key}", store.url()));
+    assert_eq!(split.rows, 2);
+    // The same file again is stored once.
+    let (status, again) = upload(rows, "jsonl").await;
+    assert_eq!(
+        (status, &again["uri"]),
+        (200, &serde_json::json!(split.uri))
+    );
+    std::fs::remove_dir_all(&elsewhere).unwrap();
+
+    // A store URL that is not the uploaded file's, or names nothing stored, is refused.
+    let register = |body: serde_json::Value| {
+        let app = &app;
+        async move {
+            let response = app
+                .post_raw("/api/v1/datasets", body.to_string(), Some(TOKEN))
+                .await;
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let body = serde_json::to_value(&registration).unwrap();
+    let mut wrong = body.clone();
+    wrong["splits"][0]["uri"] = format!("{}datasets/other.jsonl", store.url()).into();
+    let (status, error) = register(wrong).await;
+    assert_eq!(
+        (status, &error["field"]),
+        (422, &serde_json::json!("splits[0].uri")),
+        "{error}"
+    );
+    let mut absent = body.clone();
+    let unknown = "0".repeat(64);
+    absent["splits"][0]["sha256"] = unknown.clone().into();
+    absent["splits"][0]["uri"] = format!("{}datasets/{unknown}.jsonl", store.url()).into();
+    let (status, error) = register(absent).await;
+    assert_eq!(status, 422, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("holds no such file"),
+        "{error}"
+    );
+    let (status, view) = register(body).await;
+    assert_eq!(status, 201, "{view}");
+
+    // The daemon fetches the file into its data directory, checks it and evaluates on it.
+    let id = app
+        .submit(&serde_json::json!({
+            "name": "uploaded", "model": "tiny",
+            "stages": [{"kind": "eval", "name": "eval", "dataset": "registered:up:test", "k": 1,
+                        "max_response_tokens": 16}]
+        }))
+        .await;
+    app.wait_for_status(id, "completed", Duration::from_secs(120))
+        .await;
+    let prompts: i32 = sqlx::query_scalar("SELECT prompts FROM evaluations")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(prompts, 2);
+    let fetched = app.data_dir.canonicalize().unwrap().join(&key);
+    assert_eq!(std::fs::read_to_string(fetched).unwrap(), rows);
+}
+
 #[tokio::test]
 async fn files_outside_the_daemons_roots_fail_the_job_without_telling_whether_they_exist() {
     let app = TestApp::spawn().await;

@@ -161,14 +161,22 @@ async fn an_mlflow_client_session_is_recorded_like_a_native_run() {
         .await,
         1001
     );
-    let (size, sha): (i64, String) =
-        sqlx::query_as("SELECT size_bytes, sha256 FROM artifacts WHERE run_id = $1")
+    let (size, sha, uri): (i64, String, String) =
+        sqlx::query_as("SELECT size_bytes, sha256, uri FROM artifacts WHERE run_id = $1")
             .bind(run_uuid)
             .fetch_one(&app.pool)
             .await
             .unwrap();
     assert_eq!(size, content.len() as i64);
     assert_eq!(sha, hex::encode(sha2::Sha256::digest(content)));
+    // The file is in the artifact store the daemons share, under its run and hash.
+    let store = app.checkpoints().store;
+    let key = format!("artifacts/{run_uuid}/{sha}/rollouts/samples.txt");
+    assert_eq!(uri, format!("{}{key}", store.url()));
+    assert_eq!(
+        std::fs::read(app.data_dir.join("store").join(&key)).unwrap(),
+        content.as_bytes()
+    );
 
     // Everything is in the log: the read models come back the same from it alone.
     let before = crate::replay::snapshot(&app).await;

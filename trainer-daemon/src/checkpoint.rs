@@ -4,10 +4,12 @@
 //! (`checkpoints/<run>/attempt-<A>/step-<N>/`: an attempt writes only under its own keys, so one
 //! whose lease was taken away cannot overwrite what its successor recorded), so a checkpoint this
 //! host wrote or fetched before is used from disk once its files match the recorded hash, and
-//! one from another host is fetched.
+//! one from another host is fetched. Dataset files uploaded through the API travel the same way
+//! (`datasets/<sha256>.<jsonl|parquet>`), fetched before the job starts.
 
 use anyhow::{Context, Result, bail};
 use prl_artifacts::ArtifactStore;
+use prl_schema::datasets::Format;
 use prl_schema::jobs::{CheckpointRef, JobMessage};
 use std::path::{Path, PathBuf};
 
@@ -34,6 +36,15 @@ fn is_checkpoint_key(key: &str) -> bool {
         && uuid::Uuid::parse_str(parts[1]).is_ok()
         && number(parts[2].strip_prefix("attempt-"), None)
         && number(parts[3].strip_prefix("step-"), Some(8))
+}
+
+/// Whether `key` is an uploaded dataset file's (`datasets/<sha256>.<jsonl|parquet>`).
+fn is_dataset_key(key: &str) -> bool {
+    [Format::Jsonl, Format::Verl].into_iter().any(|format| {
+        key.strip_prefix("datasets/")
+            .and_then(|name| name.strip_suffix(&format!(".{}", format.extension())))
+            .is_some_and(|sha| sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
 }
 
 /// The directory for the checkpoint a job's attempt saves at `step`.
@@ -103,19 +114,34 @@ impl Checkpoints {
     /// store, or a URI that is no checkpoint's. Asked before a claim, so such a job is left to
     /// daemons that can.
     pub fn unreadable(&self, job: &JobMessage) -> Option<String> {
-        [&job.input_checkpoint, &job.resume_from]
+        let checkpoints = [&job.input_checkpoint, &job.resume_from]
             .into_iter()
             .flatten()
             .filter(|c| c.uri.ends_with('/'))
-            .find_map(|c| match self.store.key_of(&c.uri) {
+            .map(|c| (&c.uri, is_checkpoint_key as fn(&str) -> bool, "checkpoint"));
+        let datasets = job
+            .datasets
+            .values()
+            .filter(|split| split.is_stored())
+            .map(|split| {
+                (
+                    &split.uri,
+                    is_dataset_key as fn(&str) -> bool,
+                    "dataset file",
+                )
+            });
+        checkpoints
+            .chain(datasets)
+            .find_map(|(uri, fits, what)| match self.store.key_of(uri) {
                 Err(e) => Some(e.to_string()),
-                Ok(key) if !is_checkpoint_key(key) => Some(format!("{} is no checkpoint", c.uri)),
+                Ok(key) if !fits(key) => Some(format!("{uri} is no {what}")),
                 Ok(_) => None,
             })
     }
 
-    /// The job with its input and resume checkpoints on this host's disk (fetched from the store
-    /// unless a matching copy is there), each named by its local directory. Checkpoints recorded
+    /// The job with its input and resume checkpoints and its uploaded dataset files on this
+    /// host's disk (fetched from the store unless a matching copy is there), each named by its
+    /// local path. Checkpoints recorded
     /// before the store keep their file URIs, which the daemon's data roots must admit; one to
     /// resume from that is not on this host is dropped (the attempt starts over, as it did then).
     pub async fn localize(&self, job: &JobMessage) -> Result<JobMessage> {
@@ -146,6 +172,14 @@ impl Checkpoints {
                 .await
                 .with_context(|| format!("fetching the {what} {}", checkpoint.uri))?;
             checkpoint.uri = format!("file://{}/", dir.canonicalize()?.display());
+        }
+        for (name, split) in job.datasets.iter_mut().filter(|(_, s)| s.is_stored()) {
+            let file = self
+                .store
+                .fetch_file(&split.uri, &split.sha256, &self.data_dir)
+                .await
+                .with_context(|| format!("fetching dataset {name} {}", split.uri))?;
+            split.uri = file.canonicalize()?.display().to_string();
         }
         Ok(job)
     }
@@ -179,7 +213,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_checkpoint_keys_are_fetched() {
+    fn only_checkpoint_and_dataset_keys_are_fetched() {
         let run = uuid::Uuid::now_v7();
         assert!(is_checkpoint_key(&format!(
             "checkpoints/{run}/attempt-2/step-00000010"
@@ -194,6 +228,18 @@ mod tests {
             "checkpoints/x/attempt-1/step-00000010".into(),
         ] {
             assert!(!is_checkpoint_key(&bad), "{bad}");
+        }
+        let sha = "ab".repeat(32);
+        assert!(is_dataset_key(&format!("datasets/{sha}.jsonl")));
+        assert!(is_dataset_key(&format!("datasets/{sha}.parquet")));
+        for bad in [
+            format!("datasets/{sha}.csv"),
+            format!("datasets/{sha}"),
+            format!("datasets/x/{sha}.jsonl"),
+            "datasets/ab.jsonl".into(),
+            format!("checkpoints/{sha}.jsonl"),
+        ] {
+            assert!(!is_dataset_key(&bad), "{bad}");
         }
     }
 }

@@ -1,19 +1,19 @@
 //! Artifacts through MLflow's artifact proxy: a run's `mlflow-artifacts:/<experiment>/<run>/artifacts`
-//! URI resolves to these routes. An upload is streamed to `files.artifact_dir/<run>/<path>`
-//! (to a temporary name first, renamed under the log's lock) and recorded as `ArtifactStored`
-//! with its size and sha256; listings and downloads answer only what the log records.
+//! URI resolves to these routes. An upload is streamed to a file of the API's own while it is
+//! hashed, then put in the artifact store under `artifacts/<run>/<sha256>/<path>` (a key per
+//! content, so two uploads of one path never overwrite each other's object) and recorded as
+//! `ArtifactStored` with its URL, size and sha256; listings and downloads answer only what the
+//! log records, the newest upload of a path winning.
 
 use super::protocol::{self as p, authorize, state};
 use super::{MlflowError, begin};
+use crate::routes::body::{Received, receive_to_file};
 use crate::store::{Expected, NewEvent, StreamAppend};
-use actix_web::http::header;
+use actix_web::http::header::{self, TryIntoHeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use futures::StreamExt;
 use prl_schema::events::Event;
 use serde::Deserialize;
-use sha2::Digest;
 use std::path::PathBuf;
-use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 const MAX_PATH_LENGTH: usize = 1024;
@@ -96,14 +96,15 @@ async fn run_of(pool: &sqlx::PgPool, address: &Address) -> Result<(Uuid, bool), 
     }
 }
 
-fn stored_at(root: &std::path::Path, run: Uuid, path: &str) -> PathBuf {
+/// Where an artifact recorded without a store URL lies: the API's directory, as before the store.
+fn stored_before_the_store(root: &std::path::Path, run: Uuid, path: &str) -> PathBuf {
     root.join(run.hyphenated().to_string()).join(path)
 }
 
 pub async fn upload(
     req: HttpRequest,
     target: web::Path<String>,
-    mut body: web::Payload,
+    body: web::Payload,
 ) -> Result<HttpResponse, MlflowError> {
     authorize(&req, true)?;
     let address = address(&target)?;
@@ -120,56 +121,47 @@ pub async fn upload(
             address.run
         )));
     }
-    let destination = stored_at(&state.artifact_dir, run, &address.path);
-    let directory = destination
-        .parent()
-        .expect("a file under the run's directory");
-    let io = |e: std::io::Error| {
-        tracing::error!("storing artifact {}: {e}", destination.display());
-        MlflowError::invalid(format!(
-            "artifact '{}' could not be stored: {e}",
-            address.path
-        ))
-    };
-    tokio::fs::create_dir_all(directory).await.map_err(io)?;
-    let partial = directory.join(format!(".upload-{}", Uuid::new_v4().simple()));
-    let written = async {
-        let mut file = tokio::fs::File::create(&partial).await.map_err(io)?;
-        let mut hash = sha2::Sha256::new();
-        let mut size: u64 = 0;
-        while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| MlflowError::invalid(format!("reading the upload: {e}")))?;
-            size += chunk.len() as u64;
-            if size > state.max_artifact_bytes {
-                return Err(MlflowError {
-                    code: "REQUEST_LIMIT_EXCEEDED",
-                    message: format!(
-                        "artifact '{}' exceeds the limit of {} bytes (files.max_artifact_bytes)",
-                        address.path, state.max_artifact_bytes
-                    ),
-                });
-            }
-            hash.update(&chunk);
-            file.write_all(&chunk).await.map_err(io)?;
-        }
-        file.sync_all().await.map_err(io)?;
-        Ok((size, hex::encode(hash.finalize())))
-    }
+    let received = receive_to_file(
+        body,
+        &state.artifact_dir.join("uploads"),
+        state.max_artifact_bytes,
+    )
     .await;
-    let (size_bytes, sha256) = match written {
-        Ok(done) => done,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(e);
+    let (partial, size_bytes, sha256) = received.map_err(|e| match e {
+        Received::TooLarge(limit) => MlflowError {
+            code: "REQUEST_LIMIT_EXCEEDED",
+            message: format!(
+                "artifact '{}' exceeds the limit of {limit} bytes (files.max_artifact_bytes)",
+                address.path
+            ),
+        },
+        Received::Broken(e) => MlflowError::invalid(format!("reading the upload: {e}")),
+        Received::Disk(e) => {
+            tracing::error!("receiving artifact {}: {e}", address.path);
+            MlflowError::unavailable(format!("artifact '{}' could not be received", address.path))
         }
-    };
-    // Renamed under the log's lock, so the file on disk is the one the newest event describes.
-    let mut log = begin(state).await?;
-    if let Err(e) = tokio::fs::rename(&partial, &destination).await {
-        let _ = tokio::fs::remove_file(&partial).await;
-        return Err(io(e));
+    })?;
+    let stored = state
+        .store
+        .put_file(
+            &format!("artifacts/{run}/{sha256}/{}", address.path),
+            &partial,
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!("storing artifact {}: {e:#}", address.path);
+            MlflowError::unavailable(format!(
+                "artifact '{}' could not be put in the artifact store",
+                address.path
+            ))
+        })?;
+    if stored.sha256 != sha256 {
+        return Err(MlflowError::invalid(format!(
+            "artifact '{}' changed on the API's disk while it was stored; send it again",
+            address.path
+        )));
     }
+    let mut log = begin(state).await?;
     log.append_many(vec![StreamAppend {
         stream_id: run,
         expected: Expected::Any,
@@ -178,6 +170,7 @@ pub async fn upload(
                 path: address.path.clone(),
                 size_bytes,
                 sha256,
+                uri: Some(stored.uri),
             },
             super::metadata(address.run),
         )],
@@ -197,22 +190,38 @@ pub async fn download(
     let address = address(&target)?;
     let state = state(&req);
     let (run, _) = run_of(&state.pool, &address).await?;
-    let recorded: Option<i64> =
-        sqlx::query_scalar("SELECT size_bytes FROM artifacts WHERE run_id = $1 AND path = $2")
+    let recorded: Option<Option<String>> =
+        sqlx::query_scalar("SELECT uri FROM artifacts WHERE run_id = $1 AND path = $2")
             .bind(run)
             .bind(&address.path)
             .fetch_optional(&state.pool)
             .await?;
-    if recorded.is_none() {
+    let Some(uri) = recorded else {
         return Err(MlflowError::not_found(format!(
             "No artifact '{}' in run {}",
             address.path, address.run
         )));
-    }
-    let file =
-        actix_files::NamedFile::open_async(stored_at(&state.artifact_dir, run, &address.path))
-            .await
-            .map_err(|e| MlflowError::not_found(format!("artifact '{}': {e}", address.path)))?;
+    };
+    let missing = |e: &dyn std::fmt::Display| {
+        MlflowError::not_found(format!("artifact '{}': {e}", address.path))
+    };
+    let mut response = match uri {
+        Some(uri) => {
+            let (size, bytes) = state.store.read(&uri).await.map_err(|e| missing(&e))?;
+            HttpResponse::Ok()
+                .content_type("application/octet-stream")
+                .no_chunking(size)
+                .streaming(bytes)
+        }
+        None => actix_files::NamedFile::open_async(stored_before_the_store(
+            &state.artifact_dir,
+            run,
+            &address.path,
+        ))
+        .await
+        .map_err(|e| missing(&e))?
+        .into_response(&req),
+    };
     // Uploaded files are anyone's content: served as downloads, never rendered in the web UI's
     // origin (an HTML or SVG artifact could otherwise run script beside the stored token).
     let name = address
@@ -221,13 +230,16 @@ pub async fn download(
         .next()
         .unwrap_or("artifact")
         .to_owned();
-    let mut response = file
-        .set_content_disposition(header::ContentDisposition {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        header::ContentDisposition {
             disposition: header::DispositionType::Attachment,
             parameters: vec![header::DispositionParam::Filename(name)],
-        })
-        .into_response(&req);
-    let headers = response.headers_mut();
+        }
+        .try_into_value()
+        .expect("a disposition is a header value"),
+    );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         header::HeaderValue::from_static("nosniff"),

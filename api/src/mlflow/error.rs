@@ -27,6 +27,14 @@ impl MlflowError {
         }
     }
 
+    /// A store or server prl depends on did not answer: 503, worth retrying.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        MlflowError {
+            code: "TEMPORARILY_UNAVAILABLE",
+            message: message.into(),
+        }
+    }
+
     pub fn exists(message: impl Into<String>) -> Self {
         MlflowError {
             code: "RESOURCE_ALREADY_EXISTS",

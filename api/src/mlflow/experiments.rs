@@ -128,7 +128,7 @@ pub async fn create(req: HttpRequest, body: web::Payload) -> Result<HttpResponse
         .is_some_and(|l| !l.is_empty())
     {
         return Err(MlflowError::invalid(
-            "artifact_location cannot be set: prl keeps artifacts in its own store (files.artifact_dir) and serves them through mlflow-artifacts",
+            "artifact_location cannot be set: prl keeps artifacts in its artifact store (store.url) and serves them through mlflow-artifacts",
         ));
     }
     let name = request.name.unwrap_or_default().trim().to_owned();

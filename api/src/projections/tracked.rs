@@ -193,17 +193,19 @@ pub async fn apply(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), sql
             path,
             size_bytes,
             sha256,
+            uri,
         } => {
             sqlx::query!(
-                "INSERT INTO artifacts (run_id, path, size_bytes, sha256, recorded_at)
-                 VALUES ($1, $2, $3, $4, $5)
+                "INSERT INTO artifacts (run_id, path, size_bytes, sha256, recorded_at, uri)
+                 VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (run_id, path) DO UPDATE
-                 SET size_bytes = $3, sha256 = $4, recorded_at = $5",
+                 SET size_bytes = $3, sha256 = $4, recorded_at = $5, uri = $6",
                 id,
                 path,
                 *size_bytes as i64,
                 sha256,
                 at,
+                uri.as_deref(),
             )
             .execute(&mut *conn)
             .await?;

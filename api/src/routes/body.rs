@@ -44,6 +44,52 @@ pub async fn read_limited(
     Ok(bytes)
 }
 
+/// Why a body could not be received into a file.
+#[derive(Debug)]
+pub enum Received {
+    /// It is past the limit of this many bytes.
+    TooLarge(u64),
+    /// The client's stream broke.
+    Broken(String),
+    /// The API's disk failed.
+    Disk(std::io::Error),
+}
+
+/// Streams a body into a new file under `dir` (removed when the returned path is dropped),
+/// hashing it on the way; refuses it once it passes `limit` bytes. Returns the file, its size and
+/// its sha256.
+pub async fn receive_to_file(
+    mut body: web::Payload,
+    dir: &std::path::Path,
+    limit: u64,
+) -> Result<(tempfile::TempPath, u64, String), Received> {
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(Received::Disk)?;
+    let path = tempfile::Builder::new()
+        .prefix(".upload-")
+        .tempfile_in(dir)
+        .map_err(Received::Disk)?
+        .into_temp_path();
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(Received::Disk)?;
+    let (mut hash, mut size) = (sha2::Sha256::new(), 0u64);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Received::Broken(e.to_string()))?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(Received::TooLarge(limit));
+        }
+        hash.update(&chunk);
+        file.write_all(&chunk).await.map_err(Received::Disk)?;
+    }
+    file.sync_all().await.map_err(Received::Disk)?;
+    Ok((path, size, hex::encode(hash.finalize())))
+}
+
 /// Parses a JSON body whose strings follow `text`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], text: Text) -> Result<T, ApiError> {
     let value: Value = serde_json::from_slice(bytes)

@@ -1,15 +1,17 @@
 //! Registered datasets: a name for a set of files (its splits) with their row counts and content
 //! hashes, versioned in the log. Specs name them as `registered:<name>[:<split>]`; a submission
 //! resolves them once, so a later registration never changes what an accepted experiment uses.
+//! A split's file is a path every daemon shares, or a file uploaded into the artifact store
+//! (`POST /datasets/files`, kept under its sha256), which daemons on any host fetch.
 
 use crate::auth::{ReadAccess, WriteAccess};
 use crate::error::ApiError;
 use crate::event_log;
-use crate::routes::body::{Text, parse_json, read_limited};
+use crate::routes::body::{Received, Text, parse_json, read_limited, receive_to_file};
 use crate::state::AppState;
 use crate::store::{Expected, NewEvent, StreamAppend};
 use actix_web::{HttpResponse, get, post, web};
-use prl_schema::datasets::{DatasetSplit, registered_reference};
+use prl_schema::datasets::{DatasetSplit, Format, registered_reference};
 use prl_schema::events::{Event, Metadata};
 use prl_schema::spec::ExperimentSpec;
 use serde::{Deserialize, Serialize};
@@ -76,14 +78,54 @@ fn check(registration: &Registration) -> Result<(), ApiError> {
         {
             return Err(invalid(&field("name"), "another split has this name"));
         }
-        if !split.uri.starts_with('/') {
-            return Err(invalid(&field("uri"), "the file's absolute path"));
+        if !split.uri.starts_with('/') && !split.is_stored() {
+            return Err(invalid(
+                &field("uri"),
+                "the file's absolute path, or its URL in the artifact store (POST /datasets/files)",
+            ));
         }
         if split.rows == 0 {
             return Err(invalid(&field("rows"), "a split has at least one row"));
         }
         if split.sha256.len() != 64 || !split.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(invalid(&field("sha256"), "64 hexadecimal digits"));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a split whose file is said to be in the artifact store but is not there under its
+/// hash: registered, it would fail every job that reads it.
+async fn check_stored(state: &AppState, registration: &Registration) -> Result<(), ApiError> {
+    for (i, split) in registration.splits.iter().enumerate() {
+        if !split.is_stored() {
+            continue;
+        }
+        let field = format!("splits[{i}].uri");
+        let expected = format!(
+            "{}{}",
+            state.store.url(),
+            DatasetSplit::store_key(&split.sha256, split.format)
+        );
+        if split.uri != expected {
+            return Err(invalid(
+                &field,
+                format!(
+                    "an uploaded {} file with this sha256 is at {expected} (POST /datasets/files \
+                     answers its uri)",
+                    split.format.extension()
+                ),
+            ));
+        }
+        let held = state.store.size_of(&split.uri).await.map_err(|e| {
+            tracing::error!("looking up {}: {e:#}", split.uri);
+            ApiError::Unavailable("the artifact store did not answer".into())
+        })?;
+        if held.is_none() {
+            return Err(invalid(
+                &field,
+                "the artifact store holds no such file; upload it first (POST /datasets/files)",
+            ));
         }
     }
     Ok(())
@@ -113,6 +155,7 @@ pub async fn register(
     let bytes = read_limited(body, &req, state.body_limit).await?;
     let registration: Registration = parse_json(&bytes, Text::Plain)?;
     check(&registration)?;
+    check_stored(&state, &registration).await?;
     let id = stream_id(&registration.name);
     let mut log = event_log::begin(&state.pool).await?;
     let current: Option<(i64, sqlx::types::Json<Vec<DatasetSplit>>)> =
@@ -149,6 +192,103 @@ pub async fn register(
         HttpResponse::Ok().json(view)
     } else {
         HttpResponse::Created().json(view)
+    })
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct FileQuery {
+    /// What the file holds: `jsonl` or `verl` (verl-style parquet).
+    #[param(pattern = "^(jsonl|verl)$")]
+    pub format: Option<String>,
+}
+
+/// A dataset file in the artifact store: register it as a split by these fields.
+#[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
+pub struct StoredDatasetFile {
+    pub format: Format,
+    /// Its URL in the artifact store, where every daemon fetches it.
+    pub uri: String,
+    pub rows: u64,
+    pub sha256: String,
+    pub size_bytes: u64,
+}
+
+/// Puts one dataset file (the request's body) in the artifact store, where daemons on any host
+/// fetch it. Every row is read and checked first (422 naming the line or row); the file is kept
+/// under its sha256, so the same file uploaded twice is stored once (200 the second time).
+#[utoipa::path(context_path = "/api/v1", params(FileQuery),
+    request_body(content = [u8], content_type = "application/octet-stream"),
+    responses(
+        (status = 201, body = StoredDatasetFile),
+        (status = 200, body = StoredDatasetFile, description = "Already stored"),
+        (status = 413, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[post("/datasets/files")]
+pub async fn upload_file(
+    _: WriteAccess,
+    state: web::Data<AppState>,
+    query: web::Query<FileQuery>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let format = match query.format.as_deref() {
+        Some("jsonl") => Format::Jsonl,
+        Some("verl") => Format::Verl,
+        other => {
+            return Err(ApiError::bad_parameter(
+                "format",
+                format!("format is jsonl or verl (parquet), not {other:?}"),
+            ));
+        }
+    };
+    let uploads = state.artifact_dir.join("uploads");
+    let (file, size_bytes, sha256) = receive_to_file(body, &uploads, state.import_limit as u64)
+        .await
+        .map_err(|e| match e {
+            Received::TooLarge(limit) => ApiError::TooLarge {
+                limit: limit as usize,
+            },
+            Received::Broken(e) => ApiError::Malformed(format!("reading the body: {e}")),
+            Received::Disk(e) => {
+                tracing::error!("receiving a dataset file: {e}");
+                ApiError::Unavailable("the API could not keep the upload on its disk".into())
+            }
+        })?;
+    let path = file.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || prl_schema::datasets::read(&path, format)).await;
+    let rows = match read {
+        Ok(Ok(rows)) => rows.len() as u64,
+        Ok(Err(reason)) => {
+            let shown = file.display().to_string();
+            return Err(invalid("body", reason.replace(&shown, "the upload")));
+        }
+        Err(_) => return Err(invalid("body", "the file could not be read as its format")),
+    };
+    let key = DatasetSplit::store_key(&sha256, format);
+    let uri = format!("{}{key}", state.store.url());
+    let unavailable = |e: anyhow::Error| {
+        tracing::error!("storing {key}: {e:#}");
+        ApiError::Unavailable("the artifact store did not answer".into())
+    };
+    let fresh = state.store.size_of(&uri).await.map_err(unavailable)? != Some(size_bytes);
+    if fresh {
+        state
+            .store
+            .put_file(&key, &file)
+            .await
+            .map_err(unavailable)?;
+    }
+    let stored = StoredDatasetFile {
+        format,
+        uri,
+        rows,
+        sha256,
+        size_bytes,
+    };
+    Ok(match fresh {
+        true => HttpResponse::Created().json(stored),
+        false => HttpResponse::Ok().json(stored),
     })
 }
 

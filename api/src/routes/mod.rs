@@ -52,6 +52,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, web_dir: &std::path::Path) {
             .service(live_runs::record)
             .service(live_runs::finish)
             .service(datasets::register)
+            .service(datasets::upload_file)
             .service(datasets::list)
             .service(workers::list)
             .service(dead_letters::list)

@@ -30,6 +30,7 @@ use utoipa_swagger_ui::SwaggerUi;
         super::live_runs::record,
         super::live_runs::finish,
         super::datasets::register,
+        super::datasets::upload_file,
         super::datasets::list,
         super::dead_letters::list,
         super::dead_letters::redrive,
@@ -158,6 +159,9 @@ pub fn document_json() -> &'static serde_json::Value {
         schemas.extend(spec);
         doc["paths"]["/api/v1/runs/{id}/evaluations"]["post"]["requestBody"]["content"]["application/json"]
             ["schema"] = evaluation;
+        // A dataset file is sent as its bytes.
+        doc["paths"]["/api/v1/datasets/files"]["post"]["requestBody"]["content"]["application/octet-stream"]
+            ["schema"] = serde_json::json!({"type": "string", "format": "binary"});
         // A Server-Sent Events response is described per event (`id`, `event`, `data`), the
         // notice being the JSON inside `data`.
         doc["paths"]["/api/v1/events/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]

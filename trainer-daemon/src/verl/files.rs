@@ -1,7 +1,8 @@
 //! Reads what a verl job writes, as it writes it, into worker events: every rollout dump
 //! (`{step}.jsonl`) as the step's trajectories, every validation dump as evaluations per
-//! `data_source`, the `file` logger's lines as metrics, and each checkpoint verl finishes
-//! (`latest_checkpointed_iteration.txt`) as its Hugging Face directory. A dump file is taken
+//! `data_source`, the `file` logger's lines as metrics, and every checkpoint verl finishes (each
+//! `global_step_N` up to `latest_checkpointed_iteration.txt`, even when several finished between
+//! two polls) as its Hugging Face directory. A dump file is taken
 //! whole once its size has held for one poll (verl writes a step's file at once); the metrics
 //! file is read up to its last whole line. Steps at or before `after` (what an earlier attempt
 //! recorded up to its newest checkpoint) are skipped; later ones are recorded again under this
@@ -70,15 +71,14 @@ impl Follower {
                 .extend(results.into_iter().map(WorkerEvent::Evaluation));
             self.validation_done.insert(step);
         }
-        if let Some(step) = self.newest_checkpoint()?
-            && step > self.checkpoint_done
+        if let Some(newest) = newest_checkpoint(&self.files)?
+            && newest > self.checkpoint_done
         {
-            let dir = self
-                .files
-                .checkpoints()
-                .join(format!("global_step_{step}/actor/huggingface"));
-            found.checkpoints.push((step, dir));
-            self.checkpoint_done = step;
+            let steps = self.finished_between(self.checkpoint_done, newest)?;
+            for step in steps {
+                found.checkpoints.push((step, self.hf_dir(step)));
+            }
+            self.checkpoint_done = newest;
         }
         Ok(found)
     }
@@ -160,16 +160,71 @@ impl Follower {
         Ok(events)
     }
 
-    /// The step of the newest checkpoint verl has finished writing, if any.
-    fn newest_checkpoint(&self) -> Result<Option<u64>> {
-        let path = self
-            .files
+    fn hf_dir(&self, step: u64) -> PathBuf {
+        self.files
+            .checkpoints()
+            .join(format!("global_step_{step}/actor/huggingface"))
+    }
+
+    /// The checkpoints after `done` up to `newest` (which verl has said it finished) whose
+    /// weights are still there (verl may have removed older ones: `max_ckpt_to_keep`), in order.
+    fn finished_between(&self, done: u64, newest: u64) -> Result<Vec<u64>> {
+        let dir = self.files.checkpoints();
+        let mut steps = BTreeSet::from([newest]);
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let step = entry?
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("global_step_"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(step) = step.filter(|s| (done + 1..newest).contains(s))
+                && self.hf_dir(step).is_dir()
+            {
+                steps.insert(step);
+            }
+        }
+        Ok(steps.into_iter().collect())
+    }
+}
+
+/// The step of the newest checkpoint verl has finished writing in a run directory, if any.
+pub fn newest_checkpoint(files: &RunFiles) -> Result<Option<u64>> {
+    let path = files
+        .checkpoints()
+        .join("latest_checkpointed_iteration.txt");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.trim().parse().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_checkpoint_finished_between_two_polls_is_recorded_in_order() {
+        let dir = std::env::temp_dir().join(format!("prl-verl-files-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let files = RunFiles { dir: dir.clone() };
+        let mut follower = Follower::new(files.clone(), 2, "bench".into());
+        for step in [2, 4, 6, 8] {
+            std::fs::create_dir_all(follower.hf_dir(step)).unwrap();
+        }
+        // Step 5's weights were removed (max_ckpt_to_keep); step 8 is not finished yet.
+        std::fs::create_dir_all(files.checkpoints().join("global_step_5")).unwrap();
+        let latest = files
             .checkpoints()
             .join("latest_checkpointed_iteration.txt");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(text.trim().parse().ok()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        std::fs::write(&latest, "6").unwrap();
+        let steps = |found: Found| -> Vec<u64> { found.checkpoints.iter().map(|c| c.0).collect() };
+        assert_eq!(steps(follower.poll(false).unwrap()), [4, 6]);
+        assert_eq!(steps(follower.poll(false).unwrap()), Vec::<u64>::new());
+        std::fs::write(&latest, "8").unwrap();
+        assert_eq!(steps(follower.poll(false).unwrap()), [8]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -88,20 +88,31 @@ async fn follow(
     let Some(found) = first_look(bridge, &id, stops.stop).await? else {
         return Ok(Outcome::Stopped(None));
     };
+    // Steps up to the checkpoint an earlier attempt recorded last are not recorded again.
+    let mut after = job.resume_from.as_ref().map_or(0, |c| c.step);
     match found {
         Some(found) => {
             tracing::info!(job = %job.job_id, status = ?found.status, "following the Ray job {id} an earlier attempt submitted")
         }
-        None => submit(job, stage, bridge, &files, &id).await?,
+        None => {
+            // verl resumes from the newest checkpoint in the run directory, which may be older
+            // than the recorded one (another bridge's directory, say) or absent: the steps it
+            // does again are recorded again, superseding the earlier attempt's rows.
+            let here = files::newest_checkpoint(&files)?.unwrap_or(0);
+            if here < after {
+                tracing::warn!(job = %job.job_id, "the run directory's newest checkpoint is step {here}, not {after}: verl redoes the steps after it");
+                after = here;
+            }
+            submit(job, stage, bridge, &files, &id).await?
+        }
     }
-    let after = job.resume_from.as_ref().map_or(0, |c| c.step);
     let benchmark = stage
         .eval_dataset
         .as_ref()
         .map_or_else(|| stage.dataset.to_string(), ToString::to_string);
     let mut follower = files::Follower::new(files, after, benchmark);
-    // The stage's newest checkpoint, should verl save none after the one resumed from.
-    let mut newest: Option<CheckpointRef> = job.resume_from.clone();
+    // The stage's newest checkpoint, should verl save none after the one it resumes from.
+    let mut newest: Option<CheckpointRef> = job.resume_from.clone().filter(|c| c.step == after);
     let mut reachable_since = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -119,7 +130,12 @@ async fn follow(
                 reachable_since = tokio::time::Instant::now();
                 Some(ray_job)
             }
-            Ok(None) => bail!("Ray no longer knows the job {id}"),
+            // A restarted Ray head forgets its jobs: this attempt ends, its lease runs out, and
+            // the next attempt submits the job again, resuming from the run directory.
+            Ok(None) => {
+                tracing::warn!(job = %job.job_id, "Ray no longer knows the job {id}; leaving it to the next attempt");
+                return Ok(Outcome::Stopped(newest));
+            }
             Err(e) if reachable_since.elapsed() < RAY_UNREACHABLE_FOR => {
                 tracing::warn!("{e:#}");
                 None
@@ -127,8 +143,16 @@ async fn follow(
             Err(e) => return Err(e),
         };
         let ended = status.as_ref().filter(|s| s.status.is_terminal());
-        // Small reads (a step's dump at most): done in place.
-        let found = follower.poll(ended.is_some())?;
+        // Off the threads heartbeats run on: a later attempt's first poll reads every dump
+        // verl wrote meanwhile.
+        let last = ended.is_some();
+        let (back, found) = tokio::task::spawn_blocking(move || {
+            let found = follower.poll(last);
+            (follower, found)
+        })
+        .await?;
+        follower = back;
+        let found = found?;
         for event in found.events {
             reporter.send(event).await?;
         }
