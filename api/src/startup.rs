@@ -138,6 +138,8 @@ impl Application {
             files_shared: settings.files.shared_with_daemons,
             artifact_dir: settings.files.artifact_dir.clone(),
             store,
+            store_reaches_daemons: settings.store.url.is_some()
+                || settings.files.shared_with_daemons,
             max_artifact_bytes: settings.files.max_artifact_bytes,
             metrics: metrics.clone(),
             wake_relay,

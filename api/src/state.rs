@@ -26,6 +26,8 @@ pub struct AppState {
     pub artifact_dir: std::path::PathBuf,
     /// Where uploaded files go (`store.url`): the store the daemons read.
     pub store: prl_artifacts::ArtifactStore,
+    /// Whether daemons read `store`: it was configured, or they share the API's files.
+    pub store_reaches_daemons: bool,
     /// The largest artifact one upload may store.
     pub max_artifact_bytes: u64,
     pub metrics: Metrics,

@@ -51,6 +51,9 @@ impl std::fmt::Debug for S3Options {
     }
 }
 
+/// An object's bytes as they come from the store.
+pub type ByteStream = futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>;
+
 /// A file written to the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredFile {
@@ -108,8 +111,10 @@ impl ArtifactStore {
                     .map_err(|()| anyhow::anyhow!("{url} names no local directory"))?;
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("making the artifact store {}", dir.display()))?;
+                // Written objects are on disk before the log records them.
                 let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                    .with_context(|| format!("opening the artifact store {}", dir.display()))?;
+                    .with_context(|| format!("opening the artifact store {}", dir.display()))?
+                    .with_fsync(true);
                 (Arc::new(local), StorePath::default())
             }
             "s3" => {
@@ -234,21 +239,15 @@ impl ArtifactStore {
         }
     }
 
-    /// The bytes of the object `uri` names, as a stream, and its size.
-    pub async fn read(
-        &self,
-        uri: &str,
-    ) -> Result<(
-        u64,
-        futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
-    )> {
+    /// The bytes of the object `uri` names, as a stream, and its size; None when the store does
+    /// not hold it.
+    pub async fn read(&self, uri: &str) -> Result<Option<(u64, ByteStream)>> {
         let location = self.location(self.key_of(uri)?)?;
-        let found = self
-            .store
-            .get(&location)
-            .await
-            .with_context(|| format!("reading {uri}"))?;
-        Ok((found.meta.size, found.into_stream()))
+        match self.store.get(&location).await {
+            Ok(found) => Ok(Some((found.meta.size, found.into_stream()))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {uri}")),
+        }
     }
 
     /// Streams one file up (in parts when large), hashing it on the way.

@@ -71,9 +71,9 @@ impl DatasetSplit {
         format!("datasets/{sha256}.{}", format.extension())
     }
 
-    /// Whether the file is in the artifact store rather than at a path.
+    /// Whether the file is in the artifact store (a URL) rather than at an absolute path.
     pub fn is_stored(&self) -> bool {
-        self.uri.contains("://")
+        !self.uri.starts_with('/')
     }
 
     /// The file reference the split stands for.

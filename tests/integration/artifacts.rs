@@ -98,7 +98,8 @@ async fn a_checkpoint_directory_travels_through_an_s3_server_and_is_checked() {
         std::fs::read(fetched).unwrap(),
         std::fs::read(&dataset).unwrap()
     );
-    let (streamed, mut bytes) = store.read(&file.uri).await.unwrap();
+    assert!(store.read(absent).await.unwrap().is_none());
+    let (streamed, mut bytes) = store.read(&file.uri).await.unwrap().unwrap();
     let mut read = vec![];
     while let Some(chunk) = futures::StreamExt::next(&mut bytes).await {
         read.extend_from_slice(&chunk.unwrap());

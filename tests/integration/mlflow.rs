@@ -171,7 +171,7 @@ async fn an_mlflow_client_session_is_recorded_like_a_native_run() {
     assert_eq!(sha, hex::encode(sha2::Sha256::digest(content)));
     // The file is in the artifact store the daemons share, under its run and hash.
     let store = app.checkpoints().store;
-    let key = format!("artifacts/{run_uuid}/{sha}/rollouts/samples.txt");
+    let key = format!("artifacts/{run_uuid}/{sha}");
     assert_eq!(uri, format!("{}{key}", store.url()));
     assert_eq!(
         std::fs::read(app.data_dir.join("store").join(&key)).unwrap(),

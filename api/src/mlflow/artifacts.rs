@@ -1,9 +1,10 @@
 //! Artifacts through MLflow's artifact proxy: a run's `mlflow-artifacts:/<experiment>/<run>/artifacts`
 //! URI resolves to these routes. An upload is streamed to a file of the API's own while it is
-//! hashed, then put in the artifact store under `artifacts/<run>/<sha256>/<path>` (a key per
-//! content, so two uploads of one path never overwrite each other's object) and recorded as
-//! `ArtifactStored` with its URL, size and sha256; listings and downloads answer only what the
-//! log records, the newest upload of a path winning.
+//! hashed, then put in the artifact store under `artifacts/<run>/<sha256>` (named by its content
+//! alone: two uploads of one path never overwrite each other's object, and no path a client may
+//! send can make a key the store refuses) and recorded as `ArtifactStored` with its path, URL,
+//! size and sha256; listings and downloads answer only what the log records, the newest upload of
+//! a path winning.
 
 use super::protocol::{self as p, authorize, state};
 use super::{MlflowError, begin};
@@ -143,10 +144,7 @@ pub async fn upload(
     })?;
     let stored = state
         .store
-        .put_file(
-            &format!("artifacts/{run}/{sha256}/{}", address.path),
-            &partial,
-        )
+        .put_file(&format!("artifacts/{run}/{sha256}"), &partial)
         .await
         .map_err(|e| {
             tracing::error!("storing artifact {}: {e:#}", address.path);
@@ -207,7 +205,14 @@ pub async fn download(
     };
     let mut response = match uri {
         Some(uri) => {
-            let (size, bytes) = state.store.read(&uri).await.map_err(|e| missing(&e))?;
+            let read = state.store.read(&uri).await.map_err(|e| {
+                tracing::error!("reading artifact {uri}: {e:#}");
+                MlflowError::unavailable(format!(
+                    "artifact '{}' could not be read from the artifact store",
+                    address.path
+                ))
+            })?;
+            let (size, bytes) = read.ok_or_else(|| missing(&"recorded, but not in the store"))?;
             HttpResponse::Ok()
                 .content_type("application/octet-stream")
                 .no_chunking(size)

@@ -78,7 +78,7 @@ fn check(registration: &Registration) -> Result<(), ApiError> {
         {
             return Err(invalid(&field("name"), "another split has this name"));
         }
-        if !split.uri.starts_with('/') && !split.is_stored() {
+        if !split.uri.starts_with('/') && !split.uri.contains("://") {
             return Err(invalid(
                 &field("uri"),
                 "the file's absolute path, or its URL in the artifact store (POST /datasets/files)",
@@ -87,8 +87,13 @@ fn check(registration: &Registration) -> Result<(), ApiError> {
         if split.rows == 0 {
             return Err(invalid(&field("rows"), "a split has at least one row"));
         }
-        if split.sha256.len() != 64 || !split.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(invalid(&field("sha256"), "64 hexadecimal digits"));
+        if split.sha256.len() != 64
+            || !split
+                .sha256
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        {
+            return Err(invalid(&field("sha256"), "64 lowercase hexadecimal digits"));
         }
     }
     Ok(())
@@ -221,6 +226,7 @@ pub struct StoredDatasetFile {
     responses(
         (status = 201, body = StoredDatasetFile),
         (status = 200, body = StoredDatasetFile, description = "Already stored"),
+        (status = 409, body = crate::error::ErrorBody, description = "The API has no `store.url` that daemons read"),
         (status = 413, body = crate::error::ErrorBody),
         (status = 422, body = crate::error::ErrorBody),
     ),
@@ -232,6 +238,13 @@ pub async fn upload_file(
     query: web::Query<FileQuery>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    if !state.store_reaches_daemons {
+        return Err(ApiError::Conflict(
+            "this API has no store.url, so no daemon could read an uploaded file; give it the \
+             daemons' artifact store (store.url or PRL_STORE__URL), or register files by path"
+                .into(),
+        ));
+    }
     let format = match query.format.as_deref() {
         Some("jsonl") => Format::Jsonl,
         Some("verl") => Format::Verl,
@@ -273,11 +286,16 @@ pub async fn upload_file(
     };
     let fresh = state.store.size_of(&uri).await.map_err(unavailable)? != Some(size_bytes);
     if fresh {
-        state
+        let stored = state
             .store
             .put_file(&key, &file)
             .await
             .map_err(unavailable)?;
+        if stored.sha256 != sha256 {
+            return Err(ApiError::Unavailable(
+                "the upload changed on the API's disk while it was stored; send it again".into(),
+            ));
+        }
     }
     let stored = StoredDatasetFile {
         format,

@@ -51,6 +51,16 @@ impl Follower {
         }
     }
 
+    /// Passes over the metric lines written so far (an abandoned run's).
+    pub fn skip_written_metrics(&mut self) -> Result<()> {
+        match std::fs::metadata(self.files.metrics()) {
+            Ok(meta) => self.metrics_offset = meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context("reading the metrics file's size"),
+        }
+        Ok(())
+    }
+
     /// What is new since the last poll. `last` takes every dump file as complete: the job has
     /// ended, so nothing is still being written.
     pub fn poll(&mut self, last: bool) -> Result<Found> {
@@ -189,6 +199,34 @@ impl Follower {
     }
 }
 
+/// Before verl runs again in a directory an earlier run left (from its newest checkpoint, step
+/// `from`): that run's dumps of later steps are renamed aside (`{step}.jsonl.abandoned-<attempt>`),
+/// so that only the new run's are recorded, and the metric lines written so far are passed over.
+pub fn set_aside_after(files: &RunFiles, from: u64, attempt: u32) -> Result<()> {
+    for dir in [files.rollouts(), files.validation()] {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            let step = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".jsonl"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if step.is_some_and(|s| s > from) {
+                let mut aside = path.clone().into_os_string();
+                aside.push(format!(".abandoned-{attempt}"));
+                std::fs::rename(&path, &aside)
+                    .with_context(|| format!("setting aside {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The step of the newest checkpoint verl has finished writing in a run directory, if any.
 pub fn newest_checkpoint(files: &RunFiles) -> Result<Option<u64>> {
     let path = files
@@ -225,6 +263,36 @@ mod tests {
         assert_eq!(steps(follower.poll(false).unwrap()), Vec::<u64>::new());
         std::fs::write(&latest, "8").unwrap();
         assert_eq!(steps(follower.poll(false).unwrap()), [8]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_dead_runs_dumps_after_its_checkpoint_are_set_aside_and_its_metrics_passed_over() {
+        let dir = std::env::temp_dir().join(format!("prl-verl-aside-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let files = RunFiles { dir: dir.clone() };
+        std::fs::create_dir_all(files.rollouts()).unwrap();
+        for step in [3, 4, 5] {
+            std::fs::write(files.rollouts().join(format!("{step}.jsonl")), "{}\n").unwrap();
+        }
+        std::fs::write(
+            files.metrics(),
+            "{\"step\": 5, \"data\": {\"loss\": 1.0}}\n",
+        )
+        .unwrap();
+        set_aside_after(&files, 3, 2).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(files.rollouts())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["3.jsonl", "4.jsonl.abandoned-2", "5.jsonl.abandoned-2"]
+        );
+        let mut follower = Follower::new(files, 3, "bench".into());
+        follower.skip_written_metrics().unwrap();
+        assert!(follower.poll(true).unwrap().events.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -90,6 +90,7 @@ async fn follow(
     };
     // Steps up to the checkpoint an earlier attempt recorded last are not recorded again.
     let mut after = job.resume_from.as_ref().map_or(0, |c| c.step);
+    let submitted = found.is_none();
     match found {
         Some(found) => {
             tracing::info!(job = %job.job_id, status = ?found.status, "following the Ray job {id} an earlier attempt submitted")
@@ -97,12 +98,14 @@ async fn follow(
         None => {
             // verl resumes from the newest checkpoint in the run directory, which may be older
             // than the recorded one (another bridge's directory, say) or absent: the steps it
-            // does again are recorded again, superseding the earlier attempt's rows.
+            // does again are recorded again, superseding the earlier attempt's rows, and what
+            // a run that died left of them is set aside.
             let here = files::newest_checkpoint(&files)?.unwrap_or(0);
             if here < after {
                 tracing::warn!(job = %job.job_id, "the run directory's newest checkpoint is step {here}, not {after}: verl redoes the steps after it");
                 after = here;
             }
+            files::set_aside_after(&files, here, job.attempt)?;
             submit(job, stage, bridge, &files, &id).await?
         }
     }
@@ -111,6 +114,9 @@ async fn follow(
         .as_ref()
         .map_or_else(|| stage.dataset.to_string(), ToString::to_string);
     let mut follower = files::Follower::new(files, after, benchmark);
+    if submitted {
+        follower.skip_written_metrics()?;
+    }
     // The stage's newest checkpoint, should verl save none after the one it resumes from.
     let mut newest: Option<CheckpointRef> = job.resume_from.clone().filter(|c| c.step == after);
     let mut reachable_since = tokio::time::Instant::now();
