@@ -258,10 +258,8 @@ impl Client {
             .await
             .with_context(|| format!("opening {}", path.display()))?;
         let size = file.metadata().await?.len();
-        let format = match format {
-            prl_schema::datasets::Format::Jsonl => "jsonl",
-            prl_schema::datasets::Format::Verl => "verl",
-        };
+        // `jsonl` or `verl`, as in dataset references.
+        let format = format.prefix().trim_end_matches(':');
         let request = self
             .authorised(self.http.post(self.url("/api/v1/datasets/files")))
             .query(&[("format", format)])

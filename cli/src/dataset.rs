@@ -44,48 +44,37 @@ fn split(name: &str, path: &Path) -> Result<DatasetSplit> {
     })
 }
 
-pub fn registration(
+/// The registration of `splits` under `name`: each file read and checked here and named by its
+/// path, or, with a client to `upload` through, sent into the artifact store (the API checks it)
+/// and named by its URL there.
+pub async fn registration(
     name: String,
     splits: &[(String, PathBuf)],
     source: String,
+    upload: Option<&Client>,
 ) -> Result<Registration> {
     if splits.is_empty() {
         bail!("give at least one --split NAME=FILE");
     }
-    Ok(Registration {
-        name,
-        source,
-        splits: splits
-            .iter()
-            .map(|(name, path)| split(name, path))
-            .collect::<Result<_>>()?,
-    })
-}
-
-/// A registration whose files are uploaded into the artifact store first (the API checks each).
-pub async fn uploaded_registration(
-    client: &Client,
-    name: String,
-    splits: &[(String, PathBuf)],
-    source: String,
-) -> Result<Registration> {
-    if splits.is_empty() {
-        bail!("give at least one --split NAME=FILE");
-    }
-    let mut uploaded = vec![];
-    for (split, path) in splits {
-        let stored = client.upload_dataset_file(path, format_of(path)?).await?;
-        uploaded.push(DatasetSplit {
-            name: split.clone(),
-            format: stored.format,
-            uri: stored.uri,
-            rows: stored.rows,
-            sha256: stored.sha256,
+    let mut registered = vec![];
+    for (split_name, path) in splits {
+        registered.push(match upload {
+            None => split(split_name, path)?,
+            Some(client) => {
+                let stored = client.upload_dataset_file(path, format_of(path)?).await?;
+                DatasetSplit {
+                    name: split_name.clone(),
+                    format: stored.format,
+                    uri: stored.uri,
+                    rows: stored.rows,
+                    sha256: stored.sha256,
+                }
+            }
         });
     }
     Ok(Registration {
         name,
         source,
-        splits: uploaded,
+        splits: registered,
     })
 }

@@ -425,13 +425,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                 source,
                 upload,
             } => {
-                let registration = match upload {
-                    true => {
-                        dataset::uploaded_registration(&client(), name, &splits, source).await?
-                    }
-                    false => dataset::registration(name, &splits, source)?,
-                };
-                let view = client().register_dataset(&registration).await?;
+                let client = client();
+                let upload = upload.then_some(&client);
+                let registration = dataset::registration(name, &splits, source, upload).await?;
+                let view = client.register_dataset(&registration).await?;
                 println!("dataset {} version {}:", view.name, view.version);
                 for split in view.splits.iter() {
                     println!(

@@ -154,25 +154,16 @@ async fn registered_datasets_are_versioned_resolved_at_submission_and_checked_by
         ("train".to_owned(), train.clone()),
         ("test".to_owned(), test.clone()),
     ];
-    let registration =
-        prl_cli::dataset::registration("toy".into(), &splits, "tests".into()).unwrap();
-    let register = |body: serde_json::Value| {
-        let app = &app;
-        async move {
-            let response = app
-                .post_raw("/api/v1/datasets", body.to_string(), Some(TOKEN))
-                .await;
-            let status = response.status().as_u16();
-            (status, response.json::<serde_json::Value>().await.unwrap())
-        }
-    };
+    let registration = prl_cli::dataset::registration("toy".into(), &splits, "tests".into(), None)
+        .await
+        .unwrap();
     let body = serde_json::to_value(&registration).unwrap();
-    let (status, view) = register(body.clone()).await;
+    let (status, view) = register(&app, body.clone()).await;
     assert_eq!(status, 201, "{view}");
     assert_eq!(view["version"], 1);
     assert_eq!(view["splits"][1]["rows"], 2);
     assert_eq!(view["splits"][0]["format"], "verl");
-    let (status, view) = register(body.clone()).await;
+    let (status, view) = register(&app, body.clone()).await;
     assert_eq!((status, &view["version"]), (200, &serde_json::json!(1)));
     assert_eq!(
         app.count("SELECT count(*) FROM events WHERE event_type = 'DatasetRegistered'")
@@ -181,7 +172,7 @@ async fn registered_datasets_are_versioned_resolved_at_submission_and_checked_by
     );
     let mut bad = body.clone();
     bad["splits"][0]["sha256"] = "abc".into();
-    let (status, error) = register(bad).await;
+    let (status, error) = register(&app, bad).await;
     assert_eq!(
         (status, &error["field"]),
         (422, &serde_json::json!("splits[0].sha256"))
@@ -237,8 +228,10 @@ async fn registered_datasets_are_versioned_resolved_at_submission_and_checked_by
     );
 
     // Registering the changed file makes version 2; listing shows it.
-    let again = prl_cli::dataset::registration("toy".into(), &splits, "tests".into()).unwrap();
-    let (status, view) = register(serde_json::to_value(&again).unwrap()).await;
+    let again = prl_cli::dataset::registration("toy".into(), &splits, "tests".into(), None)
+        .await
+        .unwrap();
+    let (status, view) = register(&app, serde_json::to_value(&again).unwrap()).await;
     assert_eq!((status, &view["version"]), (201, &serde_json::json!(2)));
     let list: serde_json::Value = app.get("/api/v1/datasets").await.json().await.unwrap();
     assert_eq!(list[0]["splits"][1]["rows"], 1);
@@ -299,7 +292,7 @@ async fn uploaded_datasets_are_checked_stored_once_by_hash_and_fetched_by_the_da
     let client = prl_cli::client::Client::new(Some(app.address.clone()), Some(TOKEN.into()));
     let splits = [("test".to_owned(), test.clone())];
     let registration =
-        prl_cli::dataset::uploaded_registration(&client, "up".into(), &splits, "tests".into())
+        prl_cli::dataset::registration("up".into(), &splits, "tests".into(), Some(&client))
             .await
             .unwrap();
     let split = &registration.splits[0];
@@ -316,20 +309,10 @@ async fn uploaded_datasets_are_checked_stored_once_by_hash_and_fetched_by_the_da
     std::fs::remove_dir_all(&elsewhere).unwrap();
 
     // A store URL that is not the uploaded file's, or names nothing stored, is refused.
-    let register = |body: serde_json::Value| {
-        let app = &app;
-        async move {
-            let response = app
-                .post_raw("/api/v1/datasets", body.to_string(), Some(TOKEN))
-                .await;
-            let status = response.status().as_u16();
-            (status, response.json::<serde_json::Value>().await.unwrap())
-        }
-    };
     let body = serde_json::to_value(&registration).unwrap();
     let mut wrong = body.clone();
     wrong["splits"][0]["uri"] = format!("{}datasets/other.jsonl", store.url()).into();
-    let (status, error) = register(wrong).await;
+    let (status, error) = register(&app, wrong).await;
     assert_eq!(
         (status, &error["field"]),
         (422, &serde_json::json!("splits[0].uri")),
@@ -339,7 +322,7 @@ async fn uploaded_datasets_are_checked_stored_once_by_hash_and_fetched_by_the_da
     let unknown = "0".repeat(64);
     absent["splits"][0]["sha256"] = unknown.clone().into();
     absent["splits"][0]["uri"] = format!("{}datasets/{unknown}.jsonl", store.url()).into();
-    let (status, error) = register(absent).await;
+    let (status, error) = register(&app, absent).await;
     assert_eq!(status, 422, "{error}");
     assert!(
         error["message"]
@@ -348,7 +331,7 @@ async fn uploaded_datasets_are_checked_stored_once_by_hash_and_fetched_by_the_da
             .contains("holds no such file"),
         "{error}"
     );
-    let (status, view) = register(body).await;
+    let (status, view) = register(&app, body).await;
     assert_eq!(status, 201, "{view}");
 
     // The daemon fetches the file into its data directory, checks it and evaluates on it.
@@ -409,4 +392,13 @@ async fn files_outside_the_daemons_roots_fail_the_job_without_telling_whether_th
         reasons[1].replace("no-such-file", "X"),
         "a file that exists and one that does not are refused alike"
     );
+}
+
+/// Posts a dataset registration; its status and body.
+async fn register(app: &TestApp, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let response = app
+        .post_raw("/api/v1/datasets", body.to_string(), Some(TOKEN))
+        .await;
+    let status = response.status().as_u16();
+    (status, response.json::<serde_json::Value>().await.unwrap())
 }
