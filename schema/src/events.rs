@@ -283,16 +283,33 @@ impl Event {
 
     /// Splits the event into its stored `event_type` and `payload`.
     pub fn to_parts(&self) -> (String, serde_json::Value) {
-        let mut tagged = serde_json::to_value(self).expect("events serialise to JSON");
-        let object = tagged.as_object_mut().expect("events are tagged objects");
-        let event_type = match object.remove("event_type") {
-            Some(serde_json::Value::String(s)) => s,
-            _ => unreachable!("serde writes the tag as a string"),
-        };
-        let payload = object
-            .remove("payload")
-            .unwrap_or_else(|| serde_json::json!({}));
+        let (event_type, payload) = self.to_json_parts();
+        let payload = serde_json::from_slice(&payload).expect("the payload is JSON");
         (event_type, payload)
+    }
+
+    /// Splits the event into its `event_type` and its payload as JSON text, serialised once and
+    /// never held as a JSON tree: what the log writes, at volume.
+    pub fn to_json_parts(&self) -> (String, Vec<u8>) {
+        // Adjacently tagged: serde writes `{"event_type":"T","payload":P}`, or `{"event_type":"T"}`
+        // for a variant without content. Variant names need no escapes.
+        const HEAD: &[u8] = b"{\"event_type\":\"";
+        const PAYLOAD: &[u8] = b"\",\"payload\":";
+        let mut tagged = serde_json::to_vec(self).expect("events serialise to JSON");
+        let name_len = tagged[HEAD.len()..]
+            .iter()
+            .position(|&b| b == b'"')
+            .expect("serde writes the tag first, as a string");
+        let event_type = std::str::from_utf8(&tagged[HEAD.len()..HEAD.len() + name_len])
+            .expect("variant names are UTF-8")
+            .to_owned();
+        let rest = HEAD.len() + name_len;
+        if !tagged[rest..].starts_with(PAYLOAD) {
+            return (event_type, b"{}".to_vec());
+        }
+        tagged.truncate(tagged.len() - 1); // the closing brace of the tagged object
+        tagged.drain(..rest + PAYLOAD.len());
+        (event_type, tagged)
     }
 
     /// Rebuilds an event from its stored parts.
@@ -362,5 +379,23 @@ mod tests {
             Event::from_parts(&t, p).unwrap(),
             Event::ExperimentCompleted {}
         );
+    }
+
+    #[test]
+    fn the_json_parts_are_the_tagged_serialisation_split() {
+        let events = [
+            Event::JobLeaseExpired {
+                attempt: 2,
+                worker_id: Some("a \"quoted\" worker}".into()),
+            },
+            Event::ExperimentCompleted {},
+        ];
+        for event in events {
+            let (event_type, payload) = event.to_json_parts();
+            let tagged = serde_json::to_value(&event).unwrap();
+            assert_eq!(tagged["event_type"], event_type.as_str());
+            let payload: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            assert_eq!(tagged.get("payload").cloned().unwrap_or_default(), payload);
+        }
     }
 }

@@ -172,6 +172,10 @@ async fn ingest(app: &TestApp, per_step: usize) -> Vec<Uuid> {
         messages.len(),
         bytes as f64 / total as f64
     );
+    let wal_before: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     let ingested = publish_until(
         app,
         messages,
@@ -190,11 +194,43 @@ async fn ingest(app: &TestApp, per_step: usize) -> Vec<Uuid> {
     );
     let blocks = app.count("SELECT count(*) FROM trajectory_blocks").await;
     println!("projected {blocks} blocks");
+    let wal = app
+        .count(&format!(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{wal_before}')::int8"
+        ))
+        .await;
     sqlx::query("VACUUM ANALYZE")
         .execute(&app.pool)
         .await
         .unwrap();
+    storage(app, total, bytes, wal).await;
     workers.iter().map(|w| w.job.run_id.0).collect()
+}
+
+/// Bytes on disk per trajectory: the log, the projections and their indexes, and the WAL the
+/// ingest wrote, beside the trajectory's own bytes on the wire.
+async fn storage(app: &TestApp, trajectories: usize, wire_bytes: usize, wal: i64) {
+    let size = |table: &str| format!("pg_total_relation_size('{table}')");
+    let log = app.count(&format!("SELECT {}", size("events"))).await;
+    let projections = app
+        .count(&format!(
+            "SELECT {} + {} + {}",
+            size("trajectories"),
+            size("trajectory_blocks"),
+            size("trajectory_batches")
+        ))
+        .await;
+    let per = |bytes: i64| bytes as f64 / trajectories as f64;
+    let raw = wire_bytes as f64 / trajectories as f64;
+    println!(
+        "storage per trajectory: log {:.0} B, projections with indexes {:.0} B, WAL written {:.0} B; \
+         on disk (log + projections) {:.0} B = {:.2}x its {raw:.0} bytes on the wire",
+        per(log),
+        per(projections),
+        per(wal),
+        per(log + projections),
+        per(log + projections) / raw,
+    );
 }
 
 /// Runs `sql` once to warm up, then `times` times; returns the best and median seconds.

@@ -85,35 +85,21 @@ impl Ingester {
             .messages()
             .await
             .context("subscribing to worker events")?;
-        let mut messages = std::pin::pin!(messages);
-        loop {
-            // Wait for one message, then linger briefly for more: a busy stream fills whole batches,
-            // a quiet one costs its first message at most `LINGER` of latency.
-            let first = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                first = messages.next() => first.context("the worker-event subscription ended")?,
-            };
-            let size = |m: &Result<Message, _>| m.as_ref().map_or(0, |m| m.payload.len());
-            let mut bytes = size(&first);
-            let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + LINGER;
-            while batch.len() < self.batch_size && bytes < MAX_BATCH_BYTES {
-                match tokio::time::timeout_at(deadline, messages.next()).await {
-                    Ok(Some(message)) => {
-                        bytes += size(&message);
-                        batch.push(message);
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            let mut incoming = Vec::with_capacity(batch.len());
-            for message in batch {
-                let message = message.map_err(|e| anyhow::anyhow!("receiving: {e}"))?;
-                let decoded = serde_json::from_slice::<WorkerMessage>(&message.payload)
-                    .map_err(|e| format!("not a worker message: {e}"));
-                incoming.push(Incoming { message, decoded });
-            }
-            self.ingest(incoming, shutdown).await?;
+        // The next batch is received and decoded on another thread while this one is written.
+        let (batches, mut next) = tokio::sync::mpsc::channel(1);
+        let receiving = tokio::spawn(receive(
+            messages,
+            self.batch_size,
+            batches,
+            shutdown.child_token(),
+        ));
+        let _stop_receiving = AbortOnDrop(receiving.abort_handle());
+        while let Some(batch) = next.recv().await {
+            self.ingest(batch?, shutdown).await?;
+        }
+        match shutdown.is_cancelled() {
+            true => Ok(()),
+            false => Err(anyhow::anyhow!("the worker-event subscription ended")),
         }
     }
 
@@ -363,6 +349,60 @@ impl Ingester {
             decision,
         };
         (self.topology.lease_subject(msg.job_id), verdict)
+    }
+}
+
+/// Takes batches off the stream and decodes them, until the stream ends, the ingester stops
+/// taking them, or shutdown. A batch waits for one message, then lingers briefly for more: a busy
+/// stream fills whole batches, a quiet one costs its first message at most `LINGER` of latency.
+async fn receive(
+    messages: impl futures::Stream<Item = Result<Message, impl std::fmt::Display>> + Unpin,
+    batch_size: usize,
+    batches: tokio::sync::mpsc::Sender<Result<Vec<Incoming>>>,
+    shutdown: CancellationToken,
+) {
+    let mut messages = messages;
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            first = messages.next() => first,
+        };
+        let Some(first) = first else { return };
+        let mut batch = vec![];
+        let mut bytes = 0;
+        let mut next = Some(first);
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while let Some(message) = next.take() {
+            let message = match message {
+                Ok(message) => message,
+                Err(e) => {
+                    let _ = batches.send(Err(anyhow::anyhow!("receiving: {e}"))).await;
+                    return;
+                }
+            };
+            bytes += message.payload.len();
+            let decoded = serde_json::from_slice::<WorkerMessage>(&message.payload)
+                .map_err(|e| format!("not a worker message: {e}"));
+            batch.push(Incoming { message, decoded });
+            if batch.len() < batch_size && bytes < MAX_BATCH_BYTES {
+                next = tokio::time::timeout_at(deadline, messages.next())
+                    .await
+                    .ok()
+                    .flatten();
+            }
+        }
+        if batches.send(Ok(batch)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Aborts a task when the one that started it is done with it.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -4,6 +4,7 @@
 //! was begun with bring the read models up to the new events and name the events that must
 //! follow them, which are appended too.
 
+use super::copy::{CopyIn, Jsonb};
 use futures::future::BoxFuture;
 use prl_schema::events::{Event, Metadata, RecordedEvent, SCHEMA_VERSION};
 use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
@@ -203,17 +204,15 @@ impl LogTx {
     }
 }
 
-/// Column vectors for one multi-row insert.
+/// The events of one append, encoded for the log before any position is known.
 #[derive(Default)]
 struct Rows {
     events: Vec<NewEvent>,
-    stream_types: Vec<&'static str>,
     stream_ids: Vec<Uuid>,
     versions: Vec<i64>,
-    event_ids: Vec<Uuid>,
     event_types: Vec<String>,
-    payloads: Vec<serde_json::Value>,
-    metadata: Vec<serde_json::Value>,
+    payloads: Vec<Vec<u8>>,
+    metadata: Vec<Vec<u8>>,
 }
 
 impl Rows {
@@ -222,18 +221,18 @@ impl Rows {
     }
 
     fn push(&mut self, stream_id: Uuid, version: i64, new: NewEvent) {
-        let (event_type, payload) = new.event.to_parts();
-        self.stream_types.push(new.event.stream_type().as_str());
+        let (event_type, payload) = new.event.to_json_parts();
         self.stream_ids.push(stream_id);
         self.versions.push(version);
-        self.event_ids.push(new.event_id);
         self.event_types.push(event_type);
         self.payloads.push(payload);
         self.metadata
-            .push(serde_json::to_value(&new.metadata).expect("metadata is JSON"));
+            .push(serde_json::to_vec(&new.metadata).expect("metadata is JSON"));
         self.events.push(new);
     }
 
+    /// Takes the next positions and writes the events at them with one binary COPY. The log's
+    /// lock is held, so positions are taken, and committed, in order.
     async fn insert(
         self,
         conn: &mut sqlx::PgConnection,
@@ -241,36 +240,52 @@ impl Rows {
         if self.events.is_empty() {
             return Ok(Vec::new());
         }
-        let stream_types: Vec<String> = self.stream_types.iter().map(|s| s.to_string()).collect();
-        let inserted = sqlx::query(
-            "INSERT INTO events (stream_type, stream_id, version, event_id, event_type, schema_version, payload, metadata)
-             SELECT t, s, v, e, et, $6, p, m
-             FROM UNNEST($1::text[], $2::uuid[], $3::bigint[], $4::uuid[], $5::text[], $7::jsonb[], $8::jsonb[])
-                  WITH ORDINALITY AS u(t, s, v, e, et, p, m, n)
-             ORDER BY n
-             RETURNING event_id, position, recorded_at",
+        let (recorded_at, mut positions): (chrono::DateTime<chrono::Utc>, Vec<i64>) =
+            sqlx::query_as(
+                "SELECT now(), array_agg(nextval(pg_get_serial_sequence('events', 'position')))
+                 FROM generate_series(1, $1)",
+            )
+            .bind(self.len() as i64)
+            .fetch_one(&mut *conn)
+            .await?;
+        positions.sort_unstable();
+        let mut copy = CopyIn::start(
+            conn,
+            "events",
+            &[
+                "position",
+                "stream_type",
+                "stream_id",
+                "version",
+                "event_id",
+                "event_type",
+                "schema_version",
+                "payload",
+                "metadata",
+                "recorded_at",
+            ],
         )
-        .bind(&stream_types)
-        .bind(&self.stream_ids)
-        .bind(&self.versions)
-        .bind(&self.event_ids)
-        .bind(&self.event_types)
-        .bind(SCHEMA_VERSION)
-        .bind(&self.payloads)
-        .bind(&self.metadata)
-        .fetch_all(&mut *conn)
         .await?;
-        let written: HashMap<Uuid, (i64, chrono::DateTime<chrono::Utc>)> = inserted
-            .iter()
-            .map(|r| (r.get(0), (r.get(1), r.get(2))))
-            .collect();
+        for (i, new) in self.events.iter().enumerate() {
+            copy.row().await?;
+            copy.field(positions[i])
+                .field(new.event.stream_type().as_str())
+                .field(self.stream_ids[i])
+                .field(self.versions[i])
+                .field(new.event_id)
+                .field(self.event_types[i].as_str())
+                .field(SCHEMA_VERSION)
+                .field(Jsonb(&self.payloads[i]))
+                .field(Jsonb(&self.metadata[i]))
+                .field(recorded_at);
+        }
+        copy.finish().await?;
         Ok(self
             .events
             .into_iter()
             .enumerate()
-            .map(|(i, new)| (i, written[&new.event_id], new))
-            .map(|(i, (position, recorded_at), new)| RecordedEvent {
-                position,
+            .map(|(i, new)| RecordedEvent {
+                position: positions[i],
                 stream_type: new.event.stream_type(),
                 stream_id: self.stream_ids[i],
                 version: self.versions[i],

@@ -1,6 +1,7 @@
 //! The event store: appends with optimistic concurrency and idempotency, and the tailing read.
 
 mod append;
+pub mod copy;
 mod read;
 
 pub use append::{
