@@ -85,22 +85,44 @@ impl Ingester {
             .messages()
             .await
             .context("subscribing to worker events")?;
-        // The next batch is received and decoded on another thread while this one is written.
+        // The next batch is received and decoded on another task while this one is written.
         let (batches, mut next) = tokio::sync::mpsc::channel(1);
-        let receiving = tokio::spawn(receive(
+        let mut receiving = tokio::spawn(receive(
             messages,
             self.batch_size,
             batches,
             shutdown.child_token(),
         ));
-        let _stop_receiving = AbortOnDrop(receiving.abort_handle());
-        while let Some(batch) = next.recv().await {
-            self.ingest(batch?, shutdown).await?;
+        let stop_receiving = AbortOnDrop(receiving.abort_handle());
+        let outcome = async {
+            while !shutdown.is_cancelled() {
+                let Some(batch) = next.recv().await else {
+                    break;
+                };
+                if shutdown.is_cancelled() {
+                    next.close();
+                    let _ = nak(batch).await;
+                    break;
+                }
+                self.ingest(batch?, shutdown).await?;
+            }
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            match (&mut receiving).await {
+                Err(e) if e.is_panic() => Err(anyhow::anyhow!("receiving worker events: {e}")),
+                _ => Err(anyhow::anyhow!("the worker-event subscription ended")),
+            }
         }
-        match shutdown.is_cancelled() {
-            true => Ok(()),
-            false => Err(anyhow::anyhow!("the worker-event subscription ended")),
+        .await;
+        // A batch received but not written goes back now, ahead of newer messages, instead of
+        // after JetStream's ack wait.
+        drop(stop_receiving);
+        next.close();
+        while let Ok(batch) = next.try_recv() {
+            let _ = nak(batch).await;
         }
+        outcome
     }
 
     /// Writes one batch, waiting out any outage, then acknowledges it and answers its claims and
@@ -363,7 +385,13 @@ async fn receive(
 ) {
     let mut messages = messages;
     loop {
+        // Only one batch waits while another is written: the next is taken once the writer has
+        // taken this one's place, so at most two batches are unacknowledged.
+        let Ok(place) = batches.reserve().await else {
+            return;
+        };
         let first = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
             first = messages.next() => first,
         };
@@ -376,7 +404,7 @@ async fn receive(
             let message = match message {
                 Ok(message) => message,
                 Err(e) => {
-                    let _ = batches.send(Err(anyhow::anyhow!("receiving: {e}"))).await;
+                    place.send(Err(anyhow::anyhow!("receiving: {e}")));
                     return;
                 }
             };
@@ -391,10 +419,19 @@ async fn receive(
                     .flatten();
             }
         }
-        if batches.send(Ok(batch)).await.is_err() {
-            return;
-        }
+        place.send(Ok(batch));
     }
+}
+
+/// Hands a batch back to JetStream for delivery again at once.
+async fn nak(batch: Result<Vec<Incoming>>) -> Result<()> {
+    for item in batch.into_iter().flatten() {
+        item.message
+            .ack_with(AckKind::Nak(None))
+            .await
+            .map_err(|e| anyhow::anyhow!("nak: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Aborts a task when the one that started it is done with it.
@@ -440,9 +477,11 @@ fn blames_the_message(error: &anyhow::Error) -> bool {
 /// SQLSTATEs that refuse the data written: data exceptions (a NUL byte, a number out of range),
 /// integrity constraint violations, and program limits (a value too large). Any other error, a
 /// lost connection, a shutdown or a schema that does not match, is no message's fault: the batch
-/// is retried until it goes through, never parked for it.
+/// is retried until it goes through, never parked for it. A binary COPY's field in a format its
+/// column does not read (22P03) or a row of the wrong width (22P04) is such a mismatch: every
+/// field's type and count is fixed in code, whatever a message holds.
 fn refuses_the_data(code: &str) -> bool {
-    matches!(code.get(..2), Some("22" | "23" | "54"))
+    matches!(code.get(..2), Some("22" | "23" | "54")) && !matches!(code, "22P03" | "22P04")
 }
 
 /// The jobs the messages name, as the log has them.
@@ -472,7 +511,9 @@ mod tests {
             io
         ))));
         assert!(!blames_the_message(&anyhow::anyhow!("nats: timed out")));
-        for code in ["08006", "57P01", "40001", "42703", "53300"] {
+        for code in [
+            "08006", "57P01", "40001", "42703", "53300", "22P03", "22P04",
+        ] {
             assert!(!refuses_the_data(code), "{code}");
         }
         assert!(

@@ -136,6 +136,7 @@ impl LeaseMonitor {
         .fetch_all(log.conn())
         .await?;
         if rows.is_empty() {
+            log.commit().await?;
             return Ok(0);
         }
         let appends = rows

@@ -11,7 +11,7 @@ use sqlx::PgConnection;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// Trajectories and blocks of a batch of events, as columns ready for `UNNEST`.
+/// The trajectories of a batch of events, written with their blocks by binary COPY.
 #[derive(Default)]
 pub struct Bulk<'a> {
     events: Vec<(i64, Uuid, u32, &'a TrajectoryBatch)>,
@@ -51,16 +51,27 @@ impl<'a> Bulk<'a> {
                 .execute(&mut *conn)
                 .await?;
         }
-        let experiments: HashMap<Uuid, Uuid> =
-            sqlx::query_as("SELECT id, experiment_id FROM runs WHERE id = ANY($1)")
-                .bind(&runs)
-                .fetch_all(&mut *conn)
-                .await?
-                .into_iter()
-                .collect();
-        let kept = self.events.iter().filter(|(_, run, attempt, batch)| {
-            newest[&(*run, batch.step as i64)] == *attempt as i32 && experiments.contains_key(run)
-        });
+        let experiments: HashMap<Uuid, Uuid> = sqlx::query!(
+            "SELECT id, experiment_id FROM runs WHERE id = ANY($1)",
+            &runs
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r.experiment_id))
+        .collect();
+        let kept: Vec<_> = self
+            .events
+            .iter()
+            .filter(|(_, run, attempt, batch)| {
+                newest[&(*run, batch.step as i64)] == *attempt as i32
+                    && experiments.contains_key(run)
+                    && !batch.trajectories.is_empty()
+            })
+            .collect();
+        if kept.is_empty() {
+            return Ok(());
+        }
         // Blocks are few beside trajectories' text: they are kept until the trajectories are in.
         let mut blocks = Vec::new();
         let mut copy = CopyIn::start(conn, "trajectories", TRAJECTORY_COLUMNS).await?;

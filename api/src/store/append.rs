@@ -7,7 +7,8 @@
 use super::copy::{CopyIn, Jsonb};
 use futures::future::BoxFuture;
 use prl_schema::events::{Event, Metadata, RecordedEvent, SCHEMA_VERSION};
-use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Row};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
@@ -91,9 +92,12 @@ pub trait Followers: Sync {
     ) -> BoxFuture<'a, Result<Vec<StreamAppend>, sqlx::Error>>;
 }
 
-/// A transaction on the log.
+/// A transaction on the log. Dropped without `commit` (an error, a conflict the caller gives up
+/// on, a request whose client went away), it closes its connection, which rolls it back: a COPY
+/// cut off mid-way leaves a connection that no later query could trust.
 pub struct LogTx {
-    tx: Transaction<'static, Postgres>,
+    conn: PoolConnection<Postgres>,
+    committed: bool,
     followers: &'static dyn Followers,
 }
 
@@ -102,25 +106,32 @@ impl LogTx {
         pool: &PgPool,
         followers: &'static dyn Followers,
     ) -> Result<Self, sqlx::Error> {
-        let mut tx = pool.begin().await?;
+        let mut log = LogTx {
+            conn: pool.acquire().await?,
+            committed: false,
+            followers,
+        };
+        sqlx::query("BEGIN").execute(&mut *log.conn).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(LOG_LOCK)
-            .execute(&mut *tx)
+            .execute(&mut *log.conn)
             .await?;
-        Ok(LogTx { tx, followers })
+        Ok(log)
     }
 
     pub fn conn(&mut self) -> &mut sqlx::PgConnection {
-        &mut self.tx
+        &mut self.conn
     }
 
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("COMMIT").execute(&mut *self.conn).await?;
+        self.committed = true;
+        Ok(())
     }
 
     /// The ids among `ids` that are already in the log.
     pub async fn existing_event_ids(&mut self, ids: &[Uuid]) -> Result<HashSet<Uuid>, sqlx::Error> {
-        existing_event_ids(&mut *self.tx, ids).await
+        existing_event_ids(&mut *self.conn, ids).await
     }
 
     /// Appends one stream's events. If its first event id is already in the log this is a retry:
@@ -131,14 +142,13 @@ impl LogTx {
     ) -> Result<Vec<RecordedEvent>, AppendError> {
         let ids: Vec<Uuid> = append.events.iter().map(|e| e.event_id).collect();
         if !self.existing_event_ids(&ids).await?.is_empty() {
-            return Ok(super::read_recorded(&mut self.tx, &ids).await?);
+            return Ok(super::read_recorded(&mut self.conn, &ids).await?);
         }
         let mut results = self.append_many(vec![append]).await?;
         results.pop().expect("one result per append")
     }
 
-    /// Appends several streams' events in one statement. Each append succeeds or conflicts on its
-    /// own; the caller has already dropped events whose ids are in the log. Projections and
+    /// Appends several streams' events in one COPY. Each append succeeds or conflicts on its own; the caller has already dropped events whose ids are in the log. Projections and
     /// follow-up events are handled before this returns.
     pub async fn append_many(
         &mut self,
@@ -172,9 +182,9 @@ impl LogTx {
             outcome.push(Ok(start..rows.len()));
         }
 
-        let recorded = rows.insert(&mut self.tx).await?;
-        self.followers.project(&mut self.tx, &recorded).await?;
-        let follow_ups = self.followers.react(&mut self.tx, &recorded).await?;
+        let recorded = rows.insert(&mut self.conn).await?;
+        self.followers.project(&mut self.conn, &recorded).await?;
+        let follow_ups = self.followers.react(&mut self.conn, &recorded).await?;
         if !follow_ups.is_empty() {
             // Follow-ups target streams the reaction has just read under the lock: they cannot conflict.
             for result in Box::pin(self.append_many(follow_ups)).await? {
@@ -198,9 +208,17 @@ impl LogTx {
                                  ORDER BY version DESC LIMIT 1) v",
         )
         .bind(ids)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(&mut *self.conn)
         .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+impl Drop for LogTx {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.conn.close_on_drop();
+        }
     }
 }
 

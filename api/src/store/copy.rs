@@ -119,10 +119,14 @@ impl<I: Iterator<Item = i32> + Clone> Field for Int4Array<I> {
     }
 }
 
-/// A `COPY table (columns) FROM STDIN (FORMAT binary)` in progress on a connection.
+/// A `COPY table (columns) FROM STDIN (FORMAT binary)` in progress on a connection. Dropped
+/// before `finish` has returned, it leaves the connection out of step with the server: only a
+/// `LogTx`, which closes its connection unless it commits, may run one.
 pub struct CopyIn<'c> {
     copy: sqlx::postgres::PgCopyIn<&'c mut PgConnection>,
     columns: usize,
+    /// Fields written since the last row began.
+    fields: usize,
     buffer: Vec<u8>,
 }
 
@@ -138,37 +142,51 @@ impl<'c> CopyIn<'c> {
             columns.join(", ")
         );
         let copy = conn.copy_in_raw(&statement).await?;
-        let mut buffer = Vec::with_capacity(CHUNK + (64 << 10));
-        buffer.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        let mut buffer = b"PGCOPY\n\xff\r\n\0".to_vec();
         buffer.extend_from_slice(&0i32.to_be_bytes()); // flags: no OIDs
         buffer.extend_from_slice(&0i32.to_be_bytes()); // no header extension
         Ok(CopyIn {
             copy,
             columns: columns.len(),
+            fields: columns.len(),
             buffer,
         })
     }
 
     /// Begins a row; its fields follow with `field`, exactly as many as the columns.
     pub async fn row(&mut self) -> Result<(), sqlx::Error> {
+        self.check_width()?;
         if self.buffer.len() >= CHUNK {
             self.copy.send(std::mem::take(&mut self.buffer)).await?;
-            self.buffer.reserve(CHUNK + (64 << 10));
         }
         self.buffer
             .extend_from_slice(&(self.columns as i16).to_be_bytes());
+        self.fields = 0;
         Ok(())
     }
 
     pub fn field(&mut self, value: impl Field) -> &mut Self {
         value.write(&mut self.buffer);
+        self.fields += 1;
         self
     }
 
     /// Sends what is left and ends the copy: the server's verdict on every row comes here.
     pub async fn finish(mut self) -> Result<u64, sqlx::Error> {
+        self.check_width()?;
         self.buffer.extend_from_slice(&(-1i16).to_be_bytes());
         self.copy.send(self.buffer).await?;
         self.copy.finish().await
+    }
+
+    /// A row of the wrong width is the code's fault, never a message's: it is not a data error.
+    fn check_width(&self) -> Result<(), sqlx::Error> {
+        if self.fields == self.columns {
+            return Ok(());
+        }
+        Err(sqlx::Error::Protocol(format!(
+            "a COPY row gave {} fields for {} columns",
+            self.fields, self.columns
+        )))
     }
 }
