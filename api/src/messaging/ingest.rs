@@ -100,7 +100,6 @@ impl Ingester {
                     break;
                 };
                 if shutdown.is_cancelled() {
-                    next.close();
                     let _ = nak(batch).await;
                     break;
                 }
@@ -378,12 +377,11 @@ impl Ingester {
 /// taking them, or shutdown. A batch waits for one message, then lingers briefly for more: a busy
 /// stream fills whole batches, a quiet one costs its first message at most `LINGER` of latency.
 async fn receive(
-    messages: impl futures::Stream<Item = Result<Message, impl std::fmt::Display>> + Unpin,
+    mut messages: impl futures::Stream<Item = Result<Message, impl std::fmt::Display>> + Unpin,
     batch_size: usize,
     batches: tokio::sync::mpsc::Sender<Result<Vec<Incoming>>>,
     shutdown: CancellationToken,
 ) {
-    let mut messages = messages;
     loop {
         // Only one batch waits while another is written: the next is taken once the writer has
         // taken this one's place, so at most two batches are unacknowledged.

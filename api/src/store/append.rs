@@ -222,31 +222,35 @@ impl Drop for LogTx {
     }
 }
 
-/// The events of one append, encoded for the log before any position is known.
-#[derive(Default)]
-struct Rows {
-    events: Vec<NewEvent>,
-    stream_ids: Vec<Uuid>,
-    versions: Vec<i64>,
-    event_types: Vec<String>,
-    payloads: Vec<Vec<u8>>,
-    metadata: Vec<Vec<u8>>,
+/// An event encoded for the log before its position is known.
+struct Encoded {
+    stream_id: Uuid,
+    version: i64,
+    event_type: String,
+    payload: Vec<u8>,
+    metadata: Vec<u8>,
+    new: NewEvent,
 }
+
+/// The events of one append, in log order.
+#[derive(Default)]
+struct Rows(Vec<Encoded>);
 
 impl Rows {
     fn len(&self) -> usize {
-        self.events.len()
+        self.0.len()
     }
 
     fn push(&mut self, stream_id: Uuid, version: i64, new: NewEvent) {
         let (event_type, payload) = new.event.to_json_parts();
-        self.stream_ids.push(stream_id);
-        self.versions.push(version);
-        self.event_types.push(event_type);
-        self.payloads.push(payload);
-        self.metadata
-            .push(serde_json::to_vec(&new.metadata).expect("metadata is JSON"));
-        self.events.push(new);
+        self.0.push(Encoded {
+            stream_id,
+            version,
+            event_type,
+            payload,
+            metadata: serde_json::to_vec(&new.metadata).expect("metadata is JSON"),
+            new,
+        });
     }
 
     /// Takes the next positions and writes the events at them with one binary COPY. The log's
@@ -255,7 +259,7 @@ impl Rows {
         self,
         conn: &mut sqlx::PgConnection,
     ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-        if self.events.is_empty() {
+        if self.0.is_empty() {
             return Ok(Vec::new());
         }
         let (recorded_at, mut positions): (chrono::DateTime<chrono::Utc>, Vec<i64>) =
@@ -284,33 +288,33 @@ impl Rows {
             ],
         )
         .await?;
-        for (i, new) in self.events.iter().enumerate() {
+        for (e, &position) in self.0.iter().zip(&positions) {
             copy.row().await?;
-            copy.field(positions[i])
-                .field(new.event.stream_type().as_str())
-                .field(self.stream_ids[i])
-                .field(self.versions[i])
-                .field(new.event_id)
-                .field(self.event_types[i].as_str())
+            copy.field(position)
+                .field(e.new.event.stream_type().as_str())
+                .field(e.stream_id)
+                .field(e.version)
+                .field(e.new.event_id)
+                .field(e.event_type.as_str())
                 .field(SCHEMA_VERSION)
-                .field(Jsonb(&self.payloads[i]))
-                .field(Jsonb(&self.metadata[i]))
+                .field(Jsonb(&e.payload))
+                .field(Jsonb(&e.metadata))
                 .field(recorded_at);
         }
         copy.finish().await?;
         Ok(self
-            .events
+            .0
             .into_iter()
-            .enumerate()
-            .map(|(i, new)| RecordedEvent {
-                position: positions[i],
-                stream_type: new.event.stream_type(),
-                stream_id: self.stream_ids[i],
-                version: self.versions[i],
-                event_id: new.event_id,
+            .zip(positions)
+            .map(|(e, position)| RecordedEvent {
+                position,
+                stream_type: e.new.event.stream_type(),
+                stream_id: e.stream_id,
+                version: e.version,
+                event_id: e.new.event_id,
                 schema_version: SCHEMA_VERSION,
-                event: new.event,
-                metadata: new.metadata,
+                event: e.new.event,
+                metadata: e.new.metadata,
                 recorded_at,
             })
             .collect())
