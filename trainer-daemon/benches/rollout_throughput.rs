@@ -8,6 +8,10 @@
 //! 2. **Sequential generation**: prl against HF transformers `generate` (greedy, same model and
 //!    batch, CPU), run by `scripts/bench_generate_hf.py` in the reference venv
 //!    (`scripts/requirements-reference.txt`, default `~/.cache/prl/hf-ref`).
+//! 3. **A decoding step's mask at research lengths**: the engine's way (each lane's layout
+//!    extended by one token, the mask computed on the device from the cached columns' group
+//!    codes) against rebuilding every lane's layout and mask row on the host each step, as the
+//!    engine did before, for the paper's 3,000-token responses.
 //!
 //!     cargo bench -p prl-trainer --bench rollout_throughput
 //!
@@ -18,7 +22,7 @@ mod common;
 
 use prl_schema::spec::{Attention, RolloutMode};
 use prl_trainer::data::BuiltinSet;
-use prl_trainer::layout::Layout;
+use prl_trainer::layout::{CachedGroups, GroupCodes, Layout, attention_mask};
 use prl_trainer::model::LoadedModel;
 use prl_trainer::presets;
 use prl_trainer::rollout::{Controls, RolloutConfig, rollout};
@@ -40,6 +44,81 @@ fn main() {
     parallel_rollouts(&tiny);
     rl_batch(&tiny);
     sequential_against_hf();
+    step_masks(&tiny.tok);
+}
+
+/// Part 3: the cost of one decoding step's positions and mask for `lanes` sequences of `length`
+/// tokens holding parallel blocks, both ways, and a check that both give the same mask.
+fn step_masks(tok: &PrlTokenizer) {
+    let tags = tok.tags;
+    for (lanes, length) in [(128, 500), (256, 3000)] {
+        // A prompt, then blocks of two 40-token paths between 60 tokens of main text.
+        let block = [tags.open_parallel, tags.open_path]
+            .into_iter()
+            .chain([7; 40])
+            .chain([tags.close_path, tags.open_path])
+            .chain([8; 40])
+            .chain([tags.close_path, tags.close_parallel])
+            .chain([9; 60]);
+        let seq: Vec<i64> = [5; 50]
+            .into_iter()
+            .chain(block.cycle())
+            .take(length)
+            .collect();
+        let keys = length - 1;
+        let steps = 8;
+        // Before: every step, each lane's layout from its whole sequence and its mask row token
+        // by token on the host, then copied to the device.
+        let started = Instant::now();
+        let mut host = Tensor::new();
+        for step in 0..steps {
+            let n = keys - steps + step + 1;
+            let mut mask = vec![f32::NEG_INFINITY; lanes * (n + 1)];
+            let mut positions = vec![0i64; lanes];
+            for lane in 0..lanes {
+                let layout = Layout::new(&seq[..=n], tags, Attention::Unseen);
+                positions[lane] = layout.positions[n];
+                for j in 0..=n {
+                    if layout.allowed(n, j) {
+                        mask[lane * (n + 1) + j] = 0.0;
+                    }
+                }
+            }
+            host = Tensor::from_slice(&mask).view([lanes as i64, 1, 1, n as i64 + 1]);
+        }
+        let before = started.elapsed().as_secs_f64() / steps as f64;
+        // Now: each lane's layout grows by a token, the mask comes from the cached group codes.
+        let prefix = keys - steps + 1;
+        let mut layouts = vec![Layout::new(&seq[..prefix], tags, Attention::Unseen); lanes];
+        let mut codes = GroupCodes::padding(lanes, prefix);
+        for (row, layout) in layouts.iter().enumerate() {
+            codes.write(row, 0, layout);
+        }
+        let mut cached = CachedGroups::new(codes.to_device(Device::Cpu));
+        let started = Instant::now();
+        let mut device = Tensor::new();
+        for step in 0..steps {
+            let n = prefix + step;
+            let mut fed = GroupCodes::padding(lanes, 1);
+            let mut positions = vec![0i64; lanes];
+            for (row, layout) in layouts.iter_mut().enumerate() {
+                layout.push(seq[n]);
+                positions[row] = layout.positions[n];
+                fed.set(row, 0, layout.code(n));
+            }
+            let fed = fed.to_device(Device::Cpu);
+            device = attention_mask(&fed, &cached.push(&fed));
+        }
+        let after = started.elapsed().as_secs_f64() / steps as f64;
+        assert!(device.equal(&host), "the two ways disagree");
+        println!(
+            "a decoding step's mask, {lanes} lanes of {length} tokens: rebuilt on the host {:.1} ms, \
+             extended incrementally and computed on the device {:.2} ms, {:.0}x",
+            before * 1e3,
+            after * 1e3,
+            before / after
+        );
+    }
 }
 
 /// Part 1's model: a tiny checkpoint trained with Unseen SFT (`PRL_BENCH_MODEL` or the fixture),
@@ -295,26 +374,31 @@ fn decode(
         let offsets: Vec<usize> = seqs.iter().map(|s| width - s.len()).collect();
         let mut ids = vec![c.pad; b * width];
         let mut positions = vec![0i64; b * width];
-        let mut mask = vec![f32::NEG_INFINITY; b * width * width];
+        let mut layouts: Vec<Layout> = (seqs.iter())
+            .map(|seq| Layout::new(seq, c.tags, attention))
+            .collect();
+        let mut codes = GroupCodes::padding(b, width);
         for (row, seq) in seqs.iter().enumerate() {
-            let layout = Layout::new(seq, c.tags, attention);
             let off = offsets[row];
             ids[row * width + off..(row + 1) * width].copy_from_slice(seq);
-            positions[row * width + off..(row + 1) * width].copy_from_slice(&layout.positions);
-            layout.write_left_padded(width, &mut mask[row * width * width..][..width * width]);
+            positions[row * width + off..(row + 1) * width]
+                .copy_from_slice(&layouts[row].positions);
+            codes.write(row, off, &layouts[row]);
         }
+        let prompts = codes.to_device(Device::Cpu);
         let (bi, wi) = (b as i64, width as i64);
         let mut cache = model.model.new_cache();
         let logits = model.model.forward_cached(
             &Tensor::from_slice(&ids).view([bi, wi]),
             &Tensor::from_slice(&positions).view([bi, wi]),
-            Some(&Tensor::from_slice(&mask).view([bi, 1, wi, wi])),
+            Some(&attention_mask(&prompts, &prompts)),
             &mut cache,
         );
         let mut last = logits.select(1, wi - 1);
+        let mut keys = CachedGroups::new(prompts);
         let mut outs: Vec<Vec<i64>> = vec![Vec::new(); b];
         let mut done = vec![false; b];
-        for step in 0.. {
+        loop {
             let bans: Vec<f32> = requests
                 .iter()
                 .zip(&outs)
@@ -326,12 +410,10 @@ fn decode(
             let mut column = last.narrow(1, c.tags.open_parallel, 1);
             column += Tensor::from_slice(&bans).view([-1, 1]);
             let picked = Vec::<i64>::try_from(last.argmax(-1, false)).unwrap();
-            let keys = width + step + 1;
             let mut new_ids = vec![c.pad; b];
             let mut new_positions = vec![0i64; b];
-            let mut row_mask = vec![f32::NEG_INFINITY; b * keys];
+            let mut fed = GroupCodes::padding(b, 1);
             for row in 0..b {
-                row_mask[row * keys + keys - 1] = 0.0;
                 if done[row] {
                     continue;
                 }
@@ -343,27 +425,19 @@ fn decode(
                     continue;
                 }
                 new_ids[row] = t;
-                let layout = Layout::new(&seqs[row], c.tags, attention);
+                layouts[row].push(t);
                 let me = seqs[row].len() - 1;
-                new_positions[row] = layout.positions[me];
-                for k in 0..keys - 1 {
-                    let token = if k < width {
-                        k.checked_sub(offsets[row])
-                    } else {
-                        Some(requests[row].prompt.len() + (k - width))
-                    };
-                    if token.is_some_and(|t| layout.allowed(me, t)) {
-                        row_mask[row * keys + k] = 0.0;
-                    }
-                }
+                new_positions[row] = layouts[row].positions[me];
+                fed.set(row, 0, layouts[row].code(me));
             }
             if done.iter().all(|d| *d) {
                 break;
             }
+            let fed = fed.to_device(Device::Cpu);
             let logits = model.model.forward_cached(
                 &Tensor::from_slice(&new_ids).view([bi, 1]),
                 &Tensor::from_slice(&new_positions).view([bi, 1]),
-                Some(&Tensor::from_slice(&row_mask).view([bi, 1, 1, keys as i64])),
+                Some(&attention_mask(&fed, &keys.push(&fed))),
                 &mut cache,
             );
             last = logits.select(1, 0);

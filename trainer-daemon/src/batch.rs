@@ -1,7 +1,8 @@
-//! Training batches: right-padded token ids, positions and masks from each sequence's layout,
-//! and next-token targets on response tokens only (those the model chose, for RL).
+//! Training batches: right-padded token ids, positions and masks from each sequence's layout
+//! (built on the device from each token's group, not as L × L on the host), and next-token
+//! targets on response tokens only (those the model chose, for RL).
 
-use crate::layout::{Layout, TagIds};
+use crate::layout::{self, GroupCodes, Layout, TagIds};
 use prl_schema::spec::Attention;
 use tch::{Device, Kind, Tensor};
 
@@ -55,7 +56,7 @@ pub fn build(
     let mut positions = vec![0i64; b * l];
     let mut targets = vec![IGNORE; b * l];
     let mut banned = vec![false; b * l];
-    let mut mask = (attention == Attention::Unseen).then(|| vec![f32::NEG_INFINITY; b * l * l]);
+    let mut codes = (attention == Attention::Unseen).then(|| GroupCodes::padding(b, l));
     for (row, e) in examples.iter().enumerate() {
         let n = e.tokens.len();
         let layout = Layout::new(&e.tokens, tags, attention);
@@ -67,28 +68,18 @@ pub fn build(
                 banned[row * l + t] = e.banned.get(t + 1).copied().unwrap_or(false);
             }
         }
-        if let Some(mask) = mask.as_mut() {
-            let block = &mut mask[row * l * l..(row + 1) * l * l];
-            for i in 0..l {
-                for j in 0..=i {
-                    // Padding queries see themselves only, so no softmax row is empty.
-                    let open = if i < n {
-                        j < n && layout.allowed(i, j)
-                    } else {
-                        i == j
-                    };
-                    if open {
-                        block[i * l + j] = 0.0;
-                    }
-                }
-            }
+        if let Some(codes) = codes.as_mut() {
+            codes.write(row, 0, &layout);
         }
     }
     let (b, l) = (b as i64, l as i64);
     Batch {
         input_ids: Tensor::from_slice(&ids).view([b, l]).to(device),
         positions: Tensor::from_slice(&positions).view([b, l]).to(device),
-        mask: mask.map(|m| Tensor::from_slice(&m).view([b, 1, l, l]).to(device)),
+        mask: codes.map(|codes| {
+            let groups = codes.to_device(device);
+            layout::attention_mask(&groups, &groups)
+        }),
         targets: Tensor::from_slice(&targets).view([b, l]).to(device),
         banned: Tensor::from_slice(&banned).view([b, l]).to(device),
         tokens: examples.iter().map(|e| e.tokens.len()).sum(),

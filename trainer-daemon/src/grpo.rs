@@ -154,7 +154,7 @@ mod tests {
             temperature: 1.0,
             top_p: 1.0,
         };
-        let (logp, _) = sampler.token_logprobs(&logits, &targets, None);
+        let logp = crate::sampling::target_logprobs(&sampler.distribution(&logits, None), &targets);
         let old = logp.detach();
         let mask = Tensor::ones([1, 1], (Kind::Float, tch::Device::Cpu));
         let out = policy_loss(

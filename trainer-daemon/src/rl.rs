@@ -13,6 +13,7 @@ use crate::grpo::{self, PolicyLoss};
 use crate::model::LoadedModel;
 use crate::presets;
 use crate::rollout::{Rollout, RolloutConfig, rollout};
+use crate::sampling;
 use crate::tokenizer::PrlTokenizer;
 use crate::training::Outcome;
 use crate::training::{self, EpochOrder, Events};
@@ -335,17 +336,21 @@ impl<'a> Step<'a> {
                 (batch, Tensor::from_slice(&advantages).to(self.device))
             })
             .collect();
-        let logprobs = |m: &LoadedModel, b: &batch::Batch| {
-            tch::no_grad(|| {
-                let logits = m.model.forward(&b.input_ids, &b.positions, b.mask.as_ref());
-                sampler.token_logprobs(&logits, &b.targets, Some((&b.banned, banned)))
-            })
+        let distribution = |m: &LoadedModel, b: &batch::Batch| {
+            let logits = m.model.forward(&b.input_ids, &b.positions, b.mask.as_ref());
+            sampler.distribution(&logits, Some((&b.banned, banned)))
         };
         let mut entropy = (0.0, 0.0);
         let old: Vec<Tensor> = batches
             .iter()
             .map(|(b, _)| {
-                let (logp, h) = logprobs(model, b);
+                let (logp, h) = tch::no_grad(|| {
+                    let d = distribution(model, b);
+                    (
+                        sampling::target_logprobs(&d, &b.targets),
+                        sampling::entropy(&d, &b.targets),
+                    )
+                });
                 entropy.0 += h.sum(Kind::Double).double_value(&[]);
                 entropy.1 += b
                     .targets
@@ -356,13 +361,15 @@ impl<'a> Step<'a> {
             })
             .collect();
         update.entropy = entropy.0 / entropy.1.max(1.0);
-        let refs: Option<Vec<Tensor>> =
-            reference.map(|r| batches.iter().map(|(b, _)| logprobs(r, b).0).collect());
+        let refs: Option<Vec<Tensor>> = reference.map(|r| {
+            (batches.iter())
+                .map(|(b, _)| {
+                    tch::no_grad(|| sampling::target_logprobs(&distribution(r, b), &b.targets))
+                })
+                .collect()
+        });
         for (i, (b, advantages)) in batches.iter().enumerate() {
-            let logits = model
-                .model
-                .forward(&b.input_ids, &b.positions, b.mask.as_ref());
-            let (logp, _) = sampler.token_logprobs(&logits, &b.targets, Some((&b.banned, banned)));
+            let logp = sampling::target_logprobs(&distribution(model, b), &b.targets);
             let mask = b.targets.ne(batch::IGNORE).to_kind(Kind::Float);
             let reference = refs.as_ref().map(|r| (&r[i], stage.kl_coef.get()));
             let PolicyLoss {
@@ -594,9 +601,7 @@ mod tests {
             let logits = model
                 .model
                 .forward(&b.input_ids, &b.positions, b.mask.as_ref());
-            sampler
-                .token_logprobs(&logits, &b.targets, None)
-                .0
+            sampling::target_logprobs(&sampler.distribution(&logits, None), &b.targets)
                 .sum(Kind::Double)
                 .double_value(&[])
         })

@@ -19,7 +19,7 @@
 //! training uses, so generation and training agree. Tokens the controller inserted are flagged so
 //! that RL leaves them out of the loss.
 
-use crate::layout::{Layout, TagIds};
+use crate::layout::{self, CachedGroups, GroupCodes, Layout, TagIds};
 use crate::model::{CausalLm, KvCache};
 use crate::sampling::Sampler;
 use prl_schema::spec::{Attention, RolloutMode, StageSpec};
@@ -153,6 +153,8 @@ struct Lane {
     /// The tokens this lane attends over: prompt and response for a main lane; the prefix up to
     /// its block's `<Parallel>` and then the path for a path lane.
     seq: Vec<i64>,
+    /// The layout of `seq`, extended with it.
+    layout: Layout,
     /// Whether each token of `seq` was forced.
     forced: Vec<bool>,
     /// Whether `<Parallel>` was banned when each token of `seq` was sampled.
@@ -184,6 +186,9 @@ struct Engine<'a> {
     cache: KvCache,
     /// Columns of the cache.
     width: usize,
+    /// The group code of every cached (row, column), the masks' input: `PADDING` where the
+    /// column holds none of its row's lane's tokens.
+    keys: Option<CachedGroups>,
     lanes: Vec<Lane>,
     requests: Vec<Request>,
     /// Decoding steps since a block first waited to fork or merge; None while none waits.
@@ -205,6 +210,7 @@ impl<'a> Engine<'a> {
                 request: i,
                 role: Role::Main,
                 seq: prompt.clone(),
+                layout: Layout::new(prompt, c.tags, config.attention),
                 forced: vec![false; prompt.len()],
                 banned: vec![false; prompt.len()],
                 cols: Vec::new(),
@@ -233,6 +239,7 @@ impl<'a> Engine<'a> {
             device,
             cache: model.new_cache(),
             width: 0,
+            keys: None,
             lanes,
             requests,
             deferred: None,
@@ -260,10 +267,6 @@ impl<'a> Engine<'a> {
         out
     }
 
-    fn layout(&self, seq: &[i64]) -> Layout {
-        Layout::new(seq, self.c.tags, self.config.attention)
-    }
-
     /// Runs each distinct prompt once (RL and evaluation sample several responses per prompt),
     /// left-padded so that every row's next token lands in the same column, then gives each lane
     /// a row of the cache holding its prompt.
@@ -284,15 +287,15 @@ impl<'a> Engine<'a> {
         let b = firsts.len();
         let mut ids = vec![self.c.pad; b * width];
         let mut positions = vec![0i64; b * width];
-        let mut mask = vec![f32::NEG_INFINITY; b * width * width];
+        let mut codes = GroupCodes::padding(b, width);
         for (row, &first) in firsts.iter().enumerate() {
-            let seq = &self.lanes[first].seq;
-            let layout = self.layout(seq);
-            let off = width - seq.len();
-            ids[row * width + off..(row + 1) * width].copy_from_slice(seq);
-            positions[row * width + off..(row + 1) * width].copy_from_slice(&layout.positions);
-            layout.write_left_padded(width, &mut mask[row * width * width..][..width * width]);
+            let lane = &self.lanes[first];
+            let off = width - lane.seq.len();
+            ids[row * width + off..(row + 1) * width].copy_from_slice(&lane.seq);
+            positions[row * width + off..(row + 1) * width].copy_from_slice(&lane.layout.positions);
+            codes.write(row, off, &lane.layout);
         }
+        let groups = codes.to_device(self.device);
         let mut sources = Vec::with_capacity(self.lanes.len());
         for (lane, &row) in self.lanes.iter_mut().zip(&prompt_rows) {
             lane.cols = (width - lane.seq.len()..width).collect();
@@ -312,17 +315,15 @@ impl<'a> Engine<'a> {
             &Tensor::from_slice(&positions)
                 .view([bi, wi])
                 .to(self.device),
-            Some(
-                &Tensor::from_slice(&mask)
-                    .view([bi, 1, wi, wi])
-                    .to(self.device),
-            ),
+            Some(&layout::attention_mask(&groups, &groups)),
             &mut self.cache,
         );
         if b == self.lanes.len() {
+            self.keys = Some(CachedGroups::new(groups));
             return logits.select(1, wi - 1);
         }
         self.cache.gather(&sources, width);
+        self.keys = Some(self.key_groups());
         let rows: Vec<i64> = prompt_rows.iter().map(|&r| r as i64).collect();
         logits
             .select(1, wi - 1)
@@ -330,60 +331,48 @@ impl<'a> Engine<'a> {
     }
 
     /// Feeds every active lane's `next` token; idle rows feed padding that nothing will see.
+    /// The host does constant work per lane: the mask comes from the cached columns' group codes
+    /// on the device.
     fn decode_step(&mut self) -> Tensor {
         let rows = self.cache.rows();
-        let keys = self.width + 1;
         let mut ids = vec![self.c.pad; rows];
         let mut positions = vec![0i64; rows];
-        let mut mask = vec![f32::NEG_INFINITY; rows * keys];
-        let mut idle: Vec<bool> = vec![true; rows];
-        for lane in &mut self.lanes {
-            if lane.status != Status::Active {
-                continue;
-            }
-            lane.seq.push(lane.next);
-            lane.forced.push(lane.next_forced);
-            lane.banned.push(lane.next_banned);
-        }
-        for lane in &self.lanes {
-            if lane.status != Status::Active {
-                continue;
-            }
-            let row = lane.row;
-            idle[row] = false;
-            ids[row] = lane.next;
-            let layout = self.layout(&lane.seq);
-            let me = lane.seq.len() - 1;
-            positions[row] = layout.positions[me];
-            for (token, &col) in lane.cols.iter().enumerate() {
-                if layout.allowed(me, token) {
-                    mask[row * keys + col] = 0.0;
-                }
-            }
-            mask[row * keys + self.width] = 0.0;
-        }
-        for (row, idle) in idle.iter().enumerate() {
-            if *idle {
-                mask[row * keys + self.width] = 0.0;
-            }
-        }
+        let mut codes = GroupCodes::padding(rows, 1);
         let width = self.width;
         for lane in self.lanes.iter_mut().filter(|l| l.status == Status::Active) {
+            lane.seq.push(lane.next);
+            lane.layout.push(lane.next);
+            lane.forced.push(lane.next_forced);
+            lane.banned.push(lane.next_banned);
             lane.cols.push(width);
+            let me = lane.seq.len() - 1;
+            ids[lane.row] = lane.next;
+            positions[lane.row] = lane.layout.positions[me];
+            codes.set(lane.row, 0, lane.layout.code(me));
         }
+        let fed = codes.to_device(self.device);
+        let keys = self.keys.as_mut().expect("prefilled").push(&fed);
+        let mask = layout::attention_mask(&fed, &keys);
         self.width += 1;
         let r = rows as i64;
         let logits = self.model.forward_cached(
             &Tensor::from_slice(&ids).view([r, 1]).to(self.device),
             &Tensor::from_slice(&positions).view([r, 1]).to(self.device),
-            Some(
-                &Tensor::from_slice(&mask)
-                    .view([r, 1, 1, keys as i64])
-                    .to(self.device),
-            ),
+            Some(&mask),
             &mut self.cache,
         );
         logits.select(1, 0)
+    }
+
+    /// The group codes of the cache from the lanes' layouts, after its rows were rebuilt.
+    fn key_groups(&self) -> CachedGroups {
+        let mut codes = GroupCodes::padding(self.cache.rows(), self.width);
+        for lane in self.lanes.iter().filter(|l| l.row != usize::MAX) {
+            for (token, &col) in lane.cols.iter().enumerate() {
+                codes.set(lane.row, col, lane.layout.code(token));
+            }
+        }
+        CachedGroups::new(codes.to_device(self.device))
     }
 
     /// After a forward pass: what each active lane feeds next, and what its last token means.
@@ -548,6 +537,9 @@ impl<'a> Engine<'a> {
                 srcs.extend(p.cols[prefix..].iter().map(|&c| (p.row, c)));
             }
             let main = &mut lanes[i];
+            for &token in &seq {
+                main.layout.push(token);
+            }
             main.seq.extend(seq);
             main.forced.extend(forced);
             main.banned.extend(banned);
@@ -558,7 +550,8 @@ impl<'a> Engine<'a> {
             main.status = Status::Active;
             main.next = main.shaper.forced.pop_front().expect("just queued");
             main.next_forced = true;
-            next_lanes.push((std::mem::replace(main, placeholder()), srcs));
+            let placeholder = self.placeholder();
+            next_lanes.push((std::mem::replace(main, placeholder), srcs));
             for lane in lanes.iter_mut() {
                 if lane.request == request && matches!(lane.role, Role::Path { .. }) {
                     lane.status = Status::Done;
@@ -574,6 +567,7 @@ impl<'a> Engine<'a> {
                     request: main.request,
                     role: Role::Path { index },
                     seq: main.seq.clone(),
+                    layout: main.layout.clone(),
                     forced: main.forced.clone(),
                     banned: main.banned.clone(),
                     cols: main.cols.clone(),
@@ -609,6 +603,7 @@ impl<'a> Engine<'a> {
             lane.cols.clear();
             self.lanes.push(lane);
         }
+        self.keys = Some(self.key_groups());
     }
 }
 
@@ -645,22 +640,25 @@ fn path_budget(config: &RolloutConfig, length: usize) -> usize {
     config.path_budget.min(left / config.paths).max(3)
 }
 
-/// What a lane moved out of the lane list leaves behind until the list is rebuilt.
-fn placeholder() -> Lane {
-    Lane {
-        request: usize::MAX,
-        role: Role::Main,
-        seq: Vec::new(),
-        forced: Vec::new(),
-        banned: Vec::new(),
-        cols: Vec::new(),
-        row: usize::MAX,
-        status: Status::Done,
-        next: 0,
-        next_forced: false,
-        next_banned: false,
-        shaper: Shaper::default(),
-        budget: 0,
+impl Engine<'_> {
+    /// What a lane moved out of the lane list leaves behind until the list is rebuilt.
+    fn placeholder(&self) -> Lane {
+        Lane {
+            request: usize::MAX,
+            role: Role::Main,
+            seq: Vec::new(),
+            layout: Layout::new(&[], self.c.tags, self.config.attention),
+            forced: Vec::new(),
+            banned: Vec::new(),
+            cols: Vec::new(),
+            row: usize::MAX,
+            status: Status::Done,
+            next: 0,
+            next_forced: false,
+            next_banned: false,
+            shaper: Shaper::default(),
+            budget: 0,
+        }
     }
 }
 

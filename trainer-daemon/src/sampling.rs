@@ -55,37 +55,46 @@ impl Sampler {
         Vec::<i64>::try_from(picked.to_device(Device::Cpu)).expect("token ids")
     }
 
-    /// Log-probabilities of the next-token targets under this distribution, (B, L); 0 where the
-    /// target is `IGNORE`. Also the entropy of the distribution at each position, (B, L).
-    /// `bans` is (B, L) bool with the token that was banned where each target was sampled, as
-    /// the rollout banned it.
-    pub fn token_logprobs(
-        &self,
-        logits: &Tensor,
-        targets: &Tensor,
-        bans: Option<(&Tensor, i64)>,
-    ) -> (Tensor, Tensor) {
+    /// The distribution each target of (B, L, V) training logits was sampled from, as logits:
+    /// `bans` is (B, L) bool with the token that was banned where each target was sampled, as the
+    /// rollout banned it; then tempered and cut to the nucleus as in `logits`.
+    pub fn distribution(&self, logits: &Tensor, bans: Option<(&Tensor, i64)>) -> Tensor {
         let mut logits = logits.to_kind(Kind::Float);
         if let Some((banned, token)) = bans {
             let column = logits.narrow(2, token, 1);
             let blocked = column.masked_fill(&banned.unsqueeze(-1), f64::NEG_INFINITY);
             logits = logits.slice_scatter(&blocked, 2, token, token + 1, 1);
         }
-        let logp = self.logits(&logits).log_softmax(-1, Kind::Float);
-        let mask = targets.ne(IGNORE).to_kind(Kind::Float);
-        let picked = logp
-            .gather(2, &targets.clamp_min(0).unsqueeze(-1), false)
-            .squeeze_dim(-1);
-        let entropy = tch::no_grad(|| {
-            // 0 * -inf is NaN: tokens outside the nucleus add nothing.
-            -(logp.exp() * logp.nan_to_num(0.0, Some(0.0), Some(0.0))).sum_dim_intlist(
-                -1,
-                false,
-                Kind::Float,
-            )
-        });
-        (picked * &mask, entropy * mask)
+        self.logits(&logits)
     }
+}
+
+/// Log-probabilities of the next-token targets under `distribution` (from
+/// `Sampler::distribution`), (B, L); 0 where the target is `IGNORE`. The target's logit minus
+/// its row's logsumexp: the backward pass keeps a (B, L) logsumexp, not a (B, L, V) log-softmax.
+pub fn target_logprobs(distribution: &Tensor, targets: &Tensor) -> Tensor {
+    let picked = distribution
+        .gather(2, &targets.clamp_min(0).unsqueeze(-1), false)
+        .squeeze_dim(-1)
+        - distribution.logsumexp([-1], false);
+    // An ignored target's stand-in (token 0) may lie outside the nucleus, at -inf: filled, not
+    // multiplied by 0, which would be NaN.
+    picked.masked_fill(&targets.eq(IGNORE), 0.0)
+}
+
+/// The entropy of `distribution` at each position, (B, L), 0 where the target is `IGNORE`; read
+/// without gradients.
+pub fn entropy(distribution: &Tensor, targets: &Tensor) -> Tensor {
+    tch::no_grad(|| {
+        let logp = distribution.log_softmax(-1, Kind::Float);
+        // 0 * -inf is NaN: tokens outside the nucleus add nothing.
+        let h = -(logp.exp() * logp.nan_to_num(0.0, Some(0.0), Some(0.0))).sum_dim_intlist(
+            -1,
+            false,
+            Kind::Float,
+        );
+        h.masked_fill(&targets.eq(IGNORE), 0.0)
+    })
 }
 
 #[cfg(test)]
@@ -123,9 +132,8 @@ mod tests {
             .view([1, 1, 3]);
         let targets = Tensor::from_slice(&[1i64]).view([1, 1]);
         let logp = |temperature, top_p| {
-            let (picked, _) =
-                Sampler { temperature, top_p }.token_logprobs(&logits, &targets, None);
-            picked.double_value(&[0, 0])
+            let sampler = Sampler { temperature, top_p };
+            target_logprobs(&sampler.distribution(&logits, None), &targets).double_value(&[0, 0])
         };
         assert!((logp(1.0, 1.0) - 0.3f64.ln()).abs() < 1e-6);
         // At temperature 2 the probabilities are proportional to their square roots.
@@ -135,20 +143,21 @@ mod tests {
         // Top-p 0.7 keeps 0.5 and 0.3, renormalised: 0.3 / 0.8.
         assert!((logp(1.0, 0.7) - (0.3f64 / 0.8).ln()).abs() < 1e-6);
         // The entropy of the nucleus is finite and that of two tokens.
-        let (_, entropy) = Sampler {
+        let nucleus = Sampler {
             temperature: 1.0,
             top_p: 0.7,
         }
-        .token_logprobs(&logits, &targets, None);
+        .distribution(&logits, None);
+        let entropy = entropy(&nucleus, &targets);
         let (a, b) = (0.5f64 / 0.8, 0.3f64 / 0.8);
         assert!((entropy.double_value(&[0, 0]) + a * a.ln() + b * b.ln()).abs() < 1e-6);
         // A token banned where the target was sampled takes no mass: 0.3 / (0.3 + 0.2).
         let banned = Tensor::from_slice(&[true]).view([1, 1]);
-        let (picked, _) = Sampler {
+        let plain = Sampler {
             temperature: 1.0,
             top_p: 1.0,
-        }
-        .token_logprobs(&logits, &targets, Some((&banned, 0)));
+        };
+        let picked = target_logprobs(&plain.distribution(&logits, Some((&banned, 0))), &targets);
         assert!((picked.double_value(&[0, 0]) - 0.6f64.ln()).abs() < 1e-6);
     }
 }

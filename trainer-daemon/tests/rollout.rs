@@ -128,7 +128,18 @@ fn next(model: &LoadedModel, seq: &[i64], c: &RolloutConfig, ban: bool) -> i64 {
     let attention = c.attention;
     let layout = Layout::new(seq, TAGS, attention);
     let n = seq.len() as i64;
-    let mask = Tensor::from_slice(&layout.additive_mask(f32::NEG_INFINITY)).view([1, 1, n, n]);
+    // Built here from `allowed` token by token, independently of the engine's device masks.
+    let open: Vec<f32> = (0..seq.len())
+        .flat_map(|i| (0..seq.len()).map(move |j| (i, j)))
+        .map(|(i, j)| {
+            if layout.allowed(i, j) {
+                0.0
+            } else {
+                f32::NEG_INFINITY
+            }
+        })
+        .collect();
+    let mask = Tensor::from_slice(&open).view([1, 1, n, n]);
     let logits = tch::no_grad(|| {
         model.model.forward(
             &Tensor::from_slice(seq).view([1, n]),
@@ -435,8 +446,8 @@ fn forked_samples_lie_in_the_distribution_training_reads() {
                 .model
                 .forward(&b.input_ids, &b.positions, b.mask.as_ref())
         });
-        let (logp, _) =
-            sampler.token_logprobs(&logits, &b.targets, Some((&b.banned, TAGS.open_parallel)));
+        let distribution = sampler.distribution(&logits, Some((&b.banned, TAGS.open_parallel)));
+        let logp = prl_trainer::sampling::target_logprobs(&distribution, &b.targets);
         let targets = b.targets.ne(batch::IGNORE);
         let sampled = targets.sum(tch::Kind::Int64).int64_value(&[]);
         let finite = logp
