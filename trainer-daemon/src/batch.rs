@@ -3,6 +3,7 @@
 //! targets on response tokens only (those the model chose, for RL).
 
 use crate::layout::{self, GroupCodes, Layout, TagIds};
+use crate::model::CausalLm;
 use prl_schema::spec::Attention;
 use tch::{Device, Kind, Tensor};
 
@@ -86,11 +87,74 @@ pub fn build(
     }
 }
 
-/// Token-mean cross-entropy over the targets that are not `IGNORE`.
-pub fn loss(logits: &Tensor, targets: &Tensor) -> Tensor {
-    let v = logits.size()[2];
-    logits
-        .to_kind(Kind::Float)
-        .view([-1, v])
-        .cross_entropy_loss::<Tensor>(&targets.view([-1]), None, tch::Reduction::Mean, IGNORE, 0.0)
+impl Batch {
+    /// Token-mean cross-entropy of `model` on the targets that are not `IGNORE`, with logits
+    /// computed at those positions only (`CausalLm::forward_at`).
+    pub fn loss(&self, model: &CausalLm) -> Tensor {
+        let trained = self.targets.ne(IGNORE);
+        let logits = model.forward_at(
+            &self.input_ids,
+            &self.positions,
+            self.mask.as_ref(),
+            &trained,
+        );
+        logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
+            &self.targets.masked_select(&trained),
+            None,
+            tch::Reduction::Mean,
+            IGNORE,
+            0.0,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LoadedModel;
+    use crate::presets;
+
+    #[test]
+    fn the_loss_from_logits_at_targets_is_the_loss_over_every_position() {
+        tch::manual_seed(5);
+        let model = LoadedModel::random(presets::tiny_config(40), Device::Cpu);
+        let tags = TagIds {
+            open_parallel: 30,
+            close_parallel: 31,
+            open_path: 32,
+            close_path: 33,
+        };
+        let examples = [
+            Example {
+                tokens: vec![1, 2, 3, 30, 32, 4, 33, 32, 5, 33, 31, 6, 7],
+                prompt_len: 3,
+                forced: vec![],
+                banned: vec![],
+            },
+            Example {
+                tokens: vec![8, 9, 10, 11, 12],
+                prompt_len: 2,
+                forced: vec![false, false, false, true, false],
+                banned: vec![],
+            },
+        ];
+        let rows: Vec<&Example> = examples.iter().collect();
+        let b = build(&rows, tags, Attention::Unseen, 0, Device::Cpu);
+        let logits = model
+            .model
+            .forward(&b.input_ids, &b.positions, b.mask.as_ref());
+        let v = logits.size()[2];
+        let everywhere = logits.view([-1, v]).cross_entropy_loss::<Tensor>(
+            &b.targets.view([-1]),
+            None,
+            tch::Reduction::Mean,
+            IGNORE,
+            0.0,
+        );
+        let at_targets = b.loss(&model.model);
+        assert!(
+            (at_targets.double_value(&[]) - everywhere.double_value(&[])).abs() < 1e-6,
+            "{at_targets} vs {everywhere}"
+        );
+    }
 }

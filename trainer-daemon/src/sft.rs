@@ -100,11 +100,7 @@ pub fn train(
                 .map(|i| &examples[i])
                 .collect();
             let batch = batch::build(&rows, tok.tags, stage.attention, tok.pad, device);
-            let logits =
-                model
-                    .model
-                    .forward(&batch.input_ids, &batch.positions, batch.mask.as_ref());
-            let loss = batch::loss(&logits, &batch.targets) / accum as f64;
+            let loss = batch.loss(&model.model) / accum as f64;
             loss.backward();
             loss_sum += loss.double_value(&[]);
             tokens += batch.tokens;

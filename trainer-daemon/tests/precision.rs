@@ -45,10 +45,7 @@ fn train(precision: Precision) -> (Vec<f64>, AdamW, prl_trainer::model::LoadedMo
         let rows: Vec<&batch::Example> =
             examples[step * BATCH..(step + 1) * BATCH].iter().collect();
         let b = batch::build(&rows, tok.tags, Attention::Unseen, tok.pad, Device::Cpu);
-        let logits = model
-            .model
-            .forward(&b.input_ids, &b.positions, b.mask.as_ref());
-        let loss = batch::loss(&logits, &b.targets);
+        let loss = b.loss(&model.model);
         loss.backward();
         losses.push(loss.double_value(&[]));
         optimizer.clip_grad_norm(1.0);

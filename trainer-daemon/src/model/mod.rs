@@ -160,7 +160,22 @@ impl CausalLm {
         position_ids: &Tensor,
         mask: Option<&Tensor>,
     ) -> Tensor {
-        self.run(input_ids, position_ids, mask, None)
+        self.logits(&self.hidden(input_ids, position_ids, mask, None))
+    }
+
+    /// Logits (N, V) at the N positions where `at` (B, L bool) is set, in row-major order: the
+    /// head, the model's largest matrix for a real vocabulary, runs on those positions only (a
+    /// loss's targets, not its prompts and padding).
+    pub fn forward_at(
+        &self,
+        input_ids: &Tensor,
+        position_ids: &Tensor,
+        mask: Option<&Tensor>,
+        at: &Tensor,
+    ) -> Tensor {
+        let hidden = self.hidden(input_ids, position_ids, mask, None);
+        let width = hidden.size()[2];
+        self.logits(&hidden.masked_select(&at.unsqueeze(-1)).view([-1, width]))
     }
 
     /// Logits for new tokens given the cache of earlier ones: `mask` is (B, 1, T, S) over the
@@ -174,10 +189,11 @@ impl CausalLm {
         mask: Option<&Tensor>,
         cache: &mut KvCache,
     ) -> Tensor {
-        self.run(input_ids, position_ids, mask, Some(cache))
+        self.logits(&self.hidden(input_ids, position_ids, mask, Some(cache)))
     }
 
-    fn run(
+    /// The last layer's output, before the final norm.
+    fn hidden(
         &self,
         input_ids: &Tensor,
         position_ids: &Tensor,
@@ -195,7 +211,11 @@ impl CausalLm {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             x = layer.forward(&x, &rope, mask, layer_cache);
         }
-        let x = self.norm.forward(&x);
+        x
+    }
+
+    fn logits(&self, hidden: &Tensor) -> Tensor {
+        let x = self.norm.forward(hidden);
         match &self.lm_head {
             Some(head) => head.forward(&x),
             None => x.matmul(&self.embed_tokens.ws.tr()),
