@@ -1,13 +1,16 @@
 //! Analytics benchmark: 1M trajectories (about 1 KB each) across 5 runs of 200 steps go the real
 //! way (worker messages on NATS, the ingester, the projection), then the strategy-evolution query
-//! for one run and the cross-run comparison are timed warm, side by side with a pandas script
-//! computing the same numbers from a JSONL dump of the same rows.
+//! for one run and the cross-run comparison are timed warm. Peers run in the same process on the
+//! same rows, each in its pinned venv (`scripts/python_venv.sh`, made on first use): pandas and
+//! DuckDB (over Parquet holding the projected columns) compute the same numbers, which must agree
+//! with prl's; MLflow, Aim and trackio record a sample of the same trajectories, text included,
+//! the way their users keep rollouts.
 //!
-//! `cargo bench -p prl-integration-tests --bench analytics` (set PRL_BENCH_TRAJECTORIES for
-//! another total; PRL_BENCH_PYTHON names a Python with pandas, see BENCHMARKS.md).
+//! `cargo bench -p prl-integration-tests --bench analytics` (PRL_BENCH_TRAJECTORIES for another
+//! total, PRL_BENCH_PEER_TRAJECTORIES for the ingest peers' sample, 20,000 by default).
 
 use futures::StreamExt;
-use prl_integration_tests::{FakeWorker, TestApp, publish_until};
+use prl_integration_tests::{FakeWorker, TestApp, publish_until, python_of};
 use prl_schema::jobs::WorkerEvent;
 use prl_schema::spec::StageKind;
 use prl_schema::trajectory::{BlockTokens, PromptRecord, Trajectory, TrajectoryBatch};
@@ -126,12 +129,14 @@ async fn main() {
     })
     .await;
     println!("# prl analytics benchmark (2 cores unless stated otherwise)");
-    let runs = ingest(&app, per_step).await;
+    let (runs, rate) = ingest(&app, per_step).await;
     queries(&app, &runs).await;
+    ingest_peers(&app, rate).await;
 }
 
-/// Publishes every step of every run as worker messages and waits until all are projected.
-async fn ingest(app: &TestApp, per_step: usize) -> Vec<Uuid> {
+/// Publishes every step of every run as worker messages and waits until all are projected;
+/// returns the runs and trajectories ingested per second.
+async fn ingest(app: &TestApp, per_step: usize) -> (Vec<Uuid>, f64) {
     let mut workers = vec![];
     for r in 0..RUNS {
         app.submit(&serde_json::json!({
@@ -204,7 +209,8 @@ async fn ingest(app: &TestApp, per_step: usize) -> Vec<Uuid> {
         .await
         .unwrap();
     storage(app, total, bytes, wal).await;
-    workers.iter().map(|w| w.job.run_id.0).collect()
+    let runs = workers.iter().map(|w| w.job.run_id.0).collect();
+    (runs, total as f64 / secs)
 }
 
 /// Bytes on disk per trajectory: the log, the projections and their indexes, and the WAL the
@@ -313,29 +319,39 @@ async fn queries(app: &TestApp, runs: &[Uuid]) {
 
     let dump = std::env::temp_dir().join(format!("prl-analytics-{}.jsonl", Uuid::new_v4()));
     let started = Instant::now();
-    dump_jsonl(app, &dump).await;
+    dump_jsonl(app, &dump, TRAJECTORY_ROWS).await;
     println!(
-        "dumped the trajectories as JSONL for pandas in {:.1} s ({} MB)",
+        "dumped the trajectories as JSONL for the peers in {:.1} s ({} MB)",
         started.elapsed().as_secs_f64(),
         std::fs::metadata(&dump).unwrap().len() / 1_000_000
     );
-    pandas(app, &dump, runs[0], median, median_c).await;
+    for (peer, script, load) in [
+        ("pandas", "bench_analytics_pandas.py", "load the JSONL"),
+        ("duckdb", "bench_analytics_duckdb.py", "JSONL to Parquet"),
+    ] {
+        query_peer(app, peer, script, load, &dump, runs[0], median, median_c).await;
+    }
     let _ = std::fs::remove_file(&dump);
 }
 
-/// One line per trajectory with its blocks' positions and roles: the rows a user would dump.
-async fn dump_jsonl(app: &TestApp, path: &std::path::Path) {
+/// Every trajectory with its blocks' positions and roles: the rows a user would dump.
+const TRAJECTORY_ROWS: &str = "SELECT json_build_object('run_id', t.run_id, 'step', t.step,
+         'correct', t.correct, 'reward', t.reward, 'format_valid', t.format_valid,
+         'blocks', coalesce((SELECT json_agg(json_build_object(
+             'rel_position', b.rel_position, 'role', b.role) ORDER BY b.block_idx)
+           FROM trajectory_blocks b WHERE b.position = t.position AND b.idx = t.idx),
+           '[]'::json))
+       FROM trajectories t";
+
+/// One JSON object per line from `rows`, a query of one JSON column.
+async fn dump_jsonl(app: &TestApp, path: &std::path::Path, rows: &str) {
     let mut conn = app.pool.acquire().await.unwrap();
     let mut copy = conn
-        .copy_out_raw(
-            "COPY (SELECT json_build_object('run_id', t.run_id, 'step', t.step,
-                     'correct', t.correct, 'reward', t.reward, 'format_valid', t.format_valid,
-                     'blocks', coalesce((SELECT json_agg(json_build_object(
-                         'rel_position', b.rel_position, 'role', b.role) ORDER BY b.block_idx)
-                       FROM trajectory_blocks b WHERE b.position = t.position AND b.idx = t.idx),
-                       '[]'::json))
-                   FROM trajectories t) TO STDOUT",
-        )
+        // CSV with a quote and a delimiter JSON never holds raw, so each line is the JSON as it
+        // is (text format would double every backslash of an escape).
+        .copy_out_raw(&format!(
+            "COPY ({rows}) TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
+        ))
         .await
         .unwrap();
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
@@ -345,42 +361,72 @@ async fn dump_jsonl(app: &TestApp, path: &std::path::Path) {
     file.flush().unwrap();
 }
 
-async fn pandas(app: &TestApp, dump: &std::path::Path, run: Uuid, prl_one: f64, prl_all: f64) {
-    let python = std::env::var("PRL_BENCH_PYTHON").unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_default();
-        format!("{home}/.cache/prl/pandas-venv/bin/python")
-    });
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../scripts/bench_analytics_pandas.py"
-    );
-    let out = std::process::Command::new(&python)
-        .args([script, &dump.display().to_string(), &run.to_string()])
-        .output();
-    let out = match out {
-        Ok(out) if out.status.success() => out,
-        other => {
-            println!("pandas: not run ({other:?}); see BENCHMARKS.md for its venv");
-            return;
-        }
+/// Runs `scripts/SCRIPT ARGS...` with the Python of the peer's pinned venv; its JSON report, or
+/// None (said) when the peer could not run.
+fn run_peer(peer: &str, script: &str, args: &[String]) -> Option<serde_json::Value> {
+    let python = std::panic::catch_unwind(|| python_of(peer));
+    let Ok(python) = python else {
+        println!("{peer}: not run, its venv could not be made (scripts/python_venv.sh {peer})");
+        return None;
     };
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let script = format!("{}/../scripts/{script}", env!("CARGO_MANIFEST_DIR"));
+    match std::process::Command::new(&python)
+        .arg(&script)
+        .args(args)
+        .output()
+    {
+        Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout).ok(),
+        Ok(out) => {
+            println!(
+                "{peer}: failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+            None
+        }
+        Err(e) => {
+            println!("{peer}: not run: {e}");
+            None
+        }
+    }
+}
+
+/// A peer that computes the strategy evolution and the comparison from the dump: its times,
+/// prl's ratio to each, and a check that its numbers are prl's.
+#[allow(clippy::too_many_arguments)]
+async fn query_peer(
+    app: &TestApp,
+    peer: &str,
+    script: &str,
+    load_name: &str,
+    dump: &std::path::Path,
+    run: Uuid,
+    prl_one: f64,
+    prl_all: f64,
+) {
+    let Some(report) = run_peer(peer, script, &[dump.display().to_string(), run.to_string()])
+    else {
+        return;
+    };
     let load = report["load_s"].as_f64().unwrap();
     let one = report["strategy_s"].as_f64().unwrap();
     let all = report["comparison_s"].as_f64().unwrap();
     println!(
-        "pandas {}: load the JSONL {load:.1} s; strategy evolution of one run {:.0} ms; comparison {:.0} ms",
-        report["pandas"].as_str().unwrap_or("?"),
+        "{peer} {}: {load_name} {load:.1} s; strategy evolution of one run {:.0} ms; comparison {:.0} ms",
+        report[peer].as_str().unwrap_or("?"),
         one * 1e3,
         all * 1e3
     );
+    // Its time over prl's: above 1, prl is faster.
     println!(
-        "  prl / pandas, strategy evolution: {:.1}x faster than pandas' query alone, {:.0}x counting its load",
+        "  {peer} / prl, strategy evolution: {:.2}x its query alone, {:.1}x counting its load",
         one / prl_one,
         (load + one) / prl_one
     );
     println!(
-        "  prl / pandas, comparison: {:.1}x faster than pandas' query alone, {:.0}x counting its load",
+        "  {peer} / prl, comparison: {:.2}x its query alone, {:.1}x counting its load",
         all / prl_all,
         (load + all) / prl_all
     );
@@ -406,11 +452,62 @@ async fn pandas(app: &TestApp, dump: &std::path::Path, run: Uuid, prl_one: f64, 
             (mine.3, "rel_position_median"),
             (mine.4, "exploration_share"),
         ] {
-            if let (Some(a), Some(b)) = (a, other[key].as_f64()) {
-                worst = worst.max((a - b).abs());
+            match (a, other[key].as_f64()) {
+                (Some(a), Some(b)) => worst = worst.max((a - b).abs()),
+                (None, None) => {}
+                (a, b) => panic!("step {}: {key} is {a:?} in prl, {b:?} in {peer}", mine.0),
             }
         }
     }
     assert_eq!(prl.len(), theirs.len());
-    println!("  prl and pandas agree on every step within {worst:.1e}");
+    assert!(worst <= 1e-9, "prl and {peer} differ by {worst:e}");
+    println!("  prl and {peer} agree on every step within {worst:.1e}");
+}
+
+/// The ingest peers record a sample of the same trajectories, text included; prl's rate is the
+/// bench's own, through NATS with the projection on.
+async fn ingest_peers(app: &TestApp, prl_rate: f64) {
+    let sample: usize = std::env::var("PRL_BENCH_PEER_TRAJECTORIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dump = std::env::temp_dir().join(format!("prl-peer-texts-{}.jsonl", Uuid::new_v4()));
+    let rows = format!(
+        "SELECT json_build_object('run_id', t.run_id, 'step', t.step, 'sample', t.sample,
+                 'text', t.response, 'reward', t.reward, 'correct', t.correct,
+                 'format_valid', t.format_valid,
+                 'blocks', coalesce((SELECT json_agg(json_build_object(
+                     'rel_position', b.rel_position, 'role', b.role) ORDER BY b.block_idx)
+                   FROM trajectory_blocks b WHERE b.position = t.position AND b.idx = t.idx),
+                   '[]'::json))
+         FROM (SELECT * FROM trajectories ORDER BY position, idx LIMIT {sample}) t"
+    );
+    dump_jsonl(app, &dump, &rows).await;
+    println!("ingest peers, each recording the same {sample} trajectories with their text:");
+    for peer in ["mlflow", "aim", "trackio"] {
+        let Some(report) = run_peer(
+            peer,
+            "bench_ingest_peers.py",
+            &[peer.to_string(), dump.display().to_string()],
+        ) else {
+            continue;
+        };
+        let rate = report["per_second"].as_f64().unwrap();
+        println!(
+            "  {peer} {}: {rate:.0} trajectories/s; prl / {peer} = {:.2}x ({})",
+            report["version"].as_str().unwrap_or("?"),
+            prl_rate / rate,
+            report["how"].as_str().unwrap_or("")
+        );
+        if let Some(points) = report["metrics_per_second"].as_f64() {
+            println!("    {peer} log_batch: {points:.0} metric points/s");
+        }
+        if let Some(sql) = report["strategy_sql_s"].as_f64() {
+            println!(
+                "    {peer}: strategy evolution of one run by SQL over its store {:.0} ms",
+                sql * 1e3
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&dump);
 }
