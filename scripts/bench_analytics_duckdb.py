@@ -110,6 +110,17 @@ def timed(con: duckdb.DuckDBPyConnection, sql: str, params: dict, times: int):
     return statistics.median(seconds), [dict(zip(columns, row)) for row in rows]
 
 
+COMPARISON_KEYS = ("run_id", "steps", "trajectories", "accuracy", "parallel_ratio", "mean_reward",
+                   "rel_position_mean", "exploration_share")
+
+
+def comparison_records(rows: list) -> list:
+    """The comparison's rows as the pandas script reports them: run_id as a string (DuckDB
+    gives a uuid.UUID), by run_id."""
+    records = [{k: str(r[k]) if k == "run_id" else r[k] for k in COMPARISON_KEYS} for r in rows]
+    return sorted(records, key=lambda r: r["run_id"])
+
+
 def main() -> None:
     dump, run = sys.argv[1], sys.argv[2]
     con = duckdb.connect()
@@ -119,7 +130,7 @@ def main() -> None:
         load_s = time.perf_counter() - started
 
         strategy_s, series = timed(con, STRATEGY, {**paths, "run": run}, 9)
-        comparison_s, _ = timed(con, COMPARISON, paths, 5)
+        comparison_s, per_run = timed(con, COMPARISON, paths, 5)
 
     print(json.dumps({
         "duckdb": duckdb.__version__,
@@ -127,6 +138,7 @@ def main() -> None:
         "strategy_s": strategy_s,
         "comparison_s": comparison_s,
         "strategy": series,
+        "comparison": comparison_records(per_run),
     }))
 
 

@@ -4,6 +4,19 @@ local disk. The clock runs from the first logging call to the return of the last
 flush/close included; reading the JSONL and, where the tool has a step of its own for it,
 creating the empty store (MLflow's schema, `aim init`) are not timed.
 
+After the clock, what the store holds is read back from disk, untimed, with the tool's own reading
+API or files, and reported as "stored" (trajectories found): MLflow, the rows of every logged table
+artifact of every run (MlflowClient.load_table); Aim, the 'response' Text values tracked across
+runs, read from a reindexed copy of the repo (Aim's SDK sees a run only once its index has it);
+trackio, the rows of the tables logged in its SQLite file. For trackio the strategy-evolution
+numbers of the first run are also computed by SQL over that file, timed warm, and checked against
+the same numbers computed from TEXTS.jsonl; "strategy_sql_trajectories" says how many trajectories
+of that run the query covered (the input is a sample: the first steps of each run).
+
+MLflow keeps the list of a run's tables in one tag (mlflow.loggedArtifacts) capped at 8,000
+characters, so a run with more than about 140 steps (142 with a file per step, as named here)
+cannot be recorded this way: the script then stops with a message.
+
 Usage: bench_ingest_peers.py PEER TEXTS.jsonl [--workdir DIR]  -> prints a JSON report on stdout.
 
 PEER is mlflow, aim or trackio. TEXTS.jsonl has one trajectory a line: run_id, step, sample, text,
@@ -129,6 +142,7 @@ def mlflow_peer(runs: dict, directory: Path) -> dict:
         "seconds": seconds,
         # Before the log_batch run adds its metrics to the same store.
         "store_bytes": store_bytes(directory),
+        "stored": mlflow_stored(MlflowClient(), experiment),
         "metrics_per_second": mlflow_log_batch(MlflowClient(), experiment),
         "how": (
             f"one MLflow run per run in a local store (sqlite mlflow.db, artifacts beside it, "
@@ -137,6 +151,19 @@ def mlflow_peer(runs: dict, directory: Path) -> dict:
             f"call, {' / '.join(namings)}"
         ),
     }
+
+
+def mlflow_stored(client, experiment: str) -> int:
+    """The rows of every table logged in every run of the experiment, loaded back from the store
+    with MLflow's own load_table (the run's mlflow.loggedArtifacts tag lists its tables)."""
+    stored = 0
+    for run in client.search_runs([experiment], max_results=50_000):
+        tables = json.loads(run.data.tags.get("mlflow.loggedArtifacts", "[]"))
+        for table in tables:
+            if table.get("type") == "table":
+                stored += len(client.load_table(experiment, table["path"],
+                                                run_ids=[run.info.run_id]))
+    return stored
 
 
 def mlflow_log_batch(client, experiment: str, points: int = 100_000) -> float:
@@ -189,6 +216,7 @@ def aim_peer(runs: dict, directory: Path) -> dict:
         "version": importlib.metadata.version("aim"),
         "seconds": seconds,
         "store_bytes": store_bytes(directory),
+        "stored": aim_stored(directory),
         "how": (
             "one Aim run per run in a local Aim repo; per trajectory run.track of "
             "aim.Text(text) as 'response' and of the reward as 'reward' at its step, with "
@@ -198,18 +226,42 @@ def aim_peer(runs: dict, directory: Path) -> dict:
     }
 
 
+def aim_stored(directory: Path) -> int:
+    """The 'response' Text values tracked across the repo's runs, read back with Aim's SDK.
+
+    Aim's SDK lists a run only once the repo's index has it, which Aim's UI or `aim storage
+    reindex` does; the index is rebuilt in a copy, so the measured store stays as written.
+    """
+    import aim
+
+    with tempfile.TemporaryDirectory(prefix="prl-aim-read-") as scratch:
+        copy = Path(scratch) / "repo"
+        shutil.copytree(directory, copy)
+        repo = aim.Repo.from_path(str(copy))
+        repo._recreate_index()  # what `aim storage reindex` does
+        stored = 0
+        for run in repo.iter_runs():
+            for name, context, _ in run.iter_sequence_info_by_type(("aim.text",)):
+                if name == "response":
+                    steps, values = run.get_text_sequence(name, context).values.sparse_list()
+                    stored += sum(1 for v in values if v is not None)
+        repo.close()
+    return stored
+
+
 # --- trackio ----------------------------------------------------------------------------------
 
 # The strategy-evolution numbers of one run straight from trackio's SQLite: each logged table
 # is a JSON array of rows in metrics.metrics; the median interpolates as PostgreSQL's and
-# pandas' do.
+# pandas' do. Columns: step, trajectories, parallel_ratio, accuracy, rel_position_median,
+# exploration_share.
 TRACKIO_STRATEGY = """
 WITH rows AS (
     SELECT m.step, r.value AS row
     FROM metrics m, json_each(m.metrics, '$.rollouts._value') r
     WHERE m.run_name = :run
 ), t AS (
-    SELECT step, avg(json_extract(row, '$.correct')) AS accuracy,
+    SELECT step, count(*) AS trajectories, avg(json_extract(row, '$.correct')) AS accuracy,
            avg(json_array_length(row, '$.blocks') > 0) AS parallel_ratio
     FROM rows GROUP BY step
 ), b AS (
@@ -226,7 +278,8 @@ WITH rows AS (
            avg(exploration) AS exploration_share
     FROM ranked GROUP BY step
 )
-SELECT t.step, t.parallel_ratio, t.accuracy, per_step.median AS rel_position_median,
+SELECT t.step, t.trajectories, t.parallel_ratio, t.accuracy,
+       per_step.median AS rel_position_median,
        per_step.exploration_share
 FROM t LEFT JOIN per_step USING (step) ORDER BY t.step
 """
@@ -256,11 +309,15 @@ def trackio_peer(runs: dict, directory: Path) -> dict:
 
     db = SQLiteStorage.get_project_db_path(project)
     first = next(iter(runs))
+    strategy_s, per_step = trackio_strategy(db, first)
+    trackio_check(per_step, runs[first], first)
     return {
         "version": trackio.__version__,
         "seconds": seconds,
         "store_bytes": store_bytes(directory),
-        "strategy_sql_s": trackio_strategy_s(db, first),
+        "stored": trackio_stored(db),
+        "strategy_sql_s": strategy_s,
+        "strategy_sql_trajectories": sum(row[1] for row in per_step),
         "how": (
             f"one trackio run per run (trackio.init) in its local SQLite store ({db.name}, "
             f"TRACKIO_DIR set to the work directory); per step of a run trackio.log of a "
@@ -271,17 +328,62 @@ def trackio_peer(runs: dict, directory: Path) -> dict:
     }
 
 
-def trackio_strategy_s(db: Path, run: str) -> float:
-    """Median seconds of 9 warm runs (after one) of TRACKIO_STRATEGY, read-only."""
+def trackio_strategy(db: Path, run: str) -> tuple[float, list]:
+    """Median seconds of 9 warm runs (after one) of TRACKIO_STRATEGY, read-only; its rows."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     con.execute(TRACKIO_STRATEGY, {"run": run}).fetchall()
     seconds = []
     for _ in range(9):
         started = time.perf_counter()
-        con.execute(TRACKIO_STRATEGY, {"run": run}).fetchall()
+        rows = con.execute(TRACKIO_STRATEGY, {"run": run}).fetchall()
         seconds.append(time.perf_counter() - started)
     con.close()
-    return statistics.median(seconds)
+    return statistics.median(seconds), rows
+
+
+def trackio_check(per_step: list, steps: dict, run: str) -> None:
+    """Stops unless TRACKIO_STRATEGY's rows are the numbers computed from the input's rows of
+    the run (within 1e-9; null where a step has no blocks)."""
+    def expected(step: int, rows: list) -> tuple:
+        blocks = [b for r in rows for b in r["blocks"]]
+        return (
+            step,
+            len(rows),
+            sum(1 for r in rows if r["blocks"]) / len(rows),
+            sum(1 for r in rows if r["correct"]) / len(rows),
+            statistics.median(b["rel_position"] for b in blocks) if blocks else None,
+            (sum(1 for b in blocks if b["role"] == "exploration") / len(blocks)
+             if blocks else None),
+        )
+
+    names = ("step", "trajectories", "parallel_ratio", "accuracy", "rel_position_median",
+             "exploration_share")
+    want = [expected(step, rows) for step, rows in sorted(steps.items())]
+    if [row[0] for row in per_step] != [row[0] for row in want]:
+        raise SystemExit(
+            f"trackio: the strategy SQL over run {run} gives steps "
+            f"{[row[0] for row in per_step]}, the input has {[row[0] for row in want]}"
+        )
+    for got, exp in zip(per_step, want):
+        for name, a, b in zip(names, got, exp):
+            if (a is None) != (b is None) or (a is not None and abs(a - b) > 1e-9):
+                raise SystemExit(
+                    f"trackio: the strategy SQL over run {run}, step {got[0]}: {name} is {a}, "
+                    f"the input gives {b}"
+                )
+
+
+def trackio_stored(db: Path) -> int:
+    """The rows of every table logged in trackio's SQLite file, all runs (each logged table is a
+    JSON array of rows under its key in metrics.metrics)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    (stored,) = con.execute(
+        """SELECT coalesce(sum(json_array_length(v.value, '$._value')), 0)
+           FROM metrics m, json_each(m.metrics) v
+           WHERE json_extract(v.value, '$._type') = 'trackio.table'"""
+    ).fetchone()
+    con.close()
+    return stored
 
 
 PEERS = {"mlflow": mlflow_peer, "aim": aim_peer, "trackio": trackio_peer}

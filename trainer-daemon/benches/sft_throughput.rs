@@ -90,8 +90,8 @@ fn compare(
     let prl = (tokens * steps) as f64 / timed;
     let (b, l) = batch.input_ids.size2().unwrap();
     print!(
-        "{name}: batch {b} x {l} tokens, {steps} steps: prl {prl:.0} tokens/s ({:.1} % in clipping \
-         and AdamW)",
+        "{name}: batch {b} x {l} tokens, {steps} steps: prl {prl:.0} tokens/s ({:.1} % in clipping, \
+         AdamW and zeroing gradients)",
         100.0 * optimizing / timed
     );
     std::io::Write::flush(&mut std::io::stdout()).unwrap();

@@ -166,6 +166,7 @@ impl GroupCodes {
     }
 
     pub fn set(&mut self, row: usize, column: usize, (block, path): (i64, i64)) {
+        debug_assert!(column < self.columns, "column {column} of {}", self.columns);
         self.block[row * self.columns + column] = block;
         self.path[row * self.columns + column] = path;
     }

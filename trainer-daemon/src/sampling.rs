@@ -125,6 +125,29 @@ mod tests {
     }
 
     #[test]
+    fn an_ignored_target_outside_the_nucleus_has_log_probability_zero_not_nan() {
+        // Token 0, the stand-in of an ignored target, holds 0.05 of the mass: outside the top-p
+        // 0.5 nucleus, so its logit is -inf there.
+        let logits = Tensor::from_slice(&[0.05f32, 0.8, 0.15, 0.05, 0.8, 0.15])
+            .log()
+            .view([1, 2, 3]);
+        let targets = Tensor::from_slice(&[1i64, IGNORE]).view([1, 2]);
+        let nucleus = Sampler {
+            temperature: 1.0,
+            top_p: 0.5,
+        }
+        .distribution(&logits, None);
+        let logp = target_logprobs(&nucleus, &targets);
+        assert!(logp.isfinite().all().int64_value(&[]) == 1, "{logp}");
+        assert_eq!(logp.double_value(&[0, 1]), 0.0);
+        assert!(
+            logp.double_value(&[0, 0]).abs() < 1e-6,
+            "token 1 is the whole nucleus"
+        );
+        assert_eq!(entropy(&nucleus, &targets).double_value(&[0, 1]), 0.0);
+    }
+
+    #[test]
     fn log_probabilities_are_those_of_the_tempered_nucleus() {
         // Probabilities 0.5, 0.3, 0.2 at temperature 1.
         let logits = Tensor::from_slice(&[0.5f32, 0.3, 0.2])
