@@ -2,7 +2,7 @@
 //! trajectories travel the real way (a worker publishes them on NATS, the ingester writes them).
 
 use prl_integration_tests::seeds::{EXPLORE, VERIFY, answered as answer, block, trajectory};
-use prl_integration_tests::{FakeWorker, TestApp};
+use prl_integration_tests::{FakeWorker, TOKEN, TestApp};
 use prl_schema::jobs::WorkerEvent;
 use prl_schema::spec::StageKind;
 use prl_schema::trajectory::{PromptRecord, TrajectoryBatch};
@@ -100,6 +100,18 @@ async fn seeded_run(app: &TestApp) -> Uuid {
     worker.job.run_id.0
 }
 
+async fn post_json(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.url(path))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
 async fn json_ok(app: &TestApp, path: &str) -> Value {
     let response = app.get(path).await;
     assert_eq!(response.status(), 200, "{path}");
@@ -177,6 +189,194 @@ async fn the_views_and_endpoints_give_the_seeded_answers() {
     .await
     .unwrap();
     assert_eq!(before, after);
+}
+
+/// The views' numbers computed from every trajectory and block, as the views did before they
+/// read the projection's per-step rows: the oracle those rows must match.
+const RAW_STRATEGY: &str = "
+    WITH t AS (
+        SELECT run_id, step, count(*) AS trajectories, avg(reward) AS mean_reward,
+               avg(correct::int)::float8 AS accuracy,
+               avg((blocks > 0)::int)::float8 AS parallel_ratio,
+               avg(blocks)::float8 AS mean_blocks, avg(block_share) AS mean_block_share,
+               avg(correct::int) FILTER (WHERE blocks > 0)::float8 AS accuracy_parallel,
+               avg(correct::int) FILTER (WHERE blocks = 0)::float8 AS accuracy_sequential,
+               avg(format_valid::int)::float8 AS format_valid_ratio
+        FROM trajectories WHERE benchmark IS NULL GROUP BY run_id, step
+    ), b AS (
+        SELECT run_id, step, count(*) AS blocks, avg(rel_position) AS rel_position_mean,
+               percentile_cont(0.25) WITHIN GROUP (ORDER BY rel_position) AS rel_position_q1,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY rel_position) AS rel_position_median,
+               percentile_cont(0.75) WITHIN GROUP (ORDER BY rel_position) AS rel_position_q3,
+               avg((role = 'exploration')::int)::float8 AS exploration_share,
+               avg((role = 'verification')::int)::float8 AS verification_share
+        FROM trajectory_blocks WHERE benchmark IS NULL GROUP BY run_id, step
+    )
+    SELECT row_to_json(x)::text FROM (
+        SELECT t.*, coalesce(b.blocks, 0) AS blocks, b.rel_position_mean, b.rel_position_q1,
+               b.rel_position_median, b.rel_position_q3, b.exploration_share,
+               b.verification_share
+        FROM t LEFT JOIN b USING (run_id, step) ORDER BY run_id, step) x";
+
+const RAW_COMPARISON: &str = "
+    WITH t AS (
+        SELECT run_id, count(DISTINCT step) AS steps, max(step) AS last_step,
+               count(*) AS trajectories, avg(reward) AS mean_reward,
+               avg(correct::int)::float8 AS accuracy,
+               avg((blocks > 0)::int)::float8 AS parallel_ratio,
+               avg(blocks)::float8 AS mean_blocks,
+               avg(correct::int) FILTER (WHERE blocks > 0)::float8 AS accuracy_parallel,
+               avg(correct::int) FILTER (WHERE blocks = 0)::float8 AS accuracy_sequential,
+               avg(format_valid::int)::float8 AS format_valid_ratio,
+               avg(response_tokens)::float8 AS mean_response_tokens
+        FROM trajectories WHERE benchmark IS NULL GROUP BY run_id
+    ), b AS (
+        SELECT run_id, avg(rel_position) AS rel_position_mean,
+               avg((role = 'exploration')::int)::float8 AS exploration_share,
+               avg((role = 'verification')::int)::float8 AS verification_share
+        FROM trajectory_blocks WHERE benchmark IS NULL GROUP BY run_id
+    )
+    SELECT row_to_json(x)::text FROM (
+        SELECT t.*, b.rel_position_mean, b.exploration_share, b.verification_share
+        FROM t LEFT JOIN b USING (run_id) ORDER BY run_id) x";
+
+/// Rows as JSON objects, from a query that selects `row_to_json(...)::text`.
+async fn json_rows(app: &TestApp, sql: &str) -> Vec<Value> {
+    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect()
+}
+
+/// Every field of each `expected` row equals the view's (numbers within 1e-9).
+fn assert_rows_match(view: &[Value], expected: &[Value], what: &str) {
+    assert_eq!(view.len(), expected.len(), "{what}: rows");
+    for (mine, theirs) in view.iter().zip(expected) {
+        for (key, want) in theirs.as_object().unwrap() {
+            let got = &mine[key];
+            let same = match (got.as_f64(), want.as_f64()) {
+                (Some(a), Some(b)) => (a - b).abs() <= 1e-9,
+                _ => got == want,
+            };
+            assert!(
+                same,
+                "{what}: {key} is {got} in the view, {want} from the rows"
+            );
+        }
+    }
+}
+
+async fn assert_views_match_the_rows(app: &TestApp, when: &str) {
+    let strategy = json_rows(
+        app,
+        "SELECT row_to_json(s)::text FROM strategy_evolution s ORDER BY run_id, step",
+    )
+    .await;
+    assert_rows_match(&strategy, &json_rows(app, RAW_STRATEGY).await, when);
+    let comparison = json_rows(
+        app,
+        "SELECT row_to_json(c)::text FROM run_comparison c ORDER BY run_id",
+    )
+    .await;
+    assert_rows_match(&comparison, &json_rows(app, RAW_COMPARISON).await, when);
+}
+
+#[tokio::test]
+async fn the_views_step_rows_follow_split_steps_newer_attempts_evaluations_and_replay() {
+    let app = TestApp::spawn().await;
+    // A worker's run: the seeded steps, step 2 split over two messages, and an evaluation's
+    // generations at step 2, which the views leave out.
+    app.submit(&json!({
+        "name": "steps",
+        "model": "tiny",
+        "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
+                    "learning_rate": 1e-5, "steps": 2}]
+    }))
+    .await;
+    let (worker, _) = FakeWorker::take(&app, StageKind::Rl, "steps").await;
+    let mut more = seeded_steps().remove(0);
+    more.step = 2;
+    let mut evaluation = seeded_steps().remove(1);
+    evaluation.benchmark = Some("held-out".into());
+    for batch in seeded_steps().into_iter().chain([more, evaluation]) {
+        worker
+            .reporter
+            .send(WorkerEvent::Trajectories(batch))
+            .await
+            .unwrap();
+    }
+    app.wait_for_count(
+        "SELECT count(*) FROM trajectories",
+        12,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // A live run whose step 2 is recorded again by a second attempt, with other answers.
+    let (status, live) = post_json(&app, "/api/v1/live-runs", json!({"name": "attempts"})).await;
+    assert_eq!(status, 201, "{live}");
+    let batches = format!(
+        "/api/v1/live-runs/{}/batches",
+        live["experiment_id"].as_str().unwrap()
+    );
+    let line = |step: u64, output: &str, score: f64| {
+        json!({"input": "What is half of 10?", "output": output, "score": score, "step": step,
+               "gts": 5, "acc": score > 0.0})
+        .to_string()
+    };
+    let explore = answer(EXPLORE, 5);
+    let verify = answer(VERIFY, 5);
+    for (attempt, lines) in [
+        (
+            1,
+            [
+                line(1, &explore, 1.0),
+                line(2, &verify, 1.0),
+                line(2, "no idea", 0.0),
+            ],
+        ),
+        (
+            2,
+            [
+                line(2, &explore, 1.0),
+                line(2, &explore, 0.0),
+                line(2, &verify, 1.0),
+            ],
+        ),
+    ] {
+        let content = lines.join("\n");
+        let (status, recorded) = post_json(
+            &app,
+            &batches,
+            json!({"attempt": attempt, "rollouts": [{"name": "r.jsonl", "content": content}]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{recorded}");
+    }
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM trajectories WHERE run_id = '{}' AND step = 2",
+            live["run_id"].as_str().unwrap()
+        ))
+        .await,
+        3,
+        "the second attempt's step 2 replaced the first's"
+    );
+    assert!(
+        app.count("SELECT count(*) FROM trajectories WHERE benchmark IS NOT NULL")
+            .await
+            > 0
+    );
+
+    assert_views_match_the_rows(&app, "as ingested").await;
+    prl_api::projections::replay::replay(&app.pool)
+        .await
+        .unwrap();
+    assert_views_match_the_rows(&app, "after replay").await;
+    assert_eq!(app.count("SELECT count(*) FROM strategy_steps").await, 4);
 }
 
 #[tokio::test]

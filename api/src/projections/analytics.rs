@@ -51,9 +51,24 @@ impl<'a> Bulk<'a> {
                 .execute(&mut *conn)
                 .await?;
         }
+        self.copy(conn, &newest, &runs).await?;
+        // The steps' rows of the strategy views, from what the steps now hold.
+        sqlx::query!("SELECT refresh_strategy_steps($1, $2)", &runs, &steps)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// COPYs the trajectories of the newest attempts of known runs, then their blocks.
+    async fn copy(
+        &self,
+        conn: &mut PgConnection,
+        newest: &HashMap<(Uuid, i64), i32>,
+        runs: &[Uuid],
+    ) -> Result<(), sqlx::Error> {
         let experiments: HashMap<Uuid, Uuid> = sqlx::query!(
             "SELECT id, experiment_id FROM runs WHERE id = ANY($1)",
-            &runs
+            runs
         )
         .fetch_all(&mut *conn)
         .await?

@@ -143,6 +143,7 @@ pub const TABLES: &[&str] = &[
     "evaluations",
     "trajectories",
     "trajectory_blocks",
+    "strategy_steps",
     "datasets",
     "tracked_runs",
     "mlflow_experiments",

@@ -288,12 +288,13 @@ pub async fn search(
     };
 
     let rows: Vec<TrajectoryRow> = sqlx::query_as(
-        "SELECT t.position, t.idx, t.run_id, t.step, t.benchmark, t.prompt_id, t.sample, t.reward,
-                t.correct,
-                t.answer, t.truth, t.response_tokens, t.format_valid, t.response,
-                (SELECT p->>'text' FROM jsonb_array_elements(e.payload->'prompts') p
-                 WHERE (p->>'group')::int = t.group_idx LIMIT 1) AS prompt
-         FROM trajectories t JOIN events e ON e.position = t.position
+        // The page first, then each of its events' prompts once: a page's trajectories come
+        // from one or two events, whose payloads (a whole batch) are costly to read per row.
+        "WITH page AS (
+         SELECT t.position, t.idx, t.run_id, t.step, t.benchmark, t.prompt_id, t.sample, t.reward,
+                t.correct, t.answer, t.truth, t.response_tokens, t.format_valid, t.response,
+                t.group_idx
+         FROM trajectories t
          WHERE t.run_id = ANY($1) AND t.step BETWEEN $2 AND $3
            AND ($4::bool IS NULL OR t.correct = $4)
            AND ($5::bool IS NULL OR (t.blocks > 0) = $5)
@@ -308,7 +309,16 @@ pub async fn search(
            AND ($13::bool IS NULL OR (t.benchmark IS NOT NULL) = $13)
            AND ($14::text IS NULL OR t.benchmark = $14)
          ORDER BY t.position, t.idx
-         LIMIT $12",
+         LIMIT $12
+         ), prompts AS MATERIALIZED (
+         SELECT e.position, (p->>'group')::int AS group_idx, p->>'text' AS text
+         FROM events e, jsonb_array_elements(e.payload->'prompts') p
+         WHERE e.position IN (SELECT position FROM page)
+         )
+         SELECT page.*, (SELECT text FROM prompts
+                         WHERE prompts.position = page.position
+                           AND prompts.group_idx = page.group_idx LIMIT 1) AS prompt
+         FROM page ORDER BY position, idx",
     )
     .bind(&runs)
     .bind(step_min)
