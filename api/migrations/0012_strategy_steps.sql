@@ -90,6 +90,11 @@ DROP INDEX trajectory_blocks_run_step_idx;
 CREATE INDEX trajectory_blocks_run_step_idx ON trajectory_blocks (run_id, step)
     WHERE benchmark IS NULL;
 
+-- Under the log's lock (LOG_LOCK in store/append.rs, 0x0070726c5f6c6f67), so no append lands
+-- between the backfill's reading and its commit. An API of the previous version does not refresh
+-- the step rows: one still appending after this migration leaves its steps stale until `prl
+-- replay`.
+SELECT pg_advisory_xact_lock(31651007174569831);
 SELECT refresh_strategy_steps(array_agg(run_id), array_agg(step))
 FROM (SELECT DISTINCT run_id, step FROM trajectories) AS recorded;
 

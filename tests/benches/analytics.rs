@@ -408,40 +408,47 @@ async fn read_api_under_load(app: &TestApp, runs: &[Uuid]) {
             continue;
         };
         wait_for_idle_database(app).await;
-        let ms = |key: &str| {
-            rated["latencyPercentiles"][key]
-                .as_f64()
-                .unwrap_or(f64::NAN)
-                * 1e3
+        // Percentiles of the answered requests; oha leaves them out when none was.
+        let ms = |key: &str| match rated["latencyPercentiles"][key].as_f64() {
+            Some(s) => format!("{:.1} ms", s * 1e3),
+            None => "-".to_owned(),
         };
-        let per_second =
-            |r: &serde_json::Value| r["summary"]["requestsPerSec"].as_f64().unwrap_or(f64::NAN);
+        let answered = |report: &serde_json::Value| -> u64 {
+            (report["statusCodeDistribution"].as_object())
+                .map(|codes| codes.values().filter_map(|n| n.as_u64()).sum())
+                .unwrap_or(0)
+        };
         println!(
-            "  {what}: at most {:.0} requests/s; at {rate}/s: p50 {:.1} ms, p99 {:.1} ms, \
-             p99.9 {:.1} ms ({:.0} requests/s served; status codes {}, errors {})",
-            per_second(&capacity),
+            "  {what}: at most {:.0} requests/s (answered in 5 s / 5); at {rate}/s: p50 {}, \
+             p99 {}, p99.9 {} ({} answered in 10 s; status codes {}, errors {})",
+            answered(&capacity) as f64 / 5.0,
             ms("p50"),
             ms("p99"),
             ms("p99.9"),
-            per_second(&rated),
+            answered(&rated),
             rated["statusCodeDistribution"],
             rated["errorDistribution"],
         );
     }
 }
 
-/// Waits until no statement of another session runs in the bench's database.
+/// Waits until no client's statement but this one runs in the bench's database (autovacuum may
+/// go on), for 10 minutes at most.
 async fn wait_for_idle_database(app: &TestApp) {
     let deadline = Instant::now() + Duration::from_secs(600);
     while app
         .count(
             "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()",
+             WHERE datname = current_database() AND backend_type = 'client backend'
+               AND state = 'active' AND pid <> pg_backend_pid()",
         )
         .await
         > 0
     {
-        assert!(Instant::now() < deadline, "the database stays busy");
+        if Instant::now() > deadline {
+            println!("  (the database was still busy after 10 minutes: the next figures share it)");
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

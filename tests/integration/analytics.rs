@@ -256,7 +256,9 @@ fn assert_rows_match(view: &[Value], expected: &[Value], what: &str) {
     assert_eq!(view.len(), expected.len(), "{what}: rows");
     for (mine, theirs) in view.iter().zip(expected) {
         for (key, want) in theirs.as_object().unwrap() {
-            let got = &mine[key];
+            let got = mine
+                .get(key)
+                .unwrap_or_else(|| panic!("{what}: the view has no column {key}"));
             let same = match (got.as_f64(), want.as_f64()) {
                 (Some(a), Some(b)) => (a - b).abs() <= 1e-9,
                 _ => got == want,
@@ -288,12 +290,12 @@ async fn assert_views_match_the_rows(app: &TestApp, when: &str) {
 async fn the_views_step_rows_follow_split_steps_newer_attempts_evaluations_and_replay() {
     let app = TestApp::spawn().await;
     // A worker's run: the seeded steps, step 2 split over two messages, and an evaluation's
-    // generations at step 2, which the views leave out.
+    // generations at steps 2 and 3, which the views leave out.
     app.submit(&json!({
         "name": "steps",
         "model": "tiny",
         "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
-                    "learning_rate": 1e-5, "steps": 2}]
+                    "learning_rate": 1e-5, "steps": 3}]
     }))
     .await;
     let (worker, _) = FakeWorker::take(&app, StageKind::Rl, "steps").await;
@@ -301,7 +303,13 @@ async fn the_views_step_rows_follow_split_steps_newer_attempts_evaluations_and_r
     more.step = 2;
     let mut evaluation = seeded_steps().remove(1);
     evaluation.benchmark = Some("held-out".into());
-    for batch in seeded_steps().into_iter().chain([more, evaluation]) {
+    // A step with an evaluation's generations only has no row in the views.
+    let mut evaluation_only = evaluation.clone();
+    evaluation_only.step = 3;
+    for batch in seeded_steps()
+        .into_iter()
+        .chain([more, evaluation, evaluation_only])
+    {
         worker
             .reporter
             .send(WorkerEvent::Trajectories(batch))
@@ -310,12 +318,13 @@ async fn the_views_step_rows_follow_split_steps_newer_attempts_evaluations_and_r
     }
     app.wait_for_count(
         "SELECT count(*) FROM trajectories",
-        12,
+        14,
         Duration::from_secs(10),
     )
     .await;
 
-    // A live run whose step 2 is recorded again by a second attempt, with other answers.
+    // A live run whose step 2 is recorded again by a second attempt, with other answers, and
+    // by a third with fewer.
     let (status, live) = post_json(&app, "/api/v1/live-runs", json!({"name": "attempts"})).await;
     assert_eq!(status, 201, "{live}");
     let batches = format!(
@@ -332,7 +341,7 @@ async fn the_views_step_rows_follow_split_steps_newer_attempts_evaluations_and_r
     for (attempt, lines) in [
         (
             1,
-            [
+            vec![
                 line(1, &explore, 1.0),
                 line(2, &verify, 1.0),
                 line(2, "no idea", 0.0),
@@ -340,12 +349,13 @@ async fn the_views_step_rows_follow_split_steps_newer_attempts_evaluations_and_r
         ),
         (
             2,
-            [
+            vec![
                 line(2, &explore, 1.0),
                 line(2, &explore, 0.0),
                 line(2, &verify, 1.0),
             ],
         ),
+        (3, vec![line(2, "no idea", 0.0)]),
     ] {
         let content = lines.join("\n");
         let (status, recorded) = post_json(
@@ -362,8 +372,8 @@ async fn the_views_step_rows_follow_split_steps_newer_attempts_evaluations_and_r
             live["run_id"].as_str().unwrap()
         ))
         .await,
-        3,
-        "the second attempt's step 2 replaced the first's"
+        1,
+        "the third attempt's step 2 replaced the others'"
     );
     assert!(
         app.count("SELECT count(*) FROM trajectories WHERE benchmark IS NOT NULL")
