@@ -101,14 +101,7 @@ async fn seeded_run(app: &TestApp) -> Uuid {
 }
 
 async fn post_json(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.url(path))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_raw(path, body.to_string(), Some(TOKEN)).await;
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
