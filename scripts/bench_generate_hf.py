@@ -1,8 +1,9 @@
 """The HF side of prl's sequential-generation benchmark (trainer-daemon/benches/rollout_throughput.rs).
 
-Loads the model directory and equal-length prompts the Rust side wrote, generates greedily with
-`generate` (KV cache, stopping at end-of-sequence), and prints one JSON line: generated tokens/s
-(the best of the repeats) and the generated ids of each prompt, up to and with end-of-sequence.
+Loads the model directory and equal-length prompts the Rust side wrote onto the device given,
+generates greedily with `generate` (KV cache, stopping at end-of-sequence), and prints one JSON
+line: generated tokens/s (the best of the repeats) and the generated ids of each prompt, up to and
+with end-of-sequence.
 """
 
 import argparse
@@ -20,10 +21,13 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, required=True)
     parser.add_argument("--eos", type=int, required=True)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    prompts = load_file(f"{args.model_dir}/prompts.safetensors")["input_ids"]
+    device = torch.device(args.device)
+    prompts = load_file(f"{args.model_dir}/prompts.safetensors")["input_ids"].to(device)
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    model.to(device)
     model.eval()
     best, outputs = float("inf"), []
     with torch.no_grad():
@@ -37,6 +41,8 @@ def main() -> None:
                 eos_token_id=args.eos,
                 pad_token_id=args.eos,
             )
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             best = min(best, time.perf_counter() - started)
             outputs = []
             for row in out[:, prompts.shape[1]:].tolist():

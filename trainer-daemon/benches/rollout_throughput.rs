@@ -5,8 +5,8 @@
 //!    request whose prompt, the whole text so far, is encoded again (batched across requests, with
 //!    a KV cache inside each request, as a serving engine runs them). Same model, prompts and
 //!    greedy decoding; the outputs are checked to be identical.
-//! 2. **Sequential generation**: prl against HF transformers `generate` (greedy, same model and
-//!    batch, CPU), run by `scripts/bench_generate_hf.py` in the reference venv
+//! 2. **Sequential generation**: prl against HF transformers `generate` (greedy, same model,
+//!    batch and device), run by `scripts/bench_generate_hf.py` in the reference venv
 //!    (`scripts/requirements-reference.txt`, default `~/.cache/prl/hf-ref`).
 //! 3. **A decoding step's mask at research lengths**: the engine's way (each lane's layout
 //!    extended by one token, the mask computed on the device from the cached columns' group
@@ -14,6 +14,8 @@
 //!    engine did before, for the paper's 3,000-token responses.
 //!
 //!     cargo bench -p prl-trainer --bench rollout_throughput
+//!
+//! `PRL_DEVICE=cuda` measures every part on the first GPU (HF `generate` too).
 //!
 //! Part 1 uses a tiny checkpoint trained with Unseen SFT, so that blocks occur as they do in RL:
 //! `tests/fixtures/tiny-sft-unseen` (see `scripts/make_tiny_sft_fixture.sh`), or `PRL_BENCH_MODEL`.
@@ -36,20 +38,18 @@ const PROMPTS: usize = 64;
 const REPEATS: usize = 3;
 
 fn main() {
-    println!(
-        "# Rollout throughput, CPU, {} threads",
-        tch::get_num_threads()
-    );
-    let tiny = Tiny::load();
+    let device = common::device();
+    println!("# Rollout throughput, {}", common::describe(device));
+    let tiny = Tiny::load(device);
     parallel_rollouts(&tiny);
     rl_batch(&tiny);
-    sequential_against_hf();
-    step_masks(&tiny.tok);
+    sequential_against_hf(device);
+    step_masks(&tiny.tok, device);
 }
 
 /// Part 3: the cost of one decoding step's positions and mask for `lanes` sequences of `length`
 /// tokens holding parallel blocks, both ways, and a check that both give the same mask.
-fn step_masks(tok: &PrlTokenizer) {
+fn step_masks(tok: &PrlTokenizer, device: Device) {
     let tags = tok.tags;
     for (lanes, length) in [(128, 500), (256, 3000)] {
         // A prompt, then blocks of two 40-token paths between 60 tokens of main text.
@@ -84,8 +84,11 @@ fn step_masks(tok: &PrlTokenizer) {
                     }
                 }
             }
-            host = Tensor::from_slice(&mask).view([lanes as i64, 1, 1, n as i64 + 1]);
+            host = Tensor::from_slice(&mask)
+                .view([lanes as i64, 1, 1, n as i64 + 1])
+                .to_device(device);
         }
+        common::sync(device);
         let before = started.elapsed().as_secs_f64() / steps as f64;
         // Now: each lane's layout grows by a token, the mask comes from the cached group codes.
         let prefix = keys - steps + 1;
@@ -94,9 +97,9 @@ fn step_masks(tok: &PrlTokenizer) {
         for (row, layout) in layouts.iter().enumerate() {
             codes.write(row, 0, layout);
         }
-        let mut cached = CachedGroups::new(codes.to_device(Device::Cpu));
+        let mut cached = CachedGroups::new(codes.to_device(device));
         let started = Instant::now();
-        let mut device = Tensor::new();
+        let mut computed = Tensor::new();
         for step in 0..steps {
             let n = prefix + step;
             let mut fed = GroupCodes::padding(lanes, 1);
@@ -106,11 +109,12 @@ fn step_masks(tok: &PrlTokenizer) {
                 positions[row] = layout.positions[n];
                 fed.set(row, 0, layout.code(n));
             }
-            let fed = fed.to_device(Device::Cpu);
-            device = attention_mask(&fed, &cached.push(&fed));
+            let fed = fed.to_device(device);
+            computed = attention_mask(&fed, &cached.push(&fed));
         }
+        common::sync(device);
         let after = started.elapsed().as_secs_f64() / steps as f64;
-        assert!(device.equal(&host), "the two ways disagree");
+        assert!(computed.equal(&host), "the two ways disagree");
         println!(
             "a decoding step's mask, {lanes} lanes of {length} tokens: rebuilt on the host {:.1} ms, \
              extended incrementally and computed by tensor operations {:.2} ms, {:.0}x",
@@ -130,13 +134,13 @@ struct Tiny {
 }
 
 impl Tiny {
-    fn load() -> Tiny {
+    fn load(device: Device) -> Tiny {
         let dir = std::env::var("PRL_BENCH_MODEL")
             .map(PathBuf::from)
             .unwrap_or_else(|_| {
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sft-unseen")
             });
-        let model = LoadedModel::load(&dir, Device::Cpu).expect("the benchmark's model");
+        let model = LoadedModel::load(&dir, device).expect("the benchmark's model");
         let (tok, _) = PrlTokenizer::load(&dir.join("tokenizer.json"), "<eos>").unwrap();
         let controls = tok.controls().unwrap();
         Tiny {
@@ -165,6 +169,7 @@ fn parallel_rollouts(tiny: &Tiny) {
         controls,
     } = tiny;
     let prompts = tiny.prompts(PROMPTS, 1);
+    let device = model.vs.device();
     for paths in [2, 4] {
         let config = RolloutConfig {
             attention: Attention::Unseen,
@@ -182,7 +187,7 @@ fn parallel_rollouts(tiny: &Tiny) {
         let (mut forked, mut reencoded) = (Vec::new(), Vec::new());
         for _ in 0..REPEATS {
             let started = Instant::now();
-            forked = rollout(&model.model, &prompts, controls, &config, Device::Cpu)
+            forked = rollout(&model.model, &prompts, controls, &config, device)
                 .into_iter()
                 .map(|r| r.tokens)
                 .collect();
@@ -247,7 +252,7 @@ fn rl_batch(tiny: &Tiny) {
                 &prompts,
                 &tiny.controls,
                 &config,
-                Device::Cpu,
+                tiny.model.vs.device(),
             );
             let tokens: usize = out.iter().map(|r| r.tokens.len()).sum();
             (tokens as f64 / started.elapsed().as_secs_f64(), tokens)
@@ -385,12 +390,15 @@ fn decode(
                 .copy_from_slice(&layouts[row].positions);
             codes.write(row, off, &layouts[row]);
         }
-        let prompts = codes.to_device(Device::Cpu);
+        let device = model.vs.device();
+        let prompts = codes.to_device(device);
         let (bi, wi) = (b as i64, width as i64);
         let mut cache = model.model.new_cache();
         let logits = model.model.forward_cached(
-            &Tensor::from_slice(&ids).view([bi, wi]),
-            &Tensor::from_slice(&positions).view([bi, wi]),
+            &Tensor::from_slice(&ids).view([bi, wi]).to_device(device),
+            &Tensor::from_slice(&positions)
+                .view([bi, wi])
+                .to_device(device),
             Some(&attention_mask(&prompts, &prompts)),
             &mut cache,
         );
@@ -408,7 +416,7 @@ fn decode(
                 })
                 .collect();
             let mut column = last.narrow(1, c.tags.open_parallel, 1);
-            column += Tensor::from_slice(&bans).view([-1, 1]);
+            column += Tensor::from_slice(&bans).view([-1, 1]).to_device(device);
             let picked = Vec::<i64>::try_from(last.argmax(-1, false)).unwrap();
             let mut new_ids = vec![c.pad; b];
             let mut new_positions = vec![0i64; b];
@@ -433,10 +441,12 @@ fn decode(
             if done.iter().all(|d| *d) {
                 break;
             }
-            let fed = fed.to_device(Device::Cpu);
+            let fed = fed.to_device(device);
             let logits = model.model.forward_cached(
-                &Tensor::from_slice(&new_ids).view([bi, 1]),
-                &Tensor::from_slice(&new_positions).view([bi, 1]),
+                &Tensor::from_slice(&new_ids).view([bi, 1]).to_device(device),
+                &Tensor::from_slice(&new_positions)
+                    .view([bi, 1])
+                    .to_device(device),
                 Some(&attention_mask(&fed, &keys.push(&fed))),
                 &mut cache,
             );
@@ -447,7 +457,7 @@ fn decode(
 }
 
 /// prl's sequential rollouts against HF `generate` on smollm2-135m, greedy, one batch.
-fn sequential_against_hf() {
+fn sequential_against_hf(device: Device) {
     let dir = presets::model_cache().join("smollm2-135m");
     if !dir.join("model.safetensors").exists() {
         println!(
@@ -457,7 +467,7 @@ fn sequential_against_hf() {
         return;
     }
     let (tok, _) = PrlTokenizer::load(&dir.join("tokenizer.json"), "<|im_end|>").unwrap();
-    let model = LoadedModel::load(&dir, Device::Cpu).unwrap();
+    let model = LoadedModel::load(&dir, device).unwrap();
     let model = presets::resize_vocab(&model, tok.vocab_size() as i64).unwrap();
     // Prompts of one length, so that neither side pads.
     let length = 48;
@@ -488,7 +498,7 @@ fn sequential_against_hf() {
     let mut outputs = Vec::new();
     for _ in 0..REPEATS {
         let started = Instant::now();
-        outputs = rollout(&model.model, &prompts, &controls, &config, Device::Cpu);
+        outputs = rollout(&model.model, &prompts, &controls, &config, device);
         best = best.min(started.elapsed().as_secs_f64());
     }
     let tokens: usize = outputs.iter().map(|o| o.tokens.len()).sum();
@@ -515,6 +525,7 @@ fn sequential_against_hf() {
             "--repeats",
             &REPEATS.to_string(),
         ],
+        device,
     );
     match answer {
         Ok(line) => {

@@ -4,6 +4,8 @@
 //! the reference venv (`scripts/requirements-reference.txt`, default `~/.cache/prl/hf-ref`).
 //!
 //!     cargo bench -p prl-trainer --bench sft_throughput
+//!
+//! `PRL_DEVICE=cuda` measures both sides on the first GPU.
 
 mod common;
 
@@ -24,20 +26,21 @@ fn main() {
     let work = std::env::temp_dir().join(format!("prl-sft-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
     let texts = BuiltinSet::parse("builtin:easy").unwrap().examples();
-    println!("# SFT throughput, CPU, {} threads", tch::get_num_threads());
+    let device = common::device();
+    println!("# SFT throughput, {}", common::describe(device));
 
     let corpus: Vec<&str> = texts
         .iter()
         .flat_map(|e| [e.prompt.as_str(), e.response.as_str()])
         .collect();
     let tok = PrlTokenizer::characters(corpus).unwrap();
-    let tiny = LoadedModel::random(presets::tiny_config(tok.vocab_size()), Device::Cpu);
+    let tiny = LoadedModel::random(presets::tiny_config(tok.vocab_size()), device);
     compare("tiny", &tiny, &tok, &texts, 32, 10, &work);
 
     let dir = presets::model_cache().join("smollm2-135m");
     if dir.join("model.safetensors").exists() {
         let (smol, _) = PrlTokenizer::load(&dir.join("tokenizer.json"), "<|im_end|>").unwrap();
-        let model = LoadedModel::load(&dir, Device::Cpu).unwrap();
+        let model = LoadedModel::load(&dir, device).unwrap();
         let model = presets::resize_vocab(&model, smol.vocab_size() as i64).unwrap();
         compare("smollm2-135m", &model, &smol, &texts, 8, 6, &work);
     } else {
@@ -60,7 +63,8 @@ fn compare(
 ) {
     let examples = prl_trainer::sft::encode(&texts[..batch_size], tok, usize::MAX).unwrap();
     let rows: Vec<&Example> = examples.iter().collect();
-    let batch = batch::build(&rows, tok.tags, Attention::Seen, tok.pad, Device::Cpu);
+    let device = model.vs.device();
+    let batch = batch::build(&rows, tok.tags, Attention::Seen, tok.pad, device);
     let tokens = batch.input_ids.numel();
 
     // The same weights and batch for PyTorch.
@@ -78,10 +82,12 @@ fn compare(
         let started = Instant::now();
         let loss = batch.loss(&model.model);
         loss.backward();
+        common::sync(device);
         let optimizer_started = Instant::now();
         optimizer.clip_grad_norm(1.0);
         optimizer.step(1e-4);
         optimizer.zero_grad();
+        common::sync(device);
         if step >= WARMUP {
             timed += started.elapsed().as_secs_f64();
             optimizing += optimizer_started.elapsed().as_secs_f64();
@@ -95,7 +101,7 @@ fn compare(
         100.0 * optimizing / timed
     );
     std::io::Write::flush(&mut std::io::stdout()).unwrap();
-    match pytorch(&dir, steps) {
+    match pytorch(&dir, steps, device) {
         Ok(torch) => println!(
             ", PyTorch {torch:.0} tokens/s, prl/PyTorch = {:.2}x",
             prl / torch
@@ -105,7 +111,7 @@ fn compare(
 }
 
 /// Runs the PyTorch side; returns its tokens/s.
-fn pytorch(dir: &Path, steps: usize) -> Result<f64, String> {
+fn pytorch(dir: &Path, steps: usize, device: Device) -> Result<f64, String> {
     let line = common::run_reference(
         "bench_sft_pytorch.py",
         &[
@@ -115,6 +121,7 @@ fn pytorch(dir: &Path, steps: usize) -> Result<f64, String> {
             "--warmup",
             &WARMUP.to_string(),
         ],
+        device,
     )?;
     line.trim()
         .parse()

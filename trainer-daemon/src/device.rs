@@ -1,13 +1,33 @@
 //! The device this daemon trains on: one per process (`--device`), so one daemon per GPU.
 
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 use tch::Device;
 
 static DEVICE: OnceLock<Device> = OnceLock::new();
 
+/// Loads libtorch's CUDA backend, where this libtorch has one and this machine CUDA's libraries.
+/// No symbol of `libtorch_cuda.so` is called by name (it registers the backend when it loads),
+/// so the linker drops it and tch would see no GPU. On a machine without CUDA's libraries (the
+/// PyPI wheel installed without them, as deploy/libtorch.sh does) loading fails, and jobs train
+/// on the CPU.
+fn load_cuda_backend() {
+    static LOADED: Once = Once::new();
+    LOADED.call_once(|| {
+        // SAFETY: a C string literal; the handle is kept for the process's life, never closed.
+        let handle = unsafe {
+            libc::dlopen(
+                c"libtorch_cuda.so".as_ptr(),
+                libc::RTLD_NOW | libc::RTLD_GLOBAL,
+            )
+        };
+        tracing::debug!(loaded = !handle.is_null(), "libtorch's CUDA backend");
+    });
+}
+
 /// Parses `cpu`, `cuda` (the first GPU) or `cuda:N`; `auto` takes the first GPU when CUDA is
 /// available, else the CPU.
 pub fn parse(text: &str) -> Result<Device, String> {
+    load_cuda_backend();
     match text {
         "auto" => Ok(Device::cuda_if_available()),
         "cpu" => Ok(Device::Cpu),
@@ -35,7 +55,10 @@ pub fn set(device: Device) {
 
 /// The device jobs train on: the one set, else the first GPU if any.
 pub fn current() -> Device {
-    *DEVICE.get_or_init(Device::cuda_if_available)
+    *DEVICE.get_or_init(|| {
+        load_cuda_backend();
+        Device::cuda_if_available()
+    })
 }
 
 /// The memory of GPU `n` in GB (10^9 bytes) from `nvidia-smi`'s MiB, when it can.

@@ -1,11 +1,37 @@
-//! What the benchmarks share: running a peer's side in the Python reference environment.
+//! What the benchmarks share: the device they run on, and running a peer's side in the Python
+//! reference environment on the same device.
 
 use std::path::PathBuf;
 use std::process::Command;
+use tch::Device;
+
+/// The device to measure on: `PRL_DEVICE` (`cpu`, `cuda`, `cuda:N`), the CPU when unset.
+pub fn device() -> Device {
+    std::env::var("PRL_DEVICE").map_or(Device::Cpu, |text| {
+        prl_trainer::device::parse(&text).unwrap_or_else(|why| panic!("PRL_DEVICE: {why}"))
+    })
+}
+
+/// Waits for the work queued on `device`, so that a clock read next counts it (a GPU runs
+/// kernels after the calls that launch them return).
+pub fn sync(device: Device) {
+    if let Device::Cuda(n) = device {
+        tch::Cuda::synchronize(n as i64);
+    }
+}
+
+/// What the figures were measured on, for the benchmark's first line.
+pub fn describe(device: Device) -> String {
+    match device {
+        Device::Cuda(_) => prl_trainer::device::name(device),
+        _ => format!("CPU, {} threads", tch::get_num_threads()),
+    }
+}
 
 /// Runs `scripts/<script>` with the reference venv's Python (`PRL_REFERENCE_PYTHON`, default
-/// `~/.cache/prl/hf-ref/bin/python`); returns the last line it printed, or why it failed.
-pub fn run_reference(script: &str, args: &[&str]) -> Result<String, String> {
+/// `~/.cache/prl/hf-ref/bin/python`) on `device`; returns the last line it printed, or why it
+/// failed.
+pub fn run_reference(script: &str, args: &[&str], device: Device) -> Result<String, String> {
     let python = std::env::var("PRL_REFERENCE_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
@@ -18,6 +44,7 @@ pub fn run_reference(script: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new(&python)
         .arg(script)
         .args(args)
+        .args(["--device", &prl_trainer::device::name(device)])
         .output()
         .map_err(|e| format!("{}: {e}", python.display()))?;
     let last = |bytes: &[u8]| {
