@@ -454,6 +454,76 @@ async fn trajectory_search_filters_pages_and_names_bad_parameters() {
 }
 
 #[tokio::test]
+async fn a_search_over_several_runs_pages_through_their_rows_in_log_order() {
+    let app = TestApp::spawn().await;
+    let mut runs = vec![];
+    for name in ["first", "second"] {
+        app.submit(&json!({
+            "name": name,
+            "model": "tiny",
+            "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
+                        "learning_rate": 1e-5, "steps": 2}]
+        }))
+        .await;
+        runs.push(FakeWorker::take(&app, StageKind::Rl, name).await.0);
+    }
+    // The runs' steps alternate, so that their rows interleave in the log.
+    let steps = seeded_steps();
+    let per_run: usize = steps.iter().map(|b| b.trajectories.len()).sum();
+    for batch in steps {
+        for worker in &runs {
+            let sent = WorkerEvent::Trajectories(batch.clone());
+            worker.reporter.send(sent).await.unwrap();
+        }
+    }
+    let total = 2 * per_run as i64;
+    app.wait_for_count(
+        "SELECT count(*) FROM trajectories",
+        total,
+        Duration::from_secs(30),
+    )
+    .await;
+    let logged: Vec<String> = sqlx::query_scalar(
+        "SELECT position || ':' || idx FROM trajectories ORDER BY position, idx",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+
+    // One run named twice, pages smaller than a run's rows: every row once, in log order.
+    let (a, b) = (runs[0].job.run_id.0, runs[1].job.run_id.0);
+    let (mut seen, mut after) = (vec![], String::new());
+    loop {
+        let page = json_ok(
+            &app,
+            &format!("/api/v1/trajectories?runs={a},{b},{a}&limit=4{after}"),
+        )
+        .await;
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, logged);
+
+    // Filters apply within each run: a run's later step, after a cursor inside the other run.
+    let later = json_ok(
+        &app,
+        &format!(
+            "/api/v1/trajectories?runs={a},{b}&step_min=2&after={}",
+            logged[0]
+        ),
+    )
+    .await;
+    let items = later["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4, "{later}");
+    assert!(items.iter().all(|i| i["step"] == 2));
+}
+
+#[tokio::test]
 async fn metric_series_are_downsampled_keeping_spikes() {
     let app = TestApp::spawn().await;
     let run = seeded_run(&app).await;

@@ -290,12 +290,15 @@ pub async fn search(
     let rows: Vec<TrajectoryRow> = sqlx::query_as(
         // The page first, then each of its events' prompts once: a page's trajectories come
         // from one or two events, whose payloads (a whole batch) are costly to read per row.
+        // Each run's first rows come from its range of trajectories_run_position_idx, in log
+        // order, and the page is the first of them all: no scan of other runs' rows.
         "WITH page AS (
+         SELECT t.* FROM (SELECT DISTINCT unnest($1::uuid[]) AS run_id) AS r, LATERAL (
          SELECT t.position, t.idx, t.run_id, t.step, t.benchmark, t.prompt_id, t.sample, t.reward,
                 t.correct, t.answer, t.truth, t.response_tokens, t.format_valid, t.response,
                 t.group_idx
          FROM trajectories t
-         WHERE t.run_id = ANY($1) AND t.step BETWEEN $2 AND $3
+         WHERE t.run_id = r.run_id AND t.step BETWEEN $2 AND $3
            AND ($4::bool IS NULL OR t.correct = $4)
            AND ($5::bool IS NULL OR (t.blocks > 0) = $5)
            AND ($6::text IS NULL
@@ -308,6 +311,9 @@ pub async fn search(
            AND ($10::bigint IS NULL OR (t.position, t.idx) > ($10, $11))
            AND ($13::bool IS NULL OR (t.benchmark IS NOT NULL) = $13)
            AND ($14::text IS NULL OR t.benchmark = $14)
+         ORDER BY t.position, t.idx
+         LIMIT $12
+         ) AS t
          ORDER BY t.position, t.idx
          LIMIT $12
          ), prompts AS MATERIALIZED (
