@@ -9,6 +9,7 @@
 //! few kernels per group (per chunk of it, `chunk_len`) rather than per parameter tensor:
 //! libtorch's multi-tensor and fused optimiser kernels are not reachable from tch, and on a GPU
 //! the per-tensor launches were 16 % of a tiny model's step.
+
 use anyhow::{Context, Result};
 use std::path::Path;
 use tch::{Kind, Tensor, nn};
