@@ -9,8 +9,7 @@
 //!
 //! `cargo bench -p prl-integration-tests --bench analytics` (PRL_BENCH_TRAJECTORIES for another
 //! total, PRL_BENCH_PEER_TRAJECTORIES for the ingest peers' sample, 20,000 by default; MLflow
-//! cannot record a run of more than about 145 steps as tables, see bench_ingest_peers.py;
-//! PRL_BENCH_TEXT_INDEX=1 to index the responses for full-text search before the ingest).
+//! cannot record a run of more than about 145 steps as tables, see bench_ingest_peers.py).
 
 use futures::StreamExt;
 use prl_integration_tests::{FakeWorker, TestApp, publish_until, python_of};
@@ -132,18 +131,6 @@ async fn main() {
     })
     .await;
     println!("# prl analytics benchmark (2 cores unless stated otherwise)");
-    if std::env::var("PRL_BENCH_TEXT_INDEX").is_ok_and(|v| v == "1") {
-        // What a full-text index would cost the ingest and give the search: the expression
-        // the search endpoint filters by, indexed before the ingest.
-        sqlx::query(
-            "CREATE INDEX trajectories_response_text_idx ON trajectories
-             USING gin (to_tsvector('simple', response))",
-        )
-        .execute(&app.pool)
-        .await
-        .unwrap();
-        println!("with a GIN index on to_tsvector('simple', response) (PRL_BENCH_TEXT_INDEX=1)");
-    }
     let (runs, rate) = ingest(&app, per_step).await;
     queries(&app, &runs).await;
     read_api_under_load(&app, &runs).await;
@@ -665,7 +652,8 @@ async fn ingest_peers(app: &TestApp, prl_rate: f64) {
                      'rel_position', b.rel_position, 'role', b.role) ORDER BY b.block_idx)
                    FROM trajectory_blocks b WHERE b.position = t.position AND b.idx = t.idx),
                    '[]'::json))
-         FROM (SELECT * FROM trajectories ORDER BY position, idx LIMIT {sample}) t"
+         FROM (SELECT t.*, response(t) AS response FROM trajectories t
+               ORDER BY position, idx LIMIT {sample}) t"
     );
     dump_jsonl(app, &dump, &rows).await;
     println!("ingest peers, each recording the same {sample} trajectories with their text:");

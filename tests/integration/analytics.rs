@@ -429,6 +429,7 @@ async fn trajectory_search_filters_pages_and_names_bad_parameters() {
     let page = search("role=verification&step_max=1".into()).await;
     let item = &page["items"][0];
     assert_eq!(item["prompt"], "What is half of 10?");
+    assert_eq!(item["response"], answer(VERIFY, 5));
     assert_eq!(item["blocks"][0]["role"], "verification");
     assert_eq!(item["blocks"][0]["path_chars"].as_array().unwrap().len(), 2);
     assert_eq!(item["format_issues"].as_array().unwrap().len(), 0);
@@ -589,6 +590,19 @@ async fn prl_psql_reads_the_views_as_the_analyst_and_cannot_write() {
         assert!(!refused.status.success(), "{write} was allowed");
     }
     assert_eq!(app.count("SELECT count(*) FROM trajectories").await, 6);
+
+    // The texts are kept in the log only; `response` reads each row's from its event.
+    let texts = run("SELECT t.response FROM trajectories t ORDER BY position, idx");
+    assert!(texts.status.success(), "{texts:?}");
+    let expected: Vec<String> = seeded_steps()
+        .iter()
+        .flat_map(|b| b.trajectories.iter().map(|t| t.text.clone()))
+        .collect();
+    let read = String::from_utf8_lossy(&texts.stdout);
+    assert_eq!(
+        read.trim_end_matches('\n').split('\n').collect::<Vec<_>>(),
+        expected
+    );
 
     // Nor can the analyst stall the service: no advisory locks (appends serialise on one), no
     // transaction id (one held open would stop the relay and the feeds), and its statements and

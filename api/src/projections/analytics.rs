@@ -1,6 +1,7 @@
 //! The analytics tables `trajectories` and `trajectory_blocks`: every recorded trajectory and
 //! every parallel block, flattened for SQL. Roles and character offsets come from
-//! `prl_schema::analysis`, so a row can always be recomputed from the trajectory's text.
+//! `prl_schema::analysis`, so a row can always be recomputed from the trajectory's text, which
+//! stays in the log only (`response(t)` in SQL reads it from the row's event).
 
 use super::newest_attempts;
 use crate::store::copy::{CopyIn, Int4Array};
@@ -153,7 +154,6 @@ const TRAJECTORY_COLUMNS: &[&str] = &[
     "exploration_blocks",
     "verification_blocks",
     "block_share",
-    "response",
     "benchmark",
 ];
 
@@ -247,7 +247,6 @@ impl<'a> Row<'a> {
             .field(count(Role::Exploration))
             .field(count(Role::Verification))
             .field(block_share)
-            .field(tr.text.as_str())
             .field(benchmark);
         let chars = analysis.chars;
         for (i, shape) in analysis.blocks.into_iter().enumerate() {

@@ -288,15 +288,14 @@ pub async fn search(
     };
 
     let rows: Vec<TrajectoryRow> = sqlx::query_as(
-        // The page first, then each of its events' prompts once: a page's trajectories come
-        // from one or two events, whose payloads (a whole batch) are costly to read per row.
-        // Each run's first rows come from its range of trajectories_run_position_idx, in log
-        // order, and the page is the first of them all: no scan of other runs' rows.
-        "WITH page AS (
-         SELECT t.* FROM (SELECT DISTINCT unnest($1::uuid[]) AS run_id) AS r, LATERAL (
-         SELECT t.position, t.idx, t.run_id, t.step, t.benchmark, t.prompt_id, t.sample, t.reward,
-                t.correct, t.answer, t.truth, t.response_tokens, t.format_valid, t.response,
-                t.group_idx
+        // The page's keys first, from each named run's range of trajectories_search_idx in log
+        // order, filtered inside that index (no heap read, no scan of other runs' rows); then
+        // the page's rows, and each of its events' payload once for the page's texts and
+        // prompts: a page's trajectories come from a few events, whose payloads (a whole batch,
+        // where the texts are kept) are costly to read per row.
+        "WITH keys AS (
+         SELECT k.* FROM (SELECT DISTINCT unnest($1::uuid[]) AS run_id) AS r, LATERAL (
+         SELECT t.position, t.idx
          FROM trajectories t
          WHERE t.run_id = r.run_id AND t.step BETWEEN $2 AND $3
            AND ($4::bool IS NULL OR t.correct = $4)
@@ -306,25 +305,28 @@ pub async fn search(
                 OR ($6 = 'verification' AND t.verification_blocks > 0))
            AND ($7::float8 IS NULL OR t.reward >= $7)
            AND ($8::float8 IS NULL OR t.reward <= $8)
-           AND ($9::text IS NULL
-                OR to_tsvector('simple', t.response) @@ plainto_tsquery('simple', $9))
+           AND ($9::text IS NULL OR to_tsvector('simple', trajectory_text(t.position, t.idx))
+                                    @@ plainto_tsquery('simple', $9))
            AND ($10::bigint IS NULL OR (t.position, t.idx) > ($10, $11))
            AND ($13::bool IS NULL OR (t.benchmark IS NOT NULL) = $13)
            AND ($14::text IS NULL OR t.benchmark = $14)
          ORDER BY t.position, t.idx
          LIMIT $12
-         ) AS t
-         ORDER BY t.position, t.idx
+         ) AS k
+         ORDER BY k.position, k.idx
          LIMIT $12
-         ), prompts AS MATERIALIZED (
-         SELECT e.position, (p->>'group')::int AS group_idx, p->>'text' AS text
-         FROM events e, jsonb_array_elements(e.payload->'prompts') p
-         WHERE e.position IN (SELECT position FROM page)
+         ), batches AS MATERIALIZED (
+         SELECT e.position, e.payload->'trajectories' AS trajectories, e.payload->'prompts' AS prompts
+         FROM events e
+         WHERE e.position IN (SELECT position FROM keys)
          )
-         SELECT page.*, (SELECT text FROM prompts
-                         WHERE prompts.position = page.position
-                           AND prompts.group_idx = page.group_idx LIMIT 1) AS prompt
-         FROM page ORDER BY position, idx",
+         SELECT t.position, t.idx, t.run_id, t.step, t.benchmark, t.prompt_id, t.sample, t.reward,
+                t.correct, t.answer, t.truth, t.response_tokens, t.format_valid,
+                b.trajectories->t.idx->>'text' AS response,
+                (SELECT p->>'text' FROM jsonb_array_elements(b.prompts) p
+                 WHERE (p->>'group')::int = t.group_idx LIMIT 1) AS prompt
+         FROM keys JOIN trajectories t USING (position, idx) JOIN batches b USING (position)
+         ORDER BY position, idx",
     )
     .bind(&runs)
     .bind(step_min)
