@@ -399,6 +399,12 @@ async fn trajectory_search_filters_pages_and_names_bad_parameters() {
     assert_eq!(count(&search("step_min=2".into()).await), 2);
     assert_eq!(count(&search("reward_max=0".into()).await), 2);
     assert_eq!(count(&search("q=guess".into()).await), 1);
+    // Words match whole, in any case, all of them; a query of no words matches nothing.
+    assert_eq!(count(&search("q=GUESS".into()).await), 1);
+    assert_eq!(count(&search("q=checked".into()).await), 2);
+    assert_eq!(count(&search("q=checked%20again".into()).await), 1);
+    assert_eq!(count(&search("q=check".into()).await), 0);
+    assert_eq!(count(&search("q=%25_%5C".into()).await), 0);
     assert_eq!(
         count(&search("parallel=false&correct=true".into()).await),
         1

@@ -293,10 +293,22 @@ pub async fn search(
         // the page's rows, and each of its events' payload once for the page's texts and
         // prompts: a page's trajectories come from a few events, whose payloads (a whole batch,
         // where the texts are kept) are costly to read per row.
+        //
+        // With words to find, the candidates' texts come from their events' payloads read once
+        // per event (the join depends on the position alone, so PostgreSQL keeps the last
+        // events' texts in a Memoize; `coalesce` keeps it a left join, whose filter then cannot
+        // move into it and depend on `idx`), and a cheap ILIKE of every word of the query
+        // comes before `to_tsvector`, which costs ~40 µs a text and decides. The ILIKE cannot
+        // drop a match: the `simple` config's words are lower-cased pieces of the text, and
+        // ILIKE lower-cases both sides the same way. When there are no words, the join is
+        // skipped (`$9 IS NOT NULL` is false before any event is read).
         "WITH keys AS (
          SELECT k.* FROM (SELECT DISTINCT unnest($1::uuid[]) AS run_id) AS r, LATERAL (
          SELECT t.position, t.idx
          FROM trajectories t
+         LEFT JOIN LATERAL (SELECT e.payload->'trajectories' AS texts FROM events e
+                            WHERE $9::text IS NOT NULL AND e.position = t.position
+                            OFFSET 0) AS e ON true
          WHERE t.run_id = r.run_id AND t.step BETWEEN $2 AND $3
            AND ($4::bool IS NULL OR t.correct = $4)
            AND ($5::bool IS NULL OR (t.blocks > 0) = $5)
@@ -305,8 +317,12 @@ pub async fn search(
                 OR ($6 = 'verification' AND t.verification_blocks > 0))
            AND ($7::float8 IS NULL OR t.reward >= $7)
            AND ($8::float8 IS NULL OR t.reward <= $8)
-           AND ($9::text IS NULL OR to_tsvector('simple', trajectory_text(t.position, t.idx))
-                                    @@ plainto_tsquery('simple', $9))
+           AND ($9::text IS NULL OR coalesce(
+                e.texts->t.idx->>'text' ILIKE ALL (ARRAY(
+                    SELECT '%' || replace(replace(replace(w, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%'
+                    FROM unnest(tsvector_to_array(to_tsvector('simple', $9))) AS w))
+                AND to_tsvector('simple', e.texts->t.idx->>'text') @@ plainto_tsquery('simple', $9),
+                false))
            AND ($10::bigint IS NULL OR (t.position, t.idx) > ($10, $11))
            AND ($13::bool IS NULL OR (t.benchmark IS NOT NULL) = $13)
            AND ($14::text IS NULL OR t.benchmark = $14)
