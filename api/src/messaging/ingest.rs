@@ -49,6 +49,14 @@ const LINGER: Duration = Duration::from_millis(10);
 /// huge transaction holds the log for seconds and risks outliving JetStream's ack wait.
 const MAX_BATCH_BYTES: usize = 64 << 20;
 
+/// How many payload bytes one pull request asks the server for. The client asks again when half
+/// of it is left, so the server never holds more than about 1.5 times this for the API's
+/// connection: past 64 MB (nats-server's `max_pending`) it drops the connection as a slow
+/// consumer, and what it had sent waits out the ack wait. A pull counted in messages alone let
+/// 2,000 trajectory messages of 84 KB (168 MB) be in flight. A server whose messages may be
+/// larger is asked for one message's worth, or none would ever fit.
+const PULL_BYTES: usize = 16 << 20;
+
 /// The first and the longest wait before a batch is written again after an outage.
 const OUTAGE_RETRY: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(5));
 
@@ -82,23 +90,28 @@ impl Ingester {
         let messages = consumer
             .stream()
             .max_messages_per_batch(self.batch_size)
+            .max_bytes_per_batch(PULL_BYTES.max(self.nats.server_info().max_payload))
             .messages()
             .await
             .context("subscribing to worker events")?;
         // The next batch is received and decoded on another task while this one is written.
         let (batches, mut next) = tokio::sync::mpsc::channel(1);
+        let (waiting, writer_waiting) = tokio::sync::watch::channel(false);
         let mut receiving = tokio::spawn(receive(
             messages,
             self.batch_size,
             batches,
+            writer_waiting,
             shutdown.child_token(),
         ));
         let stop_receiving = AbortOnDrop(receiving.abort_handle());
         let outcome = async {
             while !shutdown.is_cancelled() {
+                waiting.send_replace(true);
                 let Some(batch) = next.recv().await else {
                     break;
                 };
+                waiting.send_replace(false);
                 if shutdown.is_cancelled() {
                     let _ = nak(batch).await;
                     break;
@@ -374,12 +387,16 @@ impl Ingester {
 }
 
 /// Takes batches off the stream and decodes them, until the stream ends, the ingester stops
-/// taking them, or shutdown. A batch waits for one message, then lingers briefly for more: a busy
-/// stream fills whole batches, a quiet one costs its first message at most `LINGER` of latency.
+/// taking them, or shutdown. A batch waits for one message, then lingers briefly for more, and
+/// keeps growing for as long as the writer is busy with the one before (`writer_waiting` is
+/// false): a quiet stream costs its first message at most `LINGER` of latency, and a busy one is
+/// written in batches as large as the writer's pace allows, since each transaction has a cost of
+/// its own (the step rows it refreshes, its commit).
 async fn receive(
     mut messages: impl futures::Stream<Item = Result<Message, impl std::fmt::Display>> + Unpin,
     batch_size: usize,
     batches: tokio::sync::mpsc::Sender<Result<Vec<Incoming>>>,
+    mut writer_waiting: tokio::sync::watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -398,6 +415,12 @@ async fn receive(
         let mut bytes = 0;
         let mut next = Some(first);
         let deadline = tokio::time::Instant::now() + LINGER;
+        let hand_off = async {
+            tokio::time::sleep_until(deadline).await;
+            // A writer gone is not waited for.
+            let _ = writer_waiting.wait_for(|&waiting| waiting).await;
+        };
+        tokio::pin!(hand_off);
         while let Some(message) = next.take() {
             let message = match message {
                 Ok(message) => message,
@@ -411,10 +434,11 @@ async fn receive(
                 .map_err(|e| format!("not a worker message: {e}"));
             batch.push(Incoming { message, decoded });
             if batch.len() < batch_size && bytes < MAX_BATCH_BYTES {
-                next = tokio::time::timeout_at(deadline, messages.next())
-                    .await
-                    .ok()
-                    .flatten();
+                next = tokio::select! {
+                    biased;
+                    message = messages.next() => message,
+                    () = &mut hand_off => None,
+                };
             }
         }
         place.send(Ok(batch));
