@@ -25,45 +25,33 @@ impl<'a> Bulk<'a> {
         }
     }
 
-    /// Writes the batch's trajectories. It runs before `runs::Bulk::flush`, which deletes the
-    /// superseded attempts' rows of `trajectory_batches` that this reads.
-    pub async fn flush(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    /// Writes the batch's trajectories, after dropping the rows of `superseded` events (those
+    /// whose steps newer attempts recorded again, found by the run tables' flush).
+    pub async fn flush(
+        self,
+        conn: &mut PgConnection,
+        superseded: &[i64],
+    ) -> Result<(), sqlx::Error> {
         if self.events.is_empty() {
             return Ok(());
+        }
+        // By position: no index of these tables covers every row of a step (a join on
+        // (run_id, step) read both tables in full, 9 s at 10M trajectories).
+        if !superseded.is_empty() {
+            for table in ["trajectories", "trajectory_blocks"] {
+                let delete = format!("DELETE FROM {table} WHERE position = ANY($1)");
+                sqlx::query(sqlx::AssertSqlSafe(delete))
+                    .bind(superseded)
+                    .execute(&mut *conn)
+                    .await?;
+            }
         }
         let newest = newest_attempts(
             self.events
                 .iter()
                 .map(|(_, run, attempt, b)| (*run, b.step as i64, *attempt as i32)),
         );
-        let (runs, steps, attempts): (Vec<Uuid>, Vec<i64>, Vec<i32>) = newest
-            .iter()
-            .map(|((run, step), attempt)| (*run, *step, *attempt))
-            .collect();
-        // A newer attempt's step supersedes what an earlier attempt recorded for it. Its events
-        // are found in `trajectory_batches` (a row per event, by run and step), not in these
-        // tables, where no index covers every row of a step: that lookup scanned both tables
-        // in full, in every ingest transaction (9 s at 10M trajectories).
-        let superseded: Vec<i64> = sqlx::query_scalar!(
-            "SELECT b.position
-             FROM UNNEST($1::uuid[], $2::bigint[], $3::int[]) AS n(run_id, step, attempt)
-             JOIN trajectory_batches b
-               ON b.run_id = n.run_id AND b.step = n.step AND b.attempt < n.attempt",
-            &runs,
-            &steps,
-            &attempts,
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        if !superseded.is_empty() {
-            for table in ["trajectories", "trajectory_blocks"] {
-                let delete = format!("DELETE FROM {table} WHERE position = ANY($1)");
-                sqlx::query(sqlx::AssertSqlSafe(delete))
-                    .bind(&superseded)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-        }
+        let (runs, steps): (Vec<Uuid>, Vec<i64>) = newest.keys().copied().unzip();
         self.copy(conn, &newest, &runs).await?;
         // The steps' rows of the strategy views, from what the steps now hold.
         sqlx::query!("SELECT refresh_strategy_steps($1, $2)", &runs, &steps)

@@ -115,10 +115,8 @@ pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<
             | Event::JobCancelled { .. } => jobs::apply(conn, recorded).await?,
         }
     }
-    // The analytics tables find what a newer attempt supersedes through `trajectory_batches`,
-    // before the run tables drop it there.
-    analytics.flush(conn).await?;
-    bulk.flush(conn).await
+    let superseded = bulk.flush(conn).await?;
+    analytics.flush(conn, &superseded).await
 }
 
 /// The newest attempt of each (run, step) among `(run, step, attempt)` rows: within a batch

@@ -80,7 +80,10 @@ impl Bulk {
         }
     }
 
-    pub async fn flush(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    /// Writes the batch's rows; returns the positions of the trajectory events that newer
+    /// attempts of their steps superseded, whose rows the analytics tables drop too.
+    pub async fn flush(self, conn: &mut PgConnection) -> Result<Vec<i64>, sqlx::Error> {
+        let mut superseded = vec![];
         if !self.metric_run.is_empty() {
             // A newer attempt's step supersedes what an earlier attempt reported for it.
             sqlx::query!(
@@ -149,15 +152,16 @@ impl Bulk {
             let runs: Vec<Uuid> = rows.iter().map(|r| r.run).collect();
             let times: Vec<_> = rows.iter().map(|r| r.recorded_at).collect();
             // A newer attempt's step supersedes what an earlier attempt recorded for it.
-            sqlx::query!(
+            superseded = sqlx::query_scalar!(
                 "DELETE FROM trajectory_batches t
                  USING UNNEST($1::uuid[], $2::bigint[], $3::int[]) AS n(run_id, step, attempt)
-                 WHERE t.run_id = n.run_id AND t.step = n.step AND t.attempt < n.attempt",
+                 WHERE t.run_id = n.run_id AND t.step = n.step AND t.attempt < n.attempt
+                 RETURNING t.position",
                 &runs,
                 &column(|r| r.step),
                 &small(|r| r.attempt),
             )
-            .execute(&mut *conn)
+            .fetch_all(&mut *conn)
             .await?;
             sqlx::query!(
                 "INSERT INTO trajectory_batches
@@ -241,7 +245,7 @@ impl Bulk {
             .execute(&mut *conn)
             .await?;
         }
-        Ok(())
+        Ok(superseded)
     }
 }
 
