@@ -289,7 +289,12 @@ pub async fn search(
 
     let rows: Vec<TrajectoryRow> = sqlx::query_as(
         // The page's keys first, from each named run's range of trajectories_search_idx in log
-        // order, filtered inside that index (no heap read, no scan of other runs' rows); then
+        // order, filtered inside that index (no heap read, no scan of other runs' rows), and
+        // bounded by the first and last positions of the asked steps' events (from
+        // trajectory_batches, which has every trajectory's event: a late step's rows are found
+        // without walking the run's earlier ones, and a page after a cursor starts there; the
+        // `OFFSET 0` keeps that lookup on the run's (run_id, step) index, where min and max
+        // alone would walk the whole log's primary key from either end); then
         // the page's rows, and each of its events' payload once for the page's texts and
         // prompts: a page's trajectories come from a few events, whose payloads (a whole batch,
         // where the texts are kept) are costly to read per row.
@@ -303,13 +308,18 @@ pub async fn search(
         // ILIKE lower-cases both sides the same way. When there are no words, the join is
         // skipped (`$9 IS NOT NULL` is false before any event is read).
         "WITH keys AS (
-         SELECT k.* FROM (SELECT DISTINCT unnest($1::uuid[]) AS run_id) AS r, LATERAL (
+         SELECT k.* FROM (SELECT DISTINCT unnest($1::uuid[]) AS run_id) AS r,
+         LATERAL (SELECT min(position) AS first, max(position) AS last
+                  FROM (SELECT b.position FROM trajectory_batches b
+                        WHERE b.run_id = r.run_id AND b.step BETWEEN $2 AND $3
+                        OFFSET 0) AS b) AS span, LATERAL (
          SELECT t.position, t.idx
          FROM trajectories t
          LEFT JOIN LATERAL (SELECT e.payload->'trajectories' AS texts FROM events e
                             WHERE $9::text IS NOT NULL AND e.position = t.position
                             OFFSET 0) AS e ON true
          WHERE t.run_id = r.run_id AND t.step BETWEEN $2 AND $3
+           AND t.position BETWEEN greatest(span.first, $10) AND span.last
            AND ($4::bool IS NULL OR t.correct = $4)
            AND ($5::bool IS NULL OR (t.blocks > 0) = $5)
            AND ($6::text IS NULL
@@ -323,7 +333,7 @@ pub async fn search(
                     FROM unnest(tsvector_to_array(to_tsvector('simple', $9))) AS w))
                 AND to_tsvector('simple', e.texts->t.idx->>'text') @@ plainto_tsquery('simple', $9),
                 false))
-           AND ($10::bigint IS NULL OR (t.position, t.idx) > ($10, $11))
+           AND ($10::bigint IS NULL OR t.position > $10 OR t.idx > $11)
            AND ($13::bool IS NULL OR (t.benchmark IS NOT NULL) = $13)
            AND ($14::text IS NULL OR t.benchmark = $14)
          ORDER BY t.position, t.idx
