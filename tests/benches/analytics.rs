@@ -5,7 +5,8 @@
 //! same rows, each in its pinned venv (`scripts/python_venv.sh`, made on first use): pandas and
 //! DuckDB (over Parquet holding the projected columns) compute the same numbers, which must agree
 //! with prl's; MLflow, Aim and trackio record a sample of the same trajectories, text included,
-//! the way their users keep rollouts.
+//! the way their users keep rollouts. Before the ingest peers, the latency from publish to a
+//! queryable row is measured at two sustained rates below the ingest's capacity.
 //!
 //! `cargo bench -p prl-integration-tests --bench analytics` (PRL_BENCH_TRAJECTORIES for another
 //! total, PRL_BENCH_PEER_TRAJECTORIES for the ingest peers' sample, 20,000 by default; MLflow
@@ -134,6 +135,9 @@ async fn main() {
     let (runs, rate) = ingest(&app, per_step).await;
     queries(&app, &runs).await;
     read_api_under_load(&app, &runs).await;
+    for share in [0.5, 0.8] {
+        latency_sustained(&app, per_step, rate * share).await;
+    }
     ingest_peers(&app, rate).await;
 }
 
@@ -214,6 +218,113 @@ async fn ingest(app: &TestApp, per_step: usize) -> (Vec<Uuid>, f64) {
     storage(app, total, bytes, wal).await;
     let runs = workers.iter().map(|w| w.job.run_id.0).collect();
     (runs, total as f64 / secs)
+}
+
+/// Publish -> queryable latency while ingest is sustained: a fresh run's steps, in messages as
+/// the main ingest's, published for 30 s at `rate` trajectories/s. A message is due at a fixed
+/// time: one that a slow acknowledgement holds up counts from then, not from when it went out.
+/// A poller reads the log every 20 ms below `pg_snapshot_xmin` (what has committed, in order);
+/// an event commits with its trajectories' rows, so it is queryable from when the poller sees it.
+async fn latency_sustained(app: &TestApp, per_step: usize, rate: f64) {
+    const SECONDS: f64 = 30.0;
+    let run = app
+        .submit(&serde_json::json!({
+            "name": format!("latency at {rate:.0}/s"),
+            "model": "tiny",
+            "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
+                        "learning_rate": 1e-5, "steps": STEPS}]
+        }))
+        .await;
+    let worker = FakeWorker::take(app, StageKind::Rl, &format!("latency-{run}"))
+        .await
+        .0;
+    let subject =
+        (app.topology).lane_subject(prl_bus::Lane::Data, worker.job.run_id, "trajectories");
+    let mut rng = Rng(rate as u64);
+    let mut messages = vec![];
+    let count = (rate * SECONDS / PER_MESSAGE as f64) as usize;
+    for i in 0..count {
+        let step = 1 + (i * PER_MESSAGE / per_step.max(1)) as u64;
+        let message = worker.message(WorkerEvent::Trajectories(batch(
+            &mut rng,
+            step,
+            PER_MESSAGE,
+        )));
+        messages.push((message.event_id.0, serde_json::to_vec(&message).unwrap()));
+    }
+    let interval = Duration::from_secs_f64(PER_MESSAGE as f64 / rate);
+    let started = tokio::time::Instant::now() + Duration::from_millis(100);
+    let due: std::collections::HashMap<Uuid, tokio::time::Instant> = (messages.iter())
+        .enumerate()
+        .map(|(i, (id, _))| (*id, started + interval * i as u32))
+        .collect();
+    let js = app.js.clone();
+    let publisher = tokio::spawn(async move {
+        futures::stream::iter(messages.into_iter().enumerate())
+            .then(|(i, (_, payload))| async move {
+                tokio::time::sleep_until(started + interval * i as u32).await;
+                payload
+            })
+            .map(|payload| {
+                let (js, subject) = (js.clone(), subject.clone());
+                async move {
+                    js.publish(subject, payload.into())
+                        .await
+                        .unwrap()
+                        .await
+                        .unwrap()
+                }
+            })
+            .buffer_unordered(64)
+            .for_each(|_| async {})
+            .await;
+    });
+    let mut latencies = vec![];
+    let mut after = app
+        .count("SELECT coalesce(max(position), 0) FROM events")
+        .await;
+    let deadline = started + Duration::from_secs_f64(SECONDS) + Duration::from_secs(300);
+    while latencies.len() < due.len() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let seen: Vec<(i64, Uuid)> = sqlx::query_as(
+            "SELECT position, event_id FROM events
+             WHERE position > $1 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY position",
+        )
+        .bind(after)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        let now = tokio::time::Instant::now();
+        for (position, id) in seen {
+            after = position;
+            if let Some(due) = due.get(&id) {
+                latencies.push(now.saturating_duration_since(*due).as_secs_f64());
+            }
+        }
+    }
+    publisher.await.unwrap();
+    let seen = latencies.len();
+    if seen < due.len() {
+        println!(
+            "publish -> queryable at {rate:.0} trajectories/s: {seen} of {} messages queryable \
+             5 minutes after the last was due",
+            due.len()
+        );
+        if seen == 0 {
+            return;
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((seen as f64 * q) as usize).min(seen - 1)] * 1e3;
+    println!(
+        "publish -> queryable at {rate:.0} trajectories/s for {SECONDS:.0} s ({} messages of {PER_MESSAGE}, \
+         {seen} seen): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        due.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0),
+    );
 }
 
 /// Bytes on disk per trajectory: the log, the projections and their indexes, and the WAL the
