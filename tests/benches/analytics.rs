@@ -14,7 +14,7 @@
 //! tables, see bench_ingest_peers.py).
 
 use futures::StreamExt;
-use prl_integration_tests::{FakeWorker, TestApp, publish_until, python_of};
+use prl_integration_tests::{FakeWorker, TestApp, publish_acked, publish_until, python_of};
 use prl_schema::jobs::WorkerEvent;
 use prl_schema::spec::StageKind;
 use prl_schema::trajectory::{BlockTokens, PromptRecord, Trajectory, TrajectoryBatch};
@@ -263,27 +263,15 @@ async fn latency_sustained(app: &TestApp, per_step: usize, rate: f64) {
         .enumerate()
         .map(|(i, (id, _))| (*id, started + interval * i as u32))
         .collect();
-    let js = app.js.clone();
-    let publisher = tokio::spawn(async move {
-        futures::stream::iter(messages.into_iter().enumerate())
-            .then(|(i, (_, payload))| async move {
+    let paced =
+        futures::stream::iter(messages.into_iter().enumerate()).then(move |(i, (_, payload))| {
+            let subject = subject.clone();
+            async move {
                 tokio::time::sleep_until(started + interval * i as u32).await;
-                payload
-            })
-            .map(|payload| {
-                let (js, subject) = (js.clone(), subject.clone());
-                async move {
-                    js.publish(subject, payload.into())
-                        .await
-                        .unwrap()
-                        .await
-                        .unwrap()
-                }
-            })
-            .buffer_unordered(64)
-            .for_each(|_| async {})
-            .await;
-    });
+                (subject, payload)
+            }
+        });
+    let publisher = tokio::spawn(publish_acked(app.js.clone(), paced, 64));
     let mut latencies = vec![];
     let mut after = app
         .count("SELECT coalesce(max(position), 0) FROM events")

@@ -9,7 +9,7 @@ mod servers;
 mod test_app;
 mod verl_fixture;
 
-pub use publish::{Ingested, publish_until};
+pub use publish::{Ingested, publish_acked, publish_until};
 pub use ray::RayHead;
 pub use s3::{S3Server, s3_server_binary};
 pub use servers::{Servers, servers};

@@ -1,7 +1,8 @@
 //! The benchmarks' way to push worker messages through the real ingest path and time it.
 
 use crate::TestApp;
-use futures::StreamExt;
+use async_nats::jetstream;
+use futures::{Stream, StreamExt};
 use std::time::{Duration, Instant};
 
 /// How long ingesting `messages` (subject, payload) took, end to end and publishing alone.
@@ -23,20 +24,7 @@ pub async fn publish_until(
     let started = Instant::now();
     let js = app.js.clone();
     let publisher = tokio::spawn(async move {
-        futures::stream::iter(messages)
-            .map(|(subject, payload)| {
-                let js = js.clone();
-                async move {
-                    js.publish(subject, payload.into())
-                        .await
-                        .unwrap()
-                        .await
-                        .unwrap()
-                }
-            })
-            .buffer_unordered(in_flight)
-            .for_each(|_| async {})
-            .await;
+        publish_acked(js, futures::stream::iter(messages), in_flight).await;
         started.elapsed()
     });
     loop {
@@ -51,4 +39,27 @@ pub async fn publish_until(
         total: started.elapsed(),
         publishing: publisher.await.unwrap(),
     }
+}
+
+/// Publishes each (subject, payload) of `messages` as it comes, at most `in_flight` of them
+/// unacknowledged, and returns once JetStream has acknowledged them all.
+pub async fn publish_acked(
+    js: jetstream::Context,
+    messages: impl Stream<Item = (String, Vec<u8>)>,
+    in_flight: usize,
+) {
+    messages
+        .map(|(subject, payload)| {
+            let js = js.clone();
+            async move {
+                js.publish(subject, payload.into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap()
+            }
+        })
+        .buffer_unordered(in_flight)
+        .for_each(|_| async {})
+        .await;
 }
