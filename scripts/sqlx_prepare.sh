@@ -7,15 +7,25 @@
 #
 #   scripts/sqlx_prepare.sh           rewrite api/.sqlx/ (after changing a query or a migration)
 #   scripts/sqlx_prepare.sh --check   fail if api/.sqlx/ differs from what the code and the
-#                                     migrations give now (deploy/test.sh runs this)
+#                                     migrations give now
+#   scripts/sqlx_prepare.sh --check cargo clippy ...
+#                                     the same, compiling with that command instead of
+#                                     `cargo check -p prl-api`: deploy/test.sh runs its clippy
+#                                     this way, so prl-api is not compiled twice
 set -euo pipefail
 
 MODE=write
 case "${1:-}" in
   "") ;;
-  --check) MODE=check ;;
+  --check) MODE=check; shift ;;
   *) echo "sqlx_prepare.sh: unknown argument: $1 (--check or nothing)" >&2; exit 2 ;;
 esac
+if [ $# -gt 0 ] && [ "$1" != cargo ]; then
+  echo "sqlx_prepare.sh: after --check, a cargo command or nothing, not: $*" >&2
+  exit 2
+fi
+BUILD=("$@")
+[ ${#BUILD[@]} -gt 0 ] || BUILD=(cargo check --locked --quiet -p prl-api --all-targets)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -53,8 +63,7 @@ done
 
 # The macros run when prl-api compiles; an unchanged crate would not compile again.
 touch api/src/lib.rs
-PRL_SQLX_DATABASE_URL="$URL" SQLX_OFFLINE_DIR="$WORK/queries" \
-  cargo check --locked --quiet -p prl-api --all-targets
+PRL_SQLX_DATABASE_URL="$URL" SQLX_OFFLINE_DIR="$WORK/queries" "${BUILD[@]}"
 
 if [ "$MODE" = check ]; then
   if ! diff -r -q api/.sqlx "$WORK/queries"; then
