@@ -1,7 +1,8 @@
 //! The smollm2 suite (the recipe on SmolLM2-135M, sized for a GPU) runs through the stack on CPU
-//! with two steps of each stage and a handful of prompts: every row of the main table on a real
-//! pretrained model, its tags added to a byte-level vocabulary, in bf16 where the CPU computes
-//! it natively, else in float32 (bf16 training itself is `trainer-daemon/tests/precision.rs`).
+//! with two steps of each training stage, one evaluation a row and a handful of prompts: every
+//! row of the main table on a real pretrained model, its tags added to a byte-level vocabulary,
+//! in bf16 where the CPU computes it natively, else in float32 (bf16 training itself is
+//! `trainer-daemon/tests/precision.rs`).
 
 use prl_cli::client::Client;
 use prl_cli::suite::Suite;
@@ -25,6 +26,13 @@ async fn the_smollm2_suite_runs_two_steps_of_each_stage() {
         .is_ok_and(|info| info.contains(" avx512_bf16") || info.contains(" amx_bf16"));
     let suite = Suite::read(&dir).unwrap().map_specs(|spec| {
         let mut stages: Vec<StageSpec> = spec.stages.clone().into();
+        // One evaluation a row: each is a job that loads the model again, and the second adds
+        // nothing the first does not check.
+        let mut evals = 0;
+        stages.retain(|s| {
+            evals += usize::from(matches!(s, StageSpec::Eval(_)));
+            !matches!(s, StageSpec::Eval(_)) || evals == 1
+        });
         for stage in &mut stages {
             if !native_bf16 {
                 match stage {
@@ -66,7 +74,7 @@ async fn the_smollm2_suite_runs_two_steps_of_each_stage() {
     let table = client.results(&ids).await.unwrap();
     for row in &table.rows {
         assert_eq!(row.status, "completed", "{}", row.method);
-        assert_eq!(row.results.len(), 2, "{}", row.method);
+        assert_eq!(row.results.len(), 1, "{}", row.method);
     }
     // Every training stage ran its two steps, on the model the suite names.
     let steps: Vec<i64> = sqlx::query_scalar(

@@ -466,9 +466,7 @@ fn sequential_against_hf(device: Device) {
         );
         return;
     }
-    let (tok, _) = PrlTokenizer::load(&dir.join("tokenizer.json"), "<|im_end|>").unwrap();
-    let model = LoadedModel::load(&dir, device).unwrap();
-    let model = presets::resize_vocab(&model, tok.vocab_size() as i64).unwrap();
+    let (model, tok) = presets::load_dir(&dir, device).unwrap();
     // Prompts of one length, so that neither side pads.
     let length = 48;
     let prompts: Vec<Vec<i64>> = BuiltinSet::parse("builtin:hard-test:sequential")

@@ -39,9 +39,7 @@ fn main() {
 
     let dir = presets::model_cache().join("smollm2-135m");
     if dir.join("model.safetensors").exists() {
-        let (smol, _) = PrlTokenizer::load(&dir.join("tokenizer.json"), "<|im_end|>").unwrap();
-        let model = LoadedModel::load(&dir, device).unwrap();
-        let model = presets::resize_vocab(&model, smol.vocab_size() as i64).unwrap();
+        let (model, smol) = presets::load_dir(&dir, device).unwrap();
         compare("smollm2-135m", &model, &smol, &texts, 8, 6, &work);
     } else {
         println!(

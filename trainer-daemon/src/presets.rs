@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use prl_schema::jobs::{CheckpointRef, JobMessage};
 use prl_schema::spec::{ModelPreset, ModelRef, Precision};
 use std::path::{Path, PathBuf};
-use tch::{Device, Kind, Tensor};
+use tch::Device;
 
 /// Where converted models live (`scripts/setup_smollm2.sh` writes there).
 pub fn model_cache() -> PathBuf {
@@ -158,39 +158,9 @@ pub fn starting_step(model: &ModelRef, checkpoint: Option<&CheckpointRef>) -> u6
 /// A model directory (HF layout, or a checkpoint prl wrote): weights, and a tokenizer with the tags
 /// added (the vocabulary grows to fit) that ends sequences as the directory's files say.
 pub fn load_dir(dir: &Path, device: Device) -> Result<(LoadedModel, PrlTokenizer)> {
-    let mut model = LoadedModel::load(dir, device)
-        .with_context(|| format!("loading the model in {}", dir.display()))?;
     let (tok, _) = PrlTokenizer::load_model_dir(dir)
         .with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
-    let needed = tok.vocab_size() as i64;
-    if needed > model.model.config.vocab_size {
-        model = resize_vocab(&model, needed)?;
-    }
+    let model = LoadedModel::load_with_vocab(dir, device, tok.vocab_size() as i64)
+        .with_context(|| format!("loading the model in {}", dir.display()))?;
     Ok((model, tok))
-}
-
-/// A copy of `model` with `size` token rows; new rows start as the mean of the existing ones.
-pub fn resize_vocab(model: &LoadedModel, size: i64) -> Result<LoadedModel> {
-    let mut config = model.model.config.clone();
-    let old = config.vocab_size;
-    config.vocab_size = size;
-    let resized = LoadedModel::random(config, model.vs.device());
-    let old_vars = model.vs.variables();
-    tch::no_grad(|| -> Result<()> {
-        for (name, mut var) in resized.vs.variables() {
-            let src = old_vars
-                .get(&name)
-                .with_context(|| format!("{name} is missing"))?;
-            if name == "model.embed_tokens.weight" || name == "lm_head.weight" {
-                let mean = src.mean_dim(0, true, Kind::Float).to_kind(src.kind());
-                let grown =
-                    Tensor::cat(&[src, &mean.expand([size - old, src.size()[1]], false)], 0);
-                var.copy_(&grown);
-            } else {
-                var.copy_(src);
-            }
-        }
-        Ok(())
-    })?;
-    Ok(resized)
 }

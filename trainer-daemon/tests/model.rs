@@ -89,6 +89,28 @@ fn a_saved_model_loads_back_with_the_same_logits() {
 }
 
 #[test]
+fn a_model_loaded_with_a_larger_vocabulary_keeps_its_rows_and_starts_the_new_ones_at_their_mean() {
+    tch::manual_seed(5);
+    let model = LoadedModel::random(small_config(), Device::Cpu);
+    let dir = std::env::temp_dir().join(format!("prl-grown-{}", std::process::id()));
+    model.save(&dir).unwrap();
+    let rows = small_config().vocab_size;
+    let grown = LoadedModel::load_with_vocab(&dir, Device::Cpu, rows + 3).unwrap();
+    assert_eq!(grown.model.config.vocab_size, rows + 3);
+    // Untied: the head's rows grow as the embeddings' do.
+    for name in ["model.embed_tokens.weight", "lm_head.weight"] {
+        let (old, new) = (&model.vs.variables()[name], &grown.vs.variables()[name]);
+        assert_eq!(max_diff(&new.narrow(0, 0, rows), old), 0.0, "{name}");
+        let mean = old.mean_dim(0, true, Kind::Float).expand([3, -1], false);
+        assert_eq!(max_diff(&new.narrow(0, rows, 3), &mean), 0.0, "{name}");
+    }
+    // A vocabulary the files already hold is not cut.
+    let same = LoadedModel::load_with_vocab(&dir, Device::Cpu, rows - 1).unwrap();
+    assert_eq!(same.model.config.vocab_size, rows);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn decoding_with_the_kv_cache_gives_the_full_forward_logits() {
     tch::manual_seed(4);
     let model = LoadedModel::random(small_config(), Device::Cpu);

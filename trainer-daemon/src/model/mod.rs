@@ -243,8 +243,7 @@ impl LoadedModel {
     /// N(0, 0.02) as HF's `initializer_range` does, norms at 1. tch's own defaults (N(0, 1)
     /// embeddings) make a tied head's first logits so large that training starts far off.
     pub fn random(config: ModelConfig, device: Device) -> Self {
-        let vs = nn::VarStore::new(device);
-        let model = CausalLm::new(&vs.root(), config);
+        let LoadedModel { vs, model } = Self::unfilled(config, device);
         // In name order: the variable map's own order changes from process to process, and the
         // same seed must give the same weights.
         let mut variables: Vec<_> = vs.variables().into_iter().collect();
@@ -259,11 +258,26 @@ impl LoadedModel {
         LoadedModel { vs, model }
     }
 
+    /// The model's variables as tch initialises them: for weights about to be loaded over them
+    /// (drawing them as `random` does would cost a pass over the whole model for nothing).
+    fn unfilled(config: ModelConfig, device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let model = CausalLm::new(&vs.root(), config);
+        LoadedModel { vs, model }
+    }
+
     /// Loads `config.json` and the weights (one file or shards) from `dir`.
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
-        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        Self::load_with_vocab(dir, device, 0)
+    }
+
+    /// Loads `dir` with at least `vocab` token rows: rows beyond the files' (tokens added to
+    /// the tokenizer, such as prl's tags) start as the mean of the files' rows.
+    pub fn load_with_vocab(dir: &Path, device: Device, vocab: i64) -> Result<Self> {
+        let mut config = ModelConfig::from_file(&dir.join("config.json"))?;
+        config.vocab_size = config.vocab_size.max(vocab);
         let files = weights::files(dir)?;
-        let loaded = Self::random(config, device);
+        let loaded = Self::unfilled(config, device);
         weights::load_into(loaded.vs.variables(), &files)?;
         Ok(loaded)
     }

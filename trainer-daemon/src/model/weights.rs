@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 pub const SINGLE_FILE: &str = "model.safetensors";
 pub const SHARD_INDEX: &str = "model.safetensors.index.json";
@@ -48,9 +48,13 @@ pub fn files(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
+/// The tensors with a row per token: a model whose vocabulary grew has more rows than its files.
+const TOKEN_ROWS: [&str; 2] = ["model.embed_tokens.weight", "lm_head.weight"];
+
 /// Copies every variable of `variables` from `files`, one file in memory at a time, converting
-/// dtypes. Fails naming the tensor that is missing or has the wrong shape; tensors the model does
-/// not use (rotary caches some exports keep) are ignored.
+/// dtypes. A token-row tensor with more rows than the file's gets the file's rows first and their
+/// mean in the rest. Fails naming the tensor that is missing or has the wrong shape; tensors the
+/// model does not use (rotary caches some exports keep) are ignored.
 pub fn load_into(variables: HashMap<String, Tensor>, files: &[PathBuf]) -> Result<()> {
     let mut missing = variables;
     for file in files {
@@ -60,15 +64,28 @@ pub fn load_into(variables: HashMap<String, Tensor>, files: &[PathBuf]) -> Resul
             let Some(mut var) = missing.remove(&name) else {
                 continue;
             };
-            if var.size() != value.size() {
+            let (want, found) = (var.size(), value.size());
+            let grown = TOKEN_ROWS.contains(&name.as_str())
+                && want.len() == 2
+                && found.len() == 2
+                && want[1] == found[1]
+                && want[0] > found[0];
+            if want != found && !grown {
                 bail!(
-                    "{name} in {} has shape {:?}; config.json makes it {:?}",
+                    "{name} in {} has shape {found:?}; config.json makes it {want:?}",
                     file.display(),
-                    value.size(),
-                    var.size()
                 );
             }
-            tch::no_grad(|| var.copy_(&value));
+            tch::no_grad(|| {
+                if !grown {
+                    return var.copy_(&value);
+                }
+                let added = want[0] - found[0];
+                let mean = value.mean_dim(0, true, Kind::Float).to_kind(value.kind());
+                var.narrow(0, 0, found[0]).copy_(&value);
+                var.narrow(0, found[0], added)
+                    .copy_(&mean.expand([added, want[1]], false));
+            });
         }
     }
     if let Some(name) = missing.keys().min() {
