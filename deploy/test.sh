@@ -3,6 +3,8 @@
 # JetStream (private servers are started unless DATABASE_URL and NATS_URL are set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A fresh checkout builds everything once: incremental compilation's caches only cost time here.
+export CARGO_INCREMENTAL=0
 bash deploy/setup.sh
 cargo fmt --all --check
 # Clippy, with prl-api's query macros online against a database with every migration applied:
