@@ -107,6 +107,19 @@ fn a_model_loaded_with_a_larger_vocabulary_keeps_its_rows_and_starts_the_new_one
     // A vocabulary the files already hold is not cut.
     let same = LoadedModel::load_with_vocab(&dir, Device::Cpu, rows - 1).unwrap();
     assert_eq!(same.model.config.vocab_size, rows);
+    // Files with fewer rows than their config.json says are refused, not grown.
+    let config = dir.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["vocab_size"] = (rows + 2).into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let err = format!(
+        "{:#}",
+        LoadedModel::load_with_vocab(&dir, Device::Cpu, rows + 3)
+            .err()
+            .unwrap()
+    );
+    assert!(err.contains("config.json makes it"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -275,10 +275,11 @@ impl LoadedModel {
     /// the tokenizer, such as prl's tags) start as the mean of the files' rows.
     pub fn load_with_vocab(dir: &Path, device: Device, vocab: i64) -> Result<Self> {
         let mut config = ModelConfig::from_file(&dir.join("config.json"))?;
-        config.vocab_size = config.vocab_size.max(vocab);
+        let in_files = config.vocab_size;
+        config.vocab_size = in_files.max(vocab);
         let files = weights::files(dir)?;
         let loaded = Self::unfilled(config, device);
-        weights::load_into(loaded.vs.variables(), &files)?;
+        weights::load_into(loaded.vs.variables(), &files, in_files)?;
         Ok(loaded)
     }
 

@@ -52,10 +52,11 @@ pub fn files(dir: &Path) -> Result<Vec<PathBuf>> {
 const TOKEN_ROWS: [&str; 2] = ["model.embed_tokens.weight", "lm_head.weight"];
 
 /// Copies every variable of `variables` from `files`, one file in memory at a time, converting
-/// dtypes. A token-row tensor with more rows than the file's gets the file's rows first and their
-/// mean in the rest. Fails naming the tensor that is missing or has the wrong shape; tensors the
-/// model does not use (rotary caches some exports keep) are ignored.
-pub fn load_into(variables: HashMap<String, Tensor>, files: &[PathBuf]) -> Result<()> {
+/// dtypes. The files hold `vocab` token rows (config.json's `vocab_size`); a token-row tensor
+/// with more gets the files' rows first and their mean in the rest. Fails naming the tensor that
+/// is missing or has another shape than config.json gives it; tensors the model does not use
+/// (rotary caches some exports keep) are ignored.
+pub fn load_into(variables: HashMap<String, Tensor>, files: &[PathBuf], vocab: i64) -> Result<()> {
     let mut missing = variables;
     for file in files {
         let tensors = Tensor::read_safetensors(file)
@@ -65,23 +66,22 @@ pub fn load_into(variables: HashMap<String, Tensor>, files: &[PathBuf]) -> Resul
                 continue;
             };
             let (want, found) = (var.size(), value.size());
-            let grown = TOKEN_ROWS.contains(&name.as_str())
-                && want.len() == 2
-                && found.len() == 2
-                && want[1] == found[1]
-                && want[0] > found[0];
-            if want != found && !grown {
+            let mut expected = want.clone();
+            if TOKEN_ROWS.contains(&name.as_str()) && expected.len() == 2 {
+                expected[0] = vocab;
+            }
+            if found != expected {
                 bail!(
-                    "{name} in {} has shape {found:?}; config.json makes it {want:?}",
+                    "{name} in {} has shape {found:?}; config.json makes it {expected:?}",
                     file.display(),
                 );
             }
             tch::no_grad(|| {
-                if !grown {
+                if want == found {
                     return var.copy_(&value);
                 }
                 let added = want[0] - found[0];
-                let mean = value.mean_dim(0, true, Kind::Float).to_kind(value.kind());
+                let mean = value.mean_dim(0, true, Kind::Float);
                 var.narrow(0, 0, found[0]).copy_(&value);
                 var.narrow(0, found[0], added)
                     .copy_(&mean.expand([added, want[1]], false));
