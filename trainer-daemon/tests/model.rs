@@ -73,12 +73,18 @@ fn small_config() -> ModelConfig {
     .unwrap()
 }
 
+/// A random small model drawn under `seed`, and the directory it was saved to.
+fn saved_small_model(seed: i64, name: &str) -> (LoadedModel, PathBuf) {
+    tch::manual_seed(seed);
+    let model = LoadedModel::random(small_config(), Device::Cpu);
+    let dir = std::env::temp_dir().join(format!("prl-{name}-{}", std::process::id()));
+    model.save(&dir).unwrap();
+    (model, dir)
+}
+
 #[test]
 fn a_saved_model_loads_back_with_the_same_logits() {
-    tch::manual_seed(3);
-    let model = LoadedModel::random(small_config(), Device::Cpu);
-    let dir = std::env::temp_dir().join(format!("prl-roundtrip-{}", std::process::id()));
-    model.save(&dir).unwrap();
+    let (model, dir) = saved_small_model(3, "roundtrip");
     let again = LoadedModel::load(&dir, Device::Cpu).unwrap();
     let ids = Tensor::from_slice(&[1i64, 5, 9, 2, 7, 3]).view([1, 6]);
     let pos = Tensor::arange(6, (Kind::Int64, Device::Cpu)).view([1, 6]);
@@ -90,10 +96,7 @@ fn a_saved_model_loads_back_with_the_same_logits() {
 
 #[test]
 fn a_model_loaded_with_a_larger_vocabulary_keeps_its_rows_and_starts_the_new_ones_at_their_mean() {
-    tch::manual_seed(5);
-    let model = LoadedModel::random(small_config(), Device::Cpu);
-    let dir = std::env::temp_dir().join(format!("prl-grown-{}", std::process::id()));
-    model.save(&dir).unwrap();
+    let (model, dir) = saved_small_model(5, "grown");
     let rows = small_config().vocab_size;
     let grown = LoadedModel::load_with_vocab(&dir, Device::Cpu, rows + 3).unwrap();
     assert_eq!(grown.model.config.vocab_size, rows + 3);
