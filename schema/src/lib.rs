@@ -16,3 +16,4 @@ pub mod tracking;
 pub mod trajectory;
 pub mod trl;
 pub mod verl;
+pub mod word_filter;

@@ -18,6 +18,7 @@ use prl_integration_tests::{FakeWorker, TestApp, publish_acked, publish_until, p
 use prl_schema::jobs::WorkerEvent;
 use prl_schema::spec::StageKind;
 use prl_schema::trajectory::{BlockTokens, PromptRecord, Trajectory, TrajectoryBatch};
+use prl_schema::word_filter::BatchFilters;
 use std::io::Write;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -221,8 +222,37 @@ async fn ingest(app: &TestApp, runs: usize, per_step: usize) -> (Vec<Uuid>, f64)
         .await
         .unwrap();
     storage(app, total, bytes, wal).await;
+    word_filters(app, total, total as f64 / secs).await;
     let runs = workers.iter().map(|w| w.job.run_id.0).collect();
     (runs, total as f64 / secs)
+}
+
+/// What full-text search's word filters cost the ingest: the time to build them (the ingester
+/// does it in the ingest's transaction), timed here on 100,000 of the bench's trajectories, and
+/// their bytes stored.
+async fn word_filters(app: &TestApp, trajectories: usize, rate: f64) {
+    let mut rng = Rng(7);
+    let batches: Vec<TrajectoryBatch> = (0..1000)
+        .map(|i| batch(&mut rng, 1 + i % STEPS, PER_MESSAGE))
+        .collect();
+    let started = Instant::now();
+    for (position, b) in batches.iter().enumerate() {
+        let texts = b.trajectories.iter().map(|t| t.text.as_str());
+        std::hint::black_box(BatchFilters::of(position as i64, texts));
+    }
+    let micros = started.elapsed().as_secs_f64() * 1e6 / (batches.len() * PER_MESSAGE) as f64;
+    let stored = app
+        .count(
+            "SELECT (SELECT coalesce(sum(length(words)), 0) FROM trajectories)
+                  + (SELECT coalesce(sum(length(words)), 0) FROM trajectory_batches)",
+        )
+        .await;
+    println!(
+        "word filters: {micros:.2} µs a trajectory to build ({:.1} % of a core at the ingest's \
+         {rate:.0}/s); {:.0} B a trajectory stored (in the projections' bytes above)",
+        micros * rate / 1e4,
+        stored as f64 / trajectories as f64,
+    );
 }
 
 /// Publish -> queryable latency while ingest is sustained: a fresh run's steps, in messages as
@@ -481,7 +511,17 @@ async fn read_api_under_load(app: &TestApp, runs: &[Uuid]) {
         (
             "full-text trajectory search, a page of 50 (one run, responses with 'route' and '57')",
             format!("/api/v1/trajectories?runs={}&q=route%2057", runs[0]),
-            1,
+            50,
+        ),
+        (
+            "full-text trajectory search, a rare word (one run, responses with '9801', 99 x 99)",
+            format!("/api/v1/trajectories?runs={}&q=9801", runs[0]),
+            50,
+        ),
+        (
+            "full-text trajectory search, a word no response has (one run, 'zebra')",
+            format!("/api/v1/trajectories?runs={}&q=zebra", runs[0]),
+            50,
         ),
     ];
     println!("read API under load (oha, a second process, 16 connections):");

@@ -461,6 +461,148 @@ async fn trajectory_search_filters_pages_and_names_bad_parameters() {
 }
 
 #[tokio::test]
+async fn a_text_search_pages_in_log_order_and_finds_rows_written_without_word_filters() {
+    let app = TestApp::spawn().await;
+    let run = seeded_run(&app).await;
+    let ids = |page: &Value| -> Vec<String> {
+        (page["items"].as_array().unwrap().iter())
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let pages = |query: &'static str| {
+        let app = &app;
+        async move {
+            let (mut seen, mut after) = (vec![], String::new());
+            loop {
+                let page = json_ok(
+                    app,
+                    &format!("/api/v1/trajectories?runs={run}&{query}&limit=1{after}"),
+                )
+                .await;
+                seen.extend(ids(&page));
+                match page["next"].as_str() {
+                    Some(next) => after = format!("&after={next}"),
+                    None => break seen,
+                }
+            }
+        }
+    };
+    let all = ids(&json_ok(&app, &format!("/api/v1/trajectories?runs={run}")).await);
+    // Every seeded answer ends with "Final Answer"; pages of one walk them all in log order.
+    assert_eq!(pages("q=final%20answer").await, all);
+    let checked = pages("q=checked").await;
+    assert_eq!(checked.len(), 2);
+    assert!(pages("q=unheard").await.is_empty());
+
+    // Rows written before word filters existed have none, and are still found.
+    sqlx::query("UPDATE trajectories SET words = NULL")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE trajectory_batches SET words = NULL")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(pages("q=checked").await, checked);
+    assert_eq!(pages("q=final%20answer").await, all);
+    prl_api::projections::replay::replay(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.count("SELECT count(*) FROM trajectories WHERE words IS NULL")
+            .await,
+        0,
+        "replay writes the filters"
+    );
+    assert_eq!(pages("q=checked").await, checked);
+}
+
+/// The word filters' claim (`prl_schema::word_filter`): every piece of every lexeme that
+/// PostgreSQL's `to_tsvector('simple', text)` makes of a text is among the text's words, so a
+/// filter never rules out a text that matches. Texts are drawn from the characters the parser
+/// treats specially (numbers, hyphens, e-mails, URLs, paths, tags, entities, case, non-ASCII).
+#[tokio::test]
+async fn trajectory_search_words_match_postgres() {
+    use prl_schema::word_filter::{filter, may_contain, query_numbers, word_hashes};
+    let app = TestApp::spawn().await;
+    // Pieces a text is drawn from, apart from whitespace, separated by spaces.
+    const PIECES: &str = "a Route 57 3.14 -2 +7 1e5 v1.2.3 x_y foo-bar - . @ / : < > & ; # ' \" \
+        http:// www. example.com a@b.co /usr/bin <b> </b> &amp; café İstanbul \u{212A}elvin ÀB 日本 \
+        ß Ⅻ ٣ ½ \u{301} _ ~ = $ % ? abc123 12ab a1b2 0x1F ab-12 12-ab foo.bar e5 E-5 1,000 %20 \
+        file.txt C:\\ .. -- mailto: ftp:// ?q=1 #frag 127.0.0.1 :8080 x.y.z v2 2nd ⅼ Ａ";
+    let pieces: Vec<&str> = PIECES.split_whitespace().chain([" ", "\t", "\n"]).collect();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let texts: Vec<String> = (0..20_000)
+        .map(|_| {
+            (0..1 + next(12))
+                .map(|_| pieces[next(pieces.len())])
+                .collect()
+        })
+        .collect();
+    let lexemes: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT i, w FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i),
+                unnest(tsvector_to_array(to_tsvector('simple', t))) AS w",
+    )
+    .bind(&texts)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(lexemes.len() > 3000, "{} lexemes", lexemes.len());
+    for (i, lexeme) in lexemes {
+        let text = &texts[i as usize - 1];
+        let Some(words) = word_hashes(text) else {
+            continue;
+        };
+        if let Some(query) = query_numbers(&[&lexeme]) {
+            assert!(
+                may_contain(&filter(&words, 0), 0, &query),
+                "{text:?}: its lexeme {lexeme:?} is ruled out"
+            );
+        }
+    }
+
+    // SQL's test of a filter (`words_may_contain`) is Rust's, for words a text has and has not.
+    let (mut filters, mut places, mut queries, mut expected) = (vec![], vec![], vec![], vec![]);
+    for (i, text) in texts.iter().take(2000).enumerate() {
+        let Some(words) = word_hashes(text) else {
+            continue;
+        };
+        let place = i as i64 * 7919;
+        let f = filter(&words, place & 0xffff);
+        let query = query_numbers(&[pieces[next(pieces.len())], pieces[next(pieces.len())]]);
+        let Some(query) = query else { continue };
+        expected.push(may_contain(&f, place & 0xffff, &query));
+        filters.push(f);
+        places.push(place);
+        queries.push(serde_json::to_string(&query).unwrap());
+    }
+    let tested: Vec<bool> = sqlx::query_scalar(
+        "SELECT words_may_contain(f, p, translate(q, '[]', '{}')::int8[])
+         FROM unnest($1::bytea[], $2::int8[], $3::text[]) WITH ORDINALITY AS u(f, p, q, i)
+         ORDER BY i",
+    )
+    .bind(&filters)
+    .bind(&places)
+    .bind(&queries)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(tested, expected);
+    let passed = expected.iter().filter(|&&p| p).count();
+    assert!(
+        passed > 100 && passed < expected.len() - 100,
+        "{passed} of {}",
+        expected.len()
+    );
+}
+
+#[tokio::test]
 async fn a_search_over_several_runs_pages_through_their_rows_in_log_order() {
     let app = TestApp::spawn().await;
     let mut runs = vec![];

@@ -6,7 +6,7 @@
 use super::newest_attempts;
 use crate::store::copy::{CopyIn, Int4Array};
 use prl_schema::analysis::{BlockShape, Role, analyze};
-use prl_schema::events::{Event, RecordedEvent};
+use prl_schema::events::RecordedEvent;
 use prl_schema::trajectory::{BlockTokens, PromptRecord, Trajectory, TrajectoryBatch};
 use sqlx::PgConnection;
 use std::collections::HashMap;
@@ -15,14 +15,34 @@ use uuid::Uuid;
 /// The trajectories of a batch of events, written with their blocks by binary COPY.
 #[derive(Default)]
 pub struct Bulk<'a> {
-    events: Vec<(i64, Uuid, u32, &'a TrajectoryBatch)>,
+    events: Vec<RecordedBatch<'a>>,
+}
+
+/// A `TrajectoriesRecorded` event's batch, with the filters of its texts' words.
+struct RecordedBatch<'a> {
+    position: i64,
+    run: Uuid,
+    attempt: u32,
+    batch: &'a TrajectoryBatch,
+    words: Vec<Option<Vec<u8>>>,
 }
 
 impl<'a> Bulk<'a> {
-    pub fn add(&mut self, e: &'a RecordedEvent) {
-        if let Event::TrajectoriesRecorded { attempt, batch } = &e.event {
-            self.events.push((e.position, e.stream_id, *attempt, batch));
-        }
+    /// Adds a `TrajectoriesRecorded` event's batch, with the filters of its texts' words.
+    pub fn add(
+        &mut self,
+        e: &RecordedEvent,
+        batch: &'a TrajectoryBatch,
+        attempt: u32,
+        words: Vec<Option<Vec<u8>>>,
+    ) {
+        self.events.push(RecordedBatch {
+            position: e.position,
+            run: e.stream_id,
+            attempt,
+            batch,
+            words,
+        });
     }
 
     /// Writes the batch's trajectories, after dropping the rows of `superseded` events (those
@@ -49,7 +69,7 @@ impl<'a> Bulk<'a> {
         let newest = newest_attempts(
             self.events
                 .iter()
-                .map(|(_, run, attempt, b)| (*run, b.step as i64, *attempt as i32)),
+                .map(|e| (e.run, e.batch.step as i64, e.attempt as i32)),
         );
         let (runs, steps): (Vec<Uuid>, Vec<i64>) = newest.keys().copied().unzip();
         self.copy(conn, &newest, &runs).await?;
@@ -79,10 +99,10 @@ impl<'a> Bulk<'a> {
         let kept: Vec<_> = self
             .events
             .iter()
-            .filter(|(_, run, attempt, batch)| {
-                newest[&(*run, batch.step as i64)] == *attempt as i32
-                    && experiments.contains_key(run)
-                    && !batch.trajectories.is_empty()
+            .filter(|e| {
+                newest[&(e.run, e.batch.step as i64)] == e.attempt as i32
+                    && experiments.contains_key(&e.run)
+                    && !e.batch.trajectories.is_empty()
             })
             .collect();
         if kept.is_empty() {
@@ -91,18 +111,19 @@ impl<'a> Bulk<'a> {
         // Blocks are few beside trajectories' text: they are kept until the trajectories are in.
         let mut blocks = Vec::new();
         let mut copy = CopyIn::start(conn, "trajectories", TRAJECTORY_COLUMNS).await?;
-        for (position, run, attempt, batch) in kept {
-            for (idx, tr) in batch.trajectories.iter().enumerate() {
-                let prompt = batch.prompts.get(tr.prompt as usize).unwrap_or(NO_PROMPT);
+        for e in kept {
+            for (idx, (tr, words)) in e.batch.trajectories.iter().zip(&e.words).enumerate() {
+                let prompt = e.batch.prompts.get(tr.prompt as usize).unwrap_or(NO_PROMPT);
                 let row = Row {
-                    position: *position,
+                    position: e.position,
                     idx: idx as i32,
-                    run: *run,
-                    experiment: experiments[run],
-                    attempt: *attempt as i32,
-                    batch,
+                    run: e.run,
+                    experiment: experiments[&e.run],
+                    attempt: e.attempt as i32,
+                    batch: e.batch,
                     prompt,
                     tr,
+                    words: words.as_deref(),
                 };
                 copy.row().await?;
                 row.write(&mut copy, &mut blocks);
@@ -155,6 +176,7 @@ const TRAJECTORY_COLUMNS: &[&str] = &[
     "verification_blocks",
     "block_share",
     "benchmark",
+    "words",
 ];
 
 const BLOCK_COLUMNS: &[&str] = &[
@@ -188,6 +210,7 @@ struct Row<'a> {
     batch: &'a TrajectoryBatch,
     prompt: &'a PromptRecord,
     tr: &'a Trajectory,
+    words: Option<&'a [u8]>,
 }
 
 /// A `trajectory_blocks` row.
@@ -247,7 +270,8 @@ impl<'a> Row<'a> {
             .field(count(Role::Exploration))
             .field(count(Role::Verification))
             .field(block_share)
-            .field(benchmark);
+            .field(benchmark)
+            .field(self.words);
         let chars = analysis.chars;
         for (i, shape) in analysis.blocks.into_iter().enumerate() {
             let by_token = token_blocks.map(|blocks| &blocks[i]);

@@ -9,6 +9,7 @@ mod runs;
 mod tracked;
 
 use prl_schema::events::{Event, RecordedEvent};
+use prl_schema::word_filter::BatchFilters;
 use sqlx::PgConnection;
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -20,9 +21,11 @@ pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<
     let mut analytics = analytics::Bulk::default();
     for recorded in events {
         match &recorded.event {
-            Event::TrajectoriesRecorded { .. } => {
-                bulk.add(recorded);
-                analytics.add(recorded);
+            Event::TrajectoriesRecorded { batch, attempt } => {
+                let texts = batch.trajectories.iter().map(|t| t.text.as_str());
+                let words = BatchFilters::of(recorded.position, texts);
+                bulk.add_trajectories(recorded, batch, *attempt, words.batch);
+                analytics.add(recorded, batch, *attempt, words.trajectories);
             }
             Event::MetricsReported { .. }
             | Event::CheckpointSaved { .. }

@@ -4,7 +4,7 @@
 
 use prl_schema::events::{Event, RecordedEvent};
 use prl_schema::tracking::MetricValue;
-use prl_schema::trajectory::Trajectory;
+use prl_schema::trajectory::{Trajectory, TrajectoryBatch};
 use sqlx::PgConnection;
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -20,6 +20,7 @@ struct TrajectoryRow {
     parallel: i32,
     benchmark: Option<String>,
     recorded_at: chrono::DateTime<chrono::Utc>,
+    words: Option<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -59,25 +60,33 @@ impl Bulk {
                 self.metric_attempt.push(*attempt as i32);
             }
             Event::CheckpointSaved { .. } => self.checkpoints.push(e.clone()),
-            Event::TrajectoriesRecorded { batch, attempt } => {
-                let count = |f: fn(&Trajectory) -> bool| {
-                    batch.trajectories.iter().filter(|t| f(t)).count() as i32
-                };
-                self.trajectories.push(TrajectoryRow {
-                    position: e.position,
-                    run: e.stream_id,
-                    step: batch.step as i64,
-                    attempt: *attempt as i32,
-                    count: batch.trajectories.len() as i32,
-                    correct: count(|t| t.correct),
-                    parallel: count(|t| !t.blocks.is_empty()),
-                    benchmark: batch.benchmark.clone(),
-                    recorded_at: e.recorded_at,
-                });
-            }
             Event::EvaluationReported { .. } => self.evaluations.push(e.clone()),
             _ => unreachable!("only run events are bulked"),
         }
+    }
+
+    /// Adds a `TrajectoriesRecorded` event's row, with the filter of its texts' words.
+    pub fn add_trajectories(
+        &mut self,
+        e: &RecordedEvent,
+        batch: &TrajectoryBatch,
+        attempt: u32,
+        words: Option<Vec<u8>>,
+    ) {
+        let count =
+            |f: fn(&Trajectory) -> bool| batch.trajectories.iter().filter(|t| f(t)).count() as i32;
+        self.trajectories.push(TrajectoryRow {
+            position: e.position,
+            run: e.stream_id,
+            step: batch.step as i64,
+            attempt: attempt as i32,
+            count: batch.trajectories.len() as i32,
+            correct: count(|t| t.correct),
+            parallel: count(|t| !t.blocks.is_empty()),
+            benchmark: batch.benchmark.clone(),
+            recorded_at: e.recorded_at,
+            words,
+        });
     }
 
     /// Writes the batch's rows; returns the positions of the trajectory events that newer
@@ -166,9 +175,10 @@ impl Bulk {
             sqlx::query!(
                 "INSERT INTO trajectory_batches
                    (position, run_id, step, attempt, trajectories, correct, parallel, recorded_at,
-                    benchmark)
+                    benchmark, words)
                  SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::bigint[], $4::int[], $5::int[],
-                                      $6::int[], $7::int[], $8::timestamptz[], $9::text[])",
+                                      $6::int[], $7::int[], $8::timestamptz[], $9::text[],
+                                      $10::bytea[])",
                 &column(|r| r.position),
                 &runs,
                 &column(|r| r.step),
@@ -178,6 +188,7 @@ impl Bulk {
                 &small(|r| r.parallel),
                 &times,
                 rows.iter().map(|r| r.benchmark.clone()).collect::<Vec<_>>() as _,
+                &rows.iter().map(|r| r.words.as_deref()).collect::<Vec<_>>() as _,
             )
             .execute(&mut *conn)
             .await?;

@@ -9,6 +9,7 @@ use crate::state::AppState;
 use actix_web::{HttpResponse, get, web};
 use prl_schema::analysis::{BlockShape, Role, analyze};
 use prl_schema::parallel::FormatIssue;
+use prl_schema::word_filter;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -244,6 +245,113 @@ fn cursor(text: &str) -> Result<(i64, i32), ApiError> {
     ))
 }
 
+/// A search page's statement around its keys' query (`$12` keys at most, in log order): the
+/// page's rows, and each of its events' payload once for the page's texts and prompts (a page's
+/// trajectories come from a few events, whose payloads, a whole batch where the texts are kept,
+/// are costly to read per row).
+macro_rules! search_page {
+    ($($keys:expr),+) => {
+        concat!(
+            "WITH keys AS (",
+            $($keys),+,
+            "), batches AS MATERIALIZED (
+             SELECT e.position, e.payload->'trajectories' AS trajectories,
+                    e.payload->'prompts' AS prompts
+             FROM events e
+             WHERE e.position IN (SELECT position FROM keys)
+             )
+             SELECT t.position, t.idx, t.run_id, t.step, t.benchmark, t.prompt_id, t.sample,
+                    t.reward, t.correct, t.answer, t.truth, t.response_tokens, t.format_valid,
+                    b.trajectories->t.idx->>'text' AS response,
+                    (SELECT p->>'text' FROM jsonb_array_elements(b.prompts) p
+                     WHERE (p->>'group')::int = t.group_idx LIMIT 1) AS prompt
+             FROM keys JOIN trajectories t USING (position, idx) JOIN batches b USING (position)
+             ORDER BY position, idx"
+        )
+    };
+}
+
+/// The filters every search applies to a row `t` of `trajectories` (parameters 4-8, 10-11 the
+/// cursor, 13-14).
+macro_rules! search_filters {
+    () => {
+        "($4::bool IS NULL OR t.correct = $4)
+         AND ($5::bool IS NULL OR (t.blocks > 0) = $5)
+         AND ($6::text IS NULL
+              OR ($6 = 'exploration' AND t.exploration_blocks > 0)
+              OR ($6 = 'verification' AND t.verification_blocks > 0))
+         AND ($7::float8 IS NULL OR t.reward >= $7)
+         AND ($8::float8 IS NULL OR t.reward <= $8)
+         AND ($10::bigint IS NULL OR t.position > $10 OR t.idx > $11)
+         AND ($13::bool IS NULL OR (t.benchmark IS NOT NULL) = $13)
+         AND ($14::text IS NULL OR t.benchmark = $14)"
+    };
+}
+
+/// A page's keys without words: from each named run's range of trajectories_search_idx in log
+/// order, filtered inside that index (no heap read, no scan of other runs' rows), and bounded by
+/// the first and last positions of the asked steps' events (from trajectory_batches, which has
+/// every trajectory's event: a late step's rows are found without walking the run's earlier
+/// ones, and a page after a cursor starts there; the `OFFSET 0` keeps that lookup on the run's
+/// (run_id, step) index, where min and max alone would walk the whole log's primary key from
+/// either end).
+const KEYS_OF_SEARCH: &str = search_page!(
+    "SELECT k.* FROM (SELECT DISTINCT unnest($1::uuid[]) AS run_id) AS r,
+     LATERAL (SELECT min(position) AS first, max(position) AS last
+              FROM (SELECT b.position FROM trajectory_batches b
+                    WHERE b.run_id = r.run_id AND b.step BETWEEN $2 AND $3
+                    OFFSET 0) AS b) AS span, LATERAL (
+     SELECT t.position, t.idx
+     FROM trajectories t
+     WHERE t.run_id = r.run_id AND t.step BETWEEN $2 AND $3
+       AND t.position BETWEEN greatest(span.first, $10) AND span.last
+       AND ",
+    search_filters!(),
+    "
+     ORDER BY t.position, t.idx
+     LIMIT $12
+     ) AS k
+     ORDER BY k.position, k.idx
+     LIMIT $12"
+);
+
+/// A page's keys with words: each named run's batches in log order, those whose filter of words
+/// may hold the query's (`words_may_contain`), then their trajectories whose own filters may
+/// hold them, then the text, which decides. Texts are read from their events' payloads once per
+/// event (the join depends on the position alone, so PostgreSQL keeps the last events' texts in
+/// a Memoize; `coalesce` keeps it a left join, whose filter then cannot move into it and depend
+/// on `idx`). An ILIKE of every word of the query comes before `to_tsvector`, which costs ~40 µs
+/// a text and decides: it is what rules out most texts of rows written before the filters. The
+/// ILIKE cannot drop a match: the `simple` config's words are lower-cased pieces of the text,
+/// and ILIKE lower-cases both sides the same way.
+const KEYS_OF_TEXT_SEARCH: &str = search_page!(
+    "SELECT k.* FROM (SELECT DISTINCT unnest($1::uuid[]) AS run_id) AS r, LATERAL (
+     SELECT t.position, t.idx
+     FROM (SELECT b.position FROM trajectory_batches b
+           WHERE b.run_id = r.run_id AND b.position >= coalesce($10, 0)
+             AND b.step BETWEEN $2 AND $3
+             AND words_may_contain(b.words, b.position, $15::int8[])
+           ORDER BY b.position) AS b
+     JOIN trajectories t ON t.position = b.position
+     LEFT JOIN LATERAL (SELECT e.payload->'trajectories' AS texts FROM events e
+                        WHERE e.position = t.position
+                        OFFSET 0) AS e ON true
+     WHERE words_may_contain(t.words, t.position + t.idx + 1, $15) AND coalesce(
+             e.texts->t.idx->>'text' ILIKE ALL (ARRAY(
+                 SELECT '%' || replace(replace(replace(w, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%'
+                 FROM unnest(tsvector_to_array(to_tsvector('simple', $9::text))) AS w))
+             AND to_tsvector('simple', e.texts->t.idx->>'text') @@ plainto_tsquery('simple', $9),
+             false)
+       AND ",
+    search_filters!(),
+    "
+     ORDER BY t.position, t.idx
+     LIMIT $12
+     ) AS k
+     ORDER BY k.position, k.idx
+     LIMIT $12"
+);
+
 /// Trajectories of some runs, filtered, in log order, a page at a time.
 #[utoipa::path(context_path = "/api/v1", params(TrajectoryQuery), responses((status = 200, body = TrajectoryPage), (status = 400, body = crate::error::ErrorBody)))]
 #[get("/trajectories")]
@@ -287,89 +395,42 @@ pub async fn search(
         }
     };
 
-    let rows: Vec<TrajectoryRow> = sqlx::query_as(
-        // The page's keys first, from each named run's range of trajectories_search_idx in log
-        // order, filtered inside that index (no heap read, no scan of other runs' rows), and
-        // bounded by the first and last positions of the asked steps' events (from
-        // trajectory_batches, which has every trajectory's event: a late step's rows are found
-        // without walking the run's earlier ones, and a page after a cursor starts there; the
-        // `OFFSET 0` keeps that lookup on the run's (run_id, step) index, where min and max
-        // alone would walk the whole log's primary key from either end); then
-        // the page's rows, and each of its events' payload once for the page's texts and
-        // prompts: a page's trajectories come from a few events, whose payloads (a whole batch,
-        // where the texts are kept) are costly to read per row.
-        //
-        // With words to find, the candidates' texts come from their events' payloads read once
-        // per event (the join depends on the position alone, so PostgreSQL keeps the last
-        // events' texts in a Memoize; `coalesce` keeps it a left join, whose filter then cannot
-        // move into it and depend on `idx`), and a cheap ILIKE of every word of the query
-        // comes before `to_tsvector`, which costs ~40 µs a text and decides. The ILIKE cannot
-        // drop a match: the `simple` config's words are lower-cased pieces of the text, and
-        // ILIKE lower-cases both sides the same way. When there are no words, the join is
-        // skipped (`$9 IS NOT NULL` is false before any event is read).
-        "WITH keys AS (
-         SELECT k.* FROM (SELECT DISTINCT unnest($1::uuid[]) AS run_id) AS r,
-         LATERAL (SELECT min(position) AS first, max(position) AS last
-                  FROM (SELECT b.position FROM trajectory_batches b
-                        WHERE b.run_id = r.run_id AND b.step BETWEEN $2 AND $3
-                        OFFSET 0) AS b) AS span, LATERAL (
-         SELECT t.position, t.idx
-         FROM trajectories t
-         LEFT JOIN LATERAL (SELECT e.payload->'trajectories' AS texts FROM events e
-                            WHERE $9::text IS NOT NULL AND e.position = t.position
-                            OFFSET 0) AS e ON true
-         WHERE t.run_id = r.run_id AND t.step BETWEEN $2 AND $3
-           AND t.position BETWEEN greatest(span.first, $10) AND span.last
-           AND ($4::bool IS NULL OR t.correct = $4)
-           AND ($5::bool IS NULL OR (t.blocks > 0) = $5)
-           AND ($6::text IS NULL
-                OR ($6 = 'exploration' AND t.exploration_blocks > 0)
-                OR ($6 = 'verification' AND t.verification_blocks > 0))
-           AND ($7::float8 IS NULL OR t.reward >= $7)
-           AND ($8::float8 IS NULL OR t.reward <= $8)
-           AND ($9::text IS NULL OR coalesce(
-                e.texts->t.idx->>'text' ILIKE ALL (ARRAY(
-                    SELECT '%' || replace(replace(replace(w, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%'
-                    FROM unnest(tsvector_to_array(to_tsvector('simple', $9))) AS w))
-                AND to_tsvector('simple', e.texts->t.idx->>'text') @@ plainto_tsquery('simple', $9),
-                false))
-           AND ($10::bigint IS NULL OR t.position > $10 OR t.idx > $11)
-           AND ($13::bool IS NULL OR (t.benchmark IS NOT NULL) = $13)
-           AND ($14::text IS NULL OR t.benchmark = $14)
-         ORDER BY t.position, t.idx
-         LIMIT $12
-         ) AS k
-         ORDER BY k.position, k.idx
-         LIMIT $12
-         ), batches AS MATERIALIZED (
-         SELECT e.position, e.payload->'trajectories' AS trajectories, e.payload->'prompts' AS prompts
-         FROM events e
-         WHERE e.position IN (SELECT position FROM keys)
-         )
-         SELECT t.position, t.idx, t.run_id, t.step, t.benchmark, t.prompt_id, t.sample, t.reward,
-                t.correct, t.answer, t.truth, t.response_tokens, t.format_valid,
-                b.trajectories->t.idx->>'text' AS response,
-                (SELECT p->>'text' FROM jsonb_array_elements(b.prompts) p
-                 WHERE (p->>'group')::int = t.group_idx LIMIT 1) AS prompt
-         FROM keys JOIN trajectories t USING (position, idx) JOIN batches b USING (position)
-         ORDER BY position, idx",
-    )
-    .bind(&runs)
-    .bind(step_min)
-    .bind(step_max)
-    .bind(correct)
-    .bind(parallel)
-    .bind(role.map(Role::as_str))
-    .bind(reward_min)
-    .bind(reward_max)
-    .bind(text)
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
-    .bind(limit + 1)
-    .bind(evaluation)
-    .bind(q.benchmark.filter(|b| !b.is_empty()))
-    .fetch_all(&state.analytics)
-    .await?;
+    // Where the query's words are in filters of the texts' words; `None` without words, or when
+    // its words have no run of ASCII letters or digits (nothing for a filter to test).
+    let words = match &text {
+        Some(text) => {
+            let lexemes: Vec<String> =
+                sqlx::query_scalar("SELECT tsvector_to_array(to_tsvector('simple', $1))")
+                    .bind(text)
+                    .fetch_one(&state.analytics)
+                    .await?;
+            word_filter::query_numbers(&lexemes)
+        }
+        None => None,
+    };
+    let sql = if text.is_some() {
+        KEYS_OF_TEXT_SEARCH
+    } else {
+        KEYS_OF_SEARCH
+    };
+    let rows: Vec<TrajectoryRow> = sqlx::query_as(sql)
+        .bind(&runs)
+        .bind(step_min)
+        .bind(step_max)
+        .bind(correct)
+        .bind(parallel)
+        .bind(role.map(Role::as_str))
+        .bind(reward_min)
+        .bind(reward_max)
+        .bind(text)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(limit + 1)
+        .bind(evaluation)
+        .bind(q.benchmark.filter(|b| !b.is_empty()))
+        .bind(words)
+        .fetch_all(&state.analytics)
+        .await?;
     let more = rows.len() as i64 > limit;
     let items: Vec<TrajectoryView> = rows
         .into_iter()

@@ -62,6 +62,13 @@ impl Field for str {
     }
 }
 
+/// `bytea`: the bytes as they are.
+impl Field for [u8] {
+    fn write(&self, out: &mut Vec<u8>) {
+        sized(out, self);
+    }
+}
+
 impl Field for DateTime<Utc> {
     fn write(&self, out: &mut Vec<u8>) {
         sized(
