@@ -17,13 +17,15 @@
 //!
 //! **The layout.** A filter of `m` bits (a power of two, at least 64, about 8 a word) sets 3 bits
 //! per word: bit `(a + i·b + s·c) mod m` for `i` in 0..3, where `a`, `b` and `c` come from the
-//! word's 64-bit FNV-1a hash (`Placement`) and `s` is the filter's *salt*, 16 bits of where its
-//! row is in the log (`batch_salt`, `trajectory_salt`). Without a salt the words every text has
-//! set the same bits in every filter of a size, and a query word whose bits they happen to
-//! cover passes every filter of that size; with it, such collisions differ from row to row, so a
-//! word a text lacks passes about 3 % of filters, each on its own. Bit `n` is bit `n % 8` (from
-//! the least significant) of byte `n / 8`, what PostgreSQL's `get_bit(bytea, n)` reads, so SQL
-//! tests a filter with arithmetic and `get_bit` alone (`words_may_contain` in the migrations).
+//! word's 64-bit FNV-1a hash (`Placement`) and `s` is the filter's *salt*, the low 16 bits of
+//! its *place*: where its row is in the log (`batch_place`, `trajectory_place`; SQL computes
+//! the same number from the row and passes it, and both sides take the salt from it). Without
+//! a salt the words every text has set the same bits in every filter of a size, and a query word
+//! whose bits they happen to cover passes every filter of that size; with it, such collisions
+//! differ from row to row, so a word a text lacks passes at most about 3 % of filters (fewer
+//! where the size rounded up), each on its own. Bit `n` is bit `n % 8` (from the least
+//! significant) of byte `n / 8`, what PostgreSQL's `get_bit(bytea, n)` reads, so SQL tests a
+//! filter with arithmetic and `get_bit` alone (`words_may_contain` in the migrations).
 //! Filters are stored, so the hash, the salts and the layout are a format: changing them needs a
 //! migration that clears the stored filters.
 
@@ -62,25 +64,25 @@ impl BatchFilters {
                 if let Some(b) = batch.as_mut() {
                     b.extend(&text);
                 }
-                Some(filter(&text, trajectory_salt(position, idx as i64)))
+                Some(filter(&text, trajectory_place(position, idx as i64)))
             })
             .collect();
         BatchFilters {
-            batch: batch.map(|b| filter(&b, batch_salt(position))),
+            batch: batch.map(|b| filter(&b, batch_place(position))),
             trajectories,
         }
     }
 }
 
-/// The salt of the filter of the batch at `position`; SQL passes `position`.
-fn batch_salt(position: i64) -> i64 {
-    position & 0xffff
+/// The place of the filter of the batch at `position`: SQL passes `b.position`.
+pub fn batch_place(position: i64) -> i64 {
+    position
 }
 
-/// The salt of the filter of trajectory `idx` of the batch at `position`; SQL passes
-/// `position + idx + 1`.
-fn trajectory_salt(position: i64, idx: i64) -> i64 {
-    (position + idx + 1) & 0xffff
+/// The place of the filter of trajectory `idx` of the batch at `position`: SQL passes
+/// `t.position + t.idx + 1`, so that no trajectory shares its batch's salt.
+pub fn trajectory_place(position: i64, idx: i64) -> i64 {
+    position + idx + 1
 }
 
 /// The distinct hashes of a text's words. Hashes are already well mixed, so the set hashes
@@ -158,7 +160,7 @@ fn hash(word: &str) -> u64 {
 /// A filter holding `hashes` (distinct), sized to them.
 pub fn filter<'a>(
     hashes: impl IntoIterator<Item = &'a u64, IntoIter: ExactSizeIterator>,
-    salt: i64,
+    place: i64,
 ) -> Vec<u8> {
     let hashes = hashes.into_iter();
     let bits = (hashes.len() * BITS_PER_WORD)
@@ -166,22 +168,22 @@ pub fn filter<'a>(
         .max(MIN_BITS);
     let mut filter = vec![0u8; bits / 8];
     for &h in hashes {
-        for n in Placement::of(h).bits(salt, bits) {
+        for n in Placement::of(h).bits(place, bits) {
             filter[n / 8] |= 1 << (n % 8);
         }
     }
     filter
 }
 
-/// Whether `filter`, with its salt, may hold every word of a query (`query_numbers`).
-pub fn may_contain(filter: &[u8], salt: i64, query: &[i64]) -> bool {
+/// Whether `filter`, at its place, may hold every word of a query (`query_numbers`).
+pub fn may_contain(filter: &[u8], place: i64, query: &[i64]) -> bool {
     query.chunks(3).all(|p| {
         let placement = Placement {
             a: p[0],
             b: p[1],
             c: p[2],
         };
-        (placement.bits(salt, filter.len() * 8)).all(|n| filter[n / 8] & (1 << (n % 8)) != 0)
+        (placement.bits(place, filter.len() * 8)).all(|n| filter[n / 8] & (1 << (n % 8)) != 0)
     })
 }
 
@@ -216,7 +218,7 @@ pub fn query_numbers<S: AsRef<str>>(lexemes: &[S]) -> Option<Vec<i64>> {
 }
 
 /// Where a word's bits go: `(a + i·b + s·c) mod m`. Every term fits an `int8` in SQL: `a`, `b`
-/// are below 2^32, `c` below 2^31 and a salt below 2^16.
+/// are below 2^32, `c` below 2^31 and a salt below 2^16, so the sum stays below 2^48.
 struct Placement {
     a: i64,
     b: i64,
@@ -233,8 +235,9 @@ impl Placement {
         }
     }
 
-    fn bits(&self, salt: i64, size: usize) -> impl Iterator<Item = usize> {
-        let start = self.a + salt * self.c;
+    /// The word's bits in a filter of `size` bits at `place`.
+    fn bits(&self, place: i64, size: usize) -> impl Iterator<Item = usize> {
+        let start = self.a + (place & 0xffff) * self.c;
         (0..HASHES).map(move |i| (start + i * self.b) as usize & (size - 1))
     }
 }
@@ -342,17 +345,17 @@ mod tests {
         let query = |w| query_numbers(&[w]).unwrap();
         for w in ["one", "two", "three"] {
             let batch = b.batch.as_ref().unwrap();
-            assert!(may_contain(batch, batch_salt(70_000), &query(w)));
+            assert!(may_contain(batch, batch_place(70_000), &query(w)));
         }
         let second = b.trajectories[1].as_ref().unwrap();
         assert!(may_contain(
             second,
-            trajectory_salt(70_000, 1),
+            trajectory_place(70_000, 1),
             &query("three")
         ));
         assert!(!may_contain(
             second,
-            trajectory_salt(70_000, 1),
+            trajectory_place(70_000, 1),
             &query("one")
         ));
         assert_eq!(b.trajectories[2].as_ref().unwrap().len() * 8, MIN_BITS);

@@ -112,6 +112,11 @@ impl<'a> Bulk<'a> {
         let mut blocks = Vec::new();
         let mut copy = CopyIn::start(conn, "trajectories", TRAJECTORY_COLUMNS).await?;
         for e in kept {
+            debug_assert_eq!(
+                e.words.len(),
+                e.batch.trajectories.len(),
+                "a filter per trajectory"
+            );
             for (idx, (tr, words)) in e.batch.trajectories.iter().zip(&e.words).enumerate() {
                 let prompt = e.batch.prompts.get(tr.prompt as usize).unwrap_or(NO_PROMPT);
                 let row = Row {
