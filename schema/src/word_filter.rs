@@ -37,9 +37,9 @@ const MIN_BITS: usize = 64;
 const HASHES: i64 = 3;
 /// Query pieces tested per search (the SQL takes a fixed array): a few rule out nearly all
 /// that the filters can.
-pub const QUERY_PIECES: usize = 4;
+const QUERY_PIECES: usize = 4;
 /// The numbers a query passes to SQL: a word's `Placement`, `QUERY_PIECES` times.
-pub const QUERY_NUMBERS: usize = QUERY_PIECES * 3;
+const QUERY_NUMBERS: usize = QUERY_PIECES * 3;
 
 /// The filters of one batch: one per trajectory, and one of all their words for the batch.
 /// `None` is no filter, which passes every query: a text that cannot be filtered (see
@@ -75,13 +75,13 @@ impl BatchFilters {
 }
 
 /// The place of the filter of the batch at `position`: SQL passes `b.position`.
-pub fn batch_place(position: i64) -> i64 {
+fn batch_place(position: i64) -> i64 {
     position
 }
 
 /// The place of the filter of trajectory `idx` of the batch at `position`: SQL passes
 /// `t.position + t.idx + 1`, so that no trajectory shares its batch's salt.
-pub fn trajectory_place(position: i64, idx: i64) -> i64 {
+fn trajectory_place(position: i64, idx: i64) -> i64 {
     position + idx + 1
 }
 

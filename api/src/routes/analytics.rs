@@ -245,16 +245,35 @@ fn cursor(text: &str) -> Result<(i64, i32), ApiError> {
     ))
 }
 
-/// A search page's statement around its keys' query (`$12` keys at most, in log order): the
-/// page's rows, and each of its events' payload once for the page's texts and prompts (a page's
-/// trajectories come from a few events, whose payloads, a whole batch where the texts are kept,
-/// are costly to read per row).
+/// A search page's statement. `$runs_rows` is, for each named run `r`, the query of its rows `t`
+/// of `trajectories` in log order, up to its own conditions; the filters every search applies
+/// follow (parameters 4-8, 10-11 the cursor, 13-14). The first `$12` rows of each run, then of
+/// them all, are the page's keys; then come the page's rows, and each of its events' payload
+/// once for the page's texts and prompts (a page's trajectories come from a few events, whose
+/// payloads, a whole batch where the texts are kept, are costly to read per row).
 macro_rules! search_page {
-    ($($keys:expr),+) => {
+    ($runs_rows:literal) => {
         concat!(
-            "WITH keys AS (",
-            $($keys),+,
-            "), batches AS MATERIALIZED (
+            "WITH keys AS (
+             SELECT k.* FROM (SELECT DISTINCT unnest($1::uuid[]) AS run_id) AS r, ",
+            $runs_rows,
+            "
+               AND ($4::bool IS NULL OR t.correct = $4)
+               AND ($5::bool IS NULL OR (t.blocks > 0) = $5)
+               AND ($6::text IS NULL
+                    OR ($6 = 'exploration' AND t.exploration_blocks > 0)
+                    OR ($6 = 'verification' AND t.verification_blocks > 0))
+               AND ($7::float8 IS NULL OR t.reward >= $7)
+               AND ($8::float8 IS NULL OR t.reward <= $8)
+               AND ($10::bigint IS NULL OR t.position > $10 OR t.idx > $11)
+               AND ($13::bool IS NULL OR (t.benchmark IS NOT NULL) = $13)
+               AND ($14::text IS NULL OR t.benchmark = $14)
+             ORDER BY t.position, t.idx
+             LIMIT $12
+             ) AS k
+             ORDER BY k.position, k.idx
+             LIMIT $12
+             ), batches AS MATERIALIZED (
              SELECT e.position, e.payload->'trajectories' AS trajectories,
                     e.payload->'prompts' AS prompts
              FROM events e
@@ -271,23 +290,6 @@ macro_rules! search_page {
     };
 }
 
-/// The filters every search applies to a row `t` of `trajectories` (parameters 4-8, 10-11 the
-/// cursor, 13-14).
-macro_rules! search_filters {
-    () => {
-        "($4::bool IS NULL OR t.correct = $4)
-         AND ($5::bool IS NULL OR (t.blocks > 0) = $5)
-         AND ($6::text IS NULL
-              OR ($6 = 'exploration' AND t.exploration_blocks > 0)
-              OR ($6 = 'verification' AND t.verification_blocks > 0))
-         AND ($7::float8 IS NULL OR t.reward >= $7)
-         AND ($8::float8 IS NULL OR t.reward <= $8)
-         AND ($10::bigint IS NULL OR t.position > $10 OR t.idx > $11)
-         AND ($13::bool IS NULL OR (t.benchmark IS NOT NULL) = $13)
-         AND ($14::text IS NULL OR t.benchmark = $14)"
-    };
-}
-
 /// A page's keys without words: from each named run's range of trajectories_search_idx in log
 /// order, filtered inside that index (no heap read, no scan of other runs' rows), and bounded by
 /// the first and last positions of the asked steps' events (from trajectory_batches, which has
@@ -296,23 +298,14 @@ macro_rules! search_filters {
 /// (run_id, step) index, where min and max alone would walk the whole log's primary key from
 /// either end).
 const KEYS_OF_SEARCH: &str = search_page!(
-    "SELECT k.* FROM (SELECT DISTINCT unnest($1::uuid[]) AS run_id) AS r,
-     LATERAL (SELECT min(position) AS first, max(position) AS last
+    "LATERAL (SELECT min(position) AS first, max(position) AS last
               FROM (SELECT b.position FROM trajectory_batches b
                     WHERE b.run_id = r.run_id AND b.step BETWEEN $2 AND $3
                     OFFSET 0) AS b) AS span, LATERAL (
      SELECT t.position, t.idx
      FROM trajectories t
      WHERE t.run_id = r.run_id AND t.step BETWEEN $2 AND $3
-       AND t.position BETWEEN greatest(span.first, $10) AND span.last
-       AND ",
-    search_filters!(),
-    "
-     ORDER BY t.position, t.idx
-     LIMIT $12
-     ) AS k
-     ORDER BY k.position, k.idx
-     LIMIT $12"
+       AND t.position BETWEEN greatest(span.first, $10) AND span.last"
 );
 
 /// A page's keys with words: each named run's batches in log order, those whose filter of words
@@ -325,7 +318,7 @@ const KEYS_OF_SEARCH: &str = search_page!(
 /// ILIKE cannot drop a match: the `simple` config's words are lower-cased pieces of the text,
 /// and ILIKE lower-cases both sides the same way.
 const KEYS_OF_TEXT_SEARCH: &str = search_page!(
-    "SELECT k.* FROM (SELECT DISTINCT unnest($1::uuid[]) AS run_id) AS r, LATERAL (
+    "LATERAL (
      SELECT t.position, t.idx
      FROM (SELECT b.position FROM trajectory_batches b
            WHERE b.run_id = r.run_id AND b.position >= coalesce($10, 0)
@@ -341,15 +334,7 @@ const KEYS_OF_TEXT_SEARCH: &str = search_page!(
                  SELECT '%' || replace(replace(replace(w, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%'
                  FROM unnest(tsvector_to_array(to_tsvector('simple', $9::text))) AS w))
              AND to_tsvector('simple', e.texts->t.idx->>'text') @@ plainto_tsquery('simple', $9),
-             false)
-       AND ",
-    search_filters!(),
-    "
-     ORDER BY t.position, t.idx
-     LIMIT $12
-     ) AS k
-     ORDER BY k.position, k.idx
-     LIMIT $12"
+             false)"
 );
 
 /// Trajectories of some runs, filtered, in log order, a page at a time.
