@@ -1,13 +1,16 @@
 //! prl's event log: the store, with the read models and the process manager following every
 //! append in its transaction.
 
+use crate::projections::{self, PreparedWords};
 use crate::store::{Followers, LogTx, StreamAppend};
-use crate::{projections, workflow};
+use crate::workflow;
 use futures::future::BoxFuture;
 use prl_schema::events::RecordedEvent;
 use sqlx::{PgConnection, PgPool};
 
-struct Prl;
+struct Prl {
+    words: PreparedWords,
+}
 
 impl Followers for Prl {
     fn project<'a>(
@@ -15,7 +18,7 @@ impl Followers for Prl {
         conn: &'a mut PgConnection,
         events: &'a [RecordedEvent],
     ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
-        Box::pin(projections::apply(conn, events))
+        Box::pin(projections::apply(conn, events, &self.words))
     }
 
     fn react<'a>(
@@ -29,5 +32,11 @@ impl Followers for Prl {
 
 /// A transaction on prl's log: it holds the log's lock until it commits.
 pub async fn begin(pool: &PgPool) -> Result<LogTx, sqlx::Error> {
-    LogTx::begin(pool, &Prl).await
+    begin_with_words(pool, PreparedWords::new()).await
+}
+
+/// A transaction on prl's log whose trajectory events' words were found before it began (by
+/// event id), so that what it does under the lock is only placing them in their filters.
+pub async fn begin_with_words(pool: &PgPool, words: PreparedWords) -> Result<LogTx, sqlx::Error> {
+    LogTx::begin(pool, Box::new(Prl { words })).await
 }

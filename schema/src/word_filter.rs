@@ -41,21 +41,22 @@ const QUERY_PIECES: usize = 4;
 /// The numbers a query passes to SQL: a word's `Placement`, `QUERY_PIECES` times.
 const QUERY_NUMBERS: usize = QUERY_PIECES * 3;
 
-/// The filters of one batch: one per trajectory, and one of all their words for the batch.
-/// `None` is no filter, which passes every query: a text that cannot be filtered (see
-/// `word_hashes`), and a batch holding one.
-pub struct BatchFilters {
-    pub batch: Option<Vec<u8>>,
-    pub trajectories: Vec<Option<Vec<u8>>>,
+/// The words of one batch's texts: what a filter costs to build (reading the texts, hashing and
+/// deduplicating their words) and needs no place in the log, so that it can be found before an
+/// append takes the log's lock. `filters` then only sets bits.
+pub struct BatchWords {
+    /// Each text's distinct word hashes; `None` for a text that cannot be filtered (see
+    /// `word_hashes`).
+    trajectories: Vec<Option<Vec<u64>>>,
+    /// The distinct words of all the texts; `None` when one of them cannot be filtered.
+    batch: Option<Vec<u64>>,
 }
 
-impl BatchFilters {
-    /// The filters of the batch at `position` in the log, whose texts are `texts`.
-    pub fn of<'a>(position: i64, texts: impl Iterator<Item = &'a str>) -> BatchFilters {
+impl BatchWords {
+    pub fn of<'a>(texts: impl Iterator<Item = &'a str>) -> BatchWords {
         let (mut text, mut batch) = (WordSet::default(), Some(WordSet::default()));
         let trajectories = texts
-            .enumerate()
-            .map(|(idx, t)| {
+            .map(|t| {
                 text.clear();
                 if !add_words(t, &mut text) {
                     batch = None;
@@ -64,14 +65,35 @@ impl BatchFilters {
                 if let Some(b) = batch.as_mut() {
                     b.extend(&text);
                 }
-                Some(filter(&text, trajectory_place(position, idx as i64)))
+                Some(text.iter().copied().collect())
             })
             .collect();
-        BatchFilters {
-            batch: batch.map(|b| filter(&b, batch_place(position))),
+        BatchWords {
             trajectories,
+            batch: batch.map(|b| b.into_iter().collect()),
         }
     }
+
+    /// The filters of these words for the batch at `position` in the log.
+    pub fn filters(&self, position: i64) -> BatchFilters {
+        BatchFilters {
+            batch: (self.batch.as_ref()).map(|b| filter(b, batch_place(position))),
+            trajectories: (self.trajectories.iter().enumerate())
+                .map(|(idx, words)| {
+                    let place = trajectory_place(position, idx as i64);
+                    words.as_ref().map(|w| filter(w, place))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The filters of one batch: one per trajectory, and one of all their words for the batch.
+/// `None` is no filter, which passes every query: a text that cannot be filtered (see
+/// `word_hashes`), and a batch holding one.
+pub struct BatchFilters {
+    pub batch: Option<Vec<u8>>,
+    pub trajectories: Vec<Option<Vec<u8>>>,
 }
 
 /// The place of the filter of the batch at `position`: SQL passes `b.position`.
@@ -269,7 +291,7 @@ mod tests {
         assert_eq!(word_hashes("İstanbul"), None);
         assert_eq!(word_hashes("5 \u{212A}"), None);
         assert!(word_hashes("café Ⅻ 日本").is_some());
-        let b = BatchFilters::of(7, ["one", "İki"].into_iter());
+        let b = BatchWords::of(["one", "İki"].into_iter()).filters(7);
         assert!(b.trajectories[0].is_some());
         assert_eq!((&b.trajectories[1], &b.batch), (&None, &None));
     }
@@ -340,7 +362,7 @@ mod tests {
     #[test]
     fn a_batch_filter_holds_every_trajectory_s_words() {
         let texts = ["one two", "three", ""];
-        let b = BatchFilters::of(70_000, texts.iter().copied());
+        let b = BatchWords::of(texts.iter().copied()).filters(70_000);
         assert_eq!(b.trajectories.len(), 3);
         let query = |w| query_numbers(&[w]).unwrap();
         for w in ["one", "two", "three"] {

@@ -11,7 +11,7 @@
 
 use crate::domain::job;
 use crate::event_log;
-use crate::projections;
+use crate::projections::{self, PreparedWords};
 use crate::store::{
     AppendError, Expected, LogTx, NewEvent, StreamAppend, derived_id, existing_event_ids,
 };
@@ -23,8 +23,10 @@ use futures::StreamExt;
 use prl_bus::{Lane, Topology};
 use prl_schema::events::{Event, Metadata};
 use prl_schema::jobs::{LeaseDecision, LeaseVerdict, WorkerEvent, WorkerMessage};
+use prl_schema::word_filter::BatchWords;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -70,6 +72,8 @@ const MAX_REASON_CHARS: usize = 2000;
 struct Incoming {
     message: Message,
     decoded: Result<WorkerMessage, String>,
+    /// A trajectory message's words, found while the batch before it was written.
+    words: Option<Arc<BatchWords>>,
 }
 
 impl Ingester {
@@ -240,7 +244,15 @@ impl Ingester {
                 appends.push(self.park(message, reason, id).await?);
             }
         }
-        let mut log = event_log::begin(&self.pool).await?;
+        // The event a message causes first takes its id: a trajectory message's event.
+        let words: PreparedWords = batch
+            .iter()
+            .filter_map(|item| {
+                let id = item.decoded.as_ref().ok()?.event_id.0;
+                Some((id, item.words.clone()?))
+            })
+            .collect();
+        let mut log = event_log::begin_with_words(&self.pool, words).await?;
         // Under the lock: recorded meanwhile by another ingester is recorded.
         let recorded = log
             .existing_event_ids(&appends.iter().map(|a| a.stream_id).collect::<Vec<_>>())
@@ -432,7 +444,18 @@ async fn receive(
             bytes += message.payload.len();
             let decoded = serde_json::from_slice::<WorkerMessage>(&message.payload)
                 .map_err(|e| format!("not a worker message: {e}"));
-            batch.push(Incoming { message, decoded });
+            let words = match &decoded {
+                Ok(WorkerMessage {
+                    body: WorkerEvent::Trajectories(batch),
+                    ..
+                }) => Some(Arc::new(projections::trajectory_words(batch))),
+                _ => None,
+            };
+            batch.push(Incoming {
+                message,
+                decoded,
+                words,
+            });
             if batch.len() < batch_size && bytes < MAX_BATCH_BYTES {
                 next = tokio::select! {
                     biased;

@@ -9,21 +9,33 @@ mod runs;
 mod tracked;
 
 use prl_schema::events::{Event, RecordedEvent};
-use prl_schema::word_filter::BatchFilters;
+use prl_schema::trajectory::TrajectoryBatch;
+use prl_schema::word_filter::BatchWords;
 use sqlx::PgConnection;
 use std::collections::HashMap;
+use std::sync::Arc;
 use uuid::Uuid;
+
+/// The words of `TrajectoriesRecorded` events' texts, by event id, found before their append
+/// took the log's lock. An event without them has its words found in the transaction.
+pub type PreparedWords = HashMap<Uuid, Arc<BatchWords>>;
 
 /// Applies events in log order. High-volume run events are written in bulk at the end; they touch
 /// only run tables, which nothing earlier in the batch reads.
-pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), sqlx::Error> {
+pub async fn apply(
+    conn: &mut PgConnection,
+    events: &[RecordedEvent],
+    prepared: &PreparedWords,
+) -> Result<(), sqlx::Error> {
     let mut bulk = runs::Bulk::default();
     let mut analytics = analytics::Bulk::default();
     for recorded in events {
         match &recorded.event {
             Event::TrajectoriesRecorded { batch, attempt } => {
-                let texts = batch.trajectories.iter().map(|t| t.text.as_str());
-                let words = BatchFilters::of(recorded.position, texts);
+                let words = match prepared.get(&recorded.event_id) {
+                    Some(words) => words.filters(recorded.position),
+                    None => trajectory_words(batch).filters(recorded.position),
+                };
                 bulk.add_trajectories(recorded, batch, *attempt, words.batch);
                 analytics.add(recorded, batch, *attempt, words.trajectories);
             }
@@ -120,6 +132,11 @@ pub async fn apply(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<
     }
     let superseded = bulk.flush(conn).await?;
     analytics.flush(conn, &superseded).await
+}
+
+/// The words of a batch's texts, for its filters.
+pub fn trajectory_words(batch: &TrajectoryBatch) -> BatchWords {
+    BatchWords::of(batch.trajectories.iter().map(|t| t.text.as_str()))
 }
 
 /// The newest attempt of each (run, step) among `(run, step, attempt)` rows: within a batch

@@ -20,7 +20,7 @@ pub async fn replay(pool: &PgPool) -> Result<u64, sqlx::Error> {
         let Some(last) = batch.last() else { break };
         position = last.position;
         applied += batch.len() as u64;
-        super::apply(log.conn(), &batch).await?;
+        super::apply(log.conn(), &batch, &super::PreparedWords::new()).await?;
     }
     log.commit().await?;
     Ok(applied)

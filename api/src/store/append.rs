@@ -75,8 +75,9 @@ pub async fn existing_event_ids(
 }
 
 /// What an append does in its own transaction besides writing the events. Supplied by whoever
-/// begins the transaction (prl's are in `crate::event_log`), so the store knows nothing of them.
-pub trait Followers: Sync {
+/// begins the transaction (prl's are in `crate::event_log`), so the store knows nothing of them;
+/// they may carry what was worked out for the transaction before it took the lock.
+pub trait Followers: Send + Sync {
     /// Brings the read models up to `events`, in log order.
     fn project<'a>(
         &'a self,
@@ -98,14 +99,11 @@ pub trait Followers: Sync {
 pub struct LogTx {
     conn: PoolConnection<Postgres>,
     committed: bool,
-    followers: &'static dyn Followers,
+    followers: Box<dyn Followers>,
 }
 
 impl LogTx {
-    pub async fn begin(
-        pool: &PgPool,
-        followers: &'static dyn Followers,
-    ) -> Result<Self, sqlx::Error> {
+    pub async fn begin(pool: &PgPool, followers: Box<dyn Followers>) -> Result<Self, sqlx::Error> {
         let mut log = LogTx {
             conn: pool.acquire().await?,
             committed: false,
@@ -222,19 +220,16 @@ impl Drop for LogTx {
     }
 }
 
-/// An event encoded for the log before its position is known.
-struct Encoded {
+/// An event of an append, with its place in its stream.
+struct Versioned {
     stream_id: Uuid,
     version: i64,
-    event_type: String,
-    payload: Vec<u8>,
-    metadata: Vec<u8>,
     new: NewEvent,
 }
 
 /// The events of one append, in log order.
 #[derive(Default)]
-struct Rows(Vec<Encoded>);
+struct Rows(Vec<Versioned>);
 
 impl Rows {
     fn len(&self) -> usize {
@@ -242,19 +237,16 @@ impl Rows {
     }
 
     fn push(&mut self, stream_id: Uuid, version: i64, new: NewEvent) {
-        let (event_type, payload) = new.event.to_json_parts();
-        self.0.push(Encoded {
+        self.0.push(Versioned {
             stream_id,
             version,
-            event_type,
-            payload,
-            metadata: serde_json::to_vec(&new.metadata).expect("metadata is JSON"),
             new,
         });
     }
 
     /// Takes the next positions and writes the events at them with one binary COPY. The log's
-    /// lock is held, so positions are taken, and committed, in order.
+    /// lock is held, so positions are taken, and committed, in order. Each event is serialised
+    /// as its row is written, while the server stores the chunks before it.
     async fn insert(
         self,
         conn: &mut sqlx::PgConnection,
@@ -289,16 +281,18 @@ impl Rows {
         )
         .await?;
         for (e, &position) in self.0.iter().zip(&positions) {
+            let (event_type, payload) = e.new.event.to_json_parts();
+            let metadata = serde_json::to_vec(&e.new.metadata).expect("metadata is JSON");
             copy.row().await?;
             copy.field(position)
                 .field(e.new.event.stream_type().as_str())
                 .field(e.stream_id)
                 .field(e.version)
                 .field(e.new.event_id)
-                .field(e.event_type.as_str())
+                .field(event_type.as_str())
                 .field(SCHEMA_VERSION)
-                .field(Jsonb(&e.payload))
-                .field(Jsonb(&e.metadata))
+                .field(Jsonb(&payload))
+                .field(Jsonb(&metadata))
                 .field(recorded_at);
         }
         copy.finish().await?;

@@ -149,7 +149,9 @@ impl<'c> CopyIn<'c> {
             columns.join(", ")
         );
         let copy = conn.copy_in_raw(&statement).await?;
-        let mut buffer = b"PGCOPY\n\xff\r\n\0".to_vec();
+        // Room for a chunk and the row that ends it, so that no chunk grows by copying.
+        let mut buffer = Vec::with_capacity(2 * CHUNK);
+        buffer.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
         buffer.extend_from_slice(&0i32.to_be_bytes()); // flags: no OIDs
         buffer.extend_from_slice(&0i32.to_be_bytes()); // no header extension
         Ok(CopyIn {
@@ -164,7 +166,8 @@ impl<'c> CopyIn<'c> {
     pub async fn row(&mut self) -> Result<(), sqlx::Error> {
         self.check_width()?;
         if self.buffer.len() >= CHUNK {
-            self.copy.send(std::mem::take(&mut self.buffer)).await?;
+            let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(2 * CHUNK));
+            self.copy.send(chunk).await?;
         }
         self.buffer
             .extend_from_slice(&(self.columns as i16).to_be_bytes());
