@@ -125,16 +125,22 @@ impl LeaseMonitor {
         until: DateTime<Utc>,
         not_before: DateTime<Utc>,
     ) -> Result<u64, sqlx::Error> {
-        let mut log = event_log::begin(&self.pool).await?;
         // A literal status, so that the partial index on running jobs' leases serves it.
-        let rows = sqlx::query(
-            "SELECT id, attempt, worker_id, version FROM jobs
-             WHERE status = 'running' AND greatest(lease_until, $2) < $1",
-        )
-        .bind(until)
-        .bind(not_before)
-        .fetch_all(log.conn())
-        .await?;
+        let run_out = || {
+            sqlx::query(
+                "SELECT id, attempt, worker_id, version FROM jobs
+                 WHERE status = 'running' AND greatest(lease_until, $2) < $1",
+            )
+            .bind(until)
+            .bind(not_before)
+        };
+        // Most passes find none: they look without the log's lock, which would wait behind
+        // every ingest transaction in progress. What they find is looked up again under it.
+        if run_out().fetch_optional(&self.pool).await?.is_none() {
+            return Ok(0);
+        }
+        let mut log = event_log::begin(&self.pool).await?;
+        let rows = run_out().fetch_all(log.conn()).await?;
         if rows.is_empty() {
             log.commit().await?;
             return Ok(0);
