@@ -53,6 +53,7 @@ pub struct BatchWords {
 }
 
 impl BatchWords {
+    /// The words of `texts`, in order.
     pub fn of<'a>(texts: impl Iterator<Item = &'a str>) -> BatchWords {
         let (mut text, mut batch) = (WordSet::default(), Some(WordSet::default()));
         let trajectories = texts

@@ -244,14 +244,7 @@ impl Ingester {
                 appends.push(self.park(message, reason, id).await?);
             }
         }
-        // The event a message causes first takes its id: a trajectory message's event.
-        let words: PreparedWords = batch
-            .iter()
-            .filter_map(|item| {
-                let id = item.decoded.as_ref().ok()?.event_id.0;
-                Some((id, item.words.clone()?))
-            })
-            .collect();
+        let words = prepared_words(batch);
         let mut log = event_log::begin_with_words(&self.pool, words).await?;
         // Under the lock: recorded meanwhile by another ingester is recorded.
         let recorded = log
@@ -466,6 +459,23 @@ async fn receive(
         }
         place.send(Ok(batch));
     }
+}
+
+/// The words of the batch's trajectory messages, by the id of the event each causes first (its
+/// `TrajectoriesRecorded`). An id that two messages share is left out: which of them is recorded
+/// is decided under the lock, so that event finds its own words there.
+fn prepared_words(batch: &[Incoming]) -> PreparedWords {
+    let mut words = PreparedWords::new();
+    let mut shared = HashSet::new();
+    for item in batch {
+        if let (Ok(message), Some(w)) = (&item.decoded, &item.words)
+            && words.insert(message.event_id.0, w.clone()).is_some()
+        {
+            shared.insert(message.event_id.0);
+        }
+    }
+    words.retain(|id, _| !shared.contains(id));
+    words
 }
 
 /// Hands a batch back to JetStream for delivery again at once.

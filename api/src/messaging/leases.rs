@@ -126,21 +126,28 @@ impl LeaseMonitor {
         not_before: DateTime<Utc>,
     ) -> Result<u64, sqlx::Error> {
         // A literal status, so that the partial index on running jobs' leases serves it.
-        let run_out = || {
-            sqlx::query(
-                "SELECT id, attempt, worker_id, version FROM jobs
-                 WHERE status = 'running' AND greatest(lease_until, $2) < $1",
-            )
-            .bind(until)
-            .bind(not_before)
-        };
+        const RUN_OUT: &str =
+            "FROM jobs WHERE status = 'running' AND greatest(lease_until, $2) < $1";
         // Most passes find none: they look without the log's lock, which would wait behind
         // every ingest transaction in progress. What they find is looked up again under it.
-        if run_out().fetch_optional(&self.pool).await?.is_none() {
+        let any: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT EXISTS (SELECT 1 {RUN_OUT})"
+        )))
+        .bind(until)
+        .bind(not_before)
+        .fetch_one(&self.pool)
+        .await?;
+        if !any {
             return Ok(0);
         }
         let mut log = event_log::begin(&self.pool).await?;
-        let rows = run_out().fetch_all(log.conn()).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id, attempt, worker_id, version {RUN_OUT}"
+        )))
+        .bind(until)
+        .bind(not_before)
+        .fetch_all(log.conn())
+        .await?;
         if rows.is_empty() {
             log.commit().await?;
             return Ok(0);

@@ -149,9 +149,7 @@ impl<'c> CopyIn<'c> {
             columns.join(", ")
         );
         let copy = conn.copy_in_raw(&statement).await?;
-        // Room for a chunk and the row that ends it, so that no chunk grows by copying.
-        let mut buffer = Vec::with_capacity(2 * CHUNK);
-        buffer.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        let mut buffer = b"PGCOPY\n\xff\r\n\0".to_vec();
         buffer.extend_from_slice(&0i32.to_be_bytes()); // flags: no OIDs
         buffer.extend_from_slice(&0i32.to_be_bytes()); // no header extension
         Ok(CopyIn {
@@ -166,8 +164,9 @@ impl<'c> CopyIn<'c> {
     pub async fn row(&mut self) -> Result<(), sqlx::Error> {
         self.check_width()?;
         if self.buffer.len() >= CHUNK {
-            let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(2 * CHUNK));
-            self.copy.send(chunk).await?;
+            // The connection copies what it sends: the one buffer is reused for every chunk.
+            self.copy.send(&self.buffer[..]).await?;
+            self.buffer.clear();
         }
         self.buffer
             .extend_from_slice(&(self.columns as i16).to_be_bytes());
