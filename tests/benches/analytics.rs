@@ -14,6 +14,7 @@
 //! tables, see bench_ingest_peers.py).
 
 use futures::StreamExt;
+use prl_api::projections::trajectory_words;
 use prl_integration_tests::{FakeWorker, TestApp, publish_acked, publish_until, python_of};
 use prl_schema::jobs::WorkerEvent;
 use prl_schema::spec::StageKind;
@@ -240,9 +241,7 @@ async fn word_filters(app: &TestApp, trajectories: usize, rate: f64) {
         started.elapsed().as_secs_f64() * 1e6 / (batches.len() * PER_MESSAGE) as f64
     };
     let started = Instant::now();
-    let words: Vec<BatchWords> = (batches.iter())
-        .map(|b| BatchWords::of(b.trajectories.iter().map(|t| t.text.as_str())))
-        .collect();
+    let words: Vec<BatchWords> = batches.iter().map(trajectory_words).collect();
     let finding = per_trajectory(started);
     let started = Instant::now();
     for (position, w) in words.iter().enumerate() {
