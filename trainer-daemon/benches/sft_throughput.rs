@@ -11,7 +11,7 @@ mod common;
 
 use prl_schema::spec::Attention;
 use prl_trainer::adamw::AdamW;
-use prl_trainer::batch::{self, Example};
+use prl_trainer::batch::{self, Batch, Example};
 use prl_trainer::data::{BuiltinSet, SftExample};
 use prl_trainer::model::LoadedModel;
 use prl_trainer::presets;
@@ -74,11 +74,52 @@ fn compare(
     )
     .unwrap();
 
+    let (b, l) = batch.input_ids.size2().unwrap();
+    println!(
+        "{name}: batch {b} x {l} tokens ({:.0} % padding), {steps} steps",
+        100.0 * (1.0 - batch.tokens as f64 / tokens as f64)
+    );
+    let parts: Vec<Batch> = batch::by_length(&rows, |e| e.tokens.len())
+        .iter()
+        .map(|part| batch::build(part, tok.tags, Attention::Seen, tok.pad, device))
+        .collect();
+    let padded = train(model, std::slice::from_ref(&batch), tokens, steps);
+    let split = train(model, &parts, tokens, steps);
+    let torch = pytorch(&dir, steps, device);
+    let ratio = |prl: f64| match &torch {
+        Ok(torch) => format!("{:.2}x PyTorch", prl / torch),
+        Err(_) => "-".into(),
+    };
+    match &torch {
+        Ok(torch) => println!("  PyTorch + HF transformers (padded): {torch:.0} tokens/s"),
+        Err(why) => println!("  PyTorch not measured: {why}"),
+    }
+    for (how, (prl, optimizing)) in [
+        ("padded, as PyTorch".to_owned(), padded),
+        (
+            format!("in {} parts by length, as SFT trains", parts.len()),
+            split,
+        ),
+    ] {
+        println!(
+            "  prl, {how}: {prl:.0} tokens/s = {} ({:.1} % in clipping, AdamW and zeroing \
+             gradients)",
+            ratio(prl),
+            100.0 * optimizing
+        );
+    }
+}
+
+/// Trains `model` on one batch cut into `parts` for `steps` timed steps; returns the batch's
+/// padded `tokens` per second, the basis both sides share, and the share of the time spent in
+/// the optimiser.
+fn train(model: &LoadedModel, parts: &[Batch], tokens: usize, steps: usize) -> (f64, f64) {
+    let device = model.vs.device();
     let mut optimizer = AdamW::new(&model.vs, 0.01);
     let (mut timed, mut optimizing) = (0.0, 0.0);
     for step in 0..WARMUP + steps {
         let started = Instant::now();
-        let loss = batch.loss(&model.model);
+        let loss = batch::token_mean_loss(parts, &model.model);
         loss.backward();
         common::sync(device);
         let optimizer_started = Instant::now();
@@ -91,21 +132,7 @@ fn compare(
             optimizing += optimizer_started.elapsed().as_secs_f64();
         }
     }
-    let prl = (tokens * steps) as f64 / timed;
-    let (b, l) = batch.input_ids.size2().unwrap();
-    print!(
-        "{name}: batch {b} x {l} tokens, {steps} steps: prl {prl:.0} tokens/s ({:.1} % in clipping, \
-         AdamW and zeroing gradients)",
-        100.0 * optimizing / timed
-    );
-    std::io::Write::flush(&mut std::io::stdout()).unwrap();
-    match pytorch(&dir, steps, device) {
-        Ok(torch) => println!(
-            ", PyTorch {torch:.0} tokens/s, prl/PyTorch = {:.2}x",
-            prl / torch
-        ),
-        Err(why) => println!(", PyTorch not measured: {why}"),
-    }
+    ((tokens * steps) as f64 / timed, optimizing / timed)
 }
 
 /// Runs the PyTorch side; returns its tokens/s.

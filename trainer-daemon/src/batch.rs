@@ -42,6 +42,8 @@ pub struct Batch {
     pub banned: Tensor,
     /// Tokens in the batch, padding excluded.
     pub tokens: usize,
+    /// Targets that are not `IGNORE`.
+    pub trained: usize,
 }
 
 pub fn build(
@@ -58,6 +60,7 @@ pub fn build(
     let mut targets = vec![IGNORE; b * l];
     let mut banned = vec![false; b * l];
     let mut codes = (attention == Attention::Unseen).then(|| GroupCodes::padding(b, l));
+    let mut trained = 0;
     for (row, e) in examples.iter().enumerate() {
         let n = e.tokens.len();
         let layout = Layout::new(&e.tokens, tags, attention);
@@ -66,6 +69,7 @@ pub fn build(
         for t in 0..n.saturating_sub(1) {
             if t + 1 >= e.prompt_len && !e.forced.get(t + 1).copied().unwrap_or(false) {
                 targets[row * l + t] = e.tokens[t + 1];
+                trained += 1;
                 banned[row * l + t] = e.banned.get(t + 1).copied().unwrap_or(false);
             }
         }
@@ -84,13 +88,56 @@ pub fn build(
         targets: Tensor::from_slice(&targets).view([b, l]).to(device),
         banned: Tensor::from_slice(&banned).view([b, l]).to(device),
         tokens: examples.iter().map(|e| e.tokens.len()).sum(),
+        trained,
     }
 }
 
+/// What one more part costs beyond its tokens, in tokens: the fixed cost of a forward and
+/// backward pass, and the smaller kernels of a smaller part.
+const PART_COST: usize = 256;
+
+/// Splits a batch's rows into parts of similar length (`tokens` each), so that each can be padded
+/// only to its own longest sequence (`build` per part, `token_mean_loss` over all for SFT, the
+/// policy loss over all trained tokens for RL): the padding of a batch whose
+/// lengths vary is compute spent on nothing. Sorted longest first, the cuts are the ones that
+/// minimise the padded tokens plus `PART_COST` per part.
+pub fn by_length<T: Clone>(rows: &[T], tokens: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut sorted = rows.to_vec();
+    sorted.sort_by_key(|row| std::cmp::Reverse(tokens(row)));
+    // best[j]: the least cost of the first j rows, and where their last part starts.
+    let mut best = vec![(0usize, 0usize); sorted.len() + 1];
+    for j in 1..=sorted.len() {
+        best[j] = (0..j)
+            .map(|i| (best[i].0 + (j - i) * tokens(&sorted[i]) + PART_COST, i))
+            .min()
+            .unwrap();
+    }
+    let mut parts = Vec::new();
+    let mut end = sorted.len();
+    while end > 0 {
+        let start = best[end].1;
+        parts.push(sorted[start..end].to_vec());
+        end = start;
+    }
+    parts.reverse();
+    parts
+}
+
+/// Token-mean cross-entropy of `model` over the targets of every part (one batch, split by
+/// `by_length`), with logits computed at those positions only (`CausalLm::forward_at`).
+pub fn token_mean_loss(parts: &[Batch], model: &CausalLm) -> Tensor {
+    let trained: usize = parts.iter().map(|b| b.trained).sum();
+    let sum = parts
+        .iter()
+        .map(|b| b.loss_sum(model))
+        .reduce(|a, b| a + b)
+        .expect("a batch has at least one part");
+    sum / trained as f64
+}
+
 impl Batch {
-    /// Token-mean cross-entropy of `model` on the targets that are not `IGNORE`, with logits
-    /// computed at those positions only (`CausalLm::forward_at`).
-    pub fn loss(&self, model: &CausalLm) -> Tensor {
+    /// Summed cross-entropy of `model` on the targets that are not `IGNORE`.
+    fn loss_sum(&self, model: &CausalLm) -> Tensor {
         let trained = self.targets.ne(IGNORE);
         let logits = model.forward_at(
             &self.input_ids,
@@ -101,7 +148,7 @@ impl Batch {
         logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
             &self.targets.masked_select(&trained),
             None,
-            tch::Reduction::Mean,
+            tch::Reduction::Sum,
             IGNORE,
             0.0,
         )
@@ -151,10 +198,69 @@ mod tests {
             IGNORE,
             0.0,
         );
-        let at_targets = b.loss(&model.model);
+        let at_targets = token_mean_loss(&[b], &model.model);
         assert!(
             (at_targets.double_value(&[]) - everywhere.double_value(&[])).abs() < 1e-6,
             "{at_targets} vs {everywhere}"
         );
+    }
+
+    #[test]
+    fn a_batch_split_by_length_has_the_loss_and_gradients_of_the_padded_batch() {
+        tch::manual_seed(7);
+        let model = LoadedModel::random(presets::tiny_config(40), Device::Cpu);
+        let tags = TagIds {
+            open_parallel: 30,
+            close_parallel: 31,
+            open_path: 32,
+            close_path: 33,
+        };
+        // Two long rows and four short ones, each with a parallel block after its prompt.
+        let examples: Vec<Example> = [900, 10, 800, 100, 20, 90]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let mut tokens = vec![1, 2, 30, 32, 3, 33, 32, 4, 33, 31];
+                tokens.extend((0..n).map(|t| 1 + (t * 7 + i) as i64 % 29));
+                Example {
+                    tokens,
+                    prompt_len: 2,
+                    forced: vec![],
+                    banned: vec![],
+                }
+            })
+            .collect();
+        let rows: Vec<&Example> = examples.iter().collect();
+        let parts = by_length(&rows, |e| e.tokens.len());
+        let lengths: Vec<Vec<usize>> = parts
+            .iter()
+            .map(|p| p.iter().map(|e| e.tokens.len()).collect())
+            .collect();
+        assert_eq!(lengths, [vec![910, 810], vec![110, 100, 30, 20]]);
+
+        let loss_and_grads = |batches: &[Batch]| {
+            for mut grad in model.vs.trainable_variables().iter().map(Tensor::grad) {
+                if grad.defined() {
+                    let _ = grad.zero_();
+                }
+            }
+            let loss = token_mean_loss(batches, &model.model);
+            loss.backward();
+            let grads: Vec<Tensor> = model
+                .vs
+                .trainable_variables()
+                .iter()
+                .map(|v| v.grad().copy())
+                .collect();
+            (loss.double_value(&[]), grads)
+        };
+        let build_one = |rows: &[&Example]| build(rows, tags, Attention::Unseen, 0, Device::Cpu);
+        let (padded, padded_grads) = loss_and_grads(&[build_one(&rows)]);
+        let split: Vec<Batch> = parts.iter().map(|p| build_one(p)).collect();
+        let (split, split_grads) = loss_and_grads(&split);
+        assert!((padded - split).abs() < 1e-5, "{padded} vs {split}");
+        for (a, b) in padded_grads.iter().zip(&split_grads) {
+            assert!(a.allclose(b, 1e-4, 1e-6, false), "{a} vs {b}");
+        }
     }
 }

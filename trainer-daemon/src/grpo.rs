@@ -42,23 +42,22 @@ pub struct PolicyLoss {
     pub kl: f64,
 }
 
-/// `-min(r A, clip(r, 1 - low, 1 + high) A)` averaged over the tokens of `mask`, plus
-/// `kl_coef` times the k3 KL estimate to `reference` when given. `advantages` is (B), the rest
-/// (B, L).
+/// `-min(r A, clip(r, 1 - low, 1 + high) A)` averaged over the tokens, plus `kl_coef` times the
+/// k3 KL estimate to `reference` when given. Every argument holds one value per trained token,
+/// in the same shape (each token carries its sample's advantage).
 pub fn policy_loss(
     logp: &Tensor,
     old: &Tensor,
     advantages: &Tensor,
-    mask: &Tensor,
     (low, high): (f64, f64),
     reference: Option<(&Tensor, f64)>,
 ) -> PolicyLoss {
-    let tokens = mask.sum(Kind::Float).clamp_min(1.0);
-    let token_mean = |t: &Tensor| (t * mask).sum(Kind::Float) / &tokens;
+    // An empty mini-batch has a loss of 0, not the NaN of a mean over nothing.
+    let tokens = logp.numel().max(1) as f64;
+    let token_mean = |t: &Tensor| t.sum(Kind::Float) / tokens;
     let ratio = (logp - old).exp();
-    let adv = advantages.unsqueeze(-1);
-    let unclipped = &ratio * &adv;
-    let clipped = ratio.clamp(1.0 - low, 1.0 + high) * &adv;
+    let unclipped = &ratio * advantages;
+    let clipped = ratio.clamp(1.0 - low, 1.0 + high) * advantages;
     let surrogate = unclipped.minimum(&clipped);
     let policy = -token_mean(&surrogate);
     let (clip_low_fraction, clip_high_fraction) = tch::no_grad(|| {
@@ -66,7 +65,7 @@ pub fn policy_loss(
         let share = |side: Tensor| {
             token_mean(&bound.logical_and(&side).to_kind(Kind::Float)).double_value(&[])
         };
-        (share(adv.lt(0.0)), share(adv.gt(0.0)))
+        (share(advantages.lt(0.0)), share(advantages.gt(0.0)))
     });
     let approx_kl = tch::no_grad(|| token_mean(&(old - logp)).double_value(&[]));
     let (loss, kl) = match reference {
@@ -106,10 +105,10 @@ mod tests {
 
     #[test]
     fn the_loss_is_the_token_mean_of_the_advantage_at_ratio_one() {
-        let logp = Tensor::from_slice(&[-1.0f32, -2.0, -3.0, -1.0]).view([2, 2]);
-        let mask = Tensor::from_slice(&[1.0f32, 1.0, 1.0, 0.0]).view([2, 2]);
-        let adv = Tensor::from_slice(&[2.0f32, -1.0]);
-        let out = policy_loss(&logp, &logp, &adv, &mask, (0.2, 0.28), None);
+        // Two samples: advantage 2 with two tokens, -1 with one.
+        let logp = Tensor::from_slice(&[-1.0f32, -2.0, -3.0]);
+        let adv = Tensor::from_slice(&[2.0f32, 2.0, -1.0]);
+        let out = policy_loss(&logp, &logp, &adv, (0.2, 0.28), None);
         // Tokens: 2, 2, -1 -> mean 1 -> loss -1.
         assert!((out.loss.double_value(&[]) + 1.0).abs() < 1e-6);
         assert_eq!((out.clip_low_fraction, out.clip_high_fraction), (0.0, 0.0));
@@ -121,7 +120,6 @@ mod tests {
         // Ratios e^0.3 = 1.35 and e^-0.3 = 0.74.
         let old = Tensor::from_slice(&[-1.0f32, -1.0]).view([1, 2]);
         let logp = Tensor::from_slice(&[-0.7f32, -1.3]).view([1, 2]);
-        let mask = Tensor::ones([1, 2], (Kind::Float, tch::Device::Cpu));
         let (r1, r2) = (0.3f64.exp(), (-0.3f64).exp());
         for (adv, bounds, clipped, loss) in [
             // A positive advantage is capped at 1 + high: 1.28 < 1.35.
@@ -131,8 +129,8 @@ mod tests {
             // A negative advantage is capped at 1 - low: 0.74 becomes 0.8.
             (-1.0, (0.2, 0.28), (0.5, 0.0), (r1 + 0.8) / 2.0),
         ] {
-            let a = Tensor::from_slice(&[adv]);
-            let out = policy_loss(&logp, &old, &a, &mask, bounds, None);
+            let a = Tensor::from_slice(&[adv, adv]).view([1, 2]);
+            let out = policy_loss(&logp, &old, &a, bounds, None);
             assert_eq!(
                 (out.clip_low_fraction, out.clip_high_fraction),
                 clipped,
@@ -156,15 +154,8 @@ mod tests {
         };
         let logp = crate::sampling::target_logprobs(&sampler.distribution(&logits, None), &targets);
         let old = logp.detach();
-        let mask = Tensor::ones([1, 1], (Kind::Float, tch::Device::Cpu));
-        let out = policy_loss(
-            &logp,
-            &old,
-            &Tensor::from_slice(&[1.0f32]),
-            &mask,
-            (0.2, 0.2),
-            None,
-        );
+        let adv = Tensor::from_slice(&[1.0f32]).view([1, 1]);
+        let out = policy_loss(&logp, &old, &adv, (0.2, 0.2), None);
         out.loss.backward();
         let grad = logits.grad().view([4]);
         assert!(
@@ -177,12 +168,11 @@ mod tests {
     #[test]
     fn the_kl_penalty_is_zero_at_the_reference_and_positive_elsewhere() {
         let logp = Tensor::from_slice(&[-1.0f32, -2.0]).view([1, 2]);
-        let mask = Tensor::ones([1, 2], (Kind::Float, tch::Device::Cpu));
-        let zero = Tensor::zeros([1], (Kind::Float, tch::Device::Cpu));
-        let same = policy_loss(&logp, &logp, &zero, &mask, (0.2, 0.2), Some((&logp, 0.1)));
+        let zero = Tensor::zeros([1, 2], (Kind::Float, tch::Device::Cpu));
+        let same = policy_loss(&logp, &logp, &zero, (0.2, 0.2), Some((&logp, 0.1)));
         assert!(same.kl.abs() < 1e-9);
         let other = logp.shallow_clone() - 0.5;
-        let off = policy_loss(&logp, &logp, &zero, &mask, (0.2, 0.2), Some((&other, 0.1)));
+        let off = policy_loss(&logp, &logp, &zero, (0.2, 0.2), Some((&other, 0.1)));
         assert!(off.kl > 0.0);
         assert!((off.loss.double_value(&[]) - 0.1 * off.kl).abs() < 1e-6);
     }

@@ -13,7 +13,7 @@ use crate::grpo::{self, PolicyLoss};
 use crate::model::LoadedModel;
 use crate::presets;
 use crate::rollout::{Rollout, RolloutConfig, rollout};
-use crate::sampling;
+use crate::sampling::{self, Sampler};
 use crate::tokenizer::PrlTokenizer;
 use crate::training::Outcome;
 use crate::training::{self, EpochOrder, Events};
@@ -21,7 +21,7 @@ use crate::trajectories::{self, StructureIds};
 use anyhow::{Result, bail};
 use prl_schema::jobs::{CheckpointRef, JobMessage, WorkerEvent};
 use prl_schema::reward::{self, Scored};
-use prl_schema::spec::{RlStage, StageSpec};
+use prl_schema::spec::{Attention, RlStage, StageSpec};
 use prl_schema::trajectory::{PromptRecord, TrajectoryBatch};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -321,56 +321,49 @@ impl<'a> Step<'a> {
         }
         let sampler = self.config.sampler;
         let banned = self.tok.tags.open_parallel;
-        let batches: Vec<(batch::Batch, Tensor)> = examples
+        let mini_batches: Vec<Vec<Part>> = examples
             .chunks(stage.mini_batch_size.get() as usize)
             .map(|chunk| {
-                let rows: Vec<&Example> = chunk.iter().map(|(e, _)| e).collect();
-                let advantages: Vec<f32> = chunk.iter().map(|(_, a)| *a as f32).collect();
-                let batch = batch::build(
-                    &rows,
-                    self.tok.tags,
-                    stage.attention,
-                    self.tok.pad,
-                    self.device,
-                );
-                (batch, Tensor::from_slice(&advantages).to(self.device))
+                let rows: Vec<&(Example, f64)> = chunk.iter().collect();
+                batch::by_length(&rows, |(e, _)| e.tokens.len())
+                    .iter()
+                    .map(|part| Part::new(part, self.tok, stage.attention, self.device))
+                    .collect()
             })
             .collect();
-        let distribution = |m: &LoadedModel, b: &batch::Batch| {
-            let logits = m.model.forward(&b.input_ids, &b.positions, b.mask.as_ref());
-            sampler.distribution(&logits, Some((&b.banned, banned)))
+        // A mini-batch's trained tokens, (1, N): its parts' one after another.
+        let tokens = |parts: &[Part], of: &mut dyn FnMut(&Part) -> Tensor| {
+            Tensor::cat(&parts.iter().map(of).collect::<Vec<_>>(), 1)
         };
-        let mut entropy = (0.0, 0.0);
-        let old: Vec<Tensor> = batches
+        let logprobs = |m: &LoadedModel, parts: &[Part]| {
+            tokens(parts, &mut |p| {
+                sampling::target_logprobs(&p.distribution(m, sampler, banned), &p.targets)
+            })
+        };
+        let mut entropy = (0.0, 0usize);
+        let old: Vec<Tensor> = mini_batches
             .iter()
-            .map(|(b, _)| {
-                let (logp, h) = tch::no_grad(|| {
-                    let d = distribution(model, b);
-                    (
-                        sampling::target_logprobs(&d, &b.targets),
-                        sampling::entropy(&d, &b.targets),
-                    )
-                });
-                entropy.0 += h.sum(Kind::Double).double_value(&[]);
-                entropy.1 += b
-                    .targets
-                    .ne(batch::IGNORE)
-                    .sum(Kind::Double)
-                    .double_value(&[]);
-                logp
+            .map(|parts| {
+                tch::no_grad(|| {
+                    tokens(parts, &mut |p| {
+                        let d = p.distribution(model, sampler, banned);
+                        let h = sampling::entropy(&d, &p.targets);
+                        entropy.0 += h.sum(Kind::Double).double_value(&[]);
+                        entropy.1 += p.batch.trained;
+                        sampling::target_logprobs(&d, &p.targets)
+                    })
+                })
             })
             .collect();
-        update.entropy = entropy.0 / entropy.1.max(1.0);
+        update.entropy = entropy.0 / entropy.1.max(1) as f64;
         let refs: Option<Vec<Tensor>> = reference.map(|r| {
-            (batches.iter())
-                .map(|(b, _)| {
-                    tch::no_grad(|| sampling::target_logprobs(&distribution(r, b), &b.targets))
-                })
+            (mini_batches.iter())
+                .map(|parts| tch::no_grad(|| logprobs(r, parts)))
                 .collect()
         });
-        for (i, (b, advantages)) in batches.iter().enumerate() {
-            let logp = sampling::target_logprobs(&distribution(model, b), &b.targets);
-            let mask = b.targets.ne(batch::IGNORE).to_kind(Kind::Float);
+        for (i, parts) in mini_batches.iter().enumerate() {
+            let logp = logprobs(model, parts);
+            let advantages = tokens(parts, &mut |p| p.advantages.shallow_clone());
             let reference = refs.as_ref().map(|r| (&r[i], stage.kl_coef.get()));
             let PolicyLoss {
                 loss,
@@ -381,8 +374,7 @@ impl<'a> Step<'a> {
             } = grpo::policy_loss(
                 &logp,
                 &old[i],
-                advantages,
-                &mask,
+                &advantages,
                 (stage.clip_low.get(), stage.clip_high.get()),
                 reference,
             );
@@ -390,14 +382,14 @@ impl<'a> Step<'a> {
             let grad_norm = optimizer.clip_grad_norm(stage.grad_clip.get());
             optimizer.step(lr);
             optimizer.zero_grad();
-            let n = batches.len() as f64;
+            let n = mini_batches.len() as f64;
             update.loss += loss.double_value(&[]) / n;
             update.clip_low += clip_low_fraction / n;
             update.clip_high += clip_high_fraction / n;
             update.approx_kl += approx_kl / n;
             update.kl += kl / n;
             update.grad_norm += grad_norm / n;
-            update.tokens += b.tokens;
+            update.tokens += parts.iter().map(|p| p.batch.tokens).sum::<usize>();
             update.mini_batches += 1;
         }
         update
@@ -538,6 +530,49 @@ fn example(prompt: &[i64], rollout: &Rollout) -> Example {
 }
 
 /// Means over a step's mini-batches.
+/// A part of a mini-batch (`batch::by_length`), and its trained tokens, (1, N) each, in the
+/// order `CausalLm::forward_at` gives their logits: the update reads nothing else.
+struct Part {
+    batch: batch::Batch,
+    /// (B, L): the positions with a target.
+    at: Tensor,
+    targets: Tensor,
+    banned: Tensor,
+    advantages: Tensor,
+}
+
+impl Part {
+    fn new(
+        rows: &[&(Example, f64)],
+        tok: &PrlTokenizer,
+        attention: Attention,
+        device: Device,
+    ) -> Part {
+        let examples: Vec<&Example> = rows.iter().map(|(e, _)| e).collect();
+        let batch = batch::build(&examples, tok.tags, attention, tok.pad, device);
+        let at = batch.targets.ne(batch::IGNORE);
+        let at_tokens = |t: &Tensor| t.masked_select(&at).unsqueeze(0);
+        let per_row: Vec<f32> = rows.iter().map(|(_, a)| *a as f32).collect();
+        let per_row = Tensor::from_slice(&per_row).to(device).unsqueeze(-1);
+        Part {
+            targets: at_tokens(&batch.targets),
+            banned: at_tokens(&batch.banned),
+            advantages: at_tokens(&per_row.expand_as(&batch.targets)),
+            at,
+            batch,
+        }
+    }
+
+    /// The sampling distribution of `model` at the trained tokens, (1, N, V), with
+    /// `<Parallel>` (`open_parallel`) blocked where the rollout banned it.
+    fn distribution(&self, model: &LoadedModel, sampler: Sampler, open_parallel: i64) -> Tensor {
+        let b = &self.batch;
+        let logits =
+            (model.model).forward_at(&b.input_ids, &b.positions, b.mask.as_ref(), &self.at);
+        sampler.distribution(&logits.unsqueeze(0), Some((&self.banned, open_parallel)))
+    }
+}
+
 #[derive(Default)]
 struct Update {
     loss: f64,
@@ -556,7 +591,6 @@ struct Update {
 mod tests {
     use super::*;
     use crate::presets::tiny_config;
-    use crate::sampling::Sampler;
     use prl_schema::spec::ModelRef;
 
     fn stage() -> RlStage {

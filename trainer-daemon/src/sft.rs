@@ -99,11 +99,14 @@ pub fn train(
                 .into_iter()
                 .map(|i| &examples[i])
                 .collect();
-            let batch = batch::build(&rows, tok.tags, stage.attention, tok.pad, device);
-            let loss = batch.loss(&model.model) / accum as f64;
+            let parts: Vec<batch::Batch> = batch::by_length(&rows, |e| e.tokens.len())
+                .iter()
+                .map(|part| batch::build(part, tok.tags, stage.attention, tok.pad, device))
+                .collect();
+            let loss = batch::token_mean_loss(&parts, &model.model) / accum as f64;
             loss.backward();
             loss_sum += loss.double_value(&[]);
-            tokens += batch.tokens;
+            tokens += parts.iter().map(|part| part.tokens).sum::<usize>();
         }
         let grad_norm = optimizer.clip_grad_norm(stage.grad_clip.get());
         let lr = learning_rate(stage.learning_rate.get(), done as i64, warmup, total as i64);

@@ -45,7 +45,7 @@ fn train(precision: Precision) -> (Vec<f64>, AdamW, prl_trainer::model::LoadedMo
         let rows: Vec<&batch::Example> =
             examples[step * BATCH..(step + 1) * BATCH].iter().collect();
         let b = batch::build(&rows, tok.tags, Attention::Unseen, tok.pad, Device::Cpu);
-        let loss = b.loss(&model.model);
+        let loss = batch::token_mean_loss(&[b], &model.model);
         loss.backward();
         losses.push(loss.double_value(&[]));
         optimizer.clip_grad_norm(1.0);
