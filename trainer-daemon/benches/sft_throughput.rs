@@ -1,6 +1,8 @@
 //! SFT training throughput (tokens/s) of prl against PyTorch + HF transformers, side by side in
 //! one run: the same model, weights, batch and optimiser settings; forward, backward, clipping
-//! and an AdamW step per iteration. The PyTorch side is `scripts/bench_sft_pytorch.py`, run with
+//! and an AdamW step per iteration. prl is timed twice, on the padded batch and split by length
+//! as SFT trains, the second run going on from the weights the first trained (the speed of a
+//! step does not depend on the weights' values). The PyTorch side is `scripts/bench_sft_pytorch.py`, run with
 //! the reference venv (`scripts/requirements-reference.txt`, default `~/.cache/prl/hf-ref`).
 //!
 //!     cargo bench -p prl-trainer --bench sft_throughput

@@ -54,7 +54,12 @@ pub fn build(
     device: Device,
 ) -> Batch {
     let b = examples.len();
-    let l = examples.iter().map(|e| e.tokens.len()).max().unwrap_or(1);
+    let l = examples
+        .iter()
+        .map(|e| e.tokens.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let mut ids = vec![pad; b * l];
     let mut positions = vec![0i64; b * l];
     let mut targets = vec![IGNORE; b * l];

@@ -52,6 +52,10 @@ pub fn policy_loss(
     (low, high): (f64, f64),
     reference: Option<(&Tensor, f64)>,
 ) -> PolicyLoss {
+    assert!(
+        old.size() == logp.size() && advantages.size() == logp.size(),
+        "one value per trained token in each argument"
+    );
     // An empty mini-batch has a loss of 0, not the NaN of a mean over nothing.
     let tokens = logp.numel().max(1) as f64;
     let token_mean = |t: &Tensor| t.sum(Kind::Float) / tokens;

@@ -331,21 +331,12 @@ impl<'a> Step<'a> {
                     .collect()
             })
             .collect();
-        // A mini-batch's trained tokens, (1, N): its parts' one after another.
-        let tokens = |parts: &[Part], of: &mut dyn FnMut(&Part) -> Tensor| {
-            Tensor::cat(&parts.iter().map(of).collect::<Vec<_>>(), 1)
-        };
-        let logprobs = |m: &LoadedModel, parts: &[Part]| {
-            tokens(parts, &mut |p| {
-                sampling::target_logprobs(&p.distribution(m, sampler, banned), &p.targets)
-            })
-        };
         let mut entropy = (0.0, 0usize);
         let old: Vec<Tensor> = mini_batches
             .iter()
             .map(|parts| {
                 tch::no_grad(|| {
-                    tokens(parts, &mut |p| {
+                    joined(parts, |p| {
                         let d = p.distribution(model, sampler, banned);
                         let h = sampling::entropy(&d, &p.targets);
                         entropy.0 += h.sum(Kind::Double).double_value(&[]);
@@ -358,12 +349,12 @@ impl<'a> Step<'a> {
         update.entropy = entropy.0 / entropy.1.max(1) as f64;
         let refs: Option<Vec<Tensor>> = reference.map(|r| {
             (mini_batches.iter())
-                .map(|parts| tch::no_grad(|| logprobs(r, parts)))
+                .map(|parts| tch::no_grad(|| joined(parts, |p| p.logprobs(r, sampler, banned))))
                 .collect()
         });
         for (i, parts) in mini_batches.iter().enumerate() {
-            let logp = logprobs(model, parts);
-            let advantages = tokens(parts, &mut |p| p.advantages.shallow_clone());
+            let logp = joined(parts, |p| p.logprobs(model, sampler, banned));
+            let advantages = joined(parts, |p| p.advantages.shallow_clone());
             let reference = refs.as_ref().map(|r| (&r[i], stage.kl_coef.get()));
             let PolicyLoss {
                 loss,
@@ -529,9 +520,9 @@ fn example(prompt: &[i64], rollout: &Rollout) -> Example {
     }
 }
 
-/// Means over a step's mini-batches.
-/// A part of a mini-batch (`batch::by_length`), and its trained tokens, (1, N) each, in the
-/// order `CausalLm::forward_at` gives their logits: the update reads nothing else.
+/// A part of a mini-batch (`batch::by_length`), and its trained tokens: `targets`, `banned` and
+/// `advantages` are (1, N), in the order `CausalLm::forward_at` gives their logits. The update
+/// reads nothing else.
 struct Part {
     batch: batch::Batch,
     /// (B, L): the positions with a target.
@@ -571,8 +562,22 @@ impl Part {
             (model.model).forward_at(&b.input_ids, &b.positions, b.mask.as_ref(), &self.at);
         sampler.distribution(&logits.unsqueeze(0), Some((&self.banned, open_parallel)))
     }
+
+    /// Log-probabilities of the trained tokens under `model`, (1, N).
+    fn logprobs(&self, model: &LoadedModel, sampler: Sampler, open_parallel: i64) -> Tensor {
+        sampling::target_logprobs(
+            &self.distribution(model, sampler, open_parallel),
+            &self.targets,
+        )
+    }
 }
 
+/// A mini-batch's values at its trained tokens, (1, N): its parts' one after another.
+fn joined(parts: &[Part], of: impl FnMut(&Part) -> Tensor) -> Tensor {
+    Tensor::cat(&parts.iter().map(of).collect::<Vec<_>>(), 1)
+}
+
+/// Means over a step's mini-batches.
 #[derive(Default)]
 struct Update {
     loss: f64,
@@ -701,6 +706,74 @@ mod tests {
         .sum(Kind::Int64)
         .int64_value(&[]);
         assert_eq!(forced_targets, 1);
+    }
+
+    #[test]
+    fn a_mini_batch_split_by_length_has_the_policy_gradient_of_the_padded_one() {
+        let tok = PrlTokenizer::characters(["abxy<Path>"]).unwrap();
+        tch::manual_seed(3);
+        let model = LoadedModel::random(tiny_config(tok.vocab_size()), Device::Cpu);
+        let sampler = Sampler {
+            temperature: 1.0,
+            top_p: 1.0,
+        };
+        let open = tok.tags.open_parallel;
+        // One long response, with `<Parallel>` banned at some of its tokens, and three short
+        // ones; each sample has its own advantage.
+        let mut long = example_of(&tok, &"x".repeat(400), false);
+        long.banned[5..9].fill(true);
+        let advantages = [1.5f32, -1.0, 0.5, -0.25];
+        let kept: Vec<(Example, f64)> = [
+            long,
+            example_of(&tok, "y", false),
+            example_of(&tok, "xy", false),
+            example_of(&tok, "yyx", false),
+        ]
+        .into_iter()
+        .zip(advantages.map(f64::from))
+        .collect();
+        let grads = |logp: &Tensor, adv: &Tensor| {
+            for mut grad in model.vs.trainable_variables().iter().map(Tensor::grad) {
+                if grad.defined() {
+                    let _ = grad.zero_();
+                }
+            }
+            let loss = grpo::policy_loss(logp, &logp.detach(), adv, (0.2, 0.28), None).loss;
+            loss.backward();
+            let grads: Vec<Tensor> = (model.vs.trainable_variables().iter())
+                .map(|v| v.grad().copy())
+                .collect();
+            (loss.double_value(&[]), grads)
+        };
+
+        let rows: Vec<&(Example, f64)> = kept.iter().collect();
+        let parts: Vec<Part> = batch::by_length(&rows, |(e, _)| e.tokens.len())
+            .iter()
+            .map(|part| Part::new(part, &tok, Attention::Unseen, Device::Cpu))
+            .collect();
+        assert_eq!(parts.len(), 2);
+        let (split, split_grads) = grads(
+            &joined(&parts, |p| p.logprobs(&model, sampler, open)),
+            &joined(&parts, |p| p.advantages.shallow_clone()),
+        );
+
+        // The padded mini-batch, in its own order, with logits at every position.
+        let examples: Vec<&Example> = kept.iter().map(|(e, _)| e).collect();
+        let b = batch::build(&examples, tok.tags, Attention::Unseen, tok.pad, Device::Cpu);
+        let at = b.targets.ne(batch::IGNORE);
+        let logits = model
+            .model
+            .forward(&b.input_ids, &b.positions, b.mask.as_ref());
+        let d = sampler.distribution(&logits, Some((&b.banned, open)));
+        let adv = Tensor::from_slice(&advantages).unsqueeze(-1);
+        let (padded, padded_grads) = grads(
+            &sampling::target_logprobs(&d, &b.targets).masked_select(&at),
+            &adv.expand_as(&b.targets).masked_select(&at),
+        );
+        assert!((split - padded).abs() < 1e-6, "{split} vs {padded}");
+        for (a, b) in split_grads.iter().zip(&padded_grads) {
+            assert!(a.allclose(b, 1e-4, 1e-6, false), "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -57,7 +57,8 @@ impl Sampler {
 
     /// The distribution each target of (B, L, V) training logits was sampled from, as logits:
     /// `bans` is (B, L) bool with the token that was banned where each target was sampled, as the
-    /// rollout banned it; then tempered and cut to the nucleus as in `logits`.
+    /// rollout banned it; then tempered and cut to the nucleus as in `logits`. The update passes
+    /// (1, N, V): the logits at a mini-batch's N trained tokens only.
     pub fn distribution(&self, logits: &Tensor, bans: Option<(&Tensor, i64)>) -> Tensor {
         let mut logits = logits.to_kind(Kind::Float);
         if let Some((banned, token)) = bans {
