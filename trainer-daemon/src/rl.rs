@@ -331,29 +331,35 @@ impl<'a> Step<'a> {
                     .collect()
             })
             .collect();
+        // The policy's log-probabilities at a mini-batch's tokens, noting its entropy there.
         let mut entropy = (0.0, 0usize);
-        let old: Vec<Tensor> = mini_batches
-            .iter()
-            .map(|parts| {
-                tch::no_grad(|| {
-                    joined(parts, |p| {
-                        let d = p.distribution(model, sampler, banned);
-                        let h = sampling::entropy(&d, &p.targets);
-                        entropy.0 += h.sum(Kind::Double).double_value(&[]);
-                        entropy.1 += p.batch.trained;
-                        sampling::target_logprobs(&d, &p.targets)
-                    })
-                })
+        let mut noting_entropy = |parts: &[Part]| {
+            joined(parts, |p| {
+                let d = p.distribution(model, sampler, banned);
+                let h = sampling::entropy(&d, &p.targets);
+                entropy.0 += h.sum(Kind::Double).double_value(&[]);
+                entropy.1 += p.batch.trained;
+                sampling::target_logprobs(&d, &p.targets)
             })
+        };
+        // The policy before the step. The first mini-batch's update reads it in its own pass, as
+        // the policy has not moved yet; the others' are read now.
+        let old: Vec<Option<Tensor>> = (mini_batches.iter().enumerate())
+            .map(|(i, parts)| (i > 0).then(|| tch::no_grad(|| noting_entropy(parts))))
             .collect();
-        update.entropy = entropy.0 / entropy.1.max(1) as f64;
         let refs: Option<Vec<Tensor>> = reference.map(|r| {
             (mini_batches.iter())
                 .map(|parts| tch::no_grad(|| joined(parts, |p| p.logprobs(r, sampler, banned))))
                 .collect()
         });
         for (i, parts) in mini_batches.iter().enumerate() {
-            let logp = joined(parts, |p| p.logprobs(model, sampler, banned));
+            let logp = match i {
+                0 => noting_entropy(parts),
+                _ => joined(parts, |p| p.logprobs(model, sampler, banned)),
+            };
+            let old = old[i]
+                .as_ref()
+                .map_or_else(|| logp.detach(), Tensor::shallow_clone);
             let advantages = joined(parts, |p| p.advantages.shallow_clone());
             let reference = refs.as_ref().map(|r| (&r[i], stage.kl_coef.get()));
             let PolicyLoss {
@@ -364,7 +370,7 @@ impl<'a> Step<'a> {
                 kl,
             } = grpo::policy_loss(
                 &logp,
-                &old[i],
+                &old,
                 &advantages,
                 (stage.clip_low.get(), stage.clip_high.get()),
                 reference,
@@ -383,6 +389,7 @@ impl<'a> Step<'a> {
             update.tokens += parts.iter().map(|p| p.batch.tokens).sum::<usize>();
             update.mini_batches += 1;
         }
+        update.entropy = entropy.0 / entropy.1.max(1) as f64;
         update
     }
 
