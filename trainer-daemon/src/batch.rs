@@ -166,16 +166,18 @@ mod tests {
     use crate::model::LoadedModel;
     use crate::presets;
 
+    /// The tags' ids in the tests' vocabulary of 40.
+    const TAGS: TagIds = TagIds {
+        open_parallel: 30,
+        close_parallel: 31,
+        open_path: 32,
+        close_path: 33,
+    };
+
     #[test]
     fn the_loss_from_logits_at_targets_is_the_loss_over_every_position() {
         tch::manual_seed(5);
         let model = LoadedModel::random(presets::tiny_config(40), Device::Cpu);
-        let tags = TagIds {
-            open_parallel: 30,
-            close_parallel: 31,
-            open_path: 32,
-            close_path: 33,
-        };
         let examples = [
             Example {
                 tokens: vec![1, 2, 3, 30, 32, 4, 33, 32, 5, 33, 31, 6, 7],
@@ -191,7 +193,7 @@ mod tests {
             },
         ];
         let rows: Vec<&Example> = examples.iter().collect();
-        let b = build(&rows, tags, Attention::Unseen, 0, Device::Cpu);
+        let b = build(&rows, TAGS, Attention::Unseen, 0, Device::Cpu);
         let logits = model
             .model
             .forward(&b.input_ids, &b.positions, b.mask.as_ref());
@@ -214,12 +216,6 @@ mod tests {
     fn a_batch_split_by_length_has_the_loss_and_gradients_of_the_padded_batch() {
         tch::manual_seed(7);
         let model = LoadedModel::random(presets::tiny_config(40), Device::Cpu);
-        let tags = TagIds {
-            open_parallel: 30,
-            close_parallel: 31,
-            open_path: 32,
-            close_path: 33,
-        };
         // Two long rows and four short ones, each with a parallel block after its prompt.
         let examples: Vec<Example> = [900, 10, 800, 100, 20, 90]
             .iter()
@@ -244,22 +240,10 @@ mod tests {
         assert_eq!(lengths, [vec![910, 810], vec![110, 100, 30, 20]]);
 
         let loss_and_grads = |batches: &[Batch]| {
-            for mut grad in model.vs.trainable_variables().iter().map(Tensor::grad) {
-                if grad.defined() {
-                    let _ = grad.zero_();
-                }
-            }
             let loss = token_mean_loss(batches, &model.model);
-            loss.backward();
-            let grads: Vec<Tensor> = model
-                .vs
-                .trainable_variables()
-                .iter()
-                .map(|v| v.grad().copy())
-                .collect();
-            (loss.double_value(&[]), grads)
+            (loss.double_value(&[]), model.gradients(&loss))
         };
-        let build_one = |rows: &[&Example]| build(rows, tags, Attention::Unseen, 0, Device::Cpu);
+        let build_one = |rows: &[&Example]| build(rows, TAGS, Attention::Unseen, 0, Device::Cpu);
         let (padded, padded_grads) = loss_and_grads(&[build_one(&rows)]);
         let split: Vec<Batch> = parts.iter().map(|p| build_one(p)).collect();
         let (split, split_grads) = loss_and_grads(&split);

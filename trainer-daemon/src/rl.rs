@@ -740,17 +740,8 @@ mod tests {
         .zip(advantages.map(f64::from))
         .collect();
         let grads = |logp: &Tensor, adv: &Tensor| {
-            for mut grad in model.vs.trainable_variables().iter().map(Tensor::grad) {
-                if grad.defined() {
-                    let _ = grad.zero_();
-                }
-            }
             let loss = grpo::policy_loss(logp, &logp.detach(), adv, (0.2, 0.28), None).loss;
-            loss.backward();
-            let grads: Vec<Tensor> = (model.vs.trainable_variables().iter())
-                .map(|v| v.grad().copy())
-                .collect();
-            (loss.double_value(&[]), grads)
+            (loss.double_value(&[]), model.gradients(&loss))
         };
 
         let rows: Vec<&(Example, f64)> = kept.iter().collect();

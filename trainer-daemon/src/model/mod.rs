@@ -239,6 +239,21 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// The gradients `loss` alone gives the trainable variables (earlier ones zeroed first), in
+    /// `trainable_variables` order: for tests that compare two ways of computing one loss.
+    #[cfg(test)]
+    pub fn gradients(&self, loss: &Tensor) -> Vec<Tensor> {
+        for mut grad in self.vs.trainable_variables().iter().map(Tensor::grad) {
+            if grad.defined() {
+                let _ = grad.zero_();
+            }
+        }
+        loss.backward();
+        (self.vs.trainable_variables().iter())
+            .map(|v| v.grad().copy())
+            .collect()
+    }
+
     /// A randomly initialised model (the `tiny` preset starts this way): matrices drawn from
     /// N(0, 0.02) as HF's `initializer_range` does, norms at 1. tch's own defaults (N(0, 1)
     /// embeddings) make a tied head's first logits so large that training starts far off.
