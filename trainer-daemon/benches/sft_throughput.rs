@@ -81,10 +81,7 @@ fn compare(
         "{name}: batch {b} x {l} tokens ({:.0} % padding), {steps} steps",
         100.0 * (1.0 - batch.tokens as f64 / tokens as f64)
     );
-    let parts: Vec<Batch> = batch::by_length(&rows, |e| e.tokens.len())
-        .iter()
-        .map(|part| batch::build(part, tok.tags, Attention::Seen, tok.pad, device))
-        .collect();
+    let parts = batch::build_by_length(&rows, tok.tags, Attention::Seen, tok.pad, device);
     let padded = train(model, std::slice::from_ref(&batch), tokens, steps);
     let split = train(model, &parts, tokens, steps);
     let torch = pytorch(&dir, steps, device);

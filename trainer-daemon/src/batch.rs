@@ -128,6 +128,20 @@ pub fn by_length<T: Clone>(rows: &[T], tokens: impl Fn(&T) -> usize) -> Vec<Vec<
     parts
 }
 
+/// `examples` cut `by_length`, each part built as a batch: what SFT trains on.
+pub fn build_by_length(
+    examples: &[&Example],
+    tags: TagIds,
+    attention: Attention,
+    pad: i64,
+    device: Device,
+) -> Vec<Batch> {
+    by_length(examples, |e| e.tokens.len())
+        .iter()
+        .map(|part| build(part, tags, attention, pad, device))
+        .collect()
+}
+
 /// Token-mean cross-entropy of `model` over the targets of every part (one batch, split by
 /// `by_length`), with logits computed at those positions only (`CausalLm::forward_at`).
 pub fn token_mean_loss(parts: &[Batch], model: &CausalLm) -> Tensor {

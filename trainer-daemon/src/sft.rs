@@ -99,10 +99,7 @@ pub fn train(
                 .into_iter()
                 .map(|i| &examples[i])
                 .collect();
-            let parts: Vec<batch::Batch> = batch::by_length(&rows, |e| e.tokens.len())
-                .iter()
-                .map(|part| batch::build(part, tok.tags, stage.attention, tok.pad, device))
-                .collect();
+            let parts = batch::build_by_length(&rows, tok.tags, stage.attention, tok.pad, device);
             let loss = batch::token_mean_loss(&parts, &model.model) / accum as f64;
             loss.backward();
             loss_sum += loss.double_value(&[]);
