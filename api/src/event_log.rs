@@ -5,7 +5,7 @@ use crate::projections::{self, PreparedWords};
 use crate::store::{Followers, LogTx, StreamAppend};
 use crate::workflow;
 use futures::future::BoxFuture;
-use prl_schema::events::RecordedEvent;
+use prl_schema::events::{Event, RecordedEvent};
 use sqlx::{PgConnection, PgPool};
 
 struct Prl {
@@ -28,9 +28,19 @@ impl Followers for Prl {
     ) -> BoxFuture<'a, Result<Vec<StreamAppend>, sqlx::Error>> {
         Box::pin(workflow::react(conn, events))
     }
+
+    /// A run's trajectories and metrics: the bulk of the log. Their rows are the run's, and
+    /// nothing follows them. A checkpoint is not among them: a job's expiry reads the newest.
+    fn may_release(&self, event: &Event) -> bool {
+        matches!(
+            event,
+            Event::TrajectoriesRecorded { .. } | Event::MetricsReported { .. }
+        )
+    }
 }
 
-/// A transaction on prl's log: it holds the log's lock until it commits.
+/// A transaction on prl's log: it holds the log's lock until it commits, or until its positions
+/// are taken if it appends only a run's trajectories and metrics.
 pub async fn begin(pool: &PgPool) -> Result<LogTx, sqlx::Error> {
     begin_with_words(pool, PreparedWords::new()).await
 }

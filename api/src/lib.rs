@@ -1,3 +1,4 @@
+pub mod advisory_locks;
 pub mod auth;
 pub mod domain;
 pub mod error;

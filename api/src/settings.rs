@@ -93,6 +93,9 @@ pub struct JobSettings {
 pub struct IngestSettings {
     /// Worker messages written per transaction at most.
     pub batch_size: usize,
+    /// Transactions that write a batch of the data lane (trajectories, metrics) at once, its
+    /// messages split between them by job: each is one more PostgreSQL backend writing.
+    pub writers: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -181,7 +184,10 @@ impl Settings {
                 lease_check_millis: 1000,
                 requeue_after_seconds: 300,
             },
-            ingest: IngestSettings { batch_size: 2000 },
+            ingest: IngestSettings {
+                batch_size: 2000,
+                writers: 2,
+            },
             web: WebSettings {
                 dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../web/dist").into(),
             },

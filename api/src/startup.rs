@@ -68,12 +68,18 @@ impl Application {
         workers.push(tasks.spawn("relay", shutdown.clone(), move || {
             relay.clone().run(stop.clone())
         }));
-        for (name, lane, batch_size) in [
-            ("ingester-data", Lane::Data, settings.ingest.batch_size),
+        for (name, lane, batch_size, writers) in [
+            (
+                "ingester-data",
+                Lane::Data,
+                settings.ingest.batch_size,
+                settings.ingest.writers,
+            ),
             (
                 "ingester-control",
                 Lane::Control,
                 settings.ingest.batch_size.min(CONTROL_BATCH),
+                1,
             ),
         ] {
             let ingester = Ingester {
@@ -83,6 +89,7 @@ impl Application {
                 topology: topology.clone(),
                 lane,
                 batch_size,
+                writers,
                 lease,
                 metrics: metrics.clone(),
                 wake_relay: wake_relay.clone(),

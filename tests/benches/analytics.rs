@@ -11,7 +11,8 @@
 //! `cargo bench -p prl-integration-tests --bench analytics` (PRL_BENCH_TRAJECTORIES for another
 //! total, PRL_BENCH_RUNS for another number of runs, PRL_BENCH_PEER_TRAJECTORIES for the ingest
 //! peers' sample, 20,000 by default; MLflow cannot record a run of more than about 145 steps as
-//! tables, see bench_ingest_peers.py).
+//! tables, see bench_ingest_peers.py; PRL_BENCH_ONLY_INGEST to measure only the ingest and the
+//! latency; PRL_INGEST__WRITERS, like any setting, for another number of ingest writers).
 
 use futures::StreamExt;
 use prl_api::projections::trajectory_words;
@@ -133,19 +134,27 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let per_step = total / runs / STEPS as usize;
+    let mut writers = 0;
     let app = TestApp::spawn_with(|s| {
         s.database.max_connections = 24;
         s.jobs.lease_seconds = 7200;
+        writers = s.ingest.writers;
     })
     .await;
     println!("# prl analytics benchmark (2 cores unless stated otherwise)");
+    println!("ingest writers (transactions at once on the data lane): {writers}");
     let (runs, rate) = ingest(&app, runs, per_step).await;
-    queries(&app, &runs).await;
-    read_api_under_load(&app, &runs).await;
+    let only_ingest = std::env::var("PRL_BENCH_ONLY_INGEST").is_ok();
+    if !only_ingest {
+        queries(&app, &runs).await;
+        read_api_under_load(&app, &runs).await;
+    }
     for share in [0.5, 0.8] {
         latency_sustained(&app, per_step, rate * share).await;
     }
-    ingest_peers(&app, rate).await;
+    if !only_ingest {
+        ingest_peers(&app, rate).await;
+    }
 }
 
 /// Publishes every step of every run as worker messages and waits until all are projected;

@@ -15,6 +15,7 @@ mod ingest;
 mod leases;
 mod listing;
 mod live_runs;
+mod log_order;
 mod mlflow;
 mod outbox;
 mod replay;

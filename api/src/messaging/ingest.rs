@@ -39,6 +39,8 @@ pub struct Ingester {
     pub topology: Topology,
     pub lane: Lane,
     pub batch_size: usize,
+    /// Transactions a batch is written in at once, its messages split between them by job.
+    pub writers: usize,
     pub lease: chrono::Duration,
     pub metrics: Metrics,
     pub wake_relay: std::sync::Arc<tokio::sync::Notify>,
@@ -143,23 +145,33 @@ impl Ingester {
 
     /// Writes one batch, waiting out any outage, then acknowledges it and answers its claims and
     /// heartbeats. Returns early only on shutdown, leaving the batch to be delivered again.
-    async fn ingest(&self, mut batch: Vec<Incoming>, shutdown: &CancellationToken) -> Result<()> {
+    async fn ingest(&self, batch: Vec<Incoming>, shutdown: &CancellationToken) -> Result<()> {
         let started = std::time::Instant::now();
         let mut wait = OUTAGE_RETRY.0;
+        let mut groups = split_by_job(batch, self.writers, |item| {
+            let job = item.decoded.as_ref().ok().map(|m| m.job_id.0);
+            (job, item.message.payload.len())
+        });
         let verdicts = loop {
-            match self.write_isolating(&mut batch).await {
-                Ok(verdicts) => break verdicts,
+            let writes = groups.iter_mut().map(|group| self.write_isolating(group));
+            let outcomes = futures::future::join_all(writes).await;
+            let failed = outcomes.iter().filter(|o| o.is_err()).count();
+            match outcomes.into_iter().collect::<Result<Vec<_>>>() {
+                Ok(verdicts) => break verdicts.into_iter().flatten().collect::<Vec<_>>(),
                 Err(e) => {
+                    let batch: Vec<&Incoming> = groups.iter().flatten().collect();
                     tracing::warn!(
-                        "writing {} worker messages failed: {e:#}; retrying in {wait:?}",
-                        batch.len()
+                        "writing {} worker messages failed ({failed} of {} transactions): {e:#}; \
+                         retrying in {wait:?}",
+                        batch.len(),
+                        groups.len(),
                     );
                     self.metrics
                         .ingested
                         .with_label_values(&["retried"])
                         .inc_by(batch.len() as u64);
                     // Still ours: JetStream must not hand them to another ingester meanwhile.
-                    for item in &batch {
+                    for item in batch {
                         let _ = item.message.ack_with(AckKind::Progress).await;
                     }
                     if super::pause(shutdown, wait).await {
@@ -170,8 +182,9 @@ impl Ingester {
             }
         };
         self.wake_relay.notify_one();
+        let batch: Vec<&Incoming> = groups.iter().flatten().collect();
         tracing::debug!(messages = batch.len(), elapsed = ?started.elapsed(), "ingested a batch");
-        for item in &batch {
+        for item in batch {
             item.message
                 .ack()
                 .await
@@ -246,7 +259,18 @@ impl Ingester {
         }
         let words = prepared_words(batch);
         let mut log = event_log::begin_with_words(&self.pool, words).await?;
-        // Under the lock: recorded meanwhile by another ingester is recorded.
+        // The streams that a transaction which lets the log's lock go early may append to (runs'),
+        // and the parked messages', before anything about them is read: another ingester's
+        // transaction on them, one that has let the lock go included, is waited for. A job's
+        // stream is appended to only under the log's lock.
+        let streams: Vec<Uuid> = batch
+            .iter()
+            .filter_map(|item| item.decoded.as_ref().ok())
+            .map(|m| m.run_id.0)
+            .chain(appends.iter().map(|a| a.stream_id))
+            .collect();
+        log.lock_streams(&streams).await?;
+        // Under the locks: recorded meanwhile by another ingester is recorded.
         let recorded = log
             .existing_event_ids(&appends.iter().map(|a| a.stream_id).collect::<Vec<_>>())
             .await?;
@@ -461,6 +485,44 @@ async fn receive(
     }
 }
 
+/// Splits a batch into at most `writers` parts, each written in a transaction of its own at
+/// the same time as the others. A job's messages all go to one part, in their order, so no two
+/// parts append to one stream; jobs go, the largest first, to the part with the fewest bytes so
+/// far. Messages that could not be decoded (no job) go to the first part.
+fn split_by_job<T>(
+    batch: Vec<T>,
+    writers: usize,
+    job_and_bytes: impl Fn(&T) -> (Option<Uuid>, usize),
+) -> Vec<Vec<T>> {
+    let mut jobs: Vec<(Option<Uuid>, usize, Vec<T>)> = Vec::new();
+    let mut index: HashMap<Option<Uuid>, usize> = HashMap::new();
+    for item in batch {
+        let (job, bytes) = job_and_bytes(&item);
+        let i = *index.entry(job).or_insert_with(|| {
+            jobs.push((job, 0, Vec::new()));
+            jobs.len() - 1
+        });
+        jobs[i].1 += bytes;
+        jobs[i].2.push(item);
+    }
+    // Undecodable messages first, then the largest jobs; ties keep the batch's order.
+    jobs.sort_by_key(|(job, bytes, _)| (job.is_some(), std::cmp::Reverse(*bytes)));
+    let mut parts: Vec<(usize, Vec<T>)> = (0..writers.max(1)).map(|_| (0, Vec::new())).collect();
+    for (_, bytes, items) in jobs {
+        let part = parts
+            .iter_mut()
+            .min_by_key(|(b, _)| *b)
+            .expect("at least one part");
+        part.0 += bytes;
+        part.1.extend(items);
+    }
+    parts
+        .into_iter()
+        .map(|(_, items)| items)
+        .filter(|items| !items.is_empty())
+        .collect()
+}
+
 /// The words of the batch's trajectory messages, by the id of the event each causes first (its
 /// `TrajectoriesRecorded`). An id that two messages share is left out: which of them is recorded
 /// is decided under the lock, so that event finds its own words there.
@@ -556,6 +618,36 @@ async fn load_jobs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_split_by_job_in_order_and_by_size() {
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        // (job, bytes, order in the batch)
+        let batch = vec![
+            (Some(a), 10, 0),
+            (Some(b), 50, 1),
+            (None, 1, 2),
+            (Some(a), 10, 3),
+            (Some(c), 30, 4),
+            (Some(a), 10, 5),
+        ];
+        let parts = split_by_job(batch.clone(), 2, |&(job, bytes, _)| (job, bytes));
+        let order = |part: &Vec<(Option<Uuid>, usize, i32)>| -> Vec<i32> {
+            part.iter().map(|m| m.2).collect()
+        };
+        // The undecodable message to the first part, b (50 bytes) to the second, then a and c
+        // (30 each; a came first) to the first, which has fewer bytes each time; each job's
+        // messages in the batch's order.
+        assert_eq!(
+            parts.iter().map(order).collect::<Vec<_>>(),
+            [vec![2, 0, 3, 5, 4], vec![1]]
+        );
+        let one = split_by_job(batch.clone(), 1, |&(job, bytes, _)| (job, bytes));
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].len(), batch.len());
+        let many = split_by_job(batch, 8, |&(job, bytes, _)| (job, bytes));
+        assert_eq!(many.len(), 4, "one part per job, none empty");
+    }
 
     #[test]
     fn outages_are_not_blamed_on_the_messages() {

@@ -26,8 +26,6 @@ use tokio_util::sync::CancellationToken;
 use super::pause;
 
 pub(super) const READER: &str = "outbox";
-/// Only one relay of a deployment publishes at a time: it holds this session lock.
-const RELAY_LOCK: i64 = 0x0070_726c_5f72_656c; // "prl_rel"
 const BATCH: i64 = 500;
 
 #[derive(Clone)]
@@ -56,7 +54,7 @@ impl Relay {
         let mut conn = self.pool.acquire().await?;
         loop {
             let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(RELAY_LOCK)
+                .bind(crate::advisory_locks::RELAY)
                 .fetch_one(&mut *conn)
                 .await?;
             if got {
@@ -73,7 +71,7 @@ impl Relay {
             return result;
         }
         sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(RELAY_LOCK)
+            .bind(crate::advisory_locks::RELAY)
             .execute(&mut *conn)
             .await?;
         result

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 /// lock, so readers see either the old state or the rebuilt one. Returns the events applied.
 pub async fn replay(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let mut log = event_log::begin(pool).await?;
+    log.settle().await?;
     // Table names are constants.
     let truncate = format!("TRUNCATE {} CASCADE", super::TABLES.join(", "));
     sqlx::query(sqlx::AssertSqlSafe(truncate))

@@ -1,8 +1,13 @@
-//! Appending to the log. Every append runs inside a `LogTx`, which holds the log's advisory lock so
-//! that positions are committed in the order they were taken: a reader tailing by position can
-//! then never see position n+1 before n. In the same transaction the `Followers` the transaction
-//! was begun with bring the read models up to the new events and name the events that must
-//! follow them, which are appended too.
+//! Appending to the log. Every append runs inside a `LogTx`, which takes the log's advisory lock
+//! and its transaction id together, and its positions under that lock: positions are therefore
+//! in the order of transaction ids, and a reader that reads below `pg_snapshot_xmin` never sees
+//! position n+1 before n. Most transactions hold the lock until they commit. One whose events
+//! nothing follows and nothing else reads under the lock (the `Followers` say which: runs'
+//! trajectories and metrics) lets it go once its positions are taken, so that the next append
+//! writes beside it. Every transaction also holds a lock on each stream it appends to, from
+//! before it reads the stream until it commits, so that appends to one stream stay one at a time.
+//! In the same transaction the `Followers` bring the read models up to the new events and name
+//! the events that must follow them, which are appended too.
 
 use super::copy::{CopyIn, Jsonb};
 use futures::future::BoxFuture;
@@ -12,8 +17,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Row};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
-/// The key of the transaction-level advisory lock that serialises appends.
-const LOG_LOCK: i64 = 0x0070_726c_5f6c_6f67; // "prl_log"
+use crate::advisory_locks;
 
 /// The version a stream must be at for an append to go through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,27 +95,45 @@ pub trait Followers: Send + Sync {
         conn: &'a mut PgConnection,
         events: &'a [RecordedEvent],
     ) -> BoxFuture<'a, Result<Vec<StreamAppend>, sqlx::Error>>;
+
+    /// Whether a transaction may let other appends begin before it commits when all it appends
+    /// are such events: nothing follows them, their projection writes only rows of their own
+    /// streams, and no other append reads those rows to decide what it appends.
+    fn may_release(&self, event: &Event) -> bool;
 }
 
 /// A transaction on the log. Dropped without `commit` (an error, a conflict the caller gives up
-/// on, a request whose client went away), it closes its connection, which rolls it back: a COPY
-/// cut off mid-way leaves a connection that no later query could trust.
+/// on, a request whose client went away), or with the log's lock still held, it closes its
+/// connection, which rolls it back and lets the locks go: a COPY cut off mid-way leaves a
+/// connection that no later query could trust.
 pub struct LogTx {
     conn: PoolConnection<Postgres>,
     committed: bool,
+    /// Whether this session holds the log's lock (session-level, so that it can be let go before
+    /// the commit).
+    holds_log_lock: bool,
+    locked_streams: HashSet<Uuid>,
     followers: Box<dyn Followers>,
 }
 
 impl LogTx {
+    /// Begins a transaction, takes the log's lock and then the transaction's id: positions
+    /// are taken only under the lock, so ids and positions are in the same order.
     pub async fn begin(pool: &PgPool, followers: Box<dyn Followers>) -> Result<Self, sqlx::Error> {
         let mut log = LogTx {
             conn: pool.acquire().await?,
             committed: false,
+            holds_log_lock: false,
+            locked_streams: HashSet::new(),
             followers,
         };
         sqlx::query("BEGIN").execute(&mut *log.conn).await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(LOG_LOCK)
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(advisory_locks::LOG)
+            .execute(&mut *log.conn)
+            .await?;
+        log.holds_log_lock = true;
+        sqlx::query("SELECT pg_current_xact_id()")
             .execute(&mut *log.conn)
             .await?;
         Ok(log)
@@ -124,6 +146,49 @@ impl LogTx {
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         sqlx::query("COMMIT").execute(&mut *self.conn).await?;
         self.committed = true;
+        if self.holds_log_lock {
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(advisory_locks::LOG)
+                .execute(&mut *self.conn)
+                .await?;
+            self.holds_log_lock = false;
+        }
+        Ok(())
+    }
+
+    /// Waits until every transaction that let the log's lock go early has ended: from then on,
+    /// with the lock held, every position taken is committed or rolled back, and a read of the
+    /// whole log sees all of it (what replay needs).
+    pub async fn settle(&mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(advisory_locks::RELEASED_LOG)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Locks `streams` until this transaction ends, waiting for any other transaction that
+    /// appends to them: taken before anything about them is read (their heads, whether an
+    /// event is already in them), it makes the reads current. The log's lock must still be held,
+    /// so that every transaction takes stream locks in one order of its own and waits for none.
+    pub async fn lock_streams(&mut self, streams: &[Uuid]) -> Result<(), sqlx::Error> {
+        let mut keys: Vec<i32> = streams
+            .iter()
+            .filter(|s| self.locked_streams.insert(**s))
+            .map(|s| stream_key(*s))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.must_hold_log_lock()?;
+        keys.sort_unstable();
+        keys.dedup();
+        // One statement: unnest keeps the array's order.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k")
+            .bind(advisory_locks::STREAMS)
+            .bind(&keys)
+            .execute(&mut *self.conn)
+            .await?;
         Ok(())
     }
 
@@ -138,6 +203,7 @@ impl LogTx {
         &mut self,
         append: StreamAppend,
     ) -> Result<Vec<RecordedEvent>, AppendError> {
+        self.lock_streams(&[append.stream_id]).await?;
         let ids: Vec<Uuid> = append.events.iter().map(|e| e.event_id).collect();
         if !self.existing_event_ids(&ids).await?.is_empty() {
             return Ok(super::read_recorded(&mut self.conn, &ids).await?);
@@ -153,6 +219,7 @@ impl LogTx {
         appends: Vec<StreamAppend>,
     ) -> Result<Vec<Result<Vec<RecordedEvent>, AppendError>>, sqlx::Error> {
         let stream_ids: Vec<Uuid> = appends.iter().map(|a| a.stream_id).collect();
+        self.lock_streams(&stream_ids).await?;
         let mut heads = self.stream_heads(&stream_ids).await?;
 
         let mut rows = Rows::default();
@@ -180,7 +247,15 @@ impl LogTx {
             outcome.push(Ok(start..rows.len()));
         }
 
-        let recorded = rows.insert(&mut self.conn).await?;
+        if rows.len() > 0 {
+            self.must_hold_log_lock()?;
+        }
+        let release = rows.len() > 0
+            && rows
+                .0
+                .iter()
+                .all(|e| self.followers.may_release(&e.new.event));
+        let recorded = rows.insert(self, release).await?;
         self.followers.project(&mut self.conn, &recorded).await?;
         let follow_ups = self.followers.react(&mut self.conn, &recorded).await?;
         if !follow_ups.is_empty() {
@@ -194,6 +269,31 @@ impl LogTx {
             .into_iter()
             .map(|r| r.map(|range| recorded[range].to_vec()))
             .collect())
+    }
+
+    fn must_hold_log_lock(&self) -> Result<(), sqlx::Error> {
+        if self.holds_log_lock {
+            Ok(())
+        } else {
+            Err(sqlx::Error::Protocol(
+                "this log transaction let the log's lock go: it appends no more".into(),
+            ))
+        }
+    }
+
+    /// Lets the log's lock go before the commit, once this transaction's positions are taken; it
+    /// then takes no more. `advisory_locks::RELEASED_LOG` is held instead, for `settle`.
+    async fn release(&mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(advisory_locks::RELEASED_LOG)
+            .execute(&mut *self.conn)
+            .await?;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(advisory_locks::LOG)
+            .execute(&mut *self.conn)
+            .await?;
+        self.holds_log_lock = false;
+        Ok(())
     }
 
     /// The current version of each stream that exists. One index probe per stream, however long
@@ -212,9 +312,16 @@ impl LogTx {
     }
 }
 
+/// A stream's lock key: every bit of its id folded in, since ids made in one millisecond (UUID
+/// version 7) share their first six bytes.
+fn stream_key(stream: Uuid) -> i32 {
+    let id = stream.as_u128();
+    (id ^ (id >> 32) ^ (id >> 64) ^ (id >> 96)) as u32 as i32
+}
+
 impl Drop for LogTx {
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.committed || self.holds_log_lock {
             self.conn.close_on_drop();
         }
     }
@@ -244,12 +351,13 @@ impl Rows {
         });
     }
 
-    /// Takes the next positions and writes the events at them with one binary COPY. The log's
-    /// lock is held, so positions are taken, and committed, in order. Each event is serialised
-    /// as its row is written, while the server stores the chunks before it.
+    /// Takes the next positions, under the log's lock, and writes the events at them with one
+    /// binary COPY, after letting the lock go if `release`. Each event is serialised as its row
+    /// is written, while the server stores the chunks before it.
     async fn insert(
         self,
-        conn: &mut sqlx::PgConnection,
+        log: &mut LogTx,
+        release: bool,
     ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
         if self.0.is_empty() {
             return Ok(Vec::new());
@@ -260,11 +368,14 @@ impl Rows {
                  FROM generate_series(1, $1)",
             )
             .bind(self.len() as i64)
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut *log.conn)
             .await?;
         positions.sort_unstable();
+        if release {
+            log.release().await?;
+        }
         let mut copy = CopyIn::start(
-            conn,
+            &mut log.conn,
             "events",
             &[
                 "position",
@@ -312,5 +423,18 @@ impl Rows {
                 recorded_at,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_made_in_one_millisecond_lock_apart() {
+        let ids: Vec<Uuid> = (0..1000).map(|_| Uuid::now_v7()).collect();
+        let keys: HashSet<i32> = ids.iter().map(|id| stream_key(*id)).collect();
+        // 1,000 random 32-bit keys collide with a chance of about 1 in 10,000.
+        assert!(keys.len() >= 999, "{} keys for 1,000 streams", keys.len());
     }
 }

@@ -12,16 +12,18 @@ const COLUMNS: &str = "position, stream_type, stream_id, version, event_id, sche
 pub enum Visibility {
     /// Only rows below the oldest running transaction: what a tailing reader must use.
     Settled,
-    /// Every visible row: for readers that hold the log lock, such as replay.
+    /// Every visible row: for readers that hold the log lock and have waited for the appends
+    /// that let it go early (`LogTx::settle`), such as replay.
     Locked,
 }
 
 /// Up to `limit` events after `position`, in log order, and no more of them than fit in
 /// `max_bytes` of payload text (always at least one, however large).
 ///
-/// Appends hold the log lock until they commit, so positions become visible in order; reading
-/// below `pg_snapshot_xmin` additionally keeps out rows of transactions still in flight (a writer
-/// that bypassed the lock, such as a hand-run INSERT), which a tailing reader would otherwise skip.
+/// Appends take their positions in the order of their transaction ids, but may commit out of
+/// that order (see `LogTx`). Reading below `pg_snapshot_xmin` keeps out every row of a
+/// transaction still in flight, and with it every later position, which a tailing reader would
+/// otherwise skip for good; so does it a writer that bypassed the lock, such as a hand-run INSERT.
 pub async fn read_after(
     conn: &mut PgConnection,
     position: i64,

@@ -1,0 +1,146 @@
+//! Appends that let the log's lock go once their positions are taken (a run's metrics and
+//! trajectories) commit out of position order; readers must still see the log in order.
+
+use prl_api::event_log;
+use prl_api::store::{Expected, NewEvent, StreamAppend, Visibility, read_after};
+use prl_integration_tests::TestApp;
+use prl_schema::events::{Event, Metadata, RecordedEvent};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+fn metrics(run: Uuid, expected: Expected, steps: std::ops::RangeInclusive<u64>) -> StreamAppend {
+    let events = steps
+        .map(|step| {
+            NewEvent::new(
+                Event::MetricsReported {
+                    attempt: 1,
+                    step,
+                    values: BTreeMap::from([("loss".to_owned(), step as f64)]),
+                    time: None,
+                },
+                Metadata::default(),
+            )
+        })
+        .collect();
+    StreamAppend {
+        stream_id: run,
+        expected,
+        events,
+    }
+}
+
+async fn append(log: &mut prl_api::store::LogTx, append: StreamAppend) -> Vec<RecordedEvent> {
+    log.append_many(vec![append])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap()
+}
+
+/// The settled events of `runs` after `after`, as (stream, version), in log order.
+async fn settled(app: &TestApp, after: i64, runs: &[Uuid]) -> Vec<(Uuid, i64)> {
+    let mut conn = app.pool.acquire().await.unwrap();
+    read_after(&mut conn, after, 1000, 1 << 20, Visibility::Settled)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| runs.contains(&e.stream_id))
+        .map(|e| (e.stream_id, e.version))
+        .collect()
+}
+
+#[tokio::test]
+async fn appends_that_let_the_lock_go_are_read_in_position_order_and_waited_for() {
+    let app = TestApp::spawn().await;
+    let (a_run, b_run) = (Uuid::now_v7(), Uuid::now_v7());
+    let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+
+    // A takes its positions and lets the log's lock go, but does not commit yet.
+    let mut a = event_log::begin(&app.pool).await.unwrap();
+    let a_events = append(&mut a, metrics(a_run, Expected::NoStream, 1..=3)).await;
+    // So B can begin, append after it and commit first.
+    let mut b = tokio::time::timeout(Duration::from_secs(5), event_log::begin(&app.pool))
+        .await
+        .expect("A let the log's lock go once its positions were taken")
+        .unwrap();
+    let b_events = append(&mut b, metrics(b_run, Expected::NoStream, 1..=2)).await;
+    b.commit().await.unwrap();
+    assert!(a_events.last().unwrap().position < b_events[0].position);
+
+    // A tailing reader sees neither A's events nor B's, which come after them.
+    assert_eq!(settled(&app, head, &[a_run, b_run]).await, []);
+
+    // C appends to A's stream: it waits for A instead of reading a stale head. Replay waits for
+    // C, which holds the log's lock, and then for every append that let it go.
+    let pool = app.pool.clone();
+    let c = tokio::spawn(async move {
+        let mut c = event_log::begin(&pool).await.unwrap();
+        let events = append(&mut c, metrics(a_run, Expected::Exact(3), 4..=4)).await;
+        c.commit().await.unwrap();
+        events
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pool = app.pool.clone();
+    let replay = tokio::spawn(async move { prl_api::projections::replay::replay(&pool).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!c.is_finished(), "C went ahead of A on A's stream");
+    assert!(!replay.is_finished(), "replay went ahead of A");
+    assert_eq!(settled(&app, head, &[a_run, b_run]).await, []);
+
+    a.commit().await.unwrap();
+    let c_events = c.await.unwrap();
+    replay.await.unwrap().unwrap();
+    assert_eq!(c_events[0].version, 4);
+    assert!(b_events.last().unwrap().position < c_events[0].position);
+    assert_eq!(
+        settled(&app, head, &[a_run, b_run]).await,
+        [
+            (a_run, 1),
+            (a_run, 2),
+            (a_run, 3),
+            (b_run, 1),
+            (b_run, 2),
+            (a_run, 4)
+        ]
+    );
+    let projected: Vec<(Uuid, i64)> =
+        sqlx::query_as("SELECT run_id, step FROM run_metrics ORDER BY position")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        projected,
+        [
+            (a_run, 1),
+            (a_run, 2),
+            (a_run, 3),
+            (b_run, 1),
+            (b_run, 2),
+            (a_run, 4)
+        ],
+        "replay rebuilt the metrics of every append"
+    );
+}
+
+#[tokio::test]
+async fn an_append_that_let_the_lock_go_takes_no_more_positions() {
+    let app = TestApp::spawn().await;
+    let run = Uuid::now_v7();
+    let mut log = event_log::begin(&app.pool).await.unwrap();
+    append(&mut log, metrics(run, Expected::NoStream, 1..=1)).await;
+    let again = log
+        .append_many(vec![metrics(run, Expected::Exact(1), 2..=2)])
+        .await;
+    assert!(
+        again
+            .unwrap_err()
+            .to_string()
+            .contains("let the log's lock go"),
+        "a second append after the lock was let go"
+    );
+}
