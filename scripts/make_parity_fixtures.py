@@ -3,7 +3,7 @@
 
 Run once, from the repo root, with the pinned reference venv:
 
-    /root/.cache/prl/hf-ref/bin/python scripts/make_parity_fixtures.py
+    "$(scripts/python_venv.sh reference)/bin/python" scripts/make_parity_fixtures.py
 
 For every case it writes tests/fixtures/parity/<case>/ containing
   config.json, model.safetensors   -- from save_pretrained (fp32)

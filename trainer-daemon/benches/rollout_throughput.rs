@@ -7,7 +7,7 @@
 //!    greedy decoding; the outputs are checked to be identical.
 //! 2. **Sequential generation**: prl against HF transformers `generate` (greedy, same model,
 //!    batch and device), run by `scripts/bench_generate_hf.py` in the reference venv
-//!    (`scripts/requirements-reference.txt`, default `~/.cache/prl/hf-ref`).
+//!    (`scripts/python_venv.sh reference`, made on first use).
 //! 3. **A decoding step's mask at research lengths**: the engine's way (each lane's layout
 //!    extended by one token, the mask computed on the device from the cached columns' group
 //!    codes) against rebuilding every lane's layout and mask row on the host each step, as the

@@ -3,7 +3,7 @@
 //! and an AdamW step per iteration. prl is timed twice, on the padded batch and split by length
 //! as SFT trains, the second run going on from the weights the first trained (the speed of a
 //! step does not depend on the weights' values). The PyTorch side is `scripts/bench_sft_pytorch.py`, run with
-//! the reference venv (`scripts/requirements-reference.txt`, default `~/.cache/prl/hf-ref`).
+//! the reference venv (`scripts/python_venv.sh reference`, made on first use).
 //!
 //!     cargo bench -p prl-trainer --bench sft_throughput
 //!

@@ -28,19 +28,16 @@ pub fn describe(device: Device) -> String {
     }
 }
 
-/// Runs `scripts/<script>` with the reference venv's Python (`PRL_REFERENCE_PYTHON`, default
-/// `~/.cache/prl/hf-ref/bin/python`) on `device`; returns the last line it printed, or why it
-/// failed.
+/// Runs `scripts/<script>` with the reference venv's Python (`PRL_REFERENCE_PYTHON`, or
+/// `scripts/python_venv.sh reference`, which makes the pinned venv on first use) on `device`;
+/// returns the last line it printed, or why it failed.
 pub fn run_reference(script: &str, args: &[&str], device: Device) -> Result<String, String> {
-    let python = std::env::var("PRL_REFERENCE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/prl/hf-ref/bin/python")
-        });
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../scripts")
-        .join(script);
+    let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts");
+    let python = match std::env::var("PRL_REFERENCE_PYTHON") {
+        Ok(python) => PathBuf::from(python),
+        Err(_) => reference_venv(&scripts)?.join("bin/python"),
+    };
+    let script = scripts.join(script);
     let out = Command::new(&python)
         .arg(script)
         .args(args)
@@ -59,4 +56,21 @@ pub fn run_reference(script: &str, args: &[&str], device: Device) -> Result<Stri
     } else {
         Err(last(&out.stderr))
     }
+}
+
+/// The pinned reference venv's directory (torch and transformers, about 5 GB with the CUDA
+/// libraries PyPI's torch wheel depends on), made on first use.
+fn reference_venv(scripts: &std::path::Path) -> Result<PathBuf, String> {
+    let out = Command::new("bash")
+        .arg(scripts.join("python_venv.sh"))
+        .arg("reference")
+        .output()
+        .map_err(|e| format!("python_venv.sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "making the reference venv: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
