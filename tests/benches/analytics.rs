@@ -6,7 +6,8 @@
 //! DuckDB (over Parquet holding the projected columns) compute the same numbers, which must agree
 //! with prl's; MLflow, Aim and trackio record a sample of the same trajectories, text included,
 //! the way their users keep rollouts. Before the ingest peers, the latency from publish to a
-//! queryable row is measured at two sustained rates below the ingest's capacity.
+//! queryable row is measured at two sustained rates below the ingest's capacity, over as many
+//! fresh runs as the ingest's.
 //!
 //! `cargo bench -p prl-integration-tests --bench analytics` (PRL_BENCH_TRAJECTORIES for another
 //! total, PRL_BENCH_RUNS for another number of runs, PRL_BENCH_PEER_TRAJECTORIES for the ingest
@@ -150,7 +151,7 @@ async fn main() {
         read_api_under_load(&app, &runs).await;
     }
     for share in [0.5, 0.8] {
-        latency_sustained(&app, per_step, rate * share).await;
+        latency_sustained(&app, runs.len(), per_step, rate * share).await;
     }
     if !only_ingest {
         ingest_peers(&app, rate).await;
@@ -279,47 +280,56 @@ async fn word_filters(app: &TestApp, trajectories: usize, rate: f64) {
 /// time: one that a slow acknowledgement holds up counts from then, not from when it went out.
 /// A poller reads the log every 20 ms below `pg_snapshot_xmin` (what has committed, in order);
 /// an event commits with its trajectories' rows, so it is queryable from when the poller sees it.
-async fn latency_sustained(app: &TestApp, per_step: usize, rate: f64) {
+async fn latency_sustained(app: &TestApp, runs: usize, per_step: usize, rate: f64) {
     const SECONDS: f64 = 30.0;
-    let run = app
-        .submit(&serde_json::json!({
-            "name": format!("latency at {rate:.0}/s"),
-            "model": "tiny",
-            "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
-                        "learning_rate": 1e-5, "steps": STEPS}]
-        }))
-        .await;
-    let worker = FakeWorker::take(app, StageKind::Rl, &format!("latency-{run}"))
-        .await
-        .0;
-    let subject =
-        (app.topology).lane_subject(prl_bus::Lane::Data, worker.job.run_id, "trajectories");
+    // As many fresh runs as the ingest's shape, their messages in turn: one run's appends take
+    // turns on its stream, so a single run would measure one writer.
+    let mut workers = vec![];
+    for r in 0..runs {
+        let run = app
+            .submit(&serde_json::json!({
+                "name": format!("latency at {rate:.0}/s, run {r}"),
+                "model": "tiny",
+                "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
+                            "learning_rate": 1e-5, "steps": STEPS}]
+            }))
+            .await;
+        let worker = FakeWorker::take(app, StageKind::Rl, &format!("latency-{run}"))
+            .await
+            .0;
+        let subject =
+            (app.topology).lane_subject(prl_bus::Lane::Data, worker.job.run_id, "trajectories");
+        workers.push((worker, subject));
+    }
     let mut rng = Rng(rate as u64);
     let mut messages = vec![];
     let count = (rate * SECONDS / PER_MESSAGE as f64) as usize;
     for i in 0..count {
-        let step = 1 + (i * PER_MESSAGE / per_step.max(1)) as u64;
+        let (worker, subject) = &workers[i % runs];
+        let step = 1 + ((i / runs) * PER_MESSAGE / per_step.max(1)) as u64;
         let message = worker.message(WorkerEvent::Trajectories(batch(
             &mut rng,
             step,
             PER_MESSAGE,
         )));
-        messages.push((message.event_id.0, serde_json::to_vec(&message).unwrap()));
+        messages.push((
+            message.event_id.0,
+            subject.clone(),
+            serde_json::to_vec(&message).unwrap(),
+        ));
     }
     let interval = Duration::from_secs_f64(PER_MESSAGE as f64 / rate);
     let started = tokio::time::Instant::now() + Duration::from_millis(100);
     let due: std::collections::HashMap<Uuid, tokio::time::Instant> = (messages.iter())
         .enumerate()
-        .map(|(i, (id, _))| (*id, started + interval * i as u32))
+        .map(|(i, (id, _, _))| (*id, started + interval * i as u32))
         .collect();
-    let paced =
-        futures::stream::iter(messages.into_iter().enumerate()).then(move |(i, (_, payload))| {
-            let subject = subject.clone();
-            async move {
-                tokio::time::sleep_until(started + interval * i as u32).await;
-                (subject, payload)
-            }
-        });
+    let paced = futures::stream::iter(messages.into_iter().enumerate()).then(
+        move |(i, (_, subject, payload))| async move {
+            tokio::time::sleep_until(started + interval * i as u32).await;
+            (subject, payload)
+        },
+    );
     let publisher = tokio::spawn(publish_acked(app.js.clone(), paced, 64));
     let mut latencies = vec![];
     let mut after = app
