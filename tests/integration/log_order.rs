@@ -97,32 +97,22 @@ async fn appends_that_let_the_lock_go_are_read_in_position_order_and_waited_for(
     replay.await.unwrap().unwrap();
     assert_eq!(c_events[0].version, 4);
     assert!(b_events.last().unwrap().position < c_events[0].position);
-    assert_eq!(
-        settled(&app, head, &[a_run, b_run]).await,
-        [
-            (a_run, 1),
-            (a_run, 2),
-            (a_run, 3),
-            (b_run, 1),
-            (b_run, 2),
-            (a_run, 4)
-        ]
-    );
+    let in_log_order = [
+        (a_run, 1),
+        (a_run, 2),
+        (a_run, 3),
+        (b_run, 1),
+        (b_run, 2),
+        (a_run, 4),
+    ];
+    assert_eq!(settled(&app, head, &[a_run, b_run]).await, in_log_order);
     let projected: Vec<(Uuid, i64)> =
         sqlx::query_as("SELECT run_id, step FROM run_metrics ORDER BY position")
             .fetch_all(&app.pool)
             .await
             .unwrap();
     assert_eq!(
-        projected,
-        [
-            (a_run, 1),
-            (a_run, 2),
-            (a_run, 3),
-            (b_run, 1),
-            (b_run, 2),
-            (a_run, 4)
-        ],
+        projected, in_log_order,
         "replay rebuilt the metrics of every append"
     );
 }

@@ -147,11 +147,7 @@ impl LogTx {
         sqlx::query("COMMIT").execute(&mut *self.conn).await?;
         self.committed = true;
         if self.holds_log_lock {
-            sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(advisory_locks::LOG)
-                .execute(&mut *self.conn)
-                .await?;
-            self.holds_log_lock = false;
+            self.unlock_log().await?;
         }
         Ok(())
     }
@@ -288,6 +284,10 @@ impl LogTx {
             .bind(advisory_locks::RELEASED_LOG)
             .execute(&mut *self.conn)
             .await?;
+        self.unlock_log().await
+    }
+
+    async fn unlock_log(&mut self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(advisory_locks::LOG)
             .execute(&mut *self.conn)
