@@ -5,8 +5,9 @@ use crate::projections::{self, PreparedWords};
 use crate::store::{Followers, LogTx, StreamAppend};
 use crate::workflow;
 use futures::future::BoxFuture;
-use prl_schema::events::{Event, RecordedEvent};
+use prl_schema::events::{Event, RecordedEvent, StreamType};
 use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 struct Prl {
     words: PreparedWords,
@@ -36,6 +37,39 @@ impl Followers for Prl {
             event,
             Event::TrajectoriesRecorded { .. } | Event::MetricsReported { .. }
         )
+    }
+
+    /// A job's run: its row takes the job's status, worker and checkpoint. A heartbeat moves
+    /// only the lease.
+    fn rows_written_elsewhere<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        appends: &'a [StreamAppend],
+    ) -> BoxFuture<'a, Result<Vec<Uuid>, sqlx::Error>> {
+        Box::pin(async move {
+            let mut runs = Vec::new();
+            let mut jobs = Vec::new();
+            for append in appends {
+                for new in &append.events {
+                    match &new.event {
+                        Event::JobQueued { run_id, .. } => runs.push(run_id.0),
+                        Event::JobLeaseExtended { .. } => {}
+                        event if event.stream_type() == StreamType::Job => {
+                            jobs.push(append.stream_id)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if !jobs.is_empty() {
+                runs.extend(
+                    sqlx::query_scalar!("SELECT run_id FROM jobs WHERE id = ANY($1)", &jobs)
+                        .fetch_all(conn)
+                        .await?,
+                );
+            }
+            Ok(runs)
+        })
     }
 }
 

@@ -134,3 +134,91 @@ async fn an_append_that_let_the_lock_go_takes_no_more_positions() {
         "a second append after the lock was let go"
     );
 }
+
+/// An experiment's queued job and its run, whose row job events and the run's data both write.
+async fn queued_job(app: &TestApp) -> (Uuid, Uuid) {
+    let experiment = app
+        .submit(&serde_json::json!({
+            "name": "one job", "model": "tiny",
+            "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
+                        "learning_rate": 1e-5, "steps": 4}]
+        }))
+        .await;
+    sqlx::query_as("SELECT id, run_id FROM jobs WHERE experiment_id = $1")
+        .bind(experiment)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+fn cancelled(job: Uuid) -> StreamAppend {
+    StreamAppend {
+        stream_id: job,
+        expected: Expected::Any,
+        events: vec![NewEvent::new(
+            Event::JobCancelled { attempt: 1 },
+            Metadata::default(),
+        )],
+    }
+}
+
+#[tokio::test]
+async fn a_jobs_event_waits_for_its_runs_data_before_it_writes_the_runs_row() {
+    let app = TestApp::spawn().await;
+    let (job, run) = queued_job(&app).await;
+
+    // A's metrics update the run's row; A lets the log's lock go and stays open.
+    let mut a = event_log::begin(&app.pool).await.unwrap();
+    append(&mut a, metrics(run, Expected::Any, 1..=2)).await;
+    let pool = app.pool.clone();
+    let b = tokio::spawn(async move {
+        let mut b = event_log::begin(&pool).await.unwrap();
+        append(&mut b, cancelled(job)).await;
+        b.commit().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !b.is_finished(),
+        "the job's event went ahead of its run's data"
+    );
+    // B waits on the run's stream lock, holding no row: waiting on A's row lock instead, it
+    // could hold another run's row that A's projection waits for (a deadlock).
+    let waiting: Vec<String> =
+        sqlx::query_scalar("SELECT locktype FROM pg_locks WHERE NOT granted")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        !waiting.is_empty() && waiting.iter().all(|t| t == "advisory"),
+        "waiting on {waiting:?}"
+    );
+
+    a.commit().await.unwrap();
+    b.await.unwrap();
+    let (status, last_step): (String, i64) =
+        sqlx::query_as("SELECT status, last_step FROM runs WHERE id = $1")
+            .bind(run)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), last_step), ("cancelled", 2));
+}
+
+#[tokio::test]
+async fn a_transaction_that_appended_a_jobs_event_keeps_the_lock_for_its_data() {
+    let app = TestApp::spawn().await;
+    let (job, run) = queued_job(&app).await;
+    let mut log = event_log::begin(&app.pool).await.unwrap();
+    append(&mut log, cancelled(job)).await;
+    append(&mut log, metrics(run, Expected::Any, 1..=1)).await;
+    let next = tokio::time::timeout(Duration::from_millis(500), event_log::begin(&app.pool)).await;
+    assert!(
+        next.is_err(),
+        "the log's lock was let go with the job's event uncommitted"
+    );
+    log.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), event_log::begin(&app.pool))
+        .await
+        .expect("the lock is let go at the commit")
+        .unwrap();
+}

@@ -100,6 +100,15 @@ pub trait Followers: Send + Sync {
     /// are such events: nothing follows them, their projection writes only rows of their own
     /// streams, and no other append reads those rows to decide what it appends.
     fn may_release(&self, event: &Event) -> bool;
+
+    /// The streams other than their own whose rows projecting `appends` writes (a job's events
+    /// write its run's row). They are locked with the appended streams, so that whoever writes a
+    /// stream's rows holds its lock, and row locks are never waited for in two orders.
+    fn rows_written_elsewhere<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        appends: &'a [StreamAppend],
+    ) -> BoxFuture<'a, Result<Vec<Uuid>, sqlx::Error>>;
 }
 
 /// A transaction on the log. Dropped without `commit` (an error, a conflict the caller gives up
@@ -112,6 +121,8 @@ pub struct LogTx {
     /// Whether this session holds the log's lock (session-level, so that it can be let go before
     /// the commit).
     holds_log_lock: bool,
+    /// Whether everything appended so far may let the log's lock go (`Followers::may_release`).
+    releasable: bool,
     locked_streams: HashSet<Uuid>,
     followers: Box<dyn Followers>,
 }
@@ -124,6 +135,7 @@ impl LogTx {
             conn: pool.acquire().await?,
             committed: false,
             holds_log_lock: false,
+            releasable: true,
             locked_streams: HashSet::new(),
             followers,
         };
@@ -215,7 +227,11 @@ impl LogTx {
         appends: Vec<StreamAppend>,
     ) -> Result<Vec<Result<Vec<RecordedEvent>, AppendError>>, sqlx::Error> {
         let stream_ids: Vec<Uuid> = appends.iter().map(|a| a.stream_id).collect();
-        self.lock_streams(&stream_ids).await?;
+        let elsewhere = (self.followers)
+            .rows_written_elsewhere(&mut self.conn, &appends)
+            .await?;
+        self.lock_streams(&[stream_ids.as_slice(), &elsewhere].concat())
+            .await?;
         let mut heads = self.stream_heads(&stream_ids).await?;
 
         let mut rows = Rows::default();
@@ -246,11 +262,13 @@ impl LogTx {
         if rows.len() > 0 {
             self.must_hold_log_lock()?;
         }
-        let release = rows.len() > 0
-            && rows
-                .0
-                .iter()
-                .all(|e| self.followers.may_release(&e.new.event));
+        // Decided over the whole transaction: rows an earlier append wrote under the lock, for
+        // one, must stay hidden behind it until the commit.
+        self.releasable &= rows
+            .0
+            .iter()
+            .all(|e| self.followers.may_release(&e.new.event));
+        let release = rows.len() > 0 && self.releasable;
         let recorded = rows.insert(self, release).await?;
         self.followers.project(&mut self.conn, &recorded).await?;
         let follow_ups = self.followers.react(&mut self.conn, &recorded).await?;
