@@ -13,7 +13,9 @@
 //! total, PRL_BENCH_RUNS for another number of runs, PRL_BENCH_PEER_TRAJECTORIES for the ingest
 //! peers' sample, 20,000 by default; MLflow cannot record a run of more than about 145 steps as
 //! tables, see bench_ingest_peers.py; PRL_BENCH_ONLY_INGEST to measure only the ingest and the
-//! latency; PRL_INGEST__WRITERS, like any setting, for another number of ingest writers).
+//! latency; PRL_BENCH_LATENCY_RATES=50000,... for the rates offered while latency is measured
+//! instead of ½ and ⅘ of the ingest's; PRL_INGEST__WRITERS, like any setting, for another
+//! number of ingest writers).
 
 use futures::StreamExt;
 use prl_api::projections::trajectory_words;
@@ -150,8 +152,20 @@ async fn main() {
         queries(&app, &runs).await;
         read_api_under_load(&app, &runs).await;
     }
-    for share in [0.5, 0.8] {
-        latency_sustained(&app, runs.len(), per_step, rate * share).await;
+    // Half and four fifths of the rate just measured, unless rates are named.
+    let offered: Vec<f64> = match std::env::var("PRL_BENCH_LATENCY_RATES") {
+        Ok(list) => list
+            .split(',')
+            .map(|r| {
+                r.trim().parse().unwrap_or_else(|_| {
+                    panic!("PRL_BENCH_LATENCY_RATES: {r:?} is not a rate in trajectories/s")
+                })
+            })
+            .collect(),
+        Err(_) => vec![rate * 0.5, rate * 0.8],
+    };
+    for offered in offered {
+        latency_sustained(&app, runs.len(), per_step, offered).await;
     }
     if !only_ingest {
         ingest_peers(&app, rate).await;
