@@ -189,17 +189,24 @@ pub async fn prompt_scores(
     query: web::Query<ResultsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let ids = id_list("experiments", &query.experiments, MAX_EXPERIMENTS)?;
-    // The evaluation's own responses: its run, benchmark and step, from its latest attempt.
+    // The evaluation's own responses: its run, benchmark and step, from its latest attempt. The
+    // latest attempt is found once per result, before the join: left to the planner, which
+    // expects a row where an evaluation has thousands, it was found again for every response
+    // (quadratic: 3.4 s for 9 results of 2,048 responses).
     let rows: Vec<(Uuid, String, String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT x.experiment_id, x.benchmark, t.prompt_id, count(*), count(*) FILTER (WHERE t.correct),
+        "WITH x AS MATERIALIZED (
+             SELECT x.experiment_id, x.benchmark, x.run_id, x.step,
+                    (SELECT max(u.attempt) FROM trajectories u
+                     WHERE u.run_id = x.run_id AND u.benchmark = x.benchmark
+                       AND u.step = x.step) AS attempt
+             FROM experiment_results x
+             WHERE x.experiment_id = ANY($1)
+         )
+         SELECT x.experiment_id, x.benchmark, t.prompt_id, count(*), count(*) FILTER (WHERE t.correct),
                 count(*) FILTER (WHERE t.blocks > 0)
-         FROM experiment_results x
-         CROSS JOIN LATERAL (SELECT max(u.attempt) AS attempt FROM trajectories u
-                             WHERE u.run_id = x.run_id AND u.benchmark = x.benchmark
-                               AND u.step = x.step) latest
+         FROM x
          JOIN trajectories t ON t.run_id = x.run_id AND t.benchmark = x.benchmark AND t.step = x.step
-                            AND t.attempt = latest.attempt
-         WHERE x.experiment_id = ANY($1)
+                            AND t.attempt = x.attempt
          GROUP BY 1, 2, 3
          ORDER BY 1, 2, 3",
     )
