@@ -22,7 +22,9 @@ use prl_api::projections::trajectory_words;
 use prl_integration_tests::{FakeWorker, TestApp, publish_acked, publish_until, python_of};
 use prl_schema::jobs::WorkerEvent;
 use prl_schema::spec::StageKind;
-use prl_schema::trajectory::{BlockTokens, PromptRecord, Trajectory, TrajectoryBatch};
+use prl_schema::trajectory::{
+    BlockTokens, EvaluationResult, PromptRecord, Sampling, Trajectory, TrajectoryBatch,
+};
 use prl_schema::word_filter::BatchWords;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -151,6 +153,7 @@ async fn main() {
     if !only_ingest {
         queries(&app, &runs).await;
         read_api_under_load(&app, &runs).await;
+        paper_table(&app).await;
     }
     // Half and four fifths of the rate just measured, unless rates are named.
     let offered: Vec<f64> = match std::env::var("PRL_BENCH_LATENCY_RATES") {
@@ -513,6 +516,91 @@ async fn queries(app: &TestApp, runs: &[Uuid]) {
         query_peer(app, peer, script, load, &dump, runs[0], median, median_c).await;
     }
     let _ = std::fs::remove_file(&dump);
+}
+
+/// The paper's main table (`/results`) and the per-prompt scores its paired errors come from
+/// (`/results/prompts`), timed warm over REST with every trajectory stored: 9 fresh experiments,
+/// each with an evaluation of 512 prompts × 4 samples at its last step, recorded the way a
+/// trainer records one (its generations, then the result).
+async fn paper_table(app: &TestApp) {
+    const ROWS: usize = 9;
+    const PROMPTS: usize = 512;
+    const K: usize = 4;
+    const BENCHMARK: &str = "builtin:hard";
+    let mut rng = Rng(11);
+    let mut experiments = vec![];
+    let mut messages = vec![];
+    for r in 0..ROWS {
+        experiments.push(
+            app.submit(&serde_json::json!({
+                "name": format!("table row {r}"),
+                "model": "tiny",
+                "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
+                            "learning_rate": 1e-5, "steps": STEPS}]
+            }))
+            .await,
+        );
+        let worker = FakeWorker::take(app, StageKind::Rl, &format!("table-{r}"))
+            .await
+            .0;
+        let subject =
+            |kind| (app.topology).lane_subject(prl_bus::Lane::Data, worker.job.run_id, kind);
+        for part in 0..(PROMPTS * K).div_ceil(PER_MESSAGE) {
+            let n = PER_MESSAGE.min(PROMPTS * K - part * PER_MESSAGE);
+            let mut generations = batch(&mut rng, STEPS, n);
+            generations.benchmark = Some(BENCHMARK.into());
+            let body = WorkerEvent::Trajectories(generations);
+            messages.push((subject("trajectories"), worker.message(body)));
+        }
+        let result = WorkerEvent::Evaluation(EvaluationResult {
+            step: STEPS,
+            benchmark: BENCHMARK.into(),
+            k: K as u32,
+            prompts: PROMPTS as u32,
+            mean_at_k: 0.4 + r as f64 / 100.0,
+            pass_at_k: 0.7,
+            mean_at_k_se: Some(0.016),
+            pass_at_k_se: Some(0.02),
+            greedy: Some(0.5),
+            sampling: Some(Sampling {
+                temperature: 1.0,
+                top_p: 1.0,
+                max_response_tokens: 256,
+            }),
+            parallel_ratio: 0.7,
+            format_valid_ratio: 0.95,
+            mean_response_tokens: Some(120.0),
+        });
+        messages.push((subject("evaluation"), worker.message(result)));
+    }
+    let messages = messages
+        .into_iter()
+        .map(|(subject, message)| (subject, serde_json::to_vec(&message).unwrap()))
+        .collect();
+    publish_until(
+        app,
+        messages,
+        64,
+        "SELECT count(*) FROM evaluations",
+        ROWS as i64,
+        Duration::from_secs(600),
+    )
+    .await;
+    let ids: Vec<String> = experiments.iter().map(Uuid::to_string).collect();
+    let ids = ids.join(",");
+    let table = time_get(app, &format!("/api/v1/results?experiments={ids}"), 19).await;
+    let prompts = time_get(
+        app,
+        &format!("/api/v1/results/prompts?experiments={ids}"),
+        19,
+    )
+    .await;
+    println!(
+        "the paper's table, {ROWS} rows evaluated on {PROMPTS} prompts x {K}, REST warm: \
+         median {:.1} ms; its per-prompt scores: median {:.1} ms",
+        table * 1e3,
+        prompts * 1e3
+    );
 }
 
 /// The read API under load from a second process, oha (`scripts/oha.sh`), one endpoint at a
