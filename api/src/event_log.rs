@@ -39,8 +39,8 @@ impl Followers for Prl {
         )
     }
 
-    /// A job's run: its row takes the job's status, worker and checkpoint. A heartbeat moves
-    /// only the lease.
+    /// A job's run: its row takes the job's status, worker and checkpoint (a heartbeat moves
+    /// only the lease). A tracked run's: its row takes the status its experiment's stream sets.
     fn rows_written_elsewhere<'a>(
         &'a self,
         conn: &'a mut PgConnection,
@@ -49,11 +49,13 @@ impl Followers for Prl {
         Box::pin(async move {
             let mut runs = Vec::new();
             let mut jobs = Vec::new();
+            let mut tracked = Vec::new();
             for append in appends {
                 for new in &append.events {
                     match &new.event {
                         Event::JobQueued { run_id, .. } => runs.push(run_id.0),
                         Event::JobLeaseExtended { .. } => {}
+                        Event::TrackedRunUpdated { .. } => tracked.push(append.stream_id),
                         event if event.stream_type() == StreamType::Job => {
                             jobs.push(append.stream_id)
                         }
@@ -64,8 +66,18 @@ impl Followers for Prl {
             if !jobs.is_empty() {
                 runs.extend(
                     sqlx::query_scalar!("SELECT run_id FROM jobs WHERE id = ANY($1)", &jobs)
-                        .fetch_all(conn)
+                        .fetch_all(&mut *conn)
                         .await?,
+                );
+            }
+            if !tracked.is_empty() {
+                runs.extend(
+                    sqlx::query_scalar!(
+                        "SELECT run_id FROM tracked_runs WHERE experiment_id = ANY($1)",
+                        &tracked
+                    )
+                    .fetch_all(&mut *conn)
+                    .await?,
                 );
             }
             Ok(runs)

@@ -5,6 +5,8 @@ use prl_api::event_log;
 use prl_api::store::{Expected, NewEvent, StreamAppend, Visibility, read_after};
 use prl_integration_tests::TestApp;
 use prl_schema::events::{Event, Metadata, RecordedEvent};
+use prl_schema::ids::RunId;
+use prl_schema::tracking::TrackedStatus;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use uuid::Uuid;
@@ -151,38 +153,55 @@ async fn queued_job(app: &TestApp) -> (Uuid, Uuid) {
         .unwrap()
 }
 
-fn cancelled(job: Uuid) -> StreamAppend {
+/// A tracked experiment (as MLflow's or a live run's) and its run.
+async fn tracked_experiment(app: &TestApp) -> (Uuid, Uuid) {
+    let (experiment, run) = (Uuid::now_v7(), RunId::new());
+    let mut log = event_log::begin(&app.pool).await.unwrap();
+    let tracked = Event::ExperimentTracked {
+        name: "tracked".into(),
+        tags: vec![],
+        source: "client".into(),
+        run_id: run,
+        group: None,
+        user: None,
+        started_at: chrono::Utc::now(),
+    };
+    append(&mut log, one(experiment, tracked)).await;
+    log.commit().await.unwrap();
+    (experiment, run.0)
+}
+
+fn one(stream_id: Uuid, event: Event) -> StreamAppend {
     StreamAppend {
-        stream_id: job,
+        stream_id,
         expected: Expected::Any,
-        events: vec![NewEvent::new(
-            Event::JobCancelled { attempt: 1 },
-            Metadata::default(),
-        )],
+        events: vec![NewEvent::new(event, Metadata::default())],
     }
 }
 
-#[tokio::test]
-async fn a_jobs_event_waits_for_its_runs_data_before_it_writes_the_runs_row() {
-    let app = TestApp::spawn().await;
-    let (job, run) = queued_job(&app).await;
+fn cancelled(job: Uuid) -> StreamAppend {
+    one(job, Event::JobCancelled { attempt: 1 })
+}
 
+/// `update`, appended while an append of `run`'s metrics that let the log's lock go is open,
+/// must wait for it on the run's stream lock, holding no row, and then set the run's status.
+async fn waits_for_the_runs_data(app: &TestApp, run: Uuid, update: StreamAppend, status: &str) {
     // A's metrics update the run's row; A lets the log's lock go and stays open.
     let mut a = event_log::begin(&app.pool).await.unwrap();
     append(&mut a, metrics(run, Expected::Any, 1..=2)).await;
     let pool = app.pool.clone();
     let b = tokio::spawn(async move {
         let mut b = event_log::begin(&pool).await.unwrap();
-        append(&mut b, cancelled(job)).await;
+        append(&mut b, update).await;
         b.commit().await.unwrap();
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !b.is_finished(),
-        "the job's event went ahead of its run's data"
+        "the run's row was written ahead of its data"
     );
-    // B waits on the run's stream lock, holding no row: waiting on A's row lock instead, it
-    // could hold another run's row that A's projection waits for (a deadlock).
+    // Waiting on A's row lock instead, B could hold another run's row that A's projection
+    // waits for (a deadlock).
     let waiting: Vec<String> =
         sqlx::query_scalar("SELECT locktype FROM pg_locks WHERE NOT granted")
             .fetch_all(&app.pool)
@@ -195,13 +214,32 @@ async fn a_jobs_event_waits_for_its_runs_data_before_it_writes_the_runs_row() {
 
     a.commit().await.unwrap();
     b.await.unwrap();
-    let (status, last_step): (String, i64) =
+    let (shown, last_step): (String, i64) =
         sqlx::query_as("SELECT status, last_step FROM runs WHERE id = $1")
             .bind(run)
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    assert_eq!((status.as_str(), last_step), ("cancelled", 2));
+    assert_eq!((shown.as_str(), last_step), (status, 2));
+}
+
+#[tokio::test]
+async fn a_jobs_event_waits_for_its_runs_data_before_it_writes_the_runs_row() {
+    let app = TestApp::spawn().await;
+    let (job, run) = queued_job(&app).await;
+    waits_for_the_runs_data(&app, run, cancelled(job), "cancelled").await;
+}
+
+#[tokio::test]
+async fn a_tracked_runs_status_waits_for_its_data_before_it_writes_the_runs_row() {
+    let app = TestApp::spawn().await;
+    let (experiment, run) = tracked_experiment(&app).await;
+    let finished = Event::TrackedRunUpdated {
+        name: None,
+        status: Some(TrackedStatus::Finished),
+        ended_at: None,
+    };
+    waits_for_the_runs_data(&app, run, one(experiment, finished), "finished").await;
 }
 
 #[tokio::test]

@@ -260,15 +260,14 @@ impl Ingester {
         let words = prepared_words(batch);
         let mut log = event_log::begin_with_words(&self.pool, words).await?;
         // The streams that a transaction which lets the log's lock go early may append to (the
-        // data lane's runs), and the parked messages', before anything about them is read:
-        // another ingester's transaction on them, one that has let the lock go included, is
-        // waited for. A job's stream is appended to only under the log's lock, so the control
-        // lane (claims, heartbeats) waits for no run's data.
-        let data_lane = self.lane == Lane::Data;
+        // runs of data messages, whichever lane they came by), and the parked messages', before
+        // anything about them is read: another ingester's transaction on them, one that has let
+        // the lock go included, is waited for. A job's stream is appended to only under the
+        // log's lock, so a heartbeat waits for no run's data.
         let streams: Vec<Uuid> = batch
             .iter()
             .filter_map(|item| item.decoded.as_ref().ok())
-            .filter(|_| data_lane)
+            .filter(|m| Lane::of(&m.body) == Lane::Data)
             .map(|m| m.run_id.0)
             .chain(appends.iter().map(|a| a.stream_id))
             .collect();

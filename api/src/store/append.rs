@@ -180,15 +180,16 @@ impl LogTx {
     /// event is already in them), it makes the reads current. The log's lock must still be held,
     /// so that every transaction takes stream locks in one order of its own and waits for none.
     pub async fn lock_streams(&mut self, streams: &[Uuid]) -> Result<(), sqlx::Error> {
-        let mut keys: Vec<i32> = streams
+        let new: HashSet<Uuid> = streams
             .iter()
-            .filter(|s| self.locked_streams.insert(**s))
-            .map(|s| stream_key(*s))
+            .filter(|s| !self.locked_streams.contains(s))
+            .copied()
             .collect();
-        if keys.is_empty() {
+        if new.is_empty() {
             return Ok(());
         }
         self.must_hold_log_lock()?;
+        let mut keys: Vec<i32> = new.iter().map(|s| stream_key(*s)).collect();
         keys.sort_unstable();
         keys.dedup();
         // One statement: unnest keeps the array's order.
@@ -197,6 +198,7 @@ impl LogTx {
             .bind(&keys)
             .execute(&mut *self.conn)
             .await?;
+        self.locked_streams.extend(new);
         Ok(())
     }
 
