@@ -175,23 +175,27 @@ async fn main() {
     }
 }
 
-/// Publishes every step of every run as worker messages and waits until all are projected;
-/// returns the runs and trajectories ingested per second.
-async fn ingest(app: &TestApp, runs: usize, per_step: usize) -> (Vec<Uuid>, f64) {
-    let mut workers = vec![];
-    for r in 0..runs {
-        app.submit(&serde_json::json!({
-            "name": format!("bench run {r}"),
+/// A fresh experiment of one RL stage of `STEPS` steps, named `name`, and a fake worker (called
+/// `name` too) that has claimed its job.
+async fn taken_run(app: &TestApp, name: &str) -> (Uuid, FakeWorker) {
+    let experiment = app
+        .submit(&serde_json::json!({
+            "name": name,
             "model": "tiny",
             "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
                         "learning_rate": 1e-5, "steps": STEPS}]
         }))
         .await;
-        workers.push(
-            FakeWorker::take(app, StageKind::Rl, &format!("bench-{r}"))
-                .await
-                .0,
-        );
+    let worker = FakeWorker::take(app, StageKind::Rl, name).await.0;
+    (experiment, worker)
+}
+
+/// Publishes every step of every run as worker messages and waits until all are projected;
+/// returns the runs and trajectories ingested per second.
+async fn ingest(app: &TestApp, runs: usize, per_step: usize) -> (Vec<Uuid>, f64) {
+    let mut workers = vec![];
+    for r in 0..runs {
+        workers.push(taken_run(app, &format!("bench-{r}")).await.1);
     }
     let mut rng = Rng(7);
     let mut messages = vec![];
@@ -303,17 +307,7 @@ async fn latency_sustained(app: &TestApp, runs: usize, per_step: usize, rate: f6
     // turns on its stream, so a single run would measure one writer.
     let mut workers = vec![];
     for r in 0..runs {
-        let run = app
-            .submit(&serde_json::json!({
-                "name": format!("latency at {rate:.0}/s, run {r}"),
-                "model": "tiny",
-                "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
-                            "learning_rate": 1e-5, "steps": STEPS}]
-            }))
-            .await;
-        let worker = FakeWorker::take(app, StageKind::Rl, &format!("latency-{run}"))
-            .await
-            .0;
+        let (_, worker) = taken_run(app, &format!("latency-{rate:.0}-{r}")).await;
         let subject =
             (app.topology).lane_subject(prl_bus::Lane::Data, worker.job.run_id, "trajectories");
         workers.push((worker, subject));
@@ -531,18 +525,8 @@ async fn paper_table(app: &TestApp) {
     let mut experiments = vec![];
     let mut messages = vec![];
     for r in 0..ROWS {
-        experiments.push(
-            app.submit(&serde_json::json!({
-                "name": format!("table row {r}"),
-                "model": "tiny",
-                "stages": [{"kind": "rl", "name": "rl", "dataset": "builtin:easy", "reward": "s1",
-                            "learning_rate": 1e-5, "steps": STEPS}]
-            }))
-            .await,
-        );
-        let worker = FakeWorker::take(app, StageKind::Rl, &format!("table-{r}"))
-            .await
-            .0;
+        let (experiment, worker) = taken_run(app, &format!("table-{r}")).await;
+        experiments.push(experiment);
         let subject =
             |kind| (app.topology).lane_subject(prl_bus::Lane::Data, worker.job.run_id, kind);
         for part in 0..(PROMPTS * K).div_ceil(PER_MESSAGE) {

@@ -201,12 +201,14 @@ async fn waits_for_the_runs_data(app: &TestApp, run: Uuid, update: StreamAppend,
         "the run's row was written ahead of its data"
     );
     // Waiting on A's row lock instead, B could hold another run's row that A's projection
-    // waits for (a deadlock).
-    let waiting: Vec<String> =
-        sqlx::query_scalar("SELECT locktype FROM pg_locks WHERE NOT granted")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
+    // waits for (a deadlock). Other tests' databases share the server: only this one's count.
+    let waiting: Vec<String> = sqlx::query_scalar(
+        "SELECT locktype FROM pg_locks WHERE NOT granted AND pid IN
+                 (SELECT pid FROM pg_stat_activity WHERE datname = current_database())",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
     assert!(
         !waiting.is_empty() && waiting.iter().all(|t| t == "advisory"),
         "waiting on {waiting:?}"
