@@ -195,12 +195,12 @@ pub async fn prompt_scores(
     // (quadratic: 3.4 s for 9 results of 2,048 responses).
     let rows: Vec<(Uuid, String, String, i64, i64, i64)> = sqlx::query_as(
         "WITH x AS MATERIALIZED (
-             SELECT x.experiment_id, x.benchmark, x.run_id, x.step,
+             SELECT r.experiment_id, r.benchmark, r.run_id, r.step,
                     (SELECT max(u.attempt) FROM trajectories u
-                     WHERE u.run_id = x.run_id AND u.benchmark = x.benchmark
-                       AND u.step = x.step) AS attempt
-             FROM experiment_results x
-             WHERE x.experiment_id = ANY($1)
+                     WHERE u.run_id = r.run_id AND u.benchmark = r.benchmark
+                       AND u.step = r.step) AS attempt
+             FROM experiment_results r
+             WHERE r.experiment_id = ANY($1)
          )
          SELECT x.experiment_id, x.benchmark, t.prompt_id, count(*), count(*) FILTER (WHERE t.correct),
                 count(*) FILTER (WHERE t.blocks > 0)
