@@ -5,9 +5,10 @@
 //! same rows, each in its pinned venv (`scripts/python_venv.sh`, made on first use): pandas and
 //! DuckDB (over Parquet holding the projected columns) compute the same numbers, which must agree
 //! with prl's; MLflow, Aim and trackio record a sample of the same trajectories, text included,
-//! the way their users keep rollouts. Before the ingest peers, the latency from publish to a
-//! queryable row is measured at two sustained rates below the ingest's capacity, over as many
-//! fresh runs as the ingest's.
+//! the way their users keep rollouts; a bare binary COPY into a table of the same PostgreSQL, one
+//! `jsonb` row a trajectory, writes as many rows as prl's ingest. Before the ingest peers, the
+//! latency from publish to a queryable row is measured at two sustained rates below the ingest's
+//! capacity, over as many fresh runs as the ingest's.
 //!
 //! `cargo bench -p prl-integration-tests --bench analytics` (PRL_BENCH_TRAJECTORIES for another
 //! total, PRL_BENCH_RUNS for another number of runs, PRL_BENCH_PEER_TRAJECTORIES for the ingest
@@ -19,6 +20,7 @@
 
 use futures::StreamExt;
 use prl_api::projections::trajectory_words;
+use prl_api::store::copy::{CopyIn, Jsonb};
 use prl_integration_tests::{FakeWorker, TestApp, publish_acked, publish_until, python_of};
 use prl_schema::jobs::WorkerEvent;
 use prl_schema::spec::StageKind;
@@ -171,7 +173,7 @@ async fn main() {
         latency_sustained(&app, runs.len(), per_step, offered).await;
     }
     if !only_ingest {
-        ingest_peers(&app, rate).await;
+        ingest_peers(&app, rate, runs.len() * per_step * STEPS as usize, writers).await;
     }
 }
 
@@ -899,7 +901,7 @@ async fn query_peer(
 
 /// The ingest peers record a sample of the same trajectories, text included; prl's rate is the
 /// bench's own, through NATS with the projection on.
-async fn ingest_peers(app: &TestApp, prl_rate: f64) {
+async fn ingest_peers(app: &TestApp, prl_rate: f64, total: usize, writers: usize) {
     let sample: usize = std::env::var("PRL_BENCH_PEER_TRAJECTORIES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -917,6 +919,13 @@ async fn ingest_peers(app: &TestApp, prl_rate: f64) {
                ORDER BY position, idx LIMIT {sample}) t"
     );
     dump_jsonl(app, &dump, &rows).await;
+    let texts: Vec<Vec<u8>> = std::fs::read(&dump)
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    bare_copy(app, &texts, total, writers, prl_rate).await;
     println!("ingest peers, each recording the same {sample} trajectories with their text:");
     for peer in ["mlflow", "aim", "trackio"] {
         let Some(report) = run_peer(
@@ -950,4 +959,80 @@ async fn ingest_peers(app: &TestApp, prl_rate: f64) {
         }
     }
     let _ = std::fs::remove_file(&dump);
+}
+
+/// The floor under any logger that keeps rollouts in PostgreSQL: each trajectory one row of a
+/// bare log on the same server (its JSON from `texts`, about 1 KB, as `jsonb`; three unique
+/// indexes, as `events` has), as many rows as prl's ingest, written by binary COPY from as many
+/// connections at once as the ingester has writers, 1,000 rows a transaction. No broker, no
+/// projection, no word filters.
+async fn bare_copy(app: &TestApp, texts: &[Vec<u8>], rows: usize, writers: usize, prl_rate: f64) {
+    const ROWS_PER_COPY: usize = 1000;
+    const STREAMS: usize = 50;
+    sqlx::query(
+        "CREATE TABLE bench_bare_log (position int8 PRIMARY KEY, event_id uuid NOT NULL UNIQUE,
+             stream_id uuid NOT NULL, version int8 NOT NULL, payload jsonb NOT NULL,
+             UNIQUE (stream_id, version))",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let streams: Vec<Uuid> = (0..STREAMS).map(|_| Uuid::new_v4()).collect();
+    let columns = ["position", "event_id", "stream_id", "version", "payload"];
+    let wal_before: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let copies = (0..writers.max(1)).map(|writer| {
+        let (pool, streams) = (app.pool.clone(), &streams);
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            // Writer w takes rows w, w + writers, ...: both append to every stream.
+            let mut row = writer;
+            while row < rows {
+                let mut copy = CopyIn::start(&mut conn, "bench_bare_log", &columns)
+                    .await
+                    .unwrap();
+                for _ in 0..ROWS_PER_COPY {
+                    if row >= rows {
+                        break;
+                    }
+                    copy.row().await.unwrap();
+                    copy.field(row as i64)
+                        .field(Uuid::now_v7())
+                        .field(streams[row % STREAMS])
+                        .field((row / STREAMS) as i64)
+                        .field(Jsonb(&texts[row % texts.len()]));
+                    row += writers.max(1);
+                }
+                copy.finish().await.unwrap();
+            }
+        }
+    });
+    futures::future::join_all(copies).await;
+    let secs = started.elapsed().as_secs_f64();
+    let rate = rows as f64 / secs;
+    let wal = app
+        .count(&format!(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{wal_before}')::int8"
+        ))
+        .await;
+    let disk = app
+        .count("SELECT pg_total_relation_size('bench_bare_log')")
+        .await;
+    let bytes: usize = texts.iter().map(Vec::len).sum();
+    println!(
+        "PostgreSQL binary COPY into a bare log on the same server ({rows} rows of {:.0} B jsonb, \
+         three unique indexes, {writers} connections, no broker or projection): {rate:.0} rows/s \
+         in {secs:.1} s, {:.0} B on disk and {:.0} B of WAL a row; prl / it = {:.2}x",
+        bytes as f64 / texts.len() as f64,
+        disk as f64 / rows as f64,
+        wal as f64 / rows as f64,
+        prl_rate / rate
+    );
+    sqlx::query("DROP TABLE bench_bare_log")
+        .execute(&app.pool)
+        .await
+        .unwrap();
 }
