@@ -3,7 +3,7 @@
 //! signal (DAPO dynamic sampling, up to a cap), and takes GRPO updates over shuffled mini-batches
 //! whose log-probabilities come from the distribution that sampled. It reports metrics and every
 //! trajectory each step, evaluates every `eval_every` steps, checkpoints every `checkpoint_every`
-//! steps with the optimiser state, and resumes from its newest checkpoint.
+//! steps with the optimiser state (the last without it), and resumes from its newest checkpoint.
 
 use crate::adamw::AdamW;
 use crate::batch::{self, Example};
@@ -101,9 +101,10 @@ pub fn train(
         config: config.clone(),
         seed: job.stage_seed(),
     };
-    let save = |model: &LoadedModel, optimizer: &AdamW, step: u64| -> Result<CheckpointRef> {
-        training::save(model, optimizer, &tok, data_dir, job, step, events)
-    };
+    let save =
+        |model: &LoadedModel, optimizer: Option<&AdamW>, step: u64| -> Result<CheckpointRef> {
+            training::save(model, optimizer, &tok, data_dir, job, step, events)
+        };
     let evaluate_at = |model: &LoadedModel, step: u64| -> Result<()> {
         let (Some(set), false) = (&stage.eval_dataset, eval_tasks.is_empty()) else {
             return Ok(());
@@ -131,7 +132,7 @@ pub fn train(
     for step in start + 1..=total {
         if stop.is_cancelled() {
             let saved = (step > 1)
-                .then(|| save(&model, &optimizer, step - 1))
+                .then(|| save(&model, Some(&optimizer), step - 1))
                 .transpose()?;
             return Ok(Outcome::Stopped(saved));
         }
@@ -158,10 +159,10 @@ pub fn train(
             .is_some_and(|every| step.is_multiple_of(every.get()))
             && step < total
         {
-            save(&model, &optimizer, step)?;
+            save(&model, Some(&optimizer), step)?;
         }
     }
-    Ok(Outcome::Finished(Some(save(&model, &optimizer, total)?)))
+    Ok(Outcome::Finished(Some(save(&model, None, total)?)))
 }
 
 struct Step<'a> {
@@ -895,9 +896,9 @@ mod tests {
             stage: StageSpec::Rl(
                 serde_json::from_value(serde_json::json!({
                     "name": "rl", "dataset": "builtin:hard:sequential", "mode": "sequential",
-                    "reward": "accuracy", "learning_rate": 1e-5, "steps": 1, "prompts_per_step": 2,
+                    "reward": "accuracy", "learning_rate": 1e-5, "steps": 2, "prompts_per_step": 2,
                     "group_size": 2, "mini_batch_size": 4, "dynamic_sampling": false,
-                    "max_response_tokens": 48
+                    "max_response_tokens": 48, "checkpoint_every": 1
                 }))
                 .unwrap(),
             ),
@@ -907,27 +908,42 @@ mod tests {
             datasets: Default::default(),
         };
         let (events, _received) = tokio::sync::mpsc::unbounded_channel();
-        let optimiser_steps = |outcome: Outcome| {
-            let Outcome::Finished(Some(saved)) = outcome else {
+        let stop = CancellationToken::new();
+        // Trains `job`; returns its last checkpoint, and its first step's directory with the
+        // optimiser steps recorded there.
+        let run = |job: &JobMessage| {
+            let outcome = train(job, &data_dir, &stop, &events).unwrap();
+            let Outcome::Finished(Some(last)) = outcome else {
                 panic!("{outcome:?}")
             };
-            let dir = crate::checkpoint::local_dir(&saved).unwrap();
-            let state = Tensor::read_safetensors(dir.join("optimizer.safetensors")).unwrap();
+            let dir = crate::checkpoint::local_dir(&last).unwrap();
+            assert!(
+                !dir.join("optimizer.safetensors").exists(),
+                "the stage's last checkpoint carries no optimiser state"
+            );
+            let first = crate::checkpoint::step_dir(&data_dir, job, 1);
+            let state = Tensor::read_safetensors(first.join("optimizer.safetensors")).unwrap();
             let step = state.iter().find(|(name, _)| name == "step").unwrap();
-            (dir, step.1.int64_value(&[]))
+            (last, first, step.1.int64_value(&[]))
         };
-        let stop = CancellationToken::new();
         let base = ModelRef::Preset(prl_schema::spec::ModelPreset::TinyBase);
-        let (first, steps) =
-            optimiser_steps(train(&job(1, base), &data_dir, &stop, &events).unwrap());
+        let mut first_job = job(1, base);
+        let (last, first, steps) = run(&first_job);
         assert_eq!(steps, 1);
-        let from_first = ModelRef::Path(first.display().to_string());
-        let (_, steps) =
-            optimiser_steps(train(&job(2, from_first), &data_dir, &stop, &events).unwrap());
-        let _ = std::fs::remove_dir_all(&data_dir);
+        let (_, _, steps) = run(&job(2, ModelRef::Path(first.display().to_string())));
         assert_eq!(
             steps, 1,
             "the optimiser started afresh, not from the first run's state"
         );
+        // An attempt that resumes from the last checkpoint (its finish was not recorded) has no
+        // step left: it saves the checkpoint again and finishes.
+        first_job.attempt = 2;
+        first_job.resume_from = Some(last);
+        let outcome = train(&first_job, &data_dir, &stop, &events).unwrap();
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let Outcome::Finished(Some(again)) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(again.step, 2);
     }
 }

@@ -1,7 +1,7 @@
 //! The SFT job: cross-entropy on response tokens, Seen or Unseen attention, batches optionally
 //! grouped by length, AdamW with warmup and cosine decay, gradient clipping and accumulation; a
-//! metrics event every step, checkpoints that carry the optimiser state, resume after a restart,
-//! and a checkpoint on cancel.
+//! metrics event every step, checkpoints that carry the optimiser state (all but the last), resume
+//! after a restart, and a checkpoint on cancel.
 
 use crate::adamw::{AdamW, learning_rate};
 use crate::batch::{self, Example};
@@ -77,13 +77,14 @@ pub fn train(
         .group_by_length
         .then(|| examples.iter().map(|e| e.tokens.len()).collect());
     let mut order = BatchOrder::new(batch_size, job.stage_seed(), examples.len(), lengths);
-    let save = |model: &LoadedModel, optimizer: &AdamW, step: u64| -> Result<CheckpointRef> {
-        training::save(model, optimizer, &tok, data_dir, job, step, events)
-    };
+    let save =
+        |model: &LoadedModel, optimizer: Option<&AdamW>, step: u64| -> Result<CheckpointRef> {
+            training::save(model, optimizer, &tok, data_dir, job, step, events)
+        };
     while done < total {
         if stop.is_cancelled() {
             let saved = (done > 0)
-                .then(|| save(&model, &optimizer, done))
+                .then(|| save(&model, Some(&optimizer), done))
                 .transpose()?;
             return Ok(Outcome::Stopped(saved));
         }
@@ -126,10 +127,10 @@ pub fn train(
             .is_some_and(|every| done.is_multiple_of(every.get()))
             && done < total
         {
-            save(&model, &optimizer, done)?;
+            save(&model, Some(&optimizer), done)?;
         }
     }
-    Ok(Outcome::Finished(Some(save(&model, &optimizer, total)?)))
+    Ok(Outcome::Finished(Some(save(&model, None, total)?)))
 }
 
 /// Prompt + response + end-of-sequence, cut to `max_length`; the response's untrained parts are

@@ -1,6 +1,6 @@
 //! What every training job shares: a blocking thread whose events are forwarded to the reporter,
-//! resuming from the newest checkpoint, checkpoint directories that carry the optimiser state, and
-//! a data order that a resumed run repeats.
+//! resuming from the newest checkpoint, checkpoint directories that carry the optimiser state until
+//! the stage's last, and a data order that a resumed run repeats.
 
 use crate::adamw::AdamW;
 use crate::checkpoint;
@@ -51,8 +51,13 @@ pub async fn on_thread(
     work.await.context("the training thread panicked")?
 }
 
+/// The optimiser's state in a checkpoint directory.
+const OPTIMIZER_STATE: &str = "optimizer.safetensors";
+
 /// Loads the checkpoint an earlier attempt recorded, if the job names one (on this host's disk:
-/// the daemon fetched it); returns its step (0 without one).
+/// the daemon fetched it); returns its step (0 without one). A stage's last checkpoint has no
+/// optimiser state: an attempt that resumes from it has no step left to take, and only saves it
+/// again and finishes.
 pub fn resume(model: &mut LoadedModel, optimizer: &mut AdamW, job: &JobMessage) -> Result<u64> {
     let Some(checkpoint) = &job.resume_from else {
         return Ok(0);
@@ -62,18 +67,21 @@ pub fn resume(model: &mut LoadedModel, optimizer: &mut AdamW, job: &JobMessage) 
         .vs
         .load(dir.join("model.safetensors"))
         .context("resuming the model")?;
-    optimizer
-        .load(&dir.join("optimizer.safetensors"))
-        .context("resuming the optimiser")?;
+    let state = dir.join(OPTIMIZER_STATE);
+    if state.exists() {
+        optimizer.load(&state).context("resuming the optimiser")?;
+    }
     tracing::info!(step = checkpoint.step, "resuming from a checkpoint");
     Ok(checkpoint.step)
 }
 
-/// Saves a checkpoint directory (HF weights, config and tokenizer, plus the optimiser state) and
-/// reports it.
+/// Saves a checkpoint directory (HF weights, config and tokenizer, plus the optimiser state when
+/// given) and reports it. A stage's last checkpoint is saved without it, as a finished stage is
+/// never trained on (the next stage starts a fresh optimiser): in bf16 the float32 master weights
+/// and moments are six times the weights' bytes.
 pub fn save(
     model: &LoadedModel,
-    optimizer: &AdamW,
+    optimizer: Option<&AdamW>,
     tok: &PrlTokenizer,
     data_dir: &Path,
     job: &JobMessage,
@@ -83,7 +91,9 @@ pub fn save(
     let saved = checkpoint::save(data_dir, job, step, |dir| {
         model.save(dir)?;
         tok.save(&dir.join("tokenizer.json"))?;
-        optimizer.save(&dir.join("optimizer.safetensors"))?;
+        if let Some(optimizer) = optimizer {
+            optimizer.save(&dir.join(OPTIMIZER_STATE))?;
+        }
         std::fs::write(
             dir.join(PRL_META),
             serde_json::json!({ "eos": tok.eos_token, "step": step }).to_string(),
