@@ -258,6 +258,17 @@ impl AdamW {
             .with_context(|| format!("writing {}", path.display()))
     }
 
+    /// Takes the model's weights as they are now (loaded after this optimiser was made, from a
+    /// checkpoint without optimiser state) as the float32 masters; the moments stay fresh.
+    pub fn take_weights(&mut self) {
+        for group in &mut self.groups {
+            group.bind();
+            if let Some(master) = &mut group.master {
+                tch::no_grad(|| master.copy_(&group.params));
+            }
+        }
+    }
+
     pub fn load(&mut self, path: &Path) -> Result<()> {
         let saved: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(path)
             .with_context(|| format!("reading {}", path.display()))?
@@ -342,6 +353,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn bf16_weights_loaded_after_the_optimiser_are_its_masters_once_taken() {
+        let mut vs = nn::VarStore::new(tch::Device::Cpu);
+        let mut p = vs
+            .root()
+            .var_copy("p", &Tensor::from_slice(&[1.0f32, -2.0]));
+        vs.bfloat16();
+        assert_eq!(p.kind(), Kind::BFloat16);
+        let mut opt = AdamW::new(&vs, 0.0);
+        // As resuming from a checkpoint without optimiser state does: weights copied in place.
+        tch::no_grad(|| p.copy_(&Tensor::from_slice(&[3.0f32, 4.0])));
+        opt.take_weights();
+        opt.zero_grad();
+        (&p * &p).sum(Kind::Float).backward();
+        opt.step(0.1);
+        // Adam's first step moves each weight by the learning rate against its gradient, from
+        // the loaded weights, not from the ones the optimiser was made with.
+        let got: Vec<f32> = Vec::try_from(p.to_kind(Kind::Float)).unwrap();
+        assert!(
+            (got[0] - 2.9).abs() < 2e-2 && (got[1] - 3.9).abs() < 2e-2,
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -56,8 +56,9 @@ const OPTIMIZER_STATE: &str = "optimizer.safetensors";
 
 /// Loads the checkpoint an earlier attempt recorded, if the job names one (on this host's disk:
 /// the daemon fetched it); returns its step (0 without one). A stage's last checkpoint has no
-/// optimiser state: an attempt that resumes from it has no step left to take, and only saves it
-/// again and finishes.
+/// optimiser state: an attempt that resumes from it has no step left to take when its stage's
+/// length is what it was, and only saves it again and finishes; were there steps left, they
+/// would train from its weights with fresh moments.
 pub fn resume(model: &mut LoadedModel, optimizer: &mut AdamW, job: &JobMessage) -> Result<u64> {
     let Some(checkpoint) = &job.resume_from else {
         return Ok(0);
@@ -70,6 +71,8 @@ pub fn resume(model: &mut LoadedModel, optimizer: &mut AdamW, job: &JobMessage) 
     let state = dir.join(OPTIMIZER_STATE);
     if state.exists() {
         optimizer.load(&state).context("resuming the optimiser")?;
+    } else {
+        optimizer.take_weights();
     }
     tracing::info!(step = checkpoint.step, "resuming from a checkpoint");
     Ok(checkpoint.step)
