@@ -983,8 +983,9 @@ async fn bare_copy(app: &TestApp, texts: &[Vec<u8>], rows: usize, writers: usize
         .fetch_one(&app.pool)
         .await
         .unwrap();
+    let writers = writers.max(1);
     let started = Instant::now();
-    let copies = (0..writers.max(1)).map(|writer| {
+    let copies = (0..writers).map(|writer| {
         let (pool, streams) = (app.pool.clone(), &streams);
         async move {
             let mut conn = pool.acquire().await.unwrap();
@@ -1004,7 +1005,7 @@ async fn bare_copy(app: &TestApp, texts: &[Vec<u8>], rows: usize, writers: usize
                         .field(streams[row % STREAMS])
                         .field((row / STREAMS) as i64)
                         .field(Jsonb(&texts[row % texts.len()]));
-                    row += writers.max(1);
+                    row += writers;
                 }
                 copy.finish().await.unwrap();
             }

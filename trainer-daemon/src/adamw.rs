@@ -64,11 +64,16 @@ impl Group {
             params,
             members,
         };
-        group.bind();
-        if let Some(master) = &mut group.master {
-            tch::no_grad(|| master.copy_(&group.params));
-        }
+        group.take_params();
         group
+    }
+
+    /// Binds the members to the flat buffers and copies the weights into the float32 master.
+    fn take_params(&mut self) {
+        self.bind();
+        if let Some(master) = &mut self.master {
+            tch::no_grad(|| master.copy_(&self.params));
+        }
     }
 
     fn view(flat: &Tensor, member: &Member) -> Tensor {
@@ -262,10 +267,7 @@ impl AdamW {
     /// checkpoint without optimiser state) as the float32 masters; the moments stay fresh.
     pub fn take_weights(&mut self) {
         for group in &mut self.groups {
-            group.bind();
-            if let Some(master) = &mut group.master {
-                tch::no_grad(|| master.copy_(&group.params));
-            }
+            group.take_params();
         }
     }
 

@@ -907,7 +907,7 @@ mod tests {
             resume_from: None,
             datasets: Default::default(),
         };
-        let (events, _received) = tokio::sync::mpsc::unbounded_channel();
+        let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         // Trains `job`; returns its last checkpoint, and its first step's directory with the
         // optimiser steps recorded there.
@@ -939,7 +939,14 @@ mod tests {
         // step left: it saves the checkpoint again and finishes.
         first_job.attempt = 2;
         first_job.resume_from = Some(last);
+        while received.try_recv().is_ok() {}
         let outcome = train(&first_job, &data_dir, &stop, &events).unwrap();
+        while let Ok(event) = received.try_recv() {
+            assert!(
+                !matches!(event, WorkerEvent::Metrics { .. }),
+                "a step was taken after the last: {event:?}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&data_dir);
         let Outcome::Finished(Some(again)) = outcome else {
             panic!("{outcome:?}")
