@@ -13,8 +13,8 @@
 //! `cargo bench -p prl-integration-tests --bench analytics` (PRL_BENCH_TRAJECTORIES for another
 //! total, PRL_BENCH_RUNS for another number of runs, PRL_BENCH_PEER_TRAJECTORIES for the ingest
 //! peers' sample, 20,000 by default; MLflow cannot record a run of more than about 145 steps as
-//! tables, see bench_ingest_peers.py; PRL_BENCH_ONLY_INGEST to measure only the ingest and the
-//! latency; PRL_BENCH_LATENCY_RATES=50000,... for the rates offered while latency is measured
+//! tables, see bench_ingest_peers.py; PRL_BENCH_ONLY_INGEST to measure only the ingest, the
+//! latency and the bare COPY; PRL_BENCH_LATENCY_RATES=50000,... for the rates offered while latency is measured
 //! instead of ½ and ⅘ of the ingest's; PRL_INGEST__WRITERS, like any setting, for another
 //! number of ingest writers).
 
@@ -172,9 +172,14 @@ async fn main() {
     for offered in offered {
         latency_sustained(&app, runs.len(), per_step, offered).await;
     }
-    if !only_ingest {
-        ingest_peers(&app, rate, runs.len() * per_step * STEPS as usize, writers).await;
-    }
+    ingest_peers(
+        &app,
+        rate,
+        runs.len() * per_step * STEPS as usize,
+        writers,
+        only_ingest,
+    )
+    .await;
 }
 
 /// A fresh experiment of one RL stage of `STEPS` steps, named `name`, and a fake worker (called
@@ -901,7 +906,8 @@ async fn query_peer(
 
 /// The ingest peers record a sample of the same trajectories, text included; prl's rate is the
 /// bench's own, through NATS with the projection on.
-async fn ingest_peers(app: &TestApp, prl_rate: f64, total: usize, writers: usize) {
+/// The ingest's peers: the bare COPY always, the Python trackers unless `only_bare`.
+async fn ingest_peers(app: &TestApp, prl_rate: f64, total: usize, writers: usize, only_bare: bool) {
     let sample: usize = std::env::var("PRL_BENCH_PEER_TRAJECTORIES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -926,6 +932,10 @@ async fn ingest_peers(app: &TestApp, prl_rate: f64, total: usize, writers: usize
         .map(<[u8]>::to_vec)
         .collect();
     bare_copy(app, &texts, total, writers, prl_rate).await;
+    if only_bare {
+        let _ = std::fs::remove_file(&dump);
+        return;
+    }
     println!("ingest peers, each recording the same {sample} trajectories with their text:");
     for peer in ["mlflow", "aim", "trackio"] {
         let Some(report) = run_peer(
