@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod decode;
+
 /// A queued attempt of a job, as a daemon receives it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobMessage {
@@ -89,7 +91,8 @@ pub struct WorkerMessage {
     pub body: WorkerEvent,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Read by `decode`, which reads the variant straight from the input when `type` comes first.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerEvent {
     /// Takes the attempt; granted only if the job stream is still at `expected_version`.
