@@ -135,7 +135,7 @@ fn add_words(text: &str, set: &mut WordSet) -> bool {
     if !text.is_ascii() && text.chars().any(lowers_into_ascii) {
         return false;
     }
-    set.extend(words(text).map(hash));
+    set.extend(scan(text).map(|(_, hash)| hash));
     true
 }
 
@@ -157,27 +157,42 @@ fn lowers_into_ascii(c: char) -> bool {
 
 /// The maximal runs of ASCII letters and of ASCII digits in `text`.
 fn words(text: &str) -> impl Iterator<Item = &str> {
+    scan(text).map(|(run, _)| &text[run])
+}
+
+/// `text`'s words, where each is and its `hash`, in one pass: a filter's text is read once
+/// (two passes, one to find a word and one to hash it, took twice as long).
+fn scan(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, u64)> {
     let bytes = text.as_bytes();
-    let mut start = 0;
+    let mut i = 0;
     std::iter::from_fn(move || {
-        start += bytes[start..].iter().position(u8::is_ascii_alphanumeric)?;
-        let digits = bytes[start].is_ascii_digit();
-        let len = bytes[start..]
-            .iter()
-            .position(|b| !b.is_ascii_alphanumeric() || b.is_ascii_digit() != digits)
-            .unwrap_or(bytes.len() - start);
-        // ASCII bytes are whole characters, so the slice is on character boundaries.
-        let word = &text[start..start + len];
-        start += len;
-        Some(word)
+        i += bytes[i..].iter().position(u8::is_ascii_alphanumeric)?;
+        let (start, digits) = (i, bytes[i].is_ascii_digit());
+        let mut hash = FNV_OFFSET;
+        while let Some(&b) = bytes.get(i) {
+            let lower = match (digits, b) {
+                (true, b'0'..=b'9') => b,
+                (false, b'a'..=b'z' | b'A'..=b'Z') => b.to_ascii_lowercase(),
+                _ => break,
+            };
+            hash = fnv_step(hash, lower);
+            i += 1;
+        }
+        // ASCII bytes are whole characters, so the run is on character boundaries.
+        Some((start..i, hash))
     })
 }
 
 /// A word's hash, lower-cased: 64-bit FNV-1a, small and the same on every platform and version.
 fn hash(word: &str) -> u64 {
-    word.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b.to_ascii_lowercase() as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+    word.bytes()
+        .fold(FNV_OFFSET, |h, b| fnv_step(h, b.to_ascii_lowercase()))
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv_step(hash: u64, byte: u8) -> u64 {
+    (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
 }
 
 /// A filter holding `hashes` (distinct), sized to them.
