@@ -3,14 +3,20 @@
 //! copies the whole object into a buffer of its own and reads the variant from that: for a
 //! trajectory message every text was allocated twice, a tenth of the ingester's time. prl's
 //! workers write the tag first (serde writes it first), and then the variant is read straight
-//! from the input. An object whose tag comes later (another producer's) is read into a
-//! `serde_json` value first, which is what serde did for every message before.
+//! from the input. An object whose tag comes later (another producer's) is read into JSON values
+//! first, as serde did for every message before. Either way a second `type` or a repeated field
+//! of the variant is refused, as before; unlike before, an array is refused too (serde also read
+//! `["claim", 3]` as a claim, which no producer writes). One difference is left: in an object
+//! whose tag comes later, a field repeated inside a nested object (a trajectory's `text` twice)
+//! keeps its last value, where serde refused it.
 
 use super::{CheckpointRef, WorkerEvent};
 use crate::trajectory::{EvaluationResult, TrajectoryBatch};
 use serde::Deserialize;
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::value::{MapAccessDeserializer, MapDeserializer};
+use serde::de::{
+    self, DeserializeSeed, Deserializer, IgnoredAny, IntoDeserializer, MapAccess, Visitor,
+};
 use std::collections::BTreeMap;
 
 /// The variants' names, as the `type` field holds them.
@@ -95,39 +101,119 @@ impl<'de> Visitor<'de> for Tagged {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WorkerEvent, A::Error> {
         let Some(first) = map.next_key::<String>()? else {
-            return Err(de::Error::missing_field("type"));
+            return Err(de::Error::missing_field(TAG));
         };
-        if first == "type" {
+        if first == TAG {
             let tag = map.next_value()?;
-            return variant(tag, MapAccessDeserializer::new(map));
+            return variant(tag, MapAccessDeserializer::new(NoSecondTag(map)));
         }
-        let mut fields = serde_json::Map::new();
-        fields.insert(first, map.next_value()?);
-        while let Some((key, value)) = map.next_entry()? {
-            fields.insert(key, value);
+        // Entries in their order, repeats kept, for the variant's reader to refuse them.
+        let mut fields = vec![(first, map.next_value::<serde_json::Value>()?)];
+        while let Some(entry) = map.next_entry()? {
+            fields.push(entry);
         }
-        let tag = fields
-            .remove("type")
-            .ok_or_else(|| de::Error::missing_field("type"))?;
-        let tag = Tag::deserialize(tag).map_err(de::Error::custom)?;
-        variant(tag, serde_json::Value::Object(fields)).map_err(de::Error::custom)
+        let mut tags = (fields.iter().enumerate())
+            .filter(|(_, (key, _))| key == TAG)
+            .map(|(at, _)| at);
+        let at = match (tags.next(), tags.next()) {
+            (Some(at), None) => at,
+            (None, _) => return Err(de::Error::missing_field(TAG)),
+            (Some(_), Some(_)) => return Err(de::Error::duplicate_field(TAG)),
+        };
+        let tag = Tag::deserialize(fields.remove(at).1).map_err(de::Error::custom)?;
+        let fields = MapDeserializer::<_, serde_json::Error>::new(fields.into_iter());
+        variant(tag, fields).map_err(de::Error::custom)
+    }
+}
+
+const TAG: &str = "type";
+
+/// The object's entries after its tag, refusing another `type`: the variants' readers ignore
+/// fields they do not have, and would let it pass.
+struct NoSecondTag<A>(A);
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for NoSecondTag<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        let Some(key) = self.0.next_key::<String>()? else {
+            return Ok(None);
+        };
+        if key == TAG {
+            return Err(de::Error::duplicate_field(TAG));
+        }
+        seed.deserialize(key.into_deserializer()).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.0.next_value_seed(seed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trajectory::{BlockTokens, PromptRecord, Trajectory};
     use serde_json::json;
 
     fn events() -> Vec<WorkerEvent> {
         let values = BTreeMap::from([("loss".to_string(), 0.5), ("nan".to_string(), f64::NAN)]);
+        let checkpoint = CheckpointRef {
+            uri: "file:///ckpt/3/".into(),
+            step: 3,
+            sha256: "ab".into(),
+            size_bytes: 10,
+        };
+        let trajectories = TrajectoryBatch {
+            step: 3,
+            benchmark: None,
+            prompts: vec![PromptRecord {
+                id: "p1".into(),
+                group: 0,
+                text: "What is 2 + 2?".into(),
+                tokens: Some(7),
+                truth: "4".into(),
+            }],
+            trajectories: vec![Trajectory {
+                prompt: 0,
+                sample: 1,
+                text: "<Parallel><Path>2 + 2 = 4</Path></Parallel> \"Final Answer\": 4".into(),
+                tokens: Some(20),
+                forced: 0,
+                clipped: false,
+                reward: 1.0,
+                accuracy: 1.0,
+                correct: true,
+                answer: Some("4".into()),
+                format_valid: true,
+                blocks: vec![BlockTokens {
+                    start: 0,
+                    end: 12,
+                    paths: vec![8],
+                    summary: 0,
+                }],
+            }],
+        };
+        let evaluation = json!({
+            "type": "evaluation", "step": 3, "benchmark": "aime", "k": 4, "prompts": 30,
+            "mean_at_k": 0.25, "pass_at_k": 0.5, "parallel_ratio": 0.3,
+            "format_valid_ratio": 0.9, "mean_response_tokens": null,
+        });
         vec![
             WorkerEvent::Claim {
                 expected_version: 3,
             },
             WorkerEvent::Heartbeat,
             WorkerEvent::Metrics { step: 7, values },
-            WorkerEvent::Finished { checkpoint: None },
+            WorkerEvent::Checkpoint(checkpoint.clone()),
+            WorkerEvent::Trajectories(trajectories),
+            serde_json::from_value(evaluation).unwrap(),
+            WorkerEvent::Finished {
+                checkpoint: Some(checkpoint),
+            },
             WorkerEvent::Failed {
                 reason: "out of memory".into(),
             },
@@ -139,25 +225,30 @@ mod tests {
         format!("{a:?}") == format!("{b:?}")
     }
 
+    /// `fields` as a JSON object, in this order, repeats kept.
+    fn object(fields: &[(&str, serde_json::Value)]) -> String {
+        let fields: Vec<String> = (fields.iter())
+            .map(|(k, v)| format!("{}:{v}", json!(k)))
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    }
+
     #[test]
     fn an_event_reads_back_whether_its_tag_comes_first_or_not() {
         for event in events() {
-            let written = serde_json::to_value(&event).unwrap();
             let text = serde_json::to_string(&event).unwrap();
             assert!(text.starts_with(r#"{"type":"#), "{text}");
             assert!(
                 same(&serde_json::from_str(&text).unwrap(), &event),
                 "{text}"
             );
-            // The tag last: every other field, then `type`.
-            let mut fields = written.as_object().unwrap().clone();
-            let tag = fields.remove("type").unwrap();
-            let mut last = fields
-                .iter()
-                .map(|(k, v)| format!("{}:{v}", json!(k)))
-                .collect::<Vec<_>>();
-            last.push(format!(r#""type":{tag}"#));
-            let text = format!("{{{}}}", last.join(","));
+            let written = serde_json::to_value(&event).unwrap();
+            let mut fields: Vec<_> = (written.as_object().unwrap().iter())
+                .filter(|(k, _)| *k != "type")
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            fields.push(("type", written["type"].clone()));
+            let text = object(&fields);
             assert!(
                 same(&serde_json::from_str(&text).unwrap(), &event),
                 "{text}"
@@ -170,6 +261,49 @@ mod tests {
         let event: WorkerEvent =
             serde_json::from_str(r#"{"type":"heartbeat","note":"busy"}"#).unwrap();
         assert_eq!(event, WorkerEvent::Heartbeat);
+    }
+
+    #[test]
+    fn a_second_tag_or_a_repeated_field_is_refused_wherever_the_tag_is() {
+        let error = |fields: &[(&str, serde_json::Value)]| {
+            let text = object(fields);
+            let error = serde_json::from_str::<WorkerEvent>(&text).unwrap_err();
+            (text, error.to_string())
+        };
+        let cases = [
+            vec![
+                ("type", json!("claim")),
+                ("expected_version", json!(1)),
+                ("type", json!("failed")),
+            ],
+            vec![
+                ("reason", json!("x")),
+                ("type", json!("claim")),
+                ("type", json!("failed")),
+            ],
+        ];
+        for fields in cases {
+            let (text, error) = error(&fields);
+            assert!(error.contains("duplicate field `type`"), "{text}: {error}");
+        }
+        for fields in [
+            vec![
+                ("type", json!("failed")),
+                ("reason", json!("a")),
+                ("reason", json!("b")),
+            ],
+            vec![
+                ("reason", json!("a")),
+                ("reason", json!("b")),
+                ("type", json!("failed")),
+            ],
+        ] {
+            let (text, error) = error(&fields);
+            assert!(
+                error.contains("duplicate field `reason`"),
+                "{text}: {error}"
+            );
+        }
     }
 
     #[test]
@@ -190,6 +324,10 @@ mod tests {
         );
         let late = error(r#"{"expected_version":"x","type":"claim"}"#).to_string();
         assert!(late.contains("invalid type"), "{late}");
-        assert!(error("[]").to_string().contains("a worker event"));
+        assert!(
+            error(r#"["claim",3]"#)
+                .to_string()
+                .contains("a worker event")
+        );
     }
 }
