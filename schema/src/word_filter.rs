@@ -160,8 +160,8 @@ fn words(text: &str) -> impl Iterator<Item = &str> {
     scan(text).map(|(run, _)| &text[run])
 }
 
-/// `text`'s words, where each is and its `hash`, in one pass: a filter's text is read once
-/// (two passes, one to find a word and one to hash it, took twice as long).
+/// Each of `text`'s words as its byte range and its `hash`, found in one pass: a filter's text is
+/// read once (finding a word and then hashing it, in two passes, took twice as long).
 fn scan(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, u64)> {
     let bytes = text.as_bytes();
     let mut i = 0;

@@ -14,9 +14,9 @@
 //! total, PRL_BENCH_RUNS for another number of runs, PRL_BENCH_PEER_TRAJECTORIES for the ingest
 //! peers' sample, 20,000 by default; MLflow cannot record a run of more than about 145 steps as
 //! tables, see bench_ingest_peers.py; PRL_BENCH_ONLY_INGEST to measure only the ingest, the
-//! latency and the bare COPY; PRL_BENCH_LATENCY_RATES=50000,... for the rates offered while latency is measured
-//! instead of ½ and ⅘ of the ingest's; PRL_INGEST__WRITERS, like any setting, for another
-//! number of ingest writers).
+//! latency and the bare COPY; PRL_BENCH_LATENCY_RATES=50000,... for the rates offered while
+//! latency is measured instead of ½ and ⅘ of the ingest's; PRL_INGEST__WRITERS, like any
+//! setting, for another number of ingest writers).
 
 use futures::StreamExt;
 use prl_api::projections::trajectory_words;
@@ -904,9 +904,9 @@ async fn query_peer(
     println!("  prl and {peer} agree on every step and every run within {worst:.1e}");
 }
 
-/// The ingest peers record a sample of the same trajectories, text included; prl's rate is the
-/// bench's own, through NATS with the projection on.
-/// The ingest's peers: the bare COPY always, the Python trackers unless `only_bare`.
+/// The ingest's peers: the bare COPY always, and unless `only_bare` the Python trackers, which
+/// record a sample of the same trajectories, text included; prl's rate is the bench's own,
+/// through NATS with the projection on.
 async fn ingest_peers(app: &TestApp, prl_rate: f64, total: usize, writers: usize, only_bare: bool) {
     let sample: usize = std::env::var("PRL_BENCH_PEER_TRAJECTORIES")
         .ok()
