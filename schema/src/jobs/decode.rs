@@ -220,6 +220,27 @@ mod tests {
         ]
     }
 
+    /// Which arm of `variant` reads `event`. It stops compiling when a variant is added to
+    /// `WorkerEvent`, which `Tag`, `variant` and `events()` must then have too.
+    fn arm(event: &WorkerEvent) -> usize {
+        match event {
+            WorkerEvent::Claim { .. } => 0,
+            WorkerEvent::Heartbeat => 1,
+            WorkerEvent::Metrics { .. } => 2,
+            WorkerEvent::Checkpoint(_) => 3,
+            WorkerEvent::Trajectories(_) => 4,
+            WorkerEvent::Evaluation(_) => 5,
+            WorkerEvent::Finished { .. } => 6,
+            WorkerEvent::Failed { .. } => 7,
+        }
+    }
+
+    #[test]
+    fn every_variant_is_read_back() {
+        let arms: std::collections::BTreeSet<usize> = events().iter().map(arm).collect();
+        assert_eq!(arms, (0..8).collect());
+    }
+
     /// Debug output compares NaN metric values, which `==` does not.
     fn same(a: &WorkerEvent, b: &WorkerEvent) -> bool {
         format!("{a:?}") == format!("{b:?}")
