@@ -3,6 +3,7 @@
 //! can share one NATS server. Both the API and the trainer daemons call `ensure`, so either
 //! may start first.
 
+pub mod encoding;
 pub mod signals;
 pub mod workers;
 

@@ -3,6 +3,7 @@
 //! concurrent load. Run with `cargo bench -p prl-integration-tests --bench foundation`.
 
 use prl_api::store::{Expected, NewEvent, StreamAppend};
+use prl_bus::encoding::Encoded;
 use prl_integration_tests::{FakeWorker, TestApp, publish_until, quick_spec};
 use prl_schema::events::{Event, Metadata};
 use prl_schema::jobs::WorkerEvent;
@@ -96,7 +97,7 @@ async fn ingest(app: &TestApp, n: u64) {
     let subject = app
         .topology
         .lane_subject(prl_bus::Lane::Data, worker.job.run_id, "metrics");
-    let messages: Vec<(String, Vec<u8>)> = (1..=n)
+    let messages: Vec<(String, Encoded)> = (1..=n)
         .map(|step| {
             let body = WorkerEvent::Metrics {
                 step,
@@ -104,7 +105,7 @@ async fn ingest(app: &TestApp, n: u64) {
             };
             (
                 subject.clone(),
-                serde_json::to_vec(&worker.message(body)).unwrap(),
+                Encoded::new(serde_json::to_vec(&worker.message(body)).unwrap()),
             )
         })
         .collect();

@@ -3,7 +3,7 @@
 //! the experiment finished on the attempts it should have needed.
 
 use futures::StreamExt;
-use prl_bus::Lane;
+use prl_bus::{Lane, encoding};
 use prl_integration_tests::TestApp;
 use prl_schema::jobs::WorkerMessage;
 use std::collections::HashSet;
@@ -27,7 +27,9 @@ impl Tap {
         let seen = ids.clone();
         let task = tokio::spawn(async move {
             while let Some(message) = messages.next().await {
-                if let Ok(message) = serde_json::from_slice::<WorkerMessage>(&message.payload) {
+                if let Ok(json) = encoding::decode(message.headers.as_ref(), &message.payload)
+                    && let Ok(message) = serde_json::from_slice::<WorkerMessage>(&json)
+                {
                     seen.lock().unwrap().insert(message.event_id.0);
                 }
             }

@@ -3,6 +3,7 @@
 use crate::TestApp;
 use async_nats::jetstream;
 use futures::{Stream, StreamExt};
+use prl_bus::encoding::Encoded;
 use std::time::{Duration, Instant};
 
 /// How long ingesting `messages` (subject, payload) took, end to end and publishing alone.
@@ -15,7 +16,7 @@ pub struct Ingested {
 /// reaches `target` (it panics after `timeout`).
 pub async fn publish_until(
     app: &TestApp,
-    messages: Vec<(String, Vec<u8>)>,
+    messages: Vec<(String, Encoded)>,
     in_flight: usize,
     count_sql: &str,
     target: i64,
@@ -41,18 +42,21 @@ pub async fn publish_until(
     }
 }
 
-/// Publishes each (subject, payload) of `messages` as it comes, at most `in_flight` of them
-/// unacknowledged, and returns once JetStream has acknowledged them all.
+/// Publishes each (subject, payload) of `messages` as it comes, its encoding named in its
+/// headers as a worker's reporter does, at most `in_flight` of them unacknowledged, and returns
+/// once JetStream has acknowledged them all.
 pub async fn publish_acked(
     js: jetstream::Context,
-    messages: impl Stream<Item = (String, Vec<u8>)>,
+    messages: impl Stream<Item = (String, Encoded)>,
     in_flight: usize,
 ) {
     messages
-        .map(|(subject, payload)| {
+        .map(|(subject, encoded)| {
             let js = js.clone();
+            let mut headers = async_nats::HeaderMap::new();
+            encoded.label(&mut headers);
             async move {
-                js.publish(subject, payload.into())
+                js.publish_with_headers(subject, headers, encoded.payload.into())
                     .await
                     .unwrap()
                     .await

@@ -1,3 +1,4 @@
+use prl_bus::encoding::{self, Encoded};
 use prl_integration_tests::{FakeWorker, TestApp, quick_spec};
 use prl_schema::jobs::{LeaseDecision, WorkerEvent};
 use prl_schema::spec::StageKind;
@@ -257,4 +258,126 @@ async fn a_dead_letter_is_redriven_through_the_ingester_and_parked_again_if_stil
     assert_eq!(payloads, [15, 15]);
     let unknown = redrive(uuid::Uuid::new_v4().to_string()).await.unwrap();
     assert_eq!(unknown.status(), 404);
+}
+
+/// Metrics with enough values that the message is compressed on its way.
+fn wide_metrics(step: u64, extra: Option<&str>) -> WorkerEvent {
+    let mut values: BTreeMap<String, f64> = (0..400)
+        .map(|i| (format!("metric_{i:04}"), i as f64 / 7.0))
+        .collect();
+    if let Some(name) = extra {
+        values.insert(name.to_owned(), 1.0);
+    }
+    WorkerEvent::Metrics { step, values }
+}
+
+async fn publish_encoded(app: &TestApp, worker: &FakeWorker, payload: Vec<u8>, encoding: &str) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", uuid::Uuid::new_v4().to_string().as_str());
+    headers.insert(encoding::HEADER, encoding);
+    let subject = app
+        .topology
+        .lane_subject(prl_bus::Lane::Data, worker.job.run_id, "metrics");
+    (app.js
+        .publish_with_headers(subject, headers, payload.into()))
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_compressed_message_is_written_and_parked_and_redriven_as_it_came() {
+    let app = TestApp::spawn().await;
+    app.submit(&quick_spec("compressed")).await;
+    let (worker, _) = FakeWorker::take(&app, StageKind::Sft, "fake").await;
+
+    // Through the worker's own reporter, which compresses what is large.
+    let good = worker.message(wide_metrics(1, None));
+    assert_eq!(
+        Encoded::new(serde_json::to_vec(&good).unwrap()).encoding,
+        Some(encoding::ZSTD)
+    );
+    worker.reporter.send(wide_metrics(1, None)).await.unwrap();
+    // Decodable once expanded, but PostgreSQL cannot store a NUL in jsonb.
+    let refused = worker.message(wide_metrics(2, Some("loss\u{0}")));
+    let refused = Encoded::new(serde_json::to_vec(&refused).unwrap());
+    publish_encoded(&app, &worker, refused.payload.clone(), encoding::ZSTD).await;
+    // Hostile: an encoding nobody named, and a few kilobytes that expand past any batch.
+    publish_encoded(&app, &worker, b"{}".to_vec(), "br").await;
+    let bomb = Encoded::new(vec![b' '; encoding::MAX_DECODED + 1]);
+    assert!(bomb.payload.len() < 64 << 10);
+    publish_encoded(&app, &worker, bomb.payload, encoding::ZSTD).await;
+
+    app.wait_for_count(
+        "SELECT count(*) FROM dead_letters",
+        3,
+        Duration::from_secs(20),
+    )
+    .await;
+    let values = app
+        .count(
+            "SELECT count(*) FROM events WHERE event_type = 'MetricsReported'
+               AND (SELECT count(*) FROM jsonb_object_keys(payload->'values')) = 400",
+        )
+        .await;
+    assert_eq!(values, 1, "the compressed metrics were not written whole");
+    let reasons: Vec<String> = sqlx::query_scalar("SELECT reason FROM dead_letters")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    for expected in ["refused", "unknown Content-Encoding \"br\"", "expands past"] {
+        let found = reasons.iter().filter(|r| r.contains(expected)).count();
+        assert_eq!(found, 1, "{expected}: {reasons:?}");
+    }
+
+    // The refused one is parked as it came, compressed and labelled, and redriven so.
+    let dead = app
+        .js
+        .get_stream(app.topology.dead_letter_stream())
+        .await
+        .unwrap();
+    let parked_as_it_came = |message: &async_nats::jetstream::message::StreamMessage| {
+        message.payload[..] == refused.payload[..]
+            && message.headers.get(encoding::HEADER).map(|v| v.as_str()) == Some(encoding::ZSTD)
+    };
+    let first: i64 = sqlx::query_scalar(
+        "SELECT dead_letter_sequence FROM dead_letters WHERE reason LIKE '%refused%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(parked_as_it_came(
+        &dead.get_raw_message(first as u64).await.unwrap()
+    ));
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM dead_letters WHERE reason LIKE '%refused%'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let response = app
+        .http
+        .post(app.url(&format!("/api/v1/dead-letters/{id}/redrive")))
+        .bearer_auth(prl_integration_tests::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    app.wait_for_count(
+        "SELECT count(*) FROM dead_letters WHERE reason LIKE '%refused%'",
+        2,
+        Duration::from_secs(20),
+    )
+    .await;
+    let again: i64 = sqlx::query_scalar(
+        "SELECT max(dead_letter_sequence) FROM dead_letters WHERE reason LIKE '%refused%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(again > first);
+    assert!(parked_as_it_came(
+        &dead.get_raw_message(again as u64).await.unwrap()
+    ));
+    assert_eq!(app.count("SELECT count(*) FROM run_metrics").await, 1);
 }

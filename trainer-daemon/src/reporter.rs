@@ -9,6 +9,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use chrono::Utc;
 use prl_bus::Topology;
+use prl_bus::encoding::Encoded;
 use prl_schema::ids::{EventId, JobId, RunId};
 use prl_schema::jobs::{CheckpointRef, WorkerEvent, WorkerMessage};
 use std::collections::HashMap;
@@ -58,9 +59,12 @@ impl Reporter {
             body,
         };
         let subject = self.topology.worker_subject(self.run_id, &message.body);
-        let payload = serde_json::to_vec(&message)?;
+        // Trajectory messages travel compressed: JetStream holds, and the API reads, a fraction.
+        let encoded = Encoded::new(serde_json::to_vec(&message)?);
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", message.event_id.to_string().as_str());
+        encoded.label(&mut headers);
+        let payload = encoded.payload;
         // A lost heartbeat is replaced by the next; anything else is part of the run and waits
         // out a NATS restart (the API judges no lease on what it could not hear).
         let patience = match &message.body {

@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use async_nats::jetstream::{self, AckKind, Message};
 use chrono::Utc;
 use futures::StreamExt;
-use prl_bus::{Lane, Topology};
+use prl_bus::{Lane, Topology, encoding};
 use prl_schema::events::{Event, Metadata};
 use prl_schema::jobs::{LeaseDecision, LeaseVerdict, WorkerEvent, WorkerMessage};
 use prl_schema::word_filter::BatchWords;
@@ -74,6 +74,8 @@ const MAX_REASON_CHARS: usize = 2000;
 struct Incoming {
     message: Message,
     decoded: Result<WorkerMessage, String>,
+    /// Its JSON's length, which a compressed payload's is not.
+    bytes: usize,
     /// A trajectory message's words, found while the batch before it was written.
     words: Option<Arc<BatchWords>>,
 }
@@ -150,7 +152,7 @@ impl Ingester {
         let mut wait = OUTAGE_RETRY.0;
         let mut groups = split_by_job(batch, self.writers, |item| {
             let job = item.decoded.as_ref().ok().map(|m| m.job_id.0);
-            (job, item.message.payload.len())
+            (job, item.bytes)
         });
         let verdicts = loop {
             let writes = groups.iter_mut().map(|group| self.write_isolating(group));
@@ -375,6 +377,14 @@ impl Ingester {
         headers.insert("Prl-Reason", reason.as_str());
         // A re-park of the same message within the duplicate window is stored once.
         headers.insert("Nats-Msg-Id", format!("dead-{id}").as_str());
+        // The bytes are parked as they came, so their encoding goes with them.
+        if let Some(encoding) = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(encoding::HEADER))
+        {
+            headers.insert(encoding::HEADER, encoding.clone());
+        }
         let ack = self
             .js
             .publish_with_headers(
@@ -460,9 +470,13 @@ async fn receive(
                     return;
                 }
             };
-            bytes += message.payload.len();
-            let decoded = serde_json::from_slice::<WorkerMessage>(&message.payload)
-                .map_err(|e| format!("not a worker message: {e}"));
+            let json = encoding::decode(message.headers.as_ref(), &message.payload);
+            let length = json.as_ref().map_or(message.payload.len(), |j| j.len());
+            bytes += length;
+            let decoded = json.and_then(|json| {
+                serde_json::from_slice::<WorkerMessage>(&json)
+                    .map_err(|e| format!("not a worker message: {e}"))
+            });
             let words = match &decoded {
                 Ok(WorkerMessage {
                     body: WorkerEvent::Trajectories(batch),
@@ -473,6 +487,7 @@ async fn receive(
             batch.push(Incoming {
                 message,
                 decoded,
+                bytes: length,
                 words,
             });
             if batch.len() < batch_size && bytes < MAX_BATCH_BYTES {

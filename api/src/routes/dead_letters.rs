@@ -9,6 +9,7 @@ use crate::state::AppState;
 use crate::store::{Expected, NewEvent, StreamAppend, derived_id};
 use actix_web::{HttpResponse, get, post, web};
 use async_nats::jetstream::stream::RawMessageErrorKind;
+use prl_bus::encoding;
 use prl_schema::events::{Event, Metadata};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -88,6 +89,9 @@ pub async fn redrive(
     let mut headers = async_nats::HeaderMap::new();
     let attempt = letter.redrives + 1;
     headers.insert("Nats-Msg-Id", format!("redrive-{id}-{attempt}").as_str());
+    if let Some(encoding) = parked.headers.get(encoding::HEADER) {
+        headers.insert(encoding::HEADER, encoding.clone());
+    }
     js.publish_with_headers(letter.subject.clone(), headers, parked.payload)
         .await
         .map_err(|e| unavailable(&e))?
