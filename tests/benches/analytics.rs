@@ -406,8 +406,9 @@ async fn latency_sustained(app: &TestApp, runs: usize, per_step: usize, rate: f6
 }
 
 /// Bytes on disk per trajectory: the log, the projections and their indexes, and the WAL the
-/// ingest wrote, beside the trajectory's own bytes on the wire.
-async fn storage(app: &TestApp, trajectories: usize, wire_bytes: usize, wal: i64) {
+/// ingest wrote, beside the trajectory's own bytes of JSON (what the storage goal counts; on the
+/// wire it travels compressed).
+async fn storage(app: &TestApp, trajectories: usize, json_bytes: usize, wal: i64) {
     let size = |table: &str| format!("pg_total_relation_size('{table}')");
     let log = app.count(&format!("SELECT {}", size("events"))).await;
     let projections = app
@@ -420,10 +421,10 @@ async fn storage(app: &TestApp, trajectories: usize, wire_bytes: usize, wal: i64
         ))
         .await;
     let per = |bytes: i64| bytes as f64 / trajectories as f64;
-    let raw = wire_bytes as f64 / trajectories as f64;
+    let raw = json_bytes as f64 / trajectories as f64;
     println!(
         "storage per trajectory: log {:.0} B, projections with indexes {:.0} B, WAL written {:.0} B; \
-         on disk (log + projections) {:.0} B = {:.2}x its {raw:.0} bytes on the wire",
+         on disk (log + projections) {:.0} B = {:.2}x its {raw:.0} bytes of JSON",
         per(log),
         per(projections),
         per(wal),
