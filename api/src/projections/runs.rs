@@ -23,6 +23,14 @@ struct TrajectoryRow {
     words: Option<Vec<u8>>,
 }
 
+/// The trajectory events a newer attempt of their steps superseded: their runs and positions,
+/// side by side.
+#[derive(Default)]
+pub struct Superseded {
+    pub runs: Vec<Uuid>,
+    pub positions: Vec<i64>,
+}
+
 #[derive(Default)]
 pub struct Bulk {
     metric_run: Vec<Uuid>,
@@ -89,10 +97,10 @@ impl Bulk {
         });
     }
 
-    /// Writes the batch's rows; returns the positions of the trajectory events that newer
-    /// attempts of their steps superseded, whose rows the analytics tables drop too.
-    pub async fn flush(self, conn: &mut PgConnection) -> Result<Vec<i64>, sqlx::Error> {
-        let mut superseded = vec![];
+    /// Writes the batch's rows; returns the trajectory events that newer attempts of their steps
+    /// superseded, whose rows the analytics tables drop too.
+    pub async fn flush(self, conn: &mut PgConnection) -> Result<Superseded, sqlx::Error> {
+        let mut superseded = Superseded::default();
         if !self.metric_run.is_empty() {
             // A newer attempt's step supersedes what an earlier attempt reported for it.
             sqlx::query!(
@@ -161,17 +169,20 @@ impl Bulk {
             let runs: Vec<Uuid> = rows.iter().map(|r| r.run).collect();
             let times: Vec<_> = rows.iter().map(|r| r.recorded_at).collect();
             // A newer attempt's step supersedes what an earlier attempt recorded for it.
-            superseded = sqlx::query_scalar!(
+            (superseded.runs, superseded.positions) = sqlx::query!(
                 "DELETE FROM trajectory_batches t
                  USING UNNEST($1::uuid[], $2::bigint[], $3::int[]) AS n(run_id, step, attempt)
                  WHERE t.run_id = n.run_id AND t.step = n.step AND t.attempt < n.attempt
-                 RETURNING t.position",
+                 RETURNING t.run_id, t.position",
                 &runs,
                 &column(|r| r.step),
                 &small(|r| r.attempt),
             )
             .fetch_all(&mut *conn)
-            .await?;
+            .await?
+            .into_iter()
+            .map(|r| (r.run_id, r.position))
+            .unzip();
             sqlx::query!(
                 "INSERT INTO trajectory_batches
                    (position, run_id, step, attempt, trajectories, correct, parallel, recorded_at,

@@ -284,15 +284,16 @@ macro_rules! search_page {
                     b.trajectories->t.idx->>'text' AS response,
                     (SELECT p->>'text' FROM jsonb_array_elements(b.prompts) p
                      WHERE (p->>'group')::int = t.group_idx LIMIT 1) AS prompt
-             FROM keys JOIN trajectories t USING (position, idx) JOIN batches b USING (position)
+             FROM keys JOIN trajectories t USING (run_id, position, idx) JOIN batches b USING (position)
              ORDER BY position, idx"
         )
     };
 }
 
-/// A page's keys without words: from each named run's range of trajectories_search_idx in log
-/// order, filtered inside that index (no heap read, no scan of other runs' rows), and bounded by
-/// the first and last positions of the asked steps' events (from trajectory_batches, which has
+/// A page's keys without words: from each named run's range of the primary key of trajectories
+/// (run_id, position, idx, step, with every filtered column included) in log order, filtered
+/// inside that index (no heap read, no scan of other runs' rows), and bounded by the first and
+/// last positions of the asked steps' events (from trajectory_batches, which has
 /// every trajectory's event: a late step's rows are found without walking the run's earlier
 /// ones, and a page after a cursor starts there; the `OFFSET 0` keeps that lookup on the run's
 /// (run_id, step) index, where min and max alone would walk the whole log's primary key from
@@ -302,7 +303,7 @@ const KEYS_OF_SEARCH: &str = search_page!(
               FROM (SELECT b.position FROM trajectory_batches b
                     WHERE b.run_id = r.run_id AND b.step BETWEEN $2 AND $3
                     OFFSET 0) AS b) AS span, LATERAL (
-     SELECT t.position, t.idx
+     SELECT t.run_id, t.position, t.idx
      FROM trajectories t
      WHERE t.run_id = r.run_id AND t.step BETWEEN $2 AND $3
        AND t.position BETWEEN greatest(span.first, $10) AND span.last"
@@ -319,13 +320,13 @@ const KEYS_OF_SEARCH: &str = search_page!(
 /// and ILIKE lower-cases both sides the same way.
 const KEYS_OF_TEXT_SEARCH: &str = search_page!(
     "LATERAL (
-     SELECT t.position, t.idx
+     SELECT t.run_id, t.position, t.idx
      FROM (SELECT b.position FROM trajectory_batches b
            WHERE b.run_id = r.run_id AND b.position >= coalesce($10, 0)
              AND b.step BETWEEN $2 AND $3
              AND words_may_contain(b.words, b.position, $15::int8[])
            ORDER BY b.position) AS b
-     JOIN trajectories t ON t.position = b.position
+     JOIN trajectories t ON t.run_id = r.run_id AND t.position = b.position
      LEFT JOIN LATERAL (SELECT e.payload->'trajectories' AS texts FROM events e
                         WHERE e.position = t.position
                         OFFSET 0) AS e ON true
