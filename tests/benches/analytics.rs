@@ -925,6 +925,8 @@ async fn ingest_peers(app: &TestApp, prl_rate: f64, total: usize, writers: usize
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     let dump = std::env::temp_dir().join(format!("prl-peer-texts-{}.jsonl", Uuid::new_v4()));
+    // The first trajectories in log order, found through their events: no index of
+    // `trajectories` leads with the position.
     let rows = format!(
         "SELECT json_build_object('run_id', t.run_id, 'step', t.step, 'sample', t.sample,
                  'text', t.response, 'reward', t.reward, 'correct', t.correct,
@@ -933,8 +935,11 @@ async fn ingest_peers(app: &TestApp, prl_rate: f64, total: usize, writers: usize
                      'rel_position', b.rel_position, 'role', b.role) ORDER BY b.block_idx)
                    FROM trajectory_blocks b WHERE b.position = t.position AND b.idx = t.idx),
                    '[]'::json))
-         FROM (SELECT t.*, response(t) AS response FROM trajectories t
-               ORDER BY position, idx LIMIT {sample}) t"
+         FROM (SELECT t.*, response(t) AS response
+               FROM (SELECT run_id, position FROM trajectory_batches
+                     ORDER BY position LIMIT {sample}) e
+               JOIN trajectories t ON t.run_id = e.run_id AND t.position = e.position
+               ORDER BY t.position, t.idx LIMIT {sample}) t"
     );
     dump_jsonl(app, &dump, &rows).await;
     let texts: Vec<Vec<u8>> = std::fs::read(&dump)
