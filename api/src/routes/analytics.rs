@@ -293,9 +293,9 @@ macro_rules! search_page {
 /// A page's keys without words: from each named run's range of the primary key of trajectories
 /// (run_id, position, idx, step, with every filtered column included) in log order, filtered
 /// inside that index (no heap read, no scan of other runs' rows), and bounded by the first and
-/// last positions of the asked steps' events (from trajectory_batches, which has
-/// every trajectory's event: a late step's rows are found without walking the run's earlier
-/// ones, and a page after a cursor starts there; the `OFFSET 0` keeps that lookup on the run's
+/// last positions of the asked steps' events (from trajectory_batches, which has every
+/// trajectory's event: a late step's rows are found without walking the run's earlier ones,
+/// and a page after a cursor starts there; the `OFFSET 0` keeps that lookup on the run's
 /// (run_id, step) index, where min and max alone would walk the whole log's primary key from
 /// either end).
 const KEYS_OF_SEARCH: &str = search_page!(
