@@ -3,8 +3,9 @@
 //! 1. **Parallel rollouts**: prl's fork engine (Unseen paths share the prefix's cache) against the
 //!    reference's way, where every path, every summary and every continuation is a new generation
 //!    request whose prompt, the whole text so far, is encoded again (batched across requests, with
-//!    a KV cache inside each request, as a serving engine runs them). Same model, prompts and
-//!    greedy decoding; the outputs are checked to be identical.
+//!    a KV cache inside each request and finished requests leaving the batch, as a serving engine
+//!    runs them, though without its prefix cache). Same model, prompts and greedy decoding; the
+//!    outputs are checked to be identical.
 //! 2. **Sequential generation**: prl against HF transformers `generate` (greedy, same model,
 //!    batch and device), run by `scripts/bench_generate_hf.py` in the reference venv
 //!    (`scripts/python_venv.sh reference`, made on first use).
@@ -42,7 +43,8 @@ fn main() {
     println!("# Rollout throughput, {}", common::describe(device));
     let tiny = Tiny::load(device);
     parallel_rollouts(&tiny);
-    rl_batch(&tiny);
+    rl_batch(&tiny, RolloutMode::Parallel);
+    rl_batch(&tiny, RolloutMode::Sequential);
     sequential_against_hf(device);
     step_masks(&tiny.tok, device);
 }
@@ -227,12 +229,13 @@ fn parallel_rollouts(tiny: &Tiny) {
 }
 
 /// A batch shaped as the demo's RL steps sample it: 16 prompts x 8 responses at temperature 1.0,
-/// Unseen, 2 paths of at most 64 tokens, 256 response tokens; the best of 3 seeds.
-fn rl_batch(tiny: &Tiny) {
+/// Unseen, 2 paths of at most 64 tokens, 256 response tokens; the best of 3 seeds. `Sequential`
+/// is the batch of the demo's GRPO baseline rows, which open no block.
+fn rl_batch(tiny: &Tiny, mode: RolloutMode) {
     let prompts = tiny.prompts(16, 8);
     let config = RolloutConfig {
         attention: Attention::Unseen,
-        mode: RolloutMode::Parallel,
+        mode,
         paths: 2,
         path_budget: 64,
         max_blocks: 4,
@@ -259,7 +262,7 @@ fn rl_batch(tiny: &Tiny) {
         })
         .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
     println!(
-        "RL-shaped batch, {} prompts x 8 samples, T 1.0 ({} tokens): {:.0} tokens/s",
+        "RL-shaped batch, {mode:?}, {} prompts x 8 samples, T 1.0 ({} tokens): {:.0} tokens/s",
         prompts.len() / 8,
         best.1,
         best.0
@@ -365,7 +368,8 @@ fn reencode(
 }
 
 /// Batched greedy decoding of independent requests with a fresh cache: left-padded prefill of
-/// the whole prompts, then a token per step, positions and masks from each sequence's layout.
+/// the whole prompts, then a token per step, positions and masks from each sequence's layout;
+/// finished requests leave the batch.
 fn decode(
     model: &LoadedModel,
     requests: &[Request],
@@ -394,7 +398,7 @@ fn decode(
         let prompts = codes.to_device(device);
         let (bi, wi) = (b as i64, width as i64);
         let mut cache = model.model.new_cache();
-        let logits = model.model.forward_cached(
+        let mut last = model.model.forward_cached(
             &Tensor::from_slice(&ids).view([bi, wi]).to_device(device),
             &Tensor::from_slice(&positions)
                 .view([bi, wi])
@@ -402,55 +406,74 @@ fn decode(
             Some(&attention_mask(&prompts, &prompts)),
             &mut cache,
         );
-        let mut last = logits.select(1, wi - 1);
         let mut keys = CachedGroups::new(prompts);
         let mut outs: Vec<Vec<i64>> = vec![Vec::new(); b];
         let mut done = vec![false; b];
+        // The request each row of the cache decodes.
+        let mut rows: Vec<usize> = (0..b).collect();
         loop {
-            let bans: Vec<f32> = requests
-                .iter()
-                .zip(&outs)
-                .map(|(r, out)| match r.parallel_allowed_until {
-                    Some(until) if out.len() < until => 0.0,
+            let bans: Vec<f32> = (rows.iter())
+                .map(|&r| match requests[r].parallel_allowed_until {
+                    Some(until) if outs[r].len() < until => 0.0,
                     _ => f32::NEG_INFINITY,
                 })
                 .collect();
             let mut column = last.narrow(1, c.tags.open_parallel, 1);
             column += Tensor::from_slice(&bans).view([-1, 1]).to_device(device);
             let picked = Vec::<i64>::try_from(last.argmax(-1, false)).unwrap();
-            let mut new_ids = vec![c.pad; b];
-            let mut new_positions = vec![0i64; b];
-            let mut fed = GroupCodes::padding(b, 1);
-            for row in 0..b {
-                if done[row] {
+            for (&r, &t) in rows.iter().zip(&picked) {
+                if done[r] {
                     continue;
                 }
-                let t = picked[row];
-                outs[row].push(t);
-                seqs[row].push(t);
-                if requests[row].stops.contains(&t) || outs[row].len() >= requests[row].budget {
-                    done[row] = true;
-                    continue;
-                }
-                new_ids[row] = t;
-                layouts[row].push(t);
-                let me = seqs[row].len() - 1;
-                new_positions[row] = layouts[row].positions[me];
-                fed.set(row, 0, layouts[row].code(me));
+                outs[r].push(t);
+                seqs[r].push(t);
+                done[r] = requests[r].stops.contains(&t) || outs[r].len() >= requests[r].budget;
             }
-            if done.iter().all(|d| *d) {
+            let live: Vec<usize> = rows.iter().copied().filter(|&r| !done[r]).collect();
+            if live.is_empty() {
                 break;
             }
+            // A serving engine's batch drops finished requests: here once they are an eighth of
+            // the rows, as prl's engine does.
+            if (rows.len() - live.len()) * 8 >= rows.len() {
+                let width = cache.len() as usize;
+                let sources: Vec<Vec<(usize, usize)>> = (rows.iter().enumerate())
+                    .filter(|(_, r)| !done[**r])
+                    .map(|(row, _)| (0..width).map(|col| (row, col)).collect())
+                    .collect();
+                cache.gather(&sources, width);
+                let mut codes = GroupCodes::padding(live.len(), width);
+                for (row, &r) in live.iter().enumerate() {
+                    codes.write(row, offsets[r], &layouts[r]);
+                }
+                keys = CachedGroups::new(codes.to_device(device));
+                rows = live;
+            }
+            let n = rows.len();
+            let mut new_ids = vec![c.pad; n];
+            let mut new_positions = vec![0i64; n];
+            let mut fed = GroupCodes::padding(n, 1);
+            for (row, &r) in rows.iter().enumerate() {
+                if done[r] {
+                    continue;
+                }
+                let t = *seqs[r].last().expect("just decoded");
+                new_ids[row] = t;
+                layouts[r].push(t);
+                let me = seqs[r].len() - 1;
+                new_positions[row] = layouts[r].positions[me];
+                fed.set(row, 0, layouts[r].code(me));
+            }
             let fed = fed.to_device(device);
-            let logits = model.model.forward_cached(
-                &Tensor::from_slice(&new_ids).view([bi, 1]).to_device(device),
+            let ni = n as i64;
+            last = model.model.forward_cached(
+                &Tensor::from_slice(&new_ids).view([ni, 1]).to_device(device),
                 &Tensor::from_slice(&new_positions)
-                    .view([bi, 1])
+                    .view([ni, 1])
                     .to_device(device),
                 Some(&attention_mask(&fed, &keys.push(&fed))),
                 &mut cache,
             );
-            last = logits.select(1, 0);
         }
         outs
     })

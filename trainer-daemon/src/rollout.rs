@@ -320,14 +320,12 @@ impl<'a> Engine<'a> {
         );
         if b == self.lanes.len() {
             self.keys = Some(CachedGroups::new(groups));
-            return logits.select(1, wi - 1);
+            return logits;
         }
         self.cache.gather(&sources, width);
         self.keys = Some(self.key_groups());
         let rows: Vec<i64> = prompt_rows.iter().map(|&r| r as i64).collect();
-        logits
-            .select(1, wi - 1)
-            .index_select(0, &Tensor::from_slice(&rows).to(self.device))
+        logits.index_select(0, &Tensor::from_slice(&rows).to(self.device))
     }
 
     /// Feeds every active lane's `next` token; idle rows feed padding that nothing will see.
@@ -355,13 +353,12 @@ impl<'a> Engine<'a> {
         let mask = layout::attention_mask(&fed, &keys);
         self.width += 1;
         let r = rows as i64;
-        let logits = self.model.forward_cached(
+        self.model.forward_cached(
             &Tensor::from_slice(&ids).view([r, 1]).to(self.device),
             &Tensor::from_slice(&positions).view([r, 1]).to(self.device),
             Some(&mask),
             &mut self.cache,
-        );
-        logits.select(1, 0)
+        )
     }
 
     /// The group codes of the cache from the lanes' layouts, after its rows were rebuilt.
@@ -469,7 +466,8 @@ impl<'a> Engine<'a> {
     }
 
     /// Forks the blocks that opened, merges those whose paths have all closed, and drops finished
-    /// lanes, in one gather of the cache.
+    /// lanes, in one gather of the cache: when a block is ready (see below), or when finished
+    /// lanes hold an eighth of the rows, which every forward pass computes until they are dropped.
     fn restructure(&mut self) {
         let forking: Vec<usize> = (0..self.lanes.len())
             .filter(|&i| {
@@ -495,7 +493,13 @@ impl<'a> Engine<'a> {
                     && paths.all(|p| p.status == Status::Waiting)
             })
             .collect();
-        if forking.is_empty() && merging.is_empty() {
+        let finished = (self.lanes.iter())
+            .filter(|l| l.status == Status::Done && l.row != usize::MAX)
+            .count();
+        let compacting = finished > 0
+            && finished * 8 >= self.cache.rows()
+            && self.requests.iter().any(|r| !r.done);
+        if forking.is_empty() && merging.is_empty() && !compacting {
             return;
         }
         // A gather copies the whole cache, so blocks wait to fork or merge together: until they
@@ -507,7 +511,10 @@ impl<'a> Engine<'a> {
             .filter(|l| l.status == Status::Active)
             .count();
         let waited = self.deferred.map_or(0, |d| d + 1);
-        if (forking.len() + merging.len()) * 8 < active && waited < MAX_DEFERRED_STEPS {
+        if !compacting
+            && (forking.len() + merging.len()) * 8 < active
+            && waited < MAX_DEFERRED_STEPS
+        {
             self.deferred = Some(waited);
             return;
         }

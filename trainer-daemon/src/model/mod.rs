@@ -178,10 +178,12 @@ impl CausalLm {
         self.logits(&hidden.masked_select(&at.unsqueeze(-1)).view([-1, width]))
     }
 
-    /// Logits for new tokens given the cache of earlier ones: `mask` is (B, 1, T, S) over the
-    /// cached and new keys, causal over the new ones when absent. Appends the new keys and values
-    /// in place, so it is for decoding under `no_grad`: a backward pass through it would find
-    /// the cache it read changed.
+    /// The next token's logits, (B, V), after the last of the new tokens given the cache of
+    /// earlier ones: `mask` is (B, 1, T, S) over the cached and new keys, causal over the new ones
+    /// when absent. The head runs at that last position only: a prefill of B prompts of T tokens
+    /// would otherwise hold B x T x V logits (gigabytes at a real vocabulary). Appends the new
+    /// keys and values in place, so it is for decoding under `no_grad`: a backward pass through
+    /// it would find the cache it read changed.
     pub fn forward_cached(
         &self,
         input_ids: &Tensor,
@@ -189,7 +191,8 @@ impl CausalLm {
         mask: Option<&Tensor>,
         cache: &mut KvCache,
     ) -> Tensor {
-        self.logits(&self.hidden(input_ids, position_ids, mask, Some(cache)))
+        let hidden = self.hidden(input_ids, position_ids, mask, Some(cache));
+        self.logits(&hidden.select(1, -1))
     }
 
     /// The last layer's output, before the final norm.
