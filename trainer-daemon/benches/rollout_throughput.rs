@@ -3,9 +3,9 @@
 //! 1. **Parallel rollouts**: prl's fork engine (Unseen paths share the prefix's cache) against the
 //!    reference's way, where every path, every summary and every continuation is a new generation
 //!    request whose prompt, the whole text so far, is encoded again (batched across requests, with
-//!    a KV cache inside each request and finished requests leaving the batch, as a serving engine
-//!    runs them, though without its prefix cache). Same model, prompts and greedy decoding; the
-//!    outputs are checked to be identical.
+//!    a KV cache inside each request and finished requests leaving the batch once they are an
+//!    eighth of it, as a serving engine runs them, though without its prefix cache). Same model,
+//!    prompts and greedy decoding; the outputs are checked to be identical.
 //! 2. **Sequential generation**: prl against HF transformers `generate` (greedy, same model,
 //!    batch and device), run by `scripts/bench_generate_hf.py` in the reference venv
 //!    (`scripts/python_venv.sh reference`, made on first use).

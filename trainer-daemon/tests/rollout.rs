@@ -335,11 +335,13 @@ fn a_large_batch_of_repeated_prompts_gives_each_prompt_its_own_rollout() {
                 "{attention:?} x{paths}: only {blocks} blocks"
             );
         } else {
-            // Lanes finished while others decoded on: the batch dropped them on the way.
-            let ended = got.iter().filter(|o| !o.clipped).count();
+            // An eighth of the lanes finished while others decoded on (a sequential response's
+            // length is its decoding steps), so the batch dropped finished lanes on the way.
+            let longest = got.iter().map(|o| o.tokens.len()).max().unwrap_or(0);
+            let early = got.iter().filter(|o| o.tokens.len() < longest).count();
             assert!(
-                ended * 8 >= got.len() && ended < got.len(),
-                "{ended} of {} responses ended before the budget",
+                early * 8 >= got.len(),
+                "{early} of {} responses ended before the longest",
                 got.len()
             );
         }
