@@ -496,9 +496,7 @@ impl<'a> Engine<'a> {
         let finished = (self.lanes.iter())
             .filter(|l| l.status == Status::Done && l.row != usize::MAX)
             .count();
-        let compacting = finished > 0
-            && finished * 8 >= self.cache.rows()
-            && self.requests.iter().any(|r| !r.done);
+        let compacting = finished * 8 >= self.cache.rows() && self.requests.iter().any(|r| !r.done);
         if forking.is_empty() && merging.is_empty() && !compacting {
             return;
         }
