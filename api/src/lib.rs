@@ -1,4 +1,5 @@
 pub mod advisory_locks;
+pub mod answer_cache;
 pub mod auth;
 pub mod domain;
 pub mod error;

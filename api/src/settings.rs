@@ -54,6 +54,10 @@ pub struct DatabaseSettings {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub analytics_url: Option<SecretString>,
+    /// Memory for the strategy and comparison answers served, kept until their runs' rows
+    /// change (each request still checks that with one lookup a run); 0 keeps none. A request
+    /// with `Cache-Control: no-cache` is read from the database.
+    pub analytics_cache_bytes: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
@@ -175,7 +179,11 @@ impl Settings {
                 import_limit_bytes: 1 << 30,
                 max_live_streams: 256,
             },
-            database: serde_json::json!({ "max_connections": 16, "live_feed_connections": 2 }),
+            database: serde_json::json!({
+                "max_connections": 16,
+                "live_feed_connections": 2,
+                "analytics_cache_bytes": 64 << 20,
+            }),
             nats: serde_json::json!({ "url": "nats://127.0.0.1:4222", "namespace": "prl", "replicas": 1 }),
             auth: serde_json::json!({ "protect_reads": false }),
             jobs: JobSettings {

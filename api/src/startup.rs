@@ -1,6 +1,7 @@
 //! Building and running the API: connections, migrations, NATS topology, the HTTP server and the
 //! background workers (outbox relay, ingester, lease monitor).
 
+use crate::answer_cache::AnswerCache;
 use crate::live_feed::LiveFeed;
 use crate::messaging::{
     ingest::Ingester, leases::LeaseMonitor, reconciler::Reconciler, relay::Relay, supervisor::Tasks,
@@ -135,6 +136,7 @@ impl Application {
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             analytics,
+            answers: Arc::new(AnswerCache::new(settings.database.analytics_cache_bytes)),
             nats,
             topology,
             token: settings.auth.token.clone(),

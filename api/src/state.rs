@@ -13,6 +13,8 @@ pub struct AppState {
     pub pool: PgPool,
     /// Where analytics reads go: the read replica (`database.analytics_url`), else `pool`.
     pub analytics: PgPool,
+    /// The strategy and comparison answers served, kept while their rows stay unchanged.
+    pub answers: Arc<crate::answer_cache::AnswerCache>,
     pub nats: async_nats::Client,
     pub topology: Topology,
     pub token: SecretString,

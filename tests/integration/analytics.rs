@@ -382,6 +382,121 @@ async fn the_views_step_rows_follow_split_steps_newer_attempts_evaluations_and_r
     assert_eq!(app.count("SELECT count(*) FROM strategy_steps").await, 4);
 }
 
+/// The strategy and comparison answers the API keeps are served while their rows stand and
+/// read again after each change: a new step, a newer attempt of a step, a renamed run (the
+/// comparison only), a replay. Rows changed by hand, behind their versions, show which answer
+/// is served: the kept one, unless the request says `Cache-Control: no-cache`.
+#[tokio::test]
+async fn kept_answers_are_served_until_their_rows_change() {
+    let app = TestApp::spawn().await;
+    let (status, live) = post_json(&app, "/api/v1/live-runs", json!({"name": "kept"})).await;
+    assert_eq!(status, 201, "{live}");
+    let (experiment, run) = (
+        live["experiment_id"].as_str().unwrap(),
+        live["run_id"].as_str().unwrap(),
+    );
+    let strategy = format!("/api/v1/analytics/strategy?runs={run}");
+    let paths = [
+        strategy.clone(),
+        format!("/api/v1/analytics/comparison?runs={run}"),
+        format!("/api/v1/analytics/comparison?experiments={experiment}"),
+    ];
+    let record = async |attempt: u32, step: u64, output: &str, score: f64| {
+        let line = json!({"input": "What is half of 10?", "output": output, "score": score,
+                          "step": step, "gts": 5, "acc": score > 0.0});
+        let (status, recorded) = post_json(
+            &app,
+            &format!("/api/v1/live-runs/{experiment}/batches"),
+            json!({"attempt": attempt, "rollouts": [{"name": "r.jsonl", "content": line.to_string()}]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{recorded}");
+    };
+    let fresh = async |path: &str| -> Value {
+        let response = app
+            .http
+            .get(app.url(path))
+            .header("Cache-Control", "no-cache")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.unwrap()
+    };
+    let answers = async || {
+        let mut all = Vec::new();
+        for path in &paths {
+            all.push((json_ok(&app, path).await, fresh(path).await));
+        }
+        all
+    };
+    let by_hand = async || {
+        sqlx::query(
+            "UPDATE strategy_steps SET reward_sum = reward_sum + 1 WHERE run_id = $1::uuid",
+        )
+        .bind(run)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    };
+
+    record(1, 1, &answer(EXPLORE, 5), 1.0).await;
+    let first = answers().await;
+    for ((kept, read), path) in first.iter().zip(&paths) {
+        assert_eq!(kept, read, "{path}");
+        assert_eq!(kept.as_array().unwrap().len(), 1, "{path}: {kept}");
+    }
+    by_hand().await;
+    for ((kept, read), (before, _)) in answers().await.iter().zip(&first) {
+        assert_eq!(kept, before, "the kept answer is served");
+        assert_ne!(read, before, "no-cache reads the rows");
+    }
+
+    // Each change reads the answers again, rows changed by hand before it included.
+    record(1, 2, &answer(VERIFY, 5), 1.0).await;
+    for ((kept, read), path) in answers().await.iter().zip(&paths) {
+        assert_eq!(kept, read, "after a new step: {path}");
+    }
+    assert_eq!(json_ok(&app, &strategy).await.as_array().unwrap().len(), 2);
+    by_hand().await;
+    record(2, 2, "no idea", 0.0).await;
+    let newer = answers().await;
+    for ((kept, read), path) in newer.iter().zip(&paths) {
+        assert_eq!(kept, read, "after a newer attempt: {path}");
+    }
+    assert!(close(&newer[0].0[1]["accuracy"], 0.0), "{}", newer[0].0);
+
+    // A rename shows in the comparison; the strategy series does not show it and stays kept.
+    by_hand().await;
+    let (status, renamed) = post_json(
+        &app,
+        "/mlflow/api/2.0/mlflow/runs/update",
+        json!({"run_id": experiment, "run_name": "renamed"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{renamed}");
+    let after_rename = answers().await;
+    assert_eq!(after_rename[0].0, newer[0].0, "the strategy answer is kept");
+    for (kept, read) in &after_rename[1..] {
+        assert_eq!(kept, read);
+        assert_eq!(kept[0]["experiment"], "renamed", "{kept}");
+    }
+
+    // A replay rebuilds the rows from the log, undoing the changes by hand.
+    prl_api::projections::replay::replay(&app.pool)
+        .await
+        .unwrap();
+    let replayed = answers().await;
+    for ((kept, read), path) in replayed.iter().zip(&paths) {
+        assert_eq!(kept, read, "after replay: {path}");
+    }
+    let step_one = &replayed[0].0[0];
+    assert!(
+        close(&step_one["mean_reward"], 1.0),
+        "as recorded: {step_one}"
+    );
+}
+
 #[tokio::test]
 async fn trajectory_search_filters_pages_and_names_bad_parameters() {
     let app = TestApp::spawn().await;

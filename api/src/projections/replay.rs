@@ -9,8 +9,12 @@ use sqlx::PgPool;
 pub async fn replay(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let mut log = event_log::begin(pool).await?;
     log.settle().await?;
-    // Table names are constants.
-    let truncate = format!("TRUNCATE {} CASCADE", super::TABLES.join(", "));
+    // Table names are constants. The strategy rows' versions go too, so that the API reads again
+    // every answer it kept from before.
+    let truncate = format!(
+        "TRUNCATE {}, strategy_versions CASCADE",
+        super::TABLES.join(", ")
+    );
     sqlx::query(sqlx::AssertSqlSafe(truncate))
         .execute(log.conn())
         .await?;

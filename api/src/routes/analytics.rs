@@ -3,10 +3,13 @@
 //! (`api/migrations/0004_analytics.sql`); see docs/analytics.md.
 
 use super::params::{bool_parameter, float_parameter, id_list, int_parameter};
+use crate::answer_cache::Versions;
 use crate::auth::ReadAccess;
 use crate::error::ApiError;
 use crate::state::AppState;
-use actix_web::{HttpResponse, get, web};
+use actix_web::http::header::{self, ContentType};
+use actix_web::{HttpRequest, HttpResponse, get, web};
+use bytes::Bytes;
 use prl_schema::analysis::{BlockShape, Role, analyze};
 use prl_schema::parallel::FormatIssue;
 use prl_schema::word_filter;
@@ -50,16 +53,18 @@ pub struct StrategyPoint {
     pub verification_share: Option<f64>,
 }
 
-/// The strategy-evolution series of one or more runs, step by step.
+/// The strategy-evolution series of one or more runs, step by step. Served from the API's copy
+/// while the runs' rows are unchanged; `Cache-Control: no-cache` reads them from the database.
 #[utoipa::path(context_path = "/api/v1", params(RunsQuery), responses((status = 200, body = Vec<StrategyPoint>), (status = 400, body = crate::error::ErrorBody)))]
 #[get("/analytics/strategy")]
 pub async fn strategy(
     _: ReadAccess,
     state: web::Data<AppState>,
+    request: HttpRequest,
     query: web::Query<RunsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let runs = id_list("runs", &query.runs, MAX_RUNS)?;
-    let points: Vec<StrategyPoint> = sqlx::query_as(
+    let read = sqlx::query_as::<_, StrategyPoint>(
         "SELECT run_id, step, trajectories, mean_reward, accuracy, parallel_ratio, mean_blocks,
                 mean_block_share, accuracy_parallel, accuracy_sequential, format_valid_ratio,
                 blocks, rel_position_mean, rel_position_q1, rel_position_median, rel_position_q3,
@@ -67,9 +72,60 @@ pub async fn strategy(
          FROM strategy_evolution WHERE run_id = ANY($1) ORDER BY run_id, step",
     )
     .bind(&runs)
-    .fetch_all(&state.analytics)
-    .await?;
-    Ok(HttpResponse::Ok().json(points))
+    .fetch_all(&state.analytics);
+    let versions = "SELECT run_id, generation, 0::int8 FROM strategy_versions
+                    WHERE run_id = ANY($1) ORDER BY run_id";
+    answer_kept(&state, &request, "strategy", versions, &runs, read).await
+}
+
+/// `read`'s rows as JSON: the answer kept under `kind` and `ids` when the versions that the
+/// statement `versions` reads for `ids` are those it was read at, else read now and kept.
+async fn answer_kept<T: Serialize>(
+    state: &AppState,
+    request: &HttpRequest,
+    kind: &str,
+    versions: &'static str,
+    ids: &[Uuid],
+    read: impl Future<Output = Result<Vec<T>, sqlx::Error>>,
+) -> Result<HttpResponse, ApiError> {
+    let json = |body: Bytes| {
+        HttpResponse::Ok()
+            .content_type(ContentType::json())
+            .body(body)
+    };
+    if !state.answers.enabled() {
+        return Ok(json(to_json(&read.await?)));
+    }
+    // The ids as a set, as the statements take them.
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let key = format!("{kind}:{sorted:?}");
+    let versions: Versions = sqlx::query_as(versions)
+        .bind(&sorted)
+        .fetch_all(&state.analytics)
+        .await?;
+    let fresh = request
+        .headers()
+        .get_all(header::CACHE_CONTROL)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+        });
+    if !fresh && let Some(body) = state.answers.get(&key, &versions) {
+        return Ok(json(body));
+    }
+    let body = to_json(&read.await?);
+    state.answers.put(key, versions, body.clone());
+    Ok(json(body))
+}
+
+fn to_json<T: Serialize>(rows: &[T]) -> Bytes {
+    // Ids, numbers (a non-finite one is written null) and text always serialise.
+    serde_json::to_vec(rows)
+        .expect("rows of ids, numbers and text serialise")
+        .into()
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -111,12 +167,14 @@ pub struct RunComparison {
     pub verification_share: Option<f64>,
 }
 
-/// Runs side by side, chosen by run or by experiment.
+/// Runs side by side, chosen by run or by experiment. Served from the API's copy while the runs'
+/// rows and experiments are unchanged; `Cache-Control: no-cache` reads them from the database.
 #[utoipa::path(context_path = "/api/v1", params(ComparisonQuery), responses((status = 200, body = Vec<RunComparison>), (status = 400, body = crate::error::ErrorBody)))]
 #[get("/analytics/comparison")]
 pub async fn comparison(
     _: ReadAccess,
     state: web::Data<AppState>,
+    request: HttpRequest,
     query: web::Query<ComparisonQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (column, ids) = match (&query.runs, &query.experiments) {
@@ -140,11 +198,27 @@ pub async fn comparison(
                 rel_position_mean, exploration_share, verification_share
          FROM run_comparison WHERE {column} = ANY($1) ORDER BY experiment_id, stage_idx"
     );
-    let rows: Vec<RunComparison> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let read = sqlx::query_as::<_, RunComparison>(sqlx::AssertSqlSafe(sql))
         .bind(&ids)
-        .fetch_all(&state.analytics)
-        .await?;
-    Ok(HttpResponse::Ok().json(rows))
+        .fetch_all(&state.analytics);
+    // A row shows its experiment's name, which a tracked run's update may change (and with it
+    // the experiment's version); which runs an experiment has shows in the runs' versions.
+    let (kind, versions) = if column == "run_id" {
+        (
+            "comparison of runs",
+            "SELECT v.run_id, v.generation, e.version FROM strategy_versions v
+             JOIN runs r ON r.id = v.run_id JOIN experiments e ON e.id = r.experiment_id
+             WHERE v.run_id = ANY($1) ORDER BY v.run_id",
+        )
+    } else {
+        (
+            "comparison of experiments",
+            "SELECT v.run_id, v.generation, e.version FROM runs r
+             JOIN strategy_versions v ON v.run_id = r.id JOIN experiments e ON e.id = r.experiment_id
+             WHERE r.experiment_id = ANY($1) ORDER BY v.run_id",
+        )
+    };
+    answer_kept(&state, &request, kind, versions, &ids, read).await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
