@@ -62,6 +62,70 @@ async fn a_redelivered_worker_message_is_written_once() {
     assert_eq!(versions, [1, 2], "a duplicate left a gap in the run stream");
 }
 
+/// A message that reuses the event id of another job's message is no redelivery: it is parked
+/// with a reason naming both jobs, not dropped, and its job's next message is written.
+#[tokio::test]
+async fn a_message_reusing_another_jobs_event_id_is_parked_not_dropped() {
+    let app = TestApp::spawn().await;
+    app.submit(&quick_spec("first")).await;
+    app.submit(&quick_spec("second")).await;
+    let (first, _) = FakeWorker::take(&app, StageKind::Sft, "first").await;
+    let (second, _) = FakeWorker::take(&app, StageKind::Sft, "second").await;
+
+    let original = first.message(metrics(1));
+    first
+        .publish_raw(&app, "metrics", serde_json::to_vec(&original).unwrap(), "a")
+        .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM run_metrics",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    let reused = prl_schema::jobs::WorkerMessage {
+        event_id: original.event_id,
+        ..second.message(metrics(1))
+    };
+    second
+        .publish_raw(&app, "metrics", serde_json::to_vec(&reused).unwrap(), "b")
+        .await;
+    let after = second.message(metrics(2));
+    second
+        .publish_raw(&app, "metrics", serde_json::to_vec(&after).unwrap(), "c")
+        .await;
+
+    app.wait_for_count(
+        "SELECT count(*) FROM dead_letters",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM run_metrics",
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
+    let recorded: Vec<(uuid::Uuid, i64)> =
+        sqlx::query_as("SELECT run_id, step FROM run_metrics ORDER BY step")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        recorded,
+        [(first.job.run_id.0, 1), (second.job.run_id.0, 2)]
+    );
+    let reason: String = sqlx::query_scalar(
+        "SELECT payload->>'reason' FROM events WHERE event_type = 'WorkerMessageParked'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    for named in [original.event_id.0, first.job.job_id.0, second.job.job_id.0] {
+        assert!(reason.contains(&named.to_string()), "{reason}");
+    }
+}
+
 #[tokio::test]
 async fn an_undecodable_message_is_parked_and_recorded_without_blocking_the_rest() {
     let app = TestApp::spawn().await;

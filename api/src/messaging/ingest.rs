@@ -1,6 +1,7 @@
 //! The ingester of worker events: it takes them from one lane's JetStream consumer in batches and
 //! writes each batch in one log transaction, then acknowledges it. A redelivered message is
-//! recognised by its event id and written once.
+//! recognised by its event id and its job and written once; a message whose id another job's
+//! message took is parked.
 //!
 //! Failures are told apart by cause. When the database refuses what a message holds (a data
 //! exception, a constraint, a size limit), the batch is halved until the culprit stands alone; only
@@ -284,7 +285,7 @@ impl Ingester {
             .filter_map(|i| i.decoded.as_ref().ok())
             .collect();
         let ids: Vec<Uuid> = messages.iter().map(|m| m.event_id.0).collect();
-        let mut seen = log.existing_event_ids(&ids).await?;
+        let mut seen = recorded_jobs(&mut log, &ids).await?;
         let mut jobs = load_jobs(&mut log, &messages).await?;
 
         let now = Utc::now();
@@ -297,13 +298,26 @@ impl Ingester {
                 verdicts.push(self.verdict(msg, LeaseDecision::Revoked { reason }));
                 continue;
             };
-            if !seen.insert(msg.event_id.0) {
-                // A redelivery: written before, so only answer again what was answered then.
-                duplicates += 1;
-                if matches!(msg.body, WorkerEvent::Claim { .. } | WorkerEvent::Heartbeat) {
-                    verdicts.push(self.verdict(msg, state.current_verdict(msg)));
+            match seen.get(&msg.event_id.0) {
+                None => {
+                    seen.insert(msg.event_id.0, Some(msg.job_id.0));
                 }
-                continue;
+                Some(job) if *job == Some(msg.job_id.0) => {
+                    // A redelivery: written before, so only answer again what was answered then.
+                    duplicates += 1;
+                    if matches!(msg.body, WorkerEvent::Claim { .. } | WorkerEvent::Heartbeat) {
+                        verdicts.push(self.verdict(msg, state.current_verdict(msg)));
+                    }
+                    continue;
+                }
+                Some(job) => {
+                    return Err(ReusedEventId {
+                        id: msg.event_id.0,
+                        job: msg.job_id.0,
+                        taken_by: *job,
+                    }
+                    .into());
+                }
             }
             let decision = job::decide(state, msg, now, self.lease);
             let metadata = Metadata {
@@ -590,11 +604,41 @@ fn parked_id(message: &Message) -> Uuid {
     }
 }
 
+/// The job each of `ids` that the log holds was written for (its event's correlation id).
+async fn recorded_jobs(log: &mut LogTx, ids: &[Uuid]) -> Result<HashMap<Uuid, Option<Uuid>>> {
+    let rows: Vec<(Uuid, Option<String>)> = sqlx::query_as(
+        "SELECT event_id, metadata->>'correlation_id' FROM events WHERE event_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(log.conn())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, job)| (id, job.and_then(|j| j.parse().ok())))
+        .collect())
+}
+
+/// A message whose event id is already an event of another job (or of none): not a redelivery,
+/// so not dropped as one; the message is at fault (a worker that reuses ids).
+#[derive(Debug, thiserror::Error)]
+#[error("event id {id} of a message of job {job} is taken by {}", match taken_by {
+    Some(other) => format!("a message of job {other}"),
+    None => "an event of no job".to_owned(),
+})]
+struct ReusedEventId {
+    id: Uuid,
+    job: Uuid,
+    taken_by: Option<Uuid>,
+}
+
 /// Whether a failed write was refused because of what its messages hold, rather than for a reason
 /// no message causes (an outage, a schema that does not match): only then can splitting the batch
 /// find a culprit.
 fn blames_the_message(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
+        if cause.is::<ReusedEventId>() {
+            return true;
+        }
         let database = match cause.downcast_ref::<AppendError>() {
             Some(AppendError::Conflict { .. }) => return true,
             Some(AppendError::Database(e)) => Some(e),
