@@ -1,18 +1,21 @@
 -- The version of each run's strategy rows, so that the API can keep the strategy and comparison
 -- answers it has served and tell, by one index lookup a run, whether they still hold (reading
 -- and formatting the rows costs ten times as much: BENCHMARKS.md). The refresh of a run's steps
--- sets the run's version to its transaction's id (xid8: 64 bits, never reused, so two states of
--- a run committed by different transactions never share a version), in the transaction that
--- changes the rows: a read replica's versions are those of the rows it has replayed.
+-- gives the run a new random version in the transaction that changes the rows, so a read
+-- replica's versions are those of the rows it has replayed. Random rather than a counter or a
+-- transaction id: after a failover to a standby that had not received the last commits, or a
+-- restore to an earlier point, a counter would hand out a number already served for other rows.
 --
 -- Not a read model: a replay empties it with the projections and gives every run a new version.
+-- A migration that changes what the views answer for rows already written must give every run
+-- a new version too (`UPDATE strategy_versions SET generation = gen_random_uuid()`).
 CREATE TABLE strategy_versions (
     run_id     UUID PRIMARY KEY,
-    generation BIGINT NOT NULL
+    generation UUID NOT NULL
 );
 
 INSERT INTO strategy_versions (run_id, generation)
-SELECT DISTINCT run_id, pg_current_xact_id()::text::int8 FROM strategy_steps;
+SELECT run_id, gen_random_uuid() FROM (SELECT DISTINCT run_id FROM strategy_steps) AS r;
 
 -- The step refresh of 0020, then the versions of the runs it touched.
 CREATE OR REPLACE FUNCTION refresh_strategy_steps(touched_runs UUID[], touched_steps BIGINT[])
@@ -62,8 +65,8 @@ CROSS JOIN LATERAL (
 -- A step without rollouts (all superseded, or only evaluations) has no row.
 WHERE t.trajectories > 0;
 
--- The runs' versions: this transaction's id stands for the state it commits.
+-- The runs' new versions.
 INSERT INTO strategy_versions (run_id, generation)
-SELECT DISTINCT run_id, pg_current_xact_id()::text::int8 FROM unnest(touched_runs) AS n(run_id)
+SELECT run_id, gen_random_uuid() FROM (SELECT DISTINCT unnest(touched_runs) AS run_id) AS r
 ON CONFLICT (run_id) DO UPDATE SET generation = excluded.generation;
 $$;

@@ -14,6 +14,7 @@ use prl_schema::analysis::{BlockShape, Role, analyze};
 use prl_schema::parallel::FormatIssue;
 use prl_schema::word_filter;
 use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 const MAX_RUNS: usize = 50;
@@ -64,48 +65,60 @@ pub async fn strategy(
     query: web::Query<RunsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let runs = id_list("runs", &query.runs, MAX_RUNS)?;
-    let read = sqlx::query_as::<_, StrategyPoint>(
-        "SELECT run_id, step, trajectories, mean_reward, accuracy, parallel_ratio, mean_blocks,
-                mean_block_share, accuracy_parallel, accuracy_sequential, format_valid_ratio,
-                blocks, rel_position_mean, rel_position_q1, rel_position_median, rel_position_q3,
-                exploration_share, verification_share
-         FROM strategy_evolution WHERE run_id = ANY($1) ORDER BY run_id, step",
-    )
-    .bind(&runs)
-    .fetch_all(&state.analytics);
-    let versions = "SELECT run_id, generation, 0::int8 FROM strategy_versions
+    let versions = "SELECT run_id, generation, NULL::text FROM strategy_versions
                     WHERE run_id = ANY($1) ORDER BY run_id";
-    answer_kept(&state, &request, "strategy", versions, &runs, read).await
+    answer_kept(
+        &state,
+        &request,
+        "strategy",
+        versions,
+        &runs,
+        async |conn| {
+            sqlx::query_as::<_, StrategyPoint>(
+            "SELECT run_id, step, trajectories, mean_reward, accuracy, parallel_ratio, mean_blocks,
+                    mean_block_share, accuracy_parallel, accuracy_sequential, format_valid_ratio,
+                    blocks, rel_position_mean, rel_position_q1, rel_position_median,
+                    rel_position_q3, exploration_share, verification_share
+             FROM strategy_evolution WHERE run_id = ANY($1) ORDER BY run_id, step",
+        )
+        .bind(&runs)
+        .fetch_all(conn)
+        .await
+        },
+    )
+    .await
 }
 
 /// `read`'s rows as JSON: the answer kept under `kind` and `ids` when the versions that the
-/// statement `versions` reads for `ids` are those it was read at, else read now and kept.
+/// statement `versions` reads for `ids` are those it was read at, else read now and kept. Both
+/// statements go through one connection (see `answer_cache`).
 async fn answer_kept<T: Serialize>(
     state: &AppState,
     request: &HttpRequest,
-    kind: &str,
+    kind: &'static str,
     versions: &'static str,
     ids: &[Uuid],
-    read: impl Future<Output = Result<Vec<T>, sqlx::Error>>,
+    read: impl AsyncFnOnce(&mut PgConnection) -> Result<Vec<T>, sqlx::Error>,
 ) -> Result<HttpResponse, ApiError> {
     let json = |body: Bytes| {
         HttpResponse::Ok()
             .content_type(ContentType::json())
             .body(body)
     };
+    let mut conn = state.analytics.acquire().await?;
     if !state.answers.enabled() {
-        return Ok(json(to_json(&read.await?)));
+        return Ok(json(to_json(&read(&mut conn).await?)));
     }
     // The ids as a set, as the statements take them.
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    let key = format!("{kind}:{sorted:?}");
     let versions: Versions = sqlx::query_as(versions)
         .bind(&sorted)
-        .fetch_all(&state.analytics)
+        .fetch_all(&mut *conn)
         .await?;
-    let fresh = request
+    let key = (kind, sorted);
+    let bypass = request
         .headers()
         .get_all(header::CACHE_CONTROL)
         .filter_map(|v| v.to_str().ok())
@@ -113,10 +126,10 @@ async fn answer_kept<T: Serialize>(
             v.split(',')
                 .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
         });
-    if !fresh && let Some(body) = state.answers.get(&key, &versions) {
+    if !bypass && let Some(body) = state.answers.get(&key, &versions) {
         return Ok(json(body));
     }
-    let body = to_json(&read.await?);
+    let body = to_json(&read(&mut conn).await?);
     state.answers.put(key, versions, body.clone());
     Ok(json(body))
 }
@@ -196,29 +209,32 @@ pub async fn comparison(
                 trajectories, mean_reward, accuracy, parallel_ratio, mean_blocks,
                 accuracy_parallel, accuracy_sequential, format_valid_ratio, mean_response_tokens,
                 rel_position_mean, exploration_share, verification_share
-         FROM run_comparison WHERE {column} = ANY($1) ORDER BY experiment_id, stage_idx"
+         FROM run_comparison WHERE {column} = ANY($1) ORDER BY experiment_id, stage_idx, run_id"
     );
-    let read = sqlx::query_as::<_, RunComparison>(sqlx::AssertSqlSafe(sql))
-        .bind(&ids)
-        .fetch_all(&state.analytics);
-    // A row shows its experiment's name, which a tracked run's update may change (and with it
-    // the experiment's version); which runs an experiment has shows in the runs' versions.
+    // A row shows its experiment's name, which a tracked run's update may change; which runs an
+    // experiment has shows in the runs' versions.
     let (kind, versions) = if column == "run_id" {
         (
             "comparison of runs",
-            "SELECT v.run_id, v.generation, e.version FROM strategy_versions v
+            "SELECT v.run_id, v.generation, e.name FROM strategy_versions v
              JOIN runs r ON r.id = v.run_id JOIN experiments e ON e.id = r.experiment_id
              WHERE v.run_id = ANY($1) ORDER BY v.run_id",
         )
     } else {
         (
             "comparison of experiments",
-            "SELECT v.run_id, v.generation, e.version FROM runs r
+            "SELECT v.run_id, v.generation, e.name FROM runs r
              JOIN strategy_versions v ON v.run_id = r.id JOIN experiments e ON e.id = r.experiment_id
              WHERE r.experiment_id = ANY($1) ORDER BY v.run_id",
         )
     };
-    answer_kept(&state, &request, kind, versions, &ids, read).await
+    answer_kept(&state, &request, kind, versions, &ids, async |conn| {
+        sqlx::query_as::<_, RunComparison>(sqlx::AssertSqlSafe(sql))
+            .bind(&ids)
+            .fetch_all(conn)
+            .await
+    })
+    .await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
