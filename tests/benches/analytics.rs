@@ -452,6 +452,15 @@ async fn time_query(app: &TestApp, sql: &str, runs: &[Uuid], times: usize) -> (f
     (seconds[0], seconds[seconds.len() / 2])
 }
 
+/// Prints the median REST times of `path`, as served and read each time.
+async fn print_rest_times(app: &TestApp, path: &str, times: usize) {
+    println!(
+        "  the same over REST: median {:.1} ms as served, {:.1} ms read each time (no-cache)",
+        time_get(app, path, times, false).await * 1e3,
+        time_get(app, path, times, true).await * 1e3
+    );
+}
+
 /// The median time of `times` GETs of `path` after a first one: as served, or read from the
 /// database each time (`Cache-Control: no-cache`).
 async fn time_get(app: &TestApp, path: &str, times: usize, read_each_time: bool) -> f64 {
@@ -489,15 +498,7 @@ async fn queries(app: &TestApp, runs: &[Uuid]) {
         median * 1e3
     );
     let path = format!("/api/v1/analytics/strategy?runs={}", runs[0]);
-    let (rest, read) = (
-        time_get(app, &path, 9, false).await,
-        time_get(app, &path, 9, true).await,
-    );
-    println!(
-        "  the same over REST: median {:.1} ms as served, {:.1} ms read each time (no-cache)",
-        rest * 1e3,
-        read * 1e3
-    );
+    print_rest_times(app, &path, 9).await;
     let (best_c, median_c) = time_query(
         app,
         "SELECT * FROM run_comparison WHERE run_id = ANY($1)",
@@ -513,15 +514,7 @@ async fn queries(app: &TestApp, runs: &[Uuid]) {
     );
     let list: Vec<String> = runs.iter().map(Uuid::to_string).collect();
     let path = format!("/api/v1/analytics/comparison?runs={}", list.join(","));
-    let (rest_c, read_c) = (
-        time_get(app, &path, 5, false).await,
-        time_get(app, &path, 5, true).await,
-    );
-    println!(
-        "  the same over REST: median {:.1} ms as served, {:.1} ms read each time (no-cache)",
-        rest_c * 1e3,
-        read_c * 1e3
-    );
+    print_rest_times(app, &path, 5).await;
 
     let dump = std::env::temp_dir().join(format!("prl-analytics-{}.jsonl", Uuid::new_v4()));
     let started = Instant::now();

@@ -384,8 +384,9 @@ async fn the_views_step_rows_follow_split_steps_newer_attempts_evaluations_and_r
 
 /// The strategy and comparison answers the API keeps are served while their rows stand and
 /// read again after each change: a new step, a newer attempt of a step, a renamed run (the
-/// comparison only), a replay. Rows changed by hand, behind their versions, show which answer
-/// is served: the kept one, unless the request says `Cache-Control: no-cache`.
+/// comparison only), a replay, an edit by hand. Rows changed by hand behind their versions
+/// (triggers off) show which answer is served: the kept one, unless the request says
+/// `Cache-Control: no-cache`.
 #[tokio::test]
 async fn kept_answers_are_served_until_their_rows_change() {
     let app = TestApp::spawn().await;
@@ -430,14 +431,21 @@ async fn kept_answers_are_served_until_their_rows_change() {
         }
         all
     };
+    // With triggers off (a replica's role), so that the run's version stays as it was.
     let by_hand = async || {
+        let mut tx = app.pool.begin().await.unwrap();
+        sqlx::query("SET LOCAL session_replication_role = replica")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
         sqlx::query(
             "UPDATE strategy_steps SET reward_sum = reward_sum + 1 WHERE run_id = $1::uuid",
         )
         .bind(run)
-        .execute(&app.pool)
+        .execute(&mut *tx)
         .await
         .unwrap();
+        tx.commit().await.unwrap();
     };
 
     record(1, 1, &answer(EXPLORE, 5), 1.0).await;
@@ -495,6 +503,17 @@ async fn kept_answers_are_served_until_their_rows_change() {
         close(&step_one["mean_reward"], 1.0),
         "as recorded: {step_one}"
     );
+
+    // An edit by hand with the triggers on gives the run a new version.
+    sqlx::query("UPDATE strategy_steps SET reward_sum = reward_sum + 1 WHERE run_id = $1::uuid")
+        .bind(run)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    for ((kept, read), (before, _)) in answers().await.iter().zip(&replayed) {
+        assert_eq!(kept, read, "after an edit by hand");
+        assert_ne!(kept, before);
+    }
 }
 
 #[tokio::test]
