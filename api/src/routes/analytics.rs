@@ -340,7 +340,10 @@ fn cursor(text: &str) -> Result<(i64, i32), ApiError> {
 /// follow (parameters 4-8, 10-11 the cursor, 13-14). The first `$12` rows of each run, then of
 /// them all, are the page's keys; then come the page's rows, and each of its events' payload
 /// once for the page's texts and prompts (a page's trajectories come from a few events, whose
-/// payloads, a whole batch where the texts are kept, are costly to read per row).
+/// payloads, a whole batch where the texts are kept, are costly to read per row). Each key's
+/// text is taken out of its batch there: a join of the keys to whole batches was a nested loop
+/// that read every batch again for every key (5 ms of a 50-row page from 27 events). The
+/// `OFFSET 0`s keep an event's payload read once for all its keys.
 macro_rules! search_page {
     ($runs_rows:literal) => {
         concat!(
@@ -363,18 +366,24 @@ macro_rules! search_page {
              ) AS k
              ORDER BY k.position, k.idx
              LIMIT $12
-             ), batches AS MATERIALIZED (
-             SELECT e.position, e.payload->'trajectories' AS trajectories,
-                    e.payload->'prompts' AS prompts
+             ), texts AS MATERIALIZED (
+             SELECT e.position, x.idx, x.response, b.prompts
              FROM events e
+             CROSS JOIN LATERAL (SELECT e.payload->'trajectories' AS trajectories,
+                                        e.payload->'prompts' AS prompts
+                                 OFFSET 0) AS b
+             CROSS JOIN LATERAL (SELECT k.idx, b.trajectories->k.idx->>'text' AS response
+                                 FROM keys k WHERE k.position = e.position
+                                 OFFSET 0) AS x
              WHERE e.position IN (SELECT position FROM keys)
              )
              SELECT t.position, t.idx, t.run_id, t.step, t.benchmark, t.prompt_id, t.sample,
                     t.reward, t.correct, t.answer, t.truth, t.response_tokens, t.format_valid,
-                    b.trajectories->t.idx->>'text' AS response,
-                    (SELECT p->>'text' FROM jsonb_array_elements(b.prompts) p
+                    x.response,
+                    (SELECT p->>'text' FROM jsonb_array_elements(x.prompts) p
                      WHERE (p->>'group')::int = t.group_idx LIMIT 1) AS prompt
-             FROM keys JOIN trajectories t USING (run_id, position, idx) JOIN batches b USING (position)
+             FROM keys JOIN trajectories t USING (run_id, position, idx)
+             JOIN texts x USING (position, idx)
              ORDER BY position, idx"
         )
     };
