@@ -343,7 +343,7 @@ fn cursor(text: &str) -> Result<(i64, i32), ApiError> {
 /// payloads, a whole batch where the texts are kept, are costly to read per row). Each key's
 /// text is taken out of its batch there: a join of the keys to whole batches was a nested loop
 /// that read every batch again for every key (5 ms of a 50-row page from 27 events). The
-/// `OFFSET 0`s keep an event's payload read once for all its keys.
+/// `OFFSET 0`s make each event's payload read per event, not per key.
 macro_rules! search_page {
     ($runs_rows:literal) => {
         concat!(
