@@ -10,12 +10,14 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use futures::StreamExt;
+use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -96,6 +98,15 @@ pub struct ArtifactStore {
     base: String,
     /// Where keys start inside `store`.
     root: StorePath,
+    /// A `file://` store's directory: its objects are files, placed and read as files (see
+    /// [`place`]) rather than streamed through `store` in small chunks.
+    local: Option<LocalStore>,
+}
+
+#[derive(Clone, Debug)]
+struct LocalStore {
+    files: LocalFileSystem,
+    dir: PathBuf,
 }
 
 impl ArtifactStore {
@@ -104,7 +115,7 @@ impl ArtifactStore {
     pub fn open(url: &str, s3: &S3Options) -> Result<ArtifactStore> {
         let parsed = url::Url::parse(url)
             .with_context(|| format!("the artifact store {url:?} is not a URL"))?;
-        let (store, root): (Arc<dyn ObjectStore>, StorePath) = match parsed.scheme() {
+        let (store, root, local): (Arc<dyn ObjectStore>, StorePath, _) = match parsed.scheme() {
             "file" => {
                 let dir = parsed
                     .to_file_path()
@@ -112,10 +123,15 @@ impl ArtifactStore {
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("making the artifact store {}", dir.display()))?;
                 // Written objects are on disk before the log records them.
-                let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                let files = LocalFileSystem::new_with_prefix(&dir)
                     .with_context(|| format!("opening the artifact store {}", dir.display()))?
                     .with_fsync(true);
-                (Arc::new(local), StorePath::default())
+                let dir = dir.canonicalize()?;
+                let local = LocalStore {
+                    files: files.clone(),
+                    dir,
+                };
+                (Arc::new(files), StorePath::default(), Some(local))
             }
             "s3" => {
                 let bucket = parsed
@@ -145,7 +161,7 @@ impl ArtifactStore {
                     .build()
                     .with_context(|| format!("opening the artifact store {url}"))?;
                 let prefix = parsed.path().trim_matches('/');
-                (Arc::new(store), StorePath::parse(prefix)?)
+                (Arc::new(store), StorePath::parse(prefix)?, None)
             }
             other => bail!("artifact stores are file:// or s3:// URLs, not {other}://"),
         };
@@ -153,6 +169,7 @@ impl ArtifactStore {
             store,
             base: format!("{}/", url.trim_end_matches('/')),
             root,
+            local,
         })
     }
 
@@ -250,9 +267,15 @@ impl ArtifactStore {
         }
     }
 
-    /// Streams one file up (in parts when large), hashing it on the way.
+    /// Puts one file in the store, hashing it on the way: placed as a file in a `file://`
+    /// store, streamed up (in parts when large) to any other.
     async fn upload(&self, location: &StorePath, path: &Path) -> Result<FileEntry> {
         use tokio::io::AsyncReadExt;
+        if let Some(local) = &self.local {
+            let (source, target) = (path.to_owned(), local.files.path_to_filesystem(location)?);
+            let dir = local.dir.clone();
+            return blocking(move || put_local(&source, &target, &dir)).await;
+        }
         let mut file = tokio::fs::File::open(path).await?;
         let size = file.metadata().await?.len();
         let mut hash = Sha256::new();
@@ -369,10 +392,11 @@ impl ArtifactStore {
         }
         let tmp = tempfile::Builder::new()
             .prefix(".fetch-")
-            .tempfile_in(&parent)
-            .with_context(|| format!("making a file in {}", parent.display()))?;
+            .tempdir_in(&parent)
+            .with_context(|| format!("making a directory in {}", parent.display()))?;
+        let fetched = tmp.path().join("file");
         let found = self
-            .download(&location, tmp.path())
+            .download(&location, &fetched)
             .await
             .with_context(|| format!("fetching {uri}"))?;
         ensure!(
@@ -380,17 +404,26 @@ impl ArtifactStore {
             "{uri} has sha256 {}, not the recorded {sha256}",
             found.sha256
         );
-        tmp.persist(&local)
+        std::fs::rename(&fetched, &local)
             .with_context(|| format!("moving {} into place", local.display()))?;
         tracing::info!(%uri, file = %local.display(), "fetched from the artifact store");
         Ok(local)
     }
 
-    /// Streams one object down into `path`, hashing it on the way.
+    /// Brings one object down into `path` (a new file), hashing it on the way: placed as a
+    /// file from a `file://` store, streamed from any other.
     async fn download(&self, location: &StorePath, path: &Path) -> Result<FileEntry> {
         use tokio::io::AsyncWriteExt;
+        if let Some(local) = &self.local {
+            let (source, target) = (local.files.path_to_filesystem(location)?, path.to_owned());
+            return blocking(move || place(&source, &target, true)).await;
+        }
         let mut stream = self.store.get(location).await?.into_stream();
+        // The stream's chunks are small (a network read each): written one by one, each would
+        // be a trip to a blocking thread.
         let mut file = tokio::fs::File::create(path).await?;
+        file.set_max_buf_size(PART);
+        let mut file = tokio::io::BufWriter::with_capacity(PART, file);
         let (mut hash, mut size) = (Sha256::new(), 0u64);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
@@ -398,7 +431,8 @@ impl ArtifactStore {
             size += chunk.len() as u64;
             file.write_all(&chunk).await?;
         }
-        file.sync_all().await?;
+        file.flush().await?;
+        file.into_inner().sync_all().await?;
         Ok(FileEntry {
             sha256: hex::encode(hash.finalize()),
             size,
@@ -469,6 +503,63 @@ pub fn verify_local(dir: &Path, sha256: &str) -> Result<()> {
     Ok(())
 }
 
+/// Puts a copy of `source` at `target` in a `file://` store under `store_dir`, whole or not at
+/// all: placed in a fresh directory beside `target`, renamed into place, and every directory
+/// from there up to the store's synced, so that the object is on disk before it is recorded.
+fn put_local(source: &Path, target: &Path, store_dir: &Path) -> std::io::Result<FileEntry> {
+    let parent = target.parent().ok_or(std::io::ErrorKind::InvalidInput)?;
+    std::fs::create_dir_all(parent)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".put-")
+        .tempdir_in(parent)?;
+    let staged = staging.path().join("file");
+    // A file that another directory holds too (verl's own checkpoint, linked into prl's) is
+    // copied: whatever writes there must not reach the store.
+    let only_here = std::fs::metadata(source)?.nlink() == 1;
+    let entry = place(source, &staged, only_here)?;
+    std::fs::rename(&staged, target)?;
+    for dir in parent.ancestors().take_while(|d| d.starts_with(store_dir)) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(entry)
+}
+
+/// Makes `dest` (a new file) a synced copy of `source`, hashing it on the way. Where `link`
+/// allows and both lie on one file system the copy is a hard link, so a checkpoint's bytes are
+/// neither written nor stored twice on a host whose store or mirror shares its disk. Links join
+/// only a store's objects and files that stores and mirrors alone hold, none of which is ever
+/// written in place (writers make new files and rename them into place); a linked file is made
+/// read-only to keep it so.
+fn place(source: &Path, dest: &Path, link: bool) -> std::io::Result<FileEntry> {
+    if link && std::fs::hard_link(source, dest).is_ok() {
+        let entry = file_entry(dest)?;
+        let file = std::fs::File::open(dest)?;
+        let mut permissions = file.metadata()?.permissions();
+        permissions.set_readonly(true);
+        // A guard, not the guarantee: a file another user owns keeps its mode.
+        let _ = file.set_permissions(permissions);
+        file.sync_all()?;
+        return Ok(entry);
+    }
+    let mut from = std::fs::File::open(source)?;
+    let mut to = std::fs::File::create_new(dest)?;
+    let (mut hash, mut size, mut buf) = (Sha256::new(), 0u64, vec![0u8; PART]);
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        to.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    to.sync_all()?;
+    Ok(FileEntry {
+        sha256: hex::encode(hash.finalize()),
+        size,
+    })
+}
+
 fn file_entry(path: &Path) -> std::io::Result<FileEntry> {
     let mut file = std::fs::File::open(path)?;
     let (mut hash, mut size, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 20]);
@@ -518,6 +609,15 @@ mod tests {
             format!("file://{}/checkpoints/r/step-2/", shared.display())
         );
         assert_eq!(stored.size_bytes, (70 << 20) + 2);
+        // On one file system the store holds the saved file itself, made read-only.
+        let stored_model = shared.join("checkpoints/r/step-2/model.safetensors");
+        assert_eq!(inode(&stored_model), inode(&src.join("model.safetensors")));
+        assert!(
+            std::fs::metadata(&stored_model)
+                .unwrap()
+                .permissions()
+                .readonly()
+        );
         // The writer's own copy is its mirror: nothing to fetch.
         let here = store
             .fetch_dir(&stored.uri, &stored.sha256, &writer)
@@ -531,8 +631,13 @@ mod tests {
             .unwrap();
         assert_eq!(there, reader.join("checkpoints/r/step-2"));
         assert_eq!(std::fs::read(there.join("config.json")).unwrap(), b"{}");
+        assert_eq!(
+            inode(&there.join("model.safetensors")),
+            inode(&stored_model)
+        );
         verify_local(&there, &stored.sha256).unwrap();
-        // A wrong hash is refused; so is a stored file that changed.
+        // A wrong hash is refused; so is a stored file that changed (replaced, as nothing in a
+        // store or mirror is written in place).
         let wrong = "0".repeat(64);
         let refused = store
             .fetch_dir(&stored.uri, &wrong, &tmp.path().join("c"))
@@ -543,7 +648,7 @@ mod tests {
                 .to_string()
                 .contains("not the recorded")
         );
-        std::fs::write(shared.join("checkpoints/r/step-2/config.json"), b"{ }").unwrap();
+        replace(&shared.join("checkpoints/r/step-2/config.json"), b"{ }");
         let refused = store
             .fetch_dir(&stored.uri, &stored.sha256, &tmp.path().join("d"))
             .await
@@ -553,8 +658,90 @@ mod tests {
             "{refused:#}"
         );
         // A changed local copy is fetched again rather than used.
-        std::fs::write(there.join("config.json"), b"[]").unwrap();
+        replace(&there.join("config.json"), b"[]");
         assert!(verify_local(&there, &stored.sha256).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_store_on_another_file_system_holds_copies() {
+        let (here, elsewhere) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir_in("/dev/shm").unwrap(),
+        );
+        let device = |p: &Path| std::fs::metadata(p).unwrap().dev();
+        assert_ne!(
+            device(here.path()),
+            device(elsewhere.path()),
+            "the test needs the temporary directory and /dev/shm on two file systems"
+        );
+        let src = here.path().join("a/checkpoints/r/step-1");
+        std::fs::create_dir_all(&src).unwrap();
+        let weights: Vec<u8> = (0..(3 << 20) + 5).map(|i: u32| (i % 251) as u8).collect();
+        std::fs::write(src.join("model.safetensors"), &weights).unwrap();
+        let (sha256, _) = write_manifest(&src).unwrap();
+        let store = store_in(elsewhere.path());
+        let stored = store.put_dir("checkpoints/r/step-1", &src).await.unwrap();
+        assert_eq!(stored.sha256, sha256);
+        let stored_model = elsewhere
+            .path()
+            .join("checkpoints/r/step-1/model.safetensors");
+        assert_eq!(std::fs::read(&stored_model).unwrap(), weights);
+        let mirror = here.path().join("b");
+        let fetched = store
+            .fetch_dir(&stored.uri, &sha256, &mirror)
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(fetched.join("model.safetensors")).unwrap(),
+            weights
+        );
+        assert_ne!(
+            inode(&fetched.join("model.safetensors")),
+            inode(&stored_model)
+        );
+        assert!(
+            !std::fs::metadata(src.join("model.safetensors"))
+                .unwrap()
+                .permissions()
+                .readonly()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_another_directory_holds_too_is_copied_into_the_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        // An engine's own checkpoint, linked into the directory prl saves.
+        let (engine, src) = (tmp.path().join("engine"), tmp.path().join("a/step-3"));
+        std::fs::create_dir_all(&engine).unwrap();
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(engine.join("model.safetensors"), b"weights").unwrap();
+        std::fs::hard_link(
+            engine.join("model.safetensors"),
+            src.join("model.safetensors"),
+        )
+        .unwrap();
+        let (sha256, _) = write_manifest(&src).unwrap();
+        let store = store_in(&tmp.path().join("shared"));
+        let stored = store.put_dir("step-3", &src).await.unwrap();
+        assert_eq!(stored.sha256, sha256);
+        let stored_model = tmp.path().join("shared/step-3/model.safetensors");
+        assert_ne!(
+            inode(&stored_model),
+            inode(&engine.join("model.safetensors"))
+        );
+        // The engine may write its file again in place; the store keeps what was recorded.
+        std::fs::write(engine.join("model.safetensors"), b"WEIGHTS").unwrap();
+        assert_eq!(std::fs::read(&stored_model).unwrap(), b"weights");
+    }
+
+    fn inode(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().ino()
+    }
+
+    /// Puts new bytes at `path` as a new file, as an editor saves one.
+    fn replace(path: &Path, bytes: &[u8]) {
+        std::fs::remove_file(path).unwrap();
+        std::fs::write(path, bytes).unwrap();
     }
 
     #[tokio::test]
@@ -583,7 +770,7 @@ mod tests {
             std::fs::read(&src).unwrap()
         );
         // A changed local copy is fetched again; a wrong hash is refused, leaving nothing.
-        std::fs::write(&fetched, b"changed").unwrap();
+        replace(&fetched, b"changed");
         let again = store.fetch_file(&stored.uri, &sha256, &host).await.unwrap();
         assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&src).unwrap());
         let other = tmp.path().join("c");
