@@ -16,8 +16,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -90,6 +89,8 @@ struct FileEntry {
 /// Files this big or more go up in parts (S3 takes at most 5 GiB in one request).
 const MULTIPART_FROM: u64 = 64 << 20;
 const PART: usize = 16 << 20;
+/// The chunks a `file://` store's object is read in.
+const READ_CHUNK: usize = 1 << 20;
 
 #[derive(Clone, Debug)]
 pub struct ArtifactStore {
@@ -98,8 +99,8 @@ pub struct ArtifactStore {
     base: String,
     /// Where keys start inside `store`.
     root: StorePath,
-    /// A `file://` store's directory: its objects are files, placed and read as files (see
-    /// [`place`]) rather than streamed through `store` in small chunks.
+    /// A `file://` store's directory: its objects are files, copied and read as files (see
+    /// [`copy_file`]) rather than streamed through `store` in small chunks.
     local: Option<LocalStore>,
 }
 
@@ -260,6 +261,27 @@ impl ArtifactStore {
     /// not hold it.
     pub async fn read(&self, uri: &str) -> Result<Option<(u64, ByteStream)>> {
         let location = self.location(self.key_of(uri)?)?;
+        if let Some(local) = &self.local {
+            let path = local.files.path_to_filesystem(&location)?;
+            let file = match tokio::fs::File::open(&path).await {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e).with_context(|| format!("reading {uri}")),
+            };
+            let metadata = file.metadata().await?;
+            if !metadata.is_file() {
+                return Ok(None);
+            }
+            // In chunks of a MiB: `object_store`'s 8 KiB each cost a trip to a blocking thread.
+            let chunks =
+                tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK).map(|read| {
+                    read.map_err(|source| object_store::Error::Generic {
+                        store: "LocalFileSystem",
+                        source: Box::new(source),
+                    })
+                });
+            return Ok(Some((metadata.len(), chunks.boxed())));
+        }
         match self.store.get(&location).await {
             Ok(found) => Ok(Some((found.meta.size, found.into_stream()))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -267,7 +289,7 @@ impl ArtifactStore {
         }
     }
 
-    /// Puts one file in the store, hashing it on the way: placed as a file in a `file://`
+    /// Puts one file in the store, hashing it on the way: copied as a file into a `file://`
     /// store, streamed up (in parts when large) to any other.
     async fn upload(&self, location: &StorePath, path: &Path) -> Result<FileEntry> {
         use tokio::io::AsyncReadExt;
@@ -410,13 +432,13 @@ impl ArtifactStore {
         Ok(local)
     }
 
-    /// Brings one object down into `path` (a new file), hashing it on the way: placed as a
+    /// Brings one object down into `path` (a new file), hashing it on the way: copied as a
     /// file from a `file://` store, streamed from any other.
     async fn download(&self, location: &StorePath, path: &Path) -> Result<FileEntry> {
         use tokio::io::AsyncWriteExt;
         if let Some(local) = &self.local {
             let (source, target) = (local.files.path_to_filesystem(location)?, path.to_owned());
-            return blocking(move || place(&source, &target, true)).await;
+            return blocking(move || copy_file(&source, &target)).await;
         }
         let mut stream = self.store.get(location).await?.into_stream();
         // The stream's chunks are small (a network read each): written one by one, each would
@@ -448,13 +470,13 @@ async fn take_turn(local: &Path) -> Result<std::fs::File> {
     let mut name = local.as_os_str().to_owned();
     name.push(".lock");
     let lock = std::fs::File::create(PathBuf::from(name))?;
-    blocking(move || lock.lock().map(|()| lock)).await
+    blocking(move || Ok(lock.lock().map(|()| lock)?)).await
 }
 
 /// Runs blocking work (hashing, locking) off the async threads, so that a daemon's heartbeats
 /// go on meanwhile.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     Ok(tokio::task::spawn_blocking(work).await??)
 }
@@ -506,58 +528,39 @@ pub fn verify_local(dir: &Path, sha256: &str) -> Result<()> {
 /// Puts a copy of `source` at `target` in a `file://` store under `store_dir`, whole or not at
 /// all: placed in a fresh directory beside `target`, renamed into place, and every directory
 /// from there up to the store's synced, so that the object is on disk before it is recorded.
-fn put_local(source: &Path, target: &Path, store_dir: &Path) -> std::io::Result<FileEntry> {
-    let parent = target.parent().ok_or(std::io::ErrorKind::InvalidInput)?;
-    std::fs::create_dir_all(parent)?;
+fn put_local(source: &Path, target: &Path, store_dir: &Path) -> Result<FileEntry> {
+    let parent = target
+        .parent()
+        .context("a store's object has a directory")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("making {}", parent.display()))?;
     let staging = tempfile::Builder::new()
         .prefix(".put-")
-        .tempdir_in(parent)?;
+        .tempdir_in(parent)
+        .with_context(|| format!("making a directory in {}", parent.display()))?;
     let staged = staging.path().join("file");
-    // A file that another directory holds too (verl's own checkpoint, linked into prl's) is
-    // copied: whatever writes there must not reach the store.
-    let only_here = std::fs::metadata(source)?.nlink() == 1;
-    let entry = place(source, &staged, only_here)?;
-    std::fs::rename(&staged, target)?;
+    let entry = copy_file(source, &staged)?;
+    std::fs::rename(&staged, target)
+        .with_context(|| format!("moving {} into place", target.display()))?;
     for dir in parent.ancestors().take_while(|d| d.starts_with(store_dir)) {
-        std::fs::File::open(dir)?.sync_all()?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
     }
     Ok(entry)
 }
 
-/// Makes `dest` (a new file) a synced copy of `source`, hashing it on the way. Where `link`
-/// allows and both lie on one file system the copy is a hard link, so a checkpoint's bytes are
-/// neither written nor stored twice on a host whose store or mirror shares its disk. Links join
-/// only a store's objects and files that stores and mirrors alone hold, none of which is ever
-/// written in place (writers make new files and rename them into place); a linked file is made
-/// read-only to keep it so.
-fn place(source: &Path, dest: &Path, link: bool) -> std::io::Result<FileEntry> {
-    if link && std::fs::hard_link(source, dest).is_ok() {
-        let entry = file_entry(dest)?;
-        let file = std::fs::File::open(dest)?;
-        let mut permissions = file.metadata()?.permissions();
-        permissions.set_readonly(true);
-        // A guard, not the guarantee: a file another user owns keeps its mode.
-        let _ = file.set_permissions(permissions);
-        file.sync_all()?;
-        return Ok(entry);
-    }
-    let mut from = std::fs::File::open(source)?;
-    let mut to = std::fs::File::create_new(dest)?;
-    let (mut hash, mut size, mut buf) = (Sha256::new(), 0u64, vec![0u8; PART]);
-    loop {
-        let n = from.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-        to.write_all(&buf[..n])?;
-        size += n as u64;
-    }
-    to.sync_all()?;
-    Ok(FileEntry {
-        sha256: hex::encode(hash.finalize()),
-        size,
-    })
+/// Makes `dest` (a new file) a synced copy of `source` and hashes what it holds. The kernel
+/// copies (`copy_file_range`: extents shared, not written again, on file systems that can, such
+/// as XFS and btrfs). Never a hard link: a store's object and a mirror's copy stay two files, so
+/// one written in place cannot change what the log recorded, and the next fetch repairs it.
+fn copy_file(source: &Path, dest: &Path) -> Result<FileEntry> {
+    std::fs::copy(source, dest)
+        .with_context(|| format!("copying {} to {}", source.display(), dest.display()))?;
+    let entry = file_entry(dest).with_context(|| format!("reading {}", dest.display()))?;
+    std::fs::File::open(dest)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", dest.display()))?;
+    Ok(entry)
 }
 
 fn file_entry(path: &Path) -> std::io::Result<FileEntry> {
@@ -609,14 +612,11 @@ mod tests {
             format!("file://{}/checkpoints/r/step-2/", shared.display())
         );
         assert_eq!(stored.size_bytes, (70 << 20) + 2);
-        // On one file system the store holds the saved file itself, made read-only.
+        // The store holds a file of its own.
         let stored_model = shared.join("checkpoints/r/step-2/model.safetensors");
-        assert_eq!(inode(&stored_model), inode(&src.join("model.safetensors")));
-        assert!(
-            std::fs::metadata(&stored_model)
-                .unwrap()
-                .permissions()
-                .readonly()
+        assert_ne!(
+            file_id(&stored_model),
+            file_id(&src.join("model.safetensors"))
         );
         // The writer's own copy is its mirror: nothing to fetch.
         let here = store
@@ -631,13 +631,20 @@ mod tests {
             .unwrap();
         assert_eq!(there, reader.join("checkpoints/r/step-2"));
         assert_eq!(std::fs::read(there.join("config.json")).unwrap(), b"{}");
-        assert_eq!(
-            inode(&there.join("model.safetensors")),
-            inode(&stored_model)
+        assert_ne!(
+            file_id(&there.join("model.safetensors")),
+            file_id(&stored_model)
         );
         verify_local(&there, &stored.sha256).unwrap();
-        // A wrong hash is refused; so is a stored file that changed (replaced, as nothing in a
-        // store or mirror is written in place).
+        // A copy written in place leaves the store as it was, so the next fetch repairs it.
+        std::fs::write(there.join("config.json"), b"[]").unwrap();
+        assert!(verify_local(&there, &stored.sha256).is_err());
+        let repaired = store
+            .fetch_dir(&stored.uri, &stored.sha256, &reader)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(repaired.join("config.json")).unwrap(), b"{}");
+        // A wrong hash is refused; so is a stored file that changed.
         let wrong = "0".repeat(64);
         let refused = store
             .fetch_dir(&stored.uri, &wrong, &tmp.path().join("c"))
@@ -648,7 +655,7 @@ mod tests {
                 .to_string()
                 .contains("not the recorded")
         );
-        replace(&shared.join("checkpoints/r/step-2/config.json"), b"{ }");
+        std::fs::write(shared.join("checkpoints/r/step-2/config.json"), b"{ }").unwrap();
         let refused = store
             .fetch_dir(&stored.uri, &stored.sha256, &tmp.path().join("d"))
             .await
@@ -657,91 +664,13 @@ mod tests {
             format!("{refused:#}").contains("config.json"),
             "{refused:#}"
         );
-        // A changed local copy is fetched again rather than used.
-        replace(&there.join("config.json"), b"[]");
-        assert!(verify_local(&there, &stored.sha256).is_err());
     }
 
-    #[tokio::test]
-    async fn a_store_on_another_file_system_holds_copies() {
-        let (here, elsewhere) = (
-            tempfile::tempdir().unwrap(),
-            tempfile::tempdir_in("/dev/shm").unwrap(),
-        );
-        let device = |p: &Path| std::fs::metadata(p).unwrap().dev();
-        assert_ne!(
-            device(here.path()),
-            device(elsewhere.path()),
-            "the test needs the temporary directory and /dev/shm on two file systems"
-        );
-        let src = here.path().join("a/checkpoints/r/step-1");
-        std::fs::create_dir_all(&src).unwrap();
-        let weights: Vec<u8> = (0..(3 << 20) + 5).map(|i: u32| (i % 251) as u8).collect();
-        std::fs::write(src.join("model.safetensors"), &weights).unwrap();
-        let (sha256, _) = write_manifest(&src).unwrap();
-        let store = store_in(elsewhere.path());
-        let stored = store.put_dir("checkpoints/r/step-1", &src).await.unwrap();
-        assert_eq!(stored.sha256, sha256);
-        let stored_model = elsewhere
-            .path()
-            .join("checkpoints/r/step-1/model.safetensors");
-        assert_eq!(std::fs::read(&stored_model).unwrap(), weights);
-        let mirror = here.path().join("b");
-        let fetched = store
-            .fetch_dir(&stored.uri, &sha256, &mirror)
-            .await
-            .unwrap();
-        assert_eq!(
-            std::fs::read(fetched.join("model.safetensors")).unwrap(),
-            weights
-        );
-        assert_ne!(
-            inode(&fetched.join("model.safetensors")),
-            inode(&stored_model)
-        );
-        assert!(
-            !std::fs::metadata(src.join("model.safetensors"))
-                .unwrap()
-                .permissions()
-                .readonly()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_file_another_directory_holds_too_is_copied_into_the_store() {
-        let tmp = tempfile::tempdir().unwrap();
-        // An engine's own checkpoint, linked into the directory prl saves.
-        let (engine, src) = (tmp.path().join("engine"), tmp.path().join("a/step-3"));
-        std::fs::create_dir_all(&engine).unwrap();
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(engine.join("model.safetensors"), b"weights").unwrap();
-        std::fs::hard_link(
-            engine.join("model.safetensors"),
-            src.join("model.safetensors"),
-        )
-        .unwrap();
-        let (sha256, _) = write_manifest(&src).unwrap();
-        let store = store_in(&tmp.path().join("shared"));
-        let stored = store.put_dir("step-3", &src).await.unwrap();
-        assert_eq!(stored.sha256, sha256);
-        let stored_model = tmp.path().join("shared/step-3/model.safetensors");
-        assert_ne!(
-            inode(&stored_model),
-            inode(&engine.join("model.safetensors"))
-        );
-        // The engine may write its file again in place; the store keeps what was recorded.
-        std::fs::write(engine.join("model.safetensors"), b"WEIGHTS").unwrap();
-        assert_eq!(std::fs::read(&stored_model).unwrap(), b"weights");
-    }
-
-    fn inode(path: &Path) -> u64 {
-        std::fs::metadata(path).unwrap().ino()
-    }
-
-    /// Puts new bytes at `path` as a new file, as an editor saves one.
-    fn replace(path: &Path, bytes: &[u8]) {
-        std::fs::remove_file(path).unwrap();
-        std::fs::write(path, bytes).unwrap();
+    /// The device and inode of `path`: which file it is.
+    fn file_id(path: &Path) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path).unwrap();
+        (metadata.dev(), metadata.ino())
     }
 
     #[tokio::test]
@@ -761,6 +690,15 @@ mod tests {
         assert_eq!(store.size_of(&stored.uri).await.unwrap(), Some(size));
         let missing = format!("{}datasets/none.jsonl", store.url());
         assert_eq!(store.size_of(&missing).await.unwrap(), None);
+        let (size_read, mut chunks) = store.read(&stored.uri).await.unwrap().unwrap();
+        let mut read = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            read.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!((size_read, read), (size, std::fs::read(&src).unwrap()));
+        assert!(store.read(&missing).await.unwrap().is_none());
+        let directory = format!("{}datasets", store.url());
+        assert!(store.read(&directory).await.unwrap().is_none());
 
         let host = tmp.path().join("b");
         let fetched = store.fetch_file(&stored.uri, &sha256, &host).await.unwrap();
@@ -770,7 +708,7 @@ mod tests {
             std::fs::read(&src).unwrap()
         );
         // A changed local copy is fetched again; a wrong hash is refused, leaving nothing.
-        replace(&fetched, b"changed");
+        std::fs::write(&fetched, b"changed").unwrap();
         let again = store.fetch_file(&stored.uri, &sha256, &host).await.unwrap();
         assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&src).unwrap());
         let other = tmp.path().join("c");
