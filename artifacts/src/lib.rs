@@ -478,7 +478,7 @@ async fn take_turn(local: &Path) -> Result<std::fs::File> {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    Ok(tokio::task::spawn_blocking(work).await??)
+    tokio::task::spawn_blocking(work).await?
 }
 
 /// Describes the files of `dir` (not its subdirectories) in its `manifest.json`; returns the
