@@ -41,10 +41,8 @@ fn main() {
         "# A {megabytes} MB checkpoint from {} into the store {url} and out to another mirror",
         base.display()
     );
-    println!(
-        "| run | manifest's hashes | put_dir | fetch_dir | read, largest file | the store's copy |"
-    );
-    println!("|---|---|---|---|---|---|");
+    println!("| run | manifest's hashes | put_dir | fetch_dir | read, largest file |");
+    println!("|---|---|---|---|---|");
     for run in 0..REPEATS {
         let key = format!("checkpoints/run/attempt-1/step-{run:08}");
         let saved = work.path().join("host-a").join(&key);
