@@ -1,10 +1,13 @@
 //! Foundation benchmarks: event append throughput (single and batched), end-to-end ingest of
-//! worker events from NATS into PostgreSQL with projections on, and read-endpoint latency under
-//! concurrent load. Run with `cargo bench -p prl-integration-tests --bench foundation`.
+//! worker events from NATS into PostgreSQL with projections on, read-endpoint latency under
+//! concurrent load, and an MLflow artifact of `PRL_BENCH_ARTIFACT_MB` (1,024) uploaded through
+//! the API into its `file://` store and downloaded back. Run with `cargo bench -p
+//! prl-integration-tests --bench foundation`.
 
+use futures::StreamExt;
 use prl_api::store::{Expected, NewEvent, StreamAppend};
 use prl_bus::encoding::Encoded;
-use prl_integration_tests::{FakeWorker, TestApp, publish_until, quick_spec};
+use prl_integration_tests::{FakeWorker, TOKEN, TestApp, publish_until, quick_spec};
 use prl_schema::events::{Event, Metadata};
 use prl_schema::jobs::WorkerEvent;
 use prl_schema::spec::StageKind;
@@ -41,7 +44,67 @@ async fn main() {
     ingest(&app, 100_000).await;
     if std::env::var("PRL_BENCH_ONLY_INGEST").is_err() {
         read_latency(&app, 16, 300).await;
+        let megabytes = std::env::var("PRL_BENCH_ARTIFACT_MB")
+            .map(|v| v.parse().expect("PRL_BENCH_ARTIFACT_MB is a number"))
+            .unwrap_or(1024);
+        artifact_round_trip(&app, megabytes).await;
     }
+}
+
+/// An MLflow client's `log_artifact` of a large file and its download, through the API.
+async fn artifact_round_trip(app: &TestApp, megabytes: u64) {
+    let created: serde_json::Value = app
+        .http
+        .post(app.url("/mlflow/api/2.0/mlflow/runs/create"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"experiment_id": "0"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run = created["run"]["info"]["run_id"].as_str().unwrap();
+    let url = app.url(&format!(
+        "/mlflow/api/2.0/mlflow-artifacts/artifacts/0/{run}/artifacts/model.safetensors"
+    ));
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let body: Vec<u8> = (0..megabytes << 17)
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()
+        })
+        .collect();
+    let bytes = body.len() as u64;
+    let started = Instant::now();
+    let sent = app
+        .http
+        .put(&url)
+        .bearer_auth(TOKEN)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(sent.status().is_success(), "{}", sent.text().await.unwrap());
+    let up = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let response = app.http.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert!(response.status().is_success());
+    let mut chunks = response.bytes_stream();
+    let mut received = 0u64;
+    while let Some(chunk) = chunks.next().await {
+        received += chunk.unwrap().len() as u64;
+    }
+    assert_eq!(received, bytes);
+    let down = started.elapsed().as_secs_f64();
+    let gb = bytes as f64 / 1e9;
+    println!(
+        "MLflow artifact of {megabytes} MB through the API: upload {up:.2} s ({:.2} GB/s), download {down:.2} s ({:.2} GB/s)",
+        gb / up,
+        gb / down
+    );
 }
 
 fn metrics_event(step: u64) -> NewEvent {
