@@ -45,10 +45,19 @@ for _ in $(seq 300); do
   sleep 0.2
 done
 
-"$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/api/openapi.json" \
-  --checks "$CHECKS" \
-  ${EXCLUDED:+--exclude-checks "$EXCLUDED"} \
-  --max-examples "$MAX_EXAMPLES" \
-  --header "Authorization: Bearer $(cat "$HOME_DIR/token")" \
-  --seed 1 \
-  --no-color
+run() {
+  "$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/api/openapi.json" \
+    --checks "$CHECKS" \
+    ${EXCLUDED:+--exclude-checks "$EXCLUDED"} \
+    --max-examples "$MAX_EXAMPLES" \
+    --header "Authorization: Bearer $(cat "$HOME_DIR/token")" \
+    --seed 1 \
+    --no-color \
+    "$@"
+}
+# The live event stream never ends: each of its accepted requests waits out the request timeout,
+# which took 113 of the 124 seconds of a run with the default one. It runs on its own with a
+# short timeout; the requests it refuses answer at once and are checked as before.
+STREAM=/api/v1/events/stream
+run --exclude-path "$STREAM"
+run --include-path "$STREAM" --request-timeout 1
