@@ -14,7 +14,7 @@
 //!    codes) against rebuilding every lane's layout and mask row on the host each step, as the
 //!    engine did before, for the paper's 3,000-token responses.
 //!
-//!     cargo bench -p prl-trainer --bench rollout_throughput
+//!     cargo bench -p prl-trainer --bench rollout_throughput [-- parallel rl hf masks]
 //!
 //! `PRL_DEVICE=cuda` measures every part on the first GPU (HF `generate` too).
 //!
@@ -41,12 +41,26 @@ const REPEATS: usize = 3;
 fn main() {
     let device = common::device();
     println!("# Rollout throughput, {}", common::describe(device));
+    // Parts named on the command line (`-- parallel rl`), else all of them.
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let run = |part: &str| named.is_empty() || named.iter().any(|n| n == part);
     let tiny = Tiny::load(device);
-    parallel_rollouts(&tiny);
-    rl_batch(&tiny, RolloutMode::Parallel);
-    rl_batch(&tiny, RolloutMode::Sequential);
-    sequential_against_hf(device);
-    step_masks(&tiny.tok, device);
+    if run("parallel") {
+        parallel_rollouts(&tiny);
+    }
+    if run("rl") {
+        rl_batch(&tiny, RolloutMode::Parallel);
+        rl_batch(&tiny, RolloutMode::Sequential);
+    }
+    if run("hf") {
+        sequential_against_hf(device);
+    }
+    if run("masks") {
+        step_masks(&tiny.tok, device);
+    }
 }
 
 /// Part 3: the cost of one decoding step's positions and mask for `lanes` sequences of `length`
@@ -187,6 +201,7 @@ fn parallel_rollouts(tiny: &Tiny) {
         };
         let (mut fork_s, mut reencode_s) = (f64::MAX, f64::MAX);
         let (mut forked, mut reencoded) = (Vec::new(), Vec::new());
+        let mut work = Work::default();
         for _ in 0..REPEATS {
             let started = Instant::now();
             forked = rollout(&model.model, &prompts, controls, &config, device)
@@ -195,8 +210,19 @@ fn parallel_rollouts(tiny: &Tiny) {
                 .collect();
             fork_s = fork_s.min(started.elapsed().as_secs_f64());
             let started = Instant::now();
-            reencoded = reencode(model, &prompts, controls, &config, tok.close_summary);
-            reencode_s = reencode_s.min(started.elapsed().as_secs_f64());
+            let mut this = Work::default();
+            reencoded = reencode(
+                model,
+                &prompts,
+                controls,
+                &config,
+                tok.close_summary,
+                &mut this,
+            );
+            let took = started.elapsed().as_secs_f64();
+            if took < reencode_s {
+                (reencode_s, work) = (took, this);
+            }
         }
         let same = forked
             .iter()
@@ -225,7 +251,47 @@ fn parallel_rollouts(tiny: &Tiny) {
             tokens as f64 / reencode_s,
             reencode_s / fork_s
         );
+        let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
+        // The fork engine's prefill: the same rollout with room for one token.
+        let one_token = RolloutConfig {
+            max_new_tokens: 1,
+            ..config.clone()
+        };
+        let fork_prefill_s = (0..REPEATS)
+            .map(|_| {
+                let started = Instant::now();
+                rollout(&model.model, &prompts, controls, &one_token, device);
+                started.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min);
+        println!(
+            "  fork: {prompt_tokens} prompt tokens prefilled (and one step taken) in {fork_prefill_s:.2} s, \
+             the rest {:.2} s",
+            fork_s - fork_prefill_s
+        );
+        println!(
+            "  re-encode: {} phases, {} tokens prefilled ({:.1}x the {prompt_tokens} prompt tokens \
+             that the fork engine prefills) in {:.2} s, {} decoding steps in {:.2} s",
+            work.phases,
+            work.prefilled,
+            work.prefilled as f64 / prompt_tokens as f64,
+            work.prefill_s,
+            work.steps,
+            reencode_s - work.prefill_s,
+        );
     }
+}
+
+/// What the re-encoding side computed in its best run.
+#[derive(Default)]
+struct Work {
+    /// Batched rounds of requests.
+    phases: usize,
+    /// Prompt tokens encoded, padding left out.
+    prefilled: usize,
+    prefill_s: f64,
+    /// Forward passes of one token per request.
+    steps: usize,
 }
 
 /// A batch shaped as the demo's RL steps sample it: 16 prompts x 8 responses at temperature 1.0,
@@ -287,6 +353,7 @@ fn reencode(
     c: &Controls,
     config: &RolloutConfig,
     close_summary: i64,
+    work: &mut Work,
 ) -> Vec<Vec<i64>> {
     let tags = c.tags;
     let n = prompts.len();
@@ -312,7 +379,7 @@ fn reencode(
                 }
             })
             .collect();
-        let outs = decode(model, &requests, c, config.attention);
+        let outs = decode(model, &requests, c, config.attention, work);
         let mut opened = Vec::new();
         for (&i, out) in active.iter().zip(outs) {
             seqs[i].extend(&out);
@@ -345,7 +412,7 @@ fn reencode(
                 });
             }
         }
-        let outs = decode(model, &requests, c, config.attention);
+        let outs = decode(model, &requests, c, config.attention, work);
         for (k, &i) in opened.iter().enumerate() {
             for out in &outs[k * config.paths..(k + 1) * config.paths] {
                 seqs[i].push(tags.open_path);
@@ -375,8 +442,12 @@ fn decode(
     requests: &[Request],
     c: &Controls,
     attention: Attention,
+    work: &mut Work,
 ) -> Vec<Vec<i64>> {
     tch::no_grad(|| {
+        work.phases += 1;
+        work.prefilled += requests.iter().map(|r| r.prompt.len()).sum::<usize>();
+        let started = Instant::now();
         let b = requests.len();
         let width = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(1);
         let mut seqs: Vec<Vec<i64>> = requests.iter().map(|r| r.prompt.clone()).collect();
@@ -406,6 +477,7 @@ fn decode(
             Some(&attention_mask(&prompts, &prompts)),
             &mut cache,
         );
+        work.prefill_s += started.elapsed().as_secs_f64();
         let mut keys = CachedGroups::new(prompts);
         let mut outs: Vec<Vec<i64>> = vec![Vec::new(); b];
         let mut done = vec![false; b];
@@ -466,6 +538,7 @@ fn decode(
             }
             let fed = fed.to_device(device);
             let ni = n as i64;
+            work.steps += 1;
             last = model.model.forward_cached(
                 &Tensor::from_slice(&new_ids).view([ni, 1]).to_device(device),
                 &Tensor::from_slice(&new_positions)

@@ -153,12 +153,11 @@ fn next(model: &LoadedModel, seq: &[i64], c: &RolloutConfig, ban: bool) -> i64 {
 }
 
 /// The engine draws a sample for every token it feeds, even one the controller then forces in its
-/// place; at a temperature the reference draws (and drops) one too, over as many categories (a
-/// draw's use of the generator depends on them), so both use the generator alike.
+/// place; the reference draws (and drops) one too, from the same sampler, so both use the
+/// generator alike.
 fn burn(c: &RolloutConfig) {
-    if c.sampler.temperature > 0.0 {
-        let _ = Tensor::ones([1, VOCAB], (tch::Kind::Float, Device::Cpu)).multinomial(1, true);
-    }
+    let uniform = Tensor::zeros([1, VOCAB], (tch::Kind::Float, Device::Cpu));
+    c.sampler.sample(&uniform, &[0.0], TAGS.open_parallel);
 }
 
 /// The method's rollout written plainly: paths one after another in one sequence, the whole
