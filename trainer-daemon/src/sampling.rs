@@ -77,6 +77,11 @@ impl Sampler {
 fn draw(probs: &Tensor) -> Tensor {
     let cumulative = probs.cumsum(-1, Kind::Double);
     let total = cumulative.narrow(-1, cumulative.size()[1] - 1, 1);
+    // As `multinomial` did, fail rather than draw from rows of NaN (a diverged model's logits).
+    assert!(
+        total.isfinite().all().int64_value(&[]) == 1,
+        "sampling from logits that are not finite: the model's outputs hold NaN or infinity"
+    );
     let u = Tensor::rand_like(&total) * &total;
     // The first index whose cumulative sum exceeds u.
     u.searchsorted(&cumulative, false, true, "right", None::<Tensor>)
@@ -160,6 +165,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "not finite")]
+    fn logits_of_nan_are_refused_not_sampled() {
+        let logits = Tensor::from_slice(&[0.0f32, f32::NAN]).view([1, 2]);
+        let sampler = Sampler {
+            temperature: 1.0,
+            top_p: 1.0,
+        };
+        sampler.sample(&logits, &[0.0], 0);
     }
 
     #[test]
