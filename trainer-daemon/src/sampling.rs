@@ -76,7 +76,8 @@ impl Sampler {
 /// that has mass (the first to reach the row's total) should `u` round up to the total.
 fn draw(probs: &Tensor) -> Tensor {
     let cumulative = probs.cumsum(-1, Kind::Double);
-    let total = cumulative.narrow(-1, cumulative.size()[1] - 1, 1);
+    let vocabulary = *cumulative.size().last().expect("(B, V) probabilities");
+    let total = cumulative.narrow(-1, vocabulary - 1, 1);
     // As `multinomial` did, fail rather than draw from rows of NaN (a diverged model's logits).
     assert!(
         total.isfinite().all().int64_value(&[]) == 1,
@@ -148,19 +149,22 @@ mod tests {
     fn draws_follow_the_probabilities_and_never_pick_a_token_without_mass() {
         tch::manual_seed(5);
         let n = 200_000;
-        // Tokens without mass in the middle and at the end of the vocabulary.
-        for probs in [[0.1f32, 0.3, 0.0, 0.6], [0.25, 0.0, 0.75, 0.0]] {
+        // Tokens without mass at the start, in the middle and at the end of the vocabulary; a
+        // row whose total is not 1 (a softmax's may miss it by rounding; this one by far).
+        for probs in [[0.0f32, 0.2, 0.6, 1.2], [0.25, 0.0, 0.75, 0.0]] {
+            let total: f32 = probs.iter().sum();
             let rows = Tensor::from_slice(&probs).view([1, 4]).repeat([n, 1]);
             let counts = draw(&rows).bincount(None::<Tensor>, 4);
             for (token, &p) in probs.iter().enumerate() {
                 let share = counts.int64_value(&[token as i64]) as f64 / n as f64;
+                let expected = f64::from(p / total);
                 if p == 0.0 {
                     assert_eq!(share, 0.0, "token {token} of {probs:?} has no mass");
                 } else {
-                    // Ten standard errors or more.
+                    // About ten standard errors.
                     assert!(
-                        (share - p as f64).abs() < 0.01,
-                        "{share} for {p} in {probs:?}"
+                        (share - expected).abs() < 0.01,
+                        "{share} for {expected} in {probs:?}"
                     );
                 }
             }
