@@ -1,7 +1,7 @@
 //! Grouped-query self-attention with optional per-head q/k RMSNorm (Qwen3) and a KV cache.
 
 use super::rope::Rotation;
-use super::{ModelConfig, RmsNorm};
+use super::{ModelConfig, RmsNorm, rms_norm};
 use tch::Tensor;
 use tch::nn::{self, Module};
 
@@ -124,8 +124,8 @@ pub struct Attention {
     k_proj: nn::Linear,
     v_proj: nn::Linear,
     o_proj: nn::Linear,
-    q_norm: Option<RmsNorm>,
-    k_norm: Option<RmsNorm>,
+    /// Qwen3's per-head norms of queries and of keys.
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
@@ -149,8 +149,12 @@ impl Attention {
             k_proj: nn::linear(&vs / "k_proj", h, kv_heads * d, qkv),
             v_proj: nn::linear(&vs / "v_proj", h, kv_heads * d, qkv),
             o_proj: nn::linear(&vs / "o_proj", heads * d, h, no_bias),
-            q_norm: qk_norm.then(|| RmsNorm::new(&vs / "q_norm", d, cfg.rms_norm_eps)),
-            k_norm: qk_norm.then(|| RmsNorm::new(&vs / "k_norm", d, cfg.rms_norm_eps)),
+            qk_norm: qk_norm.then(|| {
+                (
+                    RmsNorm::new(&vs / "q_norm", d, cfg.rms_norm_eps),
+                    RmsNorm::new(&vs / "k_norm", d, cfg.rms_norm_eps),
+                )
+            }),
             heads,
             kv_heads,
             head_dim: d,
@@ -166,17 +170,37 @@ impl Attention {
         cache: Option<&mut LayerCache>,
     ) -> Tensor {
         let (b, l, _) = x.size3().expect("(B, L, H) activations");
-        let split = |t: Tensor, heads: i64, norm: &Option<RmsNorm>| {
-            let t = t.view([b, l, heads, self.head_dim]);
-            let t = match norm {
-                Some(norm) => norm.forward(&t),
-                None => t,
-            };
-            t.transpose(1, 2) // (B, heads, L, D)
+        let (heads, kv_heads, d) = (self.heads, self.kv_heads, self.head_dim);
+        // Queries and keys go through their norms and the rotation as one tensor: a decoding
+        // step of a small model is bound by the number of kernels, not by their work.
+        let qk = Tensor::cat(
+            &[
+                self.q_proj.forward(x).view([b, l, heads, d]),
+                self.k_proj.forward(x).view([b, l, kv_heads, d]),
+            ],
+            2,
+        );
+        let qk = match &self.qk_norm {
+            Some((q_norm, k_norm)) => {
+                let weight = Tensor::cat(
+                    &[
+                        q_norm.weight.expand([heads, d], false),
+                        k_norm.weight.expand([kv_heads, d], false),
+                    ],
+                    0,
+                );
+                rms_norm(&qk, &weight, q_norm.eps)
+            }
+            None => qk,
         };
-        let q = rope.apply(&split(self.q_proj.forward(x), self.heads, &self.q_norm));
-        let mut k = rope.apply(&split(self.k_proj.forward(x), self.kv_heads, &self.k_norm));
-        let mut v = split(self.v_proj.forward(x), self.kv_heads, &None);
+        let qk = rope.apply(&qk.transpose(1, 2)); // (B, heads + KV heads, L, D)
+        let q = qk.narrow(1, 0, heads);
+        let mut k = qk.narrow(1, heads, kv_heads);
+        let mut v = self
+            .v_proj
+            .forward(x)
+            .view([b, l, kv_heads, d])
+            .transpose(1, 2);
         let had_cache = cache.as_ref().is_some_and(|c| c.len > 0);
         if let Some(cache) = cache {
             cache.append(&k, &v);
@@ -191,7 +215,27 @@ impl Attention {
             (mask.is_none() && had_cache && l > 1).then(|| causal_after_cache(l, k.size()[2], &q));
         let mask = mask.or(continued.as_ref());
         let causal = mask.is_none() && !had_cache;
-        let out = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, gqa);
+        let out = if gqa && l == 1 {
+            // One new token: the query heads that share a key head become the rows of one
+            // product, which reads that head's cached keys and values once; otherwise the CPU
+            // kernel multiplies one vector per (row, query head).
+            let group = heads / kv_heads;
+            let grouped = q.view([b, kv_heads, group, d]);
+            let mask = mask.map(|m| m.expand([b, 1, group, k.size()[2]], false));
+            Tensor::scaled_dot_product_attention(
+                &grouped,
+                &k,
+                &v,
+                mask.as_ref(),
+                0.0,
+                false,
+                None,
+                false,
+            )
+            .view([b, heads, 1, d])
+        } else {
+            Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, gqa)
+        };
         self.o_proj.forward(&out.transpose(1, 2).contiguous().view([
             b,
             l,

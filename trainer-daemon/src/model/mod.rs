@@ -32,11 +32,17 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let kind = x.kind();
-        let x = x.to_kind(Kind::Float);
-        let variance = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
-        (&self.weight * (x * (variance + self.eps).rsqrt()).to_kind(kind)).to_kind(kind)
+        rms_norm(x, &self.weight, self.eps)
     }
+}
+
+/// RMSNorm over the last dimension with `weight` broadcast over the rest: stacked weights let
+/// one call normalise queries and keys together.
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Tensor {
+    let kind = x.kind();
+    let x = x.to_kind(Kind::Float);
+    let variance = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+    (weight * (x * (variance + eps).rsqrt()).to_kind(kind)).to_kind(kind)
 }
 
 /// The SwiGLU feed-forward block.

@@ -3,11 +3,12 @@
 use super::ModelConfig;
 use tch::{Kind, Tensor};
 
-/// cos and sin for each (batch, position), shaped (B, 1, L, D) to broadcast over heads.
+/// cos and sin for each (batch, position), shaped (B, 1, L, D) to broadcast over heads; the sin's
+/// first half negated, so that rotating needs no negation of its own.
 #[derive(Debug)]
 pub struct Rotation {
     cos: Tensor,
-    sin: Tensor,
+    signed_sin: Tensor,
 }
 
 impl Rotation {
@@ -20,19 +21,19 @@ impl Rotation {
             .exp();
         // (B, L, D/2) -> (B, L, D)
         let freqs = position_ids.to_kind(Kind::Float).unsqueeze(-1) * inv_freq.view([1, 1, -1]);
-        let emb = Tensor::cat(&[&freqs, &freqs], -1);
+        let (cos, sin) = (freqs.cos(), freqs.sin());
+        let halves = |a: &Tensor, b: &Tensor| Tensor::cat(&[a, b], -1).to_kind(kind).unsqueeze(1);
         Rotation {
-            cos: emb.cos().to_kind(kind).unsqueeze(1),
-            sin: emb.sin().to_kind(kind).unsqueeze(1),
+            cos: halves(&cos, &cos),
+            signed_sin: halves(&sin.neg(), &sin),
         }
     }
 
-    /// Rotates (B, H, L, D) queries or keys.
+    /// Rotates (B, H, L, D) queries or keys: x cos + rotate_half(x) sin, where rotate_half(x) is
+    /// (-x2, x1); the sign rides on the sin, which changes no bit of the product.
     pub fn apply(&self, x: &Tensor) -> Tensor {
         let half = x.size()[3] / 2;
-        let x1 = x.narrow(-1, 0, half);
-        let x2 = x.narrow(-1, half, half);
-        let rotated = Tensor::cat(&[&x2.neg(), &x1], -1);
-        x * &self.cos + rotated * &self.sin
+        let swapped = Tensor::cat(&[x.narrow(-1, half, half), x.narrow(-1, 0, half)], -1);
+        x * &self.cos + swapped * &self.signed_sin
     }
 }
