@@ -232,7 +232,9 @@ impl Attention {
                 None,
                 false,
             )
-            .view([b, heads, 1, d])
+            // CPU kernels return the block contiguous (a view); CUDA's fused kernels return it
+            // transposed, which only a copy can regroup.
+            .reshape([b, heads, 1, d])
         } else {
             Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, gqa)
         };
