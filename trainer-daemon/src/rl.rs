@@ -114,6 +114,9 @@ pub fn train(
             greedy: stage.eval_greedy,
             config: config.clone(),
         };
+        // Every evaluation of the run samples from the stage's seed (a step's seed is `seed ^
+        // step`, step ≥ 1): one repeats, and two differ only by the weights.
+        tch::manual_seed(job.stage_seed() as i64);
         evaluate(
             model,
             &tok,
@@ -952,5 +955,52 @@ mod tests {
             panic!("{outcome:?}")
         };
         assert_eq!(again.step, 2);
+    }
+    #[test]
+    fn a_runs_evaluations_repeat_whatever_was_drawn_before_them() {
+        // The evaluation before the first step samples at T = 1; it must not depend on what the
+        // process drew before the run (here: the first run's draws, then others).
+        let stage = serde_json::from_value(serde_json::json!({
+            "name": "rl", "dataset": "builtin:hard", "attention": "unseen",
+            "reward": "s1", "learning_rate": 1e-5, "steps": 1, "prompts_per_step": 2,
+            "group_size": 2, "mini_batch_size": 4, "dynamic_sampling": false,
+            "max_response_tokens": 48, "eval_every": 1, "eval_dataset": "builtin:hard-test",
+            "eval_max_prompts": 4, "eval_k": 2
+        }))
+        .unwrap();
+        let job = JobMessage {
+            job_id: prl_schema::ids::JobId::new(),
+            run_id: prl_schema::ids::RunId(uuid::Uuid::from_u128(3)),
+            experiment_id: prl_schema::ids::ExperimentId::new(),
+            attempt: 1,
+            expected_version: 0,
+            model: ModelRef::Preset(prl_schema::spec::ModelPreset::TinyBase),
+            stage: StageSpec::Rl(stage),
+            seed: 1,
+            input_checkpoint: None,
+            resume_from: None,
+            datasets: Default::default(),
+        };
+        let data_dir = std::env::temp_dir().join(format!("prl-eval-seed-{}", std::process::id()));
+        let evaluated_texts = |drawn_before: i64| {
+            let _ = Tensor::rand([drawn_before], (tch::Kind::Float, Device::Cpu));
+            let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+            train(&job, &data_dir, &CancellationToken::new(), &events).unwrap();
+            let mut texts = Vec::new();
+            while let Ok(event) = received.try_recv() {
+                if let WorkerEvent::Trajectories(batch) = event
+                    && batch.benchmark.is_some()
+                {
+                    texts.extend(batch.trajectories.into_iter().map(|t| (batch.step, t.text)));
+                }
+            }
+            texts
+        };
+        let first = evaluated_texts(1);
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let second = evaluated_texts(7);
+        let _ = std::fs::remove_dir_all(&data_dir);
+        assert_eq!(first.iter().filter(|(step, _)| *step == 0).count(), 8);
+        assert_eq!(first, second);
     }
 }
